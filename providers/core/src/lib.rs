@@ -1,0 +1,334 @@
+//! The seam between offload's engine and a container runtime.
+//!
+//! Every runtime (the local host, the simulator, Kubernetes, ECS Fargate, ACI) implements
+//! [`Provider`]. The engine owns every call out; a provider only translates. The contract,
+//! shaped after Virtual Kubelet's `PodLifecycleHandler`:
+//!
+//! - [`Provider::launch`] is idempotent for the same [`Launch::key`]: launching a key that
+//!   already has a workload returns that workload's [`Handle`] and starts nothing new. The
+//!   engine stores the key before it calls, so a crash never launches a job twice.
+//! - [`Provider::observe`] is batched: one call answers for many handles.
+//! - Errors say what the engine must do next ([`ProviderError`]), not what went wrong inside.
+//! - Each provider declares what it can run ([`Capabilities`]) and what it costs
+//!   ([`PriceSheet`]), so routing needs no provider-specific code.
+//!
+//! No cloud SDK belongs in this crate.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a provider is asked to run: the job's spec, resolved for launching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    pub name: Option<String>,
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub resources: Resources,
+    pub timeout_seconds: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    /// The per-kind escape hatch, already picked out for this provider's kind.
+    pub provider_options: Option<serde_json::Value>,
+}
+
+/// Compute a workload asks for, already parsed into numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// vCPUs, fractional.
+    pub cpu: f64,
+    pub memory_bytes: u64,
+    pub gpu: Option<Gpu>,
+    pub ephemeral_storage_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub count: u32,
+    /// A GPU kind such as `nvidia-tesla-t4`; `None` means any kind the provider has.
+    pub kind: Option<String>,
+}
+
+/// One launch: the spec, its secrets, and the key that makes it idempotent.
+#[derive(Clone)]
+pub struct Launch {
+    /// Deterministic from the job id and attempt number; a valid DNS-1123 label.
+    pub key: String,
+    pub job_id: String,
+    pub attempt: u32,
+    pub spec: WorkloadSpec,
+    /// Values are secret: providers pass them to the workload and nowhere else.
+    pub secret_env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launch")
+            .field("key", &self.key)
+            .field("job_id", &self.job_id)
+            .field("attempt", &self.attempt)
+            .field("spec", &self.spec)
+            .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where a launched workload lives at its provider (pod name, task ARN, group id, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Handle {
+    pub key: String,
+    pub provider_ref: String,
+}
+
+/// Where a workload is in its life, as the provider last saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Accepted, not yet running (scheduling, pulling, provisioning).
+    Starting { reason: Option<String> },
+    Running,
+    /// Ended. `exit_code` is absent when the runtime never reported one.
+    Exited {
+        exit_code: Option<i32>,
+        reason: Option<String>,
+    },
+    /// The provider no longer knows the workload; the engine may launch a new attempt.
+    Lost { reason: String },
+}
+
+impl Phase {
+    pub fn is_final(&self) -> bool {
+        matches!(self, Phase::Exited { .. } | Phase::Lost { .. })
+    }
+}
+
+/// One observation of one handle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub handle: Handle,
+    pub phase: Phase,
+}
+
+/// A piece of a workload's log, and where to continue reading.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogChunk {
+    pub text: String,
+    /// Opaque; pass it back as [`LogQuery::cursor`] to read on.
+    pub cursor: Option<String>,
+}
+
+/// Which part of a log to read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogQuery {
+    /// Continue after an earlier chunk.
+    pub cursor: Option<String>,
+    /// Only the last bytes (at most this many); the chunk's cursor still points at the end.
+    pub tail_bytes: Option<usize>,
+}
+
+/// What a provider can run. Routing uses it to skip providers that cannot hold a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub max_cpu: f64,
+    pub max_memory_bytes: u64,
+    /// GPU kinds this provider may request; empty means no GPU work.
+    pub gpu_kinds: Vec<String>,
+    pub spot: bool,
+    pub arch: Vec<String>,
+    /// How many handles one [`Provider::observe`] call may carry.
+    pub max_observe_batch: usize,
+}
+
+impl Capabilities {
+    /// Why this provider cannot run `resources`, or `None` when it can.
+    pub fn refusal(&self, resources: &Resources) -> Option<String> {
+        if resources.cpu > self.max_cpu {
+            return Some(format!("cpu {} exceeds the limit of {}", resources.cpu, self.max_cpu));
+        }
+        if resources.memory_bytes > self.max_memory_bytes {
+            return Some(format!(
+                "memory {} bytes exceeds the limit of {} bytes",
+                resources.memory_bytes, self.max_memory_bytes
+            ));
+        }
+        if let Some(gpu) = &resources.gpu {
+            if self.gpu_kinds.is_empty() {
+                return Some("no GPU kinds are enabled".into());
+            }
+            if let Some(kind) = &gpu.kind {
+                if !self.gpu_kinds.iter().any(|k| k == kind) {
+                    return Some(format!(
+                        "GPU kind {kind} is not one of {}",
+                        self.gpu_kinds.join(", ")
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What running costs, in US dollars per hour, so routing can compare providers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSheet {
+    #[serde(default)]
+    pub vcpu_hour: f64,
+    #[serde(default)]
+    pub gb_hour: f64,
+    /// Per GPU-hour, by GPU kind.
+    #[serde(default)]
+    pub gpu_hour: BTreeMap<String, f64>,
+}
+
+impl PriceSheet {
+    /// Dollars per hour for `resources`; `None` when a requested GPU kind has no price.
+    pub fn hourly(&self, resources: &Resources) -> Option<f64> {
+        let gib = resources.memory_bytes as f64 / (1u64 << 30) as f64;
+        let mut cost = resources.cpu * self.vcpu_hour + gib * self.gb_hour;
+        if let Some(gpu) = &resources.gpu {
+            let per_gpu = match &gpu.kind {
+                Some(kind) => *self.gpu_hour.get(kind)?,
+                None => self.gpu_hour.values().copied().reduce(f64::min)?,
+            };
+            cost += per_gpu * gpu.count as f64;
+        }
+        Some(cost)
+    }
+}
+
+/// Errors typed by what the engine must do next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The job cannot run here as specified: fail it (the user's fault), or route elsewhere.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// No room right now (quota, capacity): try another provider, or later.
+    #[error("no capacity: {0}")]
+    Capacity(String),
+    /// Slow down: call again after `retry_after`.
+    #[error("throttled, retry after {retry_after:?}")]
+    Throttled { retry_after: Duration },
+    /// A passing fault: retry with backoff.
+    #[error("transient error: {0}")]
+    Transient(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Credentials or configuration are wrong: retrying will not help.
+    #[error("auth or config error: {0}")]
+    Config(String),
+}
+
+pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
+
+/// A stream of observations pushed by the provider (a Kubernetes watch, say).
+pub type ObservationStream = futures::stream::BoxStream<'static, Observation>;
+
+/// A container runtime, as the engine sees it.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The kind tag (`local`, `sim`, `kubernetes`, `ecs`, `aci`).
+    fn kind(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    fn price_sheet(&self) -> PriceSheet;
+
+    /// Checks a spec before anything is launched; kind-specific rules go here.
+    fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        match self.capabilities().refusal(&spec.resources) {
+            Some(why) => Err(ProviderError::InvalidSpec(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the workload, or returns the existing one for the same key.
+    async fn launch(&self, launch: &Launch) -> Result<Handle>;
+
+    /// Observes many workloads in one round; handles the provider does not know come back
+    /// as [`Phase::Lost`].
+    async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>>;
+
+    /// A push stream of observations, for providers that can watch. The engine still
+    /// calls [`Provider::observe`] now and then as a safety net.
+    fn subscribe(&self) -> Option<ObservationStream> {
+        None
+    }
+
+    /// Asks the workload to stop. Idempotent; an already finished workload is no error.
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()>;
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk>;
+
+    /// Deletes a finished workload once its outcome and log tail are stored.
+    async fn release(&self, handle: &Handle) -> Result<()>;
+
+    /// Health check: can this provider be reached with its credentials?
+    async fn check(&self) -> Result<()>;
+}
+
+/// Cuts `text` to its last `max` bytes, on a character boundary.
+pub fn tail_str(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(cpu: f64, gib: u64, gpu: Option<Gpu>) -> Resources {
+        Resources { cpu, memory_bytes: gib << 30, gpu, ephemeral_storage_bytes: None }
+    }
+
+    #[test]
+    fn capabilities_name_the_limit_that_refuses() {
+        let caps = Capabilities {
+            max_cpu: 4.0,
+            max_memory_bytes: 16 << 30,
+            gpu_kinds: vec!["nvidia-l4".into()],
+            spot: false,
+            arch: vec!["x86_64".into()],
+            max_observe_batch: 100,
+        };
+        assert_eq!(caps.refusal(&res(4.0, 16, None)), None);
+        assert!(caps.refusal(&res(8.0, 1, None)).unwrap().contains("cpu 8"));
+        assert!(caps.refusal(&res(1.0, 32, None)).unwrap().contains("memory"));
+        let t4 = Gpu { count: 1, kind: Some("nvidia-t4".into()) };
+        assert!(caps.refusal(&res(1.0, 1, Some(t4))).unwrap().contains("nvidia-t4"));
+        let any = Gpu { count: 1, kind: None };
+        assert_eq!(caps.refusal(&res(1.0, 1, Some(any))), None);
+    }
+
+    #[test]
+    fn price_sheet_adds_cpu_memory_and_gpu() {
+        let sheet = PriceSheet {
+            vcpu_hour: 0.04,
+            gb_hour: 0.005,
+            gpu_hour: [("a".to_string(), 1.0), ("b".to_string(), 0.5)].into(),
+        };
+        let cost = sheet.hourly(&res(2.0, 4, None)).unwrap();
+        assert!((cost - 0.1).abs() < 1e-9, "{cost}");
+        let any = Gpu { count: 2, kind: None };
+        let cost = sheet.hourly(&res(0.0, 0, Some(any))).unwrap();
+        assert!((cost - 1.0).abs() < 1e-9, "cheapest kind twice: {cost}");
+        let unknown = Gpu { count: 1, kind: Some("c".into()) };
+        assert_eq!(sheet.hourly(&res(0.0, 0, Some(unknown))), None);
+    }
+
+    #[test]
+    fn tail_keeps_char_boundaries() {
+        assert_eq!(tail_str("abc", 10), "abc");
+        assert_eq!(tail_str("abcdef", 2), "ef");
+        assert_eq!(tail_str("aé", 1), "");
+        assert_eq!(tail_str("aéb", 2), "b");
+    }
+}

@@ -1,0 +1,466 @@
+//! The `local` provider: runs a job's `command` + `args` as a process on the gateway's
+//! host, so offload works on a laptop with no cloud account.
+//!
+//! The image is recorded but never pulled; the command runs with the host's tools.
+//!
+//! Each launch key owns a directory `<workdir>/<key>/` that holds everything the provider
+//! knows, so a gateway that is killed and restarted re-adopts its workloads from disk:
+//!
+//! - `launched`: created exclusively before the process starts; its presence makes a
+//!   second launch of the same key adopt instead of starting again;
+//! - `pid`: written by the wrapper shell, which leads the workload's process group;
+//! - `output.log`: stdout and stderr, interleaved;
+//! - `exit_code`: written by the wrapper when the command ends;
+//! - `work/`: the job's fresh working directory (also its `HOME`).
+//!
+//! The wrapper runs in its own process group, so it outlives a gateway crash, and cancel
+//! signals the whole group: SIGTERM, then SIGKILL after a grace period.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use offload_provider::{
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    ProviderError, Result, WorkloadSpec,
+};
+use serde::Deserialize;
+
+/// The wrapper: records its pid, runs the command, records the exit code. A trap (not an
+/// ignore, which children would inherit) keeps the shell alive through SIGTERM so that it
+/// can record the code of a command that exits on that signal.
+const WRAPPER: &str = r#"d=$1; shift
+echo $$ > "$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"
+trap : TERM INT HUP
+"$@" < /dev/null
+code=$?
+echo $code > "$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit_code"
+"#;
+
+/// How long a launch may go without its wrapper writing a pid before it counts as lost.
+const START_GRACE: Duration = Duration::from_secs(30);
+
+/// The most log bytes one [`Provider::logs`] call returns.
+const MAX_CHUNK: u64 = 1 << 20;
+
+/// `[providers.NAME]` settings for `kind = "local"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where each launch gets its directory.
+    #[serde(default = "default_workdir")]
+    pub workdir: PathBuf,
+    /// Seconds between SIGTERM and SIGKILL on cancel.
+    #[serde(default = "default_grace")]
+    pub grace_seconds: u64,
+    /// The largest job routing may send here; defaults to the host's CPUs.
+    pub max_cpu: Option<f64>,
+    /// The largest memory request, in bytes; defaults to the host's memory.
+    pub max_memory_bytes: Option<u64>,
+}
+
+fn default_workdir() -> PathBuf {
+    PathBuf::from("offload-data/local")
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workdir: default_workdir(),
+            grace_seconds: default_grace(),
+            max_cpu: None,
+            max_memory_bytes: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn build(&self) -> std::io::Result<LocalProvider> {
+        fs::create_dir_all(&self.workdir)?;
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        Ok(LocalProvider {
+            root: fs::canonicalize(&self.workdir)?,
+            grace: Duration::from_secs(self.grace_seconds),
+            capabilities: Capabilities {
+                max_cpu: self.max_cpu.unwrap_or(host_cpus),
+                max_memory_bytes: self.max_memory_bytes.unwrap_or_else(host_memory_bytes),
+                gpu_kinds: vec![],
+                spot: false,
+                arch: vec![std::env::consts::ARCH.to_string()],
+                max_observe_batch: 1000,
+            },
+        })
+    }
+}
+
+fn host_memory_bytes() -> u64 {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(8 << 30, |kib| kib * 1024)
+}
+
+/// Runs workloads as host processes; see the module docs.
+pub struct LocalProvider {
+    root: PathBuf,
+    grace: Duration,
+    capabilities: Capabilities,
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> ProviderError {
+    ProviderError::Transient(format!("{what} {}: {e}", path.display()))
+}
+
+impl LocalProvider {
+    fn dir(&self, key: &str) -> Result<PathBuf> {
+        // Keys come from the engine, but a path must never escape the root.
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(ProviderError::NotFound(format!("not a local launch key: {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn read_pid(dir: &Path) -> Option<Pid> {
+        let text = fs::read_to_string(dir.join("pid")).ok()?;
+        text.trim().parse::<i32>().ok().filter(|p| *p > 1).map(Pid::from_raw)
+    }
+
+    fn read_exit(dir: &Path) -> Option<i32> {
+        fs::read_to_string(dir.join("exit_code")).ok()?.trim().parse().ok()
+    }
+
+    /// Whether any process of the workload's group is still alive (zombies do not count).
+    fn group_alive(pgid: Pid) -> bool {
+        let Ok(entries) = fs::read_dir("/proc") else { return killpg(pgid, None).is_ok() };
+        entries.flatten().any(|e| {
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            proc_stat(&stat).is_some_and(|(state, pgrp)| state != 'Z' && pgrp == pgid.as_raw())
+        })
+    }
+
+    fn phase(dir: &Path) -> Phase {
+        if !dir.join("launched").exists() {
+            return Phase::Lost { reason: "no such local workload".into() };
+        }
+        if let Some(code) = Self::read_exit(dir) {
+            return exited(code);
+        }
+        match Self::read_pid(dir) {
+            Some(pid) if wrapper_alive(pid) => Phase::Running,
+            // The wrapper may have written the code between the two reads.
+            Some(_) => match Self::read_exit(dir) {
+                Some(code) => exited(code),
+                None => Phase::Lost { reason: "the process died without reporting an exit code".into() },
+            },
+            None => {
+                let age = fs::metadata(dir.join("launched"))
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or_default();
+                if age > START_GRACE {
+                    Phase::Lost { reason: "the process never started".into() }
+                } else {
+                    Phase::Starting { reason: None }
+                }
+            }
+        }
+    }
+
+    fn spawn(&self, dir: &Path, launch: &Launch) -> Result<()> {
+        let work = dir.join("work");
+        fs::create_dir_all(&work).map_err(|e| io_err("creating", &work, e))?;
+        let log_path = dir.join("output.log");
+        let log = fs::File::create(&log_path).map_err(|e| io_err("creating", &log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| io_err("opening", &log_path, e))?;
+        let spec = &launch.spec;
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(WRAPPER)
+            .arg("offload-local")
+            .arg(dir)
+            .args(&spec.command)
+            .args(&spec.args)
+            .current_dir(&work)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env("HOME", &work)
+            .env("OFFLOAD_JOB_ID", &launch.job_id)
+            .envs(&spec.env)
+            .envs(&launch.secret_env)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| ProviderError::Transient(format!("spawning /bin/sh: {e}")))?;
+        // Reap the wrapper so that a finished one never lingers as a zombie.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(())
+    }
+}
+
+/// Whether the wrapper shell (the group leader) is alive and not a zombie.
+fn wrapper_alive(pid: Pid) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    proc_stat(&stat).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// A process's state letter and process group, from `/proc/PID/stat`
+/// (`pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses).
+fn proc_stat(stat: &str) -> Option<(char, i32)> {
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+fn exited(code: i32) -> Phase {
+    let reason = (code > 128 && code < 160).then(|| format!("killed by signal {}", code - 128));
+    Phase::Exited { exit_code: Some(code), reason }
+}
+
+#[async_trait::async_trait]
+impl Provider for LocalProvider {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities.clone()
+    }
+
+    fn price_sheet(&self) -> PriceSheet {
+        PriceSheet::default()
+    }
+
+    fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        if spec.command.is_empty() {
+            return Err(ProviderError::InvalidSpec(
+                "the local provider runs `command` on the host and never pulls the image: give a command".into(),
+            ));
+        }
+        if let Some(why) = self.capabilities.refusal(&spec.resources) {
+            return Err(ProviderError::InvalidSpec(why));
+        }
+        Ok(())
+    }
+
+    async fn launch(&self, launch: &Launch) -> Result<Handle> {
+        self.validate(&launch.spec)?;
+        let dir = self.dir(&launch.key)?;
+        let handle = Handle { key: launch.key.clone(), provider_ref: launch.key.clone() };
+        fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        let marker = dir.join("launched");
+        match OpenOptions::new().write(true).create_new(true).open(&marker) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                tracing::info!(key = %launch.key, "adopting an existing local workload");
+                return Ok(handle);
+            }
+            Err(e) => return Err(io_err("creating", &marker, e)),
+        }
+        if let Err(e) = self.spawn(&dir, launch) {
+            // Nothing started: let a retry of the same key try again.
+            let _ = fs::remove_file(&marker);
+            return Err(e);
+        }
+        Ok(handle)
+    }
+
+    async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
+        handles
+            .iter()
+            .map(|h| Ok(Observation { handle: h.clone(), phase: Self::phase(&self.dir(&h.key)?) }))
+            .collect()
+    }
+
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
+        let dir = self.dir(&handle.key)?;
+        let Some(pgid) = Self::read_pid(&dir) else { return Ok(()) };
+        if !Self::group_alive(pgid) {
+            return Ok(());
+        }
+        tracing::info!(key = %handle.key, %reason, "stopping local workload");
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + self.grace;
+        while tokio::time::Instant::now() < deadline {
+            if !Self::group_alive(pgid) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = killpg(pgid, Signal::SIGKILL);
+        while Self::group_alive(pgid) && tokio::time::Instant::now() < deadline + Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
+        let path = self.dir(&handle.key)?.join("output.log");
+        let mut file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogChunk::default()),
+            Err(e) => return Err(io_err("opening", &path, e)),
+        };
+        let len = file.metadata().map_err(|e| io_err("reading", &path, e))?.len();
+        let from = match (&query.cursor, query.tail_bytes) {
+            (Some(c), _) => c.parse::<u64>().map_err(|_| ProviderError::InvalidSpec(format!("bad log cursor {c:?}")))?,
+            (None, Some(tail)) => len.saturating_sub(tail as u64),
+            (None, None) => 0,
+        };
+        let to = len.min(from.saturating_add(MAX_CHUNK));
+        let mut bytes = Vec::with_capacity(to.saturating_sub(from) as usize);
+        file.seek(SeekFrom::Start(from)).map_err(|e| io_err("reading", &path, e))?;
+        file.take(to.saturating_sub(from)).read_to_end(&mut bytes).map_err(|e| io_err("reading", &path, e))?;
+        Ok(LogChunk { text: String::from_utf8_lossy(&bytes).into_owned(), cursor: Some(to.max(from).to_string()) })
+    }
+
+    async fn release(&self, handle: &Handle) -> Result<()> {
+        let dir = self.dir(&handle.key)?;
+        // Stragglers the command left in the background go with it.
+        if let Some(pgid) = Self::read_pid(&dir) {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", &dir, e)),
+        }
+    }
+
+    async fn check(&self) -> Result<()> {
+        let probe = self.root.join(".check");
+        fs::write(&probe, b"ok").map_err(|e| ProviderError::Config(format!("workdir {} is not writable: {e}", self.root.display())))?;
+        let _ = fs::remove_file(probe);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use offload_provider::Resources;
+    use std::collections::BTreeMap;
+
+    fn provider(dir: &Path, grace: u64) -> LocalProvider {
+        Config { workdir: dir.to_path_buf(), grace_seconds: grace, ..Config::default() }.build().unwrap()
+    }
+
+    fn launch(key: &str, script: &str) -> Launch {
+        Launch {
+            key: key.into(),
+            job_id: "job".into(),
+            attempt: 1,
+            spec: WorkloadSpec {
+                name: None,
+                image: "busybox".into(),
+                command: vec!["sh".into(), "-c".into(), script.into()],
+                args: vec![],
+                env: [("GREETING".to_string(), "hello".to_string())].into(),
+                resources: Resources { cpu: 0.5, memory_bytes: 1 << 20, gpu: None, ephemeral_storage_bytes: None },
+                timeout_seconds: None,
+                labels: BTreeMap::new(),
+                provider_options: None,
+            },
+            secret_env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
+        }
+    }
+
+    async fn wait_final(p: &LocalProvider, h: &Handle) -> Phase {
+        for _ in 0..200 {
+            let phase = p.observe(std::slice::from_ref(h)).await.unwrap().remove(0).phase;
+            if phase.is_final() {
+                return phase;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("workload {} did not finish", h.key);
+    }
+
+    #[tokio::test]
+    async fn runs_with_env_and_captures_output_and_exit_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        let h = p.launch(&launch("k1", "echo $GREETING $TOKEN; pwd; echo oops >&2; exit 7")).await.unwrap();
+        assert_eq!(wait_final(&p, &h).await, Phase::Exited { exit_code: Some(7), reason: None });
+        let log = p.logs(&h, &LogQuery::default()).await.unwrap();
+        assert!(log.text.contains("hello s3cret"), "{}", log.text);
+        assert!(log.text.contains("oops"), "{}", log.text);
+        assert!(log.text.contains(&format!("{}/k1/work", p.root.display())), "{}", log.text);
+        let tail = p.logs(&h, &LogQuery { cursor: None, tail_bytes: Some(5) }).await.unwrap();
+        assert_eq!(tail.text, "oops\n");
+        let more = p.logs(&h, &LogQuery { cursor: log.cursor.clone(), tail_bytes: None }).await.unwrap();
+        assert_eq!(more.text, "");
+    }
+
+    #[tokio::test]
+    async fn relaunching_a_key_adopts_instead_of_starting_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        let l = launch("k2", "echo started >> ../../runs; sleep 0.3");
+        let h1 = p.launch(&l).await.unwrap();
+        // A fresh provider on the same directory stands for a restarted gateway.
+        let p2 = provider(tmp.path(), 5);
+        let h2 = p2.launch(&l).await.unwrap();
+        assert_eq!(h1, h2);
+        assert_eq!(wait_final(&p2, &h2).await, Phase::Exited { exit_code: Some(0), reason: None });
+        assert_eq!(fs::read_to_string(tmp.path().join("runs")).unwrap(), "started\n");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_whole_group_even_when_sigterm_is_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 1);
+        let h = p.launch(&launch("k3", "trap '' TERM; sleep 300 & echo $! > child; wait")).await.unwrap();
+        let child_file = p.root.join("k3/work/child");
+        for _ in 0..100 {
+            if child_file.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let child: i32 = fs::read_to_string(&child_file).unwrap().trim().parse().unwrap();
+        p.cancel(&h, "test").await.unwrap();
+        let pgid = LocalProvider::read_pid(&p.root.join("k3")).unwrap();
+        assert!(!LocalProvider::group_alive(pgid), "process group {pgid} survived cancel");
+        assert!(!wrapper_alive(Pid::from_raw(child)), "background child {child} survived cancel");
+        p.release(&h).await.unwrap();
+        assert!(!p.root.join("k3").exists());
+    }
+
+    #[tokio::test]
+    async fn sigterm_exit_is_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        let h = p.launch(&launch("k4", "sleep 30")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.cancel(&h, "test").await.unwrap();
+        let phase = wait_final(&p, &h).await;
+        assert_eq!(phase, Phase::Exited { exit_code: Some(143), reason: Some("killed by signal 15".into()) });
+    }
+
+    #[tokio::test]
+    async fn unknown_keys_are_lost_and_bad_keys_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        let unknown = Handle { key: "nope".into(), provider_ref: "nope".into() };
+        assert!(matches!(p.observe(&[unknown]).await.unwrap()[0].phase, Phase::Lost { .. }));
+        let evil = Handle { key: "../x".into(), provider_ref: "../x".into() };
+        assert!(matches!(p.observe(&[evil]).await, Err(ProviderError::NotFound(_))));
+        let mut l = launch("k5", "true");
+        l.spec.command.clear();
+        assert!(matches!(p.launch(&l).await, Err(ProviderError::InvalidSpec(m)) if m.contains("command")));
+    }
+}

@@ -1,0 +1,443 @@
+//! The `sim` provider: a simulated container runtime for tests, demos and benchmarks.
+//!
+//! A workload's life is a plan (start latency, run time, exit code, output) fixed at
+//! launch; its phase at any moment follows from the wall clock, so the simulator needs
+//! no background task. Faults are injected with configured probabilities: throttling,
+//! transient errors and capacity errors on launch, transient errors on observe, and
+//! workloads that get lost.
+//!
+//! Every launch call is appended to a record file (when one is configured) before it
+//! returns: `created` when a workload was made, `adopted` when the key already had one.
+//! The record is replayed at start, so a restarted gateway finds its workloads again and
+//! a test can check that no launch key ever created two workloads.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use offload_provider::{
+    tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    ProviderError, Result, WorkloadSpec,
+};
+use serde::{Deserialize, Serialize};
+
+/// `[providers.NAME]` settings for `kind = "sim"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub start_ms: u64,
+    pub run_ms: u64,
+    pub exit_code: i32,
+    /// Where launches are recorded; without it the simulator forgets everything on restart.
+    pub record: Option<PathBuf>,
+    pub faults: Faults,
+    pub max_cpu: f64,
+    pub max_memory_bytes: u64,
+    pub gpu_kinds: Vec<String>,
+    pub spot: bool,
+    pub max_observe_batch: usize,
+    pub price: PriceSheet,
+    pub seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            start_ms: 200,
+            run_ms: 1000,
+            exit_code: 0,
+            record: None,
+            faults: Faults::default(),
+            max_cpu: 16.0,
+            max_memory_bytes: 64 << 30,
+            gpu_kinds: vec![],
+            spot: false,
+            max_observe_batch: 100,
+            price: PriceSheet::default(),
+            seed: None,
+        }
+    }
+}
+
+/// Probabilities, each from 0 to 1.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// A launch answers "throttled, retry after `throttle_retry_ms`".
+    pub throttle: f64,
+    pub throttle_retry_ms: u64,
+    /// A launch or observe call fails with a transient error.
+    pub transient: f64,
+    /// A launch answers "no capacity".
+    pub capacity: f64,
+    /// A created workload is lost once it would have started.
+    pub lost: f64,
+}
+
+/// What a job may ask of the simulator through `provider_options.sim`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobOptions {
+    start_ms: Option<u64>,
+    run_ms: Option<u64>,
+    exit_code: Option<i32>,
+    output: Option<String>,
+    lost: Option<bool>,
+}
+
+/// A workload's fixed plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Plan {
+    start_ms: u64,
+    run_ms: u64,
+    exit_code: i32,
+    output: String,
+    lost: bool,
+}
+
+/// One line of the record file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub op: RecordOp,
+    pub key: String,
+    /// Empty on `cancelled` and `released` lines.
+    #[serde(default)]
+    pub job_id: String,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<Plan>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordOp {
+    Created,
+    Adopted,
+    Cancelled,
+    Released,
+}
+
+struct Workload {
+    launched_ms: u64,
+    plan: Plan,
+    cancelled_ms: Option<u64>,
+}
+
+struct State {
+    workloads: HashMap<String, Workload>,
+    record: Option<File>,
+    rng: fastrand::Rng,
+}
+
+/// Reads a record file, for tests that check what the simulator saw.
+pub fn read_record(path: &Path) -> std::io::Result<Vec<Record>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut out = vec![];
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        // A crash may cut the last line short; everything before it is whole.
+        if let Ok(record) = serde_json::from_str(&line) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Config {
+    pub fn build(&self) -> std::io::Result<SimProvider> {
+        let mut workloads = HashMap::new();
+        let record = match &self.record {
+            Some(path) => {
+                for r in read_record(path)? {
+                    match (r.op, r.plan) {
+                        (RecordOp::Created, Some(plan)) => {
+                            workloads.insert(r.key, Workload { launched_ms: r.at_ms, plan, cancelled_ms: None });
+                        }
+                        (RecordOp::Cancelled, _) => {
+                            if let Some(w) = workloads.get_mut(&r.key) {
+                                w.cancelled_ms.get_or_insert(r.at_ms);
+                            }
+                        }
+                        (RecordOp::Released, _) => {
+                            workloads.remove(&r.key);
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Some(OpenOptions::new().create(true).append(true).open(path)?)
+            }
+            None => None,
+        };
+        let rng = self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        Ok(SimProvider { config: self.clone(), state: Mutex::new(State { workloads, record, rng }) })
+    }
+}
+
+/// The simulator; see the module docs.
+pub struct SimProvider {
+    config: Config,
+    state: Mutex<State>,
+}
+
+impl State {
+    fn append(&mut self, op: RecordOp, launch_key: &str, job_id: &str, at_ms: u64, plan: Option<&Plan>) -> Result<()> {
+        let Some(file) = self.record.as_mut() else { return Ok(()) };
+        let record = Record { op, key: launch_key.into(), job_id: job_id.into(), at_ms, plan: plan.cloned() };
+        let mut line = serde_json::to_vec(&record).expect("records serialise");
+        line.push(b'\n');
+        // One write per record: a process kill never leaves half a line before a whole one.
+        file.write_all(&line).map_err(|e| ProviderError::Transient(format!("writing the sim record: {e}")))
+    }
+
+    fn roll(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.f64() < p
+    }
+}
+
+impl SimProvider {
+    fn plan(&self, spec: &WorkloadSpec, lost: bool) -> Result<Plan> {
+        let opts: JobOptions = match &spec.provider_options {
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| ProviderError::InvalidSpec(format!("provider_options.sim: {e}")))?,
+            None => JobOptions::default(),
+        };
+        let exit_code = opts.exit_code.unwrap_or(self.config.exit_code);
+        let output = opts.output.unwrap_or_else(|| {
+            format!("sim: running {} {}\nsim: exiting with {exit_code}\n", spec.image, spec.command.join(" "))
+        });
+        Ok(Plan {
+            start_ms: opts.start_ms.unwrap_or(self.config.start_ms),
+            run_ms: opts.run_ms.unwrap_or(self.config.run_ms),
+            exit_code,
+            output,
+            lost: opts.lost.unwrap_or(lost),
+        })
+    }
+
+    fn phase(w: &Workload, now: u64) -> Phase {
+        let started = w.launched_ms + w.plan.start_ms;
+        if let Some(at) = w.cancelled_ms {
+            return Phase::Exited { exit_code: Some(143), reason: Some(format!("cancelled after {} ms", at.saturating_sub(w.launched_ms))) };
+        }
+        if now < started {
+            return Phase::Starting { reason: Some("simulated start".into()) };
+        }
+        if w.plan.lost {
+            return Phase::Lost { reason: "simulated lost workload".into() };
+        }
+        if now < started + w.plan.run_ms {
+            return Phase::Running;
+        }
+        Phase::Exited { exit_code: Some(w.plan.exit_code), reason: None }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for SimProvider {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_cpu: self.config.max_cpu,
+            max_memory_bytes: self.config.max_memory_bytes,
+            gpu_kinds: self.config.gpu_kinds.clone(),
+            spot: self.config.spot,
+            arch: vec!["x86_64".into()],
+            max_observe_batch: self.config.max_observe_batch,
+        }
+    }
+
+    fn price_sheet(&self) -> PriceSheet {
+        self.config.price.clone()
+    }
+
+    fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        if let Some(why) = self.capabilities().refusal(&spec.resources) {
+            return Err(ProviderError::InvalidSpec(why));
+        }
+        self.plan(spec, false).map(|_| ())
+    }
+
+    async fn launch(&self, launch: &Launch) -> Result<Handle> {
+        self.validate(&launch.spec)?;
+        let handle = Handle { key: launch.key.clone(), provider_ref: format!("sim-{}", launch.key) };
+        let faults = &self.config.faults;
+        let mut state = self.state.lock().unwrap();
+        let now = now_ms();
+        if state.workloads.contains_key(&launch.key) {
+            state.append(RecordOp::Adopted, &launch.key, &launch.job_id, now, None)?;
+            return Ok(handle);
+        }
+        if state.roll(faults.throttle) {
+            return Err(ProviderError::Throttled { retry_after: Duration::from_millis(faults.throttle_retry_ms) });
+        }
+        if state.roll(faults.transient) {
+            return Err(ProviderError::Transient("simulated transient launch error".into()));
+        }
+        if state.roll(faults.capacity) {
+            return Err(ProviderError::Capacity("simulated capacity shortage".into()));
+        }
+        let lost = state.roll(faults.lost);
+        let plan = self.plan(&launch.spec, lost)?;
+        state.append(RecordOp::Created, &launch.key, &launch.job_id, now, Some(&plan))?;
+        state.workloads.insert(launch.key.clone(), Workload { launched_ms: now, plan, cancelled_ms: None });
+        Ok(handle)
+    }
+
+    async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
+        let mut state = self.state.lock().unwrap();
+        if state.roll(self.config.faults.transient) {
+            return Err(ProviderError::Transient("simulated transient observe error".into()));
+        }
+        let now = now_ms();
+        Ok(handles
+            .iter()
+            .map(|h| Observation {
+                handle: h.clone(),
+                phase: match state.workloads.get(&h.key) {
+                    Some(w) => Self::phase(w, now),
+                    None => Phase::Lost { reason: "no such simulated workload".into() },
+                },
+            })
+            .collect())
+    }
+
+    async fn cancel(&self, handle: &Handle, _reason: &str) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        let now = now_ms();
+        let Some(w) = state.workloads.get(&handle.key) else { return Ok(()) };
+        if w.cancelled_ms.is_some() || Self::phase(w, now).is_final() {
+            return Ok(());
+        }
+        state.append(RecordOp::Cancelled, &handle.key, "", now, None)?;
+        if let Some(w) = state.workloads.get_mut(&handle.key) {
+            w.cancelled_ms = Some(now);
+        }
+        Ok(())
+    }
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
+        let state = self.state.lock().unwrap();
+        let w = state.workloads.get(&handle.key).ok_or_else(|| ProviderError::NotFound(handle.key.clone()))?;
+        let text = match Self::phase(w, now_ms()) {
+            Phase::Starting { .. } => "",
+            _ => w.plan.output.as_str(),
+        };
+        let from = match (&query.cursor, query.tail_bytes) {
+            (Some(c), _) => c.parse::<usize>().map_err(|_| ProviderError::InvalidSpec(format!("bad log cursor {c:?}")))?,
+            (None, Some(tail)) => text.len() - tail_str(text, tail).len(),
+            (None, None) => 0,
+        };
+        let from = from.min(text.len());
+        Ok(LogChunk { text: text.get(from..).unwrap_or_default().to_string(), cursor: Some(text.len().max(from).to_string()) })
+    }
+
+    async fn release(&self, handle: &Handle) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if state.workloads.remove(&handle.key).is_some() {
+            state.append(RecordOp::Released, &handle.key, "", now_ms(), None)?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use offload_provider::Resources;
+
+    fn launch(key: &str, options: Option<serde_json::Value>) -> Launch {
+        Launch {
+            key: key.into(),
+            job_id: format!("job-{key}"),
+            attempt: 1,
+            spec: WorkloadSpec {
+                name: None,
+                image: "img".into(),
+                command: vec!["run".into()],
+                args: vec![],
+                env: Default::default(),
+                resources: Resources { cpu: 1.0, memory_bytes: 1 << 30, gpu: None, ephemeral_storage_bytes: None },
+                timeout_seconds: None,
+                labels: Default::default(),
+                provider_options: options,
+            },
+            secret_env: Default::default(),
+        }
+    }
+
+    fn phase_of(p: &SimProvider, h: &Handle) -> Phase {
+        futures_lite_block(p.observe(std::slice::from_ref(h))).unwrap().remove(0).phase
+    }
+
+    fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[tokio::test]
+    async fn follows_its_plan_and_survives_restart_through_the_record() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config { record: Some(tmp.path().join("rec.jsonl")), ..Config::default() };
+        let p = config.build().unwrap();
+        let opts = serde_json::json!({"start_ms": 50, "run_ms": 100, "exit_code": 4, "output": "a\nb\n"});
+        let h = p.launch(&launch("k1", Some(opts))).await.unwrap();
+        assert!(matches!(p.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase, Phase::Starting { .. }));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(p.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase, Phase::Running);
+        // A restarted simulator adopts the key rather than creating a second workload.
+        let p2 = config.build().unwrap();
+        assert_eq!(p2.launch(&launch("k1", None)).await.unwrap(), h);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(p2.observe(&[h.clone()]).await.unwrap()[0].phase, Phase::Exited { exit_code: Some(4), reason: None });
+        assert_eq!(p2.logs(&h, &LogQuery { cursor: None, tail_bytes: Some(2) }).await.unwrap().text, "b\n");
+        let ops: Vec<_> = read_record(&tmp.path().join("rec.jsonl")).unwrap().into_iter().map(|r| r.op).collect();
+        assert_eq!(ops, vec![RecordOp::Created, RecordOp::Adopted]);
+    }
+
+    #[test]
+    fn injected_faults_come_back_typed() {
+        let all = |faults| Config { faults, seed: Some(1), ..Config::default() }.build().unwrap();
+        let throttled = all(Faults { throttle: 1.0, throttle_retry_ms: 7, ..Faults::default() });
+        assert_eq!(
+            futures_lite_block(throttled.launch(&launch("a", None))),
+            Err(ProviderError::Throttled { retry_after: Duration::from_millis(7) })
+        );
+        let capacity = all(Faults { capacity: 1.0, ..Faults::default() });
+        assert!(matches!(futures_lite_block(capacity.launch(&launch("a", None))), Err(ProviderError::Capacity(_))));
+        let transient = all(Faults { transient: 1.0, ..Faults::default() });
+        assert!(matches!(futures_lite_block(transient.launch(&launch("a", None))), Err(ProviderError::Transient(_))));
+        let lost = all(Faults { lost: 1.0, ..Faults::default() });
+        let h = futures_lite_block(lost.launch(&launch("a", Some(serde_json::json!({"start_ms": 0}))))).unwrap();
+        assert!(matches!(phase_of(&lost, &h), Phase::Lost { .. }));
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_a_running_workload_and_bad_options_are_invalid() {
+        let p = Config::default().build().unwrap();
+        let h = p.launch(&launch("c", Some(serde_json::json!({"start_ms": 0, "run_ms": 60000})))).await.unwrap();
+        p.cancel(&h, "test").await.unwrap();
+        assert!(matches!(p.observe(&[h]).await.unwrap()[0].phase, Phase::Exited { exit_code: Some(143), .. }));
+        let bad = p.launch(&launch("d", Some(serde_json::json!({"run_ms": "soon"})))).await;
+        assert!(matches!(bad, Err(ProviderError::InvalidSpec(m)) if m.contains("provider_options.sim")));
+    }
+}
