@@ -1,0 +1,8 @@
+//! offload: a gateway that takes container jobs from schedulers over HTTP and runs them on
+//! serverless container runtimes, following each to its end and keeping the outcome.
+//!
+//! Data flows one way: [`api`] -> [`store`] -> [`engine`] -> provider -> observations ->
+//! [`store`] -> [`api`]. The API never calls out to a provider; the engine owns every call.
+
+pub mod model;
+pub mod store;

@@ -1,0 +1,390 @@
+//! The job as the API speaks it: the spec a client posts, the job it gets back, its states
+//! and events. These types are the single source of the OpenAPI document.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use offload_provider::{Gpu, Resources, WorkloadSpec};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// What the gateway stands in for a secret value whenever a spec goes back out.
+pub const REDACTED: &str = "<redacted>";
+
+/// A container job, as posted to `POST /v1/jobs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A human-readable name; not unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The container image. The local provider records it but runs `command` on the host.
+    pub image: String,
+    /// The entrypoint; empty means the image's own.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Write-only: values reach the workload and never come back out, nor go to logs.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub resources: ResourceSpec,
+    /// Wall-clock limit from dispatch; the job is stopped and fails with reason `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub timeout_seconds: Option<u64>,
+    /// A configured provider name, or `auto` to let routing pick the cheapest that fits.
+    #[serde(default = "auto")]
+    pub provider: String,
+    /// Free-form string labels; Airflow puts dag_id, task_id, run_id and try_number here.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Per-kind options (`{"ecs": {...}, "sim": {...}}`), validated by that kind's provider.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub provider_options: BTreeMap<String, serde_json::Value>,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// vCPUs, fractional.
+    #[serde(default = "default_cpu")]
+    #[schema(example = 0.5)]
+    pub cpu: f64,
+    /// Kubernetes quantity: `512Mi`, `2Gi`, `1G`, or bytes.
+    #[serde(default = "default_memory")]
+    #[schema(example = "512Mi")]
+    pub memory: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<String>,
+}
+
+fn default_cpu() -> f64 {
+    0.25
+}
+
+fn default_memory() -> String {
+    "512Mi".into()
+}
+
+impl Default for ResourceSpec {
+    fn default() -> Self {
+        ResourceSpec { cpu: default_cpu(), memory: default_memory(), gpu: None, ephemeral_storage: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSpec {
+    #[schema(minimum = 1)]
+    pub count: u32,
+    /// A GPU kind such as `nvidia-l4`; absent means any kind the provider offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// A dotted path into the request, such as `resources.memory`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+const MAX_LABELS: usize = 64;
+const MAX_ENV: usize = 512;
+const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
+
+impl JobSpec {
+    /// Checks everything that does not depend on a provider and resolves the resources.
+    pub fn validate(&self) -> Result<Resources, Vec<FieldError>> {
+        let mut errors = vec![];
+        let mut check = |ok: bool, field: &str, message: String| {
+            if !ok {
+                errors.push(FieldError::new(field, message));
+            }
+        };
+        check(!self.image.trim().is_empty(), "image", "must not be empty".into());
+        check(self.image.len() <= 1024, "image", "is longer than 1024 characters".into());
+        if let Some(name) = &self.name {
+            check(name.len() <= 253, "name", "is longer than 253 characters".into());
+        }
+        check(self.env.len() + self.secret_env.len() <= MAX_ENV, "env", format!("more than {MAX_ENV} variables"));
+        for (map, field) in [(&self.env, "env"), (&self.secret_env, "secret_env")] {
+            for key in map.keys() {
+                check(is_env_name(key), &format!("{field}.{key}"), "is not a valid environment variable name".into());
+            }
+        }
+        for key in self.secret_env.keys().filter(|k| self.env.contains_key(*k)) {
+            check(false, &format!("secret_env.{key}"), "is also set in env".into());
+        }
+        check(self.labels.len() <= MAX_LABELS, "labels", format!("more than {MAX_LABELS} labels"));
+        for (key, value) in &self.labels {
+            check(!key.is_empty() && key.len() <= 253, &format!("labels.{key}"), "keys must have 1 to 253 characters".into());
+            check(value.len() <= 1024, &format!("labels.{key}"), "values must have at most 1024 characters".into());
+        }
+        if let Some(t) = self.timeout_seconds {
+            check((1..=MAX_TIMEOUT).contains(&t), "timeout_seconds", format!("must be from 1 to {MAX_TIMEOUT}"));
+        }
+        let r = &self.resources;
+        check(r.cpu.is_finite() && r.cpu > 0.0 && r.cpu <= 1024.0, "resources.cpu", "must be more than 0 and at most 1024".into());
+        let memory = parse_quantity(&r.memory);
+        check(memory.is_some_and(|m| m > 0), "resources.memory", format!("{:?} is not a memory size such as 512Mi or 2Gi", r.memory));
+        let storage = r.ephemeral_storage.as_ref().map(|s| (s, parse_quantity(s)));
+        if let Some((s, parsed)) = &storage {
+            check(parsed.is_some(), "resources.ephemeral_storage", format!("{s:?} is not a size such as 20Gi"));
+        }
+        if let Some(gpu) = &r.gpu {
+            check((1..=16).contains(&gpu.count), "resources.gpu.count", "must be from 1 to 16".into());
+            if let Some(kind) = &gpu.kind {
+                check(!kind.is_empty(), "resources.gpu.kind", "must not be empty".into());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Resources {
+            cpu: r.cpu,
+            memory_bytes: memory.unwrap_or_default(),
+            gpu: r.gpu.as_ref().map(|g| Gpu { count: g.count, kind: g.kind.clone() }),
+            ephemeral_storage_bytes: storage.and_then(|(_, p)| p),
+        })
+    }
+
+    /// The spec as a provider of `kind` sees it.
+    pub fn workload(&self, resources: Resources, kind: &str) -> WorkloadSpec {
+        WorkloadSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            resources,
+            timeout_seconds: self.timeout_seconds,
+            labels: self.labels.clone(),
+            provider_options: self.provider_options.get(kind).cloned(),
+        }
+    }
+
+    /// The spec with every secret value replaced, safe to store in the open and return.
+    pub fn redacted(&self) -> JobSpec {
+        let mut spec = self.clone();
+        for value in spec.secret_env.values_mut() {
+            *value = REDACTED.into();
+        }
+        spec
+    }
+}
+
+fn is_env_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses a Kubernetes-style quantity (`512Mi`, `2Gi`, `1.5G`, `1000`) into bytes.
+pub fn parse_quantity(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => (1u64 << 30) as f64,
+        "Ti" => (1u64 << 40) as f64,
+        _ => return None,
+    };
+    let bytes = number * factor;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then(|| bytes.ceil() as u64)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Starting,
+    Running,
+    Cancelling,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Starting,
+        JobState::Running,
+        JobState::Cancelling,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Cancelling => "cancelling",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A job as `GET /v1/jobs/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// A UUID v7: ordered by creation time.
+    pub id: Uuid,
+    pub state: JobState,
+    /// True once the state can no longer change.
+    pub terminal: bool,
+    /// The provider the job was routed to; absent until dispatched.
+    pub provider: Option<String>,
+    /// The workload at the provider: pod name, task ARN, container group id.
+    pub provider_ref: Option<String>,
+    pub exit_code: Option<i32>,
+    /// Why the job is where it is: non-zero exit, OOM, image pull, timeout, cancel, error.
+    pub reason: Option<String>,
+    /// The JSON of the last `offload-result: {json}` line the job printed.
+    pub result: Option<serde_json::Value>,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How many launches the job has had (a lost workload or a re-route adds one).
+    pub attempts: u32,
+    /// The spec as posted, with secret values redacted.
+    pub spec: JobSpec,
+}
+
+/// One transition in a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    /// The state after the event.
+    pub state: JobState,
+    pub reason: Option<String>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A configured provider, as `GET /v1/providers` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProviderInfo {
+    pub name: String,
+    pub kind: String,
+    pub healthy: bool,
+    /// Why the last health check failed.
+    pub health_error: Option<String>,
+    pub max_concurrency: usize,
+    /// Jobs holding a slot now (starting, running or cancelling).
+    pub active: usize,
+    #[schema(value_type = Object)]
+    pub capabilities: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub prices: serde_json::Value,
+}
+
+/// Finds the job's result: the JSON of the last `offload-result: ` line of its output.
+pub fn extract_result(log: &str) -> Option<serde_json::Value> {
+    log.lines()
+        .rev()
+        .find_map(|line| line.trim_end_matches('\r').strip_prefix("offload-result:"))
+        .and_then(|json| serde_json::from_str(json.trim()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> JobSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(parse_quantity("512Mi"), Some(512 << 20));
+        assert_eq!(parse_quantity("2Gi"), Some(2 << 30));
+        assert_eq!(parse_quantity("1.5G"), Some(1_500_000_000));
+        assert_eq!(parse_quantity("1000"), Some(1000));
+        assert_eq!(parse_quantity("lots"), None);
+        assert_eq!(parse_quantity("2Qi"), None);
+        assert_eq!(parse_quantity(""), None);
+    }
+
+    #[test]
+    fn validation_names_every_bad_field() {
+        let s = spec(serde_json::json!({
+            "image": "",
+            "env": {"1BAD": "x", "OK": "y"},
+            "secret_env": {"OK": "z"},
+            "resources": {"cpu": 0, "memory": "lots", "gpu": {"count": 0}},
+            "timeout_seconds": 0
+        }));
+        let fields: Vec<_> = s.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["image", "env.1BAD", "secret_env.OK", "timeout_seconds", "resources.cpu", "resources.memory", "resources.gpu.count"]
+        );
+    }
+
+    #[test]
+    fn defaults_and_redaction() {
+        let s = spec(serde_json::json!({"image": "alpine", "secret_env": {"TOKEN": "hunter2"}}));
+        assert_eq!(s.provider, "auto");
+        let r = s.validate().unwrap();
+        assert_eq!((r.cpu, r.memory_bytes), (0.25, 512 << 20));
+        let shown = serde_json::to_string(&s.redacted()).unwrap();
+        assert!(!shown.contains("hunter2") && shown.contains(REDACTED), "{shown}");
+    }
+
+    #[test]
+    fn result_is_the_last_result_line() {
+        let log = "hi\noffload-result: {\"n\": 0}\nmore\noffload-result: {\"n\": 1}\r\nbye\n";
+        assert_eq!(extract_result(log), Some(serde_json::json!({"n": 1})));
+        assert_eq!(extract_result("offload-result: not json\n"), None);
+        assert_eq!(extract_result("nothing"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! Durable job state behind one trait, so that SQLite (the embedded default) and
+//! PostgreSQL (for several replicas) are two implementations of the same contract:
+//!
+//! - a submit is acknowledged only after it is committed;
+//! - every state change is one transaction together with its event row;
+//! - updates are compare-and-set on the job's state, so the engine and the API never
+//!   overwrite each other's transitions.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::{Event, Job, JobSpec, JobState};
+
+/// A job with the fields only the gateway sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub job: Job,
+    pub tenant: String,
+    /// The key of the current attempt's launch, stored before the provider is called.
+    pub launch_key: Option<String>,
+    /// When the current attempt was handed to a provider; the timeout counts from here.
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub cancel_requested_by: Option<String>,
+    /// Whether the finished workload has been deleted at its provider.
+    pub released: bool,
+    /// Providers that answered "no capacity" for this job, which auto routing skips.
+    pub excluded: Vec<String>,
+}
+
+pub struct NewJob {
+    pub id: Uuid,
+    pub tenant: String,
+    /// The spec with its secret values; the store keeps them apart from the open spec.
+    pub spec: JobSpec,
+    pub idempotency_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub enum Submitted {
+    Created(Box<JobRecord>),
+    /// The same idempotency key with the same spec: the job it made before.
+    Existing(Box<JobRecord>),
+    /// The same idempotency key with a different spec.
+    Conflict(Uuid),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub state: Option<JobState>,
+    pub provider: Option<String>,
+    /// Equality selectors: every pair must match.
+    pub labels: Vec<(String, String)>,
+    /// Only jobs older than this one (the previous page's last id).
+    pub before: Option<Uuid>,
+    pub limit: usize,
+}
+
+/// Changes to a job; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub state: Option<JobState>,
+    pub provider: Option<String>,
+    pub provider_ref: Option<Option<String>>,
+    pub attempts: Option<u32>,
+    pub launch_key: Option<String>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub cancel_requested_by: Option<String>,
+    pub log_tail: Option<String>,
+    pub released: Option<bool>,
+    pub excluded: Option<Vec<String>>,
+    /// Appends an event with this reason even when the state does not change. A state
+    /// change always appends one, with `reason` (or this) as its reason.
+    pub event: Option<String>,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits a new job, honouring its idempotency key.
+    async fn submit(&self, new: NewJob) -> StoreResult<Submitted>;
+
+    async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>>;
+
+    /// A tenant's jobs, newest first.
+    async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>>;
+
+    async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>>;
+
+    /// Applies `patch` if the job is in one of `expect` (any state when empty); returns the
+    /// job as it is afterwards, or `None` when its state did not match (or it is unknown).
+    async fn update(&self, id: Uuid, expect: &[JobState], patch: Patch) -> StoreResult<Option<JobRecord>>;
+
+    /// The secret values of a job's spec, for launching it.
+    async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>>;
+
+    /// The log tail kept when the job ended.
+    async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>>;
+
+    /// Every job the engine still has work for: not terminal, or not yet released.
+    async fn unfinished(&self) -> StoreResult<Vec<JobRecord>>;
+
+    /// How many jobs there are per (provider, state); undispatched jobs have provider "".
+    async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> StoreResult<()>;
+}

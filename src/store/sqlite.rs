@@ -1,0 +1,576 @@
+//! The embedded store: SQLite in WAL mode.
+//!
+//! Writes go to one writer thread that owns the only write connection. It takes every
+//! write that is waiting, runs each in its own savepoint inside one transaction, commits
+//! once, and only then answers each caller: group commit, so concurrent submits share a
+//! sync instead of paying one each. Reads use a pool of read-only connections and never
+//! wait for the writer (WAL readers see the last commit).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted};
+use crate::model::{Event, Job, JobSpec, JobState};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    state TEXT NOT NULL,
+    provider TEXT,
+    provider_ref TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    launch_key TEXT,
+    dispatched_at INTEGER,
+    exit_code INTEGER,
+    reason TEXT,
+    result TEXT,
+    labels TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    secret_env TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    cancel_requested_by TEXT,
+    log_tail TEXT,
+    released INTEGER NOT NULL DEFAULT 0,
+    excluded TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_unfinished ON jobs (state) WHERE released = 0;
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq);
+PRAGMA user_version = 1;
+"#;
+
+const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
+    exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
+    released, excluded";
+
+/// The most writes one transaction takes before it commits.
+const MAX_BATCH: usize = 1024;
+
+/// A write: runs inside the batch's transaction and hands back what to do once the batch's
+/// commit has succeeded (`None`) or failed (`Some(error)`).
+type Completion = Box<dyn FnOnce(Option<StoreError>) + Send>;
+type WriteOp = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+pub struct SqliteStore {
+    writer: Mutex<mpsc::Sender<WriteOp>>,
+    readers: Arc<ReadPool>,
+}
+
+/// Read-only connections, opened as needed and reused.
+struct ReadPool {
+    path: String,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let conn = self.idle.lock().unwrap().pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let out = f(&conn).map_err(db);
+        self.idle.lock().unwrap().push(conn);
+        out
+    }
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn open(path: &str, flags: OpenFlags) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`. `synchronous_full` syncs every
+    /// commit to disk (durable across power loss); otherwise a commit survives a process
+    /// crash but not a power cut.
+    pub fn open(path: &Path, synchronous_full: bool) -> StoreResult<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+        }
+        let path_str = path.to_string_lossy().into_owned();
+        let conn = open(&path_str, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "synchronous", if synchronous_full { "FULL" } else { "NORMAL" }).map_err(db)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        if version > 1 {
+            return Err(StoreError::Db(format!("{path_str} has schema version {version}, newer than this offload knows")));
+        }
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let (tx, rx) = mpsc::channel::<WriteOp>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|e| StoreError::Db(format!("starting the writer thread: {e}")))?;
+        Ok(SqliteStore { writer: Mutex::new(tx), readers: Arc::new(ReadPool { path: path_str, idle: Mutex::new(vec![]) }) })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let op: WriteOp = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_error| {
+                let _ = tx.send(match commit_error {
+                    None => result,
+                    Some(e) => Err(e),
+                });
+            })
+        });
+        self.writer.lock().unwrap().send(op).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT op").map_err(db)?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE op").map_err(db)?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO op; RELEASE op").map_err(db)?;
+            Err(db(e))
+        }
+    }
+}
+
+fn write_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
+        let completions: Vec<Completion> = batch.into_iter().map(|op| op(&conn)).collect();
+        let outcome = began.and_then(|_| conn.execute_batch("COMMIT").map_err(db));
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "sqlite commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            done(outcome.as_ref().err().map(|e| StoreError::Db(e.to_string())));
+        }
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(v: Option<i64>) -> Option<DateTime<Utc>> {
+    v.and_then(|m| Utc.timestamp_millis_opt(m).single())
+}
+
+fn json_err(e: serde_json::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(idx: usize, text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn record(row: &Row) -> rusqlite::Result<JobRecord> {
+    let id: String = row.get(0)?;
+    let state: String = row.get(2)?;
+    let state = JobState::parse(&state).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, format!("unknown state {state}").into())
+    })?;
+    let result: Option<String> = row.get(10)?;
+    let job = Job {
+        id: id.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        state,
+        terminal: state.is_terminal(),
+        provider: row.get(3)?,
+        provider_ref: row.get(4)?,
+        attempts: row.get(5)?,
+        exit_code: row.get(8)?,
+        reason: row.get(9)?,
+        result: result.map(|r| parse_json(10, &r)).transpose()?,
+        labels: parse_json(11, &row.get::<_, String>(11)?)?,
+        spec: parse_json(12, &row.get::<_, String>(12)?)?,
+        created_at: time(row.get(13)?).unwrap_or_default(),
+        started_at: time(row.get(14)?),
+        finished_at: time(row.get(15)?),
+    };
+    Ok(JobRecord {
+        job,
+        tenant: row.get(1)?,
+        launch_key: row.get(6)?,
+        dispatched_at: time(row.get(7)?),
+        cancel_requested_by: row.get(16)?,
+        released: row.get(17)?,
+        excluded: parse_json(18, &row.get::<_, String>(18)?)?,
+    })
+}
+
+fn get_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobRecord>> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], record)
+        .optional()
+}
+
+fn add_event(conn: &Connection, id: &str, at: DateTime<Utc>, state: JobState, reason: Option<&str>) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO events (job_id, at, state, reason) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, ms(at), state.as_str(), reason])?;
+    Ok(())
+}
+
+fn insert_job(conn: &Connection, new: &NewJob) -> rusqlite::Result<()> {
+    let id = new.id.to_string();
+    let spec = serde_json::to_string(&new.spec.redacted()).map_err(json_err)?;
+    let secrets = serde_json::to_string(&new.spec.secret_env).map_err(json_err)?;
+    let labels = serde_json::to_string(&new.spec.labels).map_err(json_err)?;
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, tenant, state, labels, spec, secret_env, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![id, new.tenant, JobState::Queued.as_str(), labels, spec, secrets, ms(new.created_at)])?;
+    add_event(conn, &id, new.created_at, JobState::Queued, Some("submitted"))
+}
+
+fn submit(conn: &Connection, new: NewJob) -> rusqlite::Result<Submitted> {
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<String> = conn
+            .prepare_cached("SELECT job_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?
+            .query_row([&new.tenant, key], |r| r.get(0))
+            .optional()?;
+        if let Some(job_id) = existing {
+            let record = get_record(conn, &job_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+            let secrets: String = conn.query_row("SELECT secret_env FROM jobs WHERE id = ?1", [&job_id], |r| r.get(0))?;
+            let mut stored: JobSpec = record.job.spec.clone();
+            stored.secret_env = parse_json(0, &secrets)?;
+            return Ok(if stored == new.spec {
+                Submitted::Existing(Box::new(record))
+            } else {
+                Submitted::Conflict(record.job.id)
+            });
+        }
+        conn.prepare_cached("INSERT INTO idempotency (tenant, key, job_id) VALUES (?1, ?2, ?3)")?
+            .execute(params![new.tenant, key, new.id.to_string()])?;
+    }
+    insert_job(conn, &new)?;
+    let record = get_record(conn, &new.id.to_string())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    Ok(Submitted::Created(Box::new(record)))
+}
+
+fn update(conn: &Connection, id: Uuid, expect: &[JobState], patch: Patch) -> rusqlite::Result<Option<JobRecord>> {
+    let id = id.to_string();
+    let Some(current) = get_record(conn, &id)? else { return Ok(None) };
+    if !expect.is_empty() && !expect.contains(&current.job.state) {
+        return Ok(None);
+    }
+    let mut sets: Vec<(&str, Box<dyn ToSql>)> = vec![];
+    let to_json = |v: &serde_json::Value| serde_json::to_string(v).map_err(json_err);
+    if let Some(s) = patch.state {
+        sets.push(("state", Box::new(s.as_str())));
+    }
+    if let Some(v) = &patch.provider {
+        sets.push(("provider", Box::new(v.clone())));
+    }
+    if let Some(v) = &patch.provider_ref {
+        sets.push(("provider_ref", Box::new(v.clone())));
+    }
+    if let Some(v) = patch.attempts {
+        sets.push(("attempts", Box::new(v)));
+    }
+    if let Some(v) = &patch.launch_key {
+        sets.push(("launch_key", Box::new(v.clone())));
+    }
+    if let Some(v) = patch.dispatched_at {
+        sets.push(("dispatched_at", Box::new(ms(v))));
+    }
+    if let Some(v) = patch.exit_code {
+        sets.push(("exit_code", Box::new(v)));
+    }
+    if let Some(v) = &patch.reason {
+        sets.push(("reason", Box::new(v.clone())));
+    }
+    if let Some(v) = &patch.result {
+        sets.push(("result", Box::new(to_json(v)?)));
+    }
+    if let Some(v) = patch.started_at {
+        sets.push(("started_at", Box::new(ms(v))));
+    }
+    if let Some(v) = patch.finished_at {
+        sets.push(("finished_at", Box::new(ms(v))));
+    }
+    if let Some(v) = &patch.cancel_requested_by {
+        sets.push(("cancel_requested_by", Box::new(v.clone())));
+    }
+    if let Some(v) = &patch.log_tail {
+        sets.push(("log_tail", Box::new(v.clone())));
+    }
+    if let Some(v) = patch.released {
+        sets.push(("released", Box::new(v)));
+    }
+    if let Some(v) = &patch.excluded {
+        sets.push(("excluded", Box::new(serde_json::to_string(v).map_err(json_err)?)));
+    }
+    if !sets.is_empty() {
+        let clause: Vec<String> = sets.iter().enumerate().map(|(i, (col, _))| format!("{col} = ?{}", i + 2)).collect();
+        let sql = format!("UPDATE jobs SET {} WHERE id = ?1", clause.join(", "));
+        let mut values: Vec<&dyn ToSql> = vec![&id];
+        values.extend(sets.iter().map(|(_, v)| v.as_ref()));
+        conn.execute(&sql, values.as_slice())?;
+    }
+    let state_changed = patch.state.is_some_and(|s| s != current.job.state);
+    if state_changed || patch.event.is_some() {
+        let state = patch.state.unwrap_or(current.job.state);
+        let reason = patch.event.as_deref().or(patch.reason.as_deref());
+        add_event(conn, &id, Utc::now(), state, reason)?;
+    }
+    get_record(conn, &id)
+}
+
+fn list(conn: &Connection, tenant: &str, q: &ListQuery) -> rusqlite::Result<Vec<Job>> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = ?1");
+    let mut values: Vec<String> = vec![tenant.to_string()];
+    if let Some(s) = q.state {
+        values.push(s.as_str().into());
+        sql += &format!(" AND state = ?{}", values.len());
+    }
+    if let Some(p) = &q.provider {
+        values.push(p.clone());
+        sql += &format!(" AND provider = ?{}", values.len());
+    }
+    for (k, v) in &q.labels {
+        values.push(format!("$.\"{}\"", k.replace('"', "")));
+        values.push(v.clone());
+        sql += &format!(" AND json_extract(labels, ?{}) = ?{}", values.len() - 1, values.len());
+    }
+    if let Some(before) = q.before {
+        values.push(before.to_string());
+        sql += &format!(" AND id < ?{}", values.len());
+    }
+    sql += &format!(" ORDER BY id DESC LIMIT {}", q.limit);
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), record)?;
+    rows.map(|r| r.map(|rec| rec.job)).collect()
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
+        self.write(move |conn| submit(conn, new)).await
+    }
+
+    async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
+        self.read(move |conn| get_record(conn, &id.to_string())).await
+    }
+
+    async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
+        let (tenant, query) = (tenant.to_string(), query.clone());
+        self.read(move |conn| list(conn, &tenant, &query)).await
+    }
+
+    async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT seq, at, state, reason FROM events WHERE job_id = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map([id.to_string()], |r| {
+                let state: String = r.get(2)?;
+                Ok(Event {
+                    seq: r.get(0)?,
+                    at: time(r.get(1)?).unwrap_or_default(),
+                    state: JobState::parse(&state).unwrap_or(JobState::Failed),
+                    reason: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn update(&self, id: Uuid, expect: &[JobState], patch: Patch) -> StoreResult<Option<JobRecord>> {
+        let expect = expect.to_vec();
+        self.write(move |conn| update(conn, id, &expect, patch)).await
+    }
+
+    async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
+        self.read(move |conn| {
+            let text: Option<String> = conn
+                .prepare_cached("SELECT secret_env FROM jobs WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            text.map_or(Ok(BTreeMap::new()), |t| parse_json(0, &t))
+        })
+        .await
+    }
+
+    async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>> {
+        self.read(move |conn| {
+            let tail: Option<Option<String>> = conn
+                .prepare_cached("SELECT log_tail FROM jobs WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            Ok(tail.flatten())
+        })
+        .await
+    }
+
+    async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE released = 0 ORDER BY id"))?;
+            let rows = stmt.query_map([], record)?;
+            let all: Vec<JobRecord> = rows.collect::<rusqlite::Result<_>>()?;
+            Ok(all.into_iter().filter(|r| !r.job.terminal || r.job.provider_ref.is_some()).collect())
+        })
+        .await
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT COALESCE(provider, ''), state, COUNT(*) FROM jobs GROUP BY 1, 2")?;
+            let rows = stmt.query_map([], |r| {
+                let state: String = r.get(1)?;
+                Ok((r.get(0)?, JobState::parse(&state).unwrap_or(JobState::Failed), r.get(2)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(image: &str) -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "image": image, "secret_env": {"TOKEN": "s3cret"}, "labels": {"dag_id": "etl", "env": "prod"}
+        }))
+        .unwrap()
+    }
+
+    fn new_job(tenant: &str, image: &str, key: Option<&str>) -> NewJob {
+        NewJob {
+            id: Uuid::now_v7(),
+            tenant: tenant.into(),
+            spec: spec(image),
+            idempotency_key: key.map(String::from),
+            created_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn submit_is_idempotent_per_tenant_and_secrets_stay_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), true).unwrap();
+        let Submitted::Created(first) = store.submit(new_job("a", "img", Some("k"))).await.unwrap() else { panic!() };
+        assert!(matches!(store.submit(new_job("a", "img", Some("k"))).await.unwrap(),
+            Submitted::Existing(j) if j.job.id == first.job.id));
+        assert!(matches!(store.submit(new_job("a", "other", Some("k"))).await.unwrap(),
+            Submitted::Conflict(id) if id == first.job.id));
+        assert!(matches!(store.submit(new_job("b", "img", Some("k"))).await.unwrap(), Submitted::Created(_)));
+        assert_eq!(first.job.spec.secret_env["TOKEN"], crate::model::REDACTED);
+        assert_eq!(store.secrets(first.job.id).await.unwrap()["TOKEN"], "s3cret");
+    }
+
+    #[tokio::test]
+    async fn updates_are_compare_and_set_and_write_events() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false).unwrap();
+        let Submitted::Created(rec) = store.submit(new_job("a", "img", None)).await.unwrap() else { panic!() };
+        let id = rec.job.id;
+        let patch = Patch { state: Some(JobState::Starting), provider: Some("local".into()), ..Patch::default() };
+        let after = store.update(id, &[JobState::Queued], patch.clone()).await.unwrap().unwrap();
+        assert_eq!((after.job.state, after.job.provider.as_deref()), (JobState::Starting, Some("local")));
+        assert!(store.update(id, &[JobState::Queued], patch).await.unwrap().is_none(), "stale CAS applied");
+        let done = Patch {
+            state: Some(JobState::Failed),
+            exit_code: Some(3),
+            reason: Some("exited with code 3".into()),
+            result: Some(serde_json::json!({"n": 1})),
+            log_tail: Some("hi\n".into()),
+            ..Patch::default()
+        };
+        let after = store.update(id, &[], done).await.unwrap().unwrap();
+        assert!(after.job.terminal);
+        assert_eq!(after.job.result, Some(serde_json::json!({"n": 1})));
+        assert_eq!(store.log_tail(id).await.unwrap().as_deref(), Some("hi\n"));
+        let states: Vec<_> = store.events(id).await.unwrap().into_iter().map(|e| (e.state, e.reason)).collect();
+        assert_eq!(states, vec![
+            (JobState::Queued, Some("submitted".into())),
+            (JobState::Starting, None),
+            (JobState::Failed, Some("exited with code 3".into())),
+        ]);
+    }
+
+    #[tokio::test]
+    async fn list_filters_and_pages_newest_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&tmp.path().join("db.sqlite"), true).unwrap());
+        // Concurrent submits share commits; all of them land.
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.submit(new_job("a", "img", None)).await.unwrap() })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        let mut q = ListQuery { labels: vec![("dag_id".into(), "etl".into())], limit: 20, ..ListQuery::default() };
+        let mut seen = vec![];
+        loop {
+            let page = store.list("a", &q).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            q.before = page.last().map(|j| j.id);
+            seen.extend(page.into_iter().map(|j| j.id));
+        }
+        assert_eq!(seen.len(), 50);
+        assert!(seen.windows(2).all(|w| w[0] > w[1]), "not newest first");
+        q = ListQuery { labels: vec![("dag_id".into(), "other".into())], limit: 20, ..ListQuery::default() };
+        assert!(store.list("a", &q).await.unwrap().is_empty());
+        assert!(store.list("b", &ListQuery { limit: 20, ..ListQuery::default() }).await.unwrap().is_empty());
+        assert_eq!(store.unfinished().await.unwrap().len(), 50);
+    }
+}
