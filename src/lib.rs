@@ -6,3 +6,7 @@
 
 pub mod model;
 pub mod store;
+pub mod config;
+pub mod engine;
+pub mod api;
+pub mod server;

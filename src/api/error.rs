@@ -1,0 +1,74 @@
+//! RFC 9457 problem details: every error the API returns, with the fields at fault.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::model::FieldError;
+use crate::store::StoreError;
+
+/// An `application/problem+json` body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem; `about:blank` when the status says it all.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request fields at fault, when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+    errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        ApiError { status, detail: detail.into(), errors: vec![] }
+    }
+
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: format!("invalid fields: {}", fields.join(", ")),
+            errors,
+        }
+    }
+
+    pub fn field(status: StatusCode, error: FieldError) -> Self {
+        ApiError { status, detail: format!("{}: {}", error.field, error.message), errors: vec![error] }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the job store is unavailable; retry later")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            kind: "about:blank".into(),
+            title: self.status.canonical_reason().unwrap_or("Error").into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        let body = serde_json::to_vec(&problem).expect("problems serialise");
+        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+    }
+}

@@ -1,0 +1,321 @@
+//! The `/v1/jobs` endpoints. Handlers only read the store, write it, and poke the engine;
+//! they never wait on a provider except to read a live job's log through the engine.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use futures::stream;
+use offload_provider::LogQuery;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::auth::Tenant;
+use super::body::JsonBody;
+use super::error::{ApiError, Problem};
+use super::AppState;
+use crate::engine::CancelOutcome;
+use crate::model::{Event, FieldError, Job, JobPage, JobSpec, JobState};
+use crate::store::{JobRecord, ListQuery, NewJob, Submitted};
+
+const MAX_PAGE: usize = 500;
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ApiError::field(StatusCode::BAD_REQUEST, FieldError::new("id", format!("{id:?} is not a job id (a UUID)")))
+    })
+}
+
+/// The tenant's job, or 404 (also for another tenant's job: its existence is not told).
+async fn job_of(state: &AppState, tenant: &Tenant, id: &str) -> Result<JobRecord, ApiError> {
+    let id = parse_id(id)?;
+    state.store.get(id).await?.filter(|r| r.tenant == tenant.0).ok_or_else(|| ApiError::not_found("job"))
+}
+
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = JobSpec,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key with the same body returns the same job")),
+    responses(
+        (status = 201, description = "Accepted and stored", body = Job),
+        (status = 200, description = "An earlier submit with this Idempotency-Key", body = Job),
+        (status = 409, description = "The Idempotency-Key was used with a different body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_job(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<JobSpec>,
+) -> Result<Response, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    FieldError::new("Idempotency-Key", "must be 1 to 255 visible ASCII characters"),
+                )
+            })?;
+            Some(key.to_string())
+        }
+    };
+    spec.validate().map_err(ApiError::invalid)?;
+    state.engine.check_spec(&spec).map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let new = NewJob { id: Uuid::now_v7(), tenant: tenant.0, spec, idempotency_key, created_at: Utc::now() };
+    match state.store.submit(new).await? {
+        Submitted::Created(rec) => {
+            state.engine.poke(rec.job.id);
+            let location = format!("/v1/jobs/{}", rec.job.id);
+            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(rec.job)).into_response())
+        }
+        Submitted::Existing(rec) => Ok((StatusCode::OK, Json(rec.job)).into_response()),
+        Submitted::Conflict(id) => Err(ApiError::field(
+            StatusCode::CONFLICT,
+            FieldError::new("Idempotency-Key", format!("was already used for job {id} with a different body")),
+        )),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job id")),
+    responses(
+        (status = 200, body = Job),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job(State(state): State<AppState>, tenant: Tenant, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+    Ok(Json(job_of(&state, &tenant, &id).await?.job))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// Only jobs routed to this provider.
+    provider: Option<String>,
+    /// Equality label selector: `dag_id=etl,env=prod`.
+    labels: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(ListParams),
+    responses((status = 200, body = JobPage), (status = 400, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Query(p): Query<ListParams>,
+) -> Result<Json<JobPage>, ApiError> {
+    let bad = |field: &str, message: String| ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message));
+    let job_state = match &p.state {
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            let all: Vec<_> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            bad("state", format!("{s:?} is not one of {}", all.join(", ")))
+        })?),
+        None => None,
+    };
+    let mut labels = vec![];
+    for pair in p.labels.iter().flat_map(|l| l.split(',')).filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair.split_once("==").or_else(|| pair.split_once('=')).ok_or_else(|| {
+            bad("labels", format!("{pair:?} is not key=value"))
+        })?;
+        labels.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let limit = match &p.limit {
+        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            bad("limit", format!("{l:?} is not a number from 1 to {MAX_PAGE}"))
+        })?,
+        None => 50,
+    };
+    let before = match &p.cursor {
+        Some(c) => Some(Uuid::parse_str(c).map_err(|_| bad("cursor", format!("{c:?} is not a cursor this API gave")))?),
+        None => None,
+    };
+    let query = ListQuery { state: job_state, provider: p.provider.clone(), labels, before, limit };
+    let jobs = state.store.list(&tenant.0, &query).await?;
+    let next_cursor = (jobs.len() == limit).then(|| jobs.last().map(|j| j.id.to_string())).flatten();
+    Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job id")),
+    responses(
+        (status = 202, description = "Cancel accepted (again, if it already was)", body = Job),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has already ended", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let id = parse_id(&id)?;
+    match state.engine.cancel(&tenant.0, id).await? {
+        CancelOutcome::Accepted(rec) => Ok((StatusCode::ACCEPTED, Json(rec.job))),
+        CancelOutcome::AlreadyTerminal(rec) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("job {id} has already ended ({})", rec.job.state.as_str()),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::not_found("job")),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job id")),
+    responses((status = 200, body = Vec<Event>), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn job_events(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    let rec = job_of(&state, &tenant, &id).await?;
+    Ok(Json(state.store.events(rec.job.id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogParams {
+    /// Only the last N lines (of the first chunk, when following).
+    tail: Option<String>,
+    /// `true` streams the log until the job ends.
+    follow: Option<String>,
+}
+
+fn last_lines(text: &str, n: usize) -> &str {
+    let trimmed = text.strip_suffix('\n').unwrap_or(text);
+    match trimmed.rmatch_indices('\n').nth(n.saturating_sub(1)) {
+        Some((i, _)) if n > 0 => &text[i + 1..],
+        _ if n == 0 => "",
+        _ => text,
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/logs", tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job id"), LogParams),
+    responses(
+        (status = 200, description = "stdout and stderr, interleaved", body = String, content_type = "text/plain"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn job_logs(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+    Query(p): Query<LogParams>,
+) -> Result<Response, ApiError> {
+    let rec = job_of(&state, &tenant, &id).await?;
+    let bad = |field: &str, message: &str| ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message));
+    let tail = match &p.tail {
+        Some(t) => Some(t.parse::<usize>().map_err(|_| bad("tail", "must be a whole number of lines"))?),
+        None => None,
+    };
+    let follow = match p.follow.as_deref() {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(_) => return Err(bad("follow", "must be true or false")),
+    };
+    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !follow {
+        let chunk = state.engine.logs(&rec, &LogQuery::default()).await.map_err(|e| {
+            ApiError::new(StatusCode::BAD_GATEWAY, format!("reading the log failed: {e}"))
+        })?;
+        let text = tail.map_or(chunk.text.as_str(), |n| last_lines(&chunk.text, n)).to_string();
+        return Ok((text_plain, text).into_response());
+    }
+    let follower = Follower { state, id: rec.job.id, cursor: None, tail, streamed: false, done: false };
+    let body = Body::from_stream(stream::unfold(follower, Follower::next));
+    Ok((text_plain, body).into_response())
+}
+
+/// Streams a job's log until the job ends.
+struct Follower {
+    state: AppState,
+    id: Uuid,
+    cursor: Option<String>,
+    tail: Option<usize>,
+    /// Whether anything was read from the provider (then the stored tail would repeat it).
+    streamed: bool,
+    done: bool,
+}
+
+impl Follower {
+    async fn next(mut self) -> Option<(Result<String, std::io::Error>, Self)> {
+        let mut changes = self.state.engine.changes();
+        loop {
+            if self.done {
+                return None;
+            }
+            let rec = match self.state.store.get(self.id).await {
+                Ok(Some(r)) => r,
+                _ => return None,
+            };
+            let at_provider = rec.job.provider_ref.is_some() && !rec.released;
+            if !at_provider && !rec.job.terminal {
+                // Not launched yet: wait for the engine to move it.
+                let _ = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await;
+                continue;
+            }
+            if !at_provider && self.streamed {
+                return None;
+            }
+            let query = LogQuery { cursor: self.cursor.clone(), tail_bytes: None };
+            let chunk = match self.state.engine.logs(&rec, &query).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.done = true;
+                    return Some((Ok(format!("\n[offload: reading the log failed: {e}]\n")), self));
+                }
+            };
+            self.done = !at_provider;
+            self.streamed |= at_provider;
+            self.cursor = chunk.cursor.or(self.cursor.take());
+            let text = match self.tail.take() {
+                Some(n) => last_lines(&chunk.text, n).to_string(),
+                None => chunk.text,
+            };
+            if !text.is_empty() {
+                return Some((Ok(text), self));
+            }
+            if rec.job.terminal {
+                return None;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_lines_counts_from_the_end() {
+        assert_eq!(super::last_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(super::last_lines("a\nb\nc", 1), "c");
+        assert_eq!(super::last_lines("a\nb\n", 5), "a\nb\n");
+        assert_eq!(super::last_lines("a\nb\n", 0), "");
+    }
+}

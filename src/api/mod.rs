@@ -1,0 +1,50 @@
+//! The HTTP API (axum): routes, auth, body parsing, errors, and the OpenAPI document.
+
+mod auth;
+mod body;
+pub mod doc;
+mod error;
+mod jobs;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::engine::Engine;
+use crate::store::Store;
+pub use ops::prometheus;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    tokens: Arc<auth::Tokens>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, tokens: Vec<(String, String)>) -> Self {
+        AppState { store, engine, tokens: Arc::new(auth::Tokens::new(tokens)) }
+    }
+}
+
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    prometheus();
+    Router::new()
+        .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
+        .route("/v1/jobs/{id}", get(jobs::get_job))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/v1/jobs/{id}/logs", get(jobs::job_logs))
+        .route("/v1/jobs/{id}/events", get(jobs::job_events))
+        .route("/v1/providers", get(ops::providers))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi_json))
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(ops::track_latency))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,89 @@
+//! The endpoints for operators and machines: liveness, readiness, Prometheus metrics,
+//! the providers, and the OpenAPI document. Only `/v1/providers` needs a token.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::auth::Tenant;
+use super::error::ApiError;
+use super::AppState;
+use crate::model::{JobState, ProviderInfo};
+
+const LATENCY: &str = "offload_http_request_duration_seconds";
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(LATENCY.into()), &buckets)
+            .expect("buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (in tests); ours then only renders.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Records each request's latency by method, route and status.
+pub async fn track_latency(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(req).await;
+    let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
+    metrics::histogram!(LATENCY, &labels).record(started.elapsed().as_secs_f64());
+    response
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is up", body = String)))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "The store answers", body = String), (status = 503, description = "The store does not answer"))
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await?;
+    Ok("ready\n")
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts = state.store.counts().await?;
+    let mut providers: Vec<String> = state.engine.slots().iter().map(|s| s.name.clone()).collect();
+    providers.push(String::new());
+    for provider in &providers {
+        for job_state in JobState::ALL {
+            let n = counts.iter().find(|(p, s, _)| p == provider && *s == job_state).map_or(0, |c| c.2);
+            let labels = [("provider", provider.clone()), ("state", job_state.as_str().to_string())];
+            metrics::gauge!("offload_jobs", &labels).set(n as f64);
+        }
+    }
+    let body = prometheus().render();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/v1/providers", tag = "providers",
+    responses((status = 200, body = Vec<ProviderInfo>)),
+    security(("bearer" = []))
+)]
+pub async fn providers(State(state): State<AppState>, _tenant: Tenant) -> Json<Vec<ProviderInfo>> {
+    Json(state.engine.providers())
+}
+
+pub async fn openapi_json() -> Response {
+    (StatusCode::OK, Json(super::doc::openapi())).into_response()
+}

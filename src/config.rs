@@ -1,0 +1,285 @@
+//! The gateway's configuration: one TOML file plus `OFFLOAD_` environment overrides
+//! (`OFFLOAD_LISTEN`, `OFFLOAD_STORE__PATH`, ...), validated as a whole before anything
+//! runs. Providers are named instances, so one deployment can have two of a kind.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use offload_provider::{PriceSheet, Provider};
+use serde::{Deserialize, Serialize};
+
+/// The token accepted when no tokens are configured; only allowed on a loopback address.
+pub const DEV_TOKEN: &str = "offload-dev-token";
+pub const DEV_TENANT: &str = "dev";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Largest request body, in bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+    #[serde(default = "default_providers")]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().unwrap()
+}
+
+fn default_body_limit() -> usize {
+    1 << 20
+}
+
+fn default_providers() -> BTreeMap<String, ProviderConfig> {
+    let local = ProviderConfig {
+        kind: KindConfig::Local(offload_local::Config::default()),
+        max_concurrency: default_concurrency(),
+        poll_interval_ms: default_poll_ms(),
+        price: None,
+    };
+    BTreeMap::from([("local".to_string(), local)])
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite database file.
+    #[serde(default = "default_db")]
+    pub path: PathBuf,
+    /// Sync every commit to disk (survives power loss); off, a commit survives a crash only.
+    #[serde(default = "yes")]
+    pub synchronous_full: bool,
+}
+
+fn default_db() -> PathBuf {
+    PathBuf::from("offload.db")
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_db(), synchronous_full: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    pub tenant: String,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig").field("token", &"<redacted>").field("tenant", &self.tenant).finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Launches a job may have in all (a lost workload takes another).
+    pub max_attempts: u32,
+    /// Transient launch errors in a row before the job fails.
+    pub launch_retries: u32,
+    /// How much of a finished job's log is kept in the store.
+    pub log_tail_bytes: usize,
+    /// How long a finished workload is kept at its provider before it is released, so that
+    /// log followers can read its end.
+    pub release_after_seconds: u64,
+    /// Reconciles running at once.
+    pub reconcile_concurrency: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_attempts: 3,
+            launch_retries: 8,
+            log_tail_bytes: 64 << 10,
+            release_after_seconds: 10,
+            reconcile_concurrency: 64,
+        }
+    }
+}
+
+/// `[providers.NAME]`: the settings every kind shares, plus the kind's own.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderConfig {
+    #[serde(flatten)]
+    pub kind: KindConfig,
+    /// Jobs that may hold a slot (starting, running, cancelling) at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    /// How often the provider's live workloads are observed.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Overrides the provider's own price sheet.
+    #[serde(default)]
+    pub price: Option<PriceSheet>,
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+
+fn default_poll_ms() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum KindConfig {
+    Local(offload_local::Config),
+    Sim(offload_sim::Config),
+}
+
+impl KindConfig {
+    pub fn build(&self) -> std::io::Result<Arc<dyn Provider>> {
+        Ok(match self {
+            KindConfig::Local(c) => Arc::new(c.build()?),
+            KindConfig::Sim(c) => Arc::new(c.build()?),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads `file` (when given) and the environment. With neither, the defaults: listen on
+    /// 127.0.0.1:8080, store in `./offload.db`, the local provider, the dev token.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::default("listen", default_listen().to_string()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // OFFLOAD_URL and OFFLOAD_TOKEN belong to the CLI client, not the server.
+        figment = figment.merge(Env::prefixed("OFFLOAD_").split("__").ignore(&["url", "token"]));
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Toml::string(text)).extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "auth.tokens is empty, and the dev token is only allowed on a loopback address, not {}",
+                self.listen
+            )));
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                return Err(ConfigError(format!("auth.tokens[{i}].token must have at least 16 characters")));
+            }
+            if t.tenant.is_empty() {
+                return Err(ConfigError(format!("auth.tokens[{i}].tenant must not be empty")));
+            }
+        }
+        if self.providers.is_empty() {
+            return Err(ConfigError("providers: configure at least one provider".into()));
+        }
+        for (name, p) in &self.providers {
+            let ok = !name.is_empty() && name.len() <= 40 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok || name == "auto" {
+                return Err(ConfigError(format!(
+                    "providers.{name}: names are 1 to 40 of a-z, 0-9 and '-', and not \"auto\""
+                )));
+            }
+            if p.max_concurrency == 0 {
+                return Err(ConfigError(format!("providers.{name}.max_concurrency must be at least 1")));
+            }
+            if p.poll_interval_ms < 10 {
+                return Err(ConfigError(format!("providers.{name}.poll_interval_ms must be at least 10")));
+            }
+        }
+        if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {
+            return Err(ConfigError("engine.max_attempts and engine.reconcile_concurrency must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The tenant of each accepted bearer token.
+    pub fn tokens(&self) -> Vec<(String, String)> {
+        if self.auth.tokens.is_empty() {
+            return vec![(DEV_TOKEN.into(), DEV_TENANT.into())];
+        }
+        self.auth.tokens.iter().map(|t| (t.token.clone(), t.tenant.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_give_a_local_provider_and_the_dev_token() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert!(matches!(c.providers["local"].kind, KindConfig::Local(_)));
+        assert_eq!(c.tokens(), vec![(DEV_TOKEN.to_string(), DEV_TENANT.to_string())]);
+    }
+
+    #[test]
+    fn named_instances_with_shared_and_kind_settings() {
+        let c = Config::from_toml(
+            r#"
+            [providers.fast]
+            kind = "sim"
+            max_concurrency = 4
+            run_ms = 10
+            price = { vcpu_hour = 0.5 }
+            [providers.box]
+            kind = "local"
+            grace_seconds = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.providers["fast"].max_concurrency, 4);
+        assert!(matches!(&c.providers["fast"].kind, KindConfig::Sim(s) if s.run_ms == 10));
+        assert!(matches!(&c.providers["box"].kind, KindConfig::Local(l) if l.grace_seconds == 2));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |t: &str| Config::from_toml(t).unwrap_err().to_string();
+        assert!(err("[providers.x]\nkind = \"sim\"\nrun_mss = 1").contains("run_mss"));
+        assert!(err("[providers.x]\nkind = \"nope\"").contains("nope"));
+        assert!(err("listen = \"0.0.0.0:8080\"").contains("auth.tokens"));
+        assert!(err("[[auth.tokens]]\ntoken = \"short\"\ntenant = \"a\"").contains("auth.tokens[0].token"));
+        assert!(err("[providers.auto]\nkind = \"local\"").contains("providers.auto"));
+        assert!(err("[providers.x]\nkind = \"local\"\nmax_concurrency = 0").contains("max_concurrency"));
+    }
+}

@@ -1,0 +1,299 @@
+//! The engine: owns every call out to a provider and drives each job to its end.
+//!
+//! Level-triggered, in the style of kube-rs's controller runtime: [`reconcile`] reads the
+//! stored job and the latest observation of its workload and decides the next step and
+//! when to look again. What lives in memory here (slots taken, live handles, the latest
+//! observations) is derived and rebuilt from the store at start, so a restart loses
+//! nothing.
+//!
+//! Three kinds of task run: the scheduler, which runs reconciles (at most one per job at a
+//! time) when a job is poked or its requeue time comes; one poller per provider, which
+//! observes all of that provider's live workloads in batches and pokes the jobs whose
+//! observation changed; and the HTTP handlers, which only poke.
+
+mod reconcile;
+mod routing;
+mod scheduler;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use offload_provider::{Handle, LogChunk, LogQuery, Phase, PriceSheet, Provider, ProviderError};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{Config, EngineConfig};
+use crate::model::{JobState, ProviderInfo};
+use crate::store::{JobRecord, Patch, Store, StoreError};
+
+/// One configured provider instance and the engine's bookkeeping for it.
+pub struct Slot {
+    pub name: String,
+    pub provider: Arc<dyn Provider>,
+    pub max_concurrency: usize,
+    pub poll_interval: Duration,
+    pub prices: PriceSheet,
+    /// Jobs holding one of the `max_concurrency` places.
+    active: Mutex<HashSet<Uuid>>,
+    /// Queued jobs routed here that found no free place, oldest first.
+    waiting: Mutex<(VecDeque<Uuid>, HashSet<Uuid>)>,
+    /// Launched workloads the poller observes.
+    live: Mutex<HashMap<Uuid, Handle>>,
+    /// `None` while healthy; the last health check's error otherwise.
+    health: Mutex<Option<String>>,
+}
+
+impl Slot {
+    fn try_acquire(&self, id: Uuid) -> bool {
+        let mut active = self.active.lock().unwrap();
+        if active.contains(&id) {
+            return true;
+        }
+        if active.len() >= self.max_concurrency {
+            let mut waiting = self.waiting.lock().unwrap();
+            if waiting.1.insert(id) {
+                waiting.0.push_back(id);
+            }
+            return false;
+        }
+        active.insert(id)
+    }
+
+    fn release(&self, id: Uuid) {
+        self.active.lock().unwrap().remove(&id);
+        self.live.lock().unwrap().remove(&id);
+    }
+
+    /// Waiting jobs for as many places as are free.
+    fn next_waiting(&self) -> Vec<Uuid> {
+        let free = self.max_concurrency.saturating_sub(self.active.lock().unwrap().len());
+        let mut waiting = self.waiting.lock().unwrap();
+        let n = free.min(waiting.0.len());
+        let ids: Vec<Uuid> = waiting.0.drain(..n).collect();
+        for id in &ids {
+            waiting.1.remove(id);
+        }
+        ids
+    }
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    slots: Vec<Arc<Slot>>,
+    config: EngineConfig,
+    poke: mpsc::UnboundedSender<Uuid>,
+    poked: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
+    observations: Mutex<HashMap<Uuid, Phase>>,
+    /// Consecutive transient launch failures per job, for backoff.
+    failures: Mutex<HashMap<Uuid, u32>>,
+    /// Every job whose stored state changed, for log followers and long polls.
+    changes: broadcast::Sender<Uuid>,
+    shutdown: CancellationToken,
+}
+
+/// What a cancel request found.
+pub enum CancelOutcome {
+    Accepted(Box<JobRecord>),
+    AlreadyTerminal(Box<JobRecord>),
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("provider {provider}: {source}")]
+    Provider { provider: String, source: ProviderError },
+}
+
+impl Engine {
+    /// Builds every configured provider; fails on the first that cannot be built.
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
+        let mut slots = vec![];
+        for (name, p) in &config.providers {
+            let provider = p.kind.build().map_err(|e| format!("providers.{name}: {e}"))?;
+            slots.push(Arc::new(Slot {
+                name: name.clone(),
+                prices: p.price.clone().unwrap_or_else(|| provider.price_sheet()),
+                provider,
+                max_concurrency: p.max_concurrency,
+                poll_interval: Duration::from_millis(p.poll_interval_ms),
+                active: Mutex::default(),
+                waiting: Mutex::default(),
+                live: Mutex::default(),
+                health: Mutex::new(Some("not checked yet".into())),
+            }));
+        }
+        let (poke, poked) = mpsc::unbounded_channel();
+        Ok(Arc::new(Engine {
+            store,
+            slots,
+            config: config.engine.clone(),
+            poke,
+            poked: Mutex::new(Some(poked)),
+            observations: Mutex::default(),
+            failures: Mutex::default(),
+            changes: broadcast::channel(4096).0,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    pub fn slots(&self) -> &[Arc<Slot>] {
+        &self.slots
+    }
+
+    fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.slots.iter().find(|s| s.name == name)
+    }
+
+    /// Asks for a reconcile of `id` soon.
+    pub fn poke(&self, id: Uuid) {
+        let _ = self.poke.send(id);
+    }
+
+    /// A receiver of the ids of jobs whose stored state changed.
+    pub fn changes(&self) -> broadcast::Receiver<Uuid> {
+        self.changes.subscribe()
+    }
+
+    /// Rebuilds the in-memory view from the store and starts the scheduler and pollers.
+    /// Returns a handle that finishes when the engine has stopped.
+    pub async fn start(self: &Arc<Self>) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+        let unfinished = self.store.unfinished().await?;
+        tracing::info!(jobs = unfinished.len(), "engine resuming unfinished jobs");
+        for rec in &unfinished {
+            let holds_place = matches!(rec.job.state, JobState::Starting | JobState::Running | JobState::Cancelling);
+            if let (true, Some(slot)) = (holds_place, rec.job.provider.as_deref().and_then(|p| self.slot(p))) {
+                slot.active.lock().unwrap().insert(rec.job.id);
+                if let (Some(key), Some(pref)) = (&rec.launch_key, &rec.job.provider_ref) {
+                    let handle = Handle { key: key.clone(), provider_ref: pref.clone() };
+                    slot.live.lock().unwrap().insert(rec.job.id, handle);
+                }
+            }
+            self.poke(rec.job.id);
+        }
+        let poked = self.poked.lock().unwrap().take().expect("engine started twice");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(scheduler::run(self.clone(), poked));
+        for slot in &self.slots {
+            tasks.spawn(scheduler::poll(self.clone(), slot.clone()));
+        }
+        Ok(tokio::spawn(async move {
+            while tasks.join_next().await.is_some() {}
+        }))
+    }
+
+    /// Stops the scheduler and pollers; running workloads carry on and are re-adopted at
+    /// the next start.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Records a cancel request: a queued job ends at once, a launched one is stopped at
+    /// its provider by the next reconcile.
+    pub async fn cancel(&self, tenant: &str, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        loop {
+            let Some(rec) = self.store.get(id).await?.filter(|r| r.tenant == tenant) else {
+                return Ok(CancelOutcome::NotFound);
+            };
+            let who = format!("tenant {tenant}");
+            let (expect, patch) = match rec.job.state {
+                s if s.is_terminal() => return Ok(CancelOutcome::AlreadyTerminal(Box::new(rec))),
+                JobState::Cancelling => return Ok(CancelOutcome::Accepted(Box::new(rec))),
+                JobState::Queued => (JobState::Queued, Patch {
+                    state: Some(JobState::Cancelled),
+                    reason: Some(format!("cancelled by {who} before launch")),
+                    finished_at: Some(chrono::Utc::now()),
+                    cancel_requested_by: Some(who),
+                    released: Some(true),
+                    ..Patch::default()
+                }),
+                state => (state, Patch {
+                    state: Some(JobState::Cancelling),
+                    cancel_requested_by: Some(who.clone()),
+                    event: Some(format!("cancel requested by {who}")),
+                    ..Patch::default()
+                }),
+            };
+            if let Some(rec) = self.store.update(id, &[expect], patch).await? {
+                let _ = self.changes.send(id);
+                self.poke(id);
+                return Ok(CancelOutcome::Accepted(Box::new(rec)));
+            }
+            // The engine moved the job meanwhile; look again.
+        }
+    }
+
+    /// Reads a job's log: the stored tail once it has ended, the provider's log before.
+    pub async fn logs(&self, rec: &JobRecord, query: &LogQuery) -> Result<LogChunk, EngineError> {
+        let live = match (&rec.job.provider, &rec.launch_key, &rec.job.provider_ref) {
+            (Some(p), Some(key), Some(pref)) if !rec.released => self.slot(p).map(|s| (s, key, pref)),
+            _ => None,
+        };
+        let Some((slot, key, pref)) = live else {
+            let tail = if rec.job.terminal { self.store.log_tail(rec.job.id).await? } else { None };
+            return Ok(LogChunk { text: tail.unwrap_or_default(), cursor: None });
+        };
+        let handle = Handle { key: key.clone(), provider_ref: pref.clone() };
+        self.call(slot, "logs", slot.provider.logs(&handle, query)).await
+    }
+
+    /// Every provider with its health and load.
+    pub fn providers(&self) -> Vec<ProviderInfo> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let health = s.health.lock().unwrap().clone();
+                ProviderInfo {
+                    name: s.name.clone(),
+                    kind: s.provider.kind().into(),
+                    healthy: health.is_none(),
+                    health_error: health,
+                    max_concurrency: s.max_concurrency,
+                    active: s.active.lock().unwrap().len(),
+                    capabilities: serde_json::to_value(s.provider.capabilities()).unwrap_or_default(),
+                    prices: serde_json::to_value(&s.prices).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs every provider's health check now.
+    pub async fn check_providers(&self) {
+        for slot in &self.slots {
+            self.check_health(slot).await;
+        }
+    }
+
+    /// Makes one provider call, counting it and its errors.
+    async fn call<T>(
+        &self,
+        slot: &Slot,
+        call: &'static str,
+        fut: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, EngineError> {
+        let labels = [("provider", slot.name.clone()), ("call", call.to_string())];
+        metrics::counter!("offload_provider_calls_total", &labels).increment(1);
+        fut.await.map_err(|source| {
+            let kind = match &source {
+                ProviderError::InvalidSpec(_) => "invalid_spec",
+                ProviderError::Capacity(_) => "capacity",
+                ProviderError::Throttled { .. } => "throttled",
+                ProviderError::Transient(_) => "transient",
+                ProviderError::NotFound(_) => "not_found",
+                ProviderError::Config(_) => "config",
+            };
+            let labels = [("provider", slot.name.clone()), ("call", call.to_string()), ("error", kind.to_string())];
+            metrics::counter!("offload_provider_errors_total", &labels).increment(1);
+            EngineError::Provider { provider: slot.name.clone(), source }
+        })
+    }
+}
+
+/// The launch key of a job's attempt: deterministic, a valid DNS-1123 label of at most
+/// 63 characters, and a valid ACI container group name.
+pub fn launch_key(id: Uuid, attempt: u32) -> String {
+    format!("offload-{}-{attempt}", id.simple())
+}

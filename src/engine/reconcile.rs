@@ -1,0 +1,313 @@
+//! One job's next step, decided from its stored state and the latest observation.
+//!
+//! - queued: route, take a place at the provider, store the attempt and its launch key,
+//!   then launch (the key is stored first, so a crash before the answer relaunches the
+//!   same key, which the provider answers with the workload it already has);
+//! - starting / running: follow the observation; stop the workload at its timeout;
+//! - cancelling: stop the workload, then end the job as cancelled;
+//! - ended: keep the log tail and result, free the place, and after a short delay
+//!   release the workload at its provider.
+//!
+//! Returns when to look at the job again; `None` means only when poked.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use offload_provider::{Handle, Launch, LogQuery, Phase, ProviderError};
+use uuid::Uuid;
+
+use super::{launch_key, Engine, EngineError, Slot};
+use crate::model::{extract_result, JobState};
+use crate::store::{JobRecord, Patch};
+
+/// How long to wait before looking again at a job whose store or provider call failed.
+const RETRY: Duration = Duration::from_secs(2);
+/// How often a live job is looked at even with no news (a safety net for lost pokes).
+const SAFETY: Duration = Duration::from_secs(30);
+
+const LIVE: [JobState; 3] = [JobState::Starting, JobState::Running, JobState::Cancelling];
+
+pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
+    let result = async {
+        let Some(rec) = engine.store.get(id).await? else { return Ok(None) };
+        match rec.job.state {
+            JobState::Queued => engine.dispatch(rec).await,
+            JobState::Starting | JobState::Running | JobState::Cancelling => engine.follow(rec).await,
+            _ => engine.release_workload(rec).await,
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e: EngineError| {
+        tracing::warn!(job = %id, error = %e, "reconcile failed; retrying");
+        Some(RETRY)
+    })
+}
+
+type Step = Result<Option<Duration>, EngineError>;
+
+impl Engine {
+    async fn dispatch(&self, rec: JobRecord) -> Step {
+        let id = rec.job.id;
+        let slot = match self.route(&rec) {
+            Ok(slot) => slot.clone(),
+            Err(why) => return self.end_unlaunched(&rec, None, JobState::Failed, why).await,
+        };
+        if !slot.try_acquire(id) {
+            return Ok(None); // woken when a place frees
+        }
+        let attempt = rec.job.attempts + 1;
+        let key = launch_key(id, attempt);
+        let patch = Patch {
+            state: Some(JobState::Starting),
+            provider: Some(slot.name.clone()),
+            provider_ref: Some(None),
+            attempts: Some(attempt),
+            launch_key: Some(key),
+            dispatched_at: Some(Utc::now()),
+            event: Some(format!("dispatched to {} (attempt {attempt})", slot.name)),
+            ..Patch::default()
+        };
+        match self.store.update(id, &[JobState::Queued], patch).await? {
+            Some(rec) => {
+                self.changed(id);
+                self.launch(rec, &slot).await
+            }
+            None => {
+                slot.release(id);
+                Ok(Some(Duration::ZERO))
+            }
+        }
+    }
+
+    async fn launch(&self, rec: JobRecord, slot: &Slot) -> Step {
+        let id = rec.job.id;
+        let key = rec.launch_key.clone().unwrap_or_else(|| launch_key(id, rec.job.attempts));
+        let resources = match rec.job.spec.validate() {
+            Ok(r) => r,
+            Err(errors) => {
+                let why = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+                return self.end_unlaunched(&rec, Some(slot), JobState::Failed, format!("invalid spec: {why}")).await;
+            }
+        };
+        let launch = Launch {
+            key,
+            job_id: id.to_string(),
+            attempt: rec.job.attempts,
+            spec: rec.job.spec.workload(resources, slot.provider.kind()),
+            secret_env: self.store.secrets(id).await?,
+        };
+        let error = match self.call(slot, "launch", slot.provider.launch(&launch)).await {
+            Ok(handle) => {
+                self.failures.lock().unwrap().remove(&id);
+                let patch = Patch {
+                    provider_ref: Some(Some(handle.provider_ref.clone())),
+                    event: Some(format!("launched as {}", handle.provider_ref)),
+                    ..Patch::default()
+                };
+                self.store.update(id, &LIVE, patch).await?;
+                slot.live.lock().unwrap().insert(id, handle);
+                return Ok(Some(self.next_look(&rec)));
+            }
+            Err(EngineError::Provider { source, .. }) => source,
+            Err(e) => return Err(e),
+        };
+        let name = &slot.name;
+        match error {
+            ProviderError::Throttled { retry_after } => Ok(Some(retry_after)),
+            ProviderError::Capacity(why) if rec.job.spec.provider == "auto" => {
+                let mut excluded = rec.excluded.clone();
+                excluded.push(name.clone());
+                let patch = Patch {
+                    state: Some(JobState::Queued),
+                    excluded: Some(excluded),
+                    event: Some(format!("no capacity at {name} ({why}); routing again")),
+                    ..Patch::default()
+                };
+                slot.release(id);
+                self.store.update(id, &[JobState::Starting], patch).await?;
+                self.changed(id);
+                Ok(Some(Duration::ZERO))
+            }
+            ProviderError::Capacity(_) | ProviderError::Transient(_) | ProviderError::NotFound(_) => {
+                let failures = {
+                    let mut all = self.failures.lock().unwrap();
+                    let n = all.entry(id).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                if failures > self.config.launch_retries {
+                    self.failures.lock().unwrap().remove(&id);
+                    let why = format!("launch at {name} failed {failures} times; last: {error}");
+                    return self.end_unlaunched(&rec, Some(slot), JobState::Failed, why).await;
+                }
+                tracing::info!(job = %id, provider = %name, error = %error, "launch failed; retrying");
+                Ok(Some(Duration::from_millis(200 * 2u64.pow(failures.min(8)))))
+            }
+            ProviderError::InvalidSpec(why) => {
+                self.end_unlaunched(&rec, Some(slot), JobState::Failed, format!("{name} refused the spec: {why}")).await
+            }
+            ProviderError::Config(why) => {
+                self.end_unlaunched(&rec, Some(slot), JobState::Failed, format!("{name} is misconfigured: {why}")).await
+            }
+        }
+    }
+
+    async fn follow(&self, rec: JobRecord) -> Step {
+        let id = rec.job.id;
+        let Some(slot) = rec.job.provider.as_deref().and_then(|p| self.slot(p)).cloned() else {
+            let why = format!("provider {:?} is no longer configured", rec.job.provider);
+            return self.end_unlaunched(&rec, None, JobState::Failed, why).await;
+        };
+        slot.active.lock().unwrap().insert(id);
+        let (Some(key), Some(pref)) = (rec.launch_key.clone(), rec.job.provider_ref.clone()) else {
+            // Stored as dispatched but the launch's answer was never stored: launch the same
+            // key again; the provider hands back the workload if it already exists.
+            return self.launch(rec, &slot).await;
+        };
+        let handle = Handle { key, provider_ref: pref };
+        slot.live.lock().unwrap().entry(id).or_insert_with(|| handle.clone());
+
+        if rec.job.state == JobState::Cancelling {
+            let who = rec.cancel_requested_by.clone().unwrap_or_else(|| "the gateway".into());
+            let reason = format!("cancelled by {who}");
+            self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason)).await?;
+            return self.end(&rec, &slot, &handle, JobState::Cancelled, None, reason).await;
+        }
+        if let (Some(at), Some(limit)) = (rec.dispatched_at, rec.job.spec.timeout_seconds) {
+            if Utc::now() >= at + chrono::Duration::seconds(limit as i64) {
+                let reason = format!("timeout: still running after {limit} s");
+                self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason)).await?;
+                return self.end(&rec, &slot, &handle, JobState::Failed, None, reason).await;
+            }
+        }
+        let phase = self.observations.lock().unwrap().get(&id).cloned();
+        match phase {
+            Some(Phase::Running) if rec.job.state == JobState::Starting => {
+                let patch = Patch { state: Some(JobState::Running), started_at: Some(Utc::now()), ..Patch::default() };
+                if self.store.update(id, &[JobState::Starting], patch).await?.is_some() {
+                    self.changed(id);
+                }
+            }
+            Some(Phase::Exited { exit_code, reason }) => {
+                let state = if exit_code == Some(0) { JobState::Succeeded } else { JobState::Failed };
+                let reason = reason.unwrap_or_else(|| match exit_code {
+                    Some(0) => "exited with code 0".into(),
+                    Some(code) => format!("exited with code {code}"),
+                    None => "ended without an exit code".into(),
+                });
+                return self.end(&rec, &slot, &handle, state, exit_code, reason).await;
+            }
+            Some(Phase::Lost { reason }) => return self.lost(&rec, &slot, reason).await,
+            _ => {}
+        }
+        Ok(Some(self.next_look(&rec)))
+    }
+
+    /// The workload vanished: launch a new attempt, or fail when none are left.
+    async fn lost(&self, rec: &JobRecord, slot: &Slot, reason: String) -> Step {
+        let id = rec.job.id;
+        self.observations.lock().unwrap().remove(&id);
+        if rec.job.attempts >= self.config.max_attempts {
+            let why = format!("workload lost ({reason}) on the last of {} attempts", self.config.max_attempts);
+            return self.end_unlaunched(rec, Some(slot), JobState::Failed, why).await;
+        }
+        slot.release(id);
+        let patch = Patch {
+            state: Some(JobState::Queued),
+            provider_ref: Some(None),
+            event: Some(format!("workload lost at {} ({reason}); launching a new attempt", slot.name)),
+            ..Patch::default()
+        };
+        self.store.update(id, &[JobState::Starting, JobState::Running], patch).await?;
+        self.changed(id);
+        Ok(Some(Duration::ZERO))
+    }
+
+    /// Ends a launched job: keeps its log tail and result, then frees its place.
+    async fn end(
+        &self,
+        rec: &JobRecord,
+        slot: &Slot,
+        handle: &Handle,
+        state: JobState,
+        exit_code: Option<i32>,
+        reason: String,
+    ) -> Step {
+        let id = rec.job.id;
+        let query = LogQuery { cursor: None, tail_bytes: Some(self.config.log_tail_bytes) };
+        let tail = match self.call(slot, "logs", slot.provider.logs(handle, &query)).await {
+            Ok(chunk) => chunk.text,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not read the log tail");
+                String::new()
+            }
+        };
+        let now = Utc::now();
+        let patch = Patch {
+            state: Some(state),
+            exit_code,
+            reason: Some(reason),
+            result: extract_result(&tail),
+            log_tail: Some(tail),
+            started_at: rec.job.started_at.is_none().then_some(now),
+            finished_at: Some(now),
+            ..Patch::default()
+        };
+        self.store.update(id, &LIVE, patch).await?;
+        self.observations.lock().unwrap().remove(&id);
+        slot.release(id);
+        self.changed(id);
+        Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
+    }
+
+    /// Ends a job that has no workload to keep (never launched, or its launch given up).
+    async fn end_unlaunched(&self, rec: &JobRecord, slot: Option<&Slot>, state: JobState, reason: String) -> Step {
+        let id = rec.job.id;
+        let now = Utc::now();
+        let patch = Patch {
+            state: Some(state),
+            reason: Some(reason),
+            finished_at: Some(now),
+            released: Some(rec.job.provider_ref.is_none()),
+            ..Patch::default()
+        };
+        self.store.update(id, &[JobState::Queued, JobState::Starting, JobState::Running, JobState::Cancelling], patch).await?;
+        if let Some(slot) = slot {
+            slot.release(id);
+        }
+        self.changed(id);
+        Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
+    }
+
+    /// Deletes an ended job's workload at its provider once the release delay has passed.
+    async fn release_workload(&self, rec: JobRecord) -> Step {
+        if rec.released {
+            return Ok(None);
+        }
+        let id = rec.job.id;
+        let finished = rec.job.finished_at.unwrap_or_else(Utc::now);
+        let due = finished + chrono::Duration::seconds(self.config.release_after_seconds as i64);
+        if let Ok(wait) = (due - Utc::now()).to_std() {
+            return Ok(Some(wait));
+        }
+        let slot = rec.job.provider.as_deref().and_then(|p| self.slot(p));
+        if let (Some(slot), Some(key), Some(pref)) = (slot, &rec.launch_key, &rec.job.provider_ref) {
+            let handle = Handle { key: key.clone(), provider_ref: pref.clone() };
+            self.call(slot, "release", slot.provider.release(&handle)).await?;
+        }
+        self.store.update(id, &[], Patch { released: Some(true), ..Patch::default() }).await?;
+        Ok(None)
+    }
+
+    /// When to look at a live job again without news: its timeout, or the safety net.
+    fn next_look(&self, rec: &JobRecord) -> Duration {
+        let timeout = rec.dispatched_at.zip(rec.job.spec.timeout_seconds).map(|(at, limit)| {
+            (at + chrono::Duration::seconds(limit as i64) - Utc::now()).to_std().unwrap_or_default()
+        });
+        timeout.map_or(SAFETY, |t| t.min(SAFETY))
+    }
+
+    fn changed(&self, id: Uuid) {
+        let _ = self.changes.send(id);
+    }
+}

@@ -1,0 +1,161 @@
+//! The engine's two long-running tasks: the scheduler, which runs reconciles when jobs are
+//! poked or their requeue time comes (never two for one job at once), and the per-provider
+//! poller, which observes live workloads in batches and pokes the jobs that changed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use offload_provider::{Observation, ProviderError};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::time::{delay_queue, DelayQueue};
+use uuid::Uuid;
+
+use super::{Engine, EngineError, Slot};
+
+/// How often each provider's health check runs.
+const HEALTH_EVERY: Duration = Duration::from_secs(30);
+
+/// Jobs ready for a reconcile, and the rule that one job has one reconcile at a time.
+#[derive(Default)]
+struct ReadyQueue {
+    ready: VecDeque<Uuid>,
+    queued: HashSet<Uuid>,
+    running: HashSet<Uuid>,
+    /// Poked while running: reconcile once more when the current one ends.
+    again: HashSet<Uuid>,
+}
+
+impl ReadyQueue {
+    fn push(&mut self, id: Uuid) {
+        if self.running.contains(&id) {
+            self.again.insert(id);
+        } else if self.queued.insert(id) {
+            self.ready.push_back(id);
+        }
+    }
+
+    fn start_next(&mut self, limit: usize) -> Option<Uuid> {
+        if self.running.len() >= limit {
+            return None;
+        }
+        let id = self.ready.pop_front()?;
+        self.queued.remove(&id);
+        self.running.insert(id);
+        Some(id)
+    }
+
+    /// Marks a reconcile done; true when the job was poked meanwhile.
+    fn finish(&mut self, id: Uuid) -> bool {
+        self.running.remove(&id);
+        self.again.remove(&id)
+    }
+}
+
+pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<Uuid>) {
+    let limit = engine.config.reconcile_concurrency;
+    let mut delays: DelayQueue<Uuid> = DelayQueue::new();
+    let mut delay_keys: HashMap<Uuid, delay_queue::Key> = HashMap::new();
+    let mut queue = ReadyQueue::default();
+    let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
+    let mut task_jobs: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+    loop {
+        while let Some(id) = queue.start_next(limit) {
+            let engine = engine.clone();
+            let task = tasks.spawn(async move { super::reconcile::reconcile(&engine, id).await });
+            task_jobs.insert(task.id(), id);
+        }
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => break,
+            Some(id) = poked.recv() => queue.push(id),
+            Some(expired) = delays.next(), if !delays.is_empty() => {
+                let id = expired.into_inner();
+                delay_keys.remove(&id);
+                queue.push(id);
+            }
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (task, requeue) = match done {
+                    Ok((task, requeue)) => (task, requeue),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a reconcile panicked; retrying it later");
+                        (e.id(), Some(Duration::from_secs(5)))
+                    }
+                };
+                let Some(id) = task_jobs.remove(&task) else { continue };
+                if let Some(key) = delay_keys.remove(&id) {
+                    delays.remove(&key);
+                }
+                if queue.finish(id) {
+                    queue.push(id);
+                } else if let Some(after) = requeue {
+                    delay_keys.insert(id, delays.insert(id, after));
+                }
+                for slot in &engine.slots {
+                    for waiting in slot.next_waiting() {
+                        queue.push(waiting);
+                    }
+                }
+            }
+        }
+    }
+    // Let reconciles in flight finish their store writes; workloads carry on regardless.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
+    engine.check_health(&slot).await;
+    let mut last_health = tokio::time::Instant::now();
+    loop {
+        let mut wait = slot.poll_interval;
+        let live: Vec<(Uuid, offload_provider::Handle)> =
+            slot.live.lock().unwrap().iter().map(|(id, h)| (*id, h.clone())).collect();
+        let batch = slot.provider.capabilities().max_observe_batch.max(1);
+        for chunk in live.chunks(batch) {
+            let handles: Vec<_> = chunk.iter().map(|(_, h)| h.clone()).collect();
+            match engine.call(&slot, "observe", slot.provider.observe(&handles)).await {
+                Ok(observations) => engine.record_observations(chunk, observations),
+                Err(EngineError::Provider { source: ProviderError::Throttled { retry_after }, .. }) => {
+                    wait = wait.max(retry_after);
+                    break;
+                }
+                Err(e) => tracing::warn!(provider = %slot.name, error = %e, "observe failed"),
+            }
+        }
+        if last_health.elapsed() >= HEALTH_EVERY {
+            engine.check_health(&slot).await;
+            last_health = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+impl Engine {
+    pub(super) async fn check_health(&self, slot: &Slot) {
+        let result = self.call(slot, "check", slot.provider.check()).await;
+        *slot.health.lock().unwrap() = result.err().map(|e| e.to_string());
+    }
+
+    /// Keeps the newest phase of each workload and pokes the jobs whose phase changed.
+    fn record_observations(&self, chunk: &[(Uuid, offload_provider::Handle)], observations: Vec<Observation>) {
+        let by_key: HashMap<&str, Uuid> = chunk.iter().map(|(id, h)| (h.key.as_str(), *id)).collect();
+        let mut changed = vec![];
+        {
+            let mut seen = self.observations.lock().unwrap();
+            for o in observations {
+                let Some(id) = by_key.get(o.handle.key.as_str()) else { continue };
+                if seen.get(id) != Some(&o.phase) {
+                    seen.insert(*id, o.phase);
+                    changed.push(*id);
+                }
+            }
+        }
+        for id in changed {
+            self.poke(id);
+        }
+    }
+}

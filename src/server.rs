@@ -1,0 +1,65 @@
+//! Puts the pieces together: store, engine, API, and their orderly start and stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, DEV_TOKEN};
+use crate::engine::Engine;
+use crate::store::{sqlite::SqliteStore, Store};
+
+/// A running gateway.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Opens the store, resumes the engine and starts listening.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&config.store.path, config.store.synchronous_full)
+                .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
+        );
+        let engine = Engine::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
+        let engine_done = engine.start().await.context("resuming unfinished jobs")?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        if config.auth.tokens.is_empty() {
+            tracing::warn!("no auth.tokens configured: accepting the dev token {DEV_TOKEN:?} (tenant \"dev\") on loopback only");
+        }
+        let app = api::router(AppState::new(store, engine.clone(), config.tokens()), config.body_limit_bytes);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let done = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await?;
+            engine.stop();
+            let _ = engine_done.await;
+            Ok(())
+        });
+        tracing::info!(%addr, "offload is serving");
+        Ok(Server { addr, stop, done })
+    }
+
+    /// Stops accepting requests, lets the ones in flight finish, and stops the engine.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.done.await?
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+        }
+        self.shutdown().await
+    }
+}
