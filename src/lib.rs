@@ -10,3 +10,4 @@ pub mod config;
 pub mod engine;
 pub mod api;
 pub mod server;
+pub mod cli;

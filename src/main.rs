@@ -1,1 +1,18 @@
-fn main() {}
+//! The `offload` binary: the gateway (`offload serve`) and its command-line client.
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OFFLOAD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match offload::cli::main().await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("offload: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -45,11 +45,8 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         return ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {inner}"));
     }
     let message = inner.to_string();
-    // serde names unknown and missing fields in its message, not in the path.
-    let named = ["unknown field `", "missing field `"]
-        .iter()
-        .find_map(|p| message.strip_prefix(p))
-        .and_then(|rest| rest.split('`').next());
+    // A missing field is named in the message; its path is the parent object's.
+    let named = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
     let field = match (named, path.as_str()) {
         (Some(name), "." | "") => name.to_string(),
         (Some(name), parent) => format!("{parent}.{name}"),

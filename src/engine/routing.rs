@@ -54,7 +54,7 @@ impl Engine {
             }
         }
         best.map(|(slot, _, _)| slot).ok_or_else(|| {
-            FieldError::new("resources", format!("no configured provider can run this job ({})", refusals.join("; ")))
+            FieldError::new("provider", format!("auto: no configured provider can run this job ({})", refusals.join("; ")))
         })
     }
 }

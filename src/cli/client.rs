@@ -1,0 +1,73 @@
+//! A small HTTP client of the gateway's API for the CLI; problem+json answers become
+//! errors that print their detail and fields.
+
+use std::io::Write;
+
+use anyhow::{anyhow, Context};
+use futures::StreamExt;
+use reqwest::Response;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(url: &str, token: &str) -> anyhow::Result<Client> {
+        Ok(Client { http: reqwest::Client::builder().build()?, base: url.trim_end_matches('/').to_string(), token: token.into() })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn check(response: reqwest::Result<Response>) -> anyhow::Result<Response> {
+        let response = response.context("the gateway did not answer (is `offload serve` running at OFFLOAD_URL?)")?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let mut message = format!("{status}: {}", body["detail"].as_str().unwrap_or("no detail"));
+        for e in body["errors"].as_array().into_iter().flatten() {
+            message += &format!("\n  {}: {}", e["field"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("?"));
+        }
+        Err(anyhow!(message))
+    }
+
+    pub async fn get_json(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
+        let response = self.http.get(self.url(path)).bearer_auth(&self.token).query(query).send().await;
+        Ok(Self::check(response).await?.json().await?)
+    }
+
+    pub async fn job(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        self.get_json(&format!("/v1/jobs/{id}"), &[]).await
+    }
+
+    pub async fn submit(&self, spec: &serde_json::Value, key: Option<&str>) -> anyhow::Result<serde_json::Value> {
+        let mut request = self.http.post(self.url("/v1/jobs")).bearer_auth(&self.token).json(spec);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        Ok(Self::check(request.send().await).await?.json().await?)
+    }
+
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        let response = self.http.post(self.url(&format!("/v1/jobs/{id}/cancel"))).bearer_auth(&self.token).send().await;
+        let response = Self::check(response).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, out: &mut impl Write) -> anyhow::Result<()> {
+        let mut query = vec![("follow", follow.to_string())];
+        query.extend(tail.map(|t| ("tail", t.to_string())));
+        let response = self.http.get(self.url(&format!("/v1/jobs/{id}/logs"))).bearer_auth(&self.token).query(&query).send().await;
+        let mut body = Self::check(response).await?.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            out.write_all(&chunk?)?;
+            out.flush()?;
+        }
+        Ok(())
+    }
+}

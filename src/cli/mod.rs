@@ -1,0 +1,243 @@
+//! The command line: `offload serve` runs the gateway; every other command is a client of a
+//! running gateway at `OFFLOAD_URL` with `OFFLOAD_TOKEN`.
+
+mod client;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEV_TOKEN};
+use crate::model::{Job, JobSpec, ResourceSpec};
+use client::Client;
+
+#[derive(Parser)]
+#[command(name = "offload", version, about = "Run container jobs on serverless runtimes from schedulers")]
+struct Cli {
+    /// The gateway to talk to.
+    #[arg(long, global = true, env = "OFFLOAD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The bearer token (the dev token of a gateway with no tokens configured by default).
+    #[arg(long, global = true, env = "OFFLOAD_TOKEN", default_value = DEV_TOKEN, hide_default_value = true, hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (defaults: 127.0.0.1:8080, ./offload.db, the local provider).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Submit a job, stream its logs and exit with its exit code, like `docker run`.
+    Run {
+        #[arg(long, default_value = "auto")]
+        provider: String,
+        #[arg(long, default_value_t = 0.25)]
+        cpu: f64,
+        #[arg(long, default_value = "512Mi")]
+        memory: String,
+        /// KEY=VALUE, repeatable.
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        #[arg(long)]
+        timeout: Option<u64>,
+        image: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Submit a job spec (JSON) from a file, or `-` for standard input.
+    Submit {
+        file: PathBuf,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Show a job.
+    Get { id: String },
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        /// Label selector: `dag_id=etl,env=prod`.
+        #[arg(long, short = 'l')]
+        labels: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Print a job's log.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// Cancel a job.
+    Cancel { id: String },
+    /// Show the configured providers and their health.
+    Providers,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the OpenAPI document (YAML).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration, build every provider and run its health check.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn main() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    let client = || Client::new(&cli.url, &cli.token);
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            crate::server::Server::start(config).await?.run_until_signal().await?;
+        }
+        Command::Config { command: ConfigCommand::Check { config } } => return config_check(config).await,
+        Command::Openapi => print!("{}", crate::api::doc::openapi_yaml()),
+        Command::Run { provider, cpu, memory, env, timeout, image, command } => {
+            let mut env_map = BTreeMap::new();
+            for pair in env {
+                let (k, v) = pair.split_once('=').with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
+                env_map.insert(k.to_string(), v.to_string());
+            }
+            let spec = JobSpec {
+                name: None,
+                image,
+                command,
+                args: vec![],
+                env: env_map,
+                secret_env: BTreeMap::new(),
+                resources: ResourceSpec { cpu, memory, ..ResourceSpec::default() },
+                timeout_seconds: timeout,
+                provider,
+                labels: BTreeMap::new(),
+                provider_options: BTreeMap::new(),
+            };
+            return run(&client()?, &spec).await;
+        }
+        Command::Submit { file, idempotency_key } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let spec: serde_json::Value = serde_json::from_str(&text).context("the spec is not JSON")?;
+            print_json(&client()?.submit(&spec, idempotency_key.as_deref()).await?)?;
+        }
+        Command::Get { id } => print_json(&client()?.job(&id).await?)?,
+        Command::List { state, provider, labels, limit } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(state.map(|s| ("state", s)));
+            query.extend(provider.map(|p| ("provider", p)));
+            query.extend(labels.map(|l| ("labels", l)));
+            let page: serde_json::Value = client()?.get_json("/v1/jobs", &query).await?;
+            for job in page["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<10} {:<10} {}",
+                    job["id"].as_str().unwrap_or(""),
+                    job["state"].as_str().unwrap_or(""),
+                    job["provider"].as_str().unwrap_or("-"),
+                    job["spec"]["name"].as_str().or(job["spec"]["image"].as_str()).unwrap_or("")
+                );
+            }
+        }
+        Command::Logs { id, follow, tail } => {
+            client()?.stream_logs(&id, follow, tail, &mut std::io::stdout()).await?;
+        }
+        Command::Cancel { id } => print_json(&client()?.cancel(&id).await?)?,
+        Command::Providers => {
+            let providers: serde_json::Value = client()?.get_json("/v1/providers", &[]).await?;
+            print_json(&providers)?;
+        }
+    }
+    Ok(0)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
+    let config = Config::load(path.as_deref())?;
+    let dir = tempfile_dir()?;
+    let store = std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("check.db"), false)?);
+    let engine = crate::engine::Engine::new(&config, store).map_err(anyhow::Error::msg)?;
+    engine.check_providers().await;
+    let mut failed = false;
+    for p in engine.providers() {
+        match &p.health_error {
+            None => println!("ok    {} ({})", p.name, p.kind),
+            Some(e) => {
+                failed = true;
+                println!("FAIL  {} ({}): {e}", p.name, p.kind);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(if failed { 1 } else { 0 })
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("offload-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Submits, waits for the start (with a spinner on a terminal), streams the log, and
+/// returns the job's exit code.
+async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
+    let job: Job = serde_json::from_value(client.submit(&serde_json::to_value(spec)?, None).await?)?;
+    let id = job.id.to_string();
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let mut job = job;
+    while matches!(job.state, crate::model::JobState::Queued | crate::model::JobState::Starting) {
+        if let Some(bar) = &spinner {
+            bar.set_message(format!("{id}: {}", job.state.as_str()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        job = serde_json::from_value(client.job(&id).await?)?;
+    }
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    client.stream_logs(&id, true, None, &mut std::io::stdout()).await?;
+    loop {
+        job = serde_json::from_value(client.job(&id).await?)?;
+        if job.terminal {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match (job.state, job.exit_code) {
+        (crate::model::JobState::Succeeded, _) => Ok(0),
+        (state, code) => {
+            eprintln!("offload: job {id} {}: {}", state.as_str(), job.reason.as_deref().unwrap_or("no reason given"));
+            Ok(code.filter(|c| *c != 0).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Starts a gateway for a test, in this process or as the real binary, and talks to it.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const TOKEN_A: &str = "tenant-a-token-0123456789";
+pub const TOKEN_B: &str = "tenant-b-token-0123456789";
+
+/// Config text for a test gateway in `dir` listening on a free port; `providers` is
+/// appended as TOML.
+pub fn config_text(dir: &std::path::Path, listen: &str, providers: &str) -> String {
+    format!(
+        r#"
+listen = "{listen}"
+body_limit_bytes = 65536
+[store]
+path = "{db}"
+synchronous_full = false
+[engine]
+release_after_seconds = 1
+[[auth.tokens]]
+token = "{TOKEN_A}"
+tenant = "a"
+[[auth.tokens]]
+token = "{TOKEN_B}"
+tenant = "b"
+{providers}
+"#,
+        db = dir.join("offload.db").display(),
+    )
+}
+
+pub struct Gateway {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub server: Option<offload::server::Server>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub async fn start(providers: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let providers = providers.replace("$DIR", &dir.path().display().to_string());
+        let config = offload::config::Config::from_toml(&config_text(dir.path(), "127.0.0.1:0", &providers)).unwrap();
+        let server = offload::server::Server::start(config).await.unwrap();
+        Gateway { url: format!("http://{}", server.addr), http: reqwest::Client::new(), server: Some(server), dir }
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token)
+    }
+
+    pub async fn submit(&self, token: &str, spec: Value) -> (u16, Value) {
+        let r = self.req(reqwest::Method::POST, "/v1/jobs", token).json(&spec).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self.req(reqwest::Method::GET, path, token).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the job until it is terminal; panics after `secs`.
+    pub async fn wait_terminal(&self, token: &str, id: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (status, job) = self.get(token, &format!("/v1/jobs/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if job["terminal"] == true {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} not terminal after {secs} s: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_state(&self, token: &str, id: &str, state: &str, secs: u64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let (_, job) = self.get(token, &format!("/v1/jobs/{id}")).await;
+            if job["state"] == state {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {id} never {state}: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
