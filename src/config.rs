@@ -180,8 +180,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // OFFLOAD_URL and OFFLOAD_TOKEN belong to the CLI client, not the server.
-        figment = figment.merge(Env::prefixed("OFFLOAD_").split("__").ignore(&["url", "token"]));
+        // OFFLOAD_URL and OFFLOAD_TOKEN belong to the CLI client, OFFLOAD_LOG to logging.
+        figment = figment.merge(Env::prefixed("OFFLOAD_").split("__").ignore(&["url", "token", "log"]));
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
