@@ -73,7 +73,10 @@ fn yes() -> bool {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: default_db(), synchronous_full: true }
+        StoreConfig {
+            path: default_db(),
+            synchronous_full: true,
+        }
     }
 }
 
@@ -93,7 +96,10 @@ pub struct TokenConfig {
 
 impl std::fmt::Debug for TokenConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenConfig").field("token", &"<redacted>").field("tenant", &self.tenant).finish()
+        f.debug_struct("TokenConfig")
+            .field("token", &"<redacted>")
+            .field("tenant", &self.tenant)
+            .finish()
     }
 }
 
@@ -173,22 +179,32 @@ impl Config {
     /// Reads `file` (when given) and the environment. With neither, the defaults: listen on
     /// 127.0.0.1:8080, store in `./offload.db`, the local provider, the dev token.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::default("listen", default_listen().to_string()));
+        let mut figment =
+            Figment::from(Serialized::default("listen", default_listen().to_string()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
         // OFFLOAD_URL and OFFLOAD_TOKEN belong to the CLI client, OFFLOAD_LOG to logging.
-        figment = figment.merge(Env::prefixed("OFFLOAD_").split("__").ignore(&["url", "token", "log"]));
+        figment = figment.merge(
+            Env::prefixed("OFFLOAD_")
+                .split("__")
+                .ignore(&["url", "token", "log"]),
+        );
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::from(Toml::string(text)).extract().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -202,31 +218,47 @@ impl Config {
         }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             if t.token.len() < 16 {
-                return Err(ConfigError(format!("auth.tokens[{i}].token must have at least 16 characters")));
+                return Err(ConfigError(format!(
+                    "auth.tokens[{i}].token must have at least 16 characters"
+                )));
             }
             if t.tenant.is_empty() {
-                return Err(ConfigError(format!("auth.tokens[{i}].tenant must not be empty")));
+                return Err(ConfigError(format!(
+                    "auth.tokens[{i}].tenant must not be empty"
+                )));
             }
         }
         if self.providers.is_empty() {
-            return Err(ConfigError("providers: configure at least one provider".into()));
+            return Err(ConfigError(
+                "providers: configure at least one provider".into(),
+            ));
         }
         for (name, p) in &self.providers {
-            let ok = !name.is_empty() && name.len() <= 40 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            let ok = !name.is_empty()
+                && name.len() <= 40
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !ok || name == "auto" {
                 return Err(ConfigError(format!(
                     "providers.{name}: names are 1 to 40 of a-z, 0-9 and '-', and not \"auto\""
                 )));
             }
             if p.max_concurrency == 0 {
-                return Err(ConfigError(format!("providers.{name}.max_concurrency must be at least 1")));
+                return Err(ConfigError(format!(
+                    "providers.{name}.max_concurrency must be at least 1"
+                )));
             }
             if p.poll_interval_ms < 10 {
-                return Err(ConfigError(format!("providers.{name}.poll_interval_ms must be at least 10")));
+                return Err(ConfigError(format!(
+                    "providers.{name}.poll_interval_ms must be at least 10"
+                )));
             }
         }
         if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {
-            return Err(ConfigError("engine.max_attempts and engine.reconcile_concurrency must be at least 1".into()));
+            return Err(ConfigError(
+                "engine.max_attempts and engine.reconcile_concurrency must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -236,7 +268,11 @@ impl Config {
         if self.auth.tokens.is_empty() {
             return vec![(DEV_TOKEN.into(), DEV_TENANT.into())];
         }
-        self.auth.tokens.iter().map(|t| (t.token.clone(), t.tenant.clone())).collect()
+        self.auth
+            .tokens
+            .iter()
+            .map(|t| (t.token.clone(), t.tenant.clone()))
+            .collect()
     }
 }
 
@@ -249,7 +285,10 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.listen, default_listen());
         assert!(matches!(c.providers["local"].kind, KindConfig::Local(_)));
-        assert_eq!(c.tokens(), vec![(DEV_TOKEN.to_string(), DEV_TENANT.to_string())]);
+        assert_eq!(
+            c.tokens(),
+            vec![(DEV_TOKEN.to_string(), DEV_TENANT.to_string())]
+        );
     }
 
     #[test]
@@ -278,8 +317,11 @@ mod tests {
         assert!(err("[providers.x]\nkind = \"sim\"\nrun_mss = 1").contains("run_mss"));
         assert!(err("[providers.x]\nkind = \"nope\"").contains("nope"));
         assert!(err("listen = \"0.0.0.0:8080\"").contains("auth.tokens"));
-        assert!(err("[[auth.tokens]]\ntoken = \"short\"\ntenant = \"a\"").contains("auth.tokens[0].token"));
+        assert!(err("[[auth.tokens]]\ntoken = \"short\"\ntenant = \"a\"")
+            .contains("auth.tokens[0].token"));
         assert!(err("[providers.auto]\nkind = \"local\"").contains("providers.auto"));
-        assert!(err("[providers.x]\nkind = \"local\"\nmax_concurrency = 0").contains("max_concurrency"));
+        assert!(
+            err("[providers.x]\nkind = \"local\"\nmax_concurrency = 0").contains("max_concurrency")
+        );
     }
 }

@@ -4,10 +4,10 @@
 //! Data flows one way: [`api`] -> [`store`] -> [`engine`] -> provider -> observations ->
 //! [`store`] -> [`api`]. The API never calls out to a provider; the engine owns every call.
 
-pub mod model;
-pub mod store;
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod engine;
-pub mod api;
+pub mod model;
 pub mod server;
-pub mod cli;
+pub mod store;

@@ -80,7 +80,12 @@ fn default_memory() -> String {
 
 impl Default for ResourceSpec {
     fn default() -> Self {
-        ResourceSpec { cpu: default_cpu(), memory: default_memory(), gpu: None, ephemeral_storage: None }
+        ResourceSpec {
+            cpu: default_cpu(),
+            memory: default_memory(),
+            gpu: None,
+            ephemeral_storage: None,
+        }
     }
 }
 
@@ -104,7 +109,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -121,40 +129,100 @@ impl JobSpec {
                 errors.push(FieldError::new(field, message));
             }
         };
-        check(!self.image.trim().is_empty(), "image", "must not be empty".into());
-        check(self.image.len() <= 1024, "image", "is longer than 1024 characters".into());
+        check(
+            !self.image.trim().is_empty(),
+            "image",
+            "must not be empty".into(),
+        );
+        check(
+            self.image.len() <= 1024,
+            "image",
+            "is longer than 1024 characters".into(),
+        );
         if let Some(name) = &self.name {
-            check(name.len() <= 253, "name", "is longer than 253 characters".into());
+            check(
+                name.len() <= 253,
+                "name",
+                "is longer than 253 characters".into(),
+            );
         }
-        check(self.env.len() + self.secret_env.len() <= MAX_ENV, "env", format!("more than {MAX_ENV} variables"));
+        check(
+            self.env.len() + self.secret_env.len() <= MAX_ENV,
+            "env",
+            format!("more than {MAX_ENV} variables"),
+        );
         for (map, field) in [(&self.env, "env"), (&self.secret_env, "secret_env")] {
             for key in map.keys() {
-                check(is_env_name(key), &format!("{field}.{key}"), "is not a valid environment variable name".into());
+                check(
+                    is_env_name(key),
+                    &format!("{field}.{key}"),
+                    "is not a valid environment variable name".into(),
+                );
             }
         }
         for key in self.secret_env.keys().filter(|k| self.env.contains_key(*k)) {
-            check(false, &format!("secret_env.{key}"), "is also set in env".into());
+            check(
+                false,
+                &format!("secret_env.{key}"),
+                "is also set in env".into(),
+            );
         }
-        check(self.labels.len() <= MAX_LABELS, "labels", format!("more than {MAX_LABELS} labels"));
+        check(
+            self.labels.len() <= MAX_LABELS,
+            "labels",
+            format!("more than {MAX_LABELS} labels"),
+        );
         for (key, value) in &self.labels {
-            check(!key.is_empty() && key.len() <= 253, &format!("labels.{key}"), "keys must have 1 to 253 characters".into());
-            check(value.len() <= 1024, &format!("labels.{key}"), "values must have at most 1024 characters".into());
+            check(
+                !key.is_empty() && key.len() <= 253,
+                &format!("labels.{key}"),
+                "keys must have 1 to 253 characters".into(),
+            );
+            check(
+                value.len() <= 1024,
+                &format!("labels.{key}"),
+                "values must have at most 1024 characters".into(),
+            );
         }
         if let Some(t) = self.timeout_seconds {
-            check((1..=MAX_TIMEOUT).contains(&t), "timeout_seconds", format!("must be from 1 to {MAX_TIMEOUT}"));
+            check(
+                (1..=MAX_TIMEOUT).contains(&t),
+                "timeout_seconds",
+                format!("must be from 1 to {MAX_TIMEOUT}"),
+            );
         }
         let r = &self.resources;
-        check(r.cpu.is_finite() && r.cpu > 0.0 && r.cpu <= 1024.0, "resources.cpu", "must be more than 0 and at most 1024".into());
+        check(
+            r.cpu.is_finite() && r.cpu > 0.0 && r.cpu <= 1024.0,
+            "resources.cpu",
+            "must be more than 0 and at most 1024".into(),
+        );
         let memory = parse_quantity(&r.memory);
-        check(memory.is_some_and(|m| m > 0), "resources.memory", format!("{:?} is not a memory size such as 512Mi or 2Gi", r.memory));
+        check(
+            memory.is_some_and(|m| m > 0),
+            "resources.memory",
+            format!("{:?} is not a memory size such as 512Mi or 2Gi", r.memory),
+        );
         let storage = r.ephemeral_storage.as_ref().map(|s| (s, parse_quantity(s)));
         if let Some((s, parsed)) = &storage {
-            check(parsed.is_some(), "resources.ephemeral_storage", format!("{s:?} is not a size such as 20Gi"));
+            check(
+                parsed.is_some(),
+                "resources.ephemeral_storage",
+                format!("{s:?} is not a size such as 20Gi"),
+            );
         }
         if let Some(gpu) = &r.gpu {
-            check((1..=16).contains(&gpu.count), "resources.gpu.count", "must be from 1 to 16".into());
+            check(
+                (1..=16).contains(&gpu.count),
+                "resources.gpu.count",
+                "must be from 1 to 16".into(),
+            );
             if let Some(kind) = &gpu.kind {
-                check(!kind.is_empty(), "resources.gpu.kind", "must not be empty".into());
+                check(
+                    !kind.is_empty(),
+                    "resources.gpu.kind",
+                    "must not be empty".into(),
+                );
             }
         }
         if !errors.is_empty() {
@@ -163,7 +231,10 @@ impl JobSpec {
         Ok(Resources {
             cpu: r.cpu,
             memory_bytes: memory.unwrap_or_default(),
-            gpu: r.gpu.as_ref().map(|g| Gpu { count: g.count, kind: g.kind.clone() }),
+            gpu: r.gpu.as_ref().map(|g| Gpu {
+                count: g.count,
+                kind: g.kind.clone(),
+            }),
             ephemeral_storage_bytes: storage.and_then(|(_, p)| p),
         })
     }
@@ -195,14 +266,18 @@ impl JobSpec {
 
 fn is_env_name(key: &str) -> bool {
     let mut chars = key.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Parses a Kubernetes-style quantity (`512Mi`, `2Gi`, `1.5G`, `1000`) into bytes.
 pub fn parse_quantity(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor: f64 = match unit {
@@ -245,7 +320,10 @@ impl JobState {
     ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -363,10 +441,23 @@ mod tests {
             "resources": {"cpu": 0, "memory": "lots", "gpu": {"count": 0}},
             "timeout_seconds": 0
         }));
-        let fields: Vec<_> = s.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        let fields: Vec<_> = s
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(
             fields,
-            ["image", "env.1BAD", "secret_env.OK", "timeout_seconds", "resources.cpu", "resources.memory", "resources.gpu.count"]
+            [
+                "image",
+                "env.1BAD",
+                "secret_env.OK",
+                "timeout_seconds",
+                "resources.cpu",
+                "resources.memory",
+                "resources.gpu.count"
+            ]
         );
     }
 
@@ -377,7 +468,10 @@ mod tests {
         let r = s.validate().unwrap();
         assert_eq!((r.cpu, r.memory_bytes), (0.25, 512 << 20));
         let shown = serde_json::to_string(&s.redacted()).unwrap();
-        assert!(!shown.contains("hunter2") && shown.contains(REDACTED), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains(REDACTED),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -34,11 +34,16 @@ impl Server {
         if config.auth.tokens.is_empty() {
             tracing::warn!("no auth.tokens configured: accepting the dev token {DEV_TOKEN:?} (tenant \"dev\") on loopback only");
         }
-        let app = api::router(AppState::new(store, engine.clone(), config.tokens()), config.body_limit_bytes);
+        let app = api::router(
+            AppState::new(store, engine.clone(), config.tokens()),
+            config.body_limit_bytes,
+        );
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let done = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await?;
             engine.stop();
             let _ = engine_done.await;
             Ok(())

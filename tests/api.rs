@@ -30,7 +30,8 @@ fn sh(script: &str) -> Value {
 #[tokio::test]
 async fn submit_get_logs_events_and_result() {
     let gw = Gateway::start(PROVIDERS).await;
-    let mut spec = sh("echo hi; echo \"secret=$PW\" >&2; echo 'offload-result: {\"n\": 1}'; exit 3");
+    let mut spec =
+        sh("echo hi; echo \"secret=$PW\" >&2; echo 'offload-result: {\"n\": 1}'; exit 3");
     spec["secret_env"] = json!({"PW": "hunter2"});
     spec["labels"] = json!({"dag_id": "etl"});
     let (status, job) = gw.submit(TOKEN_A, spec).await;
@@ -50,31 +51,64 @@ async fn submit_get_logs_events_and_result() {
     assert!(job["started_at"].is_string() && job["finished_at"].is_string());
     assert!(!job.to_string().contains("hunter2"), "secret echoed: {job}");
 
-    let logs = gw.req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A).send().await.unwrap();
+    let logs = gw
+        .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logs.headers()["content-type"], "text/plain; charset=utf-8");
     let text = logs.text().await.unwrap();
-    assert!(text.starts_with("hi\n") && text.contains("offload-result"), "{text}");
-    let tail = gw.req(Method::GET, &format!("/v1/jobs/{id}/logs?tail=1"), TOKEN_A).send().await.unwrap();
+    assert!(
+        text.starts_with("hi\n") && text.contains("offload-result"),
+        "{text}"
+    );
+    let tail = gw
+        .req(Method::GET, &format!("/v1/jobs/{id}/logs?tail=1"), TOKEN_A)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(tail.text().await.unwrap(), "offload-result: {\"n\": 1}\n");
 
     let (_, events) = gw.get(TOKEN_A, &format!("/v1/jobs/{id}/events")).await;
-    let states: Vec<_> = events.as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
+    let states: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states.first(), Some(&"queued"));
     assert!(states.contains(&"starting"));
     assert_eq!(states.last(), Some(&"failed"));
 
     // The log survives the workload's release at the provider.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let text = gw.req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A).send().await.unwrap().text().await.unwrap();
+    let text = gw
+        .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.starts_with("hi\n"), "{text}");
-    assert!(!gw.dir.path().join("local").join(format!("offload-{}-1", id.replace('-', ""))).exists(), "not released");
+    assert!(
+        !gw.dir
+            .path()
+            .join("local")
+            .join(format!("offload-{}-1", id.replace('-', "")))
+            .exists(),
+        "not released"
+    );
 }
 
 #[tokio::test]
 async fn idempotency_key_returns_the_same_job_or_conflicts() {
     let gw = Gateway::start(PROVIDERS).await;
     let post = |spec: Value, key: &str| {
-        gw.req(Method::POST, "/v1/jobs", TOKEN_A).header("Idempotency-Key", key.to_string()).json(&spec).send()
+        gw.req(Method::POST, "/v1/jobs", TOKEN_A)
+            .header("Idempotency-Key", key.to_string())
+            .json(&spec)
+            .send()
     };
     let first = post(sh("true"), "run-1").await.unwrap();
     assert_eq!(first.status(), 201);
@@ -84,17 +118,30 @@ async fn idempotency_key_returns_the_same_job_or_conflicts() {
     assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
     let conflict = post(sh("false"), "run-1").await.unwrap();
     assert_eq!(conflict.status(), 409);
-    assert_eq!(conflict.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        conflict.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = conflict.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
     // Keys are per tenant.
-    let other = gw.req(Method::POST, "/v1/jobs", TOKEN_B).header("Idempotency-Key", "run-1").json(&sh("true")).send().await.unwrap();
+    let other = gw
+        .req(Method::POST, "/v1/jobs", TOKEN_B)
+        .header("Idempotency-Key", "run-1")
+        .json(&sh("true"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), 201);
 }
 
 async fn problem(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
-    assert_eq!(r.headers()["content-type"], "application/problem+json", "status {status}");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/problem+json",
+        "status {status}"
+    );
     (status, r.json().await.unwrap())
 }
 
@@ -102,68 +149,180 @@ async fn problem(r: reqwest::Response) -> (u16, Value) {
 async fn bad_input_gets_a_clear_4xx_naming_the_field() {
     let gw = Gateway::start(PROVIDERS).await;
     let raw = |body: &'static str, ct: &'static str| {
-        gw.req(Method::POST, "/v1/jobs", TOKEN_A).header("content-type", ct).body(body).send()
+        gw.req(Method::POST, "/v1/jobs", TOKEN_A)
+            .header("content-type", ct)
+            .body(body)
+            .send()
     };
     let (s, p) = problem(raw("{\"image\": ", "application/json").await.unwrap()).await;
     assert_eq!(s, 400, "{p}");
     let (s, p) = problem(raw("{\"image\": 5}", "application/json").await.unwrap()).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("image")), "{p}");
-    let (s, p) = problem(raw("{\"image\": \"a\", \"resources\": {\"cpu\": \"x\"}}", "application/json").await.unwrap()).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("resources.cpu")), "{p}");
-    let (s, p) = problem(raw("{\"image\": \"a\", \"colour\": 1}", "application/json").await.unwrap()).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("colour")), "{p}");
-    let (s, p) = problem(raw("{\"resources\": {}}", "application/json").await.unwrap()).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("image")), "{p}");
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("image")),
+        "{p}"
+    );
+    let (s, p) = problem(
+        raw(
+            "{\"image\": \"a\", \"resources\": {\"cpu\": \"x\"}}",
+            "application/json",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("resources.cpu")),
+        "{p}"
+    );
+    let (s, p) = problem(
+        raw("{\"image\": \"a\", \"colour\": 1}", "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("colour")),
+        "{p}"
+    );
+    let (s, p) = problem(
+        raw("{\"resources\": {}}", "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("image")),
+        "{p}"
+    );
     let (s, p) = problem(raw("{\"image\": \"a\"}", "text/plain").await.unwrap()).await;
     assert_eq!(s, 415, "{p}");
     let huge = format!("{{\"image\": \"{}\"}}", "x".repeat(100_000));
-    let r = gw.req(Method::POST, "/v1/jobs", TOKEN_A).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let r = gw
+        .req(Method::POST, "/v1/jobs", TOKEN_A)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(problem(r).await.0, 413);
 
     let (s, p) = gw.submit(TOKEN_A, json!({"image": "a", "command": ["x"], "resources": {"memory": "lots"}, "timeout_seconds": 0})).await;
     assert_eq!(s, 422);
-    let fields: Vec<_> = p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<_> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["timeout_seconds", "resources.memory"]);
-    let (s, p) = gw.submit(TOKEN_A, json!({"image": "a", "command": ["x"], "provider": "mars"})).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("provider")), "{p}");
-    let (s, p) = gw.submit(TOKEN_A, json!({"image": "a", "command": ["x"], "resources": {"gpu": {"count": 1}}})).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("provider")), "{p}");
+    let (s, p) = gw
+        .submit(
+            TOKEN_A,
+            json!({"image": "a", "command": ["x"], "provider": "mars"}),
+        )
+        .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("provider")),
+        "{p}"
+    );
+    let (s, p) = gw
+        .submit(
+            TOKEN_A,
+            json!({"image": "a", "command": ["x"], "resources": {"gpu": {"count": 1}}}),
+        )
+        .await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("provider")),
+        "{p}"
+    );
     assert!(p["detail"].as_str().unwrap().contains("GPU"), "{p}");
     let (s, p) = gw.submit(TOKEN_A, json!({"image": "a", "provider": "sim", "provider_options": {"sim": {"run_ms": "soon"}}})).await;
-    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("provider")), "{p}");
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (422, Some("provider")),
+        "{p}"
+    );
 
-    for (path, field) in [("/v1/jobs/not-a-uuid", "id"), ("/v1/jobs?state=done", "state"), ("/v1/jobs?limit=0", "limit"), ("/v1/jobs?labels=novalue", "labels"), ("/v1/jobs?cursor=zzz", "cursor")] {
+    for (path, field) in [
+        ("/v1/jobs/not-a-uuid", "id"),
+        ("/v1/jobs?state=done", "state"),
+        ("/v1/jobs?limit=0", "limit"),
+        ("/v1/jobs?labels=novalue", "labels"),
+        ("/v1/jobs?cursor=zzz", "cursor"),
+    ] {
         let (s, p) = problem(gw.req(Method::GET, path, TOKEN_A).send().await.unwrap()).await;
-        assert_eq!((s, p["errors"][0]["field"].as_str()), (400, Some(field)), "{path}: {p}");
+        assert_eq!(
+            (s, p["errors"][0]["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {p}"
+        );
     }
-    let (s, _) = problem(gw.req(Method::GET, "/v1/nothing", TOKEN_A).send().await.unwrap()).await;
+    let (s, _) = problem(
+        gw.req(Method::GET, "/v1/nothing", TOKEN_A)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 404);
     let unknown = format!("/v1/jobs/{}", uuid::Uuid::now_v7());
-    assert_eq!(problem(gw.req(Method::GET, &unknown, TOKEN_A).send().await.unwrap()).await.0, 404);
+    assert_eq!(
+        problem(gw.req(Method::GET, &unknown, TOKEN_A).send().await.unwrap())
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
 async fn tokens_and_tenants() {
     let gw = Gateway::start(PROVIDERS).await;
-    let none = gw.http.get(format!("{}/v1/jobs", gw.url)).send().await.unwrap();
+    let none = gw
+        .http
+        .get(format!("{}/v1/jobs", gw.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(none.status(), 401);
     assert_eq!(none.headers()["www-authenticate"], "Bearer");
-    let wrong = gw.req(Method::GET, "/v1/jobs", "tenant-a-token-012345678X").send().await.unwrap();
+    let wrong = gw
+        .req(Method::GET, "/v1/jobs", "tenant-a-token-012345678X")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
 
     let (_, job) = gw.submit(TOKEN_A, sh("sleep 5")).await;
     let id = job["id"].as_str().unwrap();
-    for path in [format!("/v1/jobs/{id}"), format!("/v1/jobs/{id}/events"), format!("/v1/jobs/{id}/logs")] {
+    for path in [
+        format!("/v1/jobs/{id}"),
+        format!("/v1/jobs/{id}/events"),
+        format!("/v1/jobs/{id}/logs"),
+    ] {
         let r = gw.req(Method::GET, &path, TOKEN_B).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
-    let r = gw.req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_B).send().await.unwrap();
+    let r = gw
+        .req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_B)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let (_, page) = gw.get(TOKEN_B, "/v1/jobs").await;
     assert_eq!(page["jobs"], json!([]));
     let (_, page) = gw.get(TOKEN_A, "/v1/jobs").await;
     assert_eq!(page["jobs"][0]["id"], job["id"]);
-    let r = gw.req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A).send().await.unwrap();
+    let r = gw
+        .req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
 }
 
@@ -181,12 +340,24 @@ async fn list_filters_by_state_provider_labels_and_pages() {
         gw.wait_terminal(TOKEN_A, id, 20).await;
     }
     let (_, page) = gw.get(TOKEN_A, "/v1/jobs?labels=dag_id=etl,env=prod").await;
-    let got: Vec<_> = page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+    let got: Vec<_> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got, vec![ids[4].clone(), ids[2].clone(), ids[0].clone()]);
-    let (_, page) = gw.get(TOKEN_A, "/v1/jobs?state=succeeded&provider=sim&limit=2").await;
+    let (_, page) = gw
+        .get(TOKEN_A, "/v1/jobs?state=succeeded&provider=sim&limit=2")
+        .await;
     assert_eq!(page["jobs"].as_array().unwrap().len(), 2);
     let cursor = page["next_cursor"].as_str().unwrap().to_string();
-    let (_, next) = gw.get(TOKEN_A, &format!("/v1/jobs?state=succeeded&provider=sim&limit=2&cursor={cursor}")).await;
+    let (_, next) = gw
+        .get(
+            TOKEN_A,
+            &format!("/v1/jobs?state=succeeded&provider=sim&limit=2&cursor={cursor}"),
+        )
+        .await;
     assert_eq!(next["jobs"][0]["id"].as_str().unwrap(), ids[2]);
     let (_, none) = gw.get(TOKEN_A, "/v1/jobs?state=running").await;
     assert_eq!(none["jobs"], json!([]));
@@ -196,16 +367,27 @@ async fn list_filters_by_state_provider_labels_and_pages() {
 async fn cancel_is_idempotent_then_conflicts_once_ended() {
     let gw = Gateway::start(PROVIDERS).await;
     let pid_file = gw.dir.path().join("pid");
-    let (_, job) = gw.submit(TOKEN_A, sh(&format!("echo $$ > {}; sleep 60", pid_file.display()))).await;
+    let (_, job) = gw
+        .submit(
+            TOKEN_A,
+            sh(&format!("echo $$ > {}; sleep 60", pid_file.display())),
+        )
+        .await;
     let id = job["id"].as_str().unwrap();
     gw.wait_state(TOKEN_A, id, "running", 20).await;
-    let cancel = || gw.req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A).send();
+    let cancel = || {
+        gw.req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A)
+            .send()
+    };
     assert_eq!(cancel().await.unwrap().status(), 202);
     assert_eq!(cancel().await.unwrap().status(), 202);
     let job = gw.wait_terminal(TOKEN_A, id, 20).await;
     assert_eq!(job["state"], "cancelled");
     assert_eq!(job["reason"], "cancelled by tenant a");
-    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(!process_alive(&pid), "process {pid} outlived the cancel");
     let (s, p) = problem(cancel().await.unwrap()).await;
     assert_eq!(s, 409, "{p}");
@@ -213,13 +395,24 @@ async fn cancel_is_idempotent_then_conflicts_once_ended() {
     // A queued job that never launched ends at once.
     let (_, queued) = gw.submit(TOKEN_A, json!({"image": "i", "provider": "sim", "provider_options": {"sim": {"start_ms": 60000}}})).await;
     let qid = queued["id"].as_str().unwrap();
-    assert_eq!(gw.req(Method::POST, &format!("/v1/jobs/{qid}/cancel"), TOKEN_A).send().await.unwrap().status(), 202);
-    assert_eq!(gw.wait_terminal(TOKEN_A, qid, 20).await["state"], "cancelled");
+    assert_eq!(
+        gw.req(Method::POST, &format!("/v1/jobs/{qid}/cancel"), TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    assert_eq!(
+        gw.wait_terminal(TOKEN_A, qid, 20).await["state"],
+        "cancelled"
+    );
 }
 
 fn process_alive(pid: &str) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
 }
 
 #[tokio::test]
@@ -229,10 +422,18 @@ async fn timeout_stops_the_job_and_fails_it() {
     let mut spec = sh(&format!("echo $$ > {}; sleep 60", pid_file.display()));
     spec["timeout_seconds"] = json!(1);
     let (_, job) = gw.submit(TOKEN_A, spec).await;
-    let job = gw.wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20).await;
+    let job = gw
+        .wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20)
+        .await;
     assert_eq!(job["state"], "failed");
-    assert!(job["reason"].as_str().unwrap().starts_with("timeout"), "{job}");
-    let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    assert!(
+        job["reason"].as_str().unwrap().starts_with("timeout"),
+        "{job}"
+    );
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(!process_alive(&pid), "process {pid} outlived the timeout");
 }
 
@@ -244,32 +445,102 @@ async fn env_is_passed_and_follow_streams_until_the_end() {
     let (_, job) = gw.submit(TOKEN_A, spec).await;
     let id = job["id"].as_str().unwrap();
     let started = std::time::Instant::now();
-    let r = gw.req(Method::GET, &format!("/v1/jobs/{id}/logs?follow=true"), TOKEN_A).send().await.unwrap();
+    let r = gw
+        .req(
+            Method::GET,
+            &format!("/v1/jobs/{id}/logs?follow=true"),
+            TOKEN_A,
+        )
+        .send()
+        .await
+        .unwrap();
     let text = r.text().await.unwrap();
     assert_eq!(text, "hello 1\nhello 2\nhello 3\n");
-    assert!(started.elapsed() >= Duration::from_millis(600), "returned before the job ended");
-    assert_eq!(gw.wait_terminal(TOKEN_A, id, 10).await["state"], "succeeded");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "returned before the job ended"
+    );
+    assert_eq!(
+        gw.wait_terminal(TOKEN_A, id, 10).await["state"],
+        "succeeded"
+    );
 }
 
 #[tokio::test]
 async fn ops_endpoints_need_no_token_and_providers_report_health() {
     let gw = Gateway::start(PROVIDERS).await;
-    let (_, job) = gw.submit(TOKEN_A, json!({"image": "i", "provider": "sim"})).await;
-    gw.wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20).await;
+    let (_, job) = gw
+        .submit(TOKEN_A, json!({"image": "i", "provider": "sim"}))
+        .await;
+    gw.wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20)
+        .await;
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(gw.http.get(format!("{}{path}", gw.url)).send().await.unwrap().status(), 200, "{path}");
+        assert_eq!(
+            gw.http
+                .get(format!("{}{path}", gw.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
     }
-    let metrics = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("offload_jobs{provider=\"sim\",state=\"succeeded\"}"), "{metrics}");
-    assert!(metrics.contains("offload_provider_calls_total{provider=\"sim\",call=\"launch\"}"), "{metrics}");
-    assert!(metrics.contains("offload_http_request_duration_seconds_bucket"), "{metrics}");
-    let doc: Value = gw.http.get(format!("{}/openapi.json", gw.url)).send().await.unwrap().json().await.unwrap();
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("offload_jobs{provider=\"sim\",state=\"succeeded\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("offload_provider_calls_total{provider=\"sim\",call=\"launch\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("offload_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    let doc: Value = gw
+        .http
+        .get(format!("{}/openapi.json", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/v1/jobs"]["post"].is_object());
     let (s, providers) = gw.get(TOKEN_A, "/v1/providers").await;
     assert_eq!(s, 200);
-    let names: Vec<_> = providers.as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["kind"].as_str().unwrap(), p["healthy"].as_bool().unwrap())).collect();
+    let names: Vec<_> = providers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["kind"].as_str().unwrap(),
+                p["healthy"].as_bool().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(names, [("local", "local", true), ("sim", "sim", true)]);
-    assert_eq!(gw.http.get(format!("{}/v1/providers", gw.url)).send().await.unwrap().status(), 401);
+    assert_eq!(
+        gw.http
+            .get(format!("{}/v1/providers", gw.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -299,16 +570,40 @@ faults = { lost = 1.0 }
     )
     .await;
     let (_, job) = gw.submit(TOKEN_A, json!({"image": "i"})).await;
-    let job = gw.wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20).await;
-    assert_eq!((job["state"].as_str(), job["provider"].as_str(), job["attempts"].as_u64()), (Some("succeeded"), Some("dear"), Some(2)));
-    let (_, events) = gw.get(TOKEN_A, &format!("/v1/jobs/{}/events", job["id"].as_str().unwrap())).await;
-    assert!(events.to_string().contains("no capacity at cheap"), "{events}");
+    let job = gw
+        .wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20)
+        .await;
+    assert_eq!(
+        (
+            job["state"].as_str(),
+            job["provider"].as_str(),
+            job["attempts"].as_u64()
+        ),
+        (Some("succeeded"), Some("dear"), Some(2))
+    );
+    let (_, events) = gw
+        .get(
+            TOKEN_A,
+            &format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()),
+        )
+        .await;
+    assert!(
+        events.to_string().contains("no capacity at cheap"),
+        "{events}"
+    );
 
-    let (_, lost) = gw.submit(TOKEN_A, json!({"image": "i", "provider": "flaky"})).await;
-    let lost = gw.wait_terminal(TOKEN_A, lost["id"].as_str().unwrap(), 20).await;
+    let (_, lost) = gw
+        .submit(TOKEN_A, json!({"image": "i", "provider": "flaky"}))
+        .await;
+    let lost = gw
+        .wait_terminal(TOKEN_A, lost["id"].as_str().unwrap(), 20)
+        .await;
     assert_eq!(lost["state"], "failed");
     assert_eq!(lost["attempts"], 3);
-    assert!(lost["reason"].as_str().unwrap().contains("workload lost"), "{lost}");
+    assert!(
+        lost["reason"].as_str().unwrap().contains("workload lost"),
+        "{lost}"
+    );
 }
 
 #[tokio::test]
@@ -326,20 +621,38 @@ poll_interval_ms = 20
     .await;
     let mut ids = vec![];
     for _ in 0..3 {
-        ids.push(gw.submit(TOKEN_A, json!({"image": "i"})).await.1["id"].as_str().unwrap().to_string());
+        ids.push(
+            gw.submit(TOKEN_A, json!({"image": "i"})).await.1["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let mut max_live = 0;
     for _ in 0..100 {
         let (_, page) = gw.get(TOKEN_A, "/v1/jobs").await;
-        let live = page["jobs"].as_array().unwrap().iter().filter(|j| j["state"] == "running" || j["state"] == "starting").count();
+        let live = page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["state"] == "running" || j["state"] == "starting")
+            .count();
         max_live = max_live.max(live);
-        if page["jobs"].as_array().unwrap().iter().all(|j| j["terminal"] == true) {
+        if page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["terminal"] == true)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(max_live, 1);
     for id in &ids {
-        assert_eq!(gw.wait_terminal(TOKEN_A, id, 20).await["state"], "succeeded");
+        assert_eq!(
+            gw.wait_terminal(TOKEN_A, id, 20).await["state"],
+            "succeeded"
+        );
     }
 }

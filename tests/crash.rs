@@ -20,7 +20,11 @@ struct Binary {
 
 impl Binary {
     fn start(config: &std::path::Path, log: &std::path::Path) -> Binary {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_offload"))
             .args(["serve", "--config"])
             .arg(config)
@@ -46,17 +50,29 @@ impl Drop for Binary {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) {
     for _ in 0..200 {
-        if http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("offload serve did not become ready; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    panic!(
+        "offload serve did not become ready; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,9 +95,16 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
         record.display()
     );
     let config = dir.path().join("offload.toml");
-    std::fs::write(&config, config_text(dir.path(), &format!("127.0.0.1:{port}"), &providers)).unwrap();
+    std::fs::write(
+        &config,
+        config_text(dir.path(), &format!("127.0.0.1:{port}"), &providers),
+    )
+    .unwrap();
     let log = dir.path().join("serve.log");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
 
     // Every id the server acknowledged, by the idempotency key that made it.
     let mut acknowledged: BTreeMap<String, String> = BTreeMap::new();
@@ -120,7 +143,11 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
                     }
                     sent += 1;
                 }
-                Ok(r) => panic!("submit answered {}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Ok(r) => panic!(
+                    "submit answered {}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
                 // The server died under this request: retry the same key after the restart.
                 Err(_) => {
                     pending = Some(key);
@@ -136,7 +163,12 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         for (key, id) in &acknowledged {
             loop {
-                let r = http.get(format!("{url}/v1/jobs/{id}")).bearer_auth(TOKEN_A).send().await.unwrap();
+                let r = http
+                    .get(format!("{url}/v1/jobs/{id}"))
+                    .bearer_auth(TOKEN_A)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200, "acknowledged job {id} ({key}) is gone");
                 let job: serde_json::Value = r.json().await.unwrap();
                 if job["terminal"] == true {
@@ -144,25 +176,46 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
                     assert_eq!(job["labels"]["key"], key.as_str());
                     break;
                 }
-                assert!(tokio::time::Instant::now() < deadline, "job {id} never ended: {job}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "job {id} never ended: {job}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         drop(server);
     }
-    assert!(acknowledged.len() >= 40, "too few submits to mean anything: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() >= 40,
+        "too few submits to mean anything: {}",
+        acknowledged.len()
+    );
 
     let records = offload_sim::read_record(&record).unwrap();
     let mut created_keys = BTreeSet::new();
     let mut created_per_job: BTreeMap<String, usize> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.op == offload_sim::RecordOp::Created) {
-        assert!(created_keys.insert(r.key.clone()), "launch key {} created twice", r.key);
+    for r in records
+        .iter()
+        .filter(|r| r.op == offload_sim::RecordOp::Created)
+    {
+        assert!(
+            created_keys.insert(r.key.clone()),
+            "launch key {} created twice",
+            r.key
+        );
         *created_per_job.entry(r.job_id.clone()).or_default() += 1;
     }
     for id in acknowledged.values() {
-        assert_eq!(created_per_job.get(id), Some(&1), "job {id} was not launched exactly once");
+        assert_eq!(
+            created_per_job.get(id),
+            Some(&1),
+            "job {id} was not launched exactly once"
+        );
     }
-    let adopted = records.iter().filter(|r| r.op == offload_sim::RecordOp::Adopted).count();
+    let adopted = records
+        .iter()
+        .filter(|r| r.op == offload_sim::RecordOp::Adopted)
+        .count();
     println!(
         "crash test: {} jobs acknowledged across {ROUNDS} kill -9s, {} launches, {adopted} re-adopted after a crash",
         acknowledged.len(),

@@ -2,8 +2,11 @@
 
 #[test]
 fn committed_openapi_matches_the_code() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/offload.v1.yaml"))
-        .expect("openapi/offload.v1.yaml is missing");
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/openapi/offload.v1.yaml"
+    ))
+    .expect("openapi/offload.v1.yaml is missing");
     let generated = offload::api::doc::openapi_yaml();
     assert!(
         committed == generated,

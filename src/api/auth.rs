@@ -16,7 +16,12 @@ pub struct Tokens(Vec<(Vec<u8>, String)>);
 
 impl Tokens {
     pub fn new(tokens: Vec<(String, String)>) -> Self {
-        Tokens(tokens.into_iter().map(|(t, tenant)| (t.into_bytes(), tenant)).collect())
+        Tokens(
+            tokens
+                .into_iter()
+                .map(|(t, tenant)| (t.into_bytes(), tenant))
+                .collect(),
+        )
     }
 
     fn tenant(&self, presented: &[u8]) -> Option<&str> {
@@ -33,11 +38,15 @@ impl Tokens {
 impl FromRequestParts<AppState> for Tenant {
     type Rejection = axum::response::Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         use axum::response::IntoResponse;
         let unauthorized = |detail: &str| {
             let mut r = ApiError::new(StatusCode::UNAUTHORIZED, detail).into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
             r
         };
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {

@@ -15,8 +15,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if mime != "application/json" && !mime.ends_with("+json") {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -25,7 +34,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than the configured limit")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the body is larger than the configured limit",
+                )
             } else {
                 ApiError::new(e.status(), e.body_text())
             }
@@ -42,17 +54,29 @@ fn describe(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.into_inner();
     if inner.is_syntax() || inner.is_eof() {
-        return ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {inner}"));
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {inner}"),
+        );
     }
     let message = inner.to_string();
     // A missing field is named in the message; its path is the parent object's.
-    let named = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
     let field = match (named, path.as_str()) {
         (Some(name), "." | "") => name.to_string(),
         (Some(name), parent) => format!("{parent}.{name}"),
-        (None, p) if p == "." => "(body)".to_string(),
+        (None, ".") => "(body)".to_string(),
         (None, p) => p.to_string(),
     };
-    let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-    ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, FieldError::new(field, message))
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_string();
+    ApiError::field(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        FieldError::new(field, message),
+    )
 }

@@ -27,7 +27,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -37,5 +40,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The document as committed in `openapi/offload.v1.yaml`.
 pub fn openapi_yaml() -> String {
-    openapi().to_yaml().expect("the OpenAPI document serialises")
+    openapi()
+        .to_yaml()
+        .expect("the OpenAPI document serialises")
 }

@@ -31,7 +31,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        ApiError { status, detail: detail.into(), errors: vec![] }
+        ApiError {
+            status,
+            detail: detail.into(),
+            errors: vec![],
+        }
     }
 
     pub fn invalid(errors: Vec<FieldError>) -> Self {
@@ -44,7 +48,11 @@ impl ApiError {
     }
 
     pub fn field(status: StatusCode, error: FieldError) -> Self {
-        ApiError { status, detail: format!("{}: {}", error.field, error.message), errors: vec![error] }
+        ApiError {
+            status,
+            detail: format!("{}: {}", error.field, error.message),
+            errors: vec![error],
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -55,7 +63,10 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the job store is unavailable; retry later")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the job store is unavailable; retry later",
+        )
     }
 }
 
@@ -69,6 +80,11 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let body = serde_json::to_vec(&problem).expect("problems serialise");
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
     }
 }

@@ -27,14 +27,22 @@ const MAX_PAGE: usize = 500;
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| {
-        ApiError::field(StatusCode::BAD_REQUEST, FieldError::new("id", format!("{id:?} is not a job id (a UUID)")))
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            FieldError::new("id", format!("{id:?} is not a job id (a UUID)")),
+        )
     })
 }
 
 /// The tenant's job, or 404 (also for another tenant's job: its existence is not told).
 async fn job_of(state: &AppState, tenant: &Tenant, id: &str) -> Result<JobRecord, ApiError> {
     let id = parse_id(id)?;
-    state.store.get(id).await?.filter(|r| r.tenant == tenant.0).ok_or_else(|| ApiError::not_found("job"))
+    state
+        .store
+        .get(id)
+        .await?
+        .filter(|r| r.tenant == tenant.0)
+        .ok_or_else(|| ApiError::not_found("job"))
 }
 
 #[utoipa::path(
@@ -58,28 +66,52 @@ pub async fn create_job(
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
-                ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    FieldError::new("Idempotency-Key", "must be 1 to 255 visible ASCII characters"),
-                )
-            })?;
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::field(
+                        StatusCode::BAD_REQUEST,
+                        FieldError::new(
+                            "Idempotency-Key",
+                            "must be 1 to 255 visible ASCII characters",
+                        ),
+                    )
+                })?;
             Some(key.to_string())
         }
     };
     spec.validate().map_err(ApiError::invalid)?;
-    state.engine.check_spec(&spec).map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let new = NewJob { id: Uuid::now_v7(), tenant: tenant.0, spec, idempotency_key, created_at: Utc::now() };
+    state
+        .engine
+        .check_spec(&spec)
+        .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let new = NewJob {
+        id: Uuid::now_v7(),
+        tenant: tenant.0,
+        spec,
+        idempotency_key,
+        created_at: Utc::now(),
+    };
     match state.store.submit(new).await? {
         Submitted::Created(rec) => {
             state.engine.poke(rec.job.id);
             let location = format!("/v1/jobs/{}", rec.job.id);
-            Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(rec.job)).into_response())
+            Ok((
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                Json(rec.job),
+            )
+                .into_response())
         }
         Submitted::Existing(rec) => Ok((StatusCode::OK, Json(rec.job)).into_response()),
         Submitted::Conflict(id) => Err(ApiError::field(
             StatusCode::CONFLICT,
-            FieldError::new("Idempotency-Key", format!("was already used for job {id} with a different body")),
+            FieldError::new(
+                "Idempotency-Key",
+                format!("was already used for job {id} with a different body"),
+            ),
         )),
     }
 }
@@ -93,7 +125,11 @@ pub async fn create_job(
     ),
     security(("bearer" = []))
 )]
-pub async fn get_job(State(state): State<AppState>, tenant: Tenant, Path(id): Path<String>) -> Result<Json<Job>, ApiError> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
     Ok(Json(job_of(&state, &tenant, &id).await?.job))
 }
 
@@ -123,7 +159,9 @@ pub async fn list_jobs(
     tenant: Tenant,
     Query(p): Query<ListParams>,
 ) -> Result<Json<JobPage>, ApiError> {
-    let bad = |field: &str, message: String| ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message));
+    let bad = |field: &str, message: String| {
+        ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message))
+    };
     let job_state = match &p.state {
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
             let all: Vec<_> = JobState::ALL.iter().map(|s| s.as_str()).collect();
@@ -132,25 +170,49 @@ pub async fn list_jobs(
         None => None,
     };
     let mut labels = vec![];
-    for pair in p.labels.iter().flat_map(|l| l.split(',')).filter(|p| !p.trim().is_empty()) {
-        let (k, v) = pair.split_once("==").or_else(|| pair.split_once('=')).ok_or_else(|| {
-            bad("labels", format!("{pair:?} is not key=value"))
-        })?;
+    for pair in p
+        .labels
+        .iter()
+        .flat_map(|l| l.split(','))
+        .filter(|p| !p.trim().is_empty())
+    {
+        let (k, v) = pair
+            .split_once("==")
+            .or_else(|| pair.split_once('='))
+            .ok_or_else(|| bad("labels", format!("{pair:?} is not key=value")))?;
         labels.push((k.trim().to_string(), v.trim().to_string()));
     }
     let limit = match &p.limit {
-        Some(l) => l.parse::<usize>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-            bad("limit", format!("{l:?} is not a number from 1 to {MAX_PAGE}"))
-        })?,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "limit",
+                    format!("{l:?} is not a number from 1 to {MAX_PAGE}"),
+                )
+            })?,
         None => 50,
     };
     let before = match &p.cursor {
-        Some(c) => Some(Uuid::parse_str(c).map_err(|_| bad("cursor", format!("{c:?} is not a cursor this API gave")))?),
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| bad("cursor", format!("{c:?} is not a cursor this API gave")))?,
+        ),
         None => None,
     };
-    let query = ListQuery { state: job_state, provider: p.provider.clone(), labels, before, limit };
+    let query = ListQuery {
+        state: job_state,
+        provider: p.provider.clone(),
+        labels,
+        before,
+        limit,
+    };
     let jobs = state.store.list(&tenant.0, &query).await?;
-    let next_cursor = (jobs.len() == limit).then(|| jobs.last().map(|j| j.id.to_string())).flatten();
+    let next_cursor = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
     Ok(Json(JobPage { jobs, next_cursor }))
 }
 
@@ -229,9 +291,14 @@ pub async fn job_logs(
     Query(p): Query<LogParams>,
 ) -> Result<Response, ApiError> {
     let rec = job_of(&state, &tenant, &id).await?;
-    let bad = |field: &str, message: &str| ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message));
+    let bad = |field: &str, message: &str| {
+        ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message))
+    };
     let tail = match &p.tail {
-        Some(t) => Some(t.parse::<usize>().map_err(|_| bad("tail", "must be a whole number of lines"))?),
+        Some(t) => Some(
+            t.parse::<usize>()
+                .map_err(|_| bad("tail", "must be a whole number of lines"))?,
+        ),
         None => None,
     };
     let follow = match p.follow.as_deref() {
@@ -241,13 +308,29 @@ pub async fn job_logs(
     };
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !follow {
-        let chunk = state.engine.logs(&rec, &LogQuery::default()).await.map_err(|e| {
-            ApiError::new(StatusCode::BAD_GATEWAY, format!("reading the log failed: {e}"))
-        })?;
-        let text = tail.map_or(chunk.text.as_str(), |n| last_lines(&chunk.text, n)).to_string();
+        let chunk = state
+            .engine
+            .logs(&rec, &LogQuery::default())
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("reading the log failed: {e}"),
+                )
+            })?;
+        let text = tail
+            .map_or(chunk.text.as_str(), |n| last_lines(&chunk.text, n))
+            .to_string();
         return Ok((text_plain, text).into_response());
     }
-    let follower = Follower { state, id: rec.job.id, cursor: None, tail, streamed: false, done: false };
+    let follower = Follower {
+        state,
+        id: rec.job.id,
+        cursor: None,
+        tail,
+        streamed: false,
+        done: false,
+    };
     let body = Body::from_stream(stream::unfold(follower, Follower::next));
     Ok((text_plain, body).into_response())
 }
@@ -283,12 +366,18 @@ impl Follower {
             if !at_provider && self.streamed {
                 return None;
             }
-            let query = LogQuery { cursor: self.cursor.clone(), tail_bytes: None };
+            let query = LogQuery {
+                cursor: self.cursor.clone(),
+                tail_bytes: None,
+            };
             let chunk = match self.state.engine.logs(&rec, &query).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.done = true;
-                    return Some((Ok(format!("\n[offload: reading the log failed: {e}]\n")), self));
+                    return Some((
+                        Ok(format!("\n[offload: reading the log failed: {e}]\n")),
+                        self,
+                    ));
                 }
             };
             self.done = !at_provider;

@@ -26,7 +26,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, tokens: Vec<(String, String)>) -> Self {
-        AppState { store, engine, tokens: Arc::new(auth::Tokens::new(tokens)) }
+        AppState {
+            store,
+            engine,
+            tokens: Arc::new(auth::Tokens::new(tokens)),
+        }
     }
 }
 

@@ -22,7 +22,9 @@ const LATENCY: &str = "offload_http_request_duration_seconds";
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), &buckets)
             .expect("buckets are not empty")
@@ -38,9 +40,16 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub async fn track_latency(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().to_string();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(req).await;
-    let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
     metrics::histogram!(LATENCY, &labels).record(started.elapsed().as_secs_f64());
     response
 }
@@ -62,12 +71,23 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts().await?;
-    let mut providers: Vec<String> = state.engine.slots().iter().map(|s| s.name.clone()).collect();
+    let mut providers: Vec<String> = state
+        .engine
+        .slots()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
     providers.push(String::new());
     for provider in &providers {
         for job_state in JobState::ALL {
-            let n = counts.iter().find(|(p, s, _)| p == provider && *s == job_state).map_or(0, |c| c.2);
-            let labels = [("provider", provider.clone()), ("state", job_state.as_str().to_string())];
+            let n = counts
+                .iter()
+                .find(|(p, s, _)| p == provider && *s == job_state)
+                .map_or(0, |c| c.2);
+            let labels = [
+                ("provider", provider.clone()),
+                ("state", job_state.as_str().to_string()),
+            ];
             metrics::gauge!("offload_jobs", &labels).set(n as f64);
         }
     }

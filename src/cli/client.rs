@@ -15,7 +15,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: &str, token: &str) -> anyhow::Result<Client> {
-        Ok(Client { http: reqwest::Client::builder().build()?, base: url.trim_end_matches('/').to_string(), token: token.into() })
+        Ok(Client {
+            http: reqwest::Client::builder().build()?,
+            base: url.trim_end_matches('/').to_string(),
+            token: token.into(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -23,21 +27,39 @@ impl Client {
     }
 
     async fn check(response: reqwest::Result<Response>) -> anyhow::Result<Response> {
-        let response = response.context("the gateway did not answer (is `offload serve` running at OFFLOAD_URL?)")?;
+        let response = response
+            .context("the gateway did not answer (is `offload serve` running at OFFLOAD_URL?)")?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let mut message = format!("{status}: {}", body["detail"].as_str().unwrap_or("no detail"));
+        let mut message = format!(
+            "{status}: {}",
+            body["detail"].as_str().unwrap_or("no detail")
+        );
         for e in body["errors"].as_array().into_iter().flatten() {
-            message += &format!("\n  {}: {}", e["field"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("?"));
+            message += &format!(
+                "\n  {}: {}",
+                e["field"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("?")
+            );
         }
         Err(anyhow!(message))
     }
 
-    pub async fn get_json(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<serde_json::Value> {
-        let response = self.http.get(self.url(path)).bearer_auth(&self.token).query(query).send().await;
+    pub async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .query(query)
+            .send()
+            .await;
         Ok(Self::check(response).await?.json().await?)
     }
 
@@ -45,8 +67,16 @@ impl Client {
         self.get_json(&format!("/v1/jobs/{id}"), &[]).await
     }
 
-    pub async fn submit(&self, spec: &serde_json::Value, key: Option<&str>) -> anyhow::Result<serde_json::Value> {
-        let mut request = self.http.post(self.url("/v1/jobs")).bearer_auth(&self.token).json(spec);
+    pub async fn submit(
+        &self,
+        spec: &serde_json::Value,
+        key: Option<&str>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut request = self
+            .http
+            .post(self.url("/v1/jobs"))
+            .bearer_auth(&self.token)
+            .json(spec);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
@@ -54,15 +84,32 @@ impl Client {
     }
 
     pub async fn cancel(&self, id: &str) -> anyhow::Result<serde_json::Value> {
-        let response = self.http.post(self.url(&format!("/v1/jobs/{id}/cancel"))).bearer_auth(&self.token).send().await;
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/jobs/{id}/cancel")))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
         let response = Self::check(response).await?;
         Ok(response.json().await?)
     }
 
-    pub async fn stream_logs(&self, id: &str, follow: bool, tail: Option<usize>, out: &mut impl Write) -> anyhow::Result<()> {
+    pub async fn stream_logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+        out: &mut impl Write,
+    ) -> anyhow::Result<()> {
         let mut query = vec![("follow", follow.to_string())];
         query.extend(tail.map(|t| ("tail", t.to_string())));
-        let response = self.http.get(self.url(&format!("/v1/jobs/{id}/logs"))).bearer_auth(&self.token).query(&query).send().await;
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/jobs/{id}/logs")))
+            .bearer_auth(&self.token)
+            .query(&query)
+            .send()
+            .await;
         let mut body = Self::check(response).await?.bytes_stream();
         while let Some(chunk) = body.next().await {
             out.write_all(&chunk?)?;

@@ -16,10 +16,19 @@ use crate::model::{Job, JobSpec, ResourceSpec};
 use client::Client;
 
 #[derive(Parser)]
-#[command(name = "offload", version, about = "Run container jobs on serverless runtimes from schedulers")]
+#[command(
+    name = "offload",
+    version,
+    about = "Run container jobs on serverless runtimes from schedulers"
+)]
 struct Cli {
     /// The gateway to talk to.
-    #[arg(long, global = true, env = "OFFLOAD_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "OFFLOAD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     url: String,
     /// The bearer token (the dev token of a gateway with no tokens configured by default).
     #[arg(long, global = true, env = "OFFLOAD_TOKEN", default_value = DEV_TOKEN, hide_default_value = true, hide_env_values = true)]
@@ -110,14 +119,29 @@ pub async fn main() -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
-            crate::server::Server::start(config).await?.run_until_signal().await?;
+            crate::server::Server::start(config)
+                .await?
+                .run_until_signal()
+                .await?;
         }
-        Command::Config { command: ConfigCommand::Check { config } } => return config_check(config).await,
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => return config_check(config).await,
         Command::Openapi => print!("{}", crate::api::doc::openapi_yaml()),
-        Command::Run { provider, cpu, memory, env, timeout, image, command } => {
+        Command::Run {
+            provider,
+            cpu,
+            memory,
+            env,
+            timeout,
+            image,
+            command,
+        } => {
             let mut env_map = BTreeMap::new();
             for pair in env {
-                let (k, v) = pair.split_once('=').with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
                 env_map.insert(k.to_string(), v.to_string());
             }
             let spec = JobSpec {
@@ -127,7 +151,11 @@ pub async fn main() -> anyhow::Result<i32> {
                 args: vec![],
                 env: env_map,
                 secret_env: BTreeMap::new(),
-                resources: ResourceSpec { cpu, memory, ..ResourceSpec::default() },
+                resources: ResourceSpec {
+                    cpu,
+                    memory,
+                    ..ResourceSpec::default()
+                },
                 timeout_seconds: timeout,
                 provider,
                 labels: BTreeMap::new(),
@@ -135,17 +163,27 @@ pub async fn main() -> anyhow::Result<i32> {
             };
             return run(&client()?, &spec).await;
         }
-        Command::Submit { file, idempotency_key } => {
+        Command::Submit {
+            file,
+            idempotency_key,
+        } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
-                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
             };
-            let spec: serde_json::Value = serde_json::from_str(&text).context("the spec is not JSON")?;
+            let spec: serde_json::Value =
+                serde_json::from_str(&text).context("the spec is not JSON")?;
             print_json(&client()?.submit(&spec, idempotency_key.as_deref()).await?)?;
         }
         Command::Get { id } => print_json(&client()?.job(&id).await?)?,
-        Command::List { state, provider, labels, limit } => {
+        Command::List {
+            state,
+            provider,
+            labels,
+            limit,
+        } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(state.map(|s| ("state", s)));
             query.extend(provider.map(|p| ("provider", p)));
@@ -157,12 +195,17 @@ pub async fn main() -> anyhow::Result<i32> {
                     job["id"].as_str().unwrap_or(""),
                     job["state"].as_str().unwrap_or(""),
                     job["provider"].as_str().unwrap_or("-"),
-                    job["spec"]["name"].as_str().or(job["spec"]["image"].as_str()).unwrap_or("")
+                    job["spec"]["name"]
+                        .as_str()
+                        .or(job["spec"]["image"].as_str())
+                        .unwrap_or("")
                 );
             }
         }
         Command::Logs { id, follow, tail } => {
-            client()?.stream_logs(&id, follow, tail, &mut std::io::stdout()).await?;
+            client()?
+                .stream_logs(&id, follow, tail, &mut std::io::stdout())
+                .await?;
         }
         Command::Cancel { id } => print_json(&client()?.cancel(&id).await?)?,
         Command::Providers => {
@@ -181,7 +224,10 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
     let config = Config::load(path.as_deref())?;
     let dir = tempfile_dir()?;
-    let store = std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("check.db"), false)?);
+    let store = std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(
+        &dir.join("check.db"),
+        false,
+    )?);
     let engine = crate::engine::Engine::new(&config, store).map_err(anyhow::Error::msg)?;
     engine.check_providers().await;
     let mut failed = false;
@@ -207,7 +253,8 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 /// Submits, waits for the start (with a spinner on a terminal), streams the log, and
 /// returns the job's exit code.
 async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
-    let job: Job = serde_json::from_value(client.submit(&serde_json::to_value(spec)?, None).await?)?;
+    let job: Job =
+        serde_json::from_value(client.submit(&serde_json::to_value(spec)?, None).await?)?;
     let id = job.id.to_string();
     let spinner = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -215,7 +262,10 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
         bar
     });
     let mut job = job;
-    while matches!(job.state, crate::model::JobState::Queued | crate::model::JobState::Starting) {
+    while matches!(
+        job.state,
+        crate::model::JobState::Queued | crate::model::JobState::Starting
+    ) {
         if let Some(bar) = &spinner {
             bar.set_message(format!("{id}: {}", job.state.as_str()));
         }
@@ -225,7 +275,9 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
-    client.stream_logs(&id, true, None, &mut std::io::stdout()).await?;
+    client
+        .stream_logs(&id, true, None, &mut std::io::stdout())
+        .await?;
     loop {
         job = serde_json::from_value(client.job(&id).await?)?;
         if job.terminal {
@@ -236,7 +288,11 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
     match (job.state, job.exit_code) {
         (crate::model::JobState::Succeeded, _) => Ok(0),
         (state, code) => {
-            eprintln!("offload: job {id} {}: {}", state.as_str(), job.reason.as_deref().unwrap_or("no reason given"));
+            eprintln!(
+                "offload: job {id} {}: {}",
+                state.as_str(),
+                job.reason.as_deref().unwrap_or("no reason given")
+            );
             Ok(code.filter(|c| *c != 0).unwrap_or(1))
         }
     }

@@ -68,7 +68,9 @@ impl Slot {
 
     /// Waiting jobs for as many places as are free.
     fn next_waiting(&self) -> Vec<Uuid> {
-        let free = self.max_concurrency.saturating_sub(self.active.lock().unwrap().len());
+        let free = self
+            .max_concurrency
+            .saturating_sub(self.active.lock().unwrap().len());
         let mut waiting = self.waiting.lock().unwrap();
         let n = free.min(waiting.0.len());
         let ids: Vec<Uuid> = waiting.0.drain(..n).collect();
@@ -105,7 +107,10 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("provider {provider}: {source}")]
-    Provider { provider: String, source: ProviderError },
+    Provider {
+        provider: String,
+        source: ProviderError,
+    },
 }
 
 impl Engine {
@@ -113,7 +118,10 @@ impl Engine {
     pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
         let mut slots = vec![];
         for (name, p) in &config.providers {
-            let provider = p.kind.build().map_err(|e| format!("providers.{name}: {e}"))?;
+            let provider = p
+                .kind
+                .build()
+                .map_err(|e| format!("providers.{name}: {e}"))?;
             slots.push(Arc::new(Slot {
                 name: name.clone(),
                 prices: p.price.clone().unwrap_or_else(|| provider.price_sheet()),
@@ -164,17 +172,31 @@ impl Engine {
         let unfinished = self.store.unfinished().await?;
         tracing::info!(jobs = unfinished.len(), "engine resuming unfinished jobs");
         for rec in &unfinished {
-            let holds_place = matches!(rec.job.state, JobState::Starting | JobState::Running | JobState::Cancelling);
-            if let (true, Some(slot)) = (holds_place, rec.job.provider.as_deref().and_then(|p| self.slot(p))) {
+            let holds_place = matches!(
+                rec.job.state,
+                JobState::Starting | JobState::Running | JobState::Cancelling
+            );
+            if let (true, Some(slot)) = (
+                holds_place,
+                rec.job.provider.as_deref().and_then(|p| self.slot(p)),
+            ) {
                 slot.active.lock().unwrap().insert(rec.job.id);
                 if let (Some(key), Some(pref)) = (&rec.launch_key, &rec.job.provider_ref) {
-                    let handle = Handle { key: key.clone(), provider_ref: pref.clone() };
+                    let handle = Handle {
+                        key: key.clone(),
+                        provider_ref: pref.clone(),
+                    };
                     slot.live.lock().unwrap().insert(rec.job.id, handle);
                 }
             }
             self.poke(rec.job.id);
         }
-        let poked = self.poked.lock().unwrap().take().expect("engine started twice");
+        let poked = self
+            .poked
+            .lock()
+            .unwrap()
+            .take()
+            .expect("engine started twice");
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(scheduler::run(self.clone(), poked));
         for slot in &self.slots {
@@ -202,20 +224,26 @@ impl Engine {
             let (expect, patch) = match rec.job.state {
                 s if s.is_terminal() => return Ok(CancelOutcome::AlreadyTerminal(Box::new(rec))),
                 JobState::Cancelling => return Ok(CancelOutcome::Accepted(Box::new(rec))),
-                JobState::Queued => (JobState::Queued, Patch {
-                    state: Some(JobState::Cancelled),
-                    reason: Some(format!("cancelled by {who} before launch")),
-                    finished_at: Some(chrono::Utc::now()),
-                    cancel_requested_by: Some(who),
-                    released: Some(true),
-                    ..Patch::default()
-                }),
-                state => (state, Patch {
-                    state: Some(JobState::Cancelling),
-                    cancel_requested_by: Some(who.clone()),
-                    event: Some(format!("cancel requested by {who}")),
-                    ..Patch::default()
-                }),
+                JobState::Queued => (
+                    JobState::Queued,
+                    Patch {
+                        state: Some(JobState::Cancelled),
+                        reason: Some(format!("cancelled by {who} before launch")),
+                        finished_at: Some(chrono::Utc::now()),
+                        cancel_requested_by: Some(who),
+                        released: Some(true),
+                        ..Patch::default()
+                    },
+                ),
+                state => (
+                    state,
+                    Patch {
+                        state: Some(JobState::Cancelling),
+                        cancel_requested_by: Some(who.clone()),
+                        event: Some(format!("cancel requested by {who}")),
+                        ..Patch::default()
+                    },
+                ),
             };
             if let Some(rec) = self.store.update(id, &[expect], patch).await? {
                 let _ = self.changes.send(id);
@@ -229,15 +257,28 @@ impl Engine {
     /// Reads a job's log: the stored tail once it has ended, the provider's log before.
     pub async fn logs(&self, rec: &JobRecord, query: &LogQuery) -> Result<LogChunk, EngineError> {
         let live = match (&rec.job.provider, &rec.launch_key, &rec.job.provider_ref) {
-            (Some(p), Some(key), Some(pref)) if !rec.released => self.slot(p).map(|s| (s, key, pref)),
+            (Some(p), Some(key), Some(pref)) if !rec.released => {
+                self.slot(p).map(|s| (s, key, pref))
+            }
             _ => None,
         };
         let Some((slot, key, pref)) = live else {
-            let tail = if rec.job.terminal { self.store.log_tail(rec.job.id).await? } else { None };
-            return Ok(LogChunk { text: tail.unwrap_or_default(), cursor: None });
+            let tail = if rec.job.terminal {
+                self.store.log_tail(rec.job.id).await?
+            } else {
+                None
+            };
+            return Ok(LogChunk {
+                text: tail.unwrap_or_default(),
+                cursor: None,
+            });
         };
-        let handle = Handle { key: key.clone(), provider_ref: pref.clone() };
-        self.call(slot, "logs", slot.provider.logs(&handle, query)).await
+        let handle = Handle {
+            key: key.clone(),
+            provider_ref: pref.clone(),
+        };
+        self.call(slot, "logs", slot.provider.logs(&handle, query))
+            .await
     }
 
     /// Every provider with its health and load.
@@ -253,7 +294,8 @@ impl Engine {
                     health_error: health,
                     max_concurrency: s.max_concurrency,
                     active: s.active.lock().unwrap().len(),
-                    capabilities: serde_json::to_value(s.provider.capabilities()).unwrap_or_default(),
+                    capabilities: serde_json::to_value(s.provider.capabilities())
+                        .unwrap_or_default(),
                     prices: serde_json::to_value(&s.prices).unwrap_or_default(),
                 }
             })
@@ -285,9 +327,16 @@ impl Engine {
                 ProviderError::NotFound(_) => "not_found",
                 ProviderError::Config(_) => "config",
             };
-            let labels = [("provider", slot.name.clone()), ("call", call.to_string()), ("error", kind.to_string())];
+            let labels = [
+                ("provider", slot.name.clone()),
+                ("call", call.to_string()),
+                ("error", kind.to_string()),
+            ];
             metrics::counter!("offload_provider_errors_total", &labels).increment(1);
-            EngineError::Provider { provider: slot.name.clone(), source }
+            EngineError::Provider {
+                provider: slot.name.clone(),
+                source,
+            }
         })
     }
 }

@@ -29,10 +29,14 @@ const LIVE: [JobState; 3] = [JobState::Starting, JobState::Running, JobState::Ca
 
 pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
     let result = async {
-        let Some(rec) = engine.store.get(id).await? else { return Ok(None) };
+        let Some(rec) = engine.store.get(id).await? else {
+            return Ok(None);
+        };
         match rec.job.state {
             JobState::Queued => engine.dispatch(rec).await,
-            JobState::Starting | JobState::Running | JobState::Cancelling => engine.follow(rec).await,
+            JobState::Starting | JobState::Running | JobState::Cancelling => {
+                engine.follow(rec).await
+            }
             _ => engine.release_workload(rec).await,
         }
     }
@@ -81,12 +85,26 @@ impl Engine {
 
     async fn launch(&self, rec: JobRecord, slot: &Slot) -> Step {
         let id = rec.job.id;
-        let key = rec.launch_key.clone().unwrap_or_else(|| launch_key(id, rec.job.attempts));
+        let key = rec
+            .launch_key
+            .clone()
+            .unwrap_or_else(|| launch_key(id, rec.job.attempts));
         let resources = match rec.job.spec.validate() {
             Ok(r) => r,
             Err(errors) => {
-                let why = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
-                return self.end_unlaunched(&rec, Some(slot), JobState::Failed, format!("invalid spec: {why}")).await;
+                let why = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return self
+                    .end_unlaunched(
+                        &rec,
+                        Some(slot),
+                        JobState::Failed,
+                        format!("invalid spec: {why}"),
+                    )
+                    .await;
             }
         };
         let launch = Launch {
@@ -96,7 +114,10 @@ impl Engine {
             spec: rec.job.spec.workload(resources, slot.provider.kind()),
             secret_env: self.store.secrets(id).await?,
         };
-        let error = match self.call(slot, "launch", slot.provider.launch(&launch)).await {
+        let error = match self
+            .call(slot, "launch", slot.provider.launch(&launch))
+            .await
+        {
             Ok(handle) => {
                 self.failures.lock().unwrap().remove(&id);
                 let patch = Patch {
@@ -128,7 +149,9 @@ impl Engine {
                 self.changed(id);
                 Ok(Some(Duration::ZERO))
             }
-            ProviderError::Capacity(_) | ProviderError::Transient(_) | ProviderError::NotFound(_) => {
+            ProviderError::Capacity(_)
+            | ProviderError::Transient(_)
+            | ProviderError::NotFound(_) => {
                 let failures = {
                     let mut all = self.failures.lock().unwrap();
                     let n = all.entry(id).or_insert(0);
@@ -138,23 +161,43 @@ impl Engine {
                 if failures > self.config.launch_retries {
                     self.failures.lock().unwrap().remove(&id);
                     let why = format!("launch at {name} failed {failures} times; last: {error}");
-                    return self.end_unlaunched(&rec, Some(slot), JobState::Failed, why).await;
+                    return self
+                        .end_unlaunched(&rec, Some(slot), JobState::Failed, why)
+                        .await;
                 }
                 tracing::info!(job = %id, provider = %name, error = %error, "launch failed; retrying");
                 Ok(Some(Duration::from_millis(200 * 2u64.pow(failures.min(8)))))
             }
             ProviderError::InvalidSpec(why) => {
-                self.end_unlaunched(&rec, Some(slot), JobState::Failed, format!("{name} refused the spec: {why}")).await
+                self.end_unlaunched(
+                    &rec,
+                    Some(slot),
+                    JobState::Failed,
+                    format!("{name} refused the spec: {why}"),
+                )
+                .await
             }
             ProviderError::Config(why) => {
-                self.end_unlaunched(&rec, Some(slot), JobState::Failed, format!("{name} is misconfigured: {why}")).await
+                self.end_unlaunched(
+                    &rec,
+                    Some(slot),
+                    JobState::Failed,
+                    format!("{name} is misconfigured: {why}"),
+                )
+                .await
             }
         }
     }
 
     async fn follow(&self, rec: JobRecord) -> Step {
         let id = rec.job.id;
-        let Some(slot) = rec.job.provider.as_deref().and_then(|p| self.slot(p)).cloned() else {
+        let Some(slot) = rec
+            .job
+            .provider
+            .as_deref()
+            .and_then(|p| self.slot(p))
+            .cloned()
+        else {
             let why = format!("provider {:?} is no longer configured", rec.job.provider);
             return self.end_unlaunched(&rec, None, JobState::Failed, why).await;
         };
@@ -164,38 +207,69 @@ impl Engine {
             // key again; the provider hands back the workload if it already exists.
             return self.launch(rec, &slot).await;
         };
-        let handle = Handle { key, provider_ref: pref };
-        slot.live.lock().unwrap().entry(id).or_insert_with(|| handle.clone());
+        let handle = Handle {
+            key,
+            provider_ref: pref,
+        };
+        slot.live
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_insert_with(|| handle.clone());
 
         if rec.job.state == JobState::Cancelling {
-            let who = rec.cancel_requested_by.clone().unwrap_or_else(|| "the gateway".into());
+            let who = rec
+                .cancel_requested_by
+                .clone()
+                .unwrap_or_else(|| "the gateway".into());
             let reason = format!("cancelled by {who}");
-            self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason)).await?;
-            return self.end(&rec, &slot, &handle, JobState::Cancelled, None, reason).await;
+            self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason))
+                .await?;
+            return self
+                .end(&rec, &slot, &handle, JobState::Cancelled, None, reason)
+                .await;
         }
         if let (Some(at), Some(limit)) = (rec.dispatched_at, rec.job.spec.timeout_seconds) {
             if Utc::now() >= at + chrono::Duration::seconds(limit as i64) {
                 let reason = format!("timeout: still running after {limit} s");
-                self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason)).await?;
-                return self.end(&rec, &slot, &handle, JobState::Failed, None, reason).await;
+                self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason))
+                    .await?;
+                return self
+                    .end(&rec, &slot, &handle, JobState::Failed, None, reason)
+                    .await;
             }
         }
         let phase = self.observations.lock().unwrap().get(&id).cloned();
         match phase {
             Some(Phase::Running) if rec.job.state == JobState::Starting => {
-                let patch = Patch { state: Some(JobState::Running), started_at: Some(Utc::now()), ..Patch::default() };
-                if self.store.update(id, &[JobState::Starting], patch).await?.is_some() {
+                let patch = Patch {
+                    state: Some(JobState::Running),
+                    started_at: Some(Utc::now()),
+                    ..Patch::default()
+                };
+                if self
+                    .store
+                    .update(id, &[JobState::Starting], patch)
+                    .await?
+                    .is_some()
+                {
                     self.changed(id);
                 }
             }
             Some(Phase::Exited { exit_code, reason }) => {
-                let state = if exit_code == Some(0) { JobState::Succeeded } else { JobState::Failed };
+                let state = if exit_code == Some(0) {
+                    JobState::Succeeded
+                } else {
+                    JobState::Failed
+                };
                 let reason = reason.unwrap_or_else(|| match exit_code {
                     Some(0) => "exited with code 0".into(),
                     Some(code) => format!("exited with code {code}"),
                     None => "ended without an exit code".into(),
                 });
-                return self.end(&rec, &slot, &handle, state, exit_code, reason).await;
+                return self
+                    .end(&rec, &slot, &handle, state, exit_code, reason)
+                    .await;
             }
             Some(Phase::Lost { reason }) => return self.lost(&rec, &slot, reason).await,
             _ => {}
@@ -208,17 +282,27 @@ impl Engine {
         let id = rec.job.id;
         self.observations.lock().unwrap().remove(&id);
         if rec.job.attempts >= self.config.max_attempts {
-            let why = format!("workload lost ({reason}) on the last of {} attempts", self.config.max_attempts);
-            return self.end_unlaunched(rec, Some(slot), JobState::Failed, why).await;
+            let why = format!(
+                "workload lost ({reason}) on the last of {} attempts",
+                self.config.max_attempts
+            );
+            return self
+                .end_unlaunched(rec, Some(slot), JobState::Failed, why)
+                .await;
         }
         slot.release(id);
         let patch = Patch {
             state: Some(JobState::Queued),
             provider_ref: Some(None),
-            event: Some(format!("workload lost at {} ({reason}); launching a new attempt", slot.name)),
+            event: Some(format!(
+                "workload lost at {} ({reason}); launching a new attempt",
+                slot.name
+            )),
             ..Patch::default()
         };
-        self.store.update(id, &[JobState::Starting, JobState::Running], patch).await?;
+        self.store
+            .update(id, &[JobState::Starting, JobState::Running], patch)
+            .await?;
         self.changed(id);
         Ok(Some(Duration::ZERO))
     }
@@ -234,8 +318,14 @@ impl Engine {
         reason: String,
     ) -> Step {
         let id = rec.job.id;
-        let query = LogQuery { cursor: None, tail_bytes: Some(self.config.log_tail_bytes) };
-        let tail = match self.call(slot, "logs", slot.provider.logs(handle, &query)).await {
+        let query = LogQuery {
+            cursor: None,
+            tail_bytes: Some(self.config.log_tail_bytes),
+        };
+        let tail = match self
+            .call(slot, "logs", slot.provider.logs(handle, &query))
+            .await
+        {
             Ok(chunk) => chunk.text,
             Err(e) => {
                 tracing::warn!(job = %id, error = %e, "could not read the log tail");
@@ -261,7 +351,13 @@ impl Engine {
     }
 
     /// Ends a job that has no workload to keep (never launched, or its launch given up).
-    async fn end_unlaunched(&self, rec: &JobRecord, slot: Option<&Slot>, state: JobState, reason: String) -> Step {
+    async fn end_unlaunched(
+        &self,
+        rec: &JobRecord,
+        slot: Option<&Slot>,
+        state: JobState,
+        reason: String,
+    ) -> Step {
         let id = rec.job.id;
         let now = Utc::now();
         let patch = Patch {
@@ -271,7 +367,18 @@ impl Engine {
             released: Some(rec.job.provider_ref.is_none()),
             ..Patch::default()
         };
-        self.store.update(id, &[JobState::Queued, JobState::Starting, JobState::Running, JobState::Cancelling], patch).await?;
+        self.store
+            .update(
+                id,
+                &[
+                    JobState::Queued,
+                    JobState::Starting,
+                    JobState::Running,
+                    JobState::Cancelling,
+                ],
+                patch,
+            )
+            .await?;
         if let Some(slot) = slot {
             slot.release(id);
         }
@@ -291,19 +398,38 @@ impl Engine {
             return Ok(Some(wait));
         }
         let slot = rec.job.provider.as_deref().and_then(|p| self.slot(p));
-        if let (Some(slot), Some(key), Some(pref)) = (slot, &rec.launch_key, &rec.job.provider_ref) {
-            let handle = Handle { key: key.clone(), provider_ref: pref.clone() };
-            self.call(slot, "release", slot.provider.release(&handle)).await?;
+        if let (Some(slot), Some(key), Some(pref)) = (slot, &rec.launch_key, &rec.job.provider_ref)
+        {
+            let handle = Handle {
+                key: key.clone(),
+                provider_ref: pref.clone(),
+            };
+            self.call(slot, "release", slot.provider.release(&handle))
+                .await?;
         }
-        self.store.update(id, &[], Patch { released: Some(true), ..Patch::default() }).await?;
+        self.store
+            .update(
+                id,
+                &[],
+                Patch {
+                    released: Some(true),
+                    ..Patch::default()
+                },
+            )
+            .await?;
         Ok(None)
     }
 
     /// When to look at a live job again without news: its timeout, or the safety net.
     fn next_look(&self, rec: &JobRecord) -> Duration {
-        let timeout = rec.dispatched_at.zip(rec.job.spec.timeout_seconds).map(|(at, limit)| {
-            (at + chrono::Duration::seconds(limit as i64) - Utc::now()).to_std().unwrap_or_default()
-        });
+        let timeout = rec
+            .dispatched_at
+            .zip(rec.job.spec.timeout_seconds)
+            .map(|(at, limit)| {
+                (at + chrono::Duration::seconds(limit as i64) - Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+            });
         timeout.map_or(SAFETY, |t| t.min(SAFETY))
     }
 

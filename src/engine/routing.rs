@@ -10,7 +10,8 @@ use crate::store::JobRecord;
 
 impl Engine {
     pub(super) fn route(&self, rec: &JobRecord) -> Result<&Arc<Slot>, String> {
-        self.choose(&rec.job.spec, &rec.excluded).map_err(|e| e.message)
+        self.choose(&rec.job.spec, &rec.excluded)
+            .map_err(|e| e.message)
     }
 
     /// Whether some provider can take `spec`; the API calls it before accepting a job.
@@ -27,9 +28,21 @@ impl Engine {
         if spec.provider != "auto" {
             let slot = self.slot(&spec.provider).ok_or_else(|| {
                 let names: Vec<_> = self.slots.iter().map(|s| s.name.as_str()).collect();
-                FieldError::new("provider", format!("{:?} is not configured; use auto or one of: {}", spec.provider, names.join(", ")))
+                FieldError::new(
+                    "provider",
+                    format!(
+                        "{:?} is not configured; use auto or one of: {}",
+                        spec.provider,
+                        names.join(", ")
+                    ),
+                )
             })?;
-            return fits(slot).map(|_| slot).map_err(|why| FieldError::new("provider", format!("{} cannot run this job: {why}", slot.name)));
+            return fits(slot).map(|_| slot).map_err(|why| {
+                FieldError::new(
+                    "provider",
+                    format!("{} cannot run this job: {why}", slot.name),
+                )
+            });
         }
         let mut refusals = vec![];
         let mut best: Option<(&Arc<Slot>, bool, f64)> = None;
@@ -54,7 +67,13 @@ impl Engine {
             }
         }
         best.map(|(slot, _, _)| slot).ok_or_else(|| {
-            FieldError::new("provider", format!("auto: no configured provider can run this job ({})", refusals.join("; ")))
+            FieldError::new(
+                "provider",
+                format!(
+                    "auto: no configured provider can run this job ({})",
+                    refusals.join("; ")
+                ),
+            )
         })
     }
 }

@@ -101,7 +101,10 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
         }
     }
     // Let reconciles in flight finish their store writes; workloads carry on regardless.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
@@ -109,14 +112,25 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
     let mut last_health = tokio::time::Instant::now();
     loop {
         let mut wait = slot.poll_interval;
-        let live: Vec<(Uuid, offload_provider::Handle)> =
-            slot.live.lock().unwrap().iter().map(|(id, h)| (*id, h.clone())).collect();
+        let live: Vec<(Uuid, offload_provider::Handle)> = slot
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, h)| (*id, h.clone()))
+            .collect();
         let batch = slot.provider.capabilities().max_observe_batch.max(1);
         for chunk in live.chunks(batch) {
             let handles: Vec<_> = chunk.iter().map(|(_, h)| h.clone()).collect();
-            match engine.call(&slot, "observe", slot.provider.observe(&handles)).await {
+            match engine
+                .call(&slot, "observe", slot.provider.observe(&handles))
+                .await
+            {
                 Ok(observations) => engine.record_observations(chunk, observations),
-                Err(EngineError::Provider { source: ProviderError::Throttled { retry_after }, .. }) => {
+                Err(EngineError::Provider {
+                    source: ProviderError::Throttled { retry_after },
+                    ..
+                }) => {
                     wait = wait.max(retry_after);
                     break;
                 }
@@ -141,13 +155,20 @@ impl Engine {
     }
 
     /// Keeps the newest phase of each workload and pokes the jobs whose phase changed.
-    fn record_observations(&self, chunk: &[(Uuid, offload_provider::Handle)], observations: Vec<Observation>) {
-        let by_key: HashMap<&str, Uuid> = chunk.iter().map(|(id, h)| (h.key.as_str(), *id)).collect();
+    fn record_observations(
+        &self,
+        chunk: &[(Uuid, offload_provider::Handle)],
+        observations: Vec<Observation>,
+    ) {
+        let by_key: HashMap<&str, Uuid> =
+            chunk.iter().map(|(id, h)| (h.key.as_str(), *id)).collect();
         let mut changed = vec![];
         {
             let mut seen = self.observations.lock().unwrap();
             for o in observations {
-                let Some(id) = by_key.get(o.handle.key.as_str()) else { continue };
+                let Some(id) = by_key.get(o.handle.key.as_str()) else {
+                    continue;
+                };
                 if seen.get(id) != Some(&o.phase) {
                     seen.insert(*id, o.phase);
                     changed.push(*id);

@@ -107,7 +107,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `patch` if the job is in one of `expect` (any state when empty); returns the
     /// job as it is afterwards, or `None` when its state did not match (or it is unknown).
-    async fn update(&self, id: Uuid, expect: &[JobState], patch: Patch) -> StoreResult<Option<JobRecord>>;
+    async fn update(
+        &self,
+        id: Uuid,
+        expect: &[JobState],
+        patch: Patch,
+    ) -> StoreResult<Option<JobRecord>>;
 
     /// The secret values of a job's spec, for launching it.
     async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>>;

@@ -102,8 +102,10 @@ fn db(e: rusqlite::Error) -> StoreError {
 }
 
 fn open(path: &str, flags: OpenFlags) -> StoreResult<Connection> {
-    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+    let conn =
+        Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(db)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db)?;
     Ok(conn)
 }
 
@@ -113,15 +115,29 @@ impl SqliteStore {
     /// crash but not a power cut.
     pub fn open(path: &Path, synchronous_full: bool) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         }
         let path_str = path.to_string_lossy().into_owned();
-        let conn = open(&path_str, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", if synchronous_full { "FULL" } else { "NORMAL" }).map_err(db)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
+        let conn = open(
+            &path_str,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if synchronous_full { "FULL" } else { "NORMAL" },
+        )
+        .map_err(db)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db)?;
         if version > 1 {
-            return Err(StoreError::Db(format!("{path_str} has schema version {version}, newer than this offload knows")));
+            return Err(StoreError::Db(format!(
+                "{path_str} has schema version {version}, newer than this offload knows"
+            )));
         }
         conn.execute_batch(SCHEMA).map_err(db)?;
         let (tx, rx) = mpsc::channel::<WriteOp>();
@@ -129,7 +145,13 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || write_loop(conn, rx))
             .map_err(|e| StoreError::Db(format!("starting the writer thread: {e}")))?;
-        Ok(SqliteStore { writer: Mutex::new(tx), readers: Arc::new(ReadPool { path: path_str, idle: Mutex::new(vec![]) }) })
+        Ok(SqliteStore {
+            writer: Mutex::new(tx),
+            readers: Arc::new(ReadPool {
+                path: path_str,
+                idle: Mutex::new(vec![]),
+            }),
+        })
     }
 
     async fn write<T: Send + 'static>(
@@ -146,7 +168,11 @@ impl SqliteStore {
                 });
             })
         });
-        self.writer.lock().unwrap().send(op).map_err(|_| StoreError::Closed)?;
+        self.writer
+            .lock()
+            .unwrap()
+            .send(op)
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -155,11 +181,16 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || pool.with(f)).await.map_err(|_| StoreError::Closed)?
+        tokio::task::spawn_blocking(move || pool.with(f))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 }
 
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> StoreResult<T> {
     conn.execute_batch("SAVEPOINT op").map_err(db)?;
     match f(conn) {
         Ok(v) => {
@@ -167,7 +198,8 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::R
             Ok(v)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op").map_err(db)?;
+            conn.execute_batch("ROLLBACK TO op; RELEASE op")
+                .map_err(db)?;
             Err(db(e))
         }
     }
@@ -190,7 +222,12 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for done in completions {
-            done(outcome.as_ref().err().map(|e| StoreError::Db(e.to_string())));
+            done(
+                outcome
+                    .as_ref()
+                    .err()
+                    .map(|e| StoreError::Db(e.to_string())),
+            );
         }
     }
 }
@@ -208,19 +245,26 @@ fn json_err(e: serde_json::Error) -> rusqlite::Error {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(idx: usize, text: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn record(row: &Row) -> rusqlite::Result<JobRecord> {
     let id: String = row.get(0)?;
     let state: String = row.get(2)?;
     let state = JobState::parse(&state).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, format!("unknown state {state}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            format!("unknown state {state}").into(),
+        )
     })?;
     let result: Option<String> = row.get(10)?;
     let job = Job {
-        id: id.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        id: id.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         state,
         terminal: state.is_terminal(),
         provider: row.get(3)?,
@@ -252,7 +296,13 @@ fn get_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobRecord>
         .optional()
 }
 
-fn add_event(conn: &Connection, id: &str, at: DateTime<Utc>, state: JobState, reason: Option<&str>) -> rusqlite::Result<()> {
+fn add_event(
+    conn: &Connection,
+    id: &str,
+    at: DateTime<Utc>,
+    state: JobState,
+    reason: Option<&str>,
+) -> rusqlite::Result<()> {
     conn.prepare_cached("INSERT INTO events (job_id, at, state, reason) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![id, ms(at), state.as_str(), reason])?;
     Ok(())
@@ -267,7 +317,13 @@ fn insert_job(conn: &Connection, new: &NewJob) -> rusqlite::Result<()> {
         "INSERT INTO jobs (id, tenant, state, labels, spec, secret_env, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![id, new.tenant, JobState::Queued.as_str(), labels, spec, secrets, ms(new.created_at)])?;
-    add_event(conn, &id, new.created_at, JobState::Queued, Some("submitted"))
+    add_event(
+        conn,
+        &id,
+        new.created_at,
+        JobState::Queued,
+        Some("submitted"),
+    )
 }
 
 fn submit(conn: &Connection, new: NewJob) -> rusqlite::Result<Submitted> {
@@ -278,7 +334,11 @@ fn submit(conn: &Connection, new: NewJob) -> rusqlite::Result<Submitted> {
             .optional()?;
         if let Some(job_id) = existing {
             let record = get_record(conn, &job_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            let secrets: String = conn.query_row("SELECT secret_env FROM jobs WHERE id = ?1", [&job_id], |r| r.get(0))?;
+            let secrets: String = conn.query_row(
+                "SELECT secret_env FROM jobs WHERE id = ?1",
+                [&job_id],
+                |r| r.get(0),
+            )?;
             let mut stored: JobSpec = record.job.spec.clone();
             stored.secret_env = parse_json(0, &secrets)?;
             return Ok(if stored == new.spec {
@@ -291,13 +351,21 @@ fn submit(conn: &Connection, new: NewJob) -> rusqlite::Result<Submitted> {
             .execute(params![new.tenant, key, new.id.to_string()])?;
     }
     insert_job(conn, &new)?;
-    let record = get_record(conn, &new.id.to_string())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let record =
+        get_record(conn, &new.id.to_string())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     Ok(Submitted::Created(Box::new(record)))
 }
 
-fn update(conn: &Connection, id: Uuid, expect: &[JobState], patch: Patch) -> rusqlite::Result<Option<JobRecord>> {
+fn update(
+    conn: &Connection,
+    id: Uuid,
+    expect: &[JobState],
+    patch: Patch,
+) -> rusqlite::Result<Option<JobRecord>> {
     let id = id.to_string();
-    let Some(current) = get_record(conn, &id)? else { return Ok(None) };
+    let Some(current) = get_record(conn, &id)? else {
+        return Ok(None);
+    };
     if !expect.is_empty() && !expect.contains(&current.job.state) {
         return Ok(None);
     }
@@ -346,10 +414,17 @@ fn update(conn: &Connection, id: Uuid, expect: &[JobState], patch: Patch) -> rus
         sets.push(("released", Box::new(v)));
     }
     if let Some(v) = &patch.excluded {
-        sets.push(("excluded", Box::new(serde_json::to_string(v).map_err(json_err)?)));
+        sets.push((
+            "excluded",
+            Box::new(serde_json::to_string(v).map_err(json_err)?),
+        ));
     }
     if !sets.is_empty() {
-        let clause: Vec<String> = sets.iter().enumerate().map(|(i, (col, _))| format!("{col} = ?{}", i + 2)).collect();
+        let clause: Vec<String> = sets
+            .iter()
+            .enumerate()
+            .map(|(i, (col, _))| format!("{col} = ?{}", i + 2))
+            .collect();
         let sql = format!("UPDATE jobs SET {} WHERE id = ?1", clause.join(", "));
         let mut values: Vec<&dyn ToSql> = vec![&id];
         values.extend(sets.iter().map(|(_, v)| v.as_ref()));
@@ -378,7 +453,11 @@ fn list(conn: &Connection, tenant: &str, q: &ListQuery) -> rusqlite::Result<Vec<
     for (k, v) in &q.labels {
         values.push(format!("$.\"{}\"", k.replace('"', "")));
         values.push(v.clone());
-        sql += &format!(" AND json_extract(labels, ?{}) = ?{}", values.len() - 1, values.len());
+        sql += &format!(
+            " AND json_extract(labels, ?{}) = ?{}",
+            values.len() - 1,
+            values.len()
+        );
     }
     if let Some(before) = q.before {
         values.push(before.to_string());
@@ -397,7 +476,8 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
-        self.read(move |conn| get_record(conn, &id.to_string())).await
+        self.read(move |conn| get_record(conn, &id.to_string()))
+            .await
     }
 
     async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
@@ -407,7 +487,9 @@ impl Store for SqliteStore {
 
     async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached("SELECT seq, at, state, reason FROM events WHERE job_id = ?1 ORDER BY seq")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, state, reason FROM events WHERE job_id = ?1 ORDER BY seq",
+            )?;
             let rows = stmt.query_map([id.to_string()], |r| {
                 let state: String = r.get(2)?;
                 Ok(Event {
@@ -422,9 +504,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update(&self, id: Uuid, expect: &[JobState], patch: Patch) -> StoreResult<Option<JobRecord>> {
+    async fn update(
+        &self,
+        id: Uuid,
+        expect: &[JobState],
+        patch: Patch,
+    ) -> StoreResult<Option<JobRecord>> {
         let expect = expect.to_vec();
-        self.write(move |conn| update(conn, id, &expect, patch)).await
+        self.write(move |conn| update(conn, id, &expect, patch))
+            .await
     }
 
     async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
@@ -451,21 +539,31 @@ impl Store for SqliteStore {
 
     async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE released = 0 ORDER BY id"))?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE released = 0 ORDER BY id"
+            ))?;
             let rows = stmt.query_map([], record)?;
             let all: Vec<JobRecord> = rows.collect::<rusqlite::Result<_>>()?;
-            Ok(all.into_iter().filter(|r| !r.job.terminal || r.job.provider_ref.is_some()).collect())
+            Ok(all
+                .into_iter()
+                .filter(|r| !r.job.terminal || r.job.provider_ref.is_some())
+                .collect())
         })
         .await
     }
 
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT COALESCE(provider, ''), state, COUNT(*) FROM jobs GROUP BY 1, 2")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT COALESCE(provider, ''), state, COUNT(*) FROM jobs GROUP BY 1, 2",
+            )?;
             let rows = stmt.query_map([], |r| {
                 let state: String = r.get(1)?;
-                Ok((r.get(0)?, JobState::parse(&state).unwrap_or(JobState::Failed), r.get(2)?))
+                Ok((
+                    r.get(0)?,
+                    JobState::parse(&state).unwrap_or(JobState::Failed),
+                    r.get(2)?,
+                ))
             })?;
             rows.collect()
         })
@@ -473,7 +571,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 }
 
@@ -502,26 +601,59 @@ mod tests {
     async fn submit_is_idempotent_per_tenant_and_secrets_stay_apart() {
         let tmp = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&tmp.path().join("db.sqlite"), true).unwrap();
-        let Submitted::Created(first) = store.submit(new_job("a", "img", Some("k"))).await.unwrap() else { panic!() };
-        assert!(matches!(store.submit(new_job("a", "img", Some("k"))).await.unwrap(),
-            Submitted::Existing(j) if j.job.id == first.job.id));
-        assert!(matches!(store.submit(new_job("a", "other", Some("k"))).await.unwrap(),
-            Submitted::Conflict(id) if id == first.job.id));
-        assert!(matches!(store.submit(new_job("b", "img", Some("k"))).await.unwrap(), Submitted::Created(_)));
+        let Submitted::Created(first) = store.submit(new_job("a", "img", Some("k"))).await.unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            matches!(store.submit(new_job("a", "img", Some("k"))).await.unwrap(),
+            Submitted::Existing(j) if j.job.id == first.job.id)
+        );
+        assert!(
+            matches!(store.submit(new_job("a", "other", Some("k"))).await.unwrap(),
+            Submitted::Conflict(id) if id == first.job.id)
+        );
+        assert!(matches!(
+            store.submit(new_job("b", "img", Some("k"))).await.unwrap(),
+            Submitted::Created(_)
+        ));
         assert_eq!(first.job.spec.secret_env["TOKEN"], crate::model::REDACTED);
-        assert_eq!(store.secrets(first.job.id).await.unwrap()["TOKEN"], "s3cret");
+        assert_eq!(
+            store.secrets(first.job.id).await.unwrap()["TOKEN"],
+            "s3cret"
+        );
     }
 
     #[tokio::test]
     async fn updates_are_compare_and_set_and_write_events() {
         let tmp = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false).unwrap();
-        let Submitted::Created(rec) = store.submit(new_job("a", "img", None)).await.unwrap() else { panic!() };
+        let Submitted::Created(rec) = store.submit(new_job("a", "img", None)).await.unwrap() else {
+            panic!()
+        };
         let id = rec.job.id;
-        let patch = Patch { state: Some(JobState::Starting), provider: Some("local".into()), ..Patch::default() };
-        let after = store.update(id, &[JobState::Queued], patch.clone()).await.unwrap().unwrap();
-        assert_eq!((after.job.state, after.job.provider.as_deref()), (JobState::Starting, Some("local")));
-        assert!(store.update(id, &[JobState::Queued], patch).await.unwrap().is_none(), "stale CAS applied");
+        let patch = Patch {
+            state: Some(JobState::Starting),
+            provider: Some("local".into()),
+            ..Patch::default()
+        };
+        let after = store
+            .update(id, &[JobState::Queued], patch.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (after.job.state, after.job.provider.as_deref()),
+            (JobState::Starting, Some("local"))
+        );
+        assert!(
+            store
+                .update(id, &[JobState::Queued], patch)
+                .await
+                .unwrap()
+                .is_none(),
+            "stale CAS applied"
+        );
         let done = Patch {
             state: Some(JobState::Failed),
             exit_code: Some(3),
@@ -534,12 +666,21 @@ mod tests {
         assert!(after.job.terminal);
         assert_eq!(after.job.result, Some(serde_json::json!({"n": 1})));
         assert_eq!(store.log_tail(id).await.unwrap().as_deref(), Some("hi\n"));
-        let states: Vec<_> = store.events(id).await.unwrap().into_iter().map(|e| (e.state, e.reason)).collect();
-        assert_eq!(states, vec![
-            (JobState::Queued, Some("submitted".into())),
-            (JobState::Starting, None),
-            (JobState::Failed, Some("exited with code 3".into())),
-        ]);
+        let states: Vec<_> = store
+            .events(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.state, e.reason))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (JobState::Queued, Some("submitted".into())),
+                (JobState::Starting, None),
+                (JobState::Failed, Some("exited with code 3".into())),
+            ]
+        );
     }
 
     #[tokio::test]
@@ -556,7 +697,11 @@ mod tests {
         for h in handles {
             h.await.unwrap();
         }
-        let mut q = ListQuery { labels: vec![("dag_id".into(), "etl".into())], limit: 20, ..ListQuery::default() };
+        let mut q = ListQuery {
+            labels: vec![("dag_id".into(), "etl".into())],
+            limit: 20,
+            ..ListQuery::default()
+        };
         let mut seen = vec![];
         loop {
             let page = store.list("a", &q).await.unwrap();
@@ -568,9 +713,23 @@ mod tests {
         }
         assert_eq!(seen.len(), 50);
         assert!(seen.windows(2).all(|w| w[0] > w[1]), "not newest first");
-        q = ListQuery { labels: vec![("dag_id".into(), "other".into())], limit: 20, ..ListQuery::default() };
+        q = ListQuery {
+            labels: vec![("dag_id".into(), "other".into())],
+            limit: 20,
+            ..ListQuery::default()
+        };
         assert!(store.list("a", &q).await.unwrap().is_empty());
-        assert!(store.list("b", &ListQuery { limit: 20, ..ListQuery::default() }).await.unwrap().is_empty());
+        assert!(store
+            .list(
+                "b",
+                &ListQuery {
+                    limit: 20,
+                    ..ListQuery::default()
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(store.unfinished().await.unwrap().len(), 50);
     }
 }

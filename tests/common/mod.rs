@@ -44,23 +44,41 @@ impl Gateway {
     pub async fn start(providers: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let providers = providers.replace("$DIR", &dir.path().display().to_string());
-        let config = offload::config::Config::from_toml(&config_text(dir.path(), "127.0.0.1:0", &providers)).unwrap();
+        let config =
+            offload::config::Config::from_toml(&config_text(dir.path(), "127.0.0.1:0", &providers))
+                .unwrap();
         let server = offload::server::Server::start(config).await.unwrap();
-        Gateway { url: format!("http://{}", server.addr), http: reqwest::Client::new(), server: Some(server), dir }
+        Gateway {
+            url: format!("http://{}", server.addr),
+            http: reqwest::Client::new(),
+            server: Some(server),
+            dir,
+        }
     }
 
     pub fn req(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.url)).bearer_auth(token)
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token)
     }
 
     pub async fn submit(&self, token: &str, spec: Value) -> (u16, Value) {
-        let r = self.req(reqwest::Method::POST, "/v1/jobs", token).json(&spec).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::POST, "/v1/jobs", token)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap())
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let r = self.req(reqwest::Method::GET, path, token).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::GET, path, token)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -74,7 +92,10 @@ impl Gateway {
             if job["terminal"] == true {
                 return job;
             }
-            assert!(tokio::time::Instant::now() < deadline, "job {id} not terminal after {secs} s: {job}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} not terminal after {secs} s: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -86,7 +107,10 @@ impl Gateway {
             if job["state"] == state {
                 return job;
             }
-            assert!(tokio::time::Instant::now() < deadline, "job {id} never {state}: {job}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} never {state}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

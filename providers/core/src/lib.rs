@@ -87,7 +87,9 @@ pub struct Handle {
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     /// Accepted, not yet running (scheduling, pulling, provisioning).
-    Starting { reason: Option<String> },
+    Starting {
+        reason: Option<String>,
+    },
     Running,
     /// Ended. `exit_code` is absent when the runtime never reported one.
     Exited {
@@ -95,7 +97,9 @@ pub enum Phase {
         reason: Option<String>,
     },
     /// The provider no longer knows the workload; the engine may launch a new attempt.
-    Lost { reason: String },
+    Lost {
+        reason: String,
+    },
 }
 
 impl Phase {
@@ -145,7 +149,10 @@ impl Capabilities {
     /// Why this provider cannot run `resources`, or `None` when it can.
     pub fn refusal(&self, resources: &Resources) -> Option<String> {
         if resources.cpu > self.max_cpu {
-            return Some(format!("cpu {} exceeds the limit of {}", resources.cpu, self.max_cpu));
+            return Some(format!(
+                "cpu {} exceeds the limit of {}",
+                resources.cpu, self.max_cpu
+            ));
         }
         if resources.memory_bytes > self.max_memory_bytes {
             return Some(format!(
@@ -286,7 +293,12 @@ mod tests {
     use super::*;
 
     fn res(cpu: f64, gib: u64, gpu: Option<Gpu>) -> Resources {
-        Resources { cpu, memory_bytes: gib << 30, gpu, ephemeral_storage_bytes: None }
+        Resources {
+            cpu,
+            memory_bytes: gib << 30,
+            gpu,
+            ephemeral_storage_bytes: None,
+        }
     }
 
     #[test]
@@ -301,10 +313,22 @@ mod tests {
         };
         assert_eq!(caps.refusal(&res(4.0, 16, None)), None);
         assert!(caps.refusal(&res(8.0, 1, None)).unwrap().contains("cpu 8"));
-        assert!(caps.refusal(&res(1.0, 32, None)).unwrap().contains("memory"));
-        let t4 = Gpu { count: 1, kind: Some("nvidia-t4".into()) };
-        assert!(caps.refusal(&res(1.0, 1, Some(t4))).unwrap().contains("nvidia-t4"));
-        let any = Gpu { count: 1, kind: None };
+        assert!(caps
+            .refusal(&res(1.0, 32, None))
+            .unwrap()
+            .contains("memory"));
+        let t4 = Gpu {
+            count: 1,
+            kind: Some("nvidia-t4".into()),
+        };
+        assert!(caps
+            .refusal(&res(1.0, 1, Some(t4)))
+            .unwrap()
+            .contains("nvidia-t4"));
+        let any = Gpu {
+            count: 1,
+            kind: None,
+        };
         assert_eq!(caps.refusal(&res(1.0, 1, Some(any))), None);
     }
 
@@ -317,10 +341,16 @@ mod tests {
         };
         let cost = sheet.hourly(&res(2.0, 4, None)).unwrap();
         assert!((cost - 0.1).abs() < 1e-9, "{cost}");
-        let any = Gpu { count: 2, kind: None };
+        let any = Gpu {
+            count: 2,
+            kind: None,
+        };
         let cost = sheet.hourly(&res(0.0, 0, Some(any))).unwrap();
         assert!((cost - 1.0).abs() < 1e-9, "cheapest kind twice: {cost}");
-        let unknown = Gpu { count: 1, kind: Some("c".into()) };
+        let unknown = Gpu {
+            count: 1,
+            kind: Some("c".into()),
+        };
         assert_eq!(sheet.hourly(&res(0.0, 0, Some(unknown))), None);
     }
 

@@ -124,23 +124,35 @@ impl LocalProvider {
     fn dir(&self, key: &str) -> Result<PathBuf> {
         // Keys come from the engine, but a path must never escape the root.
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(ProviderError::NotFound(format!("not a local launch key: {key:?}")));
+            return Err(ProviderError::NotFound(format!(
+                "not a local launch key: {key:?}"
+            )));
         }
         Ok(self.root.join(key))
     }
 
     fn read_pid(dir: &Path) -> Option<Pid> {
         let text = fs::read_to_string(dir.join("pid")).ok()?;
-        text.trim().parse::<i32>().ok().filter(|p| *p > 1).map(Pid::from_raw)
+        text.trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|p| *p > 1)
+            .map(Pid::from_raw)
     }
 
     fn read_exit(dir: &Path) -> Option<i32> {
-        fs::read_to_string(dir.join("exit_code")).ok()?.trim().parse().ok()
+        fs::read_to_string(dir.join("exit_code"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Whether any process of the workload's group is still alive (zombies do not count).
     fn group_alive(pgid: Pid) -> bool {
-        let Ok(entries) = fs::read_dir("/proc") else { return killpg(pgid, None).is_ok() };
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return killpg(pgid, None).is_ok();
+        };
         entries.flatten().any(|e| {
             let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
             proc_stat(&stat).is_some_and(|(state, pgrp)| state != 'Z' && pgrp == pgid.as_raw())
@@ -149,7 +161,9 @@ impl LocalProvider {
 
     fn phase(dir: &Path) -> Phase {
         if !dir.join("launched").exists() {
-            return Phase::Lost { reason: "no such local workload".into() };
+            return Phase::Lost {
+                reason: "no such local workload".into(),
+            };
         }
         if let Some(code) = Self::read_exit(dir) {
             return exited(code);
@@ -159,7 +173,9 @@ impl LocalProvider {
             // The wrapper may have written the code between the two reads.
             Some(_) => match Self::read_exit(dir) {
                 Some(code) => exited(code),
-                None => Phase::Lost { reason: "the process died without reporting an exit code".into() },
+                None => Phase::Lost {
+                    reason: "the process died without reporting an exit code".into(),
+                },
             },
             None => {
                 let age = fs::metadata(dir.join("launched"))
@@ -168,7 +184,9 @@ impl LocalProvider {
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .unwrap_or_default();
                 if age > START_GRACE {
-                    Phase::Lost { reason: "the process never started".into() }
+                    Phase::Lost {
+                        reason: "the process never started".into(),
+                    }
                 } else {
                     Phase::Starting { reason: None }
                 }
@@ -181,7 +199,9 @@ impl LocalProvider {
         fs::create_dir_all(&work).map_err(|e| io_err("creating", &work, e))?;
         let log_path = dir.join("output.log");
         let log = fs::File::create(&log_path).map_err(|e| io_err("creating", &log_path, e))?;
-        let log2 = log.try_clone().map_err(|e| io_err("opening", &log_path, e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| io_err("opening", &log_path, e))?;
         let spec = &launch.spec;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
@@ -192,7 +212,10 @@ impl LocalProvider {
             .args(&spec.args)
             .current_dir(&work)
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
             .env("HOME", &work)
             .env("OFFLOAD_JOB_ID", &launch.job_id)
             .envs(&spec.env)
@@ -201,7 +224,9 @@ impl LocalProvider {
             .stdout(log)
             .stderr(log2)
             .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| ProviderError::Transient(format!("spawning /bin/sh: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ProviderError::Transient(format!("spawning /bin/sh: {e}")))?;
         // Reap the wrapper so that a finished one never lingers as a zombie.
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -227,7 +252,10 @@ fn proc_stat(stat: &str) -> Option<(char, i32)> {
 
 fn exited(code: i32) -> Phase {
     let reason = (code > 128 && code < 160).then(|| format!("killed by signal {}", code - 128));
-    Phase::Exited { exit_code: Some(code), reason }
+    Phase::Exited {
+        exit_code: Some(code),
+        reason,
+    }
 }
 
 #[async_trait::async_trait]
@@ -259,10 +287,17 @@ impl Provider for LocalProvider {
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
         self.validate(&launch.spec)?;
         let dir = self.dir(&launch.key)?;
-        let handle = Handle { key: launch.key.clone(), provider_ref: launch.key.clone() };
+        let handle = Handle {
+            key: launch.key.clone(),
+            provider_ref: launch.key.clone(),
+        };
         fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
         let marker = dir.join("launched");
-        match OpenOptions::new().write(true).create_new(true).open(&marker) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+        {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 tracing::info!(key = %launch.key, "adopting an existing local workload");
@@ -281,13 +316,20 @@ impl Provider for LocalProvider {
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
         handles
             .iter()
-            .map(|h| Ok(Observation { handle: h.clone(), phase: Self::phase(&self.dir(&h.key)?) }))
+            .map(|h| {
+                Ok(Observation {
+                    handle: h.clone(),
+                    phase: Self::phase(&self.dir(&h.key)?),
+                })
+            })
             .collect()
     }
 
     async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
         let dir = self.dir(&handle.key)?;
-        let Some(pgid) = Self::read_pid(&dir) else { return Ok(()) };
+        let Some(pgid) = Self::read_pid(&dir) else {
+            return Ok(());
+        };
         if !Self::group_alive(pgid) {
             return Ok(());
         }
@@ -301,7 +343,9 @@ impl Provider for LocalProvider {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = killpg(pgid, Signal::SIGKILL);
-        while Self::group_alive(pgid) && tokio::time::Instant::now() < deadline + Duration::from_secs(5) {
+        while Self::group_alive(pgid)
+            && tokio::time::Instant::now() < deadline + Duration::from_secs(5)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
@@ -314,17 +358,28 @@ impl Provider for LocalProvider {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogChunk::default()),
             Err(e) => return Err(io_err("opening", &path, e)),
         };
-        let len = file.metadata().map_err(|e| io_err("reading", &path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| io_err("reading", &path, e))?
+            .len();
         let from = match (&query.cursor, query.tail_bytes) {
-            (Some(c), _) => c.parse::<u64>().map_err(|_| ProviderError::InvalidSpec(format!("bad log cursor {c:?}")))?,
+            (Some(c), _) => c
+                .parse::<u64>()
+                .map_err(|_| ProviderError::InvalidSpec(format!("bad log cursor {c:?}")))?,
             (None, Some(tail)) => len.saturating_sub(tail as u64),
             (None, None) => 0,
         };
         let to = len.min(from.saturating_add(MAX_CHUNK));
         let mut bytes = Vec::with_capacity(to.saturating_sub(from) as usize);
-        file.seek(SeekFrom::Start(from)).map_err(|e| io_err("reading", &path, e))?;
-        file.take(to.saturating_sub(from)).read_to_end(&mut bytes).map_err(|e| io_err("reading", &path, e))?;
-        Ok(LogChunk { text: String::from_utf8_lossy(&bytes).into_owned(), cursor: Some(to.max(from).to_string()) })
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| io_err("reading", &path, e))?;
+        file.take(to.saturating_sub(from))
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_err("reading", &path, e))?;
+        Ok(LogChunk {
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            cursor: Some(to.max(from).to_string()),
+        })
     }
 
     async fn release(&self, handle: &Handle) -> Result<()> {
@@ -342,7 +397,12 @@ impl Provider for LocalProvider {
 
     async fn check(&self) -> Result<()> {
         let probe = self.root.join(".check");
-        fs::write(&probe, b"ok").map_err(|e| ProviderError::Config(format!("workdir {} is not writable: {e}", self.root.display())))?;
+        fs::write(&probe, b"ok").map_err(|e| {
+            ProviderError::Config(format!(
+                "workdir {} is not writable: {e}",
+                self.root.display()
+            ))
+        })?;
         let _ = fs::remove_file(probe);
         Ok(())
     }
@@ -355,7 +415,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn provider(dir: &Path, grace: u64) -> LocalProvider {
-        Config { workdir: dir.to_path_buf(), grace_seconds: grace, ..Config::default() }.build().unwrap()
+        Config {
+            workdir: dir.to_path_buf(),
+            grace_seconds: grace,
+            ..Config::default()
+        }
+        .build()
+        .unwrap()
     }
 
     fn launch(key: &str, script: &str) -> Launch {
@@ -369,7 +435,12 @@ mod tests {
                 command: vec!["sh".into(), "-c".into(), script.into()],
                 args: vec![],
                 env: [("GREETING".to_string(), "hello".to_string())].into(),
-                resources: Resources { cpu: 0.5, memory_bytes: 1 << 20, gpu: None, ephemeral_storage_bytes: None },
+                resources: Resources {
+                    cpu: 0.5,
+                    memory_bytes: 1 << 20,
+                    gpu: None,
+                    ephemeral_storage_bytes: None,
+                },
                 timeout_seconds: None,
                 labels: BTreeMap::new(),
                 provider_options: None,
@@ -380,7 +451,12 @@ mod tests {
 
     async fn wait_final(p: &LocalProvider, h: &Handle) -> Phase {
         for _ in 0..200 {
-            let phase = p.observe(std::slice::from_ref(h)).await.unwrap().remove(0).phase;
+            let phase = p
+                .observe(std::slice::from_ref(h))
+                .await
+                .unwrap()
+                .remove(0)
+                .phase;
             if phase.is_final() {
                 return phase;
             }
@@ -393,15 +469,49 @@ mod tests {
     async fn runs_with_env_and_captures_output_and_exit_code() {
         let tmp = tempfile::tempdir().unwrap();
         let p = provider(tmp.path(), 5);
-        let h = p.launch(&launch("k1", "echo $GREETING $TOKEN; pwd; echo oops >&2; exit 7")).await.unwrap();
-        assert_eq!(wait_final(&p, &h).await, Phase::Exited { exit_code: Some(7), reason: None });
+        let h = p
+            .launch(&launch(
+                "k1",
+                "echo $GREETING $TOKEN; pwd; echo oops >&2; exit 7",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            wait_final(&p, &h).await,
+            Phase::Exited {
+                exit_code: Some(7),
+                reason: None
+            }
+        );
         let log = p.logs(&h, &LogQuery::default()).await.unwrap();
         assert!(log.text.contains("hello s3cret"), "{}", log.text);
         assert!(log.text.contains("oops"), "{}", log.text);
-        assert!(log.text.contains(&format!("{}/k1/work", p.root.display())), "{}", log.text);
-        let tail = p.logs(&h, &LogQuery { cursor: None, tail_bytes: Some(5) }).await.unwrap();
+        assert!(
+            log.text.contains(&format!("{}/k1/work", p.root.display())),
+            "{}",
+            log.text
+        );
+        let tail = p
+            .logs(
+                &h,
+                &LogQuery {
+                    cursor: None,
+                    tail_bytes: Some(5),
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(tail.text, "oops\n");
-        let more = p.logs(&h, &LogQuery { cursor: log.cursor.clone(), tail_bytes: None }).await.unwrap();
+        let more = p
+            .logs(
+                &h,
+                &LogQuery {
+                    cursor: log.cursor.clone(),
+                    tail_bytes: None,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(more.text, "");
     }
 
@@ -415,15 +525,30 @@ mod tests {
         let p2 = provider(tmp.path(), 5);
         let h2 = p2.launch(&l).await.unwrap();
         assert_eq!(h1, h2);
-        assert_eq!(wait_final(&p2, &h2).await, Phase::Exited { exit_code: Some(0), reason: None });
-        assert_eq!(fs::read_to_string(tmp.path().join("runs")).unwrap(), "started\n");
+        assert_eq!(
+            wait_final(&p2, &h2).await,
+            Phase::Exited {
+                exit_code: Some(0),
+                reason: None
+            }
+        );
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("runs")).unwrap(),
+            "started\n"
+        );
     }
 
     #[tokio::test]
     async fn cancel_kills_the_whole_group_even_when_sigterm_is_ignored() {
         let tmp = tempfile::tempdir().unwrap();
         let p = provider(tmp.path(), 1);
-        let h = p.launch(&launch("k3", "trap '' TERM; sleep 300 & echo $! > child; wait")).await.unwrap();
+        let h = p
+            .launch(&launch(
+                "k3",
+                "trap '' TERM; sleep 300 & echo $! > child; wait",
+            ))
+            .await
+            .unwrap();
         let child_file = p.root.join("k3/work/child");
         for _ in 0..100 {
             if child_file.exists() {
@@ -431,11 +556,21 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let child: i32 = fs::read_to_string(&child_file).unwrap().trim().parse().unwrap();
+        let child: i32 = fs::read_to_string(&child_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         p.cancel(&h, "test").await.unwrap();
         let pgid = LocalProvider::read_pid(&p.root.join("k3")).unwrap();
-        assert!(!LocalProvider::group_alive(pgid), "process group {pgid} survived cancel");
-        assert!(!wrapper_alive(Pid::from_raw(child)), "background child {child} survived cancel");
+        assert!(
+            !LocalProvider::group_alive(pgid),
+            "process group {pgid} survived cancel"
+        );
+        assert!(
+            !wrapper_alive(Pid::from_raw(child)),
+            "background child {child} survived cancel"
+        );
         p.release(&h).await.unwrap();
         assert!(!p.root.join("k3").exists());
     }
@@ -448,19 +583,39 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         p.cancel(&h, "test").await.unwrap();
         let phase = wait_final(&p, &h).await;
-        assert_eq!(phase, Phase::Exited { exit_code: Some(143), reason: Some("killed by signal 15".into()) });
+        assert_eq!(
+            phase,
+            Phase::Exited {
+                exit_code: Some(143),
+                reason: Some("killed by signal 15".into())
+            }
+        );
     }
 
     #[tokio::test]
     async fn unknown_keys_are_lost_and_bad_keys_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let p = provider(tmp.path(), 5);
-        let unknown = Handle { key: "nope".into(), provider_ref: "nope".into() };
-        assert!(matches!(p.observe(&[unknown]).await.unwrap()[0].phase, Phase::Lost { .. }));
-        let evil = Handle { key: "../x".into(), provider_ref: "../x".into() };
-        assert!(matches!(p.observe(&[evil]).await, Err(ProviderError::NotFound(_))));
+        let unknown = Handle {
+            key: "nope".into(),
+            provider_ref: "nope".into(),
+        };
+        assert!(matches!(
+            p.observe(&[unknown]).await.unwrap()[0].phase,
+            Phase::Lost { .. }
+        ));
+        let evil = Handle {
+            key: "../x".into(),
+            provider_ref: "../x".into(),
+        };
+        assert!(matches!(
+            p.observe(&[evil]).await,
+            Err(ProviderError::NotFound(_))
+        ));
         let mut l = launch("k5", "true");
         l.spec.command.clear();
-        assert!(matches!(p.launch(&l).await, Err(ProviderError::InvalidSpec(m)) if m.contains("command")));
+        assert!(
+            matches!(p.launch(&l).await, Err(ProviderError::InvalidSpec(m)) if m.contains("command"))
+        );
     }
 }

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use offload_provider::{
-    tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
-    ProviderError, Result, WorkloadSpec,
+    tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet,
+    Provider, ProviderError, Result, WorkloadSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +151,9 @@ pub fn read_record(path: &Path) -> std::io::Result<Vec<Record>> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Config {
@@ -162,7 +164,14 @@ impl Config {
                 for r in read_record(path)? {
                     match (r.op, r.plan) {
                         (RecordOp::Created, Some(plan)) => {
-                            workloads.insert(r.key, Workload { launched_ms: r.at_ms, plan, cancelled_ms: None });
+                            workloads.insert(
+                                r.key,
+                                Workload {
+                                    launched_ms: r.at_ms,
+                                    plan,
+                                    cancelled_ms: None,
+                                },
+                            );
                         }
                         (RecordOp::Cancelled, _) => {
                             if let Some(w) = workloads.get_mut(&r.key) {
@@ -182,8 +191,17 @@ impl Config {
             }
             None => None,
         };
-        let rng = self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-        Ok(SimProvider { config: self.clone(), state: Mutex::new(State { workloads, record, rng }) })
+        let rng = self
+            .seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        Ok(SimProvider {
+            config: self.clone(),
+            state: Mutex::new(State {
+                workloads,
+                record,
+                rng,
+            }),
+        })
     }
 }
 
@@ -194,13 +212,29 @@ pub struct SimProvider {
 }
 
 impl State {
-    fn append(&mut self, op: RecordOp, launch_key: &str, job_id: &str, at_ms: u64, plan: Option<&Plan>) -> Result<()> {
-        let Some(file) = self.record.as_mut() else { return Ok(()) };
-        let record = Record { op, key: launch_key.into(), job_id: job_id.into(), at_ms, plan: plan.cloned() };
+    fn append(
+        &mut self,
+        op: RecordOp,
+        launch_key: &str,
+        job_id: &str,
+        at_ms: u64,
+        plan: Option<&Plan>,
+    ) -> Result<()> {
+        let Some(file) = self.record.as_mut() else {
+            return Ok(());
+        };
+        let record = Record {
+            op,
+            key: launch_key.into(),
+            job_id: job_id.into(),
+            at_ms,
+            plan: plan.cloned(),
+        };
         let mut line = serde_json::to_vec(&record).expect("records serialise");
         line.push(b'\n');
         // One write per record: a process kill never leaves half a line before a whole one.
-        file.write_all(&line).map_err(|e| ProviderError::Transient(format!("writing the sim record: {e}")))
+        file.write_all(&line)
+            .map_err(|e| ProviderError::Transient(format!("writing the sim record: {e}")))
     }
 
     fn roll(&mut self, p: f64) -> bool {
@@ -217,7 +251,11 @@ impl SimProvider {
         };
         let exit_code = opts.exit_code.unwrap_or(self.config.exit_code);
         let output = opts.output.unwrap_or_else(|| {
-            format!("sim: running {} {}\nsim: exiting with {exit_code}\n", spec.image, spec.command.join(" "))
+            format!(
+                "sim: running {} {}\nsim: exiting with {exit_code}\n",
+                spec.image,
+                spec.command.join(" ")
+            )
         });
         Ok(Plan {
             start_ms: opts.start_ms.unwrap_or(self.config.start_ms),
@@ -231,18 +269,31 @@ impl SimProvider {
     fn phase(w: &Workload, now: u64) -> Phase {
         let started = w.launched_ms + w.plan.start_ms;
         if let Some(at) = w.cancelled_ms {
-            return Phase::Exited { exit_code: Some(143), reason: Some(format!("cancelled after {} ms", at.saturating_sub(w.launched_ms))) };
+            return Phase::Exited {
+                exit_code: Some(143),
+                reason: Some(format!(
+                    "cancelled after {} ms",
+                    at.saturating_sub(w.launched_ms)
+                )),
+            };
         }
         if now < started {
-            return Phase::Starting { reason: Some("simulated start".into()) };
+            return Phase::Starting {
+                reason: Some("simulated start".into()),
+            };
         }
         if w.plan.lost {
-            return Phase::Lost { reason: "simulated lost workload".into() };
+            return Phase::Lost {
+                reason: "simulated lost workload".into(),
+            };
         }
         if now < started + w.plan.run_ms {
             return Phase::Running;
         }
-        Phase::Exited { exit_code: Some(w.plan.exit_code), reason: None }
+        Phase::Exited {
+            exit_code: Some(w.plan.exit_code),
+            reason: None,
+        }
     }
 }
 
@@ -276,7 +327,10 @@ impl Provider for SimProvider {
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
         self.validate(&launch.spec)?;
-        let handle = Handle { key: launch.key.clone(), provider_ref: format!("sim-{}", launch.key) };
+        let handle = Handle {
+            key: launch.key.clone(),
+            provider_ref: format!("sim-{}", launch.key),
+        };
         let faults = &self.config.faults;
         let mut state = self.state.lock().unwrap();
         let now = now_ms();
@@ -285,25 +339,46 @@ impl Provider for SimProvider {
             return Ok(handle);
         }
         if state.roll(faults.throttle) {
-            return Err(ProviderError::Throttled { retry_after: Duration::from_millis(faults.throttle_retry_ms) });
+            return Err(ProviderError::Throttled {
+                retry_after: Duration::from_millis(faults.throttle_retry_ms),
+            });
         }
         if state.roll(faults.transient) {
-            return Err(ProviderError::Transient("simulated transient launch error".into()));
+            return Err(ProviderError::Transient(
+                "simulated transient launch error".into(),
+            ));
         }
         if state.roll(faults.capacity) {
-            return Err(ProviderError::Capacity("simulated capacity shortage".into()));
+            return Err(ProviderError::Capacity(
+                "simulated capacity shortage".into(),
+            ));
         }
         let lost = state.roll(faults.lost);
         let plan = self.plan(&launch.spec, lost)?;
-        state.append(RecordOp::Created, &launch.key, &launch.job_id, now, Some(&plan))?;
-        state.workloads.insert(launch.key.clone(), Workload { launched_ms: now, plan, cancelled_ms: None });
+        state.append(
+            RecordOp::Created,
+            &launch.key,
+            &launch.job_id,
+            now,
+            Some(&plan),
+        )?;
+        state.workloads.insert(
+            launch.key.clone(),
+            Workload {
+                launched_ms: now,
+                plan,
+                cancelled_ms: None,
+            },
+        );
         Ok(handle)
     }
 
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
         let mut state = self.state.lock().unwrap();
         if state.roll(self.config.faults.transient) {
-            return Err(ProviderError::Transient("simulated transient observe error".into()));
+            return Err(ProviderError::Transient(
+                "simulated transient observe error".into(),
+            ));
         }
         let now = now_ms();
         Ok(handles
@@ -312,7 +387,9 @@ impl Provider for SimProvider {
                 handle: h.clone(),
                 phase: match state.workloads.get(&h.key) {
                     Some(w) => Self::phase(w, now),
-                    None => Phase::Lost { reason: "no such simulated workload".into() },
+                    None => Phase::Lost {
+                        reason: "no such simulated workload".into(),
+                    },
                 },
             })
             .collect())
@@ -321,7 +398,9 @@ impl Provider for SimProvider {
     async fn cancel(&self, handle: &Handle, _reason: &str) -> Result<()> {
         let mut state = self.state.lock().unwrap();
         let now = now_ms();
-        let Some(w) = state.workloads.get(&handle.key) else { return Ok(()) };
+        let Some(w) = state.workloads.get(&handle.key) else {
+            return Ok(());
+        };
         if w.cancelled_ms.is_some() || Self::phase(w, now).is_final() {
             return Ok(());
         }
@@ -334,18 +413,26 @@ impl Provider for SimProvider {
 
     async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
         let state = self.state.lock().unwrap();
-        let w = state.workloads.get(&handle.key).ok_or_else(|| ProviderError::NotFound(handle.key.clone()))?;
+        let w = state
+            .workloads
+            .get(&handle.key)
+            .ok_or_else(|| ProviderError::NotFound(handle.key.clone()))?;
         let text = match Self::phase(w, now_ms()) {
             Phase::Starting { .. } => "",
             _ => w.plan.output.as_str(),
         };
         let from = match (&query.cursor, query.tail_bytes) {
-            (Some(c), _) => c.parse::<usize>().map_err(|_| ProviderError::InvalidSpec(format!("bad log cursor {c:?}")))?,
+            (Some(c), _) => c
+                .parse::<usize>()
+                .map_err(|_| ProviderError::InvalidSpec(format!("bad log cursor {c:?}")))?,
             (None, Some(tail)) => text.len() - tail_str(text, tail).len(),
             (None, None) => 0,
         };
         let from = from.min(text.len());
-        Ok(LogChunk { text: text.get(from..).unwrap_or_default().to_string(), cursor: Some(text.len().max(from).to_string()) })
+        Ok(LogChunk {
+            text: text.get(from..).unwrap_or_default().to_string(),
+            cursor: Some(text.len().max(from).to_string()),
+        })
     }
 
     async fn release(&self, handle: &Handle) -> Result<()> {
@@ -377,7 +464,12 @@ mod tests {
                 command: vec!["run".into()],
                 args: vec![],
                 env: Default::default(),
-                resources: Resources { cpu: 1.0, memory_bytes: 1 << 30, gpu: None, ephemeral_storage_bytes: None },
+                resources: Resources {
+                    cpu: 1.0,
+                    memory_bytes: 1 << 30,
+                    gpu: None,
+                    ephemeral_storage_bytes: None,
+                },
                 timeout_seconds: None,
                 labels: Default::default(),
                 provider_options: options,
@@ -387,57 +479,142 @@ mod tests {
     }
 
     fn phase_of(p: &SimProvider, h: &Handle) -> Phase {
-        futures_lite_block(p.observe(std::slice::from_ref(h))).unwrap().remove(0).phase
+        futures_lite_block(p.observe(std::slice::from_ref(h)))
+            .unwrap()
+            .remove(0)
+            .phase
     }
 
     fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[tokio::test]
     async fn follows_its_plan_and_survives_restart_through_the_record() {
         let tmp = tempfile::tempdir().unwrap();
-        let config = Config { record: Some(tmp.path().join("rec.jsonl")), ..Config::default() };
+        let config = Config {
+            record: Some(tmp.path().join("rec.jsonl")),
+            ..Config::default()
+        };
         let p = config.build().unwrap();
-        let opts = serde_json::json!({"start_ms": 50, "run_ms": 100, "exit_code": 4, "output": "a\nb\n"});
+        let opts =
+            serde_json::json!({"start_ms": 50, "run_ms": 100, "exit_code": 4, "output": "a\nb\n"});
         let h = p.launch(&launch("k1", Some(opts))).await.unwrap();
-        assert!(matches!(p.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase, Phase::Starting { .. }));
+        assert!(matches!(
+            p.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase,
+            Phase::Starting { .. }
+        ));
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert_eq!(p.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase, Phase::Running);
+        assert_eq!(
+            p.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase,
+            Phase::Running
+        );
         // A restarted simulator adopts the key rather than creating a second workload.
         let p2 = config.build().unwrap();
         assert_eq!(p2.launch(&launch("k1", None)).await.unwrap(), h);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(p2.observe(&[h.clone()]).await.unwrap()[0].phase, Phase::Exited { exit_code: Some(4), reason: None });
-        assert_eq!(p2.logs(&h, &LogQuery { cursor: None, tail_bytes: Some(2) }).await.unwrap().text, "b\n");
-        let ops: Vec<_> = read_record(&tmp.path().join("rec.jsonl")).unwrap().into_iter().map(|r| r.op).collect();
+        assert_eq!(
+            p2.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase,
+            Phase::Exited {
+                exit_code: Some(4),
+                reason: None
+            }
+        );
+        assert_eq!(
+            p2.logs(
+                &h,
+                &LogQuery {
+                    cursor: None,
+                    tail_bytes: Some(2)
+                }
+            )
+            .await
+            .unwrap()
+            .text,
+            "b\n"
+        );
+        let ops: Vec<_> = read_record(&tmp.path().join("rec.jsonl"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.op)
+            .collect();
         assert_eq!(ops, vec![RecordOp::Created, RecordOp::Adopted]);
     }
 
     #[test]
     fn injected_faults_come_back_typed() {
-        let all = |faults| Config { faults, seed: Some(1), ..Config::default() }.build().unwrap();
-        let throttled = all(Faults { throttle: 1.0, throttle_retry_ms: 7, ..Faults::default() });
+        let all = |faults| {
+            Config {
+                faults,
+                seed: Some(1),
+                ..Config::default()
+            }
+            .build()
+            .unwrap()
+        };
+        let throttled = all(Faults {
+            throttle: 1.0,
+            throttle_retry_ms: 7,
+            ..Faults::default()
+        });
         assert_eq!(
             futures_lite_block(throttled.launch(&launch("a", None))),
-            Err(ProviderError::Throttled { retry_after: Duration::from_millis(7) })
+            Err(ProviderError::Throttled {
+                retry_after: Duration::from_millis(7)
+            })
         );
-        let capacity = all(Faults { capacity: 1.0, ..Faults::default() });
-        assert!(matches!(futures_lite_block(capacity.launch(&launch("a", None))), Err(ProviderError::Capacity(_))));
-        let transient = all(Faults { transient: 1.0, ..Faults::default() });
-        assert!(matches!(futures_lite_block(transient.launch(&launch("a", None))), Err(ProviderError::Transient(_))));
-        let lost = all(Faults { lost: 1.0, ..Faults::default() });
-        let h = futures_lite_block(lost.launch(&launch("a", Some(serde_json::json!({"start_ms": 0}))))).unwrap();
+        let capacity = all(Faults {
+            capacity: 1.0,
+            ..Faults::default()
+        });
+        assert!(matches!(
+            futures_lite_block(capacity.launch(&launch("a", None))),
+            Err(ProviderError::Capacity(_))
+        ));
+        let transient = all(Faults {
+            transient: 1.0,
+            ..Faults::default()
+        });
+        assert!(matches!(
+            futures_lite_block(transient.launch(&launch("a", None))),
+            Err(ProviderError::Transient(_))
+        ));
+        let lost = all(Faults {
+            lost: 1.0,
+            ..Faults::default()
+        });
+        let h =
+            futures_lite_block(lost.launch(&launch("a", Some(serde_json::json!({"start_ms": 0})))))
+                .unwrap();
         assert!(matches!(phase_of(&lost, &h), Phase::Lost { .. }));
     }
 
     #[tokio::test]
     async fn cancel_ends_a_running_workload_and_bad_options_are_invalid() {
         let p = Config::default().build().unwrap();
-        let h = p.launch(&launch("c", Some(serde_json::json!({"start_ms": 0, "run_ms": 60000})))).await.unwrap();
+        let h = p
+            .launch(&launch(
+                "c",
+                Some(serde_json::json!({"start_ms": 0, "run_ms": 60000})),
+            ))
+            .await
+            .unwrap();
         p.cancel(&h, "test").await.unwrap();
-        assert!(matches!(p.observe(&[h]).await.unwrap()[0].phase, Phase::Exited { exit_code: Some(143), .. }));
-        let bad = p.launch(&launch("d", Some(serde_json::json!({"run_ms": "soon"})))).await;
-        assert!(matches!(bad, Err(ProviderError::InvalidSpec(m)) if m.contains("provider_options.sim")));
+        assert!(matches!(
+            p.observe(&[h]).await.unwrap()[0].phase,
+            Phase::Exited {
+                exit_code: Some(143),
+                ..
+            }
+        ));
+        let bad = p
+            .launch(&launch("d", Some(serde_json::json!({"run_ms": "soon"}))))
+            .await;
+        assert!(
+            matches!(bad, Err(ProviderError::InvalidSpec(m)) if m.contains("provider_options.sim"))
+        );
     }
 }
