@@ -2,18 +2,14 @@
 //! `offload run` exiting with the job's exit code, `offload config check`, and a graceful
 //! stop on SIGTERM.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_offload");
+use common::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_offload");
 
 #[test]
 fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {

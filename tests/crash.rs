@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{config_text, TOKEN_A};
+use common::{config_text, free_port, TOKEN_A};
 use serde_json::json;
 
 const ROUNDS: usize = 4;
@@ -47,14 +47,6 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) {

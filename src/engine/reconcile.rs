@@ -223,19 +223,15 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| "the gateway".into());
             let reason = format!("cancelled by {who}");
-            self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason))
-                .await?;
             return self
-                .end(&rec, &slot, &handle, JobState::Cancelled, None, reason)
+                .stop_workload(&rec, &slot, &handle, JobState::Cancelled, reason)
                 .await;
         }
         if let (Some(at), Some(limit)) = (rec.dispatched_at, rec.job.spec.timeout_seconds) {
             if Utc::now() >= at + chrono::Duration::seconds(limit as i64) {
                 let reason = format!("timeout: still running after {limit} s");
-                self.call(&slot, "cancel", slot.provider.cancel(&handle, &reason))
-                    .await?;
                 return self
-                    .end(&rec, &slot, &handle, JobState::Failed, None, reason)
+                    .stop_workload(&rec, &slot, &handle, JobState::Failed, reason)
                     .await;
             }
         }
@@ -275,6 +271,20 @@ impl Engine {
             _ => {}
         }
         Ok(Some(self.next_look(&rec)))
+    }
+
+    /// Stops the workload at its provider, then ends the job in `state`.
+    async fn stop_workload(
+        &self,
+        rec: &JobRecord,
+        slot: &Slot,
+        handle: &Handle,
+        state: JobState,
+        reason: String,
+    ) -> Step {
+        self.call(slot, "cancel", slot.provider.cancel(handle, &reason))
+            .await?;
+        self.end(rec, slot, handle, state, None, reason).await
     }
 
     /// The workload vanished: launch a new attempt, or fail when none are left.

@@ -83,35 +83,46 @@ impl Gateway {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// Polls the job until it is terminal; panics after `secs`.
-    pub async fn wait_terminal(&self, token: &str, id: &str, secs: u64) -> Value {
+    /// Polls the job until `done(job)`; panics after `secs`.
+    pub async fn wait_for(
+        &self,
+        token: &str,
+        id: &str,
+        secs: u64,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let (status, job) = self.get(token, &format!("/v1/jobs/{id}")).await;
             assert_eq!(status, 200, "{job}");
-            if job["terminal"] == true {
+            if done(&job) {
                 return job;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "job {id} not terminal after {secs} s: {job}"
+                "job {id} not {what} after {secs} s: {job}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    pub async fn wait_state(&self, token: &str, id: &str, state: &str, secs: u64) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let (_, job) = self.get(token, &format!("/v1/jobs/{id}")).await;
-            if job["state"] == state {
-                return job;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job {id} never {state}: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    pub async fn wait_terminal(&self, token: &str, id: &str, secs: u64) -> Value {
+        self.wait_for(token, id, secs, "terminal", |job| job["terminal"] == true)
+            .await
     }
+
+    pub async fn wait_state(&self, token: &str, id: &str, state: &str, secs: u64) -> Value {
+        self.wait_for(token, id, secs, state, |job| job["state"] == state)
+            .await
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
