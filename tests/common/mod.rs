@@ -12,13 +12,22 @@ pub const TOKEN_B: &str = "tenant-b-token-0123456789";
 /// Config text for a test gateway in `dir` listening on a free port; `providers` is
 /// appended as TOML.
 pub fn config_text(dir: &std::path::Path, listen: &str, providers: &str) -> String {
+    config_text_sync(dir, listen, "false", providers)
+}
+
+fn config_text_sync(
+    dir: &std::path::Path,
+    listen: &str,
+    synchronous_full: &str,
+    providers: &str,
+) -> String {
     format!(
         r#"
 listen = "{listen}"
 body_limit_bytes = 65536
 [store]
 path = "{db}"
-synchronous_full = false
+synchronous_full = {synchronous_full}
 [engine]
 release_after_seconds = 1
 [[auth.tokens]]
@@ -42,11 +51,15 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(providers: &str) -> Gateway {
+        Gateway::start_with("false", providers).await
+    }
+
+    /// Starts a gateway with `store.synchronous_full` set as given (`"true"` or `"false"`).
+    pub async fn start_with(synchronous_full: &str, providers: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let providers = providers.replace("$DIR", &dir.path().display().to_string());
-        let config =
-            offload::config::Config::from_toml(&config_text(dir.path(), "127.0.0.1:0", &providers))
-                .unwrap();
+        let text = config_text_sync(dir.path(), "127.0.0.1:0", synchronous_full, &providers);
+        let config = offload::config::Config::from_toml(&text).unwrap();
         let server = offload::server::Server::start(config).await.unwrap();
         Gateway {
             url: format!("http://{}", server.addr),
