@@ -81,7 +81,19 @@ async fn submit_get_logs_events_and_result() {
     assert_eq!(states.last(), Some(&"failed"));
 
     // The log survives the workload's release at the provider.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let workload = gw
+        .dir
+        .path()
+        .join("local")
+        .join(format!("offload-{}-1", id.replace('-', "")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while workload.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workload never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let text = gw
         .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
         .send()
@@ -91,14 +103,6 @@ async fn submit_get_logs_events_and_result() {
         .await
         .unwrap();
     assert!(text.starts_with("hi\n"), "{text}");
-    assert!(
-        !gw.dir
-            .path()
-            .join("local")
-            .join(format!("offload-{}-1", id.replace('-', "")))
-            .exists(),
-        "not released"
-    );
 }
 
 #[tokio::test]
