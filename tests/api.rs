@@ -374,7 +374,8 @@ async fn cancel_is_idempotent_then_conflicts_once_ended() {
     let (_, job) = gw
         .submit(
             TOKEN_A,
-            sh(&format!("echo $$ > {}; sleep 60", pid_file.display())),
+            // Ignoring SIGTERM keeps the job cancelling until SIGKILL after the grace period.
+            sh(&format!("trap '' TERM; echo $$ > {}; sleep 60", pid_file.display())),
         )
         .await;
     let id = job["id"].as_str().unwrap();
