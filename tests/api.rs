@@ -375,7 +375,10 @@ async fn cancel_is_idempotent_then_conflicts_once_ended() {
         .submit(
             TOKEN_A,
             // Ignoring SIGTERM keeps the job cancelling until SIGKILL after the grace period.
-            sh(&format!("trap '' TERM; echo $$ > {}; sleep 60", pid_file.display())),
+            sh(&format!(
+                "trap '' TERM; echo $$ > {}; sleep 60",
+                pid_file.display()
+            )),
         )
         .await;
     let id = job["id"].as_str().unwrap();
@@ -660,4 +663,45 @@ poll_interval_ms = 20
             "succeeded"
         );
     }
+}
+
+#[tokio::test]
+async fn long_poll_answers_when_the_job_changes_state() {
+    let gw = Gateway::start(PROVIDERS).await;
+    let (_, job) = gw.submit(TOKEN_A, sh("sleep 1")).await;
+    let id = job["id"].as_str().unwrap();
+    gw.wait_state(TOKEN_A, id, "running", 20).await;
+    let started = std::time::Instant::now();
+    let (status, job) = gw.get(TOKEN_A, &format!("/v1/jobs/{id}?wait=30")).await;
+    assert_eq!(status, 200);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "held past the change"
+    );
+    // A terminal job answers at once; a bad wait names the field.
+    let (_, again) = gw.get(TOKEN_A, &format!("/v1/jobs/{id}?wait=30")).await;
+    assert_eq!(again["state"], "succeeded");
+    let (status, problem) = gw
+        .get(TOKEN_A, &format!("/v1/jobs/{id}?wait=forever"))
+        .await;
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (400, Some("wait"))
+    );
+    // With no change, the wait runs out and the job comes back as it is.
+    let (_, slow) = gw.submit(TOKEN_A, sh("sleep 30")).await;
+    let slow_id = slow["id"].as_str().unwrap();
+    gw.wait_state(TOKEN_A, slow_id, "running", 20).await;
+    let started = std::time::Instant::now();
+    let (_, still) = gw.get(TOKEN_A, &format!("/v1/jobs/{slow_id}?wait=1")).await;
+    assert_eq!(still["state"], "running");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let cancel = gw
+        .req(Method::POST, &format!("/v1/jobs/{slow_id}/cancel"), TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    gw.wait_terminal(TOKEN_A, slow_id, 20).await;
 }

@@ -116,9 +116,20 @@ pub async fn create_job(
     }
 }
 
+/// The longest a `GET /v1/jobs/{id}?wait=` may hold the request.
+const MAX_WAIT_SECONDS: u64 = 120;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetParams {
+    /// Long-poll: hold the request up to this many seconds (at most 120) and answer as soon
+    /// as the job changes state or ends; without it, answer at once.
+    wait: Option<String>,
+}
+
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = Uuid, Path, description = "The job id")),
+    params(("id" = Uuid, Path, description = "The job id"), GetParams),
     responses(
         (status = 200, body = Job),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -129,7 +140,45 @@ pub async fn get_job(
     State(state): State<AppState>,
     tenant: Tenant,
     Path(id): Path<String>,
+    Query(p): Query<GetParams>,
 ) -> Result<Json<Job>, ApiError> {
+    let wait = match &p.wait {
+        Some(w) => w
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= MAX_WAIT_SECONDS)
+            .ok_or_else(|| {
+                ApiError::field(
+                    StatusCode::BAD_REQUEST,
+                    FieldError::new(
+                        "wait",
+                        format!("must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}"),
+                    ),
+                )
+            })?,
+        None => 0,
+    };
+    // Subscribe before the first read, so that no change between the two is missed.
+    let mut changes = state.engine.changes();
+    let first = job_of(&state, &tenant, &id).await?.job;
+    if wait == 0 || first.terminal {
+        return Ok(Json(first));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Err(_) => break,
+            Ok(Ok(changed)) if changed != first.id => continue,
+            // This job changed, or notices were dropped under load: look again.
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                let job = job_of(&state, &tenant, &id).await?.job;
+                if job.state != first.state {
+                    return Ok(Json(job));
+                }
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+        }
+    }
     Ok(Json(job_of(&state, &tenant, &id).await?.job))
 }
 
