@@ -16,6 +16,16 @@ use serde::{Deserialize, Serialize};
 pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
+/// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
+const CONFIG_KEYS: [&str; 6] = [
+    "listen",
+    "store",
+    "auth",
+    "engine",
+    "body_limit_bytes",
+    "providers",
+];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -190,12 +200,15 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // OFFLOAD_URL and OFFLOAD_TOKEN belong to the CLI client, OFFLOAD_LOG to logging.
-        figment = figment.merge(
-            Env::prefixed("OFFLOAD_")
-                .split("__")
-                .ignore(&["url", "token", "log"]),
-        );
+        // Only variables that name a config section count: OFFLOAD_URL, OFFLOAD_TOKEN (the
+        // CLI's), OFFLOAD_LOG (logging) and any other OFFLOAD_* are not configuration.
+        let env = Env::prefixed("OFFLOAD_")
+            .filter(|key| {
+                let first = key.as_str().split("__").next().unwrap_or_default();
+                CONFIG_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
+            })
+            .split("__");
+        figment = figment.merge(env);
         let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)

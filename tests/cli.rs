@@ -20,6 +20,8 @@ fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {
         .arg("serve")
         .current_dir(dir.path())
         .env("OFFLOAD_LISTEN", format!("127.0.0.1:{port}"))
+        // An OFFLOAD_* variable that names no config key is not configuration.
+        .env("OFFLOAD_UNRELATED", "x")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
