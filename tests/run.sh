@@ -1,16 +1,33 @@
 #!/usr/bin/env bash
-# The whole test suite: what CI runs and what a newcomer runs. It installs and starts every
-# peer the tests need; today that is only the Rust toolchain's own tools.
+# The whole test suite: what CI runs and what a newcomer runs. It installs what the tests
+# need besides the Rust toolchain (a Python venv with Apache Airflow from PyPI, cached in
+# target/airflow-venv until deploy/airflow/requirements.txt changes) and starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo >/dev/null || { echo "tests/run.sh: cargo is not installed (https://rustup.rs)" >&2; exit 1; }
+for tool in cargo python3; do
+  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is not installed" >&2; exit 1; }
+done
+
+venv=target/airflow-venv
+requirements=deploy/airflow/requirements.txt
+if ! cmp -s "$requirements" "$venv/.requirements" 2>/dev/null; then
+  echo "tests/run.sh: installing $requirements into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.requirements"
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo build --workspace --all-targets --locked
 status=0
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log" || status=$?
-passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+# Real Airflow against the real binary (built above).
+OFFLOAD_BIN="$PWD/target/debug/offload" "$venv/bin/python" -m pytest -p no:cacheprovider tests/airflow 2>&1 | tee -a "$log" || status=$?
+
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo "[0-9]+ (failed|errors?)" "$log" | awk "{s+=\$1} END {print s+0}")
 echo
 echo "offload: $passed passed, $failed failed"
 exit "$status"
