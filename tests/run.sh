@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs and what a newcomer runs. It installs what the tests
-# need besides the Rust toolchain (a Python venv with Apache Airflow from PyPI, cached in
+# need besides the Rust toolchain, Python 3 and kubectl (a Python venv with Apache Airflow from PyPI, cached in
 # target/airflow-venv until deploy/airflow/requirements.txt changes) and starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for tool in cargo python3; do
-  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is not installed" >&2; exit 1; }
+for tool in cargo python3 kubectl; do
+  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is not installed (kubectl renders the Kustomize manifests)" >&2; exit 1; }
 done
 
 venv=target/airflow-venv

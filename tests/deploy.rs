@@ -1,0 +1,156 @@
+//! The Kubernetes manifests: `kubectl kustomize` renders the base and the GKE overlay, and
+//! every object must parse into its `k8s-openapi` type and serialise back unchanged (so a
+//! misspelt field fails). The ConfigMap's config must load as an offload config.
+
+use std::process::Command;
+
+use k8s_openapi::api::{apps, autoscaling, core, policy, rbac};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+fn render(dir: &str) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .args(["kustomize", dir])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl is needed to render the manifests (Debian/Google package `kubectl`)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// Parses `doc` as `T` and checks that nothing was lost on the way.
+fn typed<T: DeserializeOwned + Serialize>(doc: &Value) -> T {
+    let object: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("{} {}: {e}", doc["kind"], doc["metadata"]["name"]));
+    assert_eq!(
+        &serde_json::to_value(&object).unwrap(),
+        doc,
+        "fields dropped: unknown or misspelt"
+    );
+    object
+}
+
+struct Rendered {
+    deployment: apps::v1::Deployment,
+    service_account: core::v1::ServiceAccount,
+    config: core::v1::ConfigMap,
+    pvc: core::v1::PersistentVolumeClaim,
+    kinds: Vec<String>,
+}
+
+fn parse_all(dir: &str) -> Rendered {
+    let (mut deployment, mut service_account, mut config, mut pvc, mut kinds) =
+        (None, None, None, None, vec![]);
+    for doc in render(dir) {
+        let kind = doc["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "Deployment" => deployment = Some(typed(&doc)),
+            "ServiceAccount" => service_account = Some(typed(&doc)),
+            "ConfigMap" => config = Some(typed(&doc)),
+            "PersistentVolumeClaim" => pvc = Some(typed(&doc)),
+            "Service" => drop(typed::<core::v1::Service>(&doc)),
+            "Secret" => drop(typed::<core::v1::Secret>(&doc)),
+            "Role" => drop(typed::<rbac::v1::Role>(&doc)),
+            "RoleBinding" => drop(typed::<rbac::v1::RoleBinding>(&doc)),
+            "HorizontalPodAutoscaler" => {
+                let hpa: autoscaling::v2::HorizontalPodAutoscaler = typed(&doc);
+                assert_eq!(hpa.spec.scale_target_ref.name, "offload");
+            }
+            "PodDisruptionBudget" => drop(typed::<policy::v1::PodDisruptionBudget>(&doc)),
+            other => panic!("unexpected kind {other} in {dir}"),
+        }
+        kinds.push(kind);
+    }
+    Rendered {
+        deployment: deployment.expect("a Deployment"),
+        service_account: service_account.expect("a ServiceAccount"),
+        config: config.expect("a ConfigMap"),
+        pvc: pvc.expect("a PersistentVolumeClaim"),
+        kinds,
+    }
+}
+
+#[test]
+fn base_renders_valid_objects_with_probes_and_a_locked_down_pod() {
+    let r = parse_all("deploy/kubernetes/base");
+    assert_eq!(r.kinds.len(), 10, "{:?}", r.kinds);
+    let template = r.deployment.spec.template;
+    let annotations = template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("offload"));
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let container = &pod.containers[0];
+    assert_eq!(
+        container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            security.read_only_root_filesystem,
+            security.allow_privilege_escalation
+        ),
+        (Some(true), Some(false))
+    );
+    assert!(container.resources.as_ref().unwrap().requests.is_some());
+
+    // The shipped config loads, once the tokens the Secret provides are added.
+    let toml = &r.config.data.unwrap()["offload.toml"];
+    let with_tokens =
+        format!("{toml}\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"t\"\n");
+    let config = offload::config::Config::from_toml(&with_tokens).unwrap();
+    assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+    assert!(
+        offload::config::Config::from_toml(toml).is_err(),
+        "must refuse to start without tokens"
+    );
+}
+
+#[test]
+fn gke_overlay_adds_workload_identity() {
+    let r = parse_all("deploy/kubernetes/overlays/gke");
+    let annotations = r.service_account.metadata.annotations.unwrap();
+    assert!(annotations["iam.gke.io/gcp-service-account"].ends_with(".iam.gserviceaccount.com"));
+    let pod = r.deployment.spec.template.spec.unwrap();
+    assert_eq!(
+        pod.node_selector.unwrap()["iam.gke.io/gke-metadata-server-enabled"],
+        "true"
+    );
+    assert!(pod.containers[0]
+        .image
+        .as_deref()
+        .unwrap()
+        .starts_with("us-docker.pkg.dev/"));
+    assert_eq!(
+        r.pvc.spec.unwrap().storage_class_name.as_deref(),
+        Some("standard-rwo")
+    );
+}
