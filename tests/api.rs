@@ -152,58 +152,49 @@ async fn problem(r: reqwest::Response) -> (u16, Value) {
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_naming_the_field() {
     let gw = Gateway::start(PROVIDERS).await;
-    let raw = |body: &'static str, ct: &'static str| {
-        gw.req(Method::POST, "/v1/jobs", TOKEN_A)
-            .header("content-type", ct)
-            .body(body)
-            .send()
-    };
-    let (s, p) = problem(raw("{\"image\": ", "application/json").await.unwrap()).await;
-    assert_eq!(s, 400, "{p}");
-    let (s, p) = problem(raw("{\"image\": 5}", "application/json").await.unwrap()).await;
-    assert_eq!(
-        (s, p["errors"][0]["field"].as_str()),
-        (422, Some("image")),
-        "{p}"
-    );
-    let (s, p) = problem(
-        raw(
+    // (body, content type, status, the field the problem names)
+    let cases: [(&str, &str, u16, Option<&str>); 7] = [
+        ("{\"image\": ", "application/json", 400, None),
+        ("{\"image\": 5}", "application/json", 422, Some("image")),
+        (
             "{\"image\": \"a\", \"resources\": {\"cpu\": \"x\"}}",
             "application/json",
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (s, p["errors"][0]["field"].as_str()),
-        (422, Some("resources.cpu")),
-        "{p}"
-    );
-    let (s, p) = problem(
-        raw("{\"image\": \"a\", \"colour\": 1}", "application/json")
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (s, p["errors"][0]["field"].as_str()),
-        (422, Some("colour")),
-        "{p}"
-    );
-    let (s, p) = problem(
-        raw("{\"resources\": {}}", "application/json")
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (s, p["errors"][0]["field"].as_str()),
-        (422, Some("image")),
-        "{p}"
-    );
-    let (s, p) = problem(raw("{\"image\": \"a\"}", "text/plain").await.unwrap()).await;
-    assert_eq!(s, 415, "{p}");
+            422,
+            Some("resources.cpu"),
+        ),
+        (
+            "{\"image\": \"a\", \"colour\": 1}",
+            "application/json",
+            422,
+            Some("colour"),
+        ),
+        (
+            "{\"resources\": {}}",
+            "application/json",
+            422,
+            Some("image"),
+        ),
+        (
+            "{\"image\": \"a\", \"provider\": \"mars\"}",
+            "application/json; charset=utf-8",
+            422,
+            Some("provider"),
+        ),
+        ("{\"image\": \"a\"}", "text/plain", 415, None),
+    ];
+    for (body, content_type, status, field) in cases {
+        let r = gw
+            .req(Method::POST, "/v1/jobs", TOKEN_A)
+            .header("content-type", content_type)
+            .body(body)
+            .send();
+        let (s, p) = problem(r.await.unwrap()).await;
+        assert_eq!(
+            (s, p["errors"][0]["field"].as_str()),
+            (status, field),
+            "{body}: {p}"
+        );
+    }
     let huge = format!("{{\"image\": \"{}\"}}", "x".repeat(100_000));
     let r = gw
         .req(Method::POST, "/v1/jobs", TOKEN_A)

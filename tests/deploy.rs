@@ -37,6 +37,10 @@ fn typed<T: DeserializeOwned + Serialize>(doc: &Value) -> T {
     object
 }
 
+fn probe_path(probe: &Option<core::v1::Probe>) -> Option<&str> {
+    probe.as_ref()?.http_get.as_ref()?.path.as_deref()
+}
+
 struct Rendered {
     deployment: apps::v1::Deployment,
     service_account: core::v1::ServiceAccount,
@@ -88,30 +92,8 @@ fn base_renders_valid_objects_with_probes_and_a_locked_down_pod() {
     assert_eq!(pod.service_account_name.as_deref(), Some("offload"));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
     let container = &pod.containers[0];
-    assert_eq!(
-        container
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/readyz")
-    );
-    assert_eq!(
-        container
-            .liveness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
-        Some("/healthz")
-    );
+    assert_eq!(probe_path(&container.readiness_probe), Some("/readyz"));
+    assert_eq!(probe_path(&container.liveness_probe), Some("/healthz"));
     let security = container.security_context.as_ref().unwrap();
     assert_eq!(
         (
