@@ -1,103 +1,35 @@
-"""deploy/airflow/dags/offload_job.py on real Airflow 3 (`airflow dags test`) against the
-real `offload serve` binary on its local provider: success, failure and timeout paths end
-in the right DAG run and job states. tests/run.sh installs Airflow and runs this."""
+"""deploy/airflow/dags/offload_job.py (plain HttpOperator + HttpSensor, nothing installed)
+on real Airflow 3 against the real gateway: success, failure, timeout, Airflow giving up
+(the teardown cancels the job) and a retried submit (no second job)."""
 
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+from conftest import LOGICAL_DATE, dags_test, tasks_test
 
-import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-OFFLOAD = os.path.abspath(os.environ.get("OFFLOAD_BIN", ROOT / "target" / "debug" / "offload"))
-AIRFLOW = str(pathlib.Path(sys.executable).parent / "airflow")
-TOKEN = "offload-dev-token"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def api(url, path):
-    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {TOKEN}"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    assert os.path.exists(OFFLOAD), f"{OFFLOAD} is missing: build it first (cargo build)"
-    work = tmp_path_factory.mktemp("gateway")
-    url = f"http://127.0.0.1:{free_port()}"
-    log = open(work / "serve.log", "w")
-    env = {**os.environ, "OFFLOAD_LISTEN": url.removeprefix("http://")}
-    proc = subprocess.Popen([OFFLOAD, "serve"], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/readyz", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail("offload serve did not start:\n" + (work / "serve.log").read_text())
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-
-
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory, gateway):
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow")),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "deploy" / "airflow" / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW_CONN_OFFLOAD": json.dumps(
-            {"conn_type": "http", "host": gateway, "extra": {"Authorization": f"Bearer {TOKEN}"}}
-        ),
-    }
-    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True)
-    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-    return env
-
-
-def run_dag(env, conf):
-    """Runs offload_job once; returns the exit code, Airflow's output, and the job it made."""
-    done = subprocess.run(
-        [AIRFLOW, "dags", "test", "offload_job", "-c", json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    return done.returncode, done.stdout + done.stderr
+DAG = "offload_job"
 
 
 def newest_job(gateway):
-    jobs = api(gateway, "/v1/jobs?labels=dag_id=offload_job&limit=1")["jobs"]
+    jobs = gateway.jobs(dag_id=DAG)
     assert jobs, "the DAG submitted no job"
     return jobs[0]
 
 
 def test_success(gateway, airflow_env):
-    code, output = run_dag(airflow_env, {"command": ["sh", "-c", "echo hello from airflow"]})
+    reads_before = gateway.status_reads()
+    code, output = dags_test(airflow_env, DAG, {"command": ["sh", "-c", "sleep 10; echo hello from airflow"]})
     assert code == 0, output
     job = newest_job(gateway)
     assert (job["state"], job["exit_code"]) == ("succeeded", 0)
     assert job["labels"]["task_id"] == "submit" and job["labels"]["try_number"] == "1"
-    logs = urllib.request.urlopen(urllib.request.Request(
-        f"{gateway}/v1/jobs/{job['id']}/logs", headers={"Authorization": f"Bearer {TOKEN}"})).read()
-    assert logs == b"hello from airflow\n"
+    assert gateway.logs(job["id"]) == b"hello from airflow\n"
+    # The sensor long-polls: one answer per state change, where poking every second
+    # without `?wait=` would have asked at least 10 times.
+    reads = gateway.status_reads() - reads_before
+    print(f"status reads to wait out a 10 s job: {reads:.0f}")
+    assert 1 <= reads <= 4, reads
 
 
 def test_failing_job_fails_the_run_with_its_reason(gateway, airflow_env):
-    code, output = run_dag(airflow_env, {"command": ["sh", "-c", "echo boom; exit 5"]})
+    code, output = dags_test(airflow_env, DAG, {"command": ["sh", "-c", "echo boom; exit 5"]})
     assert code == 1, output
     job = newest_job(gateway)
     assert (job["state"], job["exit_code"], job["reason"]) == ("failed", 5, "exited with code 5")
@@ -105,8 +37,30 @@ def test_failing_job_fails_the_run_with_its_reason(gateway, airflow_env):
 
 
 def test_timeout_stops_the_job_and_fails_the_run(gateway, airflow_env):
-    code, output = run_dag(airflow_env, {"command": ["sh", "-c", "sleep 60"], "timeout_seconds": 2})
+    code, output = dags_test(airflow_env, DAG, {"command": ["sh", "-c", "sleep 60"], "timeout_seconds": 2})
     assert code == 1, output
     job = newest_job(gateway)
     assert job["state"] == "failed" and job["reason"].startswith("timeout"), job
     assert "timeout: still running after 2 s" in output
+
+
+def test_airflow_giving_up_cancels_the_job(gateway, airflow_env):
+    conf = {"command": ["sh", "-c", "sleep 60"], "wait_timeout_seconds": 2}
+    code, output = dags_test(airflow_env, DAG, conf)
+    assert code == 1, output
+    job = newest_job(gateway)
+    assert "still running after 2 s: giving up" in output
+    # The teardown's POST /cancel is answered before the workload has stopped.
+    job = gateway.wait_for("the job to end", lambda: (j := gateway.request(f"/v1/jobs/{job['id']}"))["terminal"] and j)
+    assert job["state"] == "cancelled", job
+
+
+def test_a_retried_submit_finds_its_job_instead_of_launching_again(gateway, airflow_env):
+    code, output = dags_test(airflow_env, DAG, {"command": ["sh", "-c", "echo once"]}, logical_date=LOGICAL_DATE)
+    assert code == 0, output
+    job = newest_job(gateway)
+    # The same try of `submit` in the same run again: the same Idempotency-Key.
+    code, output = tasks_test(airflow_env, DAG, "submit", LOGICAL_DATE)
+    assert code == 0, output
+    assert job["id"] in output, output
+    assert [j["id"] for j in gateway.jobs(dag_id=DAG, run_id=job["labels"]["run_id"])] == [job["id"]]

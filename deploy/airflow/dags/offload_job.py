@@ -9,7 +9,8 @@ Needs only apache-airflow-providers-http and a connection `offload`, for example
   dag, task, run, map index and try, so a retried POST finds the job it made;
 - wait: an HttpSensor that long-polls GET /v1/jobs/{id}?wait=30 (one request per state
   change instead of one per poke) and fails the task with the job's reason;
-- cancel: a teardown that cancels the job if the run ends early (timeout, failure, kill).
+- cancel: a teardown that cancels the job if the run ends early (Airflow gave up
+  waiting after `wait_timeout_seconds`, the run failed or was killed).
 
 Trigger with `--conf '{"command": ["sh", "-c", "echo hi"], "timeout_seconds": 600}'`.
 """
@@ -17,7 +18,7 @@ Trigger with `--conf '{"command": ["sh", "-c", "echo hi"], "timeout_seconds": 60
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from airflow.exceptions import AirflowException
 from airflow.providers.http.operators.http import HttpOperator
@@ -27,14 +28,20 @@ from airflow.sdk import DAG, Param
 OFFLOAD_CONN = "offload"
 
 
-def job_succeeded(response, **_context) -> bool:
-    """True once the job succeeded; raises when it ended any other way."""
+def job_succeeded(response, ti, params, **_context) -> bool:
+    """True once the job succeeded; raises when it ended any other way, or when it has
+    run longer than the run's `wait_timeout_seconds` (the cancel teardown then stops it)."""
     job = response.json()
     if job["state"] == "succeeded":
         return True
     if job["terminal"]:
         raise AirflowException(
             f"offload job {job['id']} {job['state']}: {job.get('reason') or 'no reason given'}"
+        )
+    waited = (datetime.now(timezone.utc) - ti.start_date).total_seconds()
+    if waited > params["wait_timeout_seconds"]:
+        raise AirflowException(
+            f"offload job {job['id']} still {job['state']} after {params['wait_timeout_seconds']} s: giving up"
         )
     return False
 
@@ -46,7 +53,10 @@ with DAG(
     params={
         "image": Param("alpine:3", type="string"),
         "command": Param(["sh", "-c", "echo hello from offload"], type="array"),
+        # The job's own limit, enforced by the gateway (the job fails with reason timeout).
         "timeout_seconds": Param(3600, type="integer"),
+        # How long Airflow waits before it gives up and the teardown cancels the job.
+        "wait_timeout_seconds": Param(7200, type="integer"),
     },
     tags=["offload"],
 ) as dag:
