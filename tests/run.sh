@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs and what a newcomer runs. It installs what the tests
-# need besides the Rust toolchain, Python 3 and kubectl (a Python venv with Apache Airflow from PyPI, cached in
-# target/airflow-venv until deploy/airflow/requirements.txt changes) and starts every peer.
+# need besides the Rust toolchain, Python 3 and kubectl (a Python venv with Apache Airflow from
+# PyPI and the airflow-provider-offload package, cached in target/airflow-venv until
+# deploy/airflow/requirements.txt or the package's pyproject.toml changes) and starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo python3 kubectl; do
@@ -10,12 +11,15 @@ done
 
 venv=target/airflow-venv
 requirements=deploy/airflow/requirements.txt
-if ! cmp -s "$requirements" "$venv/.requirements" 2>/dev/null; then
-  echo "tests/run.sh: installing $requirements into $venv"
+package=deploy/airflow/provider
+if ! cat "$requirements" "$package/pyproject.toml" | cmp -s - "$venv/.installed" 2>/dev/null; then
+  echo "tests/run.sh: installing $requirements and $package into $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" "$venv/.requirements"
+  # Editable: the tests always run the package's current source.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -e "$package"
+  cat "$requirements" "$package/pyproject.toml" > "$venv/.installed"
 fi
 
 log=$(mktemp)

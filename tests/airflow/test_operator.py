@@ -1,0 +1,90 @@
+"""The airflow-provider-offload package (deploy/airflow/provider) on real Airflow 3 against
+the real gateway: deferred and synchronous waits, XCom result, the job's log in the task
+log, failure with reason and log tail, secret masking, cancel on execution_timeout, and
+reattach after the worker died."""
+
+import os
+import signal
+import subprocess
+
+from conftest import AIRFLOW, LOGICAL_DATE, dags_test, tasks_test
+
+
+def only_job(gateway, dag_id):
+    """The newest job of the DAG, as the gateway has it."""
+    jobs = gateway.jobs(dag_id=dag_id)
+    assert jobs, f"{dag_id} submitted no job"
+    return jobs[0]
+
+
+def test_deferred_success_returns_the_result_and_copies_the_log(gateway, airflow_env):
+    reads_before = gateway.status_reads()
+    code, output = dags_test(airflow_env, "offload_operator", {
+        "command": ["sh", "-c", "sleep 10; echo counting; echo 'offload-result: {\"rows\": 3}'"],
+    })
+    assert code == 0, output
+    # The trigger long-polls too: a handful of reads for a 10 s job.
+    reads = gateway.status_reads() - reads_before
+    print(f"status reads to wait out a 10 s job: {reads:.0f}")
+    assert 1 <= reads <= 4, reads
+    job = only_job(gateway, "offload_operator")
+    assert (job["state"], job["result"]) == ("succeeded", {"rows": 3})
+    assert job["labels"] == {
+        "dag_id": "offload_operator", "task_id": "run", "run_id": job["labels"]["run_id"],
+        "map_index": "-1", "try_number": "1",
+    }
+    assert job["spec"]["resources"]["cpu"] == 0.5
+    assert "[DAG TEST] running trigger in line" in output, output
+    assert "[offload] counting" in output
+    # `report` got the XCom.
+    assert "the job reported 3 rows" in output
+
+
+def test_failing_job_fails_the_task_with_reason_and_log_tail(gateway, airflow_env):
+    code, output = dags_test(airflow_env, "offload_operator", {"command": ["sh", "-c", "echo boom; exit 5"]})
+    assert code == 1, output
+    job = only_job(gateway, "offload_operator")
+    assert (job["state"], job["exit_code"]) == ("failed", 5)
+    assert f"offload job {job['id']} failed: exited with code 5\nlast lines of its log:\nboom" in output, output
+
+
+def test_synchronous_wait_with_a_masked_secret(gateway, airflow_env):
+    command = ["sh", "-c", 'echo "the token has ${#TOKEN} characters"']
+    code, output = dags_test(airflow_env, "offload_operator_sync", {"command": command})
+    assert code == 0, output
+    job = only_job(gateway, "offload_operator_sync")
+    assert job["state"] == "succeeded" and "[offload] the token has 12 characters" in output
+    assert "s3cr3t-value" not in output
+    assert "s3cr3t-value" not in str(job)
+
+
+def test_execution_timeout_cancels_the_job(gateway, airflow_env):
+    code, output = dags_test(airflow_env, "offload_operator_sync", {"command": ["sh", "-c", "sleep 60"]})
+    assert code == 1, output
+    job = only_job(gateway, "offload_operator_sync")
+    assert f"cancelled offload job {job['id']}" in output, output
+    job = gateway.wait_for("the job to end", lambda: (j := gateway.request(f"/v1/jobs/{job['id']}"))["terminal"] and j)
+    assert job["state"] == "cancelled", job
+
+
+def test_a_new_worker_reattaches_to_the_running_job(gateway, airflow_env):
+    marker = "reattach-marker"
+    # Long enough to outlast Airflow's start-up in `tasks test` below.
+    conf = {"command": ["sh", "-c", f"echo {marker}; sleep 15; echo 'offload-result: {{\"rows\": 7}}'"]}
+    argv = [AIRFLOW, "dags", "test", "offload_operator", LOGICAL_DATE, "-c", __import__("json").dumps(conf)]
+    worker = subprocess.Popen(argv, env=airflow_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        job = gateway.wait_for("the job to run", lambda: next(
+            (j for j in gateway.jobs(dag_id="offload_operator")
+             if j["state"] == "running" and marker in j["spec"]["command"][-1]), None), seconds=60)
+    finally:
+        # The worker dies without a word: no on_kill, no cancel.
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    code, output = tasks_test(airflow_env, "offload_operator", "run", LOGICAL_DATE)
+    assert code == 0, output
+    assert f"reattached to offload job {job['id']}" in output, output
+    assert f"[offload] {marker}" in output
+    assert [j["id"] for j in gateway.jobs(dag_id="offload_operator", run_id=job["labels"]["run_id"])] == [job["id"]]
+    assert gateway.request(f"/v1/jobs/{job['id']}")["result"] == {"rows": 7}
