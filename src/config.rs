@@ -170,13 +170,17 @@ fn default_poll_ms() -> u64 {
 pub enum KindConfig {
     Local(offload_local::Config),
     Sim(offload_sim::Config),
+    #[cfg(feature = "ecs")]
+    Ecs(offload_ecs::Config),
 }
 
 impl KindConfig {
-    pub fn build(&self) -> std::io::Result<Arc<dyn Provider>> {
+    pub async fn build(&self) -> Result<Arc<dyn Provider>, String> {
         Ok(match self {
-            KindConfig::Local(c) => Arc::new(c.build()?),
-            KindConfig::Sim(c) => Arc::new(c.build()?),
+            KindConfig::Local(c) => Arc::new(c.build().map_err(|e| e.to_string())?),
+            KindConfig::Sim(c) => Arc::new(c.build().map_err(|e| e.to_string())?),
+            #[cfg(feature = "ecs")]
+            KindConfig::Ecs(c) => Arc::new(c.build().await?),
         })
     }
 }
@@ -266,6 +270,11 @@ impl Config {
                 return Err(ConfigError(format!(
                     "providers.{name}.poll_interval_ms must be at least 10"
                 )));
+            }
+            #[cfg(feature = "ecs")]
+            if let KindConfig::Ecs(ecs) = &p.kind {
+                ecs.check()
+                    .map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;
             }
         }
         if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {

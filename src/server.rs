@@ -25,7 +25,9 @@ impl Server {
             SqliteStore::open(&config.store.path, config.store.synchronous_full)
                 .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
         );
-        let engine = Engine::new(&config, store.clone()).map_err(anyhow::Error::msg)?;
+        let engine = Engine::new(&config, store.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
         let engine_done = engine.start().await.context("resuming unfinished jobs")?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

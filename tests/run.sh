@@ -2,7 +2,8 @@
 # The whole test suite: what CI runs and what a newcomer runs. It installs what the tests
 # need besides the Rust toolchain, Python 3 and kubectl (a Python venv with Apache Airflow from
 # PyPI and the airflow-provider-offload package, cached in target/airflow-venv until
-# deploy/airflow/requirements.txt or the package's pyproject.toml changes) and starts every peer.
+# deploy/airflow/requirements.txt or the package's pyproject.toml changes; another with moto[server]
+# for the ECS provider, in target/moto-venv) and starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo python3 kubectl; do
@@ -20,6 +21,17 @@ if ! cat "$requirements" "$package/pyproject.toml" | cmp -s - "$venv/.installed"
   # Editable: the tests always run the package's current source.
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -e "$package"
   cat "$requirements" "$package/pyproject.toml" > "$venv/.installed"
+fi
+
+# moto's ECS and CloudWatch Logs server, which the ECS provider's tests start per test.
+moto_venv=target/moto-venv
+moto_requirements=providers/ecs/tests/requirements.txt
+if ! cmp -s "$moto_requirements" "$moto_venv/.installed" 2>/dev/null; then
+  echo "tests/run.sh: installing $moto_requirements into $moto_venv"
+  rm -rf "$moto_venv"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check -r "$moto_requirements"
+  cp "$moto_requirements" "$moto_venv/.installed"
 fi
 
 log=$(mktemp)

@@ -228,7 +228,9 @@ async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
         &dir.join("check.db"),
         false,
     )?);
-    let engine = crate::engine::Engine::new(&config, store).map_err(anyhow::Error::msg)?;
+    let engine = crate::engine::Engine::new(&config, store)
+        .await
+        .map_err(anyhow::Error::msg)?;
     engine.check_providers().await;
     let mut failed = false;
     for p in engine.providers() {

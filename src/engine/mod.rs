@@ -115,12 +115,13 @@ pub enum EngineError {
 
 impl Engine {
     /// Builds every configured provider; fails on the first that cannot be built.
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
+    pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
         let mut slots = vec![];
         for (name, p) in &config.providers {
             let provider = p
                 .kind
                 .build()
+                .await
                 .map_err(|e| format!("providers.{name}: {e}"))?;
             slots.push(Arc::new(Slot {
                 name: name.clone(),

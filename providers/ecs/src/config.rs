@@ -1,0 +1,153 @@
+//! `[providers.NAME]` settings for `kind = "ecs"`, checked before anything runs.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Another endpoint than AWS's (moto in the tests, a VPC endpoint in production).
+    pub endpoint_url: Option<String>,
+    pub cluster: String,
+    /// awsvpc networking: at least one subnet.
+    pub subnets: Vec<String>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub assign_public_ip: bool,
+    /// Lets ECS pull private images and write logs; needed with `log_group`.
+    pub execution_role_arn: Option<String>,
+    /// The role the job's code runs as.
+    pub task_role_arn: Option<String>,
+    /// CloudWatch Logs group for the `awslogs` driver; without it jobs have no logs.
+    pub log_group: Option<String>,
+    #[serde(default = "default_prefix")]
+    pub log_stream_prefix: String,
+    /// Fargate platform version (`LATEST` when unset).
+    pub platform_version: Option<String>,
+    /// FARGATE, FARGATE_SPOT, or both with weights.
+    #[serde(default = "on_demand")]
+    pub capacity: Vec<CapacityShare>,
+    #[serde(default)]
+    pub cpu_architecture: Arch,
+    /// Tags on every task (and on the task definitions offload registers).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Client-side limit on ECS calls; ECS allows Fargate RunTask 20/s with a burst of 100.
+    #[serde(default = "default_rate")]
+    pub calls_per_second: u32,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Poll rounds a task may be missing from DescribeTasks before its job fails.
+    #[serde(default = "default_missing")]
+    pub missing_retries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityShare {
+    pub provider: CapacityProvider,
+    #[serde(default = "one")]
+    pub weight: i32,
+    #[serde(default)]
+    pub base: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub enum CapacityProvider {
+    #[serde(rename = "FARGATE")]
+    Fargate,
+    #[serde(rename = "FARGATE_SPOT")]
+    FargateSpot,
+}
+
+impl CapacityProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapacityProvider::Fargate => "FARGATE",
+            CapacityProvider::FargateSpot => "FARGATE_SPOT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub enum Arch {
+    #[default]
+    #[serde(rename = "X86_64")]
+    X86_64,
+    #[serde(rename = "ARM64")]
+    Arm64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "X86_64",
+            Arch::Arm64 => "ARM64",
+        }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_prefix() -> String {
+    "offload".into()
+}
+fn on_demand() -> Vec<CapacityShare> {
+    vec![CapacityShare {
+        provider: CapacityProvider::Fargate,
+        weight: 1,
+        base: 0,
+    }]
+}
+fn one() -> i32 {
+    1
+}
+fn default_rate() -> u32 {
+    20
+}
+fn default_burst() -> u32 {
+    100
+}
+fn default_missing() -> u32 {
+    3
+}
+
+impl Config {
+    /// Rules serde cannot say; the message names the setting.
+    pub fn check(&self) -> Result<(), String> {
+        if self.subnets.is_empty() {
+            return Err("subnets: Fargate tasks need at least one subnet".into());
+        }
+        if self.capacity.is_empty() || self.capacity.iter().all(|c| c.weight <= 0) {
+            return Err("capacity: give FARGATE and/or FARGATE_SPOT with a positive weight".into());
+        }
+        if self.cpu_architecture == Arch::Arm64 && self.spot() {
+            return Err("capacity: Fargate Spot does not run ARM64 tasks".into());
+        }
+        if self.calls_per_second == 0 || self.burst == 0 {
+            return Err("calls_per_second and burst must be at least 1".into());
+        }
+        if self.log_group.is_some() && self.execution_role_arn.is_none() {
+            return Err("execution_role_arn: the awslogs driver needs an execution role".into());
+        }
+        Ok(())
+    }
+
+    pub fn spot(&self) -> bool {
+        self.capacity
+            .iter()
+            .any(|c| c.provider == CapacityProvider::FargateSpot && c.weight > 0)
+    }
+
+    /// Plain on-demand Fargate is asked for with `launchType`; anything else needs a strategy.
+    pub fn on_demand_only(&self) -> bool {
+        self.capacity
+            .iter()
+            .all(|c| c.provider == CapacityProvider::Fargate)
+    }
+}

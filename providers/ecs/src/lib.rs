@@ -1,0 +1,477 @@
+//! ECS Fargate provider: each attempt of a job is one ECS task.
+//!
+//! - launch: finds the task definition for the image and size (registering it once),
+//!   looks for a task already started by this launch key (`startedBy`; moto and a crash
+//!   between RunTask and the stored answer both need it, since `clientToken` is not enough),
+//!   then calls RunTask with the key as `clientToken` and `startedBy`;
+//! - observe: one DescribeTasks per 100 live tasks per poll round;
+//! - cancel: StopTask; logs: CloudWatch Logs, stream `PREFIX/main/TASK_ID`;
+//! - every call waits for a token from a client-side bucket kept under ECS's rates.
+
+mod config;
+mod errors;
+mod logs;
+mod pricing;
+mod sizing;
+mod status;
+mod taskdef;
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::{timeout::TimeoutConfig, BehaviorVersion, Region};
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
+    DesiredStatus, EphemeralStorage, KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags,
+    Tag, TaskDefinitionField, TaskOverride,
+};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use offload_provider::{
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    ProviderError, Result, WorkloadSpec,
+};
+use serde::Deserialize;
+
+pub use config::{Arch, CapacityProvider, CapacityShare, Config};
+use errors::classify;
+use taskdef::{CONTAINER, DIGEST_TAG};
+
+/// ECS allows at most this many tasks per DescribeTasks call.
+const DESCRIBE_BATCH: usize = 100;
+/// ECS's limit on tags per resource.
+const MAX_TAGS: usize = 50;
+
+impl Config {
+    /// Connects with the standard AWS credential chain (env, profile, web identity, ECS
+    /// task role, IMDS); nothing is called until the first request.
+    pub async fn build(&self) -> std::result::Result<Ecs, String> {
+        self.check()?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_secs(30))
+                    .build(),
+            );
+        if let Some(url) = &self.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader.load().await;
+        let quota = Quota::per_second(NonZeroU32::new(self.calls_per_second).expect("checked"))
+            .allow_burst(NonZeroU32::new(self.burst).expect("checked"));
+        Ok(Ecs {
+            ecs: aws_sdk_ecs::Client::new(&shared),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&shared),
+            limiter: RateLimiter::direct(quota),
+            definitions: tokio::sync::Mutex::default(),
+            missing: Mutex::default(),
+            config: self.clone(),
+        })
+    }
+}
+
+/// `provider_options.ecs`: run an existing task definition instead of the image.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    /// A family, `family:revision` or ARN.
+    task_definition: Option<String>,
+    /// Its container to override (command, env); defaults to `main`.
+    container: Option<String>,
+}
+
+fn options(spec: &WorkloadSpec) -> Result<Options> {
+    match &spec.provider_options {
+        None => Ok(Options::default()),
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|e| ProviderError::InvalidSpec(format!("provider_options.ecs: {e}"))),
+    }
+}
+
+pub struct Ecs {
+    ecs: aws_sdk_ecs::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    limiter: DefaultDirectRateLimiter,
+    /// Task definition ARN by family; the lock also keeps two launches from registering
+    /// the same family at once.
+    definitions: tokio::sync::Mutex<HashMap<String, String>>,
+    /// Task ARN → poll rounds in a row it was missing from DescribeTasks.
+    missing: Mutex<HashMap<String, u32>>,
+    config: Config,
+}
+
+impl Ecs {
+    /// Waits for a token: every ECS and CloudWatch Logs call goes through here first.
+    async fn ready(&self) {
+        self.limiter.until_ready().await;
+    }
+
+    async fn task_definition(&self, image: &str, size: sizing::Size) -> Result<String> {
+        let (family, digest) = taskdef::family(&self.config, image, size);
+        let mut known = self.definitions.lock().await;
+        if let Some(arn) = known.get(&family) {
+            return Ok(arn.clone());
+        }
+        self.ready().await;
+        let found = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(&family)
+            .include(TaskDefinitionField::Tags)
+            .send()
+            .await;
+        let arn = match found {
+            Ok(out)
+                if out
+                    .tags()
+                    .iter()
+                    .any(|t| t.key() == Some(DIGEST_TAG) && t.value() == Some(&digest)) =>
+            {
+                out.task_definition()
+                    .and_then(|d| d.task_definition_arn())
+                    .map(str::to_string)
+            }
+            _ => None,
+        };
+        let arn = match arn {
+            Some(arn) => arn,
+            None => {
+                self.ready().await;
+                let out = taskdef::register(
+                    &self.ecs,
+                    &self.config,
+                    image,
+                    size,
+                    &family,
+                    &digest,
+                    self.config_tags(),
+                )?
+                .send()
+                .await
+                .map_err(|e| classify("RegisterTaskDefinition", e))?;
+                tracing::info!(%family, image, "registered an ECS task definition");
+                out.task_definition()
+                    .and_then(|d| d.task_definition_arn())
+                    .ok_or_else(|| {
+                        ProviderError::Transient("RegisterTaskDefinition returned no ARN".into())
+                    })?
+                    .to_string()
+            }
+        };
+        known.insert(family, arn.clone());
+        Ok(arn)
+    }
+
+    /// A task RunTask already started for this launch key, running or stopped.
+    async fn started_by(&self, key: &str) -> Result<Option<String>> {
+        for status in [DesiredStatus::Running, DesiredStatus::Stopped] {
+            self.ready().await;
+            let out = self
+                .ecs
+                .list_tasks()
+                .cluster(&self.config.cluster)
+                .started_by(key)
+                .desired_status(status)
+                .send()
+                .await
+                .map_err(|e| classify("ListTasks", e))?;
+            if let Some(arn) = out.task_arns().first() {
+                return Ok(Some(arn.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn config_tags(&self) -> Vec<Tag> {
+        tags(self.config.tags.iter())
+    }
+
+    fn network(&self) -> Result<NetworkConfiguration> {
+        let vpc = AwsVpcConfiguration::builder()
+            .set_subnets(Some(self.config.subnets.clone()))
+            .set_security_groups(Some(self.config.security_groups.clone()))
+            .assign_public_ip(if self.config.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
+            .build()
+            .map_err(|e| ProviderError::Config(format!("subnets: {e}")))?;
+        Ok(NetworkConfiguration::builder()
+            .awsvpc_configuration(vpc)
+            .build())
+    }
+
+    fn log_stream(&self, handle: &Handle, container: &str) -> String {
+        let task_id = handle.provider_ref.rsplit('/').next().unwrap_or_default();
+        format!("{}/{container}/{task_id}", self.config.log_stream_prefix)
+    }
+}
+
+/// ECS tags from key/value pairs: characters ECS refuses become `_`, lengths are cut to
+/// its limits, and `aws:` keys (reserved) are skipped.
+fn tags<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Tag> {
+    let clean = |s: &str, max: usize| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_alphanumeric() || " _.:/=+-@".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(max)
+            .collect()
+    };
+    pairs
+        .filter(|(k, _)| !k.to_ascii_lowercase().starts_with("aws:") && !k.is_empty())
+        .map(|(k, v)| {
+            Tag::builder()
+                .key(clean(k, 128))
+                .value(clean(v, 256))
+                .build()
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Provider for Ecs {
+    fn kind(&self) -> &'static str {
+        "ecs"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_cpu: sizing::MAX_CPU,
+            max_memory_bytes: sizing::MAX_MEMORY_BYTES,
+            gpu_kinds: vec![],
+            spot: self.config.spot(),
+            arch: vec![match self.config.cpu_architecture {
+                Arch::X86_64 => "x86_64".into(),
+                Arch::Arm64 => "arm64".into(),
+            }],
+            max_observe_batch: DESCRIBE_BATCH,
+        }
+    }
+
+    fn price_sheet(&self) -> PriceSheet {
+        pricing::sheet(&self.config)
+    }
+
+    fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        if spec.resources.gpu.is_some() {
+            return Err(ProviderError::InvalidSpec(
+                "resources.gpu: Fargate has no GPUs".into(),
+            ));
+        }
+        sizing::fit(spec.resources.cpu, spec.resources.memory_bytes)
+            .map_err(ProviderError::InvalidSpec)?;
+        if let Some(bytes) = spec.resources.ephemeral_storage_bytes {
+            if bytes > 200 << 30 {
+                return Err(ProviderError::InvalidSpec(
+                    "resources.ephemeral_storage: Fargate allows at most 200 GiB".into(),
+                ));
+            }
+        }
+        options(spec).map(|_| ())
+    }
+
+    async fn launch(&self, launch: &Launch) -> Result<Handle> {
+        self.validate(&launch.spec)?;
+        let handle = |arn: String| Handle {
+            key: launch.key.clone(),
+            provider_ref: arn,
+        };
+        if let Some(arn) = self.started_by(&launch.key).await? {
+            tracing::info!(key = %launch.key, %arn, "adopting the ECS task this launch key started");
+            return Ok(handle(arn));
+        }
+        let spec = &launch.spec;
+        let size = sizing::fit(spec.resources.cpu, spec.resources.memory_bytes)
+            .map_err(ProviderError::InvalidSpec)?;
+        let opts = options(spec)?;
+        let container = opts.container.as_deref().unwrap_or(CONTAINER);
+        let definition = match &opts.task_definition {
+            Some(existing) => existing.clone(),
+            None => self.task_definition(&spec.image, size).await?,
+        };
+
+        // ECS overrides only the container's command, not its entrypoint: `command` and
+        // `args` together become that command.
+        let command: Vec<String> = spec.command.iter().chain(&spec.args).cloned().collect();
+        let environment = spec
+            .env
+            .iter()
+            .chain(&launch.secret_env)
+            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+            .collect();
+        let mut overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(container)
+                    .set_command((!command.is_empty()).then_some(command))
+                    .set_environment(Some(environment))
+                    .build(),
+            )
+            .cpu(size.cpu_units.to_string())
+            .memory(size.memory_mib.to_string());
+        if let Some(bytes) = spec
+            .resources
+            .ephemeral_storage_bytes
+            .filter(|b| *b > 20 << 30)
+        {
+            overrides = overrides.ephemeral_storage(
+                EphemeralStorage::builder()
+                    .size_in_gib(bytes.div_ceil(1 << 30) as i32)
+                    .build(),
+            );
+        }
+
+        let ids = BTreeMap::from([
+            ("offload:job-id".to_string(), launch.job_id.clone()),
+            ("offload:launch-key".to_string(), launch.key.clone()),
+        ]);
+        let mut task_tags = tags(ids.iter().chain(&self.config.tags).chain(&spec.labels));
+        task_tags.truncate(MAX_TAGS);
+
+        let mut request = self
+            .ecs
+            .run_task()
+            .cluster(&self.config.cluster)
+            .task_definition(definition)
+            .count(1)
+            .network_configuration(self.network()?)
+            .overrides(overrides.build())
+            .client_token(&launch.key)
+            .started_by(&launch.key)
+            .set_tags(Some(task_tags))
+            .propagate_tags(PropagateTags::TaskDefinition)
+            .set_platform_version(self.config.platform_version.clone());
+        request = if self.config.on_demand_only() {
+            request.launch_type(LaunchType::Fargate)
+        } else {
+            let strategy = self
+                .config
+                .capacity
+                .iter()
+                .map(|c| {
+                    CapacityProviderStrategyItem::builder()
+                        .capacity_provider(c.provider.as_str())
+                        .weight(c.weight)
+                        .base(c.base)
+                        .build()
+                        .map_err(|e| ProviderError::Config(format!("capacity: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            request.set_capacity_provider_strategy(Some(strategy))
+        };
+        self.ready().await;
+        let out = request.send().await.map_err(|e| classify("RunTask", e))?;
+        if let Some(arn) = out.tasks().first().and_then(|t| t.task_arn()) {
+            return Ok(handle(arn.to_string()));
+        }
+        Err(match out.failures().first() {
+            Some(f) => errors::run_task_failure(f.reason().unwrap_or("no reason"), f.detail()),
+            None => {
+                ProviderError::Transient("RunTask returned neither a task nor a failure".into())
+            }
+        })
+    }
+
+    async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
+        let mut observations = Vec::with_capacity(handles.len());
+        for chunk in handles.chunks(DESCRIBE_BATCH) {
+            self.ready().await;
+            let out = self
+                .ecs
+                .describe_tasks()
+                .cluster(&self.config.cluster)
+                .set_tasks(Some(chunk.iter().map(|h| h.provider_ref.clone()).collect()))
+                .send()
+                .await
+                .map_err(|e| classify("DescribeTasks", e))?;
+            let by_arn: HashMap<&str, _> = out
+                .tasks()
+                .iter()
+                .filter_map(|t| Some((t.task_arn()?, t)))
+                .collect();
+            let mut missing = self.missing.lock().unwrap();
+            for handle in chunk {
+                let phase = match by_arn.get(handle.provider_ref.as_str()) {
+                    Some(task) => {
+                        missing.remove(&handle.provider_ref);
+                        status::phase(task, CONTAINER)
+                    }
+                    None => {
+                        let rounds = missing.entry(handle.provider_ref.clone()).or_default();
+                        *rounds += 1;
+                        if *rounds <= self.config.missing_retries {
+                            continue;
+                        }
+                        missing.remove(&handle.provider_ref);
+                        Phase::Exited {
+                            exit_code: None,
+                            reason: Some(format!(
+                                "ECS no longer reports task {}: missing from DescribeTasks {} times",
+                                handle.provider_ref,
+                                self.config.missing_retries + 1
+                            )),
+                        }
+                    }
+                };
+                observations.push(Observation {
+                    handle: handle.clone(),
+                    phase,
+                });
+            }
+        }
+        Ok(observations)
+    }
+
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
+        self.ready().await;
+        let reason: String = reason.chars().take(255).collect();
+        match self
+            .ecs
+            .stop_task()
+            .cluster(&self.config.cluster)
+            .task(&handle.provider_ref)
+            .reason(reason)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify("StopTask", e) {
+                ProviderError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
+        let Some(group) = &self.config.log_group else {
+            return Ok(LogChunk::default());
+        };
+        let stream = self.log_stream(handle, CONTAINER);
+        logs::read(&self.logs, &self.limiter, group, &stream, query).await
+    }
+
+    /// ECS forgets stopped tasks on its own (after about an hour): nothing to delete.
+    async fn release(&self, _handle: &Handle) -> Result<()> {
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.ready().await;
+        self.ecs
+            .list_tasks()
+            .cluster(&self.config.cluster)
+            .max_results(1)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("ListTasks", e))
+    }
+}

@@ -1,0 +1,156 @@
+//! What a DescribeTasks answer says about a job: ECS's task lifecycle mapped onto
+//! offload's phases, with the stop code and reasons turned into a job's reason.
+
+use aws_sdk_ecs::types::{Task, TaskStopCode};
+use offload_provider::Phase;
+
+pub fn phase(task: &Task, container: &str) -> Phase {
+    match task.last_status().unwrap_or("PROVISIONING") {
+        "STOPPED" | "DELETED" => stopped(task, container),
+        // Once running, the way down (DEACTIVATING, STOPPING, DEPROVISIONING) is still running
+        // as far as the job is concerned: the outcome comes with STOPPED.
+        "RUNNING" | "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" => Phase::Running,
+        // PROVISIONING, PENDING, ACTIVATING.
+        _ => Phase::Starting { reason: None },
+    }
+}
+
+fn stopped(task: &Task, container: &str) -> Phase {
+    let containers = task.containers();
+    let main = containers
+        .iter()
+        .find(|c| c.name() == Some(container))
+        .or(containers.first());
+    let exit_code = main.and_then(|c| c.exit_code());
+    let nonempty = |s: Option<&str>| s.filter(|s| !s.trim().is_empty()).map(str::to_string);
+    let why = nonempty(main.and_then(|c| c.reason())).or(nonempty(task.stopped_reason()));
+    let because = |prefix: &str| {
+        Some(match &why {
+            Some(why) => format!("{prefix}: {why}"),
+            None => prefix.to_string(),
+        })
+    };
+    let failed = |reason| Phase::Exited {
+        exit_code: None,
+        reason,
+    };
+    match task.stop_code() {
+        Some(TaskStopCode::TaskFailedToStart) => failed(because("failed to start")),
+        Some(TaskStopCode::SpotInterruption) => failed(because("Fargate Spot interruption")),
+        Some(TaskStopCode::UserInitiated) => failed(because("stopped by StopTask")),
+        Some(TaskStopCode::ServiceSchedulerInitiated) | Some(TaskStopCode::TerminationNotice) => {
+            failed(because("stopped by ECS"))
+        }
+        // EssentialContainerExited, or no stop code at all.
+        _ => match exit_code {
+            _ if why.as_deref().is_some_and(|w| w.contains("OutOfMemory")) => Phase::Exited {
+                exit_code,
+                reason: because("OOMKilled"),
+            },
+            Some(0) => Phase::Exited {
+                exit_code,
+                reason: None,
+            },
+            Some(code) => Phase::Exited {
+                exit_code,
+                reason: because(&format!("exited with code {code}")),
+            },
+            None => failed(because("stopped without an exit code")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::Container;
+
+    fn task(status: &str, stop: Option<TaskStopCode>, exit: Option<i32>, reason: &str) -> Task {
+        Task::builder()
+            .last_status(status)
+            .set_stop_code(stop)
+            .stopped_reason(reason)
+            .containers(
+                Container::builder()
+                    .name("main")
+                    .set_exit_code(exit)
+                    .build(),
+            )
+            .build()
+    }
+
+    #[test]
+    fn lifecycle_states_map_to_phases() {
+        for s in ["PROVISIONING", "PENDING", "ACTIVATING"] {
+            assert_eq!(
+                phase(&task(s, None, None, ""), "main"),
+                Phase::Starting { reason: None }
+            );
+        }
+        for s in ["RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING"] {
+            assert_eq!(phase(&task(s, None, None, ""), "main"), Phase::Running);
+        }
+    }
+
+    #[test]
+    fn stopped_tasks_carry_exit_code_and_reason() {
+        let exited = TaskStopCode::EssentialContainerExited;
+        let ok = task(
+            "STOPPED",
+            Some(exited.clone()),
+            Some(0),
+            "Essential container in task exited",
+        );
+        assert_eq!(
+            phase(&ok, "main"),
+            Phase::Exited {
+                exit_code: Some(0),
+                reason: None
+            }
+        );
+        let bad = task(
+            "STOPPED",
+            Some(exited.clone()),
+            Some(3),
+            "Essential container in task exited",
+        );
+        assert_eq!(
+            phase(&bad, "main"),
+            Phase::Exited {
+                exit_code: Some(3),
+                reason: Some("exited with code 3: Essential container in task exited".into())
+            }
+        );
+        let pull = task(
+            "STOPPED",
+            Some(TaskStopCode::TaskFailedToStart),
+            None,
+            "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
+        );
+        assert_eq!(
+            phase(&pull, "main"),
+            Phase::Exited {
+                exit_code: None,
+                reason: Some("failed to start: CannotPullContainerError: pull image manifest has been retried 5 time(s)".into())
+            }
+        );
+        let spot = task(
+            "STOPPED",
+            Some(TaskStopCode::SpotInterruption),
+            Some(0),
+            "Your Spot Task was interrupted.",
+        );
+        assert!(
+            matches!(phase(&spot, "main"), Phase::Exited { exit_code: None, reason: Some(r) } if r.starts_with("Fargate Spot interruption"))
+        );
+        let mut oom = task("STOPPED", Some(exited), Some(137), "");
+        oom.containers = Some(vec![Container::builder()
+            .name("main")
+            .exit_code(137)
+            .reason("OutOfMemoryError: Container killed due to memory usage")
+            .build()]);
+        assert!(
+            matches!(phase(&oom, "main"), Phase::Exited { exit_code: Some(137), reason: Some(r) } if r.starts_with("OOMKilled"))
+        );
+    }
+}

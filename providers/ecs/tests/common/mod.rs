@@ -1,0 +1,203 @@
+//! moto's ECS and CloudWatch Logs server (tests/moto_peer.py), started per test on
+//! loopback from the venv that tests/run.sh installs, and the calls that steer it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Deserialize)]
+pub struct Resources {
+    pub endpoint: String,
+    pub region: String,
+    pub subnet: String,
+    pub security_group: String,
+    pub cluster: String,
+    pub log_group: String,
+}
+
+pub struct Moto {
+    pub aws: Resources,
+    child: Child,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn python() -> PathBuf {
+    match std::env::var_os("OFFLOAD_MOTO_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/moto-venv/bin/python"),
+    }
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        // The SDK's credential chain reads these; moto accepts any.
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        let python = python();
+        assert!(
+            python.exists(),
+            "{} is missing: tests/run.sh installs moto[server] there (or set OFFLOAD_MOTO_PYTHON)",
+            python.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
+        let mut child = Command::new(&python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_peer.py"))
+            .current_dir(dir.path())
+            .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start moto_peer.py");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let aws: Resources = serde_json::from_str(&line).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "moto did not start: {}",
+                std::fs::read_to_string(dir.path().join("moto.log")).unwrap_or_default()
+            )
+        });
+        Moto {
+            aws,
+            child,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// The provider's settings for this moto, with `extra` on top.
+    pub fn config(&self, extra: Value) -> offload_ecs::Config {
+        let mut config = json!({
+            "endpoint_url": self.aws.endpoint,
+            "region": self.aws.region,
+            "cluster": self.aws.cluster,
+            "subnets": [self.aws.subnet],
+            "security_groups": [self.aws.security_group],
+            "log_group": self.aws.log_group,
+            "execution_role_arn": "arn:aws:iam::123456789012:role/offload-execution",
+            "calls_per_second": 1000,
+            "burst": 1000,
+        });
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(config).unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.aws.endpoint))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {:?}",
+            response.text().await
+        );
+    }
+
+    /// Moves a task to STOPPED with this exit code, stop code and reason.
+    pub async fn stop(
+        &self,
+        arn: &str,
+        exit_code: Option<i32>,
+        stop_code: Option<&str>,
+        reason: &str,
+    ) {
+        self.post(
+            "/offload-test/task",
+            json!({"arn": arn, "last_status": "STOPPED", "exit_code": exit_code,
+                   "stop_code": stop_code, "reason": reason}),
+        )
+        .await;
+    }
+
+    pub async fn set_status(&self, arn: &str, status: &str) {
+        self.post(
+            "/offload-test/task",
+            json!({"arn": arn, "last_status": status}),
+        )
+        .await;
+    }
+
+    /// The next `times` calls of `action` get this answer instead of moto's.
+    pub async fn fault(&self, action: &str, times: u32, status: u16, body: Value) {
+        self.post(
+            "/offload-test/fault",
+            json!({"target": action, "times": times, "status": status, "body": body}),
+        )
+        .await;
+    }
+
+    pub async fn reset_recording(&self) {
+        self.post("/moto-api/recorder/reset-recording", json!({}))
+            .await;
+    }
+
+    /// The ECS calls moto recorded, as (action, request body) pairs.
+    pub async fn recorded(&self) -> Vec<(String, Value)> {
+        let text = self
+            .http
+            .get(format!(
+                "{}/moto-api/recorder/download-recording",
+                self.aws.endpoint
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|entry| {
+                let target = entry["headers"]["X-Amz-Target"].as_str()?.to_string();
+                let action = target.rsplit('.').next()?.to_string();
+                let body = entry["body"].as_str().unwrap_or_default();
+                let body = if entry["body_encoded"].as_bool() == Some(true) {
+                    use base64::Engine as _;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .unwrap_or_default();
+                    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+                } else {
+                    serde_json::from_str(body).unwrap_or(Value::Null)
+                };
+                Some((action, body))
+            })
+            .collect()
+    }
+
+    pub async fn count(&self, action: &str) -> usize {
+        self.recorded()
+            .await
+            .iter()
+            .filter(|(a, _)| a == action)
+            .count()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,126 @@
+"""moto's ECS, EC2 and CloudWatch Logs server for the ECS provider's tests, on loopback.
+
+moto stands in for AWS; this script adds only what a test needs to steer it (and fixes
+one shape moto gets wrong, below):
+- a VPC (DNS hostnames on), a subnet, a security group, a cluster and a log group;
+- `POST /offload-test/task` {"arn", "last_status", "exit_code", "stop_code", "reason"}:
+  move a task (moto never sets exit codes or stop codes);
+- `POST /offload-test/fault` {"target", "times", "status", "body"}: answer the next
+  `times` calls of an action (RunTask, DescribeTasks, ...) with this status and JSON body,
+  e.g. a ThrottlingException, before they reach moto.
+Calls are counted by moto's own request recorder (`/moto-api/recorder/*`).
+
+Prints one JSON line with the endpoint and the resources, then serves until killed.
+"""
+
+import json
+import os
+import socket
+import sys
+import threading
+import urllib.request
+
+os.environ.setdefault("MOTO_ENABLE_RECORDING", "True")
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+
+import boto3  # noqa: E402
+from moto.ecs.models import ecs_backends  # noqa: E402
+from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+from moto.ecs import models as ecs_models  # noqa: E402
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+# moto 5.2 answers a task's container `cpu` and `memory` as numbers where ECS's model (and
+# so aws-sdk-ecs) has strings; make them strings, as ECS sends them.
+_container_init = ecs_models.Container.__init__
+
+
+def _ecs_shaped_container(self, task_def):
+    _container_init(self, task_def)
+    self.cpu = None if self.cpu is None else str(self.cpu)
+    self.memory = None if self.memory is None else str(self.memory)
+
+
+ecs_models.Container.__init__ = _ecs_shaped_container
+faults = {}  # action -> list of (status, body)
+lock = threading.Lock()
+
+
+def control(path, request):
+    if path == "/offload-test/task":
+        backend = ecs_backends[ACCOUNT][REGION]
+        for tasks in backend.tasks.values():
+            task = tasks.get(request["arn"])
+            if task is None:
+                continue
+            task.last_status = request.get("last_status", "STOPPED")
+            if task.last_status == "STOPPED":
+                task.desired_status = "STOPPED"
+                task.stopped_reason = request.get("reason") or ""
+                task.stop_code = request.get("stop_code")
+                for container in task.containers:
+                    container.last_status = "STOPPED"
+                    container.exitCode = request.get("exit_code")
+                    container.reason = request.get("container_reason")
+            return 200, {}
+        return 404, {"message": f"no task {request['arn']}"}
+    if path == "/offload-test/fault":
+        with lock:
+            faults.setdefault(request["target"], []).extend(
+                [(request.get("status", 400), request["body"])] * request.get("times", 1)
+            )
+        return 200, {}
+    return 404, {"message": f"no control {path}"}
+
+
+def application(backend_app):
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/offload-test/"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            status, body = control(path, json.loads(environ["wsgi.input"].read(length) or b"{}"))
+            start_response(f"{status} X", [("Content-Type", "application/json")])
+            return [json.dumps(body).encode()]
+        action = environ.get("HTTP_X_AMZ_TARGET", "").rpartition(".")[2]
+        with lock:
+            fault = faults.get(action, []) and faults[action].pop(0)
+        if fault:
+            status, body = fault
+            start_response(f"{status} X", [("Content-Type", "application/x-amz-json-1.1")])
+            return [json.dumps(body).encode()]
+        return backend_app(environ, start_response)
+
+    return app
+
+
+def main():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_server("127.0.0.1", port, application(DomainDispatcherApplication(create_backend_app)),
+                         threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{port}"
+    aws = dict(endpoint_url=endpoint, region_name=REGION)
+    ec2 = boto3.client("ec2", **aws)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="offload", Description="offload tests", VpcId=vpc)["GroupId"]
+    boto3.client("ecs", **aws).create_cluster(clusterName="offload")
+    boto3.client("logs", **aws).create_log_group(logGroupName="/offload/jobs")
+    # Tasks move only when a test says so.
+    urllib.request.urlopen(urllib.request.Request(
+        f"{endpoint}/moto-api/state-manager/set-transition", method="POST",
+        data=json.dumps({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}).encode(),
+    )).read()
+    print(json.dumps({"endpoint": endpoint, "region": REGION, "subnet": subnet, "security_group": group,
+                      "cluster": "offload", "log_group": "/offload/jobs"}), flush=True)
+    sys.stdin.read()  # until the test closes our stdin (or dies)
+
+
+if __name__ == "__main__":
+    main()
