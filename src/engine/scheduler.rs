@@ -107,11 +107,15 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
     .await;
 }
 
+/// How far the poll interval stretches while nothing changes: rounds that see no change
+/// double it, up to this factor; a change, or a new live workload, brings it back.
+const MAX_IDLE_STRETCH: u32 = 8;
+
 pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
     engine.check_health(&slot).await;
     let mut last_health = tokio::time::Instant::now();
+    let (mut stretch, mut last_live) = (1, 0);
     loop {
-        let mut wait = slot.poll_interval;
         let live: Vec<(Uuid, offload_provider::Handle)> = slot
             .live
             .lock()
@@ -119,6 +123,12 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
             .iter()
             .map(|(id, h)| (*id, h.clone()))
             .collect();
+        if live.len() > last_live {
+            stretch = 1;
+        }
+        last_live = live.len();
+        let mut wait = slot.poll_interval * stretch;
+        let mut changed = 0;
         let batch = slot.provider.capabilities().max_observe_batch.max(1);
         for chunk in live.chunks(batch) {
             let handles: Vec<_> = chunk.iter().map(|(_, h)| h.clone()).collect();
@@ -126,7 +136,7 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
                 .call(&slot, "observe", slot.provider.observe(&handles))
                 .await
             {
-                Ok(observations) => engine.record_observations(chunk, observations),
+                Ok(observations) => changed += engine.record_observations(chunk, observations),
                 Err(EngineError::Provider {
                     source: ProviderError::Throttled { retry_after },
                     ..
@@ -137,6 +147,11 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
                 Err(e) => tracing::warn!(provider = %slot.name, error = %e, "observe failed"),
             }
         }
+        stretch = if changed > 0 {
+            1
+        } else {
+            (stretch * 2).min(MAX_IDLE_STRETCH)
+        };
         if last_health.elapsed() >= HEALTH_EVERY {
             engine.check_health(&slot).await;
             last_health = tokio::time::Instant::now();
@@ -154,12 +169,13 @@ impl Engine {
         *slot.health.lock().unwrap() = result.err().map(|e| e.to_string());
     }
 
-    /// Keeps the newest phase of each workload and pokes the jobs whose phase changed.
+    /// Keeps the newest phase of each workload and pokes the jobs whose phase changed;
+    /// returns how many changed.
     fn record_observations(
         &self,
         chunk: &[(Uuid, offload_provider::Handle)],
         observations: Vec<Observation>,
-    ) {
+    ) -> usize {
         let by_key: HashMap<&str, Uuid> =
             chunk.iter().map(|(id, h)| (h.key.as_str(), *id)).collect();
         let mut changed = vec![];
@@ -175,8 +191,9 @@ impl Engine {
                 }
             }
         }
-        for id in changed {
-            self.poke(id);
+        for id in &changed {
+            self.poke(*id);
         }
+        changed.len()
     }
 }

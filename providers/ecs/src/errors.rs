@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use offload_provider::ProviderError;
 
 /// How long to back off after ECS says "Rate exceeded".
@@ -23,10 +23,22 @@ where
             classify_service(code, message, text)
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ProviderError::Transient(format!("{op}: {}", DisplayErrorContext(&err)))
+            ProviderError::Transient(format!("{op}: {}", messages(&err)))
         }
-        _ => ProviderError::Config(format!("{op}: {}", DisplayErrorContext(&err))),
+        _ => ProviderError::Config(format!("{op}: {}", messages(&err))),
     }
+}
+
+/// The Display text of an error and its sources. Not their Debug text: an unreadable
+/// response's Debug carries the raw body, and a RunTask answer echoes the job's env.
+fn messages(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text = format!("{text}: {e}");
+        source = e.source();
+    }
+    text
 }
 
 fn classify_service(code: &str, message: &str, text: String) -> ProviderError {

@@ -271,6 +271,7 @@ async fn throttling_and_capacity_errors_become_the_traits_errors() {
         .await
         .unwrap_err();
     assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
+    moto.clear_faults().await;
 
     let full = json!({"tasks": [], "failures": [{"arn": "arn:aws:ecs:us-east-1:123456789012:container-instance/x",
         "reason": "Capacity is unavailable at this time. Please try again later or in a different availability zone"}]});
@@ -283,6 +284,27 @@ async fn throttling_and_capacity_errors_become_the_traits_errors() {
         matches!(&err, ProviderError::Capacity(r) if r.contains("Capacity is unavailable")),
         "{err:?}"
     );
+
+    // An answer the SDK cannot read: a transient error that does not echo the body (a
+    // RunTask answer carries the job's env, secrets included).
+    moto.fault(
+        "RunTask",
+        3,
+        200,
+        json!({"tasks": [{"containers": [{"cpu": 0}], "overrides": {"containerOverrides":
+        [{"environment": [{"name": "TOKEN", "value": "s3cr3t"}]}]}}]}),
+    )
+    .await;
+    let err = ecs
+        .launch(&launch("offload-t-1", spec("alpine:3", 0.25, 512)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Transient(m) if m.contains("RunTask")),
+        "{err:?}"
+    );
+    assert!(!format!("{err:?}").contains("s3cr3t"), "{err:?}");
+    moto.clear_faults().await;
 
     // Once ECS answers again, the same key launches.
     ecs.launch(&launch("offload-t-1", spec("alpine:3", 0.25, 512)))

@@ -7,7 +7,8 @@ one shape moto gets wrong, below):
   move a task (moto never sets exit codes or stop codes);
 - `POST /offload-test/fault` {"target", "times", "status", "body"}: answer the next
   `times` calls of an action (RunTask, DescribeTasks, ...) with this status and JSON body,
-  e.g. a ThrottlingException, before they reach moto.
+  e.g. a ThrottlingException, before they reach moto; `POST /offload-test/faults/clear`
+  drops those not used up (the SDK's own retries take an unknown number).
 Calls are counted by moto's own request recorder (`/moto-api/recorder/*`).
 
 Prints one JSON line with the endpoint and the resources, then serves until killed.
@@ -72,6 +73,10 @@ def control(path, request):
             faults.setdefault(request["target"], []).extend(
                 [(request.get("status", 400), request["body"])] * request.get("times", 1)
             )
+        return 200, {}
+    if path == "/offload-test/faults/clear":
+        with lock:
+            faults.clear()
         return 200, {}
     return 404, {"message": f"no control {path}"}
 

@@ -1,5 +1,7 @@
 //! moto's ECS and CloudWatch Logs server (tests/moto_peer.py), started per test on
 //! loopback from the venv that tests/run.sh installs, and the calls that steer it.
+//! Shared by the provider's tests and the gateway's (`tests/ecs.rs`), which use parts.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -27,10 +29,22 @@ pub struct Moto {
     _dir: tempfile::TempDir,
 }
 
+/// The workspace root: the nearest folder above this crate with the moto peer in it.
+fn workspace() -> PathBuf {
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .find(|dir| dir.join(PEER).exists())
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+const PEER: &str = "providers/ecs/tests/moto_peer.py";
+
 fn python() -> PathBuf {
     match std::env::var_os("OFFLOAD_MOTO_PYTHON") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/moto-venv/bin/python"),
+        None => workspace().join("target/moto-venv/bin/python"),
     }
 }
 
@@ -48,7 +62,7 @@ impl Moto {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("moto.log")).unwrap();
         let mut child = Command::new(&python)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_peer.py"))
+            .arg(workspace().join(PEER))
             .current_dir(dir.path())
             .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording"))
             .stdin(Stdio::piped())
@@ -145,6 +159,10 @@ impl Moto {
             json!({"target": action, "times": times, "status": status, "body": body}),
         )
         .await;
+    }
+
+    pub async fn clear_faults(&self) {
+        self.post("/offload-test/faults/clear", json!({})).await;
     }
 
     pub async fn reset_recording(&self) {

@@ -1,0 +1,148 @@
+//! 200 concurrent jobs through the gateway on the ECS provider, against moto's server
+//! (started by the ECS provider's own harness): every job ends with its task's exit code,
+//! and moto's request recorder counts the ECS calls it took to follow them.
+
+mod common;
+#[cfg(feature = "ecs")]
+#[path = "../providers/ecs/tests/common/mod.rs"]
+mod moto;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Gateway, TOKEN_A};
+use serde_json::json;
+
+const JOBS: usize = 200;
+
+#[cfg(feature = "ecs")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_jobs_are_followed_with_batched_describe_tasks() {
+    let moto = moto::Moto::start();
+    let aws = &moto.aws;
+    let providers = format!(
+        r#"
+[providers.fargate]
+kind = "ecs"
+endpoint_url = "{}"
+region = "{}"
+cluster = "{}"
+subnets = ["{}"]
+security_groups = ["{}"]
+log_group = "{}"
+execution_role_arn = "arn:aws:iam::123456789012:role/offload-execution"
+max_concurrency = {JOBS}
+poll_interval_ms = 500
+"#,
+        aws.endpoint, aws.region, aws.cluster, aws.subnet, aws.security_group, aws.log_group
+    );
+    let gw = Gateway::start(&providers).await;
+    moto.reset_recording().await;
+    let started = Instant::now();
+
+    let submits = (0..JOBS).map(|i| {
+        gw.submit(
+            TOKEN_A,
+            json!({"image": "alpine:3", "command": ["sh", "-c", format!("echo {i}")], "provider": "fargate"}),
+        )
+    });
+    let ids: Vec<String> = futures::future::join_all(submits)
+        .await
+        .into_iter()
+        .map(|(status, job)| {
+            assert_eq!(status, 201, "{job}");
+            job["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+
+    // moto starts tasks RUNNING; wait for the gateway to see all of them so.
+    let mut jobs = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while jobs.len() < JOBS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {JOBS} jobs running",
+            jobs.len()
+        );
+        for id in &ids {
+            if !jobs.contains_key(id) {
+                let job = gw.get(TOKEN_A, &format!("/v1/jobs/{id}")).await.1;
+                if job["state"] == "running" {
+                    jobs.insert(
+                        id.clone(),
+                        job["provider_ref"].as_str().unwrap().to_string(),
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Three in four succeed; the rest exit 1.
+    for (n, arn) in jobs.values().enumerate() {
+        let code = if n % 4 == 3 { 1 } else { 0 };
+        moto.stop(
+            arn,
+            Some(code),
+            Some("EssentialContainerExited"),
+            "Essential container in task exited",
+        )
+        .await;
+    }
+    let mut ended = BTreeMap::new();
+    while ended.len() < JOBS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {JOBS} jobs ended",
+            ended.len()
+        );
+        for id in &ids {
+            if !ended.contains_key(id) {
+                let job = gw.get(TOKEN_A, &format!("/v1/jobs/{id}")).await.1;
+                if job["terminal"] == true {
+                    ended.insert(id.clone(), job);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let elapsed = started.elapsed();
+    let failed: Vec<_> = ended.values().filter(|j| j["state"] == "failed").collect();
+    assert_eq!(failed.len(), JOBS / 4);
+    assert!(failed.iter().all(|j| j["exit_code"] == 1
+        && j["reason"] == "exited with code 1: Essential container in task exited"));
+    assert!(ended
+        .values()
+        .filter(|j| j["state"] == "succeeded")
+        .all(|j| j["exit_code"] == 0));
+
+    let recorded = moto.recorded().await;
+    let mut calls: BTreeMap<&str, usize> = BTreeMap::new();
+    for (action, _) in &recorded {
+        *calls.entry(action.as_str()).or_default() += 1;
+    }
+    let batches: Vec<usize> = recorded
+        .iter()
+        .filter(|(a, _)| a == "DescribeTasks")
+        .map(|(_, body)| body["tasks"].as_array().map_or(0, Vec::len))
+        .collect();
+    let described: usize = batches.iter().sum();
+    println!(
+        "{JOBS} jobs on moto in {:.1} s: {calls:?}; DescribeTasks carried {:.1} tasks per call on average (at most {})",
+        elapsed.as_secs_f64(),
+        described as f64 / batches.len() as f64,
+        batches.iter().max().unwrap()
+    );
+    assert_eq!(calls["RunTask"], JOBS, "one RunTask per job");
+    assert_eq!(
+        calls["RegisterTaskDefinition"], 1,
+        "one task definition for one image and size"
+    );
+    assert!(batches.iter().all(|&n| n <= 100), "{batches:?}");
+    // Following each job on its own would take a DescribeTasks per job per round; batched,
+    // a round of 200 live tasks is two calls.
+    assert!(
+        calls["DescribeTasks"] < JOBS,
+        "{} DescribeTasks calls for {JOBS} jobs",
+        calls["DescribeTasks"]
+    );
+}
