@@ -136,3 +136,55 @@ fn gke_overlay_adds_workload_identity() {
         Some("standard-rwo")
     );
 }
+
+#[test]
+fn the_example_config_loads_with_every_provider_kind() {
+    let text = std::fs::read_to_string("deploy/offload.example.toml").unwrap();
+    let config = offload::config::Config::from_toml(&text).unwrap();
+    let kinds: Vec<String> = config
+        .providers
+        .values()
+        .map(|p| format!("{:?}", p.kind).split('(').next().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["Ecs", "Local", "Sim"], "{kinds:?}");
+}
+
+/// The IAM policy grants exactly the calls the ECS provider makes (and the PassRole and
+/// TagResource those calls need), so a new call cannot ship without its permission.
+#[test]
+fn the_ecs_policy_grants_the_calls_the_provider_makes() {
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/aws/offload-ecs-policy.json").unwrap())
+            .unwrap();
+    let mut granted: Vec<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(a) => a.iter().map(|a| a.as_str().unwrap().to_string()).collect(),
+            _ => vec![],
+        })
+        .collect();
+    granted.sort();
+    // Every SDK operation named in the provider's source: `.run_task()`, `.get_log_events()`...
+    let mut called = vec!["ecs:TagResource".to_string(), "iam:PassRole".to_string()];
+    for file in std::fs::read_dir("providers/ecs/src").unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for (op, action) in [
+            ("run_task()", "ecs:RunTask"),
+            ("describe_tasks()", "ecs:DescribeTasks"),
+            ("stop_task()", "ecs:StopTask"),
+            ("list_tasks()", "ecs:ListTasks"),
+            ("register_task_definition()", "ecs:RegisterTaskDefinition"),
+            ("describe_task_definition()", "ecs:DescribeTaskDefinition"),
+            ("get_log_events()", "logs:GetLogEvents"),
+        ] {
+            if text.contains(&format!(".{op}")) && !called.iter().any(|c| c == action) {
+                called.push(action.to_string());
+            }
+        }
+    }
+    called.sort();
+    assert_eq!(granted, called);
+}
