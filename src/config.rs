@@ -172,6 +172,8 @@ pub enum KindConfig {
     Sim(offload_sim::Config),
     #[cfg(feature = "ecs")]
     Ecs(offload_ecs::Config),
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(offload_kubernetes::Config),
 }
 
 impl KindConfig {
@@ -181,6 +183,8 @@ impl KindConfig {
             KindConfig::Sim(c) => Arc::new(c.build().map_err(|e| e.to_string())?),
             #[cfg(feature = "ecs")]
             KindConfig::Ecs(c) => Arc::new(c.build().await?),
+            #[cfg(feature = "kubernetes")]
+            KindConfig::Kubernetes(c) => Arc::new(c.build().await?),
         })
     }
 }
@@ -271,11 +275,14 @@ impl Config {
                     "providers.{name}.poll_interval_ms must be at least 10"
                 )));
             }
-            #[cfg(feature = "ecs")]
-            if let KindConfig::Ecs(ecs) = &p.kind {
-                ecs.check()
-                    .map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;
-            }
+            let checked = match &p.kind {
+                #[cfg(feature = "ecs")]
+                KindConfig::Ecs(c) => c.check(),
+                #[cfg(feature = "kubernetes")]
+                KindConfig::Kubernetes(c) => c.check(),
+                _ => Ok(()),
+            };
+            checked.map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;
         }
         if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {
             return Err(ConfigError(

@@ -144,7 +144,13 @@ fn the_example_config_loads_with_every_provider_kind() {
     let kinds: Vec<String> = config
         .providers
         .values()
-        .map(|p| format!("{:?}", p.kind).split('(').next().unwrap().to_string())
+        .map(|p| {
+            format!("{:?}", p.kind)
+                .split('(')
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(kinds, ["Ecs", "Local", "Sim"], "{kinds:?}");
 }
@@ -153,9 +159,10 @@ fn the_example_config_loads_with_every_provider_kind() {
 /// TagResource those calls need), so a new call cannot ship without its permission.
 #[test]
 fn the_ecs_policy_grants_the_calls_the_provider_makes() {
-    let policy: Value =
-        serde_json::from_str(&std::fs::read_to_string("deploy/aws/offload-ecs-policy.json").unwrap())
-            .unwrap();
+    let policy: Value = serde_json::from_str(
+        &std::fs::read_to_string("deploy/aws/offload-ecs-policy.json").unwrap(),
+    )
+    .unwrap();
     let mut granted: Vec<String> = policy["Statement"]
         .as_array()
         .unwrap()

@@ -1,0 +1,99 @@
+//! `[providers.NAME]` settings for `kind = "kubernetes"`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A kubeconfig file; without it, kube's inference (KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account).
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; its current context when unset.
+    pub context: Option<String>,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The pods' service account (Workload Identity / IRSA for the jobs' own cloud access).
+    pub service_account: Option<String>,
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    pub affinity: Option<Affinity>,
+    /// Extra labels and annotations on every pod.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub gke: Gke,
+    /// GPU kinds (`cloud.google.com/gke-accelerator` values) the cluster has.
+    #[serde(default)]
+    pub gpu_kinds: Vec<String>,
+    #[serde(default = "default_max_cpu")]
+    pub max_cpu: f64,
+    #[serde(default = "default_max_memory")]
+    pub max_memory_bytes: u64,
+    /// A pod stuck pending (unschedulable, image pull, config error) fails after this.
+    #[serde(default = "default_pending")]
+    pub pending_timeout_seconds: u64,
+    /// Grace period for a cancelled pod.
+    #[serde(default = "default_grace")]
+    pub grace_seconds: u32,
+    /// Client-side limit on API calls (kube has none).
+    #[serde(default = "default_rate")]
+    pub calls_per_second: u32,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+/// GKE's scheduling knobs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gke {
+    /// Run on Spot capacity (`cloud.google.com/gke-spot`).
+    #[serde(default)]
+    pub spot: bool,
+    /// An Autopilot compute class (`cloud.google.com/compute-class`).
+    pub compute_class: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_max_cpu() -> f64 {
+    // GKE Autopilot's general-purpose limit per pod.
+    28.0
+}
+fn default_max_memory() -> u64 {
+    80 << 30
+}
+fn default_pending() -> u64 {
+    300
+}
+fn default_grace() -> u32 {
+    30
+}
+fn default_rate() -> u32 {
+    20
+}
+fn default_burst() -> u32 {
+    50
+}
+
+impl Config {
+    pub fn check(&self) -> Result<(), String> {
+        if self.calls_per_second == 0 || self.burst == 0 {
+            return Err("calls_per_second and burst must be at least 1".into());
+        }
+        if self.namespace.is_empty() {
+            return Err("namespace: must not be empty".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! Kubernetes provider: each attempt of a job is one pod, followed by one watch.
+//!
+//! One `kube::runtime::watcher` over `app.kubernetes.io/managed-by=offload` keeps a
+//! reflector store of every managed pod (it re-lists after a dropped connection or a 410
+//! Gone), and `observe` answers from that store: following N jobs costs no request per
+//! job. Launch creates the pod named by the launch key (409 AlreadyExists means adopt it)
+//! and a Secret for `secret_env` owned by the pod; cancel deletes the pod with a grace
+//! period; release deletes the finished pod and its Secret.
+
+mod config;
+mod pod;
+mod pricing;
+mod status;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use offload_provider::{
+    tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet,
+    Provider, ProviderError, Result, WorkloadSpec,
+};
+
+pub use config::{Config, Gke};
+
+/// Poll rounds a pod may be missing from the watch before its job counts it lost.
+const MISSING_ROUNDS: u32 = 5;
+
+impl Config {
+    /// Connects as kube's `Config::infer` does, or with the configured kubeconfig and
+    /// context, and starts the watch.
+    pub async fn build(&self) -> std::result::Result<Kubernetes, String> {
+        self.check()?;
+        let kube_config = match &self.kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                let options = kube::config::KubeConfigOptions {
+                    context: self.context.clone(),
+                    ..Default::default()
+                };
+                kube::Config::from_custom_kubeconfig(file, &options)
+                    .await
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
+        };
+        let client = Client::try_from(kube_config).map_err(|e| e.to_string())?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let (store, writer) = reflector::store();
+        let watch = watcher(
+            pods.clone(),
+            watcher::Config::default().labels(&format!("{}=offload", pod::MANAGED_BY)),
+        )
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+        let watch_task = tokio::spawn(async move {
+            let mut watch = std::pin::pin!(watch);
+            while let Some(event) = watch.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "pod watch interrupted; it resumes or re-lists");
+                }
+            }
+        });
+        let quota = Quota::per_second(NonZeroU32::new(self.calls_per_second).expect("checked"))
+            .allow_burst(NonZeroU32::new(self.burst).expect("checked"));
+        Ok(Kubernetes {
+            secrets: Api::namespaced(client, &self.namespace),
+            pods,
+            store,
+            limiter: RateLimiter::direct(quota),
+            missing: Mutex::default(),
+            watch_task,
+            config: self.clone(),
+        })
+    }
+}
+
+pub struct Kubernetes {
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    store: Store<Pod>,
+    limiter: DefaultDirectRateLimiter,
+    /// Pod name → poll rounds in a row it was absent from the watch's store.
+    missing: Mutex<HashMap<String, u32>>,
+    watch_task: tokio::task::JoinHandle<()>,
+    config: Config,
+}
+
+impl Drop for Kubernetes {
+    fn drop(&mut self) {
+        self.watch_task.abort();
+    }
+}
+
+/// Kubernetes API errors translated into what the engine must do next.
+fn classify(op: &str, err: kube::Error) -> ProviderError {
+    match &err {
+        kube::Error::Api(status) => {
+            let text = format!("{op}: {} ({})", status.message, status.reason);
+            match status.code {
+                404 => ProviderError::NotFound(text),
+                429 => ProviderError::Throttled {
+                    retry_after: std::time::Duration::from_secs(1),
+                },
+                401 | 403 => ProviderError::Config(text),
+                400 | 409 | 422 => ProviderError::InvalidSpec(text),
+                _ => ProviderError::Transient(text),
+            }
+        }
+        _ => ProviderError::Transient(format!("{op}: {err}")),
+    }
+}
+
+impl Kubernetes {
+    async fn ready(&self) {
+        self.limiter.until_ready().await;
+    }
+
+    async fn delete(&self, name: &str, grace: u32) -> Result<()> {
+        self.ready().await;
+        match self
+            .pods
+            .delete(name, &DeleteParams::default().grace_period(grace))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify("delete pod", e) {
+                ProviderError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Creates the attempt's Secret, owned by its pod; one already there is fine.
+    async fn ensure_secret(&self, launch: &Launch, pod: &Pod) -> Result<()> {
+        if launch.secret_env.is_empty() {
+            return Ok(());
+        }
+        self.ready().await;
+        match self
+            .secrets
+            .create(
+                &PostParams::default(),
+                &pod::secret(&self.config, launch, pod),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(classify("create secret", e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Kubernetes {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_cpu: self.config.max_cpu,
+            max_memory_bytes: self.config.max_memory_bytes,
+            gpu_kinds: self.config.gpu_kinds.clone(),
+            spot: self.config.gke.spot,
+            arch: vec!["x86_64".into()],
+            // observe reads the watch's store: any batch is free.
+            max_observe_batch: 10_000,
+        }
+    }
+
+    fn price_sheet(&self) -> PriceSheet {
+        pricing::sheet(&self.config)
+    }
+
+    fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        if let Some(why) = self.capabilities().refusal(&spec.resources) {
+            return Err(ProviderError::InvalidSpec(why));
+        }
+        pod::options(spec.provider_options.as_ref()).map(|_| ())
+    }
+
+    async fn launch(&self, launch: &Launch) -> Result<Handle> {
+        self.validate(&launch.spec)?;
+        let options = pod::options(launch.spec.provider_options.as_ref())?;
+        let wanted = pod::build(&self.config, launch, &options)?;
+        let name = wanted.metadata.name.clone().unwrap_or_default();
+        self.ready().await;
+        let created = match self.pods.create(&PostParams::default(), &wanted).await {
+            Ok(created) => created,
+            // The pod of this launch key exists: a relaunch after a crash adopts it.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tracing::info!(pod = %name, "adopting the pod this launch key created");
+                self.ready().await;
+                self.pods
+                    .get(&name)
+                    .await
+                    .map_err(|e| classify("get pod", e))?
+            }
+            Err(e) => return Err(classify("create pod", e)),
+        };
+        self.ensure_secret(launch, &created).await?;
+        Ok(Handle {
+            key: launch.key.clone(),
+            provider_ref: name,
+        })
+    }
+
+    async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
+        let now = chrono::Utc::now();
+        let limit = chrono::Duration::seconds(self.config.pending_timeout_seconds as i64);
+        let mut missing = self.missing.lock().unwrap();
+        let mut seen = vec![];
+        for handle in handles {
+            let key = ObjectRef::new(&handle.provider_ref).within(&self.config.namespace);
+            let phase = match self.store.get(&key) {
+                Some(pod) => {
+                    missing.remove(&handle.provider_ref);
+                    status::phase(&pod, now, limit)
+                }
+                None => {
+                    let rounds = missing.entry(handle.provider_ref.clone()).or_default();
+                    *rounds += 1;
+                    if *rounds <= MISSING_ROUNDS {
+                        continue;
+                    }
+                    missing.remove(&handle.provider_ref);
+                    Phase::Lost {
+                        reason: format!("pod {} was deleted", handle.provider_ref),
+                    }
+                }
+            };
+            seen.push(Observation {
+                handle: handle.clone(),
+                phase,
+            });
+        }
+        Ok(seen)
+    }
+
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
+        tracing::info!(pod = %handle.provider_ref, reason, "deleting the pod");
+        self.delete(&handle.provider_ref, self.config.grace_seconds)
+            .await
+    }
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
+        self.ready().await;
+        let params = LogParams {
+            container: Some(pod::CONTAINER.into()),
+            ..LogParams::default()
+        };
+        let text = match self.pods.logs(&handle.provider_ref, &params).await {
+            Ok(text) => text,
+            Err(e) => match classify("pod log", e) {
+                // No container yet (or no pod any more): nothing to read.
+                ProviderError::NotFound(_) | ProviderError::InvalidSpec(_) => String::new(),
+                other => return Err(other),
+            },
+        };
+        // The cursor is a byte offset into the container's log.
+        let from = query
+            .cursor
+            .as_deref()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|&at| at <= text.len() && text.is_char_boundary(at))
+            .unwrap_or(0);
+        let new = &text[from..];
+        let chunk = match query.tail_bytes {
+            Some(max) => tail_str(new, max),
+            None => new,
+        };
+        Ok(LogChunk {
+            text: chunk.to_string(),
+            cursor: Some(text.len().to_string()),
+        })
+    }
+
+    async fn release(&self, handle: &Handle) -> Result<()> {
+        self.delete(&handle.provider_ref, 0).await?;
+        self.ready().await;
+        match self
+            .secrets
+            .delete(
+                &pod::secret_name(&handle.provider_ref),
+                &DeleteParams::default(),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify("delete secret", e) {
+                ProviderError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.ready().await;
+        self.pods
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("list pods", e))
+    }
+}

@@ -1,0 +1,445 @@
+//! The Kubernetes provider through the real kube client and watcher against the fake API
+//! server in tests/fake (no real API server can run on these machines).
+
+mod fake;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fake::FakeApi;
+use offload_kubernetes::Kubernetes;
+use offload_provider::{Gpu, Handle, Launch, LogQuery, Phase, Provider, Resources, WorkloadSpec};
+use serde_json::{json, Value};
+
+struct Cluster {
+    api: FakeApi,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let api = FakeApi::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.kubeconfig(dir.path());
+        Cluster {
+            api,
+            _dir: dir,
+            kubeconfig,
+        }
+    }
+
+    async fn provider(&self, extra: Value) -> Kubernetes {
+        let mut config = json!({
+            "kubeconfig": self.kubeconfig,
+            "context": "fake",
+            "namespace": "jobs",
+            "calls_per_second": 1000,
+            "burst": 1000,
+        });
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let config: offload_kubernetes::Config = serde_json::from_value(config).unwrap();
+        config.build().await.unwrap()
+    }
+}
+
+fn spec() -> WorkloadSpec {
+    WorkloadSpec {
+        name: None,
+        image: "alpine:3".into(),
+        command: vec!["sh".into(), "-c".into()],
+        args: vec!["echo hi".into()],
+        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        resources: Resources {
+            cpu: 0.5,
+            memory_bytes: 256 << 20,
+            gpu: None,
+            ephemeral_storage_bytes: None,
+        },
+        timeout_seconds: Some(600),
+        labels: BTreeMap::from([("run_id".into(), "manual__2026-01-02T03:04:05+00:00".into())]),
+        provider_options: None,
+    }
+}
+
+fn launch(key: &str, spec: WorkloadSpec) -> Launch {
+    Launch {
+        key: key.into(),
+        job_id: "0193f0c2-0000-7000-8000-000000000001".into(),
+        attempt: 1,
+        spec,
+        secret_env: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
+    }
+}
+
+fn terminated(phase: &str, code: i32, reason: &str) -> Value {
+    json!({"phase": phase, "containerStatuses": [{"name": "main", "image": "alpine:3", "imageID": "",
+        "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason}}}]})
+}
+
+/// Observes until `want` holds for every handle (the watch is asynchronous).
+async fn until(k8s: &Kubernetes, handles: &[Handle], want: impl Fn(&Phase) -> bool) -> Vec<Phase> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = k8s.observe(handles).await.unwrap();
+        if seen.len() == handles.len() && seen.iter().all(|o| want(&o.phase)) {
+            return seen.into_iter().map(|o| o.phase).collect();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting; last saw {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_launch_creates_the_pod_and_its_secret() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster
+        .provider(json!({"service_account": "jobs", "image_pull_secrets": ["registry"]}))
+        .await;
+    let handle = k8s.launch(&launch("offload-abc-1", spec())).await.unwrap();
+    assert_eq!(handle.provider_ref, "offload-abc-1");
+    let pod = cluster.api.pod("offload-abc-1").unwrap();
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "offload");
+    assert_eq!(
+        labels["offload.dev/job-id"],
+        "0193f0c2-0000-7000-8000-000000000001"
+    );
+    assert_eq!(
+        labels["offload.dev/label-run_id"],
+        "manual__2026-01-02T03-04-05-00-00"
+    );
+    let spec = &pod["spec"];
+    assert_eq!(spec["restartPolicy"], "Never");
+    assert_eq!(spec["activeDeadlineSeconds"], 600);
+    assert_eq!(spec["serviceAccountName"], "jobs");
+    assert_eq!(spec["imagePullSecrets"], json!([{"name": "registry"}]));
+    let container = &spec["containers"][0];
+    assert_eq!(container["command"], json!(["sh", "-c"]));
+    assert_eq!(container["args"], json!(["echo hi"]));
+    assert_eq!(
+        container["resources"]["requests"],
+        json!({"cpu": "500m", "memory": "268435456"})
+    );
+    assert_eq!(
+        container["resources"]["limits"],
+        container["resources"]["requests"]
+    );
+    let env = container["env"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "GREETING", "value": "hello"})));
+    assert!(
+        env.contains(&json!({"name": "TOKEN", "valueFrom": {"secretKeyRef":
+        {"name": "offload-abc-1-env", "key": "TOKEN", "optional": false}}}))
+    );
+    assert!(
+        !pod.to_string().contains("s3cr3t"),
+        "the secret value is not in the pod"
+    );
+
+    let secret = cluster.api.secret("offload-abc-1-env").unwrap();
+    assert_eq!(secret["stringData"], json!({"TOKEN": "s3cr3t"}));
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        pod["metadata"]["uid"]
+    );
+}
+
+#[tokio::test]
+async fn gpu_and_spot_work_lands_on_the_right_nodes() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster
+        .provider(json!({"gpu_kinds": ["nvidia-tesla-t4"], "gke": {"spot": true, "compute_class": "Accelerator"}}))
+        .await;
+    let mut gpu = spec();
+    gpu.resources.gpu = Some(Gpu {
+        count: 2,
+        kind: Some("nvidia-tesla-t4".into()),
+    });
+    k8s.launch(&launch("offload-gpu-1", gpu.clone()))
+        .await
+        .unwrap();
+    let pod = cluster.api.pod("offload-gpu-1").unwrap();
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+        "2"
+    );
+    assert_eq!(
+        pod["spec"]["nodeSelector"],
+        json!({"cloud.google.com/gke-accelerator": "nvidia-tesla-t4", "cloud.google.com/gke-spot": "true",
+               "cloud.google.com/compute-class": "Accelerator"})
+    );
+    let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
+    assert!(tolerations.iter().any(|t| t["key"] == "nvidia.com/gpu"));
+    assert!(tolerations
+        .iter()
+        .any(|t| t["key"] == "cloud.google.com/gke-spot"));
+    // A GPU kind the cluster does not have is refused before any call.
+    gpu.resources.gpu = Some(Gpu {
+        count: 1,
+        kind: Some("nvidia-h100-80gb".into()),
+    });
+    assert!(k8s.validate(&gpu).is_err());
+    assert!(k8s.capabilities().spot);
+    assert!(k8s.price_sheet().gpu_hour.contains_key("nvidia-tesla-t4"));
+}
+
+#[tokio::test]
+async fn the_watch_drives_every_state_without_a_request_per_job() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster.provider(json!({})).await;
+    let mut handles = vec![];
+    for i in 0..20 {
+        handles.push(
+            k8s.launch(&launch(&format!("offload-w-{i}"), spec()))
+                .await
+                .unwrap(),
+        );
+    }
+    until(&k8s, &handles, |p| matches!(p, Phase::Starting { .. })).await;
+    for h in &handles {
+        cluster
+            .api
+            .set_status(&h.provider_ref, json!({"phase": "Running"}));
+    }
+    until(&k8s, &handles, |p| *p == Phase::Running).await;
+    let outcomes = [
+        terminated("Succeeded", 0, "Completed"),
+        terminated("Failed", 3, "Error"),
+        terminated("Failed", 137, "OOMKilled"),
+        json!({"phase": "Failed", "reason": "DeadlineExceeded", "message": "Pod was active on the node longer than the specified deadline"}),
+        json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}),
+    ];
+    for (h, status) in handles.iter().zip(outcomes.iter().cycle()) {
+        cluster.api.set_status(&h.provider_ref, status.clone());
+    }
+    let phases = until(&k8s, &handles, Phase::is_final).await;
+    assert_eq!(
+        phases[0],
+        Phase::Exited {
+            exit_code: Some(0),
+            reason: None
+        }
+    );
+    assert_eq!(
+        phases[1],
+        Phase::Exited {
+            exit_code: Some(3),
+            reason: Some("exited with code 3".into())
+        }
+    );
+    assert_eq!(
+        phases[2],
+        Phase::Exited {
+            exit_code: Some(137),
+            reason: Some("OOMKilled".into())
+        }
+    );
+    assert_eq!(
+        phases[3],
+        Phase::Exited {
+            exit_code: None,
+            reason: Some(
+                "DeadlineExceeded: Pod was active on the node longer than the specified deadline"
+                    .into()
+            )
+        }
+    );
+    assert_eq!(
+        phases[4],
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("Evicted: The node was low on resource: memory.".into())
+        }
+    );
+
+    // Following 20 pods took one list and watch requests, no GET per pod.
+    let requests = cluster.api.requests();
+    let per_pod_gets = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces/jobs/pods/"))
+        .count();
+    assert_eq!(per_pod_gets, 0, "{requests:#?}");
+    let lists = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces/jobs/pods?"))
+        .count();
+    assert!(lists <= 3, "{lists} list/watch requests: {requests:#?}");
+}
+
+#[tokio::test]
+async fn the_watch_survives_a_dropped_connection_and_a_410() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster.provider(json!({})).await;
+    let handles = [k8s.launch(&launch("offload-r-1", spec())).await.unwrap()];
+    until(&k8s, &handles, |p| matches!(p, Phase::Starting { .. })).await;
+
+    cluster.api.drop_watches();
+    cluster
+        .api
+        .set_status("offload-r-1", json!({"phase": "Running"}));
+    until(&k8s, &handles, |p| *p == Phase::Running).await;
+
+    let lists_before = relists(&cluster.api);
+    cluster.api.expire_history();
+    cluster.api.drop_watches();
+    cluster
+        .api
+        .set_status("offload-r-1", terminated("Succeeded", 0, "Completed"));
+    until(&k8s, &handles, Phase::is_final).await;
+    assert!(
+        relists(&cluster.api) > lists_before,
+        "a 410 makes the watcher list again"
+    );
+}
+
+fn relists(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /api/v1/namespaces/jobs/pods?") && !r.contains("watch=true"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_relaunch_after_a_crash_adopts_the_pod() {
+    let cluster = Cluster::start().await;
+    let first = cluster.provider(json!({})).await;
+    let handle = first.launch(&launch("offload-k-1", spec())).await.unwrap();
+    drop(first);
+    let second = cluster.provider(json!({})).await;
+    let again = second.launch(&launch("offload-k-1", spec())).await.unwrap();
+    assert_eq!(again, handle);
+    let creates = cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /api/v1/namespaces/jobs/pods"))
+        .count();
+    assert_eq!(creates, 2, "the second create got 409 AlreadyExists");
+}
+
+#[tokio::test]
+async fn cancel_deletes_gracefully_and_release_cleans_up() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster.provider(json!({"grace_seconds": 15})).await;
+    let handle = k8s.launch(&launch("offload-c-1", spec())).await.unwrap();
+    k8s.cancel(&handle, "cancelled by tenant dev")
+        .await
+        .unwrap();
+    let pod = cluster
+        .api
+        .pod("offload-c-1")
+        .expect("graceful: still there");
+    assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 15);
+    // The kubelet stops it: the pod fails with SIGTERM's code and goes.
+    cluster
+        .api
+        .set_status("offload-c-1", terminated("Failed", 143, "Error"));
+    until(&k8s, std::slice::from_ref(&handle), Phase::is_final).await;
+    k8s.release(&handle).await.unwrap();
+    assert!(cluster.api.pod("offload-c-1").is_none());
+    assert!(cluster.api.secret("offload-c-1-env").is_none());
+    // Both are idempotent.
+    k8s.cancel(&handle, "again").await.unwrap();
+    k8s.release(&handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pod_stuck_pending_fails_with_its_reason() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster
+        .provider(json!({"pending_timeout_seconds": 0}))
+        .await;
+    let handles = [k8s.launch(&launch("offload-p-1", spec())).await.unwrap()];
+    cluster.api.set_status(
+        "offload-p-1",
+        json!({"phase": "Pending", "containerStatuses": [{"name": "main", "image": "nope", "imageID": "",
+            "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ErrImagePull", "message": "pull access denied for nope"}}}]}),
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let phases = until(&k8s, &handles, Phase::is_final).await;
+    assert_eq!(
+        phases[0],
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("ErrImagePull: pull access denied for nope".into())
+        }
+    );
+}
+
+#[tokio::test]
+async fn logs_come_from_the_pod_log_api_with_a_cursor() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster.provider(json!({})).await;
+    let handle = k8s.launch(&launch("offload-l-1", spec())).await.unwrap();
+    cluster.api.append_log("offload-l-1", "one\ntwo\n");
+    let first = k8s.logs(&handle, &LogQuery::default()).await.unwrap();
+    assert_eq!(first.text, "one\ntwo\n");
+    cluster.api.append_log("offload-l-1", "three\n");
+    let next = k8s
+        .logs(
+            &handle,
+            &LogQuery {
+                cursor: first.cursor,
+                tail_bytes: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(next.text, "three\n");
+    let tail = k8s
+        .logs(
+            &handle,
+            &LogQuery {
+                cursor: None,
+                tail_bytes: Some(6),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(tail.text, "three\n");
+}
+
+#[tokio::test]
+async fn the_fake_keeps_kubernetes_conventions() {
+    // The fake itself, through the real client: what the provider relies on.
+    let cluster = Cluster::start().await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "jobs");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"a": "1"}},
+        "spec": {"containers": [{"name": "main", "image": "alpine"}]}
+    }))
+    .unwrap();
+    let created = pods.create(&Default::default(), &pod).await.unwrap();
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+    let err = pods.create(&Default::default(), &pod).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"));
+    let err = pods.get("nope").await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"));
+    let selected = pods
+        .list(&kube::api::ListParams::default().labels("a=1"))
+        .await
+        .unwrap();
+    assert_eq!(selected.items.len(), 1);
+    let none = pods
+        .list(&kube::api::ListParams::default().labels("a=2"))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+    let rv: u64 = selected.metadata.resource_version.unwrap().parse().unwrap();
+    assert!(rv >= 1);
+    cluster.api.append_log("p", "hello\n");
+    let text = pods.logs("p", &Default::default()).await.unwrap();
+    assert_eq!(text, "hello\n");
+}
