@@ -127,6 +127,8 @@ pub struct EngineConfig {
     pub release_after_seconds: u64,
     /// Reconciles running at once.
     pub reconcile_concurrency: usize,
+    /// How often each provider's managed workloads are checked for ones no job owns.
+    pub orphan_sweep_seconds: u64,
 }
 
 impl Default for EngineConfig {
@@ -137,6 +139,7 @@ impl Default for EngineConfig {
             log_tail_bytes: 64 << 10,
             release_after_seconds: 10,
             reconcile_concurrency: 64,
+            orphan_sweep_seconds: 300,
         }
     }
 }

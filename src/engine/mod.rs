@@ -347,3 +347,24 @@ impl Engine {
 pub fn launch_key(id: Uuid, attempt: u32) -> String {
     format!("offload-{}-{attempt}", id.simple())
 }
+
+/// The job a launch key belongs to, for keys [`launch_key`] made.
+pub fn job_of_key(key: &str) -> Option<Uuid> {
+    let rest = key.strip_prefix("offload-")?;
+    let (id, attempt) = rest.rsplit_once('-')?;
+    attempt.parse::<u32>().ok()?;
+    Uuid::try_parse(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_keys_name_their_job() {
+        let id = Uuid::now_v7();
+        assert_eq!(job_of_key(&launch_key(id, 3)), Some(id));
+        assert_eq!(job_of_key("offload-nothex-1"), None);
+        assert_eq!(job_of_key("someone-elses-pod"), None);
+    }
+}

@@ -114,6 +114,8 @@ const MAX_IDLE_STRETCH: u32 = 8;
 pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
     engine.check_health(&slot).await;
     let mut last_health = tokio::time::Instant::now();
+    let mut last_sweep = tokio::time::Instant::now();
+    let sweep_every = Duration::from_secs(engine.config.orphan_sweep_seconds.max(1));
     let (mut stretch, mut last_live) = (1, 0);
     loop {
         let live: Vec<(Uuid, offload_provider::Handle)> = slot
@@ -156,6 +158,10 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
             engine.check_health(&slot).await;
             last_health = tokio::time::Instant::now();
         }
+        if last_sweep.elapsed() >= sweep_every {
+            engine.sweep_orphans(&slot).await;
+            last_sweep = tokio::time::Instant::now();
+        }
         tokio::select! {
             _ = engine.shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
@@ -167,6 +173,38 @@ impl Engine {
     pub(super) async fn check_health(&self, slot: &Slot) {
         let result = self.call(slot, "check", slot.provider.check()).await;
         *slot.health.lock().unwrap() = result.err().map(|e| e.to_string());
+    }
+
+    /// Releases the provider's workloads that no job owns: the job is gone from the store,
+    /// or the workload is not its current attempt's, or the job ended and was released
+    /// already. A job's current, unreleased workload is never touched.
+    pub(super) async fn sweep_orphans(&self, slot: &Slot) {
+        let handles = match self.call(slot, "managed", slot.provider.managed()).await {
+            Ok(handles) => handles,
+            Err(e) => {
+                return tracing::warn!(provider = %slot.name, error = %e, "orphan sweep failed")
+            }
+        };
+        for handle in handles {
+            let Some(id) = super::job_of_key(&handle.key) else {
+                continue;
+            };
+            let owned = match self.store.get(id).await {
+                Ok(Some(rec)) => rec.launch_key.as_deref() == Some(&handle.key) && !rec.released,
+                Ok(None) => false,
+                Err(e) => return tracing::warn!(error = %e, "orphan sweep: store unavailable"),
+            };
+            if owned {
+                continue;
+            }
+            tracing::info!(provider = %slot.name, key = %handle.key, "releasing a workload no job owns");
+            if let Err(e) = self
+                .call(slot, "release", slot.provider.release(&handle))
+                .await
+            {
+                tracing::warn!(provider = %slot.name, key = %handle.key, error = %e, "orphan release failed");
+            }
+        }
     }
 
     /// Keeps the newest phase of each workload and pokes the jobs whose phase changed;

@@ -30,6 +30,7 @@ path = "{db}"
 synchronous_full = {synchronous_full}
 [engine]
 release_after_seconds = 1
+orphan_sweep_seconds = 1
 [[auth.tokens]]
 token = "{TOKEN_A}"
 tenant = "a"

@@ -274,6 +274,13 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Health check: can this provider be reached with its credentials?
     async fn check(&self) -> Result<()>;
+
+    /// Every workload this provider holds that offload made (found by its labels or tags),
+    /// for the engine's orphan sweep. Providers that cannot list them, or whose workloads
+    /// go away on their own, return none.
+    async fn managed(&self) -> Result<Vec<Handle>> {
+        Ok(vec![])
+    }
 }
 
 /// Cuts `text` to its last `max` bytes, on a character boundary.

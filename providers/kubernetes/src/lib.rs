@@ -5,7 +5,8 @@
 //! Gone), and `observe` answers from that store: following N jobs costs no request per
 //! job. Launch creates the pod named by the launch key (409 AlreadyExists means adopt it)
 //! and a Secret for `secret_env` owned by the pod; cancel deletes the pod with a grace
-//! period; release deletes the finished pod and its Secret.
+//! period; release deletes the finished pod and its Secret; `managed` lists the watched
+//! pods for the engine's orphan sweep.
 
 mod config;
 mod pod;
@@ -38,6 +39,9 @@ impl Config {
     /// context, and starts the watch.
     pub async fn build(&self) -> std::result::Result<Kubernetes, String> {
         self.check()?;
+        // kube's TLS uses rustls' process-wide provider, which rustls cannot pick on its own
+        // once another crate in the binary (the AWS SDK) enables a second one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let kube_config = match &self.kubeconfig {
             Some(path) => {
                 let file = kube::config::Kubeconfig::read_from(path)
@@ -305,6 +309,20 @@ impl Provider for Kubernetes {
                 other => Err(other),
             },
         }
+    }
+
+    /// Every pod the watch sees (they all carry the managed-by label); no API call.
+    async fn managed(&self) -> Result<Vec<Handle>> {
+        Ok(self
+            .store
+            .state()
+            .iter()
+            .filter_map(|pod| pod.metadata.name.clone())
+            .map(|name| Handle {
+                key: name.clone(),
+                provider_ref: name,
+            })
+            .collect())
     }
 
     async fn check(&self) -> Result<()> {

@@ -304,7 +304,7 @@ async fn create_pod(
     let rv = inner.bump();
     let meta = &mut pod["metadata"];
     meta["namespace"] = json!(ns);
-    meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    meta["uid"] = json!(uuid::Uuid::now_v7().to_string());
     meta["creationTimestamp"] = json!(now());
     meta["resourceVersion"] = json!(rv.to_string());
     pod["status"] = json!({"phase": "Pending"});
@@ -432,7 +432,7 @@ async fn create_secret(
     }
     let rv = inner.bump();
     secret["metadata"]["namespace"] = json!(ns);
-    secret["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    secret["metadata"]["uid"] = json!(uuid::Uuid::now_v7().to_string());
     secret["metadata"]["creationTimestamp"] = json!(now());
     secret["metadata"]["resourceVersion"] = json!(rv.to_string());
     inner.secrets.insert(name, secret.clone());
