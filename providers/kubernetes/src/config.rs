@@ -42,6 +42,9 @@ pub struct Config {
     /// A pod stuck pending (unschedulable, image pull, config error) fails after this.
     #[serde(default = "default_pending")]
     pub pending_timeout_seconds: u64,
+    /// A fresh watch (with a fresh list) is started this often, as a safety net.
+    #[serde(default = "default_relist")]
+    pub relist_seconds: u64,
     /// Grace period for a cancelled pod.
     #[serde(default = "default_grace")]
     pub grace_seconds: u32,
@@ -75,6 +78,9 @@ fn default_max_memory() -> u64 {
 }
 fn default_pending() -> u64 {
     300
+}
+fn default_relist() -> u64 {
+    600
 }
 fn default_grace() -> u32 {
     30

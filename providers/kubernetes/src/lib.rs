@@ -1,9 +1,8 @@
 //! Kubernetes provider: each attempt of a job is one pod, followed by one watch.
 //!
 //! One `kube::runtime::watcher` over `app.kubernetes.io/managed-by=offload` keeps a
-//! reflector store of every managed pod (it re-lists after a dropped connection or a 410
-//! Gone), and `observe` answers from that store: following N jobs costs no request per
-//! job. Launch creates the pod named by the launch key (409 AlreadyExists means adopt it)
+//! reflector store of every managed pod (see `watch`), and `observe` answers from that
+//! store: following N jobs costs no request per job. Launch creates the pod named by the launch key (409 AlreadyExists means adopt it)
 //! and a Secret for `secret_env` owned by the pod; cancel deletes the pod with a grace
 //! period; release deletes the finished pod and its Secret; `managed` lists the watched
 //! pods for the engine's orphan sweep.
@@ -12,17 +11,16 @@ mod config;
 mod pod;
 mod pricing;
 mod status;
+mod watch;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 
-use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, LogParams, PostParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use offload_provider::{
     tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet,
@@ -60,31 +58,19 @@ impl Config {
         };
         let client = Client::try_from(kube_config).map_err(|e| e.to_string())?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
-        let (store, writer) = reflector::store();
-        let watch = watcher(
+        let cache = watch::PodCache::start(
             pods.clone(),
-            watcher::Config::default().labels(&format!("{}=offload", pod::MANAGED_BY)),
-        )
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects();
-        let watch_task = tokio::spawn(async move {
-            let mut watch = std::pin::pin!(watch);
-            while let Some(event) = watch.next().await {
-                if let Err(e) = event {
-                    tracing::warn!(error = %e, "pod watch interrupted; it resumes or re-lists");
-                }
-            }
-        });
+            format!("{}=offload", pod::MANAGED_BY),
+            std::time::Duration::from_secs(self.relist_seconds.max(1)),
+        );
         let quota = Quota::per_second(NonZeroU32::new(self.calls_per_second).expect("checked"))
             .allow_burst(NonZeroU32::new(self.burst).expect("checked"));
         Ok(Kubernetes {
             secrets: Api::namespaced(client, &self.namespace),
             pods,
-            store,
+            cache,
             limiter: RateLimiter::direct(quota),
             missing: Mutex::default(),
-            watch_task,
             config: self.clone(),
         })
     }
@@ -93,18 +79,11 @@ impl Config {
 pub struct Kubernetes {
     pods: Api<Pod>,
     secrets: Api<Secret>,
-    store: Store<Pod>,
+    cache: watch::PodCache,
     limiter: DefaultDirectRateLimiter,
     /// Pod name → poll rounds in a row it was absent from the watch's store.
     missing: Mutex<HashMap<String, u32>>,
-    watch_task: tokio::task::JoinHandle<()>,
     config: Config,
-}
-
-impl Drop for Kubernetes {
-    fn drop(&mut self) {
-        self.watch_task.abort();
-    }
 }
 
 /// Kubernetes API errors translated into what the engine must do next.
@@ -225,11 +204,12 @@ impl Provider for Kubernetes {
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
         let now = chrono::Utc::now();
         let limit = chrono::Duration::seconds(self.config.pending_timeout_seconds as i64);
+        let store = self.cache.store();
         let mut missing = self.missing.lock().unwrap();
         let mut seen = vec![];
         for handle in handles {
             let key = ObjectRef::new(&handle.provider_ref).within(&self.config.namespace);
-            let phase = match self.store.get(&key) {
+            let phase = match store.get(&key) {
                 Some(pod) => {
                     missing.remove(&handle.provider_ref);
                     status::phase(&pod, now, limit)
@@ -314,7 +294,8 @@ impl Provider for Kubernetes {
     /// Every pod the watch sees (they all carry the managed-by label); no API call.
     async fn managed(&self) -> Result<Vec<Handle>> {
         Ok(self
-            .store
+            .cache
+            .store()
             .state()
             .iter()
             .filter_map(|pod| pod.metadata.name.clone())

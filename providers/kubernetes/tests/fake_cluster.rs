@@ -298,6 +298,25 @@ async fn the_watch_survives_a_dropped_connection_and_a_410() {
     );
 }
 
+#[tokio::test]
+async fn a_fresh_list_now_and_then_is_the_safety_net() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster.provider(json!({"relist_seconds": 1})).await;
+    let handles = [k8s.launch(&launch("offload-s-1", spec())).await.unwrap()];
+    until(&k8s, &handles, |p| matches!(p, Phase::Starting { .. })).await;
+    let before = relists(&cluster.api);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        relists(&cluster.api) >= before + 2,
+        "{:#?}",
+        cluster.api.requests()
+    );
+    cluster
+        .api
+        .set_status("offload-s-1", json!({"phase": "Running"}));
+    until(&k8s, &handles, |p| *p == Phase::Running).await;
+}
+
 fn relists(api: &FakeApi) -> usize {
     api.requests()
         .iter()

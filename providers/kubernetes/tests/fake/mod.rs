@@ -248,8 +248,10 @@ fn watch_pods(shared: Arc<Shared>, ns: String, params: BTreeMap<String, String>)
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         loop {
             let chunk = tokio::select! {
-                _ = &mut deadline => return,
+                // A dropped connection delivers nothing more, even a change already sent.
+                biased;
                 _ = disconnect.changed() => return,
+                _ = &mut deadline => return,
                 _ = ticker.tick(), if bookmarks => {
                     let rv = shared.inner.lock().unwrap().rv;
                     line("BOOKMARK", &json!({"kind": "Pod", "apiVersion": "v1",
