@@ -177,6 +177,8 @@ pub enum KindConfig {
     Ecs(offload_ecs::Config),
     #[cfg(feature = "kubernetes")]
     Kubernetes(offload_kubernetes::Config),
+    #[cfg(feature = "aci")]
+    Aci(offload_aci::Config),
 }
 
 impl KindConfig {
@@ -188,6 +190,8 @@ impl KindConfig {
             KindConfig::Ecs(c) => Arc::new(c.build().await?),
             #[cfg(feature = "kubernetes")]
             KindConfig::Kubernetes(c) => Arc::new(c.build().await?),
+            #[cfg(feature = "aci")]
+            KindConfig::Aci(c) => Arc::new(c.build().await?),
         })
     }
 }
@@ -283,6 +287,8 @@ impl Config {
                 KindConfig::Ecs(c) => c.check(),
                 #[cfg(feature = "kubernetes")]
                 KindConfig::Kubernetes(c) => c.check(),
+                #[cfg(feature = "aci")]
+                KindConfig::Aci(c) => c.check(),
                 _ => Ok(()),
             };
             checked.map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;

@@ -195,3 +195,52 @@ fn the_ecs_policy_grants_the_calls_the_provider_makes() {
     called.sort();
     assert_eq!(granted, called);
 }
+
+/// The Azure role allows exactly the container group operations the ACI provider calls,
+/// plus subnet join and identity assign (needed when `subnet_ids` / `managed_identity` are set).
+#[test]
+fn the_aci_role_allows_the_calls_the_provider_makes() {
+    let role: Value = serde_json::from_str(
+        &std::fs::read_to_string("deploy/azure/offload-aci-role.json").unwrap(),
+    )
+    .unwrap();
+    let mut allowed: Vec<&str> = role["Actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    allowed.sort();
+    let source = std::fs::read_to_string("providers/aci/src/arm.rs").unwrap();
+    let mut needed = vec![
+        "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+        "Microsoft.Network/virtualNetworks/subnets/join/action",
+    ];
+    for (call, action) in [
+        (".get(", "Microsoft.ContainerInstance/containerGroups/read"),
+        (
+            ".create_or_update(",
+            "Microsoft.ContainerInstance/containerGroups/write",
+        ),
+        (
+            ".delete(",
+            "Microsoft.ContainerInstance/containerGroups/delete",
+        ),
+        (
+            ".stop(",
+            "Microsoft.ContainerInstance/containerGroups/stop/action",
+        ),
+        (
+            ".list_logs(",
+            "Microsoft.ContainerInstance/containerGroups/containers/logs/read",
+        ),
+    ] {
+        assert!(
+            source.contains(call),
+            "the provider no longer calls {call}: update this test"
+        );
+        needed.push(action);
+    }
+    needed.sort();
+    assert_eq!(allowed, needed);
+}

@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 /// What a provider is asked to run: the job's spec, resolved for launching.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadSpec {
@@ -121,6 +124,28 @@ pub struct LogChunk {
     pub text: String,
     /// Opaque; pass it back as [`LogQuery::cursor`] to read on.
     pub cursor: Option<String>,
+}
+
+impl LogChunk {
+    /// The part of a whole log that `query` asks for, for runtimes whose log API returns
+    /// the whole log each time: the cursor is a byte offset into it.
+    pub fn from_whole(text: &str, query: &LogQuery) -> LogChunk {
+        let from = query
+            .cursor
+            .as_deref()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|&at| at <= text.len() && text.is_char_boundary(at))
+            .unwrap_or(0);
+        let new = &text[from..];
+        let chunk = match query.tail_bytes {
+            Some(max) => tail_str(new, max),
+            None => new,
+        };
+        LogChunk {
+            text: chunk.to_string(),
+            cursor: Some(text.len().to_string()),
+        }
+    }
 }
 
 /// Which part of a log to read.

@@ -461,54 +461,34 @@ async fn logs_come_from_cloudwatch_and_follow_with_the_cursor() {
         .send()
         .await
         .unwrap();
-    let put = |lines: &[&str], start: i64| {
-        let events = lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
+    // The awslogs driver writes one event per line.
+    let (group, stream) = (moto.aws.log_group.clone(), stream.clone());
+    let mut clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    offload_provider::conformance::log_cursor_follows(&ecs, &handle, |text| {
+        let events = text
+            .lines()
+            .map(|line| {
+                clock += 1;
                 aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                    .message(*l)
-                    .timestamp(start + i as i64)
+                    .message(line)
+                    .timestamp(clock)
                     .build()
                     .unwrap()
             })
             .collect();
-        logs.put_log_events()
-            .log_group_name(&moto.aws.log_group)
+        let put = logs
+            .put_log_events()
+            .log_group_name(&group)
             .log_stream_name(&stream)
-            .set_log_events(Some(events))
-            .send()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    put(&["one", "two"], now).await.unwrap();
-    let first = ecs.logs(&handle, &LogQuery::default()).await.unwrap();
-    assert_eq!(first.text, "one\ntwo\n");
-    put(&["three"], now + 10).await.unwrap();
-    let next = ecs
-        .logs(
-            &handle,
-            &LogQuery {
-                cursor: first.cursor.clone(),
-                tail_bytes: None,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(next.text, "three\n");
-    let tail = ecs
-        .logs(
-            &handle,
-            &LogQuery {
-                cursor: None,
-                tail_bytes: Some(6),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(tail.text, "three\n");
+            .set_log_events(Some(events));
+        async move {
+            put.send().await.unwrap();
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -23,8 +23,8 @@ use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use offload_provider::{
-    tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet,
-    Provider, ProviderError, Result, WorkloadSpec,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    ProviderError, Result, WorkloadSpec,
 };
 
 pub use config::{Config, Gke};
@@ -254,22 +254,7 @@ impl Provider for Kubernetes {
                 other => return Err(other),
             },
         };
-        // The cursor is a byte offset into the container's log.
-        let from = query
-            .cursor
-            .as_deref()
-            .and_then(|c| c.parse::<usize>().ok())
-            .filter(|&at| at <= text.len() && text.is_char_boundary(at))
-            .unwrap_or(0);
-        let new = &text[from..];
-        let chunk = match query.tail_bytes {
-            Some(max) => tail_str(new, max),
-            None => new,
-        };
-        Ok(LogChunk {
-            text: chunk.to_string(),
-            cursor: Some(text.len().to_string()),
-        })
+        Ok(LogChunk::from_whole(&text, query))
     }
 
     async fn release(&self, handle: &Handle) -> Result<()> {

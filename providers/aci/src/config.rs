@@ -1,0 +1,118 @@
+//! `[providers.NAME]` settings for `kind = "aci"`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub location: String,
+    /// Azure Resource Manager; another for sovereign clouds or a test server.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// A fixed bearer token instead of DefaultAzureCredential's chain (environment,
+    /// workload identity, managed identity, Azure CLI): for test servers and tokens
+    /// obtained elsewhere.
+    pub access_token: Option<String>,
+    #[serde(default = "linux")]
+    pub os_type: String,
+    /// VNet subnets (full resource ids) for the groups.
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    #[serde(default)]
+    pub registries: Vec<Registry>,
+    /// A user-assigned managed identity (resource id) for the groups.
+    pub managed_identity: Option<String>,
+    #[serde(default)]
+    pub priority: Priority,
+    pub dns: Option<Dns>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// GPU SKUs (K80, P100, V100) this deployment may request. Empty by default: Azure
+    /// retired ACI GPU on 14 July 2025; only deployments that still have it set this.
+    #[serde(default)]
+    pub gpu_skus: Vec<String>,
+    /// ACI's per-group limits in this region.
+    #[serde(default = "default_max_cpu")]
+    pub max_cpu: f64,
+    #[serde(default = "default_max_memory_gb")]
+    pub max_memory_gb: f64,
+    /// ARM's read budget per subscription: a bucket of 250 refilled at 25 per second.
+    #[serde(default = "default_reads")]
+    pub reads_per_second: u32,
+    #[serde(default = "default_read_burst")]
+    pub read_burst: u32,
+    /// ACI allows 300 container group creates per hour.
+    #[serde(default = "default_creates")]
+    pub creates_per_hour: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub server: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A managed identity (resource id) that may pull from the registry.
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub enum Priority {
+    #[default]
+    Regular,
+    Spot,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub name_servers: Vec<String>,
+    pub search_domains: Option<String>,
+    pub options: Option<String>,
+}
+
+fn default_endpoint() -> String {
+    "https://management.azure.com".into()
+}
+fn linux() -> String {
+    "Linux".into()
+}
+fn default_max_cpu() -> f64 {
+    4.0
+}
+fn default_max_memory_gb() -> f64 {
+    16.0
+}
+fn default_reads() -> u32 {
+    25
+}
+fn default_read_burst() -> u32 {
+    250
+}
+fn default_creates() -> u32 {
+    300
+}
+
+impl Config {
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("subscription_id", &self.subscription_id),
+            ("resource_group", &self.resource_group),
+            ("location", &self.location),
+        ] {
+            if value.is_empty() {
+                return Err(format!("{field}: must not be empty"));
+            }
+        }
+        if self.reads_per_second == 0 || self.read_burst == 0 || self.creates_per_hour == 0 {
+            return Err(
+                "reads_per_second, read_burst and creates_per_hour must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Azure Container Instances provider: each attempt of a job is one container group.
+//!
+//! - launch: a GET first (a relaunch after a crash finds the group of its key), then a PUT
+//!   of the group with `restartPolicy: Never`, `secret_env` as `secureValue`s and the job
+//!   id and labels as tags;
+//! - observe: a GET per live group, paced by ARM's read budget (`arm`);
+//! - cancel: stop, then delete; release: delete (groups count against ACI's quota);
+//! - logs: the container logs API; `managed` lists groups tagged `managed-by=offload`.
+//!
+//! `azure_mgmt_containerinstance` stays inside `arm`, behind this crate's own types.
+
+mod arm;
+mod config;
+mod group;
+mod status;
+
+use std::collections::BTreeMap;
+
+use offload_provider::{
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, PriceSheet, Provider,
+    ProviderError, Result, WorkloadSpec,
+};
+
+pub use config::{Config, Dns, Priority, Registry};
+pub use status::phase as phase_of_group;
+
+impl Config {
+    /// Credentials as DefaultAzureCredential finds them (environment, workload identity,
+    /// managed identity, Azure CLI), or `access_token`; nothing is called until needed.
+    pub async fn build(&self) -> std::result::Result<Aci, String> {
+        self.check()?;
+        Ok(Aci {
+            arm: arm::Arm::new(self)?,
+            config: self.clone(),
+        })
+    }
+}
+
+pub struct Aci {
+    arm: arm::Arm,
+    config: Config,
+}
+
+/// ACI's published Linux prices (per second, given here per hour) and per-GPU-hour
+/// figures; Spot containers at their published discount. Override with `price`.
+fn price_sheet(config: &Config) -> PriceSheet {
+    let (vcpu_hour, gb_hour) = match config.priority {
+        Priority::Regular => (0.0486, 0.00533),
+        Priority::Spot => (0.01458, 0.0016),
+    };
+    let gpus = [("K80", 1.71), ("P100", 2.43), ("V100", 3.06)];
+    PriceSheet {
+        vcpu_hour,
+        gb_hour,
+        gpu_hour: gpus
+            .iter()
+            .filter(|(sku, _)| config.gpu_skus.iter().any(|s| s == sku))
+            .map(|(sku, price)| (sku.to_string(), *price))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Aci {
+    fn kind(&self) -> &'static str {
+        "aci"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_cpu: self.config.max_cpu,
+            max_memory_bytes: (self.config.max_memory_gb * (1u64 << 30) as f64) as u64,
+            gpu_kinds: self.config.gpu_skus.clone(),
+            spot: self.config.priority == Priority::Spot,
+            arch: vec!["x86_64".into()],
+            max_observe_batch: 100,
+        }
+    }
+
+    fn price_sheet(&self) -> PriceSheet {
+        price_sheet(&self.config)
+    }
+
+    fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        match group::refusal(&self.config, &spec.resources) {
+            Some(why) => Err(ProviderError::InvalidSpec(why)),
+            None => Ok(()),
+        }
+    }
+
+    async fn launch(&self, launch: &Launch) -> Result<Handle> {
+        self.validate(&launch.spec)?;
+        let name = group::name(&launch.key)?;
+        let handle = Handle {
+            key: launch.key.clone(),
+            provider_ref: name.clone(),
+        };
+        if self.arm.get(&name).await?.is_some() {
+            tracing::info!(group = %name, "adopting the container group this launch key created");
+            return Ok(handle);
+        }
+        self.arm
+            .create(&name, group::body(&self.config, launch))
+            .await?;
+        Ok(handle)
+    }
+
+    async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
+        let mut seen = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let phase = match self.arm.get(&handle.provider_ref).await? {
+                Some(group) => status::phase(&group),
+                None => offload_provider::Phase::Lost {
+                    reason: format!("container group {} was deleted", handle.provider_ref),
+                },
+            };
+            seen.push(Observation {
+                handle: handle.clone(),
+                phase,
+            });
+        }
+        Ok(seen)
+    }
+
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
+        tracing::info!(group = %handle.provider_ref, reason, "stopping and deleting the container group");
+        self.arm.stop(&handle.provider_ref).await?;
+        self.arm.delete(&handle.provider_ref).await
+    }
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
+        let text = self.arm.logs(&handle.provider_ref, None).await?;
+        Ok(LogChunk::from_whole(&text, query))
+    }
+
+    async fn release(&self, handle: &Handle) -> Result<()> {
+        self.arm.delete(&handle.provider_ref).await
+    }
+
+    async fn check(&self) -> Result<()> {
+        self.arm.list().await.map(|_| ())
+    }
+
+    async fn managed(&self) -> Result<Vec<Handle>> {
+        Ok(self
+            .arm
+            .list()
+            .await?
+            .iter()
+            .filter(|g| g["tags"][group::MANAGED_BY_TAG] == "offload")
+            .filter_map(|g| g["name"].as_str())
+            .map(|name| Handle {
+                key: name.to_string(),
+                provider_ref: name.to_string(),
+            })
+            .collect())
+    }
+}

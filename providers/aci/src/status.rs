@@ -1,0 +1,84 @@
+//! What a container group GET says about its job: ARM's provisioning state, the group's
+//! instance view and the container's current state, with the reason taken from events.
+
+use offload_provider::Phase;
+use serde_json::Value;
+
+use crate::group::CONTAINER;
+
+pub fn phase(group: &Value) -> Phase {
+    let props = &group["properties"];
+    let container = props["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == CONTAINER).or(cs.first()))
+        .map(|c| &c["properties"]);
+    let view = container.map(|c| &c["instanceView"]);
+    let current = view.map(|v| &v["currentState"]);
+    let container_state = current.and_then(|c| c["state"].as_str()).unwrap_or("");
+    let provisioning = props["provisioningState"].as_str().unwrap_or("");
+    let group_state = props["instanceView"]["state"].as_str().unwrap_or("");
+
+    if container_state == "Terminated" {
+        let current = current.unwrap();
+        let exit_code = current["exitCode"].as_i64().map(|c| c as i32);
+        let detail = current["detailStatus"].as_str().unwrap_or("");
+        let reason = match exit_code {
+            Some(0) => None,
+            _ if detail.contains("OOM") || detail.contains("OutOfMemory") => {
+                Some(format!("OOMKilled: {detail}"))
+            }
+            Some(code) if detail.is_empty() => Some(format!("exited with code {code}")),
+            Some(code) => Some(format!("exited with code {code}: {detail}")),
+            None => {
+                Some(last_event(group).unwrap_or_else(|| "terminated without an exit code".into()))
+            }
+        };
+        return Phase::Exited { exit_code, reason };
+    }
+    if provisioning == "Failed" || group_state == "Failed" {
+        return Phase::Exited {
+            exit_code: None,
+            reason: Some(last_event(group).unwrap_or_else(|| "container group failed".into())),
+        };
+    }
+    if group_state == "Stopped" || provisioning == "Canceled" {
+        return Phase::Exited {
+            exit_code: None,
+            reason: Some("container group stopped".into()),
+        };
+    }
+    if container_state == "Running" || group_state == "Running" || provisioning == "Succeeded" {
+        return Phase::Running;
+    }
+    Phase::Starting {
+        reason: last_event(group),
+    }
+}
+
+/// The newest event of the group or its container, as "Name: message".
+fn last_event(group: &Value) -> Option<String> {
+    let props = &group["properties"];
+    let mut events: Vec<&Value> = props["instanceView"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    for c in props["containers"].as_array().into_iter().flatten() {
+        events.extend(
+            c["properties"]["instanceView"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        );
+    }
+    events
+        .into_iter()
+        .max_by_key(|e| e["lastTimestamp"].as_str().unwrap_or("").to_string())
+        .map(|e| {
+            let name = e["name"].as_str().unwrap_or("");
+            let message = e["message"].as_str().unwrap_or("");
+            format!("{name}: {message}")
+                .trim_matches(|c| c == ':' || c == ' ')
+                .to_string()
+        })
+}

@@ -1,0 +1,347 @@
+//! The ACI provider through the real azure_mgmt_containerinstance client against the fake
+//! ARM server in tests/fake_arm (no ACI emulator exists).
+
+mod fake_arm;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fake_arm::FakeArm;
+use offload_aci::Aci;
+use offload_provider::{
+    Gpu, Handle, Launch, Phase, Provider, ProviderError, Resources, WorkloadSpec,
+};
+use serde_json::{json, Value};
+
+async fn provider(arm: &FakeArm, extra: Value) -> Aci {
+    let mut config = json!({
+        "subscription_id": "00000000-0000-0000-0000-000000000000",
+        "resource_group": "offload",
+        "location": "westeurope",
+        "endpoint": arm.url,
+        "access_token": fake_arm::TOKEN,
+        "tags": {"team": "data"},
+    });
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value::<offload_aci::Config>(config)
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
+fn spec() -> WorkloadSpec {
+    WorkloadSpec {
+        name: None,
+        image: "alpine:3".into(),
+        command: vec!["sh".into(), "-c".into()],
+        args: vec!["echo hi".into()],
+        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        resources: Resources {
+            cpu: 1.0,
+            memory_bytes: 1536 << 20,
+            gpu: None,
+            ephemeral_storage_bytes: None,
+        },
+        timeout_seconds: None,
+        labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
+        provider_options: None,
+    }
+}
+
+fn launch(key: &str, spec: WorkloadSpec) -> Launch {
+    Launch {
+        key: key.into(),
+        job_id: "0193f0c2-0000-7000-8000-000000000001".into(),
+        attempt: 1,
+        spec,
+        secret_env: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
+    }
+}
+
+async fn phase(aci: &Aci, handle: &Handle) -> Phase {
+    aci.observe(std::slice::from_ref(handle))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .phase
+}
+
+fn terminated(code: i32, detail: &str) -> Value {
+    json!({"restartCount": 0, "currentState": {"state": "Terminated", "exitCode": code, "detailStatus": detail}})
+}
+
+fn puts(arm: &FakeArm) -> Vec<Value> {
+    arm.requests()
+        .into_iter()
+        .filter(|(m, _, _)| m == "PUT")
+        .filter_map(|(_, _, b)| b)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_group_runs_and_ends_with_its_exit_code() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    aci.check()
+        .await
+        .expect("the token and api-version are accepted");
+    let ok = aci.launch(&launch("offload-a-1", spec())).await.unwrap();
+    assert_eq!(ok.provider_ref, "offload-a-1");
+    assert_eq!(phase(&aci, &ok).await, Phase::Starting { reason: None });
+    arm.set_state(
+        "offload-a-1",
+        "Running",
+        json!({"currentState": {"state": "Running"}}),
+    );
+    assert_eq!(phase(&aci, &ok).await, Phase::Running);
+    arm.set_state("offload-a-1", "Succeeded", terminated(0, "Completed"));
+    assert_eq!(
+        phase(&aci, &ok).await,
+        Phase::Exited {
+            exit_code: Some(0),
+            reason: None
+        }
+    );
+
+    let bad = aci.launch(&launch("offload-b-1", spec())).await.unwrap();
+    arm.set_state("offload-b-1", "Failed", terminated(2, "Error"));
+    assert_eq!(
+        phase(&aci, &bad).await,
+        Phase::Exited {
+            exit_code: Some(2),
+            reason: Some("exited with code 2: Error".into())
+        }
+    );
+    let oom = aci.launch(&launch("offload-c-1", spec())).await.unwrap();
+    arm.set_state("offload-c-1", "Failed", terminated(137, "OOMKilled"));
+    assert_eq!(
+        phase(&aci, &oom).await,
+        Phase::Exited {
+            exit_code: Some(137),
+            reason: Some("OOMKilled: OOMKilled".into())
+        }
+    );
+
+    // The PUT: restartPolicy Never, sizes, env with the secret as secureValue, tags.
+    let body = &puts(&arm)[0];
+    let container = &body["properties"]["containers"][0]["properties"];
+    assert_eq!(body["properties"]["restartPolicy"], "Never");
+    assert_eq!(body["location"], "westeurope");
+    assert_eq!(
+        container["resources"]["requests"],
+        json!({"cpu": 1.0, "memoryInGB": 1.5})
+    );
+    assert_eq!(container["command"], json!(["sh", "-c", "echo hi"]));
+    assert_eq!(
+        container["environmentVariables"],
+        json!([{"name": "GREETING", "value": "hello"}, {"name": "TOKEN", "secureValue": "s3cr3t"}])
+    );
+    assert_eq!(
+        body["tags"]["offload-job-id"],
+        "0193f0c2-0000-7000-8000-000000000001"
+    );
+    assert_eq!(body["tags"]["label-dag_id"], "etl");
+    assert_eq!(body["tags"]["team"], "data");
+}
+
+#[tokio::test]
+async fn the_published_examples_parse_into_observations() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let handle = aci.launch(&launch("offload-e-1", spec())).await.unwrap();
+    arm.serve_example("offload-e-1", "ContainerGroupsGet_Succeeded.json");
+    assert_eq!(
+        phase(&aci, &handle).await,
+        Phase::Running,
+        "provisioned, no container ended yet"
+    );
+    arm.serve_example("offload-e-1", "ContainerGroupsGet_Failed.json");
+    assert_eq!(
+        phase(&aci, &handle).await,
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("FailedMount: Output: mount error(2): Permission denied".into())
+        }
+    );
+    // ContainerListLogs.json's shape carries the log.
+    arm.append_log("offload-e-1", "log content");
+    let chunk = aci.logs(&handle, &Default::default()).await.unwrap();
+    assert_eq!(chunk.text, "log content");
+}
+
+#[tokio::test]
+async fn secure_values_are_never_echoed() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let handle = aci.launch(&launch("offload-s-1", spec())).await.unwrap();
+    let observed = format!("{:?}", aci.observe(std::slice::from_ref(&handle)).await.unwrap());
+    assert!(!observed.contains("s3cr3t"));
+    let logged = launch("offload-s-2", spec());
+    assert!(
+        !format!("{logged:?}").contains("s3cr3t"),
+        "a launch's Debug (what logs see) hides secrets"
+    );
+    // ARM itself never returns a secureValue, and the provider reads nothing else back.
+    let get = arm
+        .requests()
+        .into_iter()
+        .filter(|(m, _, _)| m == "GET")
+        .count();
+    assert!(get >= 1);
+}
+
+#[tokio::test]
+async fn gpu_requests_need_an_allowed_sku() {
+    let arm = FakeArm::start().await;
+    let mut gpu = spec();
+    gpu.resources.gpu = Some(Gpu {
+        count: 1,
+        kind: Some("V100".into()),
+    });
+    // The default: no GPU SKUs (ACI GPU was retired), so routing sends GPU work elsewhere.
+    let plain = provider(&arm, json!({})).await;
+    let err = plain.validate(&gpu).unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidSpec(m) if m.contains("no GPU SKUs")),
+        "{err:?}"
+    );
+    let allowed = provider(&arm, json!({"gpu_skus": ["V100"]})).await;
+    allowed
+        .launch(&launch("offload-g-1", gpu.clone()))
+        .await
+        .unwrap();
+    let body = &puts(&arm)[0];
+    assert_eq!(
+        body["properties"]["containers"][0]["properties"]["resources"]["requests"]["gpu"],
+        json!({"count": 1, "sku": "V100"})
+    );
+    gpu.resources.gpu = Some(Gpu {
+        count: 1,
+        kind: Some("K80".into()),
+    });
+    let err = allowed.validate(&gpu).unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidSpec(m) if m.contains("K80 is not one of V100")),
+        "{err:?}"
+    );
+    let mut big = spec();
+    big.resources.cpu = 8.0;
+    let err = allowed.validate(&big).unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidSpec(m) if m.contains("limit of 4")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_waited_out_then_reported() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let handle = aci.launch(&launch("offload-t-1", spec())).await.unwrap();
+    // One 429 with Retry-After: the SDK waits it out and the call succeeds.
+    arm.throttle(1, 1);
+    let started = Instant::now();
+    assert_eq!(phase(&aci, &handle).await, Phase::Starting { reason: None });
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    // More than the SDK retries: the engine is told to back off.
+    arm.throttle(10, 0);
+    let err = aci.observe(&[handle]).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_relaunch_after_a_crash_reuses_the_group() {
+    let arm = FakeArm::start().await;
+    let first = provider(&arm, json!({})).await;
+    let handle = first.launch(&launch("offload-k-1", spec())).await.unwrap();
+    let second = provider(&arm, json!({})).await;
+    assert_eq!(
+        second.launch(&launch("offload-k-1", spec())).await.unwrap(),
+        handle
+    );
+    assert_eq!(puts(&arm).len(), 1);
+}
+
+#[tokio::test]
+async fn cancel_release_and_the_orphan_listing() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let a = aci.launch(&launch("offload-x-1", spec())).await.unwrap();
+    let b = aci.launch(&launch("offload-x-2", spec())).await.unwrap();
+    let managed: Vec<String> = aci
+        .managed()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.key)
+        .collect();
+    assert_eq!(managed, ["offload-x-1", "offload-x-2"]);
+    aci.cancel(&a, "cancelled by tenant dev").await.unwrap();
+    let calls: Vec<String> = arm
+        .requests()
+        .into_iter()
+        .map(|(m, p, _)| format!("{m} {}", p.split('?').next().unwrap()))
+        .collect();
+    assert!(calls
+        .iter()
+        .any(|c| c.starts_with("POST") && c.ends_with("/containerGroups/offload-x-1/stop")));
+    assert!(arm.group("offload-x-1").is_none());
+    aci.release(&b).await.unwrap();
+    assert!(arm.group("offload-x-2").is_none());
+    // Both are idempotent (DELETE of a group already gone is a 204).
+    aci.release(&b).await.unwrap();
+    aci.cancel(&a, "again").await.unwrap();
+}
+
+#[tokio::test]
+async fn logs_follow_with_the_cursor() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let handle = aci.launch(&launch("offload-l-1", spec())).await.unwrap();
+    offload_provider::conformance::log_cursor_follows(&aci, &handle, |text| {
+        arm.append_log("offload-l-1", text);
+        async {}
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reads_for_200_groups_stay_inside_the_arm_budget() {
+    let arm = FakeArm::start().await;
+    // The provider's defaults against a bucket like ARM's: 250, refilled at 25 per second.
+    let aci = provider(&arm, json!({})).await;
+    let started = Instant::now();
+    let mut handles = vec![];
+    for i in 0..200 {
+        handles.push(
+            aci.launch(&launch(&format!("offload-n-{i}"), spec()))
+                .await
+                .unwrap(),
+        );
+    }
+    let seen = aci.observe(&handles).await.unwrap();
+    assert_eq!(seen.len(), 200);
+    let elapsed = started.elapsed().as_secs_f64();
+    let reads = arm.requests().iter().filter(|(m, _, _)| m == "GET").count();
+    println!(
+        "200 groups launched and observed once in {elapsed:.1} s: {reads} reads, {:.1}/s",
+        reads as f64 / elapsed
+    );
+    assert_eq!(
+        reads, 400,
+        "one GET per launch (the adoption check) and one per group per round"
+    );
+    assert_eq!(
+        arm.over_budget(),
+        0,
+        "no read went over the subscription's budget"
+    );
+}

@@ -1,0 +1,330 @@
+//! A fake Azure Resource Manager for container groups. No ACI emulator exists, so this
+//! serves the shapes of Microsoft's published examples (tests/fixtures, copied from
+//! Azure/azure-rest-api-specs): it checks the bearer token and the api-version the crate
+//! sends, keeps groups that a test moves through Pending → Running → Terminated, never
+//! returns a `secureValue` (as ARM does not), answers 429 with Retry-After when asked, sends
+//! `x-ms-ratelimit-remaining-subscription-reads` from a read bucket like ARM's (250,
+//! refilled at 25/s; an empty bucket answers 429), and records every request.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "fake-arm-token";
+pub const API_VERSION: &str = "2024-10-01-preview";
+const GROUPS: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups";
+
+#[derive(Default)]
+struct Inner {
+    groups: BTreeMap<String, Value>,
+    /// What the next GETs of a group return instead (a published example).
+    examples: BTreeMap<String, Value>,
+    logs: BTreeMap<String, String>,
+    throttle: u32,
+    retry_after: u64,
+    /// ARM's read bucket for the subscription: 250, refilled at 25 per second.
+    read_budget: f64,
+    refilled_at: Option<std::time::Instant>,
+    /// Reads refused because the bucket was empty.
+    over_budget: u32,
+    requests: Vec<(String, String, Option<Value>)>,
+}
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Inner>>);
+
+pub struct FakeArm {
+    pub url: String,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeArm {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// Authentication, api-version, injected throttling and the read-budget header, as ARM
+/// applies them to every call.
+async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let uri = request.uri().clone();
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let json = serde_json::from_slice(&bytes).ok();
+    let (throttled, remaining) = {
+        let mut inner = shared.0.lock().unwrap();
+        inner.requests.push((method.clone(), uri.to_string(), json));
+        let now = std::time::Instant::now();
+        let since = inner
+            .refilled_at
+            .map_or(f64::INFINITY, |t| (now - t).as_secs_f64());
+        inner.read_budget = (inner.read_budget + 25.0 * since).min(250.0);
+        inner.refilled_at = Some(now);
+        let mut throttled = (inner.throttle > 0).then(|| {
+            inner.throttle -= 1;
+            inner.retry_after
+        });
+        if method == "GET" && throttled.is_none() {
+            if inner.read_budget < 1.0 {
+                inner.over_budget += 1;
+                throttled = Some(1);
+            } else {
+                inner.read_budget -= 1.0;
+            }
+        }
+        (throttled, inner.read_budget.floor() as u64)
+    };
+    let bearer = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if bearer != Some(&format!("Bearer {TOKEN}")) {
+        return arm_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        );
+    }
+    let version = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|p| p.strip_prefix("api-version="));
+    if version != Some(API_VERSION) {
+        return arm_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidApiVersionParameter",
+            "The api-version is invalid.",
+        );
+    }
+    if let Some(seconds) = throttled {
+        let mut response = arm_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "The request is being throttled.",
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(seconds));
+        return response;
+    }
+    let mut response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    response.headers_mut().insert(
+        "x-ms-ratelimit-remaining-subscription-reads",
+        HeaderValue::from(remaining),
+    );
+    response
+}
+
+/// A group as GET returns it: ARM's shape, without secure values.
+fn shown(group: &Value) -> Value {
+    let mut group = group.clone();
+    for c in group["properties"]["containers"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        for e in c["properties"]["environmentVariables"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            e.as_object_mut().unwrap().remove("secureValue");
+        }
+    }
+    group
+}
+
+async fn put_group(
+    State(shared): State<Shared>,
+    Path((sub, rg, name)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut inner = shared.0.lock().unwrap();
+    let existed = inner.groups.contains_key(&name);
+    let mut group = body;
+    group["id"] = json!(format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}"));
+    group["name"] = json!(name);
+    group["type"] = json!("Microsoft.ContainerInstance/containerGroups");
+    group["properties"]["provisioningState"] = json!("Pending");
+    group["properties"]["instanceView"] = json!({"state": "Pending", "events": []});
+    inner.groups.insert(name, group.clone());
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, Json(shown(&group))).into_response()
+}
+
+async fn get_group(
+    State(shared): State<Shared>,
+    Path((_sub, _rg, name)): Path<(String, String, String)>,
+) -> Response {
+    let inner = shared.0.lock().unwrap();
+    if let Some(example) = inner.examples.get(&name) {
+        return Json(example.clone()).into_response();
+    }
+    match inner.groups.get(&name) {
+        Some(group) => Json(shown(group)).into_response(),
+        None => arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!(
+                "The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' was not found."
+            ),
+        ),
+    }
+}
+
+async fn delete_group(
+    State(shared): State<Shared>,
+    Path((_sub, _rg, name)): Path<(String, String, String)>,
+) -> Response {
+    match shared.0.lock().unwrap().groups.remove(&name) {
+        Some(group) => Json(shown(&group)).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn stop_group(
+    State(shared): State<Shared>,
+    Path((_sub, _rg, name)): Path<(String, String, String)>,
+) -> Response {
+    let mut inner = shared.0.lock().unwrap();
+    match inner.groups.get_mut(&name) {
+        Some(group) => {
+            group["properties"]["instanceView"]["state"] = json!("Stopped");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => arm_error(StatusCode::NOT_FOUND, "ResourceNotFound", "not found"),
+    }
+}
+
+async fn list_groups(State(shared): State<Shared>) -> Response {
+    let inner = shared.0.lock().unwrap();
+    Json(json!({"value": inner.groups.values().map(shown).collect::<Vec<_>>()})).into_response()
+}
+
+async fn container_logs(
+    State(shared): State<Shared>,
+    Path((_sub, _rg, name, _container)): Path<(String, String, String, String)>,
+) -> Response {
+    let inner = shared.0.lock().unwrap();
+    if !inner.groups.contains_key(&name) {
+        return arm_error(StatusCode::NOT_FOUND, "ResourceNotFound", "not found");
+    }
+    // ContainerListLogs.json's shape.
+    let mut body = fixture("ContainerListLogs.json")["responses"]["200"]["body"].clone();
+    body["content"] = json!(inner.logs.get(&name).cloned().unwrap_or_default());
+    Json(body).into_response()
+}
+
+impl FakeArm {
+    pub async fn start() -> FakeArm {
+        let shared = Shared::default();
+        let app = Router::new()
+            .route(GROUPS, get(list_groups))
+            .route(
+                &format!("{GROUPS}/{{name}}"),
+                get(get_group).put(put_group).delete(delete_group),
+            )
+            .route(&format!("{GROUPS}/{{name}}/stop"), post(stop_group))
+            .route(
+                &format!("{GROUPS}/{{name}}/containers/{{container}}/logs"),
+                get(container_logs),
+            )
+            .layer(middleware::from_fn_with_state(shared.clone(), gate))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeArm {
+            url,
+            shared,
+            server,
+        }
+    }
+
+    pub fn group(&self, name: &str) -> Option<Value> {
+        self.shared.0.lock().unwrap().groups.get(name).cloned()
+    }
+
+    /// Moves a group on: its state, and its container's current state.
+    pub fn set_state(&self, name: &str, group_state: &str, container: Value) {
+        let mut inner = self.shared.0.lock().unwrap();
+        let group = inner.groups.get_mut(name).expect("no such group");
+        group["properties"]["provisioningState"] = json!("Succeeded");
+        group["properties"]["instanceView"]["state"] = json!(group_state);
+        group["properties"]["containers"][0]["properties"]["instanceView"] = container;
+    }
+
+    /// GETs of `name` answer with this published example's body.
+    pub fn serve_example(&self, name: &str, file: &str) {
+        let body = fixture(file)["responses"]["200"]["body"].clone();
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .examples
+            .insert(name.to_string(), body);
+    }
+
+    pub fn append_log(&self, name: &str, text: &str) {
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .logs
+            .entry(name.to_string())
+            .or_default()
+            .push_str(text);
+    }
+
+    /// The next `times` requests get 429 with `Retry-After: seconds`.
+    pub fn throttle(&self, times: u32, seconds: u64) {
+        let mut inner = self.shared.0.lock().unwrap();
+        inner.throttle = times;
+        inner.retry_after = seconds;
+    }
+
+    /// Reads ARM would have refused with 429 because the subscription's bucket was empty.
+    pub fn over_budget(&self) -> u32 {
+        self.shared.0.lock().unwrap().over_budget
+    }
+
+    /// (method, path and query, JSON body) of every request.
+    pub fn requests(&self) -> Vec<(String, String, Option<Value>)> {
+        self.shared.0.lock().unwrap().requests.clone()
+    }
+}

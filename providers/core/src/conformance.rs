@@ -1,0 +1,30 @@
+//! Contract checks that every provider's tests run against its real client and peer, so
+//! the engine's assumptions are tested the same way for each runtime.
+
+use std::future::Future;
+
+use crate::{Handle, LogQuery, Provider};
+
+/// Logs follow with the cursor: reading on from a chunk's cursor returns only what came
+/// after it, and `tail_bytes` returns the last bytes. `append` writes text (whole lines)
+/// to the workload's log, the way its runtime would.
+pub async fn log_cursor_follows<F, Fut>(provider: &dyn Provider, handle: &Handle, mut append: F)
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    append("one\ntwo\n").await;
+    let first = provider.logs(handle, &LogQuery::default()).await.unwrap();
+    assert_eq!(first.text, "one\ntwo\n");
+    append("three\n").await;
+    let next = LogQuery {
+        cursor: first.cursor,
+        tail_bytes: None,
+    };
+    assert_eq!(provider.logs(handle, &next).await.unwrap().text, "three\n");
+    let tail = LogQuery {
+        cursor: None,
+        tail_bytes: Some(6),
+    };
+    assert_eq!(provider.logs(handle, &tail).await.unwrap().text, "three\n");
+}
