@@ -152,7 +152,11 @@ fn the_example_config_loads_with_every_provider_kind() {
                 .to_string()
         })
         .collect();
-    assert_eq!(kinds, ["Ecs", "Kubernetes", "Local", "Sim"], "{kinds:?}");
+    assert_eq!(
+        kinds,
+        ["Aci", "Ecs", "Kubernetes", "Local", "Sim"],
+        "{kinds:?}"
+    );
 }
 
 /// The IAM policy grants exactly the calls the ECS provider makes (and the PassRole and

@@ -89,7 +89,7 @@ pub fn classify(op: &str, err: azure_core::Error) -> ProviderError {
 impl Arm {
     pub fn new(config: &Config) -> std::result::Result<Arm, String> {
         let credential: Arc<dyn TokenCredential> = match &config.access_token {
-            Some(token) => Arc::new(FixedToken(token.clone())),
+            Some(token) => Arc::new(FixedToken(token.0.clone())),
             None => azure_identity::create_default_credential().map_err(|e| e.to_string())?,
         };
         let endpoint =

@@ -16,7 +16,7 @@ pub struct Config {
     /// A fixed bearer token instead of DefaultAzureCredential's chain (environment,
     /// workload identity, managed identity, Azure CLI): for test servers and tokens
     /// obtained elsewhere.
-    pub access_token: Option<String>,
+    pub access_token: Option<SecretString>,
     #[serde(default = "linux")]
     pub os_type: String,
     /// VNet subnets (full resource ids) for the groups.
@@ -55,9 +55,20 @@ pub struct Config {
 pub struct Registry {
     pub server: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     /// A managed identity (resource id) that may pull from the registry.
     pub identity: Option<String>,
+}
+
+/// A secret from the configuration: used as it is, never shown by Debug (or in logs).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -114,5 +125,26 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_the_config_do_not_show() {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "subscription_id": "s", "resource_group": "g", "location": "l",
+            "access_token": "token-value",
+            "registries": [{"server": "r.azurecr.io", "username": "u", "password": "password-value"}],
+        }))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("token-value") && !shown.contains("password-value"),
+            "{shown}"
+        );
+        assert_eq!(config.access_token.unwrap().0, "token-value");
     }
 }

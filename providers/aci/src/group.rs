@@ -120,7 +120,10 @@ pub fn body(config: &Config, launch: &Launch) -> Value {
         properties["imageRegistryCredentials"] = json!(config
             .registries
             .iter()
-            .map(|r| json!({"server": r.server, "username": r.username, "password": r.password, "identity": r.identity}))
+            .map(|r| {
+                let password = r.password.as_ref().map(|p| &p.0);
+                json!({"server": r.server, "username": r.username, "password": password, "identity": r.identity})
+            })
             .collect::<Vec<_>>());
     }
     if let Some(dns) = &config.dns {

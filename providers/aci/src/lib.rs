@@ -21,8 +21,7 @@ use offload_provider::{
     ProviderError, Result, WorkloadSpec,
 };
 
-pub use config::{Config, Dns, Priority, Registry};
-pub use status::phase as phase_of_group;
+pub use config::{Config, Dns, Priority, Registry, SecretString};
 
 impl Config {
     /// Credentials as DefaultAzureCredential finds them (environment, workload identity,

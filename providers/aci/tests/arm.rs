@@ -179,7 +179,10 @@ async fn secure_values_are_never_echoed() {
     let arm = FakeArm::start().await;
     let aci = provider(&arm, json!({})).await;
     let handle = aci.launch(&launch("offload-s-1", spec())).await.unwrap();
-    let observed = format!("{:?}", aci.observe(std::slice::from_ref(&handle)).await.unwrap());
+    let observed = format!(
+        "{:?}",
+        aci.observe(std::slice::from_ref(&handle)).await.unwrap()
+    );
     assert!(!observed.contains("s3cr3t"));
     let logged = launch("offload-s-2", spec());
     assert!(
