@@ -13,15 +13,7 @@ pub const JOB_ID_TAG: &str = "offload-job-id";
 /// ACI's name rules: 1 to 63 of lowercase letters, digits and `-`, no `-` at either end
 /// and no `--`. Launch keys already are.
 pub fn name(key: &str) -> Result<String> {
-    let ok = !key.is_empty()
-        && key.len() <= 63
-        && key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !key.starts_with('-')
-        && !key.ends_with('-')
-        && !key.contains("--");
-    if ok {
+    if offload_provider::is_dns_label(key) && !key.contains("--") {
         Ok(key.to_string())
     } else {
         Err(ProviderError::InvalidSpec(format!(

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use fake_arm::FakeArm;
 use offload_aci::Aci;
-use offload_provider::{
-    Gpu, Handle, Launch, Phase, Provider, ProviderError, Resources, WorkloadSpec,
-};
+use offload_provider::conformance::launch;
+use offload_provider::{Gpu, Handle, Phase, Provider, ProviderError, Resources, WorkloadSpec};
 use serde_json::{json, Value};
 
 async fn provider(arm: &FakeArm, extra: Value) -> Aci {
@@ -49,16 +48,6 @@ fn spec() -> WorkloadSpec {
         timeout_seconds: None,
         labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
         provider_options: None,
-    }
-}
-
-fn launch(key: &str, spec: WorkloadSpec) -> Launch {
-    Launch {
-        key: key.into(),
-        job_id: "0193f0c2-0000-7000-8000-000000000001".into(),
-        attempt: 1,
-        spec,
-        secret_env: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
     }
 }
 

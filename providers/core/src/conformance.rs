@@ -3,7 +3,21 @@
 
 use std::future::Future;
 
-use crate::{Handle, LogQuery, Provider};
+use std::collections::BTreeMap;
+
+use crate::{Handle, Launch, LogQuery, Provider, WorkloadSpec};
+
+/// A launch of `spec` under `key`, for a job with a fixed id and one secret,
+/// `TOKEN=s3cr3t`, which a provider must pass to the workload and show nowhere else.
+pub fn launch(key: &str, spec: WorkloadSpec) -> Launch {
+    Launch {
+        key: key.into(),
+        job_id: "0193f0c2-0000-7000-8000-000000000001".into(),
+        attempt: 1,
+        spec,
+        secret_env: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
+    }
+}
 
 /// Logs follow with the cursor: reading on from a chunk's cursor returns only what came
 /// after it, and `tail_bytes` returns the last bytes. `append` writes text (whole lines)

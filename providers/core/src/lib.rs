@@ -308,6 +308,18 @@ pub trait Provider: Send + Sync + 'static {
     }
 }
 
+/// Whether `name` is a DNS-1123 label (1 to 63 of `a-z`, `0-9` and `-`, no `-` at either
+/// end), as launch keys are and as pod and container group names must be.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// Cuts `text` to its last `max` bytes, on a character boundary.
 pub fn tail_str(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -7,9 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::Moto;
-use offload_provider::{
-    Handle, Launch, LogQuery, Phase, Provider, ProviderError, Resources, WorkloadSpec,
-};
+use offload_provider::conformance::launch;
+use offload_provider::{Handle, LogQuery, Phase, Provider, ProviderError, Resources, WorkloadSpec};
 use serde_json::json;
 
 fn spec(image: &str, cpu: f64, memory_mib: u64) -> WorkloadSpec {
@@ -28,16 +27,6 @@ fn spec(image: &str, cpu: f64, memory_mib: u64) -> WorkloadSpec {
         timeout_seconds: None,
         labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
         provider_options: None,
-    }
-}
-
-fn launch(key: &str, spec: WorkloadSpec) -> Launch {
-    Launch {
-        key: key.into(),
-        job_id: format!("job-{key}"),
-        attempt: 1,
-        spec,
-        secret_env: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
     }
 }
 
@@ -165,7 +154,10 @@ async fn a_task_runs_and_ends_with_its_exit_code_and_reason() {
             )
         })
         .collect();
-    assert_eq!(tags["offload:job-id"], "job-offload-a-1");
+    assert_eq!(
+        tags["offload:job-id"],
+        "0193f0c2-0000-7000-8000-000000000001"
+    );
     assert_eq!(tags["offload:launch-key"], "offload-a-1");
     assert_eq!(tags["dag_id"], "etl");
 }

@@ -61,14 +61,7 @@ pub fn label_value(value: &str) -> String {
 
 /// The pod's name: the launch key, which the engine makes a DNS-1123 label already.
 pub fn name(key: &str) -> Result<String> {
-    let ok = !key.is_empty()
-        && key.len() <= 63
-        && key
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !key.starts_with('-')
-        && !key.ends_with('-');
-    if ok {
+    if offload_provider::is_dns_label(key) {
         Ok(key.to_string())
     } else {
         Err(ProviderError::InvalidSpec(format!(

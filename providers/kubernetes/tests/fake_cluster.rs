@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use fake::FakeApi;
 use offload_kubernetes::Kubernetes;
-use offload_provider::{Gpu, Handle, Launch, Phase, Provider, Resources, WorkloadSpec};
+use offload_provider::conformance::launch;
+use offload_provider::{Gpu, Handle, Phase, Provider, Resources, WorkloadSpec};
 use serde_json::{json, Value};
 
 struct Cluster {
@@ -62,16 +63,6 @@ fn spec() -> WorkloadSpec {
         timeout_seconds: Some(600),
         labels: BTreeMap::from([("run_id".into(), "manual__2026-01-02T03:04:05+00:00".into())]),
         provider_options: None,
-    }
-}
-
-fn launch(key: &str, spec: WorkloadSpec) -> Launch {
-    Launch {
-        key: key.into(),
-        job_id: "0193f0c2-0000-7000-8000-000000000001".into(),
-        attempt: 1,
-        spec,
-        secret_env: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
     }
 }
 
