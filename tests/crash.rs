@@ -1,9 +1,12 @@
 //! Crash safety with the real `offload serve` binary: a client submits jobs in a stream
 //! while the server is SIGKILLed at random moments and restarted. Afterwards every job
-//! that got a 201 (or 200) exists and ends, and the sim provider's record shows that no
-//! job was ever launched twice.
+//! that got a 201 (or 200) exists, and no job was launched twice: the sim provider's
+//! record shows it, and so do moto's recorded RunTask calls for the ECS provider.
 
 mod common;
+#[cfg(feature = "ecs")]
+#[path = "../providers/ecs/tests/common/mod.rs"]
+mod moto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
@@ -67,32 +70,24 @@ async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_submits_loses_nothing_and_launches_nothing_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("sim-record.jsonl");
+/// Submits a stream of jobs to `provider` through the real binary, SIGKILLing it
+/// ROUNDS times at pseudo-random moments and restarting it; then waits until every
+/// acknowledged job satisfies `settled`. Returns the acknowledged ids by idempotency key.
+async fn submit_through_crashes(
+    dir: &std::path::Path,
+    providers: &str,
+    provider: &str,
+    settled: impl Fn(&serde_json::Value) -> bool,
+) -> BTreeMap<String, String> {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let providers = format!(
-        r#"
-[providers.sim]
-kind = "sim"
-start_ms = 100
-run_ms = 400
-poll_interval_ms = 50
-max_concurrency = 50
-record = "{}"
-faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
-"#,
-        record.display()
-    );
-    let config = dir.path().join("offload.toml");
+    let config = dir.join("offload.toml");
     std::fs::write(
         &config,
-        config_text(dir.path(), &format!("127.0.0.1:{port}"), &providers),
+        config_text(dir, &format!("127.0.0.1:{port}"), providers),
     )
     .unwrap();
-    let log = dir.path().join("serve.log");
+    let log = dir.join("serve.log");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -118,7 +113,7 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
                 next_key += 1;
                 format!("job-{next_key}")
             });
-            let spec = json!({"image": "img", "provider": "sim", "labels": {"key": key}});
+            let spec = json!({"image": "img", "command": ["true"], "provider": provider, "labels": {"key": key}});
             let response = http
                 .post(format!("{url}/v1/jobs"))
                 .bearer_auth(TOKEN_A)
@@ -151,7 +146,7 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
             server.kill9();
             continue;
         }
-        // Last round: everything acknowledged must exist and end.
+        // Last round: everything acknowledged must exist and settle.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         for (key, id) in &acknowledged {
             loop {
@@ -163,14 +158,13 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
                     .unwrap();
                 assert_eq!(r.status(), 200, "acknowledged job {id} ({key}) is gone");
                 let job: serde_json::Value = r.json().await.unwrap();
-                if job["terminal"] == true {
-                    assert_eq!(job["state"], "succeeded", "{job}");
+                if settled(&job) {
                     assert_eq!(job["labels"]["key"], key.as_str());
                     break;
                 }
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "job {id} never ended: {job}"
+                    "job {id} never settled: {job}"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -182,6 +176,33 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
         "too few submits to mean anything: {}",
         acknowledged.len()
     );
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_submits_loses_nothing_and_launches_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("sim-record.jsonl");
+    let providers = format!(
+        r#"
+[providers.sim]
+kind = "sim"
+start_ms = 100
+run_ms = 400
+poll_interval_ms = 50
+max_concurrency = 50
+record = "{}"
+faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
+"#,
+        record.display()
+    );
+    let acknowledged = submit_through_crashes(dir.path(), &providers, "sim", |job| {
+        job["terminal"] == true && {
+            assert_eq!(job["state"], "succeeded", "{job}");
+            true
+        }
+    })
+    .await;
 
     let records = offload_sim::read_record(&record).unwrap();
     let mut created_keys = BTreeSet::new();
@@ -212,5 +233,61 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
         "crash test: {} jobs acknowledged across {ROUNDS} kill -9s, {} launches, {adopted} re-adopted after a crash",
         acknowledged.len(),
         created_keys.len()
+    );
+}
+
+/// The same against moto's ECS: after the kill -9s, moto holds exactly one task per job.
+#[cfg(feature = "ecs")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_submits_starts_one_ecs_task_per_job() {
+    let moto = moto::Moto::start();
+    let aws = &moto.aws;
+    let dir = tempfile::tempdir().unwrap();
+    let providers = format!(
+        r#"
+[providers.fargate]
+kind = "ecs"
+endpoint_url = "{}"
+region = "{}"
+cluster = "{}"
+subnets = ["{}"]
+security_groups = ["{}"]
+max_concurrency = 200
+poll_interval_ms = 100
+"#,
+        aws.endpoint, aws.region, aws.cluster, aws.subnet, aws.security_group
+    );
+    // moto keeps tasks RUNNING: a job has settled once the gateway follows its task.
+    let acknowledged = submit_through_crashes(dir.path(), &providers, "fargate", |job| {
+        job["state"] == "running"
+    })
+    .await;
+    let mut tasks_per_job: BTreeMap<String, usize> = BTreeMap::new();
+    for (action, body) in moto.recorded().await {
+        if action == "RunTask" {
+            let job = body["tags"]
+                .as_array()
+                .and_then(|tags| tags.iter().find(|t| t["key"] == "offload:job-id"))
+                .and_then(|t| t["value"].as_str())
+                .unwrap()
+                .to_string();
+            *tasks_per_job.entry(job).or_default() += 1;
+        }
+    }
+    for id in acknowledged.values() {
+        assert_eq!(
+            tasks_per_job.get(id),
+            Some(&1),
+            "job {id}: not exactly one ECS task"
+        );
+    }
+    assert_eq!(
+        tasks_per_job.len(),
+        acknowledged.len(),
+        "tasks for jobs nobody acknowledged"
+    );
+    println!(
+        "ECS crash test: {} jobs across {ROUNDS} kill -9s, one RunTask each",
+        acknowledged.len()
     );
 }

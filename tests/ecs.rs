@@ -133,6 +133,10 @@ poll_interval_ms = 500
         batches.iter().max().unwrap()
     );
     assert_eq!(calls["RunTask"], JOBS, "one RunTask per job");
+    assert!(
+        calls.get("ListTasks").copied().unwrap_or(0) < 10,
+        "fresh launches look nothing up; ListTasks is the health check only"
+    );
     assert_eq!(
         calls["RegisterTaskDefinition"], 1,
         "one task definition for one image and size"

@@ -74,7 +74,7 @@ impl Engine {
         match self.store.update(id, &[JobState::Queued], patch).await? {
             Some(rec) => {
                 self.changed(id);
-                self.launch(rec, &slot).await
+                self.launch(rec, &slot, true).await
             }
             None => {
                 slot.release(id);
@@ -83,7 +83,9 @@ impl Engine {
         }
     }
 
-    async fn launch(&self, rec: JobRecord, slot: &Slot) -> Step {
+    /// Launches the job's current key; `fresh` when the key was stored just now, in this
+    /// reconcile, so no earlier call can have started anything under it.
+    async fn launch(&self, rec: JobRecord, slot: &Slot, fresh: bool) -> Step {
         let id = rec.job.id;
         let key = rec
             .launch_key
@@ -113,6 +115,7 @@ impl Engine {
             attempt: rec.job.attempts,
             spec: rec.job.spec.workload(resources, slot.provider.kind()),
             secret_env: self.store.secrets(id).await?,
+            fresh,
         };
         let error = match self
             .call(slot, "launch", slot.provider.launch(&launch))
@@ -205,7 +208,7 @@ impl Engine {
         let (Some(key), Some(pref)) = (rec.launch_key.clone(), rec.job.provider_ref.clone()) else {
             // Stored as dispatched but the launch's answer was never stored: launch the same
             // key again; the provider hands back the workload if it already exists.
-            return self.launch(rec, &slot).await;
+            return self.launch(rec, &slot, false).await;
         };
         let handle = Handle {
             key,

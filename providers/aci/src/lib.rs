@@ -1,6 +1,7 @@
 //! Azure Container Instances provider: each attempt of a job is one container group.
 //!
-//! - launch: a GET first (a relaunch after a crash finds the group of its key), then a PUT
+//! - launch: unless fresh, a GET first (a relaunch after a crash finds the group of its
+//!   key), then a PUT
 //!   of the group with `restartPolicy: Never`, `secret_env` as `secureValue`s and the job
 //!   id and labels as tags;
 //! - observe: a GET per live group, paced by ARM's read budget (`arm`);
@@ -94,7 +95,7 @@ impl Provider for Aci {
             key: launch.key.clone(),
             provider_ref: name.clone(),
         };
-        if self.arm.get(&name).await?.is_some() {
+        if !launch.fresh && self.arm.get(&name).await?.is_some() {
             tracing::info!(group = %name, "adopting the container group this launch key created");
             return Ok(handle);
         }

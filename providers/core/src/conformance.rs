@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use crate::{Handle, Launch, LogQuery, Provider, WorkloadSpec};
 
 /// A launch of `spec` under `key`, for a job with a fixed id and one secret,
-/// `TOKEN=s3cr3t`, which a provider must pass to the workload and show nowhere else.
+/// `TOKEN=s3cr3t`, which a provider must pass to the workload and show nowhere else. It is
+/// not `fresh`, so the provider looks for a workload to adopt, as after a crash.
 pub fn launch(key: &str, spec: WorkloadSpec) -> Launch {
     Launch {
         key: key.into(),
@@ -16,6 +17,7 @@ pub fn launch(key: &str, spec: WorkloadSpec) -> Launch {
         attempt: 1,
         spec,
         secret_env: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
+        fresh: false,
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Launch {
     pub spec: WorkloadSpec,
     /// Values are secret: providers pass them to the workload and nowhere else.
     pub secret_env: BTreeMap<String, String>,
+    /// No earlier call was made with this key (the engine stored it a moment ago), so
+    /// nothing can exist under it yet: a provider may skip looking for a workload to adopt.
+    pub fresh: bool,
 }
 
 impl std::fmt::Debug for Launch {
@@ -72,6 +75,7 @@ impl std::fmt::Debug for Launch {
             .field("key", &self.key)
             .field("job_id", &self.job_id)
             .field("attempt", &self.attempt)
+            .field("fresh", &self.fresh)
             .field("spec", &self.spec)
             .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
             .finish()

@@ -1,9 +1,10 @@
 //! ECS Fargate provider: each attempt of a job is one ECS task.
 //!
 //! - launch: finds the task definition for the image and size (registering it once),
-//!   looks for a task already started by this launch key (`startedBy`; moto and a crash
-//!   between RunTask and the stored answer both need it, since `clientToken` is not enough),
-//!   then calls RunTask with the key as `clientToken` and `startedBy`;
+//!   unless the launch is `fresh` looks for a task already started by this launch key
+//!   (`startedBy`; moto and a crash between RunTask and the stored answer both need it,
+//!   since `clientToken` is not enough), then calls RunTask with the key as `clientToken`
+//!   and `startedBy`;
 //! - observe: one DescribeTasks per 100 live tasks per poll round;
 //! - cancel: StopTask; logs: CloudWatch Logs, stream `PREFIX/main/TASK_ID`;
 //! - every call waits for a token from a client-side bucket kept under ECS's rates.
@@ -284,7 +285,9 @@ impl Provider for Ecs {
             key: launch.key.clone(),
             provider_ref: arn,
         };
-        if let Some(arn) = self.started_by(&launch.key).await? {
+        if launch.fresh {
+            // Nothing can exist under a key never sent: no lookup.
+        } else if let Some(arn) = self.started_by(&launch.key).await? {
             tracing::info!(key = %launch.key, %arn, "adopting the ECS task this launch key started");
             return Ok(handle(arn));
         }

@@ -223,10 +223,14 @@ async fn task_definitions_are_registered_once_per_image_and_size() {
 async fn a_relaunch_after_a_crash_finds_the_task_instead_of_starting_another() {
     let moto = Moto::start();
     let first = moto.config(json!({})).build().await.unwrap();
-    let handle = first
-        .launch(&launch("offload-k-1", spec("alpine:3", 0.25, 512)))
-        .await
-        .unwrap();
+    let mut fresh = launch("offload-k-1", spec("alpine:3", 0.25, 512));
+    fresh.fresh = true;
+    let handle = first.launch(&fresh).await.unwrap();
+    assert_eq!(
+        moto.count("ListTasks").await,
+        0,
+        "a fresh key needs no lookup"
+    );
     drop(first);
     // The gateway restarts and launches the same key again (its answer was never stored).
     let second = moto.config(json!({})).build().await.unwrap();

@@ -287,6 +287,7 @@ mod tests {
             attempt: 1,
             spec,
             secret_env: Default::default(),
+            fresh: false,
         };
         let config: Config = serde_json::from_value(serde_json::json!({})).unwrap();
         let labels = labels(&config, &launch);

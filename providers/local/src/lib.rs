@@ -446,6 +446,7 @@ mod tests {
                 provider_options: None,
             },
             secret_env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
+            fresh: false,
         }
     }
 

@@ -475,6 +475,7 @@ mod tests {
                 provider_options: options,
             },
             secret_env: Default::default(),
+            fresh: false,
         }
     }
 
