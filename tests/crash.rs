@@ -241,22 +241,8 @@ faults = {{ throttle = 0.1, throttle_retry_ms = 50, transient = 0.1 }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_submits_starts_one_ecs_task_per_job() {
     let moto = moto::Moto::start();
-    let aws = &moto.aws;
     let dir = tempfile::tempdir().unwrap();
-    let providers = format!(
-        r#"
-[providers.fargate]
-kind = "ecs"
-endpoint_url = "{}"
-region = "{}"
-cluster = "{}"
-subnets = ["{}"]
-security_groups = ["{}"]
-max_concurrency = 200
-poll_interval_ms = 100
-"#,
-        aws.endpoint, aws.region, aws.cluster, aws.subnet, aws.security_group
-    );
+    let providers = moto.gateway_provider("max_concurrency = 200\npoll_interval_ms = 100");
     // moto keeps tasks RUNNING: a job has settled once the gateway follows its task.
     let acknowledged = submit_through_crashes(dir.path(), &providers, "fargate", |job| {
         job["state"] == "running"

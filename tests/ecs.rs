@@ -19,23 +19,11 @@ const JOBS: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_jobs_are_followed_with_batched_describe_tasks() {
     let moto = moto::Moto::start();
-    let aws = &moto.aws;
-    let providers = format!(
-        r#"
-[providers.fargate]
-kind = "ecs"
-endpoint_url = "{}"
-region = "{}"
-cluster = "{}"
-subnets = ["{}"]
-security_groups = ["{}"]
-log_group = "{}"
-execution_role_arn = "arn:aws:iam::123456789012:role/offload-execution"
-max_concurrency = {JOBS}
-poll_interval_ms = 500
-"#,
-        aws.endpoint, aws.region, aws.cluster, aws.subnet, aws.security_group, aws.log_group
-    );
+    let providers = moto.gateway_provider(&format!(
+        "log_group = \"{}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/offload-execution\"\n\
+         max_concurrency = {JOBS}\npoll_interval_ms = 500",
+        moto.aws.log_group
+    ));
     let gw = Gateway::start(&providers).await;
     moto.reset_recording().await;
     let started = Instant::now();

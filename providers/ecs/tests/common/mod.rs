@@ -113,6 +113,16 @@ impl Moto {
         serde_json::from_value(config).unwrap()
     }
 
+    /// `[providers.fargate]` for a gateway's config, pointing at this moto, plus `extra` lines.
+    pub fn gateway_provider(&self, extra: &str) -> String {
+        let aws = &self.aws;
+        format!(
+            "[providers.fargate]\nkind = \"ecs\"\nendpoint_url = \"{}\"\nregion = \"{}\"\ncluster = \"{}\"\n\
+             subnets = [\"{}\"]\nsecurity_groups = [\"{}\"]\n{extra}\n",
+            aws.endpoint, aws.region, aws.cluster, aws.subnet, aws.security_group
+        )
+    }
+
     async fn post(&self, path: &str, body: Value) {
         let response = self
             .http
