@@ -282,7 +282,7 @@ impl Config {
                     "providers.{name}.poll_interval_ms must be at least 10"
                 )));
             }
-            let checked = match &p.kind {
+            let checked: Result<(), String> = match &p.kind {
                 #[cfg(feature = "ecs")]
                 KindConfig::Ecs(c) => c.check(),
                 #[cfg(feature = "kubernetes")]

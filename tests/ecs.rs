@@ -2,8 +2,9 @@
 //! (started by the ECS provider's own harness): every job ends with its task's exit code,
 //! and moto's request recorder counts the ECS calls it took to follow them.
 
+#![cfg(feature = "ecs")]
+
 mod common;
-#[cfg(feature = "ecs")]
 #[path = "../providers/ecs/tests/common/mod.rs"]
 mod moto;
 
@@ -15,7 +16,6 @@ use serde_json::json;
 
 const JOBS: usize = 200;
 
-#[cfg(feature = "ecs")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_jobs_are_followed_with_batched_describe_tasks() {
     let moto = moto::Moto::start();
