@@ -13,7 +13,7 @@ use offload_provider::{Gpu, Handle, Phase, Provider, ProviderError, Resources, W
 use serde_json::{json, Value};
 
 async fn provider(arm: &FakeArm, extra: Value) -> Aci {
-    let mut config = json!({
+    let base = json!({
         "subscription_id": "00000000-0000-0000-0000-000000000000",
         "resource_group": "offload",
         "location": "westeurope",
@@ -21,12 +21,7 @@ async fn provider(arm: &FakeArm, extra: Value) -> Aci {
         "access_token": fake_arm::TOKEN,
         "tags": {"team": "data"},
     });
-    config
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    serde_json::from_value::<offload_aci::Config>(config)
-        .unwrap()
+    offload_provider::conformance::config::<offload_aci::Config>(base, extra)
         .build()
         .await
         .unwrap()

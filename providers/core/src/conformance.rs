@@ -7,6 +7,22 @@ use std::collections::BTreeMap;
 
 use crate::{Handle, Launch, LogQuery, Provider, WorkloadSpec};
 
+/// A provider's config for a test: the test peer's settings in `base`, with the keys of
+/// `extra` (a JSON object) on top.
+pub fn config<C: serde::de::DeserializeOwned>(
+    mut base: serde_json::Value,
+    extra: serde_json::Value,
+) -> C {
+    let extra = extra
+        .as_object()
+        .expect("extra settings are a JSON object")
+        .clone();
+    base.as_object_mut()
+        .expect("base settings are a JSON object")
+        .extend(extra);
+    serde_json::from_value(base).expect("a valid provider config")
+}
+
 /// A launch of `spec` under `key`, for a job with a fixed id and one secret,
 /// `TOKEN=s3cr3t`, which a provider must pass to the workload and show nowhere else. It is
 /// not `fresh`, so the provider looks for a workload to adopt, as after a crash.

@@ -31,18 +31,14 @@ impl Cluster {
     }
 
     async fn provider(&self, extra: Value) -> Kubernetes {
-        let mut config = json!({
+        let base = json!({
             "kubeconfig": self.kubeconfig,
             "context": "fake",
             "namespace": "jobs",
             "calls_per_second": 1000,
             "burst": 1000,
         });
-        config
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let config: offload_kubernetes::Config = serde_json::from_value(config).unwrap();
+        let config: offload_kubernetes::Config = offload_provider::conformance::config(base, extra);
         config.build().await.unwrap()
     }
 }

@@ -95,7 +95,7 @@ impl Moto {
 
     /// The provider's settings for this moto, with `extra` on top.
     pub fn config(&self, extra: Value) -> offload_ecs::Config {
-        let mut config = json!({
+        let base = json!({
             "endpoint_url": self.aws.endpoint,
             "region": self.aws.region,
             "cluster": self.aws.cluster,
@@ -106,11 +106,7 @@ impl Moto {
             "calls_per_second": 1000,
             "burst": 1000,
         });
-        config
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        serde_json::from_value(config).unwrap()
+        offload_provider::conformance::config(base, extra)
     }
 
     /// `[providers.fargate]` for a gateway's config, pointing at this moto, plus `extra` lines.
