@@ -44,6 +44,15 @@ pub struct Config {
     /// Poll rounds a task may be missing from DescribeTasks before its job fails.
     #[serde(default = "default_missing")]
     pub missing_retries: u32,
+    /// Existing task definitions a job may run (`provider_options.ecs.task_definition`),
+    /// written as jobs name them: a family (any revision), `family:revision`, or an ARN
+    /// whose revision may be `*`. None by default: a definition chooses the roles, images
+    /// and secrets its task gets.
+    #[serde(default)]
+    pub allowed_task_definitions: Vec<String>,
+    /// Roles a job may run as (`provider_options.ecs.task_role_arn`); none by default.
+    #[serde(default)]
+    pub allowed_task_roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -135,6 +144,24 @@ impl Config {
         if self.log_group.is_some() && self.execution_role_arn.is_none() {
             return Err("execution_role_arn: the awslogs driver needs an execution role".into());
         }
+        if let Some(entry) = self
+            .allowed_task_definitions
+            .iter()
+            .find(|entry| crate::options::definition_parts(entry).is_none())
+        {
+            return Err(format!(
+                "allowed_task_definitions: {entry:?} is not a family, family:revision or task definition ARN"
+            ));
+        }
+        if let Some(role) = self
+            .allowed_task_roles
+            .iter()
+            .find(|role| !(role.starts_with("arn:") && role.contains(":role/")))
+        {
+            return Err(format!(
+                "allowed_task_roles: {role:?} is not an IAM role ARN"
+            ));
+        }
         Ok(())
     }
 
@@ -149,5 +176,36 @@ impl Config {
         self.capacity
             .iter()
             .all(|c| c.provider == CapacityProvider::Fargate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(extra: serde_json::Value) -> Result<(), String> {
+        let base = json!({"cluster": "offload", "subnets": ["subnet-1"]});
+        offload_provider::conformance::config::<Config>(base, extra).check()
+    }
+
+    #[test]
+    fn allow_lists_hold_task_definitions_and_roles() {
+        let arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/etl:*";
+        let role = "arn:aws:iam::123456789012:role/etl";
+        assert_eq!(
+            check(
+                json!({"allowed_task_definitions": ["etl", "load:3", arn], "allowed_task_roles": [role]})
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(json!({"allowed_task_definitions": ["etl:latest"]})),
+            Err("allowed_task_definitions: \"etl:latest\" is not a family, family:revision or task definition ARN".into())
+        );
+        assert_eq!(
+            check(json!({"allowed_task_roles": ["etl"]})),
+            Err("allowed_task_roles: \"etl\" is not an IAM role ARN".into())
+        );
     }
 }

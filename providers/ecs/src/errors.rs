@@ -61,9 +61,17 @@ fn classify_service(code: &str, message: &str, text: String) -> ProviderError {
         | "ExpiredTokenException"
         | "ClusterNotFoundException" => ProviderError::Config(text),
         "ResourceNotFoundException" => ProviderError::NotFound(text),
+        _ if is_task_not_found(message) => ProviderError::NotFound(text),
         // ClientException, InvalidParameterException: ECS refused what was asked.
         _ => ProviderError::InvalidSpec(text),
     }
+}
+
+/// ECS's answer about a task it does not know (it forgets stopped tasks after about an
+/// hour): StopTask's InvalidParameterException "The referenced task was not found."
+fn is_task_not_found(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("task was not found") || message.contains("task not found")
 }
 
 /// RunTask's per-task `failures[].reason` values that mean "not now, or not here".
@@ -116,6 +124,21 @@ mod tests {
         ));
         assert!(matches!(
             c("InvalidParameterException", "bad"),
+            ProviderError::InvalidSpec(_)
+        ));
+        assert!(matches!(
+            c(
+                "InvalidParameterException",
+                "The referenced task was not found."
+            ),
+            ProviderError::NotFound(_)
+        ));
+        assert!(matches!(
+            c("ClientException", "Task not found."),
+            ProviderError::NotFound(_)
+        ));
+        assert!(matches!(
+            c("ClientException", "Unable to describe task definition."),
             ProviderError::InvalidSpec(_)
         ));
     }

@@ -6,12 +6,16 @@
 //!   since `clientToken` is not enough), then calls RunTask with the key as `clientToken`
 //!   and `startedBy`;
 //! - observe: one DescribeTasks per 100 live tasks per poll round;
-//! - cancel: StopTask; logs: CloudWatch Logs, stream `PREFIX/main/TASK_ID`;
+//! - cancel: StopTask (a task ECS has forgotten has nothing left to stop); logs: CloudWatch
+//!   Logs, stream `PREFIX/CONTAINER/TASK_ID`;
+//! - a job's `provider_options.ecs` chooses only what the operator allows (`options`);
 //! - every call waits for a token from a client-side bucket kept under ECS's rates.
 
 mod config;
+mod containers;
 mod errors;
 mod logs;
+mod options;
 mod pricing;
 mod sizing;
 mod status;
@@ -33,11 +37,12 @@ use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
     ProviderError, Result, WorkloadSpec,
 };
-use serde::Deserialize;
 
 pub use config::{Arch, CapacityProvider, CapacityShare, Config};
+use containers::Containers;
 use errors::classify;
-use taskdef::{CONTAINER, DIGEST_TAG};
+use options::Options;
+use taskdef::DIGEST_TAG;
 
 /// ECS allows at most this many tasks per DescribeTasks call.
 const DESCRIBE_BATCH: usize = 100;
@@ -68,26 +73,9 @@ impl Config {
             limiter: RateLimiter::direct(quota),
             definitions: tokio::sync::Mutex::default(),
             missing: Mutex::default(),
+            containers: Containers::default(),
             config: self.clone(),
         })
-    }
-}
-
-/// `provider_options.ecs`: run an existing task definition instead of the image.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Options {
-    /// A family, `family:revision` or ARN.
-    task_definition: Option<String>,
-    /// Its container to override (command, env); defaults to `main`.
-    container: Option<String>,
-}
-
-fn options(spec: &WorkloadSpec) -> Result<Options> {
-    match &spec.provider_options {
-        None => Ok(Options::default()),
-        Some(value) => serde_json::from_value(value.clone())
-            .map_err(|e| ProviderError::InvalidSpec(format!("provider_options.ecs: {e}"))),
     }
 }
 
@@ -100,6 +88,7 @@ pub struct Ecs {
     definitions: tokio::sync::Mutex<HashMap<String, String>>,
     /// Task ARN → poll rounds in a row it was missing from DescribeTasks.
     missing: Mutex<HashMap<String, u32>>,
+    containers: Containers,
     config: Config,
 }
 
@@ -205,9 +194,30 @@ impl Ecs {
             .build())
     }
 
-    fn log_stream(&self, handle: &Handle, container: &str) -> String {
+    fn log_stream(&self, handle: &Handle) -> String {
         let task_id = handle.provider_ref.rsplit('/').next().unwrap_or_default();
+        let container = self.containers.of(&handle.provider_ref);
         format!("{}/{container}/{task_id}", self.config.log_stream_prefix)
+    }
+
+    /// A spec's size and options, or why it cannot run here (the message names the field).
+    fn checked(&self, spec: &WorkloadSpec) -> Result<(sizing::Size, Options)> {
+        if spec.resources.gpu.is_some() {
+            return Err(ProviderError::InvalidSpec(
+                "resources.gpu: Fargate has no GPUs".into(),
+            ));
+        }
+        let size = sizing::fit(spec.resources.cpu, spec.resources.memory_bytes)
+            .map_err(ProviderError::InvalidSpec)?;
+        if let Some(bytes) = spec.resources.ephemeral_storage_bytes {
+            if bytes > 200 << 30 {
+                return Err(ProviderError::InvalidSpec(
+                    "resources.ephemeral_storage: Fargate allows at most 200 GiB".into(),
+                ));
+            }
+        }
+        let options = Options::allowed(spec.provider_options.as_ref(), &self.config)?;
+        Ok((size, options))
     }
 }
 
@@ -262,28 +272,19 @@ impl Provider for Ecs {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
-        if spec.resources.gpu.is_some() {
-            return Err(ProviderError::InvalidSpec(
-                "resources.gpu: Fargate has no GPUs".into(),
-            ));
-        }
-        sizing::fit(spec.resources.cpu, spec.resources.memory_bytes)
-            .map_err(ProviderError::InvalidSpec)?;
-        if let Some(bytes) = spec.resources.ephemeral_storage_bytes {
-            if bytes > 200 << 30 {
-                return Err(ProviderError::InvalidSpec(
-                    "resources.ephemeral_storage: Fargate allows at most 200 GiB".into(),
-                ));
-            }
-        }
-        options(spec).map(|_| ())
+        self.checked(spec).map(|_| ())
     }
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
-        self.validate(&launch.spec)?;
-        let handle = |arn: String| Handle {
-            key: launch.key.clone(),
-            provider_ref: arn,
+        let spec = &launch.spec;
+        let (size, opts) = self.checked(spec)?;
+        let container = opts.container();
+        let handle = |arn: String| {
+            self.containers.remember(&arn, container);
+            Handle {
+                key: launch.key.clone(),
+                provider_ref: arn,
+            }
         };
         if launch.fresh {
             // Nothing can exist under a key never sent: no lookup.
@@ -291,11 +292,6 @@ impl Provider for Ecs {
             tracing::info!(key = %launch.key, %arn, "adopting the ECS task this launch key started");
             return Ok(handle(arn));
         }
-        let spec = &launch.spec;
-        let size = sizing::fit(spec.resources.cpu, spec.resources.memory_bytes)
-            .map_err(ProviderError::InvalidSpec)?;
-        let opts = options(spec)?;
-        let container = opts.container.as_deref().unwrap_or(CONTAINER);
         let definition = match &opts.task_definition {
             Some(existing) => existing.clone(),
             None => self.task_definition(&spec.image, size).await?,
@@ -319,7 +315,8 @@ impl Provider for Ecs {
                     .build(),
             )
             .cpu(size.cpu_units.to_string())
-            .memory(size.memory_mib.to_string());
+            .memory(size.memory_mib.to_string())
+            .set_task_role_arn(opts.task_role_arn.clone());
         if let Some(bytes) = spec
             .resources
             .ephemeral_storage_bytes
@@ -405,7 +402,9 @@ impl Provider for Ecs {
                 let phase = match by_arn.get(handle.provider_ref.as_str()) {
                     Some(task) => {
                         missing.remove(&handle.provider_ref);
-                        status::phase(task, CONTAINER)
+                        self.containers
+                            .remember(&handle.provider_ref, status::container(task));
+                        status::phase(task)
                     }
                     None => {
                         let rounds = missing.entry(handle.provider_ref.clone()).or_default();
@@ -447,6 +446,7 @@ impl Provider for Ecs {
         {
             Ok(_) => Ok(()),
             Err(e) => match classify("StopTask", e) {
+                // ECS forgets stopped tasks: one it no longer knows has nothing left to stop.
                 ProviderError::NotFound(_) => Ok(()),
                 other => Err(other),
             },
@@ -457,12 +457,21 @@ impl Provider for Ecs {
         let Some(group) = &self.config.log_group else {
             return Ok(LogChunk::default());
         };
-        let stream = self.log_stream(handle, CONTAINER);
-        logs::read(&self.logs, &self.limiter, group, &stream, query).await
+        let stream = self.log_stream(handle);
+        logs::Stream {
+            logs: &self.logs,
+            limiter: &self.limiter,
+            group,
+            name: &stream,
+        }
+        .read(query)
+        .await
     }
 
-    /// ECS forgets stopped tasks on its own (after about an hour): nothing to delete.
-    async fn release(&self, _handle: &Handle) -> Result<()> {
+    /// ECS forgets stopped tasks on its own (after about an hour): nothing to delete but
+    /// what this provider remembers about the task.
+    async fn release(&self, handle: &Handle) -> Result<()> {
+        self.containers.forget(&handle.provider_ref);
         Ok(())
     }
 

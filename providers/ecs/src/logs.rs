@@ -1,6 +1,13 @@
 //! A task's log from CloudWatch Logs (the `awslogs` driver writes one event per line).
-//! The cursor is CloudWatch's forward token, so follow mode reads on where it stopped.
+//!
+//! Followers read forward: the cursor is CloudWatch's forward token, so each read goes on
+//! where the last one stopped. A tail with no cursor (the log kept when a job ends, whose
+//! last `offload-result:` line is the job's result) is the end of the log, however long:
+//! it is read backward from the newest event, only as far as the tail needs (one call for
+//! a tail of up to 10,000 events), and its cursor lets a follower go on from the end.
 
+use aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput;
+use aws_sdk_cloudwatchlogs::types::OutputLogEvent;
 use aws_sdk_cloudwatchlogs::Client;
 use governor::DefaultDirectRateLimiter;
 use offload_provider::{tail_str, LogChunk, LogQuery, ProviderError, Result};
@@ -9,46 +16,116 @@ use crate::errors::classify;
 
 /// Pages read per call; a follower calls again for the rest.
 const MAX_PAGES: usize = 10;
+/// The most events one GetLogEvents call returns.
+const MAX_EVENTS_PER_CALL: usize = 10_000;
 
-pub async fn read(
-    logs: &Client,
-    limiter: &DefaultDirectRateLimiter,
-    group: &str,
-    stream: &str,
-    query: &LogQuery,
-) -> Result<LogChunk> {
-    let mut cursor = query.cursor.clone();
-    let mut text = String::new();
-    for _ in 0..MAX_PAGES {
-        limiter.until_ready().await;
-        let page = logs
+/// One task's log stream.
+pub struct Stream<'a> {
+    pub logs: &'a Client,
+    pub limiter: &'a DefaultDirectRateLimiter,
+    pub group: &'a str,
+    pub name: &'a str,
+}
+
+impl Stream<'_> {
+    pub async fn read(&self, query: &LogQuery) -> Result<LogChunk> {
+        let (chunk, max) = match (&query.cursor, query.tail_bytes) {
+            (None, Some(max)) => (self.backward(max).await?, max),
+            (cursor, max) => (
+                self.forward(cursor.clone()).await?,
+                max.unwrap_or(usize::MAX),
+            ),
+        };
+        Ok(LogChunk {
+            text: tail_str(&chunk.text, max).to_string(),
+            cursor: chunk.cursor,
+        })
+    }
+
+    /// Up to [`MAX_PAGES`] pages after `cursor` (from the start without one).
+    async fn forward(&self, mut cursor: Option<String>) -> Result<LogChunk> {
+        let mut text = String::new();
+        for _ in 0..MAX_PAGES {
+            let Some(page) = self.page(cursor.clone(), true, None).await? else {
+                break;
+            };
+            push_lines(&mut text, page.events());
+            let next = page.next_forward_token().map(str::to_string);
+            // CloudWatch says "the end" by handing back the token it was given.
+            let end = page.events().is_empty() || next == cursor;
+            cursor = next.or(cursor);
+            if end {
+                break;
+            }
+        }
+        Ok(LogChunk { text, cursor })
+    }
+
+    /// At least the last `max` bytes (or the whole log), newest page first. The cursor is
+    /// the newest page's forward token; none when the log is empty (a follower then reads
+    /// from the start, which is the same place).
+    async fn backward(&self, max: usize) -> Result<LogChunk> {
+        // Every event is at least one byte and its newline.
+        let limit = max.div_ceil(2).clamp(1, MAX_EVENTS_PER_CALL) as i32;
+        let (mut pages, mut bytes) = (Vec::new(), 0);
+        let (mut cursor, mut token) = (None, None);
+        for _ in 0..MAX_PAGES {
+            let Some(page) = self.page(token.clone(), false, Some(limit)).await? else {
+                break;
+            };
+            if page.events().is_empty() {
+                break;
+            }
+            if cursor.is_none() {
+                cursor = page.next_forward_token().map(str::to_string);
+            }
+            let mut text = String::new();
+            push_lines(&mut text, page.events());
+            bytes += text.len();
+            pages.push(text);
+            let back = page.next_backward_token().map(str::to_string);
+            if bytes >= max || back.is_none() || back == token {
+                break;
+            }
+            token = back;
+        }
+        pages.reverse();
+        Ok(LogChunk {
+            text: pages.concat(),
+            cursor,
+        })
+    }
+
+    /// One GetLogEvents call; `None` when the stream does not exist (the task has not
+    /// written anything yet).
+    async fn page(
+        &self,
+        token: Option<String>,
+        from_head: bool,
+        limit: Option<i32>,
+    ) -> Result<Option<GetLogEventsOutput>> {
+        self.limiter.until_ready().await;
+        let page = self
+            .logs
             .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .start_from_head(true)
-            .set_next_token(cursor.clone())
+            .log_group_name(self.group)
+            .log_stream_name(self.name)
+            .start_from_head(from_head)
+            .set_next_token(token)
+            .set_limit(limit)
             .send()
             .await;
-        let page = match page.map_err(|e| classify("GetLogEvents", e)) {
-            Ok(page) => page,
-            // No stream yet: the task has not written anything.
-            Err(ProviderError::NotFound(_)) => break,
-            Err(e) => return Err(e),
-        };
-        for event in page.events() {
-            text.push_str(event.message().unwrap_or_default());
-            text.push('\n');
-        }
-        let next = page.next_forward_token().map(str::to_string);
-        // CloudWatch says "the end" by handing back the token it was given.
-        let end = page.events().is_empty() || next == cursor;
-        cursor = next.or(cursor);
-        if end {
-            break;
+        match page.map_err(|e| classify("GetLogEvents", e)) {
+            Ok(page) => Ok(Some(page)),
+            Err(ProviderError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
-    if let Some(max) = query.tail_bytes {
-        text = tail_str(&text, max).to_string();
+}
+
+fn push_lines(text: &mut String, events: &[OutputLogEvent]) {
+    for event in events {
+        text.push_str(event.message().unwrap_or_default());
+        text.push('\n');
     }
-    Ok(LogChunk { text, cursor })
 }

@@ -4,9 +4,20 @@
 use aws_sdk_ecs::types::{Task, TaskStopCode};
 use offload_provider::Phase;
 
-pub fn phase(task: &Task, container: &str) -> Phase {
+use crate::taskdef::CONTAINER;
+
+/// The container the job runs in: the one offload's container override names (every
+/// launch sends exactly one), else `main`.
+pub fn container(task: &Task) -> &str {
+    task.overrides()
+        .and_then(|o| o.container_overrides().first())
+        .and_then(|c| c.name())
+        .unwrap_or(CONTAINER)
+}
+
+pub fn phase(task: &Task) -> Phase {
     match task.last_status().unwrap_or("PROVISIONING") {
-        "STOPPED" | "DELETED" => stopped(task, container),
+        "STOPPED" | "DELETED" => stopped(task, container(task)),
         // Once running, the way down (DEACTIVATING, STOPPING, DEPROVISIONING) is still running
         // as far as the job is concerned: the outcome comes with STOPPED.
         "RUNNING" | "DEACTIVATING" | "STOPPING" | "DEPROVISIONING" => Phase::Running,
@@ -63,7 +74,7 @@ fn stopped(task: &Task, container: &str) -> Phase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_ecs::types::Container;
+    use aws_sdk_ecs::types::{Container, ContainerOverride, TaskOverride};
 
     fn task(status: &str, stop: Option<TaskStopCode>, exit: Option<i32>, reason: &str) -> Task {
         Task::builder()
@@ -83,12 +94,12 @@ mod tests {
     fn lifecycle_states_map_to_phases() {
         for s in ["PROVISIONING", "PENDING", "ACTIVATING"] {
             assert_eq!(
-                phase(&task(s, None, None, ""), "main"),
+                phase(&task(s, None, None, "")),
                 Phase::Starting { reason: None }
             );
         }
         for s in ["RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING"] {
-            assert_eq!(phase(&task(s, None, None, ""), "main"), Phase::Running);
+            assert_eq!(phase(&task(s, None, None, "")), Phase::Running);
         }
     }
 
@@ -102,7 +113,7 @@ mod tests {
             "Essential container in task exited",
         );
         assert_eq!(
-            phase(&ok, "main"),
+            phase(&ok),
             Phase::Exited {
                 exit_code: Some(0),
                 reason: None
@@ -115,7 +126,7 @@ mod tests {
             "Essential container in task exited",
         );
         assert_eq!(
-            phase(&bad, "main"),
+            phase(&bad),
             Phase::Exited {
                 exit_code: Some(3),
                 reason: Some("exited with code 3: Essential container in task exited".into())
@@ -128,7 +139,7 @@ mod tests {
             "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
         );
         assert_eq!(
-            phase(&pull, "main"),
+            phase(&pull),
             Phase::Exited {
                 exit_code: None,
                 reason: Some("failed to start: CannotPullContainerError: pull image manifest has been retried 5 time(s)".into())
@@ -141,7 +152,7 @@ mod tests {
             "Your Spot Task was interrupted.",
         );
         assert!(
-            matches!(phase(&spot, "main"), Phase::Exited { exit_code: None, reason: Some(r) } if r.starts_with("Fargate Spot interruption"))
+            matches!(phase(&spot), Phase::Exited { exit_code: None, reason: Some(r) } if r.starts_with("Fargate Spot interruption"))
         );
         let mut oom = task("STOPPED", Some(exited), Some(137), "");
         oom.containers = Some(vec![Container::builder()
@@ -150,7 +161,31 @@ mod tests {
             .reason("OutOfMemoryError: Container killed due to memory usage")
             .build()]);
         assert!(
-            matches!(phase(&oom, "main"), Phase::Exited { exit_code: Some(137), reason: Some(r) } if r.starts_with("OOMKilled"))
+            matches!(phase(&oom), Phase::Exited { exit_code: Some(137), reason: Some(r) } if r.starts_with("OOMKilled"))
+        );
+    }
+
+    #[test]
+    fn the_exit_code_is_the_named_containers() {
+        let mut two = task(
+            "STOPPED",
+            Some(TaskStopCode::EssentialContainerExited),
+            None,
+            "Essential container in task exited",
+        );
+        two.containers = Some(vec![
+            Container::builder().name("sidecar").exit_code(0).build(),
+            Container::builder().name("app").exit_code(4).build(),
+        ]);
+        assert_eq!(container(&two), "main");
+        two.overrides = Some(
+            TaskOverride::builder()
+                .container_overrides(ContainerOverride::builder().name("app").build())
+                .build(),
+        );
+        assert_eq!(container(&two), "app");
+        assert!(
+            matches!(phase(&two), Phase::Exited { exit_code: Some(4), reason: Some(r) } if r.starts_with("exited with code 4"))
         );
     }
 }

@@ -35,6 +35,77 @@ async fn phase(ecs: &offload_ecs::Ecs, handle: &Handle) -> Option<Phase> {
     seen.pop().map(|o| o.phase)
 }
 
+/// Clients of the test's moto, as the provider's own are made.
+async fn aws(moto: &Moto) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto.aws.endpoint)
+        .load()
+        .await
+}
+
+/// A task's log stream, written the way the awslogs driver does: `offload/CONTAINER/TASK_ID`
+/// in the provider's group, one event per line.
+struct TaskLog {
+    logs: aws_sdk_cloudwatchlogs::Client,
+    group: String,
+    stream: String,
+    /// The last event's timestamp (ms); each line is 1 ms after the one before.
+    clock: i64,
+}
+
+impl TaskLog {
+    async fn create(moto: &Moto, handle: &Handle, container: &str) -> TaskLog {
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&aws(moto).await);
+        let task_id = handle.provider_ref.rsplit('/').next().unwrap();
+        let stream = format!("offload/{container}/{task_id}");
+        logs.create_log_stream()
+            .log_group_name(&moto.aws.log_group)
+            .log_stream_name(&stream)
+            .send()
+            .await
+            .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        TaskLog {
+            logs,
+            group: moto.aws.log_group.clone(),
+            stream,
+            // Room for a long log before now (CloudWatch refuses events from the future).
+            clock: now - 600_000,
+        }
+    }
+
+    /// One PutLogEvents of these lines (at most 10,000, as one call takes).
+    fn append<S: Into<String>>(
+        &mut self,
+        lines: impl IntoIterator<Item = S>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let events = lines
+            .into_iter()
+            .map(|line| {
+                self.clock += 1;
+                aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                    .message(line)
+                    .timestamp(self.clock)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let put = self
+            .logs
+            .put_log_events()
+            .log_group_name(&self.group)
+            .log_stream_name(&self.stream)
+            .set_log_events(Some(events));
+        async move {
+            put.send().await.unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_task_runs_and_ends_with_its_exit_code_and_reason() {
     let moto = Moto::start();
@@ -360,28 +431,198 @@ async fn invalid_specs_are_refused_before_any_call() {
     );
 }
 
-#[tokio::test]
-async fn an_existing_task_definition_can_be_named() {
-    let moto = Moto::start();
-    let ecs = moto.config(json!({})).build().await.unwrap();
-    let first = ecs
-        .launch(&launch("offload-a-1", spec("alpine:3", 0.25, 512)))
+/// Registers `etl`, an existing task definition with a sidecar first and the job's
+/// container `app` second, logging where the provider reads logs.
+async fn register_etl(moto: &Moto) {
+    use aws_sdk_ecs::types::{
+        Compatibility, ContainerDefinition, LogConfiguration, LogDriver, NetworkMode,
+    };
+    let container = |name: &str, image: &str, essential: bool| {
+        ContainerDefinition::builder()
+            .name(name)
+            .image(image)
+            .memory(256)
+            .essential(essential)
+            .log_configuration(
+                LogConfiguration::builder()
+                    .log_driver(LogDriver::Awslogs)
+                    .options("awslogs-group", &moto.aws.log_group)
+                    .options("awslogs-region", "us-east-1")
+                    .options("awslogs-stream-prefix", "offload")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    };
+    aws_sdk_ecs::Client::new(&aws(moto).await)
+        .register_task_definition()
+        .family("etl")
+        .requires_compatibilities(Compatibility::Fargate)
+        .network_mode(NetworkMode::Awsvpc)
+        .cpu("256")
+        .memory("512")
+        .task_role_arn("arn:aws:iam::123456789012:role/etl")
+        .container_definitions(container("sidecar", "fluent-bit:3", false))
+        .container_definitions(container("app", "etl:7", true))
+        .send()
         .await
         .unwrap();
-    let recorded = moto.recorded().await;
-    let family = recorded
-        .iter()
-        .find(|(a, _)| a == "RegisterTaskDefinition")
-        .unwrap()
-        .1["family"]
-        .as_str()
-        .unwrap()
-        .to_string();
+}
+
+/// An existing task definition the operator allows runs with the job's container: its
+/// override, its exit code (not the sidecar's) and its log stream.
+#[tokio::test]
+async fn an_allowed_task_definition_runs_and_is_followed_by_its_named_container() {
+    let moto = Moto::start();
+    register_etl(&moto).await;
+    let ecs = moto
+        .config(json!({"allowed_task_definitions": ["etl"]}))
+        .build()
+        .await
+        .unwrap();
     let mut named = spec("ignored:1", 0.25, 512);
-    named.provider_options = Some(json!({"task_definition": family}));
-    ecs.launch(&launch("offload-b-1", named)).await.unwrap();
-    assert_eq!(moto.count("RegisterTaskDefinition").await, 1);
-    let _ = first;
+    named.provider_options = Some(json!({"task_definition": "etl", "container": "app"}));
+    let handle = ecs.launch(&launch("offload-e-1", named)).await.unwrap();
+    let recorded = moto.recorded().await;
+    let (_, run) = recorded.iter().find(|(a, _)| a == "RunTask").unwrap();
+    assert_eq!(run["taskDefinition"], "etl");
+    assert_eq!(run["overrides"]["containerOverrides"][0]["name"], "app");
+    assert_eq!(
+        moto.count("RegisterTaskDefinition").await,
+        1,
+        "only the test's"
+    );
+
+    let mut log = TaskLog::create(&moto, &handle, "app").await;
+    log.append(["working", "offload-result: {\"rows\": 3}"])
+        .await;
+    moto.stop_containers(
+        &handle.provider_ref,
+        json!({"sidecar": 0, "app": 4}),
+        "Essential container in task exited",
+    )
+    .await;
+    assert_eq!(
+        phase(&ecs, &handle).await,
+        Some(Phase::Exited {
+            exit_code: Some(4),
+            reason: Some("exited with code 4: Essential container in task exited".into())
+        })
+    );
+    let tail = LogQuery {
+        cursor: None,
+        tail_bytes: Some(1 << 16),
+    };
+    assert_eq!(
+        ecs.logs(&handle, &tail).await.unwrap().text,
+        "working\noffload-result: {\"rows\": 3}\n"
+    );
+
+    // A gateway that restarted learns the container again from its first poll round.
+    let restarted = moto
+        .config(json!({"allowed_task_definitions": ["etl"]}))
+        .build()
+        .await
+        .unwrap();
+    phase(&restarted, &handle).await;
+    assert_eq!(
+        restarted.logs(&handle, &tail).await.unwrap().text,
+        "working\noffload-result: {\"rows\": 3}\n"
+    );
+}
+
+/// What a job's options would choose (a task definition, with its roles and containers, or
+/// a task role) must be on the operator's allow-list: refused at submit, naming the field.
+#[tokio::test]
+async fn tenant_options_choose_only_what_the_operator_allows() {
+    let moto = Moto::start();
+    let refused = |ecs: &offload_ecs::Ecs, options: serde_json::Value| {
+        let mut job = spec("alpine:3", 0.25, 512);
+        job.provider_options = Some(options);
+        match ecs.validate(&job) {
+            Err(ProviderError::InvalidSpec(why)) => why,
+            other => panic!("{other:?}"),
+        }
+    };
+    let role = "arn:aws:iam::123456789012:role/etl";
+
+    // By default, nothing.
+    let strict = moto.config(json!({})).build().await.unwrap();
+    assert_eq!(
+        refused(&strict, json!({"task_definition": "etl"})),
+        "provider_options.ecs.task_definition: \"etl\" is not in allowed_task_definitions"
+    );
+    assert_eq!(
+        refused(&strict, json!({"task_role_arn": role})),
+        format!("provider_options.ecs.task_role_arn: \"{role}\" is not in allowed_task_roles")
+    );
+    assert_eq!(
+        refused(&strict, json!({"container": "app"})),
+        "provider_options.ecs.container: only with task_definition (offload's own task definitions have one container, main)"
+    );
+    assert_eq!(
+        refused(&strict, json!({"task_definition": "etl", "container": "app/x"})),
+        "provider_options.ecs.container: \"app/x\" is not a container name (1 to 255 letters, digits, - and _)"
+    );
+    let mut launched = spec("alpine:3", 0.25, 512);
+    launched.provider_options = Some(json!({"task_role_arn": role}));
+    let err = strict
+        .launch(&launch("offload-r-1", launched.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidSpec(_)), "{err:?}");
+    assert_eq!(
+        moto.count("RunTask").await + moto.count("ListTasks").await,
+        0
+    );
+
+    // Listed: a family (any revision), one revision, and an ARN with any revision.
+    let report = "arn:aws:ecs:us-east-1:123456789012:task-definition/report";
+    let ecs = moto
+        .config(json!({
+            "allowed_task_definitions": ["etl", "load:3", format!("{report}:*")],
+            "allowed_task_roles": [role],
+        }))
+        .build()
+        .await
+        .unwrap();
+    let allowed = |name: &str| {
+        let mut job = spec("alpine:3", 0.25, 512);
+        job.provider_options = Some(json!({"task_definition": name, "container": "app"}));
+        ecs.validate(&job).map(|_| ())
+    };
+    let report_7 = format!("{report}:7");
+    for name in ["etl", "etl:12", "load:3", report_7.as_str()] {
+        assert_eq!(allowed(name), Ok(()), "{name}");
+    }
+    for name in [
+        "etl2",
+        "load",
+        "load:4",
+        "report:7",
+        "arn:aws:ecs:us-east-1:999999999999:task-definition/report:7",
+        "arn:aws:ecs:us-east-1:123456789012:task-definition/etl:1",
+        "offload-0123456789abcdef",
+    ] {
+        assert_eq!(
+            allowed(name),
+            Err(ProviderError::InvalidSpec(format!(
+                "provider_options.ecs.task_definition: {name:?} is not in allowed_task_definitions"
+            )))
+        );
+    }
+    assert!(refused(
+        &ecs,
+        json!({"task_role_arn": "arn:aws:iam::123456789012:role/admin"})
+    )
+    .contains("is not in allowed_task_roles"));
+
+    // An allowed task role runs the job's code: a task override of offload's definition.
+    ecs.launch(&launch("offload-r-1", launched)).await.unwrap();
+    let recorded = moto.recorded().await;
+    let (_, run) = recorded.iter().find(|(a, _)| a == "RunTask").unwrap();
+    assert_eq!(run["overrides"]["taskRoleArn"], role);
+    assert!(run["taskDefinition"].as_str().unwrap().contains("offload-"));
 }
 
 #[tokio::test]
@@ -407,6 +648,22 @@ async fn cancel_stops_the_task_with_the_reason() {
     ecs.cancel(&handle, "cancelled by tenant dev")
         .await
         .unwrap();
+}
+
+/// ECS forgets stopped tasks after a while; StopTask then answers "The referenced task was
+/// not found." A cancel of such a task has nothing left to stop: no error to retry forever.
+#[tokio::test]
+async fn cancelling_a_task_ecs_no_longer_knows_is_no_error() {
+    let moto = Moto::start();
+    let ecs = moto.config(json!({})).build().await.unwrap();
+    let forgotten = Handle {
+        key: "offload-gone-1".into(),
+        provider_ref: "arn:aws:ecs:us-east-1:123456789012:task/offload/0123456789abcdef".into(),
+    };
+    ecs.cancel(&forgotten, "cancelled by tenant dev")
+        .await
+        .unwrap();
+    assert_eq!(moto.count("StopTask").await, 1);
 }
 
 #[tokio::test]
@@ -443,48 +700,62 @@ async fn logs_come_from_cloudwatch_and_follow_with_the_cursor() {
         "no stream yet"
     );
 
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&moto.aws.endpoint)
-        .load()
-        .await;
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&shared);
-    let task_id = handle.provider_ref.rsplit('/').next().unwrap();
-    let stream = format!("offload/main/{task_id}");
-    logs.create_log_stream()
-        .log_group_name(&moto.aws.log_group)
-        .log_stream_name(&stream)
-        .send()
-        .await
-        .unwrap();
-    // The awslogs driver writes one event per line.
-    let (group, stream) = (moto.aws.log_group.clone(), stream.clone());
-    let mut clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let mut log = TaskLog::create(&moto, &handle, "main").await;
     offload_provider::conformance::log_cursor_follows(&ecs, &handle, |text| {
-        let events = text
-            .lines()
-            .map(|line| {
-                clock += 1;
-                aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
-                    .message(line)
-                    .timestamp(clock)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let put = logs
-            .put_log_events()
-            .log_group_name(&group)
-            .log_stream_name(&stream)
-            .set_log_events(Some(events));
-        async move {
-            put.send().await.unwrap();
-        }
+        log.append(text.lines())
     })
     .await;
+}
+
+/// The tail kept when a job ends (and the `offload-result:` line in it) is the end of the
+/// log, however long: read backward from the end, one call for a tail that fits in one.
+#[tokio::test]
+async fn a_log_tail_is_the_end_of_a_long_log_read_backward() {
+    let moto = Moto::start();
+    let ecs = moto.config(json!({})).build().await.unwrap();
+    let handle = ecs
+        .launch(&launch("offload-l-1", spec("alpine:3", 0.25, 512)))
+        .await
+        .unwrap();
+    let mut log = TaskLog::create(&moto, &handle, "main").await;
+    // 110,000 lines: more than 10 of CloudWatch's pages of 10,000 events.
+    let lines: Vec<String> = (0..110_000).map(|i| format!("line {i:06}")).collect();
+    for batch in lines.chunks(10_000) {
+        log.append(batch.iter().cloned()).await;
+    }
+    let whole: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let tail = |bytes: usize| LogQuery {
+        cursor: None,
+        tail_bytes: Some(bytes),
+    };
+
+    moto.reset_recording().await;
+    let small = ecs.logs(&handle, &tail(64)).await.unwrap();
+    assert_eq!(small.text, whole[whole.len() - 64..]);
+    assert!(small.text.ends_with("line 109999\n"), "{:?}", small.text);
+    assert_eq!(
+        moto.count("GetLogEvents").await,
+        1,
+        "one call for a small tail"
+    );
+
+    // 200,000 bytes take a second page of 10,000 events (120,000 bytes each), no more.
+    moto.reset_recording().await;
+    let long = ecs.logs(&handle, &tail(200_000)).await.unwrap();
+    assert_eq!(long.text, whole[whole.len() - 200_000..]);
+    assert_eq!(moto.count("GetLogEvents").await, 2);
+
+    // The cursor still lets a follower read on from the end.
+    let follow = LogQuery {
+        cursor: small.cursor,
+        tail_bytes: None,
+    };
+    assert_eq!(ecs.logs(&handle, &follow).await.unwrap().text, "");
+    log.append(["offload-result: {\"rows\": 3}"]).await;
+    assert_eq!(
+        ecs.logs(&handle, &follow).await.unwrap().text,
+        "offload-result: {\"rows\": 3}\n"
+    );
 }
 
 #[tokio::test]

@@ -3,13 +3,20 @@
 moto stands in for AWS; this script adds only what a test needs to steer it (and fixes
 one shape moto gets wrong, below):
 - a VPC (DNS hostnames on), a subnet, a security group, a cluster and a log group;
-- `POST /offload-test/task` {"arn", "last_status", "exit_code", "stop_code", "reason"}:
-  move a task (moto never sets exit codes or stop codes);
+- `POST /offload-test/task` {"arn", "last_status", "exit_code", "exit_codes", "stop_code",
+  "reason"}: move a task (moto never sets exit codes or stop codes); `exit_codes` gives one
+  per container name, `exit_code` the rest;
 - `POST /offload-test/fault` {"target", "times", "status", "body"}: answer the next
   `times` calls of an action (RunTask, DescribeTasks, ...) with this status and JSON body,
   e.g. a ThrottlingException, before they reach moto; `POST /offload-test/faults/clear`
   drops those not used up (the SDK's own retries take an unknown number).
 Calls are counted by moto's own request recorder (`/moto-api/recorder/*`).
+
+moto gets three shapes wrong that the tests rely on, fixed below: a container's `cpu` and
+`memory` (numbers, where ECS sends strings), a task's containers (moto makes one, from the
+first container definition; ECS makes one per definition), and StopTask of a task it does
+not know (moto fails with a 500; ECS answers InvalidParameterException "The referenced task
+was not found.").
 
 Prints one JSON line with the endpoint and the resources, then serves until killed.
 """
@@ -34,18 +41,39 @@ from moto.ecs import models as ecs_models  # noqa: E402
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
-# moto 5.2 answers a task's container `cpu` and `memory` as numbers where ECS's model (and
-# so aws-sdk-ecs) has strings; make them strings, as ECS sends them.
+# The three shapes moto gets wrong (see the module's doc).
 _container_init = ecs_models.Container.__init__
+_task_init = ecs_models.Task.__init__
+_stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
 
 
-def _ecs_shaped_container(self, task_def):
+def _ecs_shaped_container(self, task_def, definition=None):
     _container_init(self, task_def)
-    self.cpu = None if self.cpu is None else str(self.cpu)
-    self.memory = None if self.memory is None else str(self.memory)
+    definition = definition or task_def.container_definitions[0]
+    self.name, self.image = definition.get("name"), definition.get("image")
+    self.command, self.environment = definition.get("command"), definition.get("environment")
+    self.cpu = None if definition.get("cpu") is None else str(definition["cpu"])
+    self.memory = None if definition.get("memory") is None else str(definition["memory"])
+
+
+def _task_with_every_container(self, cluster, task_definition, *args, **kwargs):
+    _task_init(self, cluster, task_definition, *args, **kwargs)
+    self.containers = [ecs_models.Container(task_definition, d) for d in task_definition.container_definitions]
+
+
+def _stop_task_as_ecs_does(self, cluster_str, task_str, reason):
+    try:
+        return _stop_task(self, cluster_str, task_str, reason)
+    except ecs_models.ECSException:  # ClusterNotFoundException and the like, as they are
+        raise
+    except Exception:  # moto's "Could not find task ..." / "... has no registered tasks"
+        raise ecs_models.InvalidParameterException("The referenced task was not found.")
 
 
 ecs_models.Container.__init__ = _ecs_shaped_container
+ecs_models.Task.__init__ = _task_with_every_container
+ecs_models.EC2ContainerServiceBackend.stop_task = _stop_task_as_ecs_does
+
 faults = {}  # action -> list of (status, body)
 lock = threading.Lock()
 
@@ -64,7 +92,7 @@ def control(path, request):
                 task.stop_code = request.get("stop_code")
                 for container in task.containers:
                     container.last_status = "STOPPED"
-                    container.exitCode = request.get("exit_code")
+                    container.exitCode = request.get("exit_codes", {}).get(container.name, request.get("exit_code"))
                     container.reason = request.get("container_reason")
             return 200, {}
         return 404, {"message": f"no task {request['arn']}"}

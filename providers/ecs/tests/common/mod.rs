@@ -150,6 +150,17 @@ impl Moto {
         .await;
     }
 
+    /// Moves a task to STOPPED (its essential container exited) with an exit code per
+    /// container name, e.g. `{"sidecar": 0, "app": 4}`.
+    pub async fn stop_containers(&self, arn: &str, exit_codes: Value, reason: &str) {
+        self.post(
+            "/offload-test/task",
+            json!({"arn": arn, "last_status": "STOPPED", "exit_codes": exit_codes,
+                   "stop_code": "EssentialContainerExited", "reason": reason}),
+        )
+        .await;
+    }
+
     pub async fn set_status(&self, arn: &str, status: &str) {
         self.post(
             "/offload-test/task",
