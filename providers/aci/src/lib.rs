@@ -5,8 +5,14 @@
 //!   of the group with `restartPolicy: Never`, `secret_env` as `secureValue`s and the job
 //!   id and labels as tags;
 //! - observe: a GET per live group, paced by ARM's read budget (`arm`);
-//! - cancel: stop, then delete; release: delete (groups count against ACI's quota);
-//! - logs: the container logs API; `managed` lists groups tagged `managed-by=offload`.
+//! - cancel: read the log, then stop (kept until release, so the engine reads its tail);
+//!   release: delete (groups count against ACI's quota);
+//! - logs: the container logs API (or the copy read at cancel, see `stopped`); `managed`
+//!   lists groups tagged `managed-by=offload`.
+//!
+//! A job sets nothing through `provider_options.aci`: the subnets, identity and registry
+//! credentials of its group are the operator's settings only, so a tenant cannot choose
+//! another network or identity; a job that sends options is refused, not run without them.
 //!
 //! `azure_mgmt_containerinstance` stays inside `arm`, behind this crate's own types.
 
@@ -14,6 +20,7 @@ mod arm;
 mod config;
 mod group;
 mod status;
+mod stopped;
 
 use std::collections::BTreeMap;
 
@@ -32,6 +39,7 @@ impl Config {
         Ok(Aci {
             arm: arm::Arm::new(self)?,
             config: self.clone(),
+            stopped: stopped::StoppedLogs::default(),
         })
     }
 }
@@ -39,6 +47,7 @@ impl Config {
 pub struct Aci {
     arm: arm::Arm,
     config: Config,
+    stopped: stopped::StoppedLogs,
 }
 
 /// ACI's published Linux prices (per second, given here per hour) and per-GPU-hour
@@ -82,7 +91,9 @@ impl Provider for Aci {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
-        match group::refusal(&self.config, &spec.resources) {
+        match group::refusal(&self.config, &spec.resources)
+            .or_else(|| group::options_refusal(spec.provider_options.as_ref()))
+        {
             Some(why) => Err(ProviderError::InvalidSpec(why)),
             None => Ok(()),
         }
@@ -122,19 +133,33 @@ impl Provider for Aci {
         Ok(seen)
     }
 
+    /// Stops the group and keeps it (stopped groups cost nothing) for `release` to delete.
+    /// A stop recycles the containers, log included, so the log is read first.
     async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
-        tracing::info!(group = %handle.provider_ref, reason, "stopping and deleting the container group");
-        self.arm.stop(&handle.provider_ref).await?;
-        self.arm.delete(&handle.provider_ref).await
+        let name = &handle.provider_ref;
+        tracing::info!(group = %name, reason, "stopping the container group");
+        match self.arm.logs(name, None).await {
+            Ok(text) => self.stopped.keep(name, text),
+            // The log is not worth delaying the stop for.
+            Err(e) => {
+                tracing::warn!(group = %name, error = %e, "could not read the log before the stop")
+            }
+        }
+        self.arm.stop(name).await
     }
 
     async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
-        let text = self.arm.logs(&handle.provider_ref, None).await?;
+        let text = match self.stopped.get(&handle.provider_ref) {
+            Some(text) => text,
+            None => self.arm.logs(&handle.provider_ref, None).await?,
+        };
         Ok(LogChunk::from_whole(&text, query))
     }
 
     async fn release(&self, handle: &Handle) -> Result<()> {
-        self.arm.delete(&handle.provider_ref).await
+        self.arm.delete(&handle.provider_ref).await?;
+        self.stopped.forget(&handle.provider_ref);
+        Ok(())
     }
 
     async fn check(&self) -> Result<()> {

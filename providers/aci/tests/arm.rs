@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use fake_arm::FakeArm;
 use offload_aci::Aci;
 use offload_provider::conformance::launch;
-use offload_provider::{Gpu, Handle, Phase, Provider, ProviderError, Resources, WorkloadSpec};
+use offload_provider::{
+    Gpu, Handle, LogQuery, Phase, Provider, ProviderError, Resources, WorkloadSpec,
+};
 use serde_json::{json, Value};
 
 async fn provider(arm: &FakeArm, extra: Value) -> Aci {
@@ -280,12 +282,136 @@ async fn cancel_release_and_the_orphan_listing() {
     assert!(calls
         .iter()
         .any(|c| c.starts_with("POST") && c.ends_with("/containerGroups/offload-x-1/stop")));
-    assert!(arm.group("offload-x-1").is_none());
+    assert!(
+        !calls.iter().any(|c| c.starts_with("DELETE")),
+        "cancel only stops: {calls:#?}"
+    );
+    assert_eq!(
+        phase(&aci, &a).await,
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("container group stopped".into())
+        }
+    );
+    aci.release(&a).await.unwrap();
     aci.release(&b).await.unwrap();
-    assert!(arm.group("offload-x-2").is_none());
+    assert!(arm.group("offload-x-1").is_none() && arm.group("offload-x-2").is_none());
     // Both are idempotent (DELETE of a group already gone is a 204).
     aci.release(&b).await.unwrap();
     aci.cancel(&a, "again").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_group_keeps_its_log_tail_until_release() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let handle = aci.launch(&launch("offload-y-1", spec())).await.unwrap();
+    arm.set_state(
+        "offload-y-1",
+        "Running",
+        json!({"currentState": {"state": "Running"}}),
+    );
+    arm.append_log("offload-y-1", "step 1\nstep 2\n");
+    // What the engine does on a cancel or a timeout: cancel, read the tail, release later.
+    aci.cancel(&handle, "timeout: still running after 60 s")
+        .await
+        .unwrap();
+    let group = arm.group("offload-y-1").expect("a cancelled group is kept");
+    assert_eq!(group["properties"]["instanceView"]["state"], "Stopped");
+    let tail = LogQuery {
+        cursor: None,
+        tail_bytes: Some(7),
+    };
+    assert_eq!(aci.logs(&handle, &tail).await.unwrap().text, "step 2\n");
+    assert_eq!(
+        aci.logs(&handle, &LogQuery::default()).await.unwrap().text,
+        "step 1\nstep 2\n"
+    );
+    // ACI recycles a stopped group's containers: its own log API has nothing left, so the
+    // tail above is the copy read before the stop (another gateway process sees none).
+    let other = provider(&arm, json!({})).await;
+    assert_eq!(other.logs(&handle, &tail).await.unwrap().text, "");
+    // A cancel repeated after the stop does not replace the copy with the empty log.
+    aci.cancel(&handle, "again").await.unwrap();
+    assert_eq!(aci.logs(&handle, &tail).await.unwrap().text, "step 2\n");
+
+    aci.release(&handle).await.unwrap();
+    assert!(arm.group("offload-y-1").is_none());
+    assert_eq!(aci.logs(&handle, &tail).await.unwrap().text, "");
+}
+
+#[tokio::test]
+async fn a_group_that_ended_keeps_its_log_through_a_cancel() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let handle = aci.launch(&launch("offload-y-2", spec())).await.unwrap();
+    arm.set_state("offload-y-2", "Succeeded", terminated(0, "Completed"));
+    arm.append_log("offload-y-2", "done\n");
+    aci.cancel(&handle, "cancelled by tenant dev")
+        .await
+        .unwrap();
+    // A stop leaves a group that already ended as it is.
+    let other = provider(&arm, json!({})).await;
+    assert_eq!(
+        other
+            .logs(&handle, &LogQuery::default())
+            .await
+            .unwrap()
+            .text,
+        "done\n"
+    );
+    assert_eq!(
+        phase(&aci, &handle).await,
+        Phase::Exited {
+            exit_code: Some(0),
+            reason: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_job_cannot_choose_subnets_identities_or_registries() {
+    let arm = FakeArm::start().await;
+    let aci = provider(
+        &arm,
+        json!({"subnet_ids": ["/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/jobs"],
+               "managed_identity": "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/jobs"}),
+    )
+    .await;
+    for options in [
+        json!({"subnet_ids": ["/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/admin"]}),
+        json!({"managed_identity": "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/admin"}),
+        json!({"registries": [{"server": "r.azurecr.io", "identity": "admin"}]}),
+        json!("anything"),
+    ] {
+        let mut refused = spec();
+        refused.provider_options = Some(options.clone());
+        for err in [
+            aci.validate(&refused).unwrap_err(),
+            aci.launch(&launch("offload-z-2", refused))
+                .await
+                .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, ProviderError::InvalidSpec(m) if m.starts_with("provider_options.aci: ACI takes no per-job options")),
+                "{options}: {err:?}"
+            );
+        }
+    }
+    assert!(arm.group("offload-z-2").is_none());
+    // No options (or an empty object): the group gets the operator's subnet and identity.
+    let mut plain = spec();
+    plain.provider_options = Some(json!({}));
+    aci.launch(&launch("offload-z-1", plain)).await.unwrap();
+    let body = &puts(&arm)[0];
+    assert_eq!(
+        body["properties"]["subnetIds"][0]["id"],
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/jobs"
+    );
+    assert!(body["identity"]["userAssignedIdentities"]
+        .as_object()
+        .unwrap()
+        .contains_key("/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/jobs"));
 }
 
 #[tokio::test]

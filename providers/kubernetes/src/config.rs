@@ -32,6 +32,21 @@ pub struct Config {
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub gke: Gke,
+    /// Existing Secrets a job may name in `provider_options.kubernetes.env_from_secrets`:
+    /// `{name, keys}`, where `keys` empty or absent allows the whole Secret and otherwise
+    /// only those keys, named one by one. None by default: a pod can read any Secret of its
+    /// namespace, the gateway's own tokens and other jobs' `-env` Secrets included.
+    #[serde(default)]
+    pub allowed_secrets: Vec<AllowedSecret>,
+    /// Node labels a job may set in `provider_options.kubernetes.node_selector`, each with
+    /// the values it may take (`{"cloud.google.com/gke-nodepool" = ["batch", "gpu"]}`).
+    /// None by default.
+    #[serde(default)]
+    pub allowed_node_selectors: BTreeMap<String, Vec<String>>,
+    /// Tolerations a job may add in `provider_options.kubernetes.tolerations`; a job's
+    /// toleration must equal one of these field for field. None by default.
+    #[serde(default)]
+    pub allowed_tolerations: Vec<Toleration>,
     /// GPU kinds (`cloud.google.com/gke-accelerator` values) the cluster has.
     #[serde(default)]
     pub gpu_kinds: Vec<String>,
@@ -53,6 +68,16 @@ pub struct Config {
     pub calls_per_second: u32,
     #[serde(default = "default_burst")]
     pub burst: u32,
+}
+
+/// A Secret jobs may use for their environment (see `Config::allowed_secrets`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedSecret {
+    pub name: String,
+    /// The keys jobs may read, one by one; empty: the whole Secret.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// GKE's scheduling knobs.
@@ -99,6 +124,15 @@ impl Config {
         }
         if self.namespace.is_empty() {
             return Err("namespace: must not be empty".into());
+        }
+        if let Some((label, _)) = self
+            .allowed_node_selectors
+            .iter()
+            .find(|(_, values)| values.is_empty())
+        {
+            return Err(format!(
+                "allowed_node_selectors.{label:?}: list the values jobs may choose"
+            ));
         }
         Ok(())
     }

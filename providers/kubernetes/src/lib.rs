@@ -5,9 +5,12 @@
 //! store: following N jobs costs no request per job. Launch creates the pod named by the launch key (409 AlreadyExists means adopt it)
 //! and a Secret for `secret_env` owned by the pod; cancel deletes the pod with a grace
 //! period; release deletes the finished pod and its Secret; `managed` lists the watched
-//! pods for the engine's orphan sweep.
+//! pods for the engine's orphan sweep. What a job may add through
+//! `provider_options.kubernetes` (Secrets, node labels, tolerations) is limited to the
+//! operator's allow-lists (see `options`).
 
 mod config;
+mod options;
 mod pod;
 mod pricing;
 mod status;
@@ -27,7 +30,7 @@ use offload_provider::{
     ProviderError, Result, WorkloadSpec,
 };
 
-pub use config::{Config, Gke};
+pub use config::{AllowedSecret, Config, Gke};
 
 /// Poll rounds a pod may be missing from the watch before its job counts it lost.
 const MISSING_ROUNDS: u32 = 5;
@@ -106,6 +109,15 @@ fn classify(op: &str, err: kube::Error) -> ProviderError {
 }
 
 impl Kubernetes {
+    /// The job's `provider_options.kubernetes`, once its resources fit and each of its
+    /// choices is one the config allows.
+    fn checked_options(&self, spec: &WorkloadSpec) -> Result<options::Options> {
+        if let Some(why) = self.capabilities().refusal(&spec.resources) {
+            return Err(ProviderError::InvalidSpec(why));
+        }
+        options::Options::allowed(spec.provider_options.as_ref(), &self.config)
+    }
+
     async fn ready(&self) {
         self.limiter.until_ready().await;
     }
@@ -169,15 +181,11 @@ impl Provider for Kubernetes {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
-        if let Some(why) = self.capabilities().refusal(&spec.resources) {
-            return Err(ProviderError::InvalidSpec(why));
-        }
-        pod::options(spec.provider_options.as_ref()).map(|_| ())
+        self.checked_options(spec).map(|_| ())
     }
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
-        self.validate(&launch.spec)?;
-        let options = pod::options(launch.spec.provider_options.as_ref())?;
+        let options = self.checked_options(&launch.spec)?;
         let wanted = pod::build(&self.config, launch, &options)?;
         let name = wanted.metadata.name.clone().unwrap_or_default();
         self.ready().await;
@@ -204,7 +212,7 @@ impl Provider for Kubernetes {
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
         let now = chrono::Utc::now();
         let limit = chrono::Duration::seconds(self.config.pending_timeout_seconds as i64);
-        let store = self.cache.store();
+        let store = self.cache.store()?;
         let mut missing = self.missing.lock().unwrap();
         let mut seen = vec![];
         for handle in handles {
@@ -280,7 +288,7 @@ impl Provider for Kubernetes {
     async fn managed(&self) -> Result<Vec<Handle>> {
         Ok(self
             .cache
-            .store()
+            .store()?
             .state()
             .iter()
             .filter_map(|pod| pod.metadata.name.clone())

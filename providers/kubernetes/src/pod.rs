@@ -10,35 +10,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use offload_provider::{Launch, ProviderError, Result};
-use serde::Deserialize;
 
 use crate::config::Config;
+use crate::options::{Options, SecretRef};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const JOB_ID: &str = "offload.dev/job-id";
 pub const CONTAINER: &str = "main";
-
-/// `provider_options.kubernetes`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Options {
-    /// Existing Secrets whose keys become the container's environment.
-    #[serde(default)]
-    pub env_from_secrets: Vec<String>,
-    /// Added to the provider's node selector.
-    #[serde(default)]
-    pub node_selector: BTreeMap<String, String>,
-    #[serde(default)]
-    pub tolerations: Vec<Toleration>,
-}
-
-pub fn options(value: Option<&serde_json::Value>) -> Result<Options> {
-    match value {
-        None => Ok(Options::default()),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| ProviderError::InvalidSpec(format!("provider_options.kubernetes: {e}"))),
-    }
-}
 
 /// A label value Kubernetes accepts: at most 63 of `[A-Za-z0-9-_.]`, starting and ending
 /// with an alphanumeric; anything else becomes `-`, and the ends are trimmed.
@@ -147,6 +125,23 @@ pub fn build(config: &Config, launch: &Launch, options: &Options) -> Result<Pod>
     tolerations.extend(options.tolerations.clone());
 
     let secret = secret_name(&name);
+    let from_secret = |secret: &str, key: &str| EnvVar {
+        name: key.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: key.to_string(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    // Secrets named with keys: each key as the variable of its name.
+    let chosen_keys = options.env_from_secrets.iter().flat_map(|s| match s {
+        SecretRef::Keys(k) => k.keys.iter().map(|key| from_secret(&k.name, key)).collect(),
+        SecretRef::Whole(_) => vec![],
+    });
     let env = spec
         .env
         .iter()
@@ -155,33 +150,27 @@ pub fn build(config: &Config, launch: &Launch, options: &Options) -> Result<Pod>
             value: Some(v.clone()),
             ..EnvVar::default()
         })
-        .chain(launch.secret_env.keys().map(|k| EnvVar {
-            name: k.clone(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.clone(),
-                    key: k.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }))
+        .chain(chosen_keys)
+        .chain(launch.secret_env.keys().map(|k| from_secret(&secret, k)))
         .chain([EnvVar {
             name: "OFFLOAD_JOB_ID".into(),
             value: Some(launch.job_id.clone()),
             ..EnvVar::default()
         }])
         .collect();
+    // Secrets named alone: every key, through envFrom.
     let env_from = options
         .env_from_secrets
         .iter()
-        .map(|s| EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: s.clone(),
-                optional: Some(false),
+        .filter_map(|s| match s {
+            SecretRef::Whole(name) => Some(EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: name.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
             }),
-            ..EnvFromSource::default()
+            SecretRef::Keys(_) => None,
         })
         .collect::<Vec<_>>();
     let container = Container {

@@ -4,6 +4,10 @@
 //! again after a 410 Gone. As a safety net against a watch that silently misses an event,
 //! a fresh watcher (with a fresh list) is started every `relist_every`; its store replaces
 //! the old one once its first list is in.
+//!
+//! Until the first list since start is in, there is no view at all: an empty store then
+//! would make every live pod look deleted (and its job lost and launched again) whenever
+//! that list is slow, as it is on a large or busy API server right after a restart.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,9 +17,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
+use offload_provider::{ProviderError, Result};
 
 pub struct PodCache {
-    current: Arc<RwLock<Store<Pod>>>,
+    /// The newest store whose first list is complete; `None` until one is.
+    current: Arc<RwLock<Option<Store<Pod>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,7 +34,7 @@ impl Drop for PodCache {
 impl PodCache {
     pub fn start(pods: Api<Pod>, selector: String, relist_every: Duration) -> PodCache {
         let (first, writer) = reflector::store();
-        let current = Arc::new(RwLock::new(first.clone()));
+        let current = Arc::new(RwLock::new(None));
         let shared = current.clone();
         let task = tokio::spawn(async move {
             let (mut store, mut writer) = (first, writer);
@@ -51,7 +57,7 @@ impl PodCache {
                         },
                     }
                     if !swapped && store.wait_until_ready().now_or_never().is_some() {
-                        *shared.write().unwrap() = store.clone();
+                        *shared.write().unwrap() = Some(store.clone());
                         swapped = true;
                     }
                 }
@@ -61,8 +67,13 @@ impl PodCache {
         PodCache { current, task }
     }
 
-    /// The newest complete view of the managed pods.
-    pub fn store(&self) -> Store<Pod> {
-        self.current.read().unwrap().clone()
+    /// The newest complete view of the managed pods; a transient error (the engine polls
+    /// again) while the first list since start is still in.
+    pub fn store(&self) -> Result<Store<Pod>> {
+        self.current.read().unwrap().clone().ok_or_else(|| {
+            ProviderError::Transient(
+                "watch cache not synced yet: the first list of pods since start is not in".into(),
+            )
+        })
     }
 }

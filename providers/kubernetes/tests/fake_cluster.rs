@@ -9,7 +9,7 @@ use std::time::Duration;
 use fake::FakeApi;
 use offload_kubernetes::Kubernetes;
 use offload_provider::conformance::launch;
-use offload_provider::{Gpu, Handle, Phase, Provider, Resources, WorkloadSpec};
+use offload_provider::{Gpu, Handle, Phase, Provider, ProviderError, Resources, WorkloadSpec};
 use serde_json::{json, Value};
 
 struct Cluster {
@@ -67,11 +67,16 @@ fn terminated(phase: &str, code: i32, reason: &str) -> Value {
         "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code, "reason": reason}}}]})
 }
 
-/// Observes until `want` holds for every handle (the watch is asynchronous).
+/// Observes until `want` holds for every handle (the watch is asynchronous; until its
+/// first list is in, observe answers with a transient error and the engine polls again).
 async fn until(k8s: &Kubernetes, handles: &[Handle], want: impl Fn(&Phase) -> bool) -> Vec<Phase> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let seen = k8s.observe(handles).await.unwrap();
+        let seen = match k8s.observe(handles).await {
+            Ok(seen) => seen,
+            Err(ProviderError::Transient(_)) => vec![],
+            Err(e) => panic!("observe failed: {e}"),
+        };
         if seen.len() == handles.len() && seen.iter().all(|o| want(&o.phase)) {
             return seen.into_iter().map(|o| o.phase).collect();
         }
@@ -174,6 +179,96 @@ async fn gpu_and_spot_work_lands_on_the_right_nodes() {
     assert!(k8s.validate(&gpu).is_err());
     assert!(k8s.capabilities().spot);
     assert!(k8s.price_sheet().gpu_hour.contains_key("nvidia-tesla-t4"));
+}
+
+#[tokio::test]
+async fn tenants_choose_secrets_and_nodes_only_from_the_allow_lists() {
+    let cluster = Cluster::start().await;
+    let toleration =
+        json!({"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"});
+    let k8s = cluster
+        .provider(json!({
+            "node_selector": {"cloud.google.com/gke-nodepool": "default"},
+            "allowed_secrets": [{"name": "db-creds", "keys": ["PASSWORD"]}, {"name": "shared-config"}],
+            "allowed_node_selectors": {"cloud.google.com/gke-nodepool": ["batch", "gpu"]},
+            "allowed_tolerations": [toleration],
+        }))
+        .await;
+    let mut allowed = spec();
+    allowed.provider_options = Some(json!({
+        "env_from_secrets": ["shared-config", {"name": "db-creds", "keys": ["PASSWORD"]}],
+        "node_selector": {"cloud.google.com/gke-nodepool": "batch"},
+        "tolerations": [toleration],
+    }));
+    k8s.validate(&allowed).unwrap();
+    k8s.launch(&launch("offload-o-1", allowed)).await.unwrap();
+    let pod = cluster.api.pod("offload-o-1").unwrap();
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["envFrom"],
+        json!([{"secretRef": {"name": "shared-config", "optional": false}}])
+    );
+    assert!(container["env"].as_array().unwrap().contains(&json!({"name": "PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "db-creds", "key": "PASSWORD", "optional": false}}})));
+    assert_eq!(
+        pod["spec"]["nodeSelector"],
+        json!({"cloud.google.com/gke-nodepool": "batch"})
+    );
+    assert_eq!(pod["spec"]["tolerations"], json!([toleration]));
+
+    // Anything else is refused at submit (validate) and at launch, naming the field, and
+    // no pod is created.
+    for (options, field) in [
+        (
+            json!({"env_from_secrets": ["offload-tokens"]}),
+            "env_from_secrets[0]",
+        ),
+        (
+            json!({"env_from_secrets": ["db-creds"]}),
+            "env_from_secrets[0]",
+        ),
+        (
+            json!({"env_from_secrets": [{"name": "db-creds", "keys": ["ADMIN"]}]}),
+            "env_from_secrets[0].keys[0]",
+        ),
+        (
+            json!({"node_selector": {"cloud.google.com/gke-nodepool": "prod"}}),
+            "node_selector[\"cloud.google.com/gke-nodepool\"]",
+        ),
+        (
+            json!({"node_selector": {"kubernetes.io/hostname": "node-1"}}),
+            "node_selector[\"kubernetes.io/hostname\"]",
+        ),
+        (
+            json!({"tolerations": [{"operator": "Exists"}]}),
+            "tolerations[0]",
+        ),
+    ] {
+        let mut refused = spec();
+        refused.provider_options = Some(options.clone());
+        let field = format!("provider_options.kubernetes.{field}: ");
+        for err in [
+            k8s.validate(&refused).unwrap_err(),
+            k8s.launch(&launch("offload-o-2", refused))
+                .await
+                .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, ProviderError::InvalidSpec(m) if m.starts_with(&field)),
+                "{options}: {err:?}"
+            );
+        }
+    }
+    assert!(cluster.api.pod("offload-o-2").is_none());
+
+    // The defaults allow none of it.
+    let strict = cluster.provider(json!({})).await;
+    let mut secret = spec();
+    secret.provider_options = Some(json!({"env_from_secrets": ["shared-config"]}));
+    assert!(
+        matches!(strict.validate(&secret), Err(ProviderError::InvalidSpec(m))
+        if m == "provider_options.kubernetes.env_from_secrets[0]: secret \"shared-config\" is not in allowed_secrets")
+    );
 }
 
 #[tokio::test]
@@ -309,6 +404,47 @@ fn relists(api: &FakeApi) -> usize {
         .iter()
         .filter(|r| r.starts_with("GET /api/v1/namespaces/jobs/pods?") && !r.contains("watch=true"))
         .count()
+}
+
+#[tokio::test]
+async fn no_pod_is_lost_while_the_first_list_after_a_restart_is_slow() {
+    let cluster = Cluster::start().await;
+    let before = cluster.provider(json!({})).await;
+    let handles = [before
+        .launch(&launch("offload-slow-1", spec()))
+        .await
+        .unwrap()];
+    cluster
+        .api
+        .set_status("offload-slow-1", json!({"phase": "Running"}));
+    drop(before);
+    // The gateway restarts while the API server takes its time to list.
+    cluster.api.hold_lists();
+    let k8s = cluster.provider(json!({})).await;
+    // Many more poll rounds than a pod may be missing for before it counts as lost.
+    let mut answers = vec![];
+    for _ in 0..20 {
+        answers.push(k8s.observe(&handles).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lost = answers.iter().position(|a| {
+        a.as_ref()
+            .is_ok_and(|seen| seen.iter().any(|o| matches!(o.phase, Phase::Lost { .. })))
+    });
+    assert_eq!(lost, None, "a running pod was declared lost: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Err(ProviderError::Transient(m)) if m.contains("not synced"))),
+        "until the first list is in, the engine is told to poll again: {answers:?}"
+    );
+    assert!(
+        matches!(k8s.managed().await, Err(ProviderError::Transient(_))),
+        "the orphan sweep gets no empty listing either"
+    );
+    cluster.api.release_lists();
+    until(&k8s, &handles, |p| *p == Phase::Running).await;
+    assert_eq!(k8s.managed().await.unwrap(), handles);
 }
 
 #[tokio::test]

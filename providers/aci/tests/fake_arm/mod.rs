@@ -4,7 +4,9 @@
 //! sends, keeps groups that a test moves through Pending → Running → Terminated, never
 //! returns a `secureValue` (as ARM does not), answers 429 with Retry-After when asked, sends
 //! `x-ms-ratelimit-remaining-subscription-reads` from a read bucket like ARM's (250,
-//! refilled at 25/s; an empty bucket answers 429), and records every request.
+//! refilled at 25/s; an empty bucket answers 429), and records every request. A stop does
+//! what Microsoft's docs say ACI's does: it recycles the containers of a group still
+//! running (their log goes with them) and leaves a group that already ended as it is.
 
 #![allow(dead_code)]
 
@@ -219,14 +221,17 @@ async fn stop_group(
     State(shared): State<Shared>,
     Path((_sub, _rg, name)): Path<(String, String, String)>,
 ) -> Response {
-    let mut inner = shared.0.lock().unwrap();
-    match inner.groups.get_mut(&name) {
-        Some(group) => {
-            group["properties"]["instanceView"]["state"] = json!("Stopped");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        None => arm_error(StatusCode::NOT_FOUND, "ResourceNotFound", "not found"),
+    let mut guard = shared.0.lock().unwrap();
+    let inner = &mut *guard;
+    let Some(group) = inner.groups.get_mut(&name) else {
+        return arm_error(StatusCode::NOT_FOUND, "ResourceNotFound", "not found");
+    };
+    let state = &mut group["properties"]["instanceView"]["state"];
+    if *state != "Succeeded" && *state != "Failed" {
+        *state = json!("Stopped");
+        inner.logs.remove(&name);
     }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn list_groups(State(shared): State<Shared>) -> Response {

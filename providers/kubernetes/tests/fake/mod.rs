@@ -6,8 +6,9 @@
 //! `follow`, graceful deletion (deletionTimestamp first, removal when the test says the
 //! kubelet is done), and garbage collection of objects owned by a removed pod.
 //!
-//! A test scripts the pod lifecycle (status, log, removal) and can drop every watch or
-//! expire the history, and reads back every request the server answered.
+//! A test scripts the pod lifecycle (status, log, removal) and can drop every watch,
+//! expire the history or hold every list (a slow API server), and reads back every request
+//! the server answered.
 
 #![allow(dead_code)]
 
@@ -53,6 +54,8 @@ struct Shared {
     changes: broadcast::Sender<Change>,
     /// Bumped to end every open watch.
     disconnect: watch::Sender<u64>,
+    /// While true, lists wait (a slow API server); watches are not held.
+    lists_held: watch::Sender<bool>,
 }
 
 pub struct FakeApi {
@@ -153,6 +156,8 @@ async fn list_or_watch(
     if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
         return watch_pods(shared, ns, params);
     }
+    let mut held = shared.lists_held.subscribe();
+    let _ = held.wait_for(|held| !held).await;
     let inner = shared.inner.lock().unwrap();
     let selected: Vec<Value> = inner
         .pods
@@ -458,6 +463,7 @@ impl FakeApi {
             inner: Mutex::default(),
             changes,
             disconnect: watch::channel(0).0,
+            lists_held: watch::channel(false).0,
         });
         let app = Router::new()
             .route(
@@ -545,6 +551,15 @@ impl FakeApi {
     /// Ends every open watch, as a dropped connection or an API server restart would.
     pub fn drop_watches(&self) {
         self.shared.disconnect.send_modify(|n| *n += 1);
+    }
+
+    /// Lists wait until `release_lists`, as on an API server slow to list.
+    pub fn hold_lists(&self) {
+        self.shared.lists_held.send_replace(true);
+    }
+
+    pub fn release_lists(&self) {
+        self.shared.lists_held.send_replace(false);
     }
 
     /// Forgets the change history (etcd compaction): a watch resuming from any version
