@@ -227,6 +227,7 @@ async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
     let store = std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(
         &dir.join("check.db"),
         false,
+        config.store.secret_box()?,
     )?);
     let engine = crate::engine::Engine::new(&config, store)
         .await

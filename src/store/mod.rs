@@ -6,6 +6,7 @@
 //! - updates are compare-and-set on the job's state, so the engine and the API never
 //!   overwrite each other's transitions.
 
+pub mod secrets;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -122,6 +123,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every job the engine still has work for: not terminal, or not yet released.
     async fn unfinished(&self) -> StoreResult<Vec<JobRecord>>;
+
+    /// Ids of jobs still queued that were created before `before`, oldest first.
+    async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>>;
 
     /// How many jobs there are per (provider, state); undispatched jobs have provider "".
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>>;

@@ -15,8 +15,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::secrets::SecretBox;
 use super::{JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted};
-use crate::model::{Event, Job, JobSpec, JobState};
+use crate::model::{Event, Job, JobState};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,14 +69,20 @@ const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, 
 /// The most writes one transaction takes before it commits.
 const MAX_BATCH: usize = 1024;
 
-/// A write: runs inside the batch's transaction and hands back what to do once the batch's
-/// commit has succeeded (`None`) or failed (`Some(error)`).
+/// A write. Given the connection, it runs inside the batch's transaction and hands back
+/// what to do once the batch's commit has succeeded (`None`) or failed (`Some(error)`).
+/// Given none, the batch failed before its turn: it runs nothing and its caller gets the
+/// error.
 type Completion = Box<dyn FnOnce(Option<StoreError>) + Send>;
-type WriteOp = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+type WriteOp = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
 
 pub struct SqliteStore {
     writer: Mutex<mpsc::Sender<WriteOp>>,
     readers: Arc<ReadPool>,
+    secrets: Arc<SecretBox>,
+    /// Held for the store's life: a second gateway on the same file refuses to start
+    /// instead of racing this one's engine.
+    _lock: std::fs::File,
 }
 
 /// Read-only connections, opened as needed and reused.
@@ -113,12 +120,17 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`. `synchronous_full` syncs every
     /// commit to disk (durable across power loss); otherwise a commit survives a process
     /// crash but not a power cut.
-    pub fn open(path: &Path, synchronous_full: bool) -> StoreResult<SqliteStore> {
+    pub fn open(
+        path: &Path,
+        synchronous_full: bool,
+        secrets: SecretBox,
+    ) -> StoreResult<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(format!("creating {}: {e}", dir.display())))?;
         }
         let path_str = path.to_string_lossy().into_owned();
+        let lock = lock_file(path)?;
         let conn = open(
             &path_str,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -151,6 +163,8 @@ impl SqliteStore {
                 path: path_str,
                 idle: Mutex::new(vec![]),
             }),
+            secrets: Arc::new(secrets),
+            _lock: lock,
         })
     }
 
@@ -160,7 +174,10 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
         let op: WriteOp = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Db("the batch's transaction failed".into())),
+            };
             Box::new(move |commit_error| {
                 let _ = tx.send(match commit_error {
                     None => result,
@@ -184,6 +201,32 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || pool.with(f))
             .await
             .map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Takes the lock file beside the database (`offload.db.lock` for `offload.db`), or says
+/// which file another process holds.
+fn lock_file(path: &Path) -> StoreResult<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Db(format!("opening {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Db(format!(
+            "another offload gateway is using {} (it holds {}); one gateway per SQLite file, or use PostgreSQL for several",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Db(format!(
+            "locking {}: {e}",
+            lock_path.display()
+        ))),
     }
 }
 
@@ -214,12 +257,9 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
-        let completions: Vec<Completion> = batch.into_iter().map(|op| op(&conn)).collect();
-        let outcome = began.and_then(|_| conn.execute_batch("COMMIT").map_err(db));
+        let (completions, outcome) = run_batch(&conn, batch);
         if let Err(e) = &outcome {
-            tracing::error!(error = %e, "sqlite commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, "sqlite batch failed; none of its writes were kept");
         }
         for done in completions {
             done(
@@ -230,6 +270,33 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
             );
         }
     }
+}
+
+/// Runs one batch in one transaction: all of its writes are kept, or none. Should the
+/// transaction end early (SQLite rolls back by itself on a full disk or an I/O error), the
+/// writes after that point are not run at all, for outside a transaction each would be
+/// kept on its own while its caller is told the batch failed.
+fn run_batch(conn: &Connection, batch: Vec<WriteOp>) -> (Vec<Completion>, StoreResult<()>) {
+    // Whether the batch's transaction is still open, as it must be before each write.
+    let open = |outcome: StoreResult<()>| {
+        outcome.and_then(|()| match conn.is_autocommit() {
+            false => Ok(()),
+            true => Err(StoreError::Db(
+                "the transaction was rolled back in the middle of a batch".into(),
+            )),
+        })
+    };
+    let mut outcome = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
+    let mut completions = Vec::with_capacity(batch.len());
+    for op in batch {
+        outcome = open(outcome);
+        completions.push(op(outcome.is_ok().then_some(conn)));
+    }
+    outcome = open(outcome).and_then(|()| conn.execute_batch("COMMIT").map_err(db));
+    if outcome.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    (completions, outcome)
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -308,10 +375,11 @@ fn add_event(
     Ok(())
 }
 
-fn insert_job(conn: &Connection, new: &NewJob) -> rusqlite::Result<()> {
+/// A job's sealed secrets, or "" for none (none given, or deleted once the job ended).
+fn insert_job(conn: &Connection, new: &NewJob, sealed: &str) -> rusqlite::Result<()> {
     let id = new.id.to_string();
     let spec = serde_json::to_string(&new.spec.redacted()).map_err(json_err)?;
-    let secrets = serde_json::to_string(&new.spec.secret_env).map_err(json_err)?;
+    let secrets = sealed;
     let labels = serde_json::to_string(&new.spec.labels).map_err(json_err)?;
     conn.prepare_cached(
         "INSERT INTO jobs (id, tenant, state, labels, spec, secret_env, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -326,7 +394,12 @@ fn insert_job(conn: &Connection, new: &NewJob) -> rusqlite::Result<()> {
     )
 }
 
-fn submit(conn: &Connection, new: NewJob) -> rusqlite::Result<Submitted> {
+fn submit(
+    conn: &Connection,
+    new: NewJob,
+    sealed: String,
+    secrets: &SecretBox,
+) -> rusqlite::Result<Submitted> {
     if let Some(key) = &new.idempotency_key {
         let existing: Option<String> = conn
             .prepare_cached("SELECT job_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?
@@ -334,14 +407,11 @@ fn submit(conn: &Connection, new: NewJob) -> rusqlite::Result<Submitted> {
             .optional()?;
         if let Some(job_id) = existing {
             let record = get_record(conn, &job_id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            let secrets: String = conn.query_row(
-                "SELECT secret_env FROM jobs WHERE id = ?1",
-                [&job_id],
-                |r| r.get(0),
-            )?;
-            let mut stored: JobSpec = record.job.spec.clone();
-            stored.secret_env = parse_json(0, &secrets)?;
-            return Ok(if stored == new.spec {
+            let stored = stored_secrets(conn, &record.job.id, secrets)?;
+            // Once a job's secrets are deleted, only their names can be compared.
+            let same = record.job.spec == new.spec.redacted()
+                && stored.is_none_or(|s| s == new.spec.secret_env);
+            return Ok(if same {
                 Submitted::Existing(Box::new(record))
             } else {
                 Submitted::Conflict(record.job.id)
@@ -350,10 +420,30 @@ fn submit(conn: &Connection, new: NewJob) -> rusqlite::Result<Submitted> {
         conn.prepare_cached("INSERT INTO idempotency (tenant, key, job_id) VALUES (?1, ?2, ?3)")?
             .execute(params![new.tenant, key, new.id.to_string()])?;
     }
-    insert_job(conn, &new)?;
+    insert_job(conn, &new, &sealed)?;
     let record =
         get_record(conn, &new.id.to_string())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     Ok(Submitted::Created(Box::new(record)))
+}
+
+/// A job's secret values; `None` once they are deleted.
+fn stored_secrets(
+    conn: &Connection,
+    id: &Uuid,
+    secrets: &SecretBox,
+) -> rusqlite::Result<Option<BTreeMap<String, String>>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT secret_env FROM jobs WHERE id = ?1")?
+        .query_row([id.to_string()], |r| r.get(0))
+        .optional()?;
+    match text.as_deref() {
+        None | Some("") => Ok(None),
+        // Written in the clear by an offload from before sealing.
+        Some(plain) if plain.starts_with('{') => parse_json(0, plain).map(Some),
+        Some(sealed) => secrets.open(*id, sealed).map(Some).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        }),
+    }
 }
 
 fn update(
@@ -412,6 +502,10 @@ fn update(
     }
     if let Some(v) = patch.released {
         sets.push(("released", Box::new(v)));
+        if v {
+            // The workload is gone; nothing needs the job's secrets any more.
+            sets.push(("secret_env", Box::new("")));
+        }
     }
     if let Some(v) = &patch.excluded {
         sets.push((
@@ -472,7 +566,14 @@ fn list(conn: &Connection, tenant: &str, q: &ListQuery) -> rusqlite::Result<Vec<
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
-        self.write(move |conn| submit(conn, new)).await
+        // Sealed here, off the writer thread.
+        let sealed = match new.spec.secret_env.is_empty() {
+            true => String::new(),
+            false => self.secrets.seal(new.id, &new.spec.secret_env),
+        };
+        let secrets = self.secrets.clone();
+        self.write(move |conn| submit(conn, new, sealed, &secrets))
+            .await
     }
 
     async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
@@ -516,14 +617,9 @@ impl Store for SqliteStore {
     }
 
     async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
-        self.read(move |conn| {
-            let text: Option<String> = conn
-                .prepare_cached("SELECT secret_env FROM jobs WHERE id = ?1")?
-                .query_row([id.to_string()], |r| r.get(0))
-                .optional()?;
-            text.map_or(Ok(BTreeMap::new()), |t| parse_json(0, &t))
-        })
-        .await
+        let secrets = self.secrets.clone();
+        self.read(move |conn| Ok(stored_secrets(conn, &id, &secrets)?.unwrap_or_default()))
+            .await
     }
 
     async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>> {
@@ -548,6 +644,20 @@ impl Store for SqliteStore {
                 .into_iter()
                 .filter(|r| !r.job.terminal || r.job.provider_ref.is_some())
                 .collect())
+        })
+        .await
+    }
+
+    async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM jobs WHERE state = 'queued' AND released = 0 AND created_at < ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![ms(before), limit as i64], |r| {
+                let id: String = r.get(0)?;
+                Ok(id.parse::<Uuid>().ok())
+            })?;
+            Ok(rows.filter_map(|r| r.ok().flatten()).collect())
         })
         .await
     }
@@ -579,6 +689,11 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::JobSpec;
+
+    fn test_box() -> SecretBox {
+        SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
+    }
 
     fn spec(image: &str) -> JobSpec {
         serde_json::from_value(serde_json::json!({
@@ -600,7 +715,7 @@ mod tests {
     #[tokio::test]
     async fn submit_is_idempotent_per_tenant_and_secrets_stay_apart() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), true).unwrap();
+        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), true, test_box()).unwrap();
         let Submitted::Created(first) = store.submit(new_job("a", "img", Some("k"))).await.unwrap()
         else {
             panic!()
@@ -627,7 +742,7 @@ mod tests {
     #[tokio::test]
     async fn updates_are_compare_and_set_and_write_events() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false).unwrap();
+        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false, test_box()).unwrap();
         let Submitted::Created(rec) = store.submit(new_job("a", "img", None)).await.unwrap() else {
             panic!()
         };
@@ -686,7 +801,8 @@ mod tests {
     #[tokio::test]
     async fn list_filters_and_pages_newest_first() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&tmp.path().join("db.sqlite"), true).unwrap());
+        let store =
+            Arc::new(SqliteStore::open(&tmp.path().join("db.sqlite"), true, test_box()).unwrap());
         // Concurrent submits share commits; all of them land.
         let handles: Vec<_> = (0..50)
             .map(|_| {
@@ -731,5 +847,101 @@ mod tests {
             .unwrap()
             .is_empty());
         assert_eq!(store.unfinished().await.unwrap().len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_transaction_dies_keeps_none_of_its_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false, test_box()).unwrap();
+        // Hold the writer inside a first batch while three writes queue up behind it, so
+        // that the three share the next batch.
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let mut holder = Box::pin(store.write(move |_| {
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Ok(())
+        }));
+        assert!(futures::poll!(&mut holder).is_pending());
+        tokio::task::spawn_blocking(move || held_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let (a, b) = (new_job("a", "img", None), new_job("a", "img", None));
+        let (a_id, b_id) = (a.id, b.id);
+        let mut first = Box::pin(store.submit(a));
+        // Ends the batch's transaction the way SQLite does on a full disk or an I/O error.
+        let mut rollback = Box::pin(store.write(|conn| conn.execute_batch("ROLLBACK")));
+        let mut second = Box::pin(store.submit(b));
+        assert!(futures::poll!(&mut first).is_pending());
+        assert!(futures::poll!(&mut rollback).is_pending());
+        assert!(futures::poll!(&mut second).is_pending());
+        go_tx.send(()).unwrap();
+        holder.await.unwrap();
+        assert!(first.await.is_err(), "told a rolled-back write it was kept");
+        assert!(rollback.await.is_err());
+        assert!(second.await.is_err(), "a write after the rollback was run");
+        for id in [a_id, b_id] {
+            assert_eq!(
+                store.get(id).await.unwrap(),
+                None,
+                "a failed write was kept"
+            );
+        }
+        // The writer goes on with the next batch.
+        assert!(matches!(
+            store.submit(new_job("a", "img", None)).await.unwrap(),
+            Submitted::Created(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_refuses_to_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db.sqlite");
+        let first = SqliteStore::open(&path, false, test_box()).unwrap();
+        let second = SqliteStore::open(&path, false, test_box()).err().unwrap();
+        assert!(
+            second.to_string().contains("another offload gateway"),
+            "{second}"
+        );
+        drop(first);
+        SqliteStore::open(&path, false, test_box()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_at_rest_and_deleted_once_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db.sqlite");
+        let store = SqliteStore::open(&path, true, test_box()).unwrap();
+        let Submitted::Created(rec) = store.submit(new_job("a", "img", Some("k"))).await.unwrap()
+        else {
+            panic!()
+        };
+        let id = rec.job.id;
+        let raw = |path: &Path| {
+            let mut bytes = std::fs::read(path).unwrap_or_default();
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            bytes.extend(std::fs::read(wal).unwrap_or_default());
+            bytes
+        };
+        let on_disk = raw(&path);
+        assert!(
+            !on_disk.windows(6).any(|w| w == b"s3cret"),
+            "the secret is on disk in the clear"
+        );
+        assert_eq!(store.secrets(id).await.unwrap()["TOKEN"], "s3cret");
+        let ended = Patch {
+            state: Some(JobState::Succeeded),
+            released: Some(true),
+            ..Patch::default()
+        };
+        store.update(id, &[], ended).await.unwrap().unwrap();
+        assert!(store.secrets(id).await.unwrap().is_empty());
+        // A retried submit still finds its job by the secrets' names.
+        assert!(matches!(
+            store.submit(new_job("a", "img", Some("k"))).await.unwrap(),
+            Submitted::Existing(j) if j.job.id == id
+        ));
     }
 }
