@@ -12,6 +12,8 @@ use figment::Figment;
 use offload_provider::{PriceSheet, Provider};
 use serde::{Deserialize, Serialize};
 
+use crate::store::secrets::SecretBox;
+
 /// The token accepted when no tokens are configured; only allowed on a loopback address.
 pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
@@ -58,11 +60,12 @@ fn default_providers() -> BTreeMap<String, ProviderConfig> {
         max_concurrency: default_concurrency(),
         poll_interval_ms: default_poll_ms(),
         price: None,
+        follower_reads_per_second: default_follower_reads(),
     };
     BTreeMap::from([("local".to_string(), local)])
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// The SQLite database file.
@@ -71,6 +74,47 @@ pub struct StoreConfig {
     /// Sync every commit to disk (survives power loss); off, a commit survives a crash only.
     #[serde(default = "yes")]
     pub synchronous_full: bool,
+    /// The key that seals `secret_env` at rest: 32 bytes, base64-encoded (`openssl rand
+    /// -base64 32`). Best given as `OFFLOAD_STORE__SECRET_KEY` from a secret store.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// Where the key is kept when `secret_key` is not given: created on first start with a
+    /// random key, mode 0600. Default: the database's path with `.key` appended.
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("path", &self.path)
+            .field("synchronous_full", &self.synchronous_full)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("secret_key_file", &self.secret_key_file)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// What seals secrets at rest: the configured key, else the key file's.
+    pub fn secret_box(&self) -> Result<SecretBox, ConfigError> {
+        match &self.secret_key {
+            Some(key) => SecretBox::from_base64(key)
+                .map_err(|e| ConfigError(format!("store.secret_key: {e}"))),
+            None => {
+                let path = self.secret_key_file.clone().unwrap_or_else(|| {
+                    let mut name = self.path.as_os_str().to_owned();
+                    name.push(".key");
+                    PathBuf::from(name)
+                });
+                SecretBox::from_file(&path)
+                    .map_err(|e| ConfigError(format!("store.secret_key_file: {e}")))
+            }
+        }
+    }
 }
 
 fn default_db() -> PathBuf {
@@ -86,6 +130,8 @@ impl Default for StoreConfig {
         StoreConfig {
             path: default_db(),
             synchronous_full: true,
+            secret_key: None,
+            secret_key_file: None,
         }
     }
 }
@@ -129,6 +175,8 @@ pub struct EngineConfig {
     pub reconcile_concurrency: usize,
     /// How often each provider's managed workloads are checked for ones no job owns.
     pub orphan_sweep_seconds: u64,
+    /// How often the store is swept for jobs queued longer than this that no poke reached.
+    pub queued_sweep_seconds: u64,
 }
 
 impl Default for EngineConfig {
@@ -140,6 +188,7 @@ impl Default for EngineConfig {
             release_after_seconds: 10,
             reconcile_concurrency: 64,
             orphan_sweep_seconds: 300,
+            queued_sweep_seconds: 10,
         }
     }
 }
@@ -158,6 +207,14 @@ pub struct ProviderConfig {
     /// Overrides the provider's own price sheet.
     #[serde(default)]
     pub price: Option<PriceSheet>,
+    /// Log reads per second that all of this provider's log followers (`logs?follow`,
+    /// `offload run`) may make together, apart from the engine's own calls.
+    #[serde(default = "default_follower_reads")]
+    pub follower_reads_per_second: u32,
+}
+
+fn default_follower_reads() -> u32 {
+    5
 }
 
 fn default_concurrency() -> usize {
@@ -282,6 +339,16 @@ impl Config {
                     "providers.{name}.poll_interval_ms must be at least 10"
                 )));
             }
+            if let KindConfig::Local(local) = &p.kind {
+                if !self.listen.ip().is_loopback() && !local.allow_non_loopback {
+                    return Err(ConfigError(format!(
+                        "providers.{name}: the local provider runs jobs as the gateway's own user, \
+                         able to read its store, config and tokens; it is only allowed on a loopback \
+                         address, not {}, unless providers.{name}.allow_non_loopback = true",
+                        self.listen
+                    )));
+                }
+            }
             let checked: Result<(), String> = match &p.kind {
                 #[cfg(feature = "ecs")]
                 KindConfig::Ecs(c) => c.check(),
@@ -361,5 +428,13 @@ mod tests {
         assert!(
             err("[providers.x]\nkind = \"local\"\nmax_concurrency = 0").contains("max_concurrency")
         );
+        let remote = "listen = \"0.0.0.0:8080\"\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"t\"\n";
+        assert!(
+            err(remote).contains("allow_non_loopback"),
+            "the default local provider on 0.0.0.0"
+        );
+        let allowed =
+            format!("{remote}[providers.local]\nkind = \"local\"\nallow_non_loopback = true\n");
+        assert!(Config::from_toml(&allowed).is_ok());
     }
 }

@@ -56,9 +56,9 @@ fn auto() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
-    /// vCPUs, fractional.
-    #[serde(default = "default_cpu")]
-    #[schema(example = 0.5)]
+    /// vCPUs: a number (`0.5`, `2`) or a Kubernetes CPU quantity (`"500m"`, `"0.5"`, `"2"`).
+    #[serde(default = "default_cpu", deserialize_with = "cpu_quantity")]
+    #[schema(schema_with = cpu_schema)]
     pub cpu: f64,
     /// Kubernetes quantity: `512Mi`, `2Gi`, `1G`, or bytes.
     #[serde(default = "default_memory")]
@@ -72,6 +72,67 @@ pub struct ResourceSpec {
 
 fn default_cpu() -> f64 {
     0.25
+}
+
+/// The pattern of a CPU quantity given as a string: a decimal number of vCPUs, or of
+/// millicores with the suffix `m`.
+const CPU_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?m?\s*$";
+
+fn cpu_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .exclusive_minimum(Some(0.0))
+                .maximum(Some(1024.0)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(CPU_PATTERN)),
+        )
+        .description(Some(
+            "vCPUs: a number (0.5, 2) or a Kubernetes CPU quantity (\"500m\", \"0.5\", \"2\")",
+        ))
+        .examples([serde_json::json!("500m")])
+        .build();
+    Schema::OneOf(one_of)
+}
+
+/// Parses a Kubernetes CPU quantity (`500m`, `0.5`, `2`) into vCPUs.
+pub fn parse_cpu(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, scale) = match text.strip_suffix('m') {
+        Some(milli) => (milli, 1000.0),
+        None => (text, 1.0),
+    };
+    let valid = !number.is_empty()
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.matches('.').count() <= 1
+        && !number.starts_with('.')
+        && !number.ends_with('.');
+    valid
+        .then(|| number.parse::<f64>().ok())
+        .flatten()
+        .map(|n| n / scale)
+}
+
+fn cpu_quantity<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Cpu {
+        Number(f64),
+        Text(String),
+    }
+    let expected = "a number of vCPUs such as 0.5, or a Kubernetes CPU quantity such as \"500m\"";
+    match Cpu::deserialize(de)
+        .map_err(|_| serde::de::Error::custom(format!("expected {expected}")))?
+    {
+        Cpu::Number(n) => Ok(n),
+        Cpu::Text(t) => parse_cpu(&t)
+            .ok_or_else(|| serde::de::Error::custom(format!("{t:?} is not {expected}"))),
+    }
 }
 
 fn default_memory() -> String {
@@ -430,6 +491,34 @@ mod tests {
         assert_eq!(parse_quantity("lots"), None);
         assert_eq!(parse_quantity("2Qi"), None);
         assert_eq!(parse_quantity(""), None);
+    }
+
+    #[test]
+    fn cpu_takes_numbers_and_kubernetes_quantities() {
+        for (given, vcpus) in [
+            (serde_json::json!(0.5), 0.5),
+            (serde_json::json!("0.5"), 0.5),
+            (serde_json::json!("500m"), 0.5),
+            (serde_json::json!(2), 2.0),
+            (serde_json::json!("2"), 2.0),
+            (serde_json::json!("250m"), 0.25),
+        ] {
+            let s = spec(serde_json::json!({"image": "a", "resources": {"cpu": given}}));
+            assert_eq!(s.validate().unwrap().cpu, vcpus, "{given}");
+        }
+        for bad in [
+            serde_json::json!("lots"),
+            serde_json::json!("1.5.2"),
+            serde_json::json!("m"),
+            serde_json::json!(true),
+            serde_json::json!("-1"),
+        ] {
+            let r: Result<JobSpec, _> = serde_json::from_value(
+                serde_json::json!({"image": "a", "resources": {"cpu": bad}}),
+            );
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("Kubernetes CPU quantity"), "{bad}: {e}");
+        }
     }
 
     #[test]

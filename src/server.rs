@@ -22,8 +22,12 @@ impl Server {
     /// Opens the store, resumes the engine and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&config.store.path, config.store.synchronous_full)
-                .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
+            SqliteStore::open(
+                &config.store.path,
+                config.store.synchronous_full,
+                config.store.secret_box()?,
+            )
+            .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
         );
         let engine = Engine::new(&config, store.clone())
             .await
@@ -33,15 +37,22 @@ impl Server {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        for (name, p) in &config.providers {
+            if matches!(&p.kind, crate::config::KindConfig::Local(l) if l.allow_non_loopback)
+                && !config.listen.ip().is_loopback()
+            {
+                tracing::warn!(provider = %name, "the local provider runs tenants' jobs as this gateway's user, on a non-loopback address (allow_non_loopback)");
+            }
+        }
         if config.auth.tokens.is_empty() {
             tracing::warn!("no auth.tokens configured: accepting the dev token {DEV_TOKEN:?} (tenant \"dev\") on loopback only");
         }
-        let app = api::router(
-            AppState::new(store, engine.clone(), config.tokens()),
-            config.body_limit_bytes,
-        );
         let stop = CancellationToken::new();
         let stopped = stop.clone();
+        let app = api::router(
+            AppState::new(store, engine.clone(), config.tokens(), stop.clone()),
+            config.body_limit_bytes,
+        );
         let done = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stopped.cancelled_owned())

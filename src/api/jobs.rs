@@ -19,6 +19,7 @@ use super::auth::Tenant;
 use super::body::JsonBody;
 use super::error::{ApiError, Problem};
 use super::AppState;
+use crate::engine::changes::Waiter;
 use crate::engine::CancelOutcome;
 use crate::model::{Event, FieldError, Job, JobPage, JobSpec, JobState};
 use crate::store::{JobRecord, ListQuery, NewJob, Submitted};
@@ -35,8 +36,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// The tenant's job, or 404 (also for another tenant's job: its existence is not told).
-async fn job_of(state: &AppState, tenant: &Tenant, id: &str) -> Result<JobRecord, ApiError> {
-    let id = parse_id(id)?;
+async fn job_of(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<JobRecord, ApiError> {
     state
         .store
         .get(id)
@@ -94,9 +94,25 @@ pub async fn create_job(
         idempotency_key,
         created_at: Utc::now(),
     };
-    match state.store.submit(new).await? {
+    // The commit and the poke after it run in a task of their own: a client that goes
+    // away mid-request drops this handler, but never between the two.
+    let (store, engine) = (state.store.clone(), state.engine.clone());
+    let submitted = tokio::spawn(async move {
+        let submitted = store.submit(new).await;
+        if let Ok(Submitted::Created(rec) | Submitted::Existing(rec)) = &submitted {
+            engine.poke(rec.job.id);
+        }
+        submitted
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the submit did not finish; retry with the same Idempotency-Key",
+        )
+    })?;
+    match submitted? {
         Submitted::Created(rec) => {
-            state.engine.poke(rec.job.id);
             let location = format!("/v1/jobs/{}", rec.job.id);
             Ok((
                 StatusCode::CREATED,
@@ -160,30 +176,29 @@ pub async fn get_job(
     };
     if wait == 0 {
         // The hot path: a plain read takes no part in change notices.
-        return Ok(Json(job_of(&state, &tenant, &id).await?.job));
+        return Ok(Json(job_of(&state, &tenant, parse_id(&id)?).await?.job));
     }
-    // Subscribe before the first read, so that no change between the two is missed.
-    let mut changes = state.engine.changes();
-    let first = job_of(&state, &tenant, &id).await?.job;
+    // Watch before the first read, so that no change between the two is missed.
+    let id = parse_id(&id)?;
+    let mut changes = state.engine.watch(id);
+    let first = job_of(&state, &tenant, id).await?.job;
     if first.terminal {
         return Ok(Json(first));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
-        match tokio::time::timeout_at(deadline, changes.recv()).await {
-            Err(_) => break,
-            Ok(Ok(changed)) if changed != first.id => continue,
-            // This job changed, or notices were dropped under load: look again.
-            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                let job = job_of(&state, &tenant, &id).await?.job;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = state.draining.cancelled() => break,
+            _ = changes.changed() => {
+                let job = job_of(&state, &tenant, id).await?.job;
                 if job.state != first.state {
                     return Ok(Json(job));
                 }
             }
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
         }
     }
-    Ok(Json(job_of(&state, &tenant, &id).await?.job))
+    Ok(Json(job_of(&state, &tenant, id).await?.job))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -306,7 +321,7 @@ pub async fn job_events(
     tenant: Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
-    let rec = job_of(&state, &tenant, &id).await?;
+    let rec = job_of(&state, &tenant, parse_id(&id)?).await?;
     Ok(Json(state.store.events(rec.job.id).await?))
 }
 
@@ -343,7 +358,7 @@ pub async fn job_logs(
     Path(id): Path<String>,
     Query(p): Query<LogParams>,
 ) -> Result<Response, ApiError> {
-    let rec = job_of(&state, &tenant, &id).await?;
+    let rec = job_of(&state, &tenant, parse_id(&id)?).await?;
     let bad = |field: &str, message: &str| {
         ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message))
     };
@@ -377,6 +392,7 @@ pub async fn job_logs(
         return Ok((text_plain, text).into_response());
     }
     let follower = Follower {
+        changes: state.engine.watch(rec.job.id),
         state,
         id: rec.job.id,
         cursor: None,
@@ -388,9 +404,14 @@ pub async fn job_logs(
     Ok((text_plain, body).into_response())
 }
 
-/// Streams a job's log until the job ends.
+/// How often a follower of a running job reads its provider's log when nothing else wakes
+/// it; reads also wait for the provider's follower budget.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// Streams a job's log until the job ends (or the server shuts down).
 struct Follower {
     state: AppState,
+    changes: Waiter,
     id: Uuid,
     cursor: Option<String>,
     tail: Option<usize>,
@@ -401,9 +422,8 @@ struct Follower {
 
 impl Follower {
     async fn next(mut self) -> Option<(Result<String, std::io::Error>, Self)> {
-        let mut changes = self.state.engine.changes();
         loop {
-            if self.done {
+            if self.done || self.state.draining.is_cancelled() {
                 return None;
             }
             let rec = match self.state.store.get(self.id).await {
@@ -413,7 +433,7 @@ impl Follower {
             let at_provider = rec.job.provider_ref.is_some() && !rec.released;
             if !at_provider && !rec.job.terminal {
                 // Not launched yet: wait for the engine to move it.
-                let _ = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await;
+                self.pause().await;
                 continue;
             }
             if !at_provider && self.streamed {
@@ -423,7 +443,7 @@ impl Follower {
                 cursor: self.cursor.clone(),
                 tail_bytes: None,
             };
-            let chunk = match self.state.engine.logs(&rec, &query).await {
+            let chunk = match self.state.engine.follow_logs(&rec, &query).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.done = true;
@@ -446,7 +466,16 @@ impl Follower {
             if rec.job.terminal {
                 return None;
             }
-            let _ = tokio::time::timeout(Duration::from_millis(500), changes.recv()).await;
+            self.pause().await;
+        }
+    }
+
+    /// Waits for this job's next change, the next read's time, or shutdown.
+    async fn pause(&mut self) {
+        tokio::select! {
+            _ = self.changes.changed() => {}
+            _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+            _ = self.state.draining.cancelled() => {}
         }
     }
 }

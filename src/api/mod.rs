@@ -13,6 +13,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::engine::Engine;
 use crate::store::Store;
 pub use ops::prometheus;
@@ -22,14 +24,23 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
     tokens: Arc<auth::Tokens>,
+    /// Cancelled when the server starts to shut down: long-polls answer and log followers
+    /// close at once, so that shutdown fits in a pod's grace period.
+    pub draining: CancellationToken,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>, tokens: Vec<(String, String)>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        tokens: Vec<(String, String)>,
+        draining: CancellationToken,
+    ) -> Self {
         AppState {
             store,
             engine,
             tokens: Arc::new(auth::Tokens::new(tokens)),
+            draining,
         }
     }
 }

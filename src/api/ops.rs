@@ -91,6 +91,9 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             metrics::gauge!("offload_jobs", &labels).set(n as f64);
         }
     }
+    for (map, n) in state.engine.entries() {
+        metrics::gauge!("offload_engine_entries", "map" => map).set(n as f64);
+    }
     let body = prometheus().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }

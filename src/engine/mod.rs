@@ -7,22 +7,30 @@
 //! nothing.
 //!
 //! Three kinds of task run: the scheduler, which runs reconciles (at most one per job at a
-//! time) when a job is poked or its requeue time comes; one poller per provider, which
-//! observes all of that provider's live workloads in batches and pokes the jobs whose
-//! observation changed; and the HTTP handlers, which only poke.
+//! time) when a job is poked or its requeue time comes, and sweeps the store now and then
+//! for queued jobs nobody poked; one poller per provider, which observes all of that
+//! provider's live workloads in batches and pokes the jobs whose observation changed; and
+//! the HTTP handlers, which only poke.
 
+pub mod changes;
+mod error_policy;
 mod reconcile;
 mod routing;
 mod scheduler;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use offload_provider::{Handle, LogChunk, LogQuery, Phase, PriceSheet, Provider, ProviderError};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use changes::{Changes, Waiter};
+use error_policy::ErrorPolicy;
 
 use crate::config::{Config, EngineConfig};
 use crate::model::{JobState, ProviderInfo};
@@ -43,6 +51,9 @@ pub struct Slot {
     live: Mutex<HashMap<Uuid, Handle>>,
     /// `None` while healthy; the last health check's error otherwise.
     health: Mutex<Option<String>>,
+    /// Log followers' reads of this provider: a budget of their own, so that followers
+    /// cannot use up the calls that launches and status need.
+    follower_reads: DefaultDirectRateLimiter,
 }
 
 impl Slot {
@@ -61,9 +72,24 @@ impl Slot {
         active.insert(id)
     }
 
+    /// Frees the job's place and stops observing its workload.
     fn release(&self, id: Uuid) {
         self.active.lock().unwrap().remove(&id);
         self.live.lock().unwrap().remove(&id);
+    }
+
+    /// Whether the poller still follows `key` as `id`'s current workload.
+    fn follows(&self, id: Uuid, key: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|h| h.key == key)
+    }
+
+    /// Whether `id` is waiting here for a place.
+    fn is_waiting(&self, id: Uuid) -> bool {
+        self.waiting.lock().unwrap().1.contains(&id)
     }
 
     /// Waiting jobs for as many places as are free.
@@ -87,11 +113,17 @@ pub struct Engine {
     config: EngineConfig,
     poke: mpsc::UnboundedSender<Uuid>,
     poked: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
-    observations: Mutex<HashMap<Uuid, Phase>>,
-    /// Consecutive transient launch failures per job, for backoff.
-    failures: Mutex<HashMap<Uuid, u32>>,
-    /// Every job whose stored state changed, for log followers and long polls.
-    changes: broadcast::Sender<Uuid>,
+    /// The newest phase of each workload the pollers follow, by launch key: an answer
+    /// about an earlier attempt can never be taken for the current one's.
+    observations: Mutex<HashMap<String, Phase>>,
+    /// Reconciles that failed in a row (a store or provider call), per job.
+    reconcile_errors: ErrorPolicy,
+    /// Transient launch failures in a row, per job; the job fails past `launch_retries`.
+    launch_errors: ErrorPolicy,
+    /// "No capacity" answers in a row where there is nowhere else to go: wait, never fail.
+    capacity_waits: ErrorPolicy,
+    /// Jobs whose stored state changed, for their log followers and long polls.
+    changes: Arc<Changes>,
     shutdown: CancellationToken,
 }
 
@@ -133,6 +165,9 @@ impl Engine {
                 waiting: Mutex::default(),
                 live: Mutex::default(),
                 health: Mutex::new(Some("not checked yet".into())),
+                follower_reads: RateLimiter::direct(Quota::per_second(
+                    NonZeroU32::new(p.follower_reads_per_second.max(1)).expect("at least 1"),
+                )),
             }));
         }
         let (poke, poked) = mpsc::unbounded_channel();
@@ -143,8 +178,10 @@ impl Engine {
             poke,
             poked: Mutex::new(Some(poked)),
             observations: Mutex::default(),
-            failures: Mutex::default(),
-            changes: broadcast::channel(4096).0,
+            reconcile_errors: ErrorPolicy::new(Duration::from_secs(1), Duration::from_secs(300)),
+            launch_errors: ErrorPolicy::new(Duration::from_millis(200), Duration::from_secs(60)),
+            capacity_waits: ErrorPolicy::new(Duration::from_secs(1), Duration::from_secs(60)),
+            changes: Arc::default(),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -162,9 +199,9 @@ impl Engine {
         let _ = self.poke.send(id);
     }
 
-    /// A receiver of the ids of jobs whose stored state changed.
-    pub fn changes(&self) -> broadcast::Receiver<Uuid> {
-        self.changes.subscribe()
+    /// Starts waiting for changes to the stored state of job `id`.
+    pub fn watch(&self, id: Uuid) -> Waiter {
+        self.changes.watch(id)
     }
 
     /// Rebuilds the in-memory view from the store and starts the scheduler and pollers.
@@ -247,7 +284,7 @@ impl Engine {
                 ),
             };
             if let Some(rec) = self.store.update(id, &[expect], patch).await? {
-                let _ = self.changes.send(id);
+                self.changes.notify(id);
                 self.poke(id);
                 return Ok(CancelOutcome::Accepted(Box::new(rec)));
             }
@@ -257,6 +294,25 @@ impl Engine {
 
     /// Reads a job's log: the stored tail once it has ended, the provider's log before.
     pub async fn logs(&self, rec: &JobRecord, query: &LogQuery) -> Result<LogChunk, EngineError> {
+        self.read_log(rec, query, false).await
+    }
+
+    /// [`Engine::logs`] for a follower: a read of the provider waits for the provider's
+    /// follower budget (`follower_reads_per_second`), apart from the engine's own calls.
+    pub async fn follow_logs(
+        &self,
+        rec: &JobRecord,
+        query: &LogQuery,
+    ) -> Result<LogChunk, EngineError> {
+        self.read_log(rec, query, true).await
+    }
+
+    async fn read_log(
+        &self,
+        rec: &JobRecord,
+        query: &LogQuery,
+        follower: bool,
+    ) -> Result<LogChunk, EngineError> {
         let live = match (&rec.job.provider, &rec.launch_key, &rec.job.provider_ref) {
             (Some(p), Some(key), Some(pref)) if !rec.released => {
                 self.slot(p).map(|s| (s, key, pref))
@@ -278,6 +334,9 @@ impl Engine {
             key: key.clone(),
             provider_ref: pref.clone(),
         };
+        if follower {
+            slot.follower_reads.until_ready().await;
+        }
         self.call(slot, "logs", slot.provider.logs(&handle, query))
             .await
     }
@@ -301,6 +360,18 @@ impl Engine {
                 }
             })
             .collect()
+    }
+
+    /// How many entries the engine's per-job maps hold, by map: each must shrink back as
+    /// jobs end, or memory grows with every job ever run.
+    pub fn entries(&self) -> [(&'static str, usize); 5] {
+        [
+            ("observations", self.observations.lock().unwrap().len()),
+            ("reconcile_errors", self.reconcile_errors.tracked()),
+            ("launch_errors", self.launch_errors.tracked()),
+            ("capacity_waits", self.capacity_waits.tracked()),
+            ("watched_jobs", self.changes.watched()),
+        ]
     }
 
     /// Runs every provider's health check now.

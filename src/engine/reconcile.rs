@@ -8,7 +8,8 @@
 //! - ended: keep the log tail and result, free the place, and after a short delay
 //!   release the workload at its provider.
 //!
-//! Returns when to look at the job again; `None` means only when poked.
+//! Returns when to look at the job again; `None` means only when poked. A reconcile that
+//! fails waits as the job's [`ErrorPolicy`](super::error_policy::ErrorPolicy) says.
 
 use std::time::Duration;
 
@@ -20,8 +21,6 @@ use super::{launch_key, Engine, EngineError, Slot};
 use crate::model::{extract_result, JobState};
 use crate::store::{JobRecord, Patch};
 
-/// How long to wait before looking again at a job whose store or provider call failed.
-const RETRY: Duration = Duration::from_secs(2);
 /// How often a live job is looked at even with no news (a safety net for lost pokes).
 const SAFETY: Duration = Duration::from_secs(30);
 
@@ -30,6 +29,7 @@ const LIVE: [JobState; 3] = [JobState::Starting, JobState::Running, JobState::Ca
 pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
     let result = async {
         let Some(rec) = engine.store.get(id).await? else {
+            engine.free_place(id, None);
             return Ok(None);
         };
         match rec.job.state {
@@ -37,17 +37,39 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
             JobState::Starting | JobState::Running | JobState::Cancelling => {
                 engine.follow(rec).await
             }
-            _ => engine.release_workload(rec).await,
+            _ => {
+                engine.free_place(id, rec.job.provider.as_deref());
+                engine.release_workload(rec).await
+            }
         }
     }
     .await;
-    result.unwrap_or_else(|e: EngineError| {
-        tracing::warn!(job = %id, error = %e, "reconcile failed; retrying");
-        Some(RETRY)
-    })
+    match result {
+        Ok(next) => {
+            engine.reconcile_errors.forget(id);
+            next
+        }
+        Err(e) => {
+            let (n, wait) = engine.reconcile_errors.failed(id);
+            tracing::warn!(job = %id, error = %e, failures = n, retry_in = ?wait, "reconcile failed");
+            Some(wait)
+        }
+    }
 }
 
 type Step = Result<Option<Duration>, EngineError>;
+
+/// Whether a provider's answer to a stop or delete says the workload is already gone.
+fn gone(result: &Result<(), EngineError>) -> bool {
+    matches!(
+        result,
+        Ok(())
+            | Err(EngineError::Provider {
+                source: ProviderError::NotFound(_),
+                ..
+            })
+    )
+}
 
 impl Engine {
     async fn dispatch(&self, rec: JobRecord) -> Step {
@@ -71,14 +93,19 @@ impl Engine {
             event: Some(format!("dispatched to {} (attempt {attempt})", slot.name)),
             ..Patch::default()
         };
-        match self.store.update(id, &[JobState::Queued], patch).await? {
-            Some(rec) => {
+        match self.store.update(id, &[JobState::Queued], patch).await {
+            Ok(Some(rec)) => {
                 self.changed(id);
                 self.launch(rec, &slot, true).await
             }
-            None => {
+            Ok(None) => {
                 slot.release(id);
                 Ok(Some(Duration::ZERO))
+            }
+            Err(e) => {
+                // Nothing was stored: the place is not the job's.
+                slot.release(id);
+                Err(e.into())
             }
         }
     }
@@ -122,7 +149,8 @@ impl Engine {
             .await
         {
             Ok(handle) => {
-                self.failures.lock().unwrap().remove(&id);
+                self.launch_errors.forget(id);
+                self.capacity_waits.forget(id);
                 let patch = Patch {
                     provider_ref: Some(Some(handle.provider_ref.clone())),
                     event: Some(format!("launched as {}", handle.provider_ref)),
@@ -138,38 +166,17 @@ impl Engine {
         let name = &slot.name;
         match error {
             ProviderError::Throttled { retry_after } => Ok(Some(retry_after)),
-            ProviderError::Capacity(why) if rec.job.spec.provider == "auto" => {
-                let mut excluded = rec.excluded.clone();
-                excluded.push(name.clone());
-                let patch = Patch {
-                    state: Some(JobState::Queued),
-                    excluded: Some(excluded),
-                    event: Some(format!("no capacity at {name} ({why}); routing again")),
-                    ..Patch::default()
-                };
-                slot.release(id);
-                self.store.update(id, &[JobState::Starting], patch).await?;
-                self.changed(id);
-                Ok(Some(Duration::ZERO))
-            }
-            ProviderError::Capacity(_)
-            | ProviderError::Transient(_)
-            | ProviderError::NotFound(_) => {
-                let failures = {
-                    let mut all = self.failures.lock().unwrap();
-                    let n = all.entry(id).or_insert(0);
-                    *n += 1;
-                    *n
-                };
+            ProviderError::Capacity(why) => self.no_capacity(&rec, slot, why).await,
+            ProviderError::Transient(_) | ProviderError::NotFound(_) => {
+                let (failures, wait) = self.launch_errors.failed(id);
                 if failures > self.config.launch_retries {
-                    self.failures.lock().unwrap().remove(&id);
                     let why = format!("launch at {name} failed {failures} times; last: {error}");
                     return self
                         .end_unlaunched(&rec, Some(slot), JobState::Failed, why)
                         .await;
                 }
                 tracing::info!(job = %id, provider = %name, error = %error, "launch failed; retrying");
-                Ok(Some(Duration::from_millis(200 * 2u64.pow(failures.min(8)))))
+                Ok(Some(wait))
             }
             ProviderError::InvalidSpec(why) => {
                 self.end_unlaunched(
@@ -192,6 +199,49 @@ impl Engine {
         }
     }
 
+    /// The provider has no room for the job now. An `auto` job with another feasible
+    /// provider is routed again without this one; otherwise it waits here and launches the
+    /// same key again later (backing off), for capacity is a reason to wait, not to fail.
+    async fn no_capacity(&self, rec: &JobRecord, slot: &Slot, why: String) -> Step {
+        let (id, name) = (rec.job.id, &slot.name);
+        if rec.job.spec.provider == "auto" {
+            let mut excluded = rec.excluded.clone();
+            excluded.push(name.clone());
+            if self.alternative(&rec.job.spec, &excluded) {
+                let patch = Patch {
+                    state: Some(JobState::Queued),
+                    excluded: Some(excluded),
+                    event: Some(format!("no capacity at {name} ({why}); routing again")),
+                    ..Patch::default()
+                };
+                slot.release(id);
+                self.capacity_waits.forget(id);
+                // A cancel may have come meanwhile; the next reconcile ends the job then.
+                if self
+                    .store
+                    .update(id, &[JobState::Starting], patch)
+                    .await?
+                    .is_some()
+                {
+                    self.changed(id);
+                }
+                return Ok(Some(Duration::ZERO));
+            }
+        }
+        let (n, wait) = self.capacity_waits.failed(id);
+        if n == 1 {
+            let patch = Patch {
+                event: Some(format!(
+                    "no capacity at {name} ({why}); nowhere else to go, waiting"
+                )),
+                ..Patch::default()
+            };
+            self.store.update(id, &[JobState::Starting], patch).await?;
+        }
+        tracing::info!(job = %id, provider = %name, waits = n, retry_in = ?wait, "no capacity; waiting");
+        Ok(Some(wait.min(self.next_look(rec))))
+    }
+
     async fn follow(&self, rec: JobRecord) -> Step {
         let id = rec.job.id;
         let Some(slot) = rec
@@ -205,9 +255,32 @@ impl Engine {
             return self.end_unlaunched(&rec, None, JobState::Failed, why).await;
         };
         slot.active.lock().unwrap().insert(id);
+        let cancel_reason = (rec.job.state == JobState::Cancelling).then(|| {
+            let who = rec.cancel_requested_by.as_deref().unwrap_or("the gateway");
+            format!("cancelled by {who}")
+        });
+        let timeout_reason = match (rec.dispatched_at, rec.job.spec.timeout_seconds) {
+            (Some(at), Some(limit))
+                if Utc::now() >= at + chrono::Duration::seconds(limit as i64) =>
+            {
+                Some(format!("timeout: still running after {limit} s"))
+            }
+            _ => None,
+        };
         let (Some(key), Some(pref)) = (rec.launch_key.clone(), rec.job.provider_ref.clone()) else {
-            // Stored as dispatched but the launch's answer was never stored: launch the same
-            // key again; the provider hands back the workload if it already exists.
+            // No launch answer is stored: either the launch keeps failing (no capacity,
+            // say) or the gateway stopped before storing the answer.
+            if let Some(reason) = cancel_reason {
+                return self
+                    .end_unlaunched(&rec, Some(&slot), JobState::Cancelled, reason)
+                    .await;
+            }
+            if let Some(reason) = timeout_reason {
+                return self
+                    .end_unlaunched(&rec, Some(&slot), JobState::Failed, reason)
+                    .await;
+            }
+            // Launch the same key again; the provider hands back the workload if it exists.
             return self.launch(rec, &slot, false).await;
         };
         let handle = Handle {
@@ -220,25 +293,17 @@ impl Engine {
             .entry(id)
             .or_insert_with(|| handle.clone());
 
-        if rec.job.state == JobState::Cancelling {
-            let who = rec
-                .cancel_requested_by
-                .clone()
-                .unwrap_or_else(|| "the gateway".into());
-            let reason = format!("cancelled by {who}");
+        if let Some(reason) = cancel_reason {
             return self
                 .stop_workload(&rec, &slot, &handle, JobState::Cancelled, reason)
                 .await;
         }
-        if let (Some(at), Some(limit)) = (rec.dispatched_at, rec.job.spec.timeout_seconds) {
-            if Utc::now() >= at + chrono::Duration::seconds(limit as i64) {
-                let reason = format!("timeout: still running after {limit} s");
-                return self
-                    .stop_workload(&rec, &slot, &handle, JobState::Failed, reason)
-                    .await;
-            }
+        if let Some(reason) = timeout_reason {
+            return self
+                .stop_workload(&rec, &slot, &handle, JobState::Failed, reason)
+                .await;
         }
-        let phase = self.observations.lock().unwrap().get(&id).cloned();
+        let phase = self.observations.lock().unwrap().get(&handle.key).cloned();
         match phase {
             Some(Phase::Running) if rec.job.state == JobState::Starting => {
                 let patch = Patch {
@@ -270,13 +335,14 @@ impl Engine {
                     .end(&rec, &slot, &handle, state, exit_code, reason)
                     .await;
             }
-            Some(Phase::Lost { reason }) => return self.lost(&rec, &slot, reason).await,
+            Some(Phase::Lost { reason }) => return self.lost(&rec, &slot, &handle, reason).await,
             _ => {}
         }
         Ok(Some(self.next_look(&rec)))
     }
 
-    /// Stops the workload at its provider, then ends the job in `state`.
+    /// Stops the workload at its provider, then ends the job in `state`. A workload the
+    /// provider no longer knows counts as stopped.
     async fn stop_workload(
         &self,
         rec: &JobRecord,
@@ -285,15 +351,32 @@ impl Engine {
         state: JobState,
         reason: String,
     ) -> Step {
-        self.call(slot, "cancel", slot.provider.cancel(handle, &reason))
-            .await?;
+        let stopped = self
+            .call(slot, "cancel", slot.provider.cancel(handle, &reason))
+            .await;
+        if !gone(&stopped) {
+            stopped?;
+        }
         self.end(rec, slot, handle, state, None, reason).await
     }
 
-    /// The workload vanished: launch a new attempt, or fail when none are left.
-    async fn lost(&self, rec: &JobRecord, slot: &Slot, reason: String) -> Step {
+    /// The workload vanished: make sure it is stopped and deleted (so that it cannot come
+    /// back and run beside its successor), then launch a new attempt, or fail when none
+    /// are left.
+    async fn lost(&self, rec: &JobRecord, slot: &Slot, handle: &Handle, reason: String) -> Step {
         let id = rec.job.id;
-        self.observations.lock().unwrap().remove(&id);
+        let stopped = self
+            .call(slot, "cancel", slot.provider.cancel(handle, &reason))
+            .await;
+        if !gone(&stopped) {
+            stopped?;
+        }
+        let released = self
+            .call(slot, "release", slot.provider.release(handle))
+            .await;
+        if !gone(&released) {
+            released?;
+        }
         if rec.job.attempts >= self.config.max_attempts {
             let why = format!(
                 "workload lost ({reason}) on the last of {} attempts",
@@ -303,20 +386,24 @@ impl Engine {
                 .end_unlaunched(rec, Some(slot), JobState::Failed, why)
                 .await;
         }
-        slot.release(id);
         let patch = Patch {
             state: Some(JobState::Queued),
             provider_ref: Some(None),
             event: Some(format!(
-                "workload lost at {} ({reason}); launching a new attempt",
+                "workload lost at {} ({reason}); stopped it, launching a new attempt",
                 slot.name
             )),
             ..Patch::default()
         };
-        self.store
+        let moved = self
+            .store
             .update(id, &[JobState::Starting, JobState::Running], patch)
             .await?;
-        self.changed(id);
+        slot.release(id);
+        self.forget_observation(&handle.key);
+        if moved.is_some() {
+            self.changed(id);
+        }
         Ok(Some(Duration::ZERO))
     }
 
@@ -357,9 +444,8 @@ impl Engine {
             ..Patch::default()
         };
         self.store.update(id, &LIVE, patch).await?;
-        self.observations.lock().unwrap().remove(&id);
-        slot.release(id);
-        self.changed(id);
+        self.ended(id, slot);
+        self.forget_observation(&handle.key);
         Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
     }
 
@@ -392,11 +478,40 @@ impl Engine {
                 patch,
             )
             .await?;
-        if let Some(slot) = slot {
+        match slot {
+            Some(slot) => self.ended(id, slot),
+            None => self.free_place(id, None),
+        }
+        if let Some(key) = &rec.launch_key {
+            self.forget_observation(key);
+        }
+        Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
+    }
+
+    /// Drops the observation of a workload the poller no longer follows. Called after the
+    /// poller stopped following it, so that no answer in flight can put it back.
+    fn forget_observation(&self, key: &str) {
+        self.observations.lock().unwrap().remove(key);
+    }
+
+    /// The job has ended: free its place, forget its failure counts, tell its waiters.
+    fn ended(&self, id: Uuid, slot: &Slot) {
+        slot.release(id);
+        self.launch_errors.forget(id);
+        self.capacity_waits.forget(id);
+        self.changed(id);
+    }
+
+    /// Frees any place `id` holds: at `provider` when known, else at every provider. A job
+    /// that has ended or is back in the queue holds none, whatever failed on its way there.
+    pub(super) fn free_place(&self, id: Uuid, provider: Option<&str>) {
+        for slot in self
+            .slots
+            .iter()
+            .filter(|s| provider.is_none_or(|p| p == s.name))
+        {
             slot.release(id);
         }
-        self.changed(id);
-        Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
     }
 
     /// Deletes an ended job's workload at its provider once the release delay has passed.
@@ -417,8 +532,12 @@ impl Engine {
                 key: key.clone(),
                 provider_ref: pref.clone(),
             };
-            self.call(slot, "release", slot.provider.release(&handle))
-                .await?;
+            let released = self
+                .call(slot, "release", slot.provider.release(&handle))
+                .await;
+            if !gone(&released) {
+                released?;
+            }
         }
         self.store
             .update(
@@ -447,6 +566,6 @@ impl Engine {
     }
 
     fn changed(&self, id: Uuid) {
-        let _ = self.changes.send(id);
+        self.changes.notify(id);
     }
 }

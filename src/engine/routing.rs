@@ -14,6 +14,11 @@ impl Engine {
             .map_err(|e| e.message)
     }
 
+    /// Whether `auto` routing has a provider for `spec` besides the `excluded` ones.
+    pub(super) fn alternative(&self, spec: &JobSpec, excluded: &[String]) -> bool {
+        self.choose(spec, excluded).is_ok()
+    }
+
     /// Whether some provider can take `spec`; the API calls it before accepting a job.
     pub fn check_spec(&self, spec: &JobSpec) -> Result<(), FieldError> {
         self.choose(spec, &[]).map(|_| ())

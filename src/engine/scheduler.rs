@@ -1,6 +1,7 @@
 //! The engine's two long-running tasks: the scheduler, which runs reconciles when jobs are
-//! poked or their requeue time comes (never two for one job at once), and the per-provider
-//! poller, which observes live workloads in batches and pokes the jobs that changed.
+//! poked or their requeue time comes (never two for one job at once) and sweeps the store
+//! for queued jobs that no poke reached, and the per-provider poller, which observes live
+//! workloads in batches and pokes the jobs that changed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -52,6 +53,10 @@ impl ReadyQueue {
         self.running.remove(&id);
         self.again.remove(&id)
     }
+
+    fn knows(&self, id: Uuid) -> bool {
+        self.queued.contains(&id) || self.running.contains(&id)
+    }
 }
 
 pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<Uuid>) {
@@ -61,6 +66,11 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
     let mut queue = ReadyQueue::default();
     let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
     let mut task_jobs: HashMap<tokio::task::Id, Uuid> = HashMap::new();
+    let (found, mut swept) = mpsc::unbounded_channel();
+    let mut sweep = tokio::time::interval(Duration::from_secs(
+        engine.config.queued_sweep_seconds.max(1),
+    ));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while let Some(id) = queue.start_next(limit) {
             let engine = engine.clone();
@@ -70,6 +80,18 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
         tokio::select! {
             _ = engine.shutdown.cancelled() => break,
             Some(id) = poked.recv() => queue.push(id),
+            _ = sweep.tick() => {
+                let (engine, found) = (engine.clone(), found.clone());
+                tokio::spawn(async move { engine.sweep_queued(found).await });
+            }
+            // A queued job the sweep found: reconcile it unless the engine has it in hand.
+            Some(id) = swept.recv() => {
+                let waiting = engine.slots.iter().any(|s| s.is_waiting(id));
+                if !queue.knows(id) && !delay_keys.contains_key(&id) && !waiting {
+                    tracing::info!(job = %id, "sweep found a queued job no poke reached");
+                    queue.push(id);
+                }
+            }
             Some(expired) = delays.next(), if !delays.is_empty() => {
                 let id = expired.into_inner();
                 delay_keys.remove(&id);
@@ -138,7 +160,9 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
                 .call(&slot, "observe", slot.provider.observe(&handles))
                 .await
             {
-                Ok(observations) => changed += engine.record_observations(chunk, observations),
+                Ok(observations) => {
+                    changed += engine.record_observations(&slot, chunk, observations)
+                }
                 Err(EngineError::Provider {
                     source: ProviderError::Throttled { retry_after },
                     ..
@@ -170,6 +194,20 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
 }
 
 impl Engine {
+    /// Sends the ids of jobs queued for longer than a sweep interval to the scheduler,
+    /// which reconciles those it does not already have in hand. A committed job is then
+    /// dispatched even when the poke after its commit never came (the client went away
+    /// mid-request, say).
+    async fn sweep_queued(&self, found: mpsc::UnboundedSender<Uuid>) {
+        let age = chrono::Duration::seconds(self.config.queued_sweep_seconds as i64);
+        match self.store.queued(chrono::Utc::now() - age, 10_000).await {
+            Ok(ids) => ids.into_iter().for_each(|id| {
+                let _ = found.send(id);
+            }),
+            Err(e) => tracing::warn!(error = %e, "queued sweep: store unavailable"),
+        }
+    }
+
     pub(super) async fn check_health(&self, slot: &Slot) {
         let result = self.call(slot, "check", slot.provider.check()).await;
         *slot.health.lock().unwrap() = result.err().map(|e| e.to_string());
@@ -207,10 +245,13 @@ impl Engine {
         }
     }
 
-    /// Keeps the newest phase of each workload and pokes the jobs whose phase changed;
-    /// returns how many changed.
+    /// Keeps the newest phase of each workload, by its launch key, and pokes the jobs
+    /// whose phase changed; returns how many changed. An answer for a workload the poller
+    /// no longer follows (its job ended or moved to a new attempt while the call was out)
+    /// is dropped, so nothing stale stays behind.
     fn record_observations(
         &self,
+        slot: &Slot,
         chunk: &[(Uuid, offload_provider::Handle)],
         observations: Vec<Observation>,
     ) -> usize {
@@ -220,12 +261,15 @@ impl Engine {
         {
             let mut seen = self.observations.lock().unwrap();
             for o in observations {
-                let Some(id) = by_key.get(o.handle.key.as_str()) else {
+                let Some(&id) = by_key.get(o.handle.key.as_str()) else {
                     continue;
                 };
-                if seen.get(id) != Some(&o.phase) {
-                    seen.insert(*id, o.phase);
-                    changed.push(*id);
+                if !slot.follows(id, &o.handle.key) {
+                    continue;
+                }
+                if seen.get(&o.handle.key) != Some(&o.phase) {
+                    seen.insert(o.handle.key, o.phase);
+                    changed.push(id);
                 }
             }
         }

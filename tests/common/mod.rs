@@ -31,6 +31,7 @@ synchronous_full = {synchronous_full}
 [engine]
 release_after_seconds = 1
 orphan_sweep_seconds = 1
+queued_sweep_seconds = 1
 [[auth.tokens]]
 token = "{TOKEN_A}"
 tenant = "a"
@@ -129,6 +130,38 @@ impl Gateway {
     pub async fn wait_state(&self, token: &str, id: &str, state: &str, secs: u64) -> Value {
         self.wait_for(token, id, secs, state, |job| job["state"] == state)
             .await
+    }
+}
+
+impl Gateway {
+    /// The job's event reasons, oldest first.
+    pub async fn event_reasons(&self, token: &str, id: &str) -> Vec<String> {
+        let (status, events) = self.get(token, &format!("/v1/jobs/{id}/events")).await;
+        assert_eq!(status, 200, "{events}");
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The value of a Prometheus sample whose name and labels start with `prefix`
+    /// (`offload_provider_calls_total{call="logs",provider="x"`), or 0 when absent.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 

@@ -60,6 +60,11 @@ pub struct Config {
     pub max_cpu: Option<f64>,
     /// The largest memory request, in bytes; defaults to the host's memory.
     pub max_memory_bytes: Option<u64>,
+    /// Jobs run as the gateway's own user, beside its store and its config: fine on a
+    /// laptop, not for a gateway other machines can reach. The gateway refuses to start
+    /// with this provider on a non-loopback address unless this is set.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
 }
 
 fn default_workdir() -> PathBuf {
@@ -77,6 +82,7 @@ impl Default for Config {
             grace_seconds: default_grace(),
             max_cpu: None,
             max_memory_bytes: None,
+            allow_non_loopback: false,
         }
     }
 }

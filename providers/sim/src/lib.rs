@@ -86,6 +86,17 @@ struct JobOptions {
     exit_code: Option<i32>,
     output: Option<String>,
     lost: Option<bool>,
+    /// The first this-many launches of each key answer "no capacity".
+    capacity_errors: Option<u32>,
+    /// What every stop of the workload answers: `not_found` or `transient`.
+    cancel_error: Option<CancelError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CancelError {
+    NotFound,
+    Transient,
 }
 
 /// A workload's fixed plan.
@@ -96,6 +107,8 @@ struct Plan {
     exit_code: i32,
     output: String,
     lost: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cancel_error: Option<CancelError>,
 }
 
 /// One line of the record file.
@@ -128,6 +141,8 @@ struct Workload {
 
 struct State {
     workloads: HashMap<String, Workload>,
+    /// "No capacity" answers given so far, per key, for `capacity_errors`.
+    refused: HashMap<String, u32>,
     record: Option<File>,
     rng: fastrand::Rng,
 }
@@ -198,6 +213,7 @@ impl Config {
             config: self.clone(),
             state: Mutex::new(State {
                 workloads,
+                refused: HashMap::new(),
                 record,
                 rng,
             }),
@@ -243,12 +259,16 @@ impl State {
 }
 
 impl SimProvider {
-    fn plan(&self, spec: &WorkloadSpec, lost: bool) -> Result<Plan> {
-        let opts: JobOptions = match &spec.provider_options {
+    fn options(spec: &WorkloadSpec) -> Result<JobOptions> {
+        match &spec.provider_options {
             Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| ProviderError::InvalidSpec(format!("provider_options.sim: {e}")))?,
-            None => JobOptions::default(),
-        };
+                .map_err(|e| ProviderError::InvalidSpec(format!("provider_options.sim: {e}"))),
+            None => Ok(JobOptions::default()),
+        }
+    }
+
+    fn plan(&self, spec: &WorkloadSpec, lost: bool) -> Result<Plan> {
+        let opts = Self::options(spec)?;
         let exit_code = opts.exit_code.unwrap_or(self.config.exit_code);
         let output = opts.output.unwrap_or_else(|| {
             format!(
@@ -263,6 +283,7 @@ impl SimProvider {
             exit_code,
             output,
             lost: opts.lost.unwrap_or(lost),
+            cancel_error: opts.cancel_error,
         })
     }
 
@@ -348,11 +369,20 @@ impl Provider for SimProvider {
                 "simulated transient launch error".into(),
             ));
         }
+        let refusals = Self::options(&launch.spec)?.capacity_errors.unwrap_or(0);
+        let refused = state.refused.entry(launch.key.clone()).or_insert(0);
+        if *refused < refusals {
+            *refused += 1;
+            return Err(ProviderError::Capacity(format!(
+                "simulated capacity shortage {refused} of {refusals}"
+            )));
+        }
         if state.roll(faults.capacity) {
             return Err(ProviderError::Capacity(
                 "simulated capacity shortage".into(),
             ));
         }
+        state.refused.remove(&launch.key);
         let lost = state.roll(faults.lost);
         let plan = self.plan(&launch.spec, lost)?;
         state.append(
@@ -401,6 +431,18 @@ impl Provider for SimProvider {
         let Some(w) = state.workloads.get(&handle.key) else {
             return Ok(());
         };
+        match w.plan.cancel_error {
+            Some(CancelError::NotFound) => {
+                return Err(ProviderError::NotFound(format!(
+                    "simulated: {} is unknown to the runtime",
+                    handle.key
+                )))
+            }
+            Some(CancelError::Transient) => {
+                return Err(ProviderError::Transient("simulated stop failure".into()))
+            }
+            None => {}
+        }
         if w.cancelled_ms.is_some() || Self::phase(w, now).is_final() {
             return Ok(());
         }
