@@ -56,7 +56,15 @@ fn parse_all(dir: &str) -> Rendered {
         let kind = doc["kind"].as_str().unwrap().to_string();
         match kind.as_str() {
             "Deployment" => deployment = Some(typed(&doc)),
-            "ServiceAccount" => service_account = Some(typed(&doc)),
+            // The gateway's; the jobs' own (offload-job) has no rights and no token.
+            "ServiceAccount" if doc["metadata"]["name"] == "offload" => {
+                service_account = Some(typed(&doc))
+            }
+            "ServiceAccount" => {
+                let jobs: core::v1::ServiceAccount = typed(&doc);
+                assert_eq!(jobs.metadata.name.as_deref(), Some("offload-job"));
+                assert_eq!(jobs.automount_service_account_token, Some(false));
+            }
             "ConfigMap" => config = Some(typed(&doc)),
             "PersistentVolumeClaim" => pvc = Some(typed(&doc)),
             "Service" => drop(typed::<core::v1::Service>(&doc)),
@@ -84,7 +92,7 @@ fn parse_all(dir: &str) -> Rendered {
 #[test]
 fn base_renders_valid_objects_with_probes_and_a_locked_down_pod() {
     let r = parse_all("deploy/kubernetes/base");
-    assert_eq!(r.kinds.len(), 10, "{:?}", r.kinds);
+    assert_eq!(r.kinds.len(), 11, "{:?}", r.kinds);
     let template = r.deployment.spec.template;
     let annotations = template.metadata.unwrap().annotations.unwrap();
     assert_eq!(annotations["prometheus.io/scrape"], "true");
@@ -110,6 +118,19 @@ fn base_renders_valid_objects_with_probes_and_a_locked_down_pod() {
         format!("{toml}\n[[auth.tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"t\"\n");
     let config = offload::config::Config::from_toml(&with_tokens).unwrap();
     assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+    // Jobs run as pods, never in the gateway's container.
+    assert_eq!(config.providers.len(), 1);
+    assert!(matches!(
+        config.providers["cluster"].kind,
+        offload::config::KindConfig::Kubernetes(_)
+    ));
+    let env = container.env.as_ref().unwrap();
+    let namespace = env
+        .iter()
+        .find(|e| e.name == "OFFLOAD_PROVIDERS__CLUSTER__NAMESPACE")
+        .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(namespace, Some("metadata.namespace"));
     assert!(
         offload::config::Config::from_toml(toml).is_err(),
         "must refuse to start without tokens"
