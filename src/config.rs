@@ -19,8 +19,9 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 6] = [
+const CONFIG_KEYS: [&str; 7] = [
     "listen",
+    "http",
     "store",
     "auth",
     "engine",
@@ -42,6 +43,8 @@ pub struct Config {
     /// Largest request body, in bytes.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    #[serde(default)]
+    pub http: HttpConfig,
     #[serde(default = "default_providers")]
     pub providers: BTreeMap<String, ProviderConfig>,
 }
@@ -132,6 +135,35 @@ impl Default for StoreConfig {
             synchronous_full: true,
             secret_key: None,
             secret_key_file: None,
+        }
+    }
+}
+
+/// `[http]`: limits on what one client may hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A request's headers must arrive within this many seconds of its first byte.
+    pub header_timeout_seconds: u64,
+    /// A request's body must arrive within this many seconds (408 otherwise).
+    pub body_timeout_seconds: u64,
+    /// Open connections at most; past it a new connection is answered 503 and closed.
+    pub max_connections: usize,
+    /// Long-polls (`?wait=`) and log followers one tenant may hold open at once; past it,
+    /// 429 with Retry-After.
+    pub max_waiters_per_tenant: usize,
+    /// On shutdown, how long requests in flight get to finish.
+    pub drain_seconds: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            max_connections: 10_000,
+            max_waiters_per_tenant: 1_000,
+            drain_seconds: 20,
         }
     }
 }
@@ -359,6 +391,16 @@ impl Config {
                 _ => Ok(()),
             };
             checked.map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;
+        }
+        let h = &self.http;
+        if h.header_timeout_seconds == 0
+            || h.body_timeout_seconds == 0
+            || h.max_connections == 0
+            || h.max_waiters_per_tenant == 0
+        {
+            return Err(ConfigError(
+                "http.header_timeout_seconds, body_timeout_seconds, max_connections and max_waiters_per_tenant must be at least 1".into(),
+            ));
         }
         if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {
             return Err(ConfigError(

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod model;
 pub mod server;
 pub mod store;

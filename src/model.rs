@@ -178,6 +178,16 @@ impl FieldError {
 }
 
 const MAX_LABELS: usize = 64;
+/// How deep `provider_options` may nest; providers' options are a level or two deep.
+const MAX_OPTION_DEPTH: usize = 8;
+
+fn depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
 const MAX_ENV: usize = 512;
 const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
 
@@ -245,6 +255,13 @@ impl JobSpec {
                 "values must have at most 1024 characters".into(),
             );
         }
+        check(
+            self.provider_options
+                .values()
+                .all(|v| depth(v) < MAX_OPTION_DEPTH),
+            "provider_options",
+            format!("nests deeper than {MAX_OPTION_DEPTH} levels"),
+        );
         if let Some(t) = self.timeout_seconds {
             check(
                 (1..=MAX_TIMEOUT).contains(&t),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -48,15 +49,22 @@ impl Server {
             tracing::warn!("no auth.tokens configured: accepting the dev token {DEV_TOKEN:?} (tenant \"dev\") on loopback only");
         }
         let stop = CancellationToken::new();
-        let stopped = stop.clone();
         let app = api::router(
-            AppState::new(store, engine.clone(), config.tokens(), stop.clone()),
+            AppState::new(
+                store,
+                engine.clone(),
+                config.tokens(),
+                stop.clone(),
+                config.http.max_waiters_per_tenant,
+            ),
+            &config.http,
             config.body_limit_bytes,
         );
+        let stopped = stop.clone();
+        let http = config.http.clone();
         let done = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped.cancelled_owned())
-                .await?;
+            let drain = Duration::from_secs(http.drain_seconds);
+            crate::http::serve(listener, app, &http, stopped, drain).await;
             engine.stop();
             let _ = engine_done.await;
             Ok(())

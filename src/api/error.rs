@@ -27,6 +27,8 @@ pub struct ApiError {
     status: StatusCode,
     detail: String,
     errors: Vec<FieldError>,
+    /// Seconds to send as Retry-After.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -35,6 +37,15 @@ impl ApiError {
             status,
             detail: detail.into(),
             errors: vec![],
+            retry_after: None,
+        }
+    }
+
+    /// 429: the client holds too much at once; it may retry after a second.
+    pub fn too_many(detail: impl Into<String>) -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, detail)
         }
     }
 
@@ -44,6 +55,7 @@ impl ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             detail: format!("invalid fields: {}", fields.join(", ")),
             errors,
+            retry_after: None,
         }
     }
 
@@ -52,6 +64,7 @@ impl ApiError {
             status,
             detail: format!("{}: {}", error.field, error.message),
             errors: vec![error],
+            retry_after: None,
         }
     }
 
@@ -63,10 +76,13 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the job store is unavailable; retry later",
-        )
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the job store is unavailable; retry later",
+            )
+        }
     }
 }
 
@@ -80,11 +96,17 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let body = serde_json::to_vec(&problem).expect("problems serialise");
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

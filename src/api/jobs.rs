@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::auth::Tenant;
 use super::body::JsonBody;
 use super::error::{ApiError, Problem};
+use super::waiters::WaiterPlace;
 use super::AppState;
 use crate::engine::changes::Waiter;
 use crate::engine::CancelOutcome;
@@ -180,6 +181,7 @@ pub async fn get_job(
     }
     // Watch before the first read, so that no change between the two is missed.
     let id = parse_id(&id)?;
+    let _place = state.waiters.enter(&tenant.0)?;
     let mut changes = state.engine.watch(id);
     let first = job_of(&state, &tenant, id).await?.job;
     if first.terminal {
@@ -392,6 +394,7 @@ pub async fn job_logs(
         return Ok((text_plain, text).into_response());
     }
     let follower = Follower {
+        _place: state.waiters.enter(&tenant.0)?,
         changes: state.engine.watch(rec.job.id),
         state,
         id: rec.job.id,
@@ -410,6 +413,7 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Streams a job's log until the job ends (or the server shuts down).
 struct Follower {
+    _place: WaiterPlace,
     state: AppState,
     changes: Waiter,
     id: Uuid,

@@ -6,15 +6,19 @@ pub mod doc;
 mod error;
 mod jobs;
 mod ops;
+mod waiters;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
+use crate::config::HttpConfig;
 use crate::engine::Engine;
 use crate::store::Store;
 pub use ops::prometheus;
@@ -27,6 +31,7 @@ pub struct AppState {
     /// Cancelled when the server starts to shut down: long-polls answer and log followers
     /// close at once, so that shutdown fits in a pod's grace period.
     pub draining: CancellationToken,
+    waiters: Arc<waiters::Waiters>,
 }
 
 impl AppState {
@@ -35,17 +40,19 @@ impl AppState {
         engine: Arc<Engine>,
         tokens: Vec<(String, String)>,
         draining: CancellationToken,
+        max_waiters_per_tenant: usize,
     ) -> Self {
         AppState {
             store,
             engine,
             tokens: Arc::new(auth::Tokens::new(tokens)),
             draining,
+            waiters: Arc::new(waiters::Waiters::new(max_waiters_per_tenant)),
         }
     }
 }
 
-pub fn router(state: AppState, body_limit: usize) -> Router {
+pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
     prometheus();
     Router::new()
         .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
@@ -61,5 +68,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(ops::track_latency))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            http.body_timeout_seconds,
+        )))
         .with_state(state)
 }

@@ -1,0 +1,192 @@
+//! Slow and abusive clients, over raw TCP where a well-behaved HTTP client would hide the
+//! behaviour: headers that never finish, a body that never comes, more connections than
+//! the cap, more long-polls than a tenant may hold, bodies nested too deep.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Gateway, TOKEN_A};
+use reqwest::Method;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMITS: &str = r#"
+[http]
+header_timeout_seconds = 1
+body_timeout_seconds = 1
+max_connections = 64
+max_waiters_per_tenant = 2
+[providers.sim]
+kind = "sim"
+start_ms = 10
+run_ms = 600000
+poll_interval_ms = 20
+"#;
+
+async fn connect(gw: &Gateway) -> TcpStream {
+    TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Everything the server sends until it closes the connection (at most 15 s).
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = vec![];
+    let read = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the server kept the connection open: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn headers_that_never_finish_are_cut_off() {
+    let gw = Gateway::start(LIMITS).await;
+    let mut slow = connect(&gw).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_to_close(&mut slow).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_body_that_never_comes_gets_a_4xx() {
+    let gw = Gateway::start(LIMITS).await;
+    let mut slow = connect(&gw).await;
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"image\":"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut slow).await;
+    let status: u16 = answer[9..12].parse().unwrap();
+    assert!((400..500).contains(&status), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_gets_503_with_retry_after() {
+    let gw = Gateway::start(&LIMITS.replace("max_connections = 64", "max_connections = 4")).await;
+    // Four connections that sent a request and keep their connection open.
+    let mut held = vec![];
+    for _ in 0..4 {
+        let mut c = connect(&gw).await;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("200 OK"));
+        held.push(c);
+    }
+    let mut fifth = connect(&gw).await;
+    let answer = read_to_close(&mut fifth).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    drop(held);
+    // The places come back once those connections close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = gw.http.get(format!("{}/healthz", gw.url)).send().await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the connection places never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_holds_at_most_its_share_of_long_polls() {
+    let gw = Gateway::start(LIMITS).await;
+    let (status, job) = gw
+        .submit(TOKEN_A, json!({"image": "i", "provider": "sim"}))
+        .await;
+    assert_eq!(status, 201);
+    let id = job["id"].as_str().unwrap().to_string();
+    gw.wait_state(TOKEN_A, &id, "running", 10).await;
+    // Two long-polls, sent and left waiting.
+    let mut held = vec![];
+    for _ in 0..2 {
+        let mut c = connect(&gw).await;
+        let request = format!(
+            "GET /v1/jobs/{id}?wait=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN_A}\r\n\r\n"
+        );
+        c.write_all(request.as_bytes()).await.unwrap();
+        held.push(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let third = gw
+            .req(Method::GET, &format!("/v1/jobs/{id}?wait=1"), TOKEN_A)
+            .send()
+            .await
+            .unwrap();
+        if third.status() == 429 {
+            assert_eq!(third.headers()["retry-after"], "1");
+            let body: serde_json::Value = third.json().await.unwrap();
+            assert!(
+                body["detail"].as_str().unwrap().contains("long-polls"),
+                "{body}"
+            );
+            break;
+        }
+        // The two were not parked yet; this one was answered at its own wait.
+        assert!(
+            Instant::now() < deadline,
+            "a third long-poll was never refused"
+        );
+    }
+    // Closing one frees its place.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = gw
+            .req(Method::GET, &format!("/v1/jobs/{id}?wait=0"), TOKEN_A)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 200, "a plain read needs no place");
+        let polled = gw
+            .req(Method::GET, &format!("/v1/jobs/{id}?wait=1"), TOKEN_A)
+            .send()
+            .await
+            .unwrap();
+        if polled.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed long-poll's place never came back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn provider_options_nested_too_deep_are_refused_by_name() {
+    let gw = Gateway::start(LIMITS).await;
+    let mut deep = json!("x");
+    for _ in 0..20 {
+        deep = json!({ "a": deep });
+    }
+    let (status, problem) = gw
+        .submit(
+            TOKEN_A,
+            json!({"image": "i", "provider": "sim", "provider_options": {"sim": deep}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        problem["errors"][0]["field"], "provider_options",
+        "{problem}"
+    );
+}
