@@ -19,14 +19,13 @@
 mod arm;
 mod config;
 mod group;
+mod pricing;
 mod status;
 mod stopped;
 
-use std::collections::BTreeMap;
-
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, PriceSheet, Provider,
-    ProviderError, Result, WorkloadSpec,
+    ProviderError, Resources, Result, WorkloadSpec,
 };
 
 pub use config::{Config, Dns, Priority, Registry, SecretString};
@@ -50,25 +49,6 @@ pub struct Aci {
     stopped: stopped::StoppedLogs,
 }
 
-/// ACI's published Linux prices (per second, given here per hour) and per-GPU-hour
-/// figures; Spot containers at their published discount. Override with `price`.
-fn price_sheet(config: &Config) -> PriceSheet {
-    let (vcpu_hour, gb_hour) = match config.priority {
-        Priority::Regular => (0.0486, 0.00533),
-        Priority::Spot => (0.01458, 0.0016),
-    };
-    let gpus = [("K80", 1.71), ("P100", 2.43), ("V100", 3.06)];
-    PriceSheet {
-        vcpu_hour,
-        gb_hour,
-        gpu_hour: gpus
-            .iter()
-            .filter(|(sku, _)| config.gpu_skus.iter().any(|s| s == sku))
-            .map(|(sku, price)| (sku.to_string(), *price))
-            .collect::<BTreeMap<_, _>>(),
-    }
-}
-
 #[async_trait::async_trait]
 impl Provider for Aci {
     fn kind(&self) -> &'static str {
@@ -87,7 +67,12 @@ impl Provider for Aci {
     }
 
     fn price_sheet(&self) -> PriceSheet {
-        price_sheet(&self.config)
+        pricing::sheet(&self.config)
+    }
+
+    /// The container group's allocation, at least ACI's group minimum: what ACI bills.
+    fn billed_resources(&self, resources: &Resources) -> Resources {
+        pricing::billed_resources(resources)
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {

@@ -206,8 +206,19 @@ impl Capabilities {
     }
 }
 
-/// What running costs, in US dollars per hour, so routing can compare providers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What running costs, in US dollars, and how the runtime bills it, so routing can
+/// compare providers and estimate what a job will cost.
+///
+/// Prices are per hour of one vCPU, one GiB (2^30 bytes) of memory, which is how offload
+/// counts the "GB" of cloud price lists, and one GPU of a kind. Time is billed the way
+/// most runtimes bill it: in steps of `billing_increment_seconds`, and never less than
+/// `min_billed_seconds` (Fargate: per second with a one-minute minimum; ACI and GKE
+/// Autopilot: per second, no minimum). The size billed is the provider's business:
+/// estimate with [`Provider::billed_resources`], not the request as written.
+///
+/// `[providers.NAME.price]` deserialises this table; every field has a default, so a
+/// table that only sets prices bills per second with no minimum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceSheet {
     #[serde(default)]
@@ -217,10 +228,45 @@ pub struct PriceSheet {
     /// Per GPU-hour, by GPU kind.
     #[serde(default)]
     pub gpu_hour: BTreeMap<String, f64>,
+    /// A run shorter than this is billed as this long (60 on Fargate).
+    #[serde(default)]
+    pub min_billed_seconds: u64,
+    /// Billed time is rounded up to a multiple of this (1: per second). 0 counts as 1.
+    #[serde(default = "one_second")]
+    pub billing_increment_seconds: u64,
+}
+
+fn one_second() -> u64 {
+    1
+}
+
+impl Default for PriceSheet {
+    /// Free, billed per second with no minimum.
+    fn default() -> Self {
+        PriceSheet {
+            vcpu_hour: 0.0,
+            gb_hour: 0.0,
+            gpu_hour: BTreeMap::new(),
+            min_billed_seconds: 0,
+            billing_increment_seconds: 1,
+        }
+    }
+}
+
+/// What a job is expected to cost at one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// Dollars per hour for the resources as billed.
+    pub hourly_usd: f64,
+    /// The expected run time as billed: rounded up to the increment, at least the minimum.
+    pub billed_seconds: u64,
+    /// `hourly_usd` for `billed_seconds`.
+    pub estimated_usd: f64,
 }
 
 impl PriceSheet {
     /// Dollars per hour for `resources`; `None` when a requested GPU kind has no price.
+    /// A GPU request without a kind is priced at the cheapest kind on the sheet.
     pub fn hourly(&self, resources: &Resources) -> Option<f64> {
         let gib = resources.memory_bytes as f64 / (1u64 << 30) as f64;
         let mut cost = resources.cpu * self.vcpu_hour + gib * self.gb_hour;
@@ -232,6 +278,49 @@ impl PriceSheet {
             cost += per_gpu * gpu.count as f64;
         }
         Some(cost)
+    }
+
+    /// The seconds billed for a run of `expected` seconds: rounded up to a multiple of
+    /// the increment, and at least the minimum.
+    pub fn billed_seconds(&self, expected: u64) -> u64 {
+        let step = self.billing_increment_seconds.max(1);
+        expected
+            .div_ceil(step)
+            .saturating_mul(step)
+            .max(self.min_billed_seconds)
+    }
+
+    /// What a run of `seconds` costs with `resources`, which should already be the size
+    /// the runtime bills ([`Provider::billed_resources`]); `None` when a requested GPU
+    /// kind has no price.
+    pub fn estimate(&self, resources: &Resources, seconds: u64) -> Option<Estimate> {
+        let hourly_usd = self.hourly(resources)?;
+        let billed_seconds = self.billed_seconds(seconds);
+        Some(Estimate {
+            hourly_usd,
+            billed_seconds,
+            estimated_usd: hourly_usd * billed_seconds as f64 / 3600.0,
+        })
+    }
+
+    /// Rules serde cannot say: prices are finite and not negative.
+    pub fn check(&self) -> Result<(), String> {
+        let prices = [("vcpu_hour", self.vcpu_hour), ("gb_hour", self.gb_hour)]
+            .into_iter()
+            .map(|(name, v)| (name.to_string(), v))
+            .chain(
+                self.gpu_hour
+                    .iter()
+                    .map(|(kind, v)| (format!("gpu_hour.{kind}"), *v)),
+            );
+        for (name, value) in prices {
+            if !value.is_finite() || value < 0.0 {
+                return Err(format!(
+                    "{name}: {value} is not a price (USD per hour, 0 or more)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -270,7 +359,16 @@ pub trait Provider: Send + Sync + 'static {
 
     fn capabilities(&self) -> Capabilities;
 
+    /// What this runtime costs and how it bills time, from its published list prices.
     fn price_sheet(&self) -> PriceSheet;
+
+    /// The size this runtime bills for a request: the size it would launch. Fargate bills
+    /// the task size it rounds the request up to, ACI its container group's allocation;
+    /// the default is the request as given. Price an estimate with this, not the request:
+    /// `sheet.estimate(&provider.billed_resources(&request), seconds)`.
+    fn billed_resources(&self, resources: &Resources) -> Resources {
+        resources.clone()
+    }
 
     /// Checks a spec before anything is launched; kind-specific rules go here.
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
@@ -386,6 +484,7 @@ mod tests {
             vcpu_hour: 0.04,
             gb_hour: 0.005,
             gpu_hour: [("a".to_string(), 1.0), ("b".to_string(), 0.5)].into(),
+            ..PriceSheet::default()
         };
         let cost = sheet.hourly(&res(2.0, 4, None)).unwrap();
         assert!((cost - 0.1).abs() < 1e-9, "{cost}");
@@ -400,6 +499,116 @@ mod tests {
             kind: Some("c".into()),
         };
         assert_eq!(sheet.hourly(&res(0.0, 0, Some(unknown))), None);
+    }
+
+    fn sheet(min: u64, step: u64) -> PriceSheet {
+        PriceSheet {
+            vcpu_hour: 0.036,
+            gb_hour: 0.0036,
+            gpu_hour: [("nvidia-l4".to_string(), 0.72)].into(),
+            min_billed_seconds: min,
+            billing_increment_seconds: step,
+        }
+    }
+
+    #[test]
+    fn billed_time_has_a_minimum_and_rounds_up_to_the_increment() {
+        let per_second = sheet(0, 1);
+        assert_eq!(per_second.billed_seconds(0), 0);
+        assert_eq!(per_second.billed_seconds(1), 1);
+        assert_eq!(per_second.billed_seconds(61), 61);
+
+        let fargate = sheet(60, 1);
+        assert_eq!(fargate.billed_seconds(0), 60);
+        assert_eq!(fargate.billed_seconds(10), 60);
+        assert_eq!(fargate.billed_seconds(60), 60);
+        assert_eq!(fargate.billed_seconds(61), 61);
+
+        let per_minute = sheet(0, 60);
+        assert_eq!(per_minute.billed_seconds(1), 60);
+        assert_eq!(per_minute.billed_seconds(60), 60);
+        assert_eq!(per_minute.billed_seconds(61), 120);
+
+        // A minimum that is not a multiple of the increment still holds as written.
+        let odd = sheet(90, 60);
+        assert_eq!(odd.billed_seconds(10), 90);
+        assert_eq!(odd.billed_seconds(91), 120);
+
+        // 0 as an increment means per second, not a division by zero.
+        assert_eq!(sheet(0, 0).billed_seconds(7), 7);
+        assert_eq!(sheet(0, 1).billed_seconds(u64::MAX), u64::MAX);
+        assert_eq!(sheet(0, 60).billed_seconds(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn estimates_price_the_billed_time() {
+        // 1 vCPU + 1 GiB = $0.0396/hour; 10 s with a 60 s minimum is billed as a minute.
+        let est = sheet(60, 1).estimate(&res(1.0, 1, None), 10).unwrap();
+        assert_eq!(est.billed_seconds, 60);
+        assert!((est.hourly_usd - 0.0396).abs() < 1e-12, "{est:?}");
+        assert!((est.estimated_usd - 0.00066).abs() < 1e-12, "{est:?}");
+
+        // GPUs are billed per GPU-hour by kind, times the count, on top of CPU and memory.
+        let l4 = Gpu {
+            count: 2,
+            kind: Some("nvidia-l4".into()),
+        };
+        let est = sheet(0, 1).estimate(&res(4.0, 16, Some(l4)), 1800).unwrap();
+        let hourly = 4.0 * 0.036 + 16.0 * 0.0036 + 2.0 * 0.72;
+        assert!((est.hourly_usd - hourly).abs() < 1e-12, "{est:?}");
+        assert!((est.estimated_usd - hourly / 2.0).abs() < 1e-12, "{est:?}");
+
+        let t4 = Gpu {
+            count: 1,
+            kind: Some("nvidia-tesla-t4".into()),
+        };
+        assert_eq!(sheet(0, 1).estimate(&res(1.0, 1, Some(t4)), 60), None);
+    }
+
+    #[test]
+    fn the_price_table_takes_billing_rules_and_defaults_to_per_second() {
+        let only_prices: PriceSheet =
+            serde_json::from_value(serde_json::json!({"vcpu_hour": 0.04, "gb_hour": 0.004}))
+                .unwrap();
+        assert_eq!(only_prices.min_billed_seconds, 0);
+        assert_eq!(only_prices.billing_increment_seconds, 1);
+        assert_eq!(
+            only_prices,
+            PriceSheet {
+                vcpu_hour: 0.04,
+                gb_hour: 0.004,
+                ..PriceSheet::default()
+            }
+        );
+
+        let rules: PriceSheet = serde_json::from_value(serde_json::json!({
+            "vcpu_hour": 0.04, "gb_hour": 0.004, "gpu_hour": {"nvidia-l4": 0.7},
+            "min_billed_seconds": 60, "billing_increment_seconds": 1,
+        }))
+        .unwrap();
+        assert_eq!(rules.min_billed_seconds, 60);
+        assert_eq!(rules.gpu_hour["nvidia-l4"], 0.7);
+
+        let unknown = serde_json::from_value::<PriceSheet>(serde_json::json!({"minimum": 60}));
+        assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn prices_must_be_finite_and_not_negative() {
+        assert_eq!(sheet(60, 1).check(), Ok(()));
+        let negative = PriceSheet {
+            vcpu_hour: -1.0,
+            ..PriceSheet::default()
+        };
+        assert!(negative.check().unwrap_err().starts_with("vcpu_hour"));
+        let nan_gpu = PriceSheet {
+            gpu_hour: [("nvidia-l4".to_string(), f64::NAN)].into(),
+            ..PriceSheet::default()
+        };
+        assert!(nan_gpu
+            .check()
+            .unwrap_err()
+            .starts_with("gpu_hour.nvidia-l4"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use aws_sdk_ecs::types::{
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
-    ProviderError, Result, WorkloadSpec,
+    ProviderError, Resources, Result, WorkloadSpec,
 };
 
 pub use config::{Arch, CapacityProvider, CapacityShare, Config};
@@ -269,6 +269,11 @@ impl Provider for Ecs {
 
     fn price_sheet(&self) -> PriceSheet {
         pricing::sheet(&self.config)
+    }
+
+    /// The Fargate task size the request is rounded up to: what Fargate bills.
+    fn billed_resources(&self, resources: &Resources) -> Resources {
+        pricing::billed_resources(resources)
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {

@@ -1,23 +1,81 @@
-//! What Fargate costs, so routing can compare it with other providers.
+//! What Fargate costs and how it bills, so routing can compare it with other providers and
+//! estimate what a job will cost.
 //!
-//! AWS's published Linux list prices for us-east-1 (per vCPU-hour and GB-hour). Spot
-//! prices float; these are the published Fargate Spot figures at the time of writing.
-//! Every figure can be overridden with `[providers.NAME.price]`.
+//! - Size: Fargate bills the task size it launched, not the request: a request is rounded
+//!   up to the smallest valid task size ([`crate::sizing::fit`]), so 0.3 vCPU is billed as
+//!   0.5 vCPU with at least 1 GB.
+//! - Time: from the start of the image pull until the task stops, rounded up to the second,
+//!   with a one-minute minimum (Linux; Windows tasks, which offload does not run, have a
+//!   fifteen-minute one).
+//! - Price: AWS's list prices for Linux in US East (N. Virginia), per vCPU-hour and
+//!   GB-hour; a `capacity` mix of FARGATE and FARGATE_SPOT is priced at its weighted mean.
+//!   Other regions differ (often by 10-30%): set `[providers.NAME.price]` there.
+//!   Ephemeral storage beyond the free 20 GB is not priced.
+//!
+//! Every figure below names its source and when it was read. The stored copy of AWS's
+//! pricing page that could be read on 2026-11-24 renders its rate tables client-side (the
+//! figures are not in its text), so the rates come from that page's own worked example and
+//! rate table as quoted, identically, by several independent write-ups; they are marked
+//! UNCONFIRMED until someone reads them on the live page.
 
-use offload_provider::PriceSheet;
+use offload_provider::{PriceSheet, Resources};
 
 use crate::config::{Arch, CapacityProvider, Config};
+use crate::sizing;
+
+/// Billing rule: per second with a one-minute minimum, Linux tasks.
+/// Source: https://aws.amazon.com/fargate/pricing/ ("...until the Amazon ECS Task or Amazon
+/// EKS Pod terminates, rounded up to the nearest second", read in the stored copy on
+/// 2026-11-24). UNCONFIRMED (the minimum only): the minimum sentence ("Pricing is calculated
+/// per second with a 1-minute minimum"; on https://aws.amazon.com/ecs/pricing/: "A minimum
+/// charge of one minute applies") is past the part of the stored page that could be read;
+/// it is taken from verbatim quotations of those pages.
+pub const MIN_BILLED_SECONDS: u64 = 60;
+pub const BILLING_INCREMENT_SECONDS: u64 = 1;
+
+/// Linux/X86 On-Demand, US East (N. Virginia), USD per vCPU-hour.
+/// Source: https://aws.amazon.com/fargate/pricing/, rate table "$0.04048 per vCPU per hour"
+/// and worked example "CPU cost: $0.000011244 per vCPU second" (x 3600 = 0.0404784); read
+/// 2026-11-24. UNCONFIRMED: the page's tables are rendered client-side; the figure comes
+/// from identical quotations of the page (e.g. vantage.sh/blog/fargate-pricing,
+/// api-evangelist/amazon-ecs plans/amazon-ecs-plans-pricing.yml, dated 2026-09-20).
+pub const X86_VCPU_HOUR: f64 = 0.04048;
+/// Linux/X86 On-Demand, US East (N. Virginia), USD per GB-hour of memory.
+/// Source: https://aws.amazon.com/fargate/pricing/, rate table "$0.004445 per GB per hour"
+/// (worked example: $0.000001235 per GB-second, x 3600 = 0.004446); read 2026-11-24.
+/// UNCONFIRMED: as for [`X86_VCPU_HOUR`].
+pub const X86_GB_HOUR: f64 = 0.004445;
+/// Linux/ARM (Graviton) On-Demand, US East (N. Virginia), USD per vCPU-hour.
+/// Source: https://aws.amazon.com/fargate/pricing/, "$0.03238 per vCPU per hour"
+/// ($0.0000089944 per vCPU-second); read 2026-11-24. UNCONFIRMED: as for
+/// [`X86_VCPU_HOUR`].
+pub const ARM_VCPU_HOUR: f64 = 0.03238;
+/// Linux/ARM (Graviton) On-Demand, US East (N. Virginia), USD per GB-hour.
+/// Source: https://aws.amazon.com/fargate/pricing/, "$0.00356 per GB per hour"
+/// ($0.0000009889 per GB-second); read 2026-11-24. UNCONFIRMED: as for [`X86_VCPU_HOUR`].
+pub const ARM_GB_HOUR: f64 = 0.00356;
+
+/// Fargate Spot (Linux/X86 only; ECS refuses ARM64 on Spot), as a share of the On-Demand
+/// price. Source: https://aws.amazon.com/fargate/pricing/ ("Fargate Spot ... at up to a
+/// 70% discount off the regular Fargate price", read in the stored copy on 2026-11-24).
+/// UNCONFIRMED: Spot prices float with supply and demand (the page's live "current Spot
+/// price" table could not be read); this is the largest published discount, so it is the
+/// cheapest Spot can be, not what it costs today.
+pub const SPOT_SHARE_OF_ON_DEMAND: f64 = 0.3;
 
 /// (vCPU-hour, GB-hour) in US dollars.
 fn list_price(arch: Arch, capacity: CapacityProvider) -> (f64, f64) {
     match (arch, capacity) {
-        (Arch::X86_64, CapacityProvider::Fargate) => (0.04048, 0.004445),
-        (Arch::Arm64, CapacityProvider::Fargate) => (0.03238, 0.00356),
-        (_, CapacityProvider::FargateSpot) => (0.012144, 0.0013335),
+        (Arch::X86_64, CapacityProvider::Fargate) => (X86_VCPU_HOUR, X86_GB_HOUR),
+        (Arch::Arm64, CapacityProvider::Fargate) => (ARM_VCPU_HOUR, ARM_GB_HOUR),
+        (_, CapacityProvider::FargateSpot) => (
+            X86_VCPU_HOUR * SPOT_SHARE_OF_ON_DEMAND,
+            X86_GB_HOUR * SPOT_SHARE_OF_ON_DEMAND,
+        ),
     }
 }
 
-/// The weighted mean over the configured capacity providers.
+/// The weighted mean over the configured capacity providers, with Fargate's billing rules.
 pub fn sheet(config: &Config) -> PriceSheet {
     let shares: Vec<_> = config.capacity.iter().filter(|c| c.weight > 0).collect();
     let total: f64 = shares.iter().map(|c| c.weight as f64).sum();
@@ -31,5 +89,139 @@ pub fn sheet(config: &Config) -> PriceSheet {
         vcpu_hour: vcpu,
         gb_hour: gb,
         gpu_hour: Default::default(),
+        min_billed_seconds: MIN_BILLED_SECONDS,
+        billing_increment_seconds: BILLING_INCREMENT_SECONDS,
+    }
+}
+
+/// The task size Fargate would launch, and bill, for `resources`; a request no Fargate size
+/// holds (which `validate` refuses) is returned as it is.
+pub fn billed_resources(resources: &Resources) -> Resources {
+    match sizing::fit(resources.cpu, resources.memory_bytes) {
+        Ok(size) => Resources {
+            cpu: size.cpu_units as f64 / 1024.0,
+            memory_bytes: size.memory_mib as u64 * (1 << 20),
+            ..resources.clone()
+        },
+        Err(_) => resources.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CapacityShare;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn config(arch: Arch, capacity: &[(CapacityProvider, i32)]) -> Config {
+        let mut config: Config = serde_json::from_value(serde_json::json!({
+            "cluster": "c", "subnets": ["subnet-1"],
+        }))
+        .unwrap();
+        config.cpu_architecture = arch;
+        config.capacity = capacity
+            .iter()
+            .map(|&(provider, weight)| CapacityShare {
+                provider,
+                weight,
+                base: 0,
+            })
+            .collect();
+        config
+    }
+
+    fn on_demand() -> PriceSheet {
+        sheet(&config(Arch::X86_64, &[(CapacityProvider::Fargate, 1)]))
+    }
+
+    fn req(cpu: f64, memory_bytes: u64) -> Resources {
+        Resources {
+            cpu,
+            memory_bytes,
+            gpu: None,
+            ephemeral_storage_bytes: None,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn requests_are_billed_at_the_fargate_size_they_launch_as() {
+        // 0.3 vCPU is launched, and billed, as 0.5 vCPU with that size's least memory.
+        assert_eq!(billed_resources(&req(0.3, 256 * MIB)), req(0.5, GIB));
+        assert_eq!(billed_resources(&req(0.3, 1500 * MIB)), req(0.5, 2 * GIB));
+        // Memory can push the size up too: 0.25 vCPU with 3 GB needs 0.5 vCPU.
+        assert_eq!(billed_resources(&req(0.25, 3 * GIB)), req(0.5, 3 * GIB));
+        assert_eq!(billed_resources(&req(1.0, GIB)), req(1.0, 2 * GIB));
+        // A valid size is billed as it is; storage is kept.
+        let exact = Resources {
+            ephemeral_storage_bytes: Some(40 * GIB),
+            ..req(2.0, 4 * GIB)
+        };
+        assert_eq!(billed_resources(&exact), exact);
+        // Too big for Fargate: left alone (validate refuses it).
+        assert_eq!(billed_resources(&req(32.0, GIB)), req(32.0, GIB));
+    }
+
+    #[test]
+    fn fargate_bills_per_second_with_a_one_minute_minimum() {
+        let sheet = on_demand();
+        assert_eq!(sheet.billed_seconds(10), 60);
+        assert_eq!(sheet.billed_seconds(60), 60);
+        assert_eq!(sheet.billed_seconds(61), 61);
+        assert_eq!(sheet.billed_seconds(3601), 3601);
+    }
+
+    #[test]
+    fn a_short_small_job_costs_a_minute_of_its_launched_size() {
+        // 0.3 vCPU / 256 MiB for 10 s: billed as 0.5 vCPU + 1 GB for 60 s.
+        let sheet = on_demand();
+        let est = sheet
+            .estimate(&billed_resources(&req(0.3, 256 * MIB)), 10)
+            .unwrap();
+        let hourly = 0.5 * 0.04048 + 1.0 * 0.004445;
+        assert_eq!(est.billed_seconds, 60);
+        assert!(close(est.hourly_usd, hourly), "{est:?}");
+        assert!(close(est.estimated_usd, hourly / 60.0), "{est:?}");
+
+        // 61 s is billed as 61 s.
+        let est = sheet
+            .estimate(&billed_resources(&req(1.0, 2 * GIB)), 61)
+            .unwrap();
+        assert_eq!(est.billed_seconds, 61);
+        assert!(close(
+            est.estimated_usd,
+            (0.04048 + 2.0 * 0.004445) * 61.0 / 3600.0
+        ));
+    }
+
+    #[test]
+    fn arm_spot_and_mixes_are_priced_from_the_list() {
+        let arm = sheet(&config(Arch::Arm64, &[(CapacityProvider::Fargate, 1)]));
+        assert!(close(arm.vcpu_hour, 0.03238) && close(arm.gb_hour, 0.00356));
+        assert_eq!(arm.min_billed_seconds, 60);
+
+        let spot = sheet(&config(Arch::X86_64, &[(CapacityProvider::FargateSpot, 1)]));
+        assert!(close(spot.vcpu_hour, 0.012144), "{spot:?}");
+        assert!(close(spot.gb_hour, 0.0013335), "{spot:?}");
+
+        // Three Spot tasks to one On-Demand: the weighted mean.
+        let mix = sheet(&config(
+            Arch::X86_64,
+            &[
+                (CapacityProvider::Fargate, 1),
+                (CapacityProvider::FargateSpot, 3),
+            ],
+        ));
+        assert!(
+            close(mix.vcpu_hour, (0.04048 + 3.0 * 0.012144) / 4.0),
+            "{mix:?}"
+        );
+        assert_eq!(mix.billing_increment_seconds, 1);
+        assert!(mix.gpu_hour.is_empty());
     }
 }

@@ -39,6 +39,9 @@ pub struct Config {
     pub gpu_kinds: Vec<String>,
     pub spot: bool,
     pub max_observe_batch: usize,
+    /// What the simulated runtime costs and how it bills, in the same table as every
+    /// provider's `price` (`vcpu_hour`, `gb_hour`, `gpu_hour`, `min_billed_seconds`,
+    /// `billing_increment_seconds`), so tests can model any runtime. Free by default.
     pub price: PriceSheet,
     pub seed: Option<u64>,
 }
@@ -173,6 +176,9 @@ fn now_ms() -> u64 {
 
 impl Config {
     pub fn build(&self) -> std::io::Result<SimProvider> {
+        self.price.check().map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("price.{e}"))
+        })?;
         let mut workloads = HashMap::new();
         let record = match &self.record {
             Some(path) => {
@@ -585,6 +591,63 @@ mod tests {
             .map(|r| r.op)
             .collect();
         assert_eq!(ops, vec![RecordOp::Created, RecordOp::Adopted]);
+    }
+
+    #[test]
+    fn the_price_table_models_any_runtimes_billing() {
+        // A Fargate-like runtime: per second with a one-minute minimum.
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "spot": true,
+            "gpu_kinds": ["nvidia-l4"],
+            "price": {
+                "vcpu_hour": 0.04, "gb_hour": 0.004, "gpu_hour": {"nvidia-l4": 0.7},
+                "min_billed_seconds": 60, "billing_increment_seconds": 1,
+            },
+        }))
+        .unwrap();
+        let p = config.build().unwrap();
+        assert!(p.capabilities().spot);
+        let sheet = p.price_sheet();
+        assert_eq!(sheet.min_billed_seconds, 60);
+        let resources = Resources {
+            cpu: 0.3,
+            memory_bytes: 1 << 30,
+            gpu: None,
+            ephemeral_storage_bytes: None,
+        };
+        // The simulator bills the request as given.
+        assert_eq!(p.billed_resources(&resources), resources);
+        let est = sheet.estimate(&p.billed_resources(&resources), 10).unwrap();
+        assert_eq!(est.billed_seconds, 60);
+        assert!((est.estimated_usd - (0.3 * 0.04 + 0.004) / 60.0).abs() < 1e-12);
+
+        // Per-minute billing with no minimum.
+        let per_minute: Config = serde_json::from_value(serde_json::json!({
+            "price": {"vcpu_hour": 0.06, "billing_increment_seconds": 60},
+        }))
+        .unwrap();
+        let sheet = per_minute.build().unwrap().price_sheet();
+        assert_eq!((sheet.billed_seconds(61), sheet.gb_hour), (120, 0.0));
+
+        // Without a table the simulator is free and bills per second.
+        let free = Config::default().build().unwrap().price_sheet();
+        assert_eq!(free.billed_seconds(10), 10);
+        assert_eq!(free.estimate(&resources, 10).unwrap().estimated_usd, 0.0);
+
+        // Unknown fields and negative prices are refused.
+        let typo = serde_json::from_value::<Config>(serde_json::json!({
+            "price": {"vcpu_hour": 0.04, "min_seconds": 60},
+        }));
+        assert!(typo.is_err());
+        let negative = Config {
+            price: PriceSheet {
+                gb_hour: -0.1,
+                ..PriceSheet::default()
+            },
+            ..Config::default()
+        };
+        let err = negative.build().err().unwrap();
+        assert!(err.to_string().starts_with("price.gb_hour"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,207 @@
+//! What a container group costs and how it is billed, so routing can compare ACI with other
+//! providers and estimate what a job will cost.
+//!
+//! - Size: a group is billed for the CPU and memory allocated to it, which is what its
+//!   containers request (offload runs one container per group), in the units ACI takes
+//!   ([`crate::group::size`]: CPU to 0.01 core, memory up to the next 0.1 GB), and at least
+//!   the group minimum of 1 CPU and 1 GB.
+//! - Time: per second, from the start of the first image pull until the group stops; no
+//!   minimum is published.
+//! - Price: Linux, Standard SKU, East US, pay-as-you-go; Spot groups at the published
+//!   discount. Other regions differ: set `[providers.NAME.price]` there.
+//!
+//! Every figure names its source and when it was read; figures that could not be read on a
+//! primary source are marked UNCONFIRMED.
+
+use std::collections::BTreeMap;
+
+use offload_provider::{PriceSheet, Resources};
+
+use crate::config::{Config, Priority};
+use crate::group;
+
+/// Billing rule: per second, no minimum. Sources, read 2026-11-24: Microsoft Learn, "Azure
+/// Container Instances FAQ" (MicrosoftDocs/azure-docs
+/// articles/container-instances/container-instances-faq.yml, ms.date 06/17/2022): "Container
+/// group duration is calculated from the time that we start to pull your first container's
+/// image ... until the container group is stopped"; "Azure Container Instances Spot
+/// Containers" (container-instances-spot-containers-overview.md, 05/14/2023): "Customers
+/// are billed based on per-second memory and core usage." No minimum duration is stated in
+/// either; UNCONFIRMED that the pricing page states none.
+pub const MIN_BILLED_SECONDS: u64 = 0;
+pub const BILLING_INCREMENT_SECONDS: u64 = 1;
+
+/// The least a container group is allocated, and so billed: 1 CPU and 1 GB. Source:
+/// Microsoft Learn, "Container groups in Azure Container Instances", "Minimum and maximum
+/// allocation": "Allocate a minimum of 1 CPU and 1 GB of memory to a container group"
+/// (MicrosoftDocs/azure-docs articles/container-instances/container-instances-container-groups.md,
+/// ms.date 06/17/2022), read 2026-11-24.
+pub const MIN_GROUP_CPU: f64 = 1.0;
+pub const MIN_GROUP_MEMORY_GB: f64 = 1.0;
+
+/// Linux, Standard, East US, pay-as-you-go: USD per vCPU-second.
+/// Source: https://azure.microsoft.com/en-us/pricing/details/container-instances/, read
+/// 2026-11-24. UNCONFIRMED: no readable copy of the page was stored; the figure is the one
+/// quoted from it, identically, by several independent write-ups (for example
+/// "$0.0000135 per vCPU-s" in the EdgeX Foundry ACI deployment examples, and cost notes
+/// dated August 2026).
+pub const VCPU_SECOND: f64 = 0.0000135;
+/// Linux, Standard, East US, pay-as-you-go: USD per GB-second of memory.
+/// Source and status: as for [`VCPU_SECOND`] (UNCONFIRMED). Quoted as "$0.0000015 per
+/// GB-s"; the page may show it rounded (Azure's per-hour meter is not known here).
+pub const GB_SECOND: f64 = 0.0000015;
+
+/// Spot container groups as a share of the regular price. Source: Microsoft Learn, "Azure
+/// Container Instances Spot Containers" (see above): "up to a 70% discount compared to
+/// regular-priority ACI containers", read 2026-11-24. UNCONFIRMED: "up to" is the largest
+/// discount, not the Spot meter's price; Spot groups are offered only in some regions (East
+/// US 2, West Europe and West US when that page was written), not East US.
+pub const SPOT_SHARE_OF_REGULAR: f64 = 0.3;
+
+/// (SKU, USD per GPU-hour). UNCONFIRMED, all of them: kept from earlier versions of this
+/// file without a source; Azure retired ACI GPU on 14 July 2025 and its pricing page no
+/// longer lists GPU meters. Deployments that still have GPU SKUs should set
+/// `price.gpu_hour`.
+pub const GPUS: [(&str, f64); 3] = [("K80", 1.71), ("P100", 2.43), ("V100", 3.06)];
+
+pub fn sheet(config: &Config) -> PriceSheet {
+    let share = match config.priority {
+        Priority::Regular => 1.0,
+        Priority::Spot => SPOT_SHARE_OF_REGULAR,
+    };
+    PriceSheet {
+        vcpu_hour: VCPU_SECOND * 3600.0 * share,
+        gb_hour: GB_SECOND * 3600.0 * share,
+        gpu_hour: GPUS
+            .iter()
+            .filter(|(sku, _)| config.gpu_skus.iter().any(|s| s == sku))
+            .map(|(sku, price)| (sku.to_string(), *price))
+            .collect::<BTreeMap<_, _>>(),
+        min_billed_seconds: MIN_BILLED_SECONDS,
+        billing_increment_seconds: BILLING_INCREMENT_SECONDS,
+    }
+}
+
+/// The allocation ACI bills for `resources`: the group's CPU and memory as they are sent
+/// to ACI, at least the group minimum. Memory is ACI's GB, counted here as 2^30 bytes, as
+/// `group::size` counts it.
+pub fn billed_resources(resources: &Resources) -> Resources {
+    let (cpu, gb) = group::size(resources);
+    let gb = gb.max(MIN_GROUP_MEMORY_GB);
+    Resources {
+        cpu: cpu.max(MIN_GROUP_CPU),
+        memory_bytes: (gb * (1u64 << 30) as f64).round() as u64,
+        ..resources.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use offload_provider::Gpu;
+
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn config(priority: Priority, gpu_skus: &[&str]) -> Config {
+        let mut config: Config = serde_json::from_value(serde_json::json!({
+            "subscription_id": "s", "resource_group": "g", "location": "eastus",
+        }))
+        .unwrap();
+        config.priority = priority;
+        config.gpu_skus = gpu_skus.iter().map(|s| s.to_string()).collect();
+        config
+    }
+
+    fn req(cpu: f64, memory_bytes: u64) -> Resources {
+        Resources {
+            cpu,
+            memory_bytes,
+            gpu: None,
+            ephemeral_storage_bytes: None,
+        }
+    }
+
+    fn gb(tenths: u64) -> u64 {
+        (tenths as f64 / 10.0 * GIB as f64).round() as u64
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn groups_are_billed_at_their_allocation_and_at_least_the_minimum() {
+        // Below the group minimum: billed as 1 CPU and 1 GB.
+        assert_eq!(billed_resources(&req(0.3, 256 << 20)), req(1.0, GIB));
+        // Memory up to the next 0.1 GB, CPU to the hundredth of a core.
+        assert_eq!(billed_resources(&req(1.5, 1500 << 20)), req(1.5, gb(15)));
+        assert_eq!(
+            billed_resources(&req(1.234, 2 * GIB + 1)),
+            req(1.24, gb(21))
+        );
+        // Exact sizes stay; the GPU and storage requests are kept.
+        let gpu = Resources {
+            gpu: Some(Gpu {
+                count: 1,
+                kind: Some("V100".into()),
+            }),
+            ephemeral_storage_bytes: Some(GIB),
+            ..req(4.0, 16 * GIB)
+        };
+        assert_eq!(billed_resources(&gpu), gpu);
+    }
+
+    #[test]
+    fn aci_bills_per_second_with_no_minimum() {
+        let sheet = sheet(&config(Priority::Regular, &[]));
+        assert_eq!(sheet.billed_seconds(10), 10);
+        assert_eq!(sheet.billed_seconds(61), 61);
+        // 0.3 vCPU for 10 s is billed as 1 CPU + 1 GB for 10 s.
+        let est = sheet
+            .estimate(&billed_resources(&req(0.3, 256 << 20)), 10)
+            .unwrap();
+        assert!(
+            close(est.hourly_usd, (0.0000135 + 0.0000015) * 3600.0),
+            "{est:?}"
+        );
+        assert!(
+            close(est.estimated_usd, (0.0000135 + 0.0000015) * 10.0),
+            "{est:?}"
+        );
+        // 2 vCPU + 4 GB for an hour.
+        let est = sheet.estimate(&req(2.0, 4 * GIB), 3600).unwrap();
+        assert!(
+            close(est.estimated_usd, 2.0 * 0.0486 + 4.0 * 0.0054),
+            "{est:?}"
+        );
+    }
+
+    #[test]
+    fn spot_groups_and_gpus() {
+        let spot = sheet(&config(Priority::Spot, &[]));
+        assert!(close(spot.vcpu_hour, 0.0486 * 0.3) && close(spot.gb_hour, 0.0054 * 0.3));
+        assert!(
+            spot.gpu_hour.is_empty(),
+            "no GPU SKUs configured, none priced"
+        );
+
+        let gpus = sheet(&config(Priority::Regular, &["V100"]));
+        let v100 = Gpu {
+            count: 2,
+            kind: Some("V100".into()),
+        };
+        let est = gpus
+            .estimate(
+                &billed_resources(&Resources {
+                    gpu: Some(v100),
+                    ..req(6.0, 112 * GIB)
+                }),
+                1800,
+            )
+            .unwrap();
+        let hourly = 6.0 * 0.0486 + 112.0 * 0.0054 + 2.0 * 3.06;
+        assert!(close(est.hourly_usd, hourly), "{est:?}");
+        assert!(close(est.estimated_usd, hourly / 2.0), "{est:?}");
+    }
+}
