@@ -3,11 +3,12 @@ the real gateway: deferred and synchronous waits, XCom result, the job's log in 
 log, failure with reason and log tail, secret masking, cancel on execution_timeout, and
 reattach after the worker died."""
 
+import json
 import os
 import signal
 import subprocess
 
-from conftest import AIRFLOW, LOGICAL_DATE, dags_test, tasks_test
+from conftest import AIRFLOW, LOGICAL_DATE, dags_test
 
 
 def only_job(gateway, dag_id):
@@ -67,11 +68,14 @@ def test_execution_timeout_cancels_the_job(gateway, airflow_env):
     assert job["state"] == "cancelled", job
 
 
-def test_a_new_worker_reattaches_to_the_running_job(gateway, airflow_env):
+def test_a_new_worker_reattaches_to_the_running_job(gateway, airflow_env, tmp_path):
     marker = "reattach-marker"
-    # Long enough to outlast Airflow's start-up in `tasks test` below.
-    conf = {"command": ["sh", "-c", f"echo {marker}; sleep 15; echo 'offload-result: {{\"rows\": 7}}'"]}
-    argv = [AIRFLOW, "dags", "test", "offload_operator", LOGICAL_DATE, "-c", __import__("json").dumps(conf)]
+    # The job runs until the test releases it, once the second worker has reattached:
+    # however long Airflow takes to start, the job is still running when it looks.
+    release = tmp_path / "release"
+    command = f"echo {marker}; while [ ! -e {release} ]; do sleep 0.2; done; echo 'offload-result: {{\"rows\": 7}}'"
+    conf = {"command": ["sh", "-c", command]}
+    argv = [AIRFLOW, "dags", "test", "offload_operator", LOGICAL_DATE, "-c", json.dumps(conf)]
     worker = subprocess.Popen(argv, env=airflow_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
@@ -82,7 +86,23 @@ def test_a_new_worker_reattaches_to_the_running_job(gateway, airflow_env):
         # The worker dies without a word: no on_kill, no cancel.
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    code, output = tasks_test(airflow_env, "offload_operator", "run", LOGICAL_DATE)
+    # The same task of the same run again (`airflow tasks test`), in a new worker.
+    out = tmp_path / "tasks-test.log"
+    with open(out, "w") as sink:
+        second = subprocess.Popen([AIRFLOW, "tasks", "test", "offload_operator", "run", LOGICAL_DATE],
+                                  env={**airflow_env, "PYTHONUNBUFFERED": "1"}, stdout=sink,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        gateway.wait_for("the second worker to reattach", lambda: second.poll() is not None
+                         or f"reattached to offload job {job['id']}" in out.read_text(), seconds=240)
+    finally:
+        release.touch()
+    try:
+        code = second.wait(timeout=300)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    output = out.read_text()
     assert code == 0, output
     assert f"reattached to offload job {job['id']}" in output, output
     assert f"[offload] {marker}" in output

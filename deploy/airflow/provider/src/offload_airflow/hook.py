@@ -7,6 +7,7 @@ the cancel, which must not block its event loop), so both talk to the gateway th
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,6 +16,9 @@ from airflow.sdk.exceptions import AirflowException
 
 #: How long a wait may last without the gateway answering before it gives up.
 MAX_OUTAGE_SECONDS = 300
+
+#: What `OffloadHook.await_job` calls after each answer that is not the last.
+OnPoll = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[None]]
 
 
 class OffloadError(AirflowException):
@@ -114,11 +118,18 @@ class OffloadHook(BaseHook):
         async with await self.aget_conn() as client:
             return _cancelled(await client.post(f"/v1/jobs/{job_id}/cancel"))
 
-    async def await_job(self, job_id: str, wait_seconds: int = 30) -> dict[str, Any]:
+    async def await_job(
+        self,
+        job_id: str,
+        wait_seconds: int = 30,
+        on_poll: OnPoll | None = None,
+    ) -> dict[str, Any]:
         """Long-polls `GET /v1/jobs/{id}?wait=` until the job ends; one request per state change.
 
-        Connection failures and 5xx answers (a gateway restarting, say) are retried with
-        backoff for up to MAX_OUTAGE_SECONDS; a 4xx ends the wait at once.
+        `on_poll(client, job)` runs after each answer that is not the last (the trigger copies
+        the log's new lines there). Connection failures and 5xx answers (a gateway
+        restarting, say) are retried with backoff for up to MAX_OUTAGE_SECONDS; a 4xx ends
+        the wait at once.
         """
         loop = asyncio.get_running_loop()
         outage_since, backoff = None, 1.0
@@ -131,6 +142,8 @@ class OffloadHook(BaseHook):
                         if job["terminal"]:
                             return job
                         outage_since, backoff = None, 1.0
+                        if on_poll is not None:
+                            await on_poll(client, job)
                         continue
                     problem = describe(response)
                 except httpx.TransportError as e:
@@ -141,6 +154,66 @@ class OffloadHook(BaseHook):
                 self.log.warning("waiting for offload job %s: %s; retrying in %.0f s", job_id, problem, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+
+class LogProgress:
+    """A running job's log as the task log shows it: at each poll, the lines not shown yet.
+
+    Each poll reads only the log's last `lines` lines (`GET .../logs?tail=`), so neither the
+    read nor what reaches the task log grows with the log. The new lines are those after
+    the longest overlap with the previous read; when there is none and the read was full,
+    lines in between were not shown (the whole log still comes at the end). A line
+    without its newline yet waits for the next poll.
+    """
+
+    def __init__(self, job_id: str, lines: int):
+        self.job_id = job_id
+        self.lines = lines
+        self.seen: list[str] = []
+
+    async def poll(self, client: httpx.AsyncClient) -> tuple[list[str], bool]:
+        """The new lines, and whether some lines before them were skipped."""
+        response = await client.get(
+            f"/v1/jobs/{self.job_id}/logs", params={"tail": self.lines}, headers={"Accept": "text/plain"}
+        )
+        text = _checked(response)
+        return self.update(text if isinstance(text, str) else "")
+
+    def update(self, text: str) -> tuple[list[str], bool]:
+        read = text.splitlines()
+        full = len(read) >= self.lines
+        if text and not text.endswith("\n"):
+            read = read[:-1]
+        for overlap in range(min(len(self.seen), len(read)), 0, -1):
+            if self.seen[-overlap:] == read[:overlap]:
+                new, skipped = read[overlap:], False
+                break
+        else:
+            new, skipped = read, full and bool(read)
+        self.seen = read
+        return new, skipped
+
+
+def log_progress(job_id: str, lines: int, log: Any) -> OnPoll | None:
+    """An `await_job` `on_poll` that copies the job's new log lines into `log` (the task
+    log), at most `lines` per poll; None when `lines` is 0. Best effort: a failed read is
+    skipped and the wait goes on."""
+    if lines <= 0:
+        return None
+    progress = LogProgress(job_id, lines)
+
+    async def on_poll(client: httpx.AsyncClient, job: dict[str, Any]) -> None:
+        try:
+            new, skipped = await progress.poll(client)
+        except Exception as e:  # noqa: BLE001
+            log.debug("reading the log of offload job %s: %s", job_id, e)
+            return
+        if skipped:
+            log.info("[offload] (earlier lines not shown; the whole log comes at the end)")
+        for line in new:
+            log.info("[offload] %s", line)
+
+    return on_poll
 
 
 def _cancelled(response: httpx.Response) -> bool:
