@@ -1,11 +1,24 @@
-//! The OpenAPI document, generated from the handlers' annotations and the model's types.
-//! `openapi/offload.v1.yaml` is this document committed; a test fails when they differ.
+//! The OpenAPI document, generated from the handlers' annotations and the model's types,
+//! then completed in two passes that keep it exact:
+//!
+//! - the spec's limits and patterns come from `model::limits` and `model::patterns`, the
+//!   same constants the server checks requests with;
+//! - every operation lists the problems the layers around it can answer (401 and 503 for
+//!   any call with a token, 400 for bad parameters, 404 for an unknown id, 400, 408, 413,
+//!   415 and 422 for a body, 429 for long-polls and followers).
+//!
+//! `openapi/offload.v1.yaml` is the generic document committed; a test fails when they
+//! differ. `/openapi.json` serves it with this deployment's own providers, GPU kinds and
+//! per-kind options filled in ([`served`]), so that a client (or schemathesis) sees what
+//! this gateway accepts.
 
+use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{error, jobs, ops};
-use crate::model;
+use crate::engine::Engine;
+use crate::model::{self, limits, patterns};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,13 +47,170 @@ impl Modify for BearerAuth {
     }
 }
 
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The generic document, as committed.
+pub fn openapi() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+    constrain(&mut doc);
+    add_problems(&mut doc);
+    doc
 }
 
 /// The document as committed in `openapi/offload.v1.yaml`.
 pub fn openapi_yaml() -> String {
-    openapi()
-        .to_yaml()
-        .expect("the OpenAPI document serialises")
+    serde_norway::to_string(&openapi()).expect("the OpenAPI document serialises")
+}
+
+/// The document for this deployment: `provider` names its providers, `resources.gpu.kind`
+/// the GPU kinds they offer (no GPU at all when none does), `resources.cpu` the largest
+/// any takes, and `provider_options` the kinds configured, each with its own options.
+pub fn served(engine: &Engine) -> Value {
+    let mut doc = openapi();
+    let slots = engine.slots();
+    let mut names: Vec<Value> = slots.iter().map(|s| json!(s.name)).collect();
+    names.insert(0, json!("auto"));
+    let spec = &mut doc["components"]["schemas"]["JobSpec"]["properties"];
+    spec["provider"]["enum"] = Value::Array(names);
+    spec["provider"]
+        .as_object_mut()
+        .map(|p| p.remove("pattern"));
+    let mut kinds = serde_json::Map::new();
+    for slot in slots {
+        kinds.insert(slot.provider.kind().into(), slot.provider.options_schema());
+    }
+    spec["provider_options"]["properties"] = Value::Object(kinds);
+    spec["provider_options"]["additionalProperties"] = json!(false);
+    let mut gpu_kinds: Vec<String> = slots
+        .iter()
+        .flat_map(|s| s.provider.capabilities().gpu_kinds)
+        .collect();
+    gpu_kinds.sort();
+    gpu_kinds.dedup();
+    let max_cpu = slots
+        .iter()
+        .map(|s| s.provider.capabilities().max_cpu)
+        .fold(0.0, f64::max)
+        .min(limits::CPU);
+    let resources = &mut doc["components"]["schemas"]["ResourceSpec"]["properties"];
+    resources["cpu"]["oneOf"][0]["maximum"] = json!(max_cpu);
+    if gpu_kinds.is_empty() {
+        resources["gpu"] = json!({"type": "null", "description": "No provider here offers GPUs."});
+    } else {
+        doc["components"]["schemas"]["GpuSpec"]["properties"]["kind"]["enum"] = json!(gpu_kinds
+            .into_iter()
+            .map(Some)
+            .chain([None])
+            .collect::<Vec<_>>());
+    }
+    doc
+}
+
+/// Writes the spec's limits and patterns into its schemas.
+fn constrain(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let spec = &mut schemas["JobSpec"]["properties"];
+    spec["image"]["minLength"] = json!(1);
+    spec["image"]["maxLength"] = json!(limits::IMAGE);
+    spec["image"]["pattern"] = json!(patterns::NOT_BLANK.text);
+    spec["name"]["maxLength"] = json!(limits::NAME);
+    for env in ["env", "secret_env"] {
+        spec[env]["maxProperties"] = json!(limits::ENV);
+        spec[env]["propertyNames"] = json!({"type": "string", "pattern": patterns::ENV_NAME.text});
+    }
+    spec["labels"]["maxProperties"] = json!(limits::LABELS);
+    spec["labels"]["propertyNames"] =
+        json!({"type": "string", "minLength": 1, "maxLength": limits::LABEL_KEY});
+    spec["labels"]["additionalProperties"] =
+        json!({"type": "string", "maxLength": limits::LABEL_VALUE});
+    spec["timeout_seconds"]["minimum"] = json!(1);
+    spec["timeout_seconds"]["maximum"] = json!(limits::TIMEOUT_SECONDS);
+    spec["provider"]["pattern"] = json!("^(auto|[a-z0-9-]{1,40})$");
+    spec["provider_options"]["additionalProperties"] = json!({"type": "object"});
+    let resources = &mut schemas["ResourceSpec"]["properties"];
+    for size in ["memory", "ephemeral_storage"] {
+        resources[size]["pattern"] = json!(patterns::QUANTITY.text);
+    }
+    let gpu = &mut schemas["GpuSpec"]["properties"];
+    gpu["count"]["minimum"] = json!(1);
+    gpu["count"]["maximum"] = json!(limits::GPUS);
+    gpu["kind"]["minLength"] = json!(1);
+    for op in operations(doc) {
+        let params = op.get_mut("parameters").and_then(Value::as_array_mut);
+        for param in params.into_iter().flatten() {
+            if param["name"] == "labels" {
+                param["schema"]["pattern"] = json!(patterns::LABEL_SELECTOR.text);
+            }
+            if param["name"] == "Idempotency-Key" {
+                param["schema"]["pattern"] = json!(patterns::IDEMPOTENCY_KEY.text);
+            }
+            if param["name"] == "id" || param["name"] == "cursor" {
+                param["schema"]["pattern"] = json!(patterns::JOB_ID.text);
+            }
+        }
+    }
+}
+
+/// Adds to each operation the problems the layers around its handler can answer.
+fn add_problems(doc: &mut Value) {
+    for op in operations(doc) {
+        let params: Vec<String> = op
+            .get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["name"].as_str().map(String::from))
+            .collect();
+        let secured = op.get("security").is_some();
+        let has_body = op.get("requestBody").is_some();
+        let mut add = |status: &str, description: &str| {
+            let responses = op["responses"].as_object_mut().expect("operations answer");
+            responses.entry(status).or_insert_with(|| {
+                json!({
+                    "description": description,
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                })
+            });
+        };
+        if secured {
+            add("401", "No token, or one this gateway does not know");
+            add(
+                "503",
+                "The job store is unavailable; retry later (Retry-After)",
+            );
+        }
+        if !params.is_empty() {
+            add("400", "A malformed parameter, named in `errors`");
+        }
+        if params.iter().any(|p| p == "id") {
+            add("404", "No such job for this tenant");
+        }
+        if params.iter().any(|p| p == "wait" || p == "follow") {
+            add(
+                "429",
+                "This tenant holds too many long-polls and followers open (Retry-After)",
+            );
+        }
+        if has_body {
+            add("400", "The body is not JSON, or a header is malformed");
+            add("408", "The body did not arrive in time");
+            add("413", "The body is larger than the configured limit");
+            add("415", "The body is not sent as application/json");
+            add(
+                "422",
+                "Invalid fields, each named in `errors`; or no configured provider can run the job",
+            );
+        }
+    }
+}
+
+/// Every operation object of the document.
+fn operations(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
+    doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .flat_map(|item| {
+            item.as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+        })
 }

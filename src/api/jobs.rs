@@ -22,18 +22,21 @@ use super::waiters::WaiterPlace;
 use super::AppState;
 use crate::engine::changes::Waiter;
 use crate::engine::CancelOutcome;
-use crate::model::{Event, FieldError, Job, JobPage, JobSpec, JobState};
+use crate::model::{patterns, Event, FieldError, Job, JobPage, JobSpec, JobState};
 use crate::store::{JobRecord, ListQuery, NewJob, Submitted};
 
 const MAX_PAGE: usize = 500;
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        ApiError::field(
-            StatusCode::BAD_REQUEST,
-            FieldError::new("id", format!("{id:?} is not a job id (a UUID)")),
-        )
-    })
+    let hyphenated = patterns::JOB_ID.is_match(id).then_some(id);
+    hyphenated
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| {
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                FieldError::new("id", format!("{id:?} is not a job id (a UUID)")),
+            )
+        })
 }
 
 /// The tenant's job, or 404 (also for another tenant's job: its existence is not told).
@@ -70,7 +73,7 @@ pub async fn create_job(
             let key = v
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .filter(|k| patterns::IDEMPOTENCY_KEY.is_match(k))
                 .ok_or_else(|| {
                     ApiError::field(
                         StatusCode::BAD_REQUEST,
@@ -141,6 +144,7 @@ const MAX_WAIT_SECONDS: u64 = 120;
 pub struct GetParams {
     /// Long-poll: hold the request up to this many seconds (at most 120) and answer as soon
     /// as the job changes state or ends; without it, answer at once.
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 120)]
     wait: Option<String>,
 }
 
@@ -207,14 +211,17 @@ pub async fn get_job(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only jobs in this state.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
     /// Only jobs routed to this provider.
     provider: Option<String>,
     /// Equality label selector: `dag_id=etl,env=prod`.
     labels: Option<String>,
     /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     cursor: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
 }
 
@@ -239,13 +246,18 @@ pub async fn list_jobs(
         })?),
         None => None,
     };
-    let mut labels = vec![];
-    for pair in p
+    if let Some(l) = p
         .labels
-        .iter()
-        .flat_map(|l| l.split(','))
-        .filter(|p| !p.trim().is_empty())
+        .as_deref()
+        .filter(|l| !patterns::LABEL_SELECTOR.is_match(l))
     {
+        return Err(bad(
+            "labels",
+            format!("{l:?} is not key=value pairs joined by commas"),
+        ));
+    }
+    let mut labels = vec![];
+    for pair in p.labels.iter().flat_map(|l| l.split(',')) {
         let (k, v) = pair
             .split_once("==")
             .or_else(|| pair.split_once('='))
@@ -267,7 +279,7 @@ pub async fn list_jobs(
     };
     let before = match &p.cursor {
         Some(c) => Some(
-            Uuid::parse_str(c)
+            parse_id(c)
                 .map_err(|_| bad("cursor", format!("{c:?} is not a cursor this API gave")))?,
         ),
         None => None,
@@ -330,11 +342,16 @@ pub async fn job_events(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogParams {
-    /// Only the last N lines (of the first chunk, when following).
+    /// Only the last N lines (of the first chunk, when following), at most 100000.
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 100000)]
     tail: Option<String>,
     /// `true` streams the log until the job ends.
+    #[param(value_type = Option<bool>)]
     follow: Option<String>,
 }
+
+/// The most lines `tail` may ask for.
+const MAX_TAIL: usize = 100_000;
 
 fn last_lines(text: &str, n: usize) -> &str {
     let trimmed = text.strip_suffix('\n').unwrap_or(text);
@@ -367,13 +384,15 @@ pub async fn job_logs(
     let tail = match &p.tail {
         Some(t) => Some(
             t.parse::<usize>()
-                .map_err(|_| bad("tail", "must be a whole number of lines"))?,
+                .ok()
+                .filter(|n| *n <= MAX_TAIL)
+                .ok_or_else(|| bad("tail", "must be a whole number of lines from 0 to 100000"))?,
         ),
         None => None,
     };
     let follow = match p.follow.as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(bad("follow", "must be true or false")),
     };
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];

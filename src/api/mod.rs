@@ -66,6 +66,7 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
         .fallback(|| async { error::ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(error::problems_only))
         .layer(axum::middleware::from_fn(ops::track_latency))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(

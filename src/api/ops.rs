@@ -107,6 +107,6 @@ pub async fn providers(State(state): State<AppState>, _tenant: Tenant) -> Json<V
     Json(state.engine.providers())
 }
 
-pub async fn openapi_json() -> Response {
-    (StatusCode::OK, Json(super::doc::openapi())).into_response()
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
+    (StatusCode::OK, Json(super::doc::served(&state.engine))).into_response()
 }

@@ -26,6 +26,16 @@ impl Engine {
 
     fn choose(&self, spec: &JobSpec, excluded: &[String]) -> Result<&Arc<Slot>, FieldError> {
         let resources = spec.validate().map_err(|mut e| e.remove(0))?;
+        if let Some(kind) = spec
+            .provider_options
+            .keys()
+            .find(|k| !self.slots.iter().any(|s| s.provider.kind() == k.as_str()))
+        {
+            return Err(FieldError::new(
+                format!("provider_options.{kind}"),
+                format!("no configured provider is of kind {kind:?}"),
+            ));
+        }
         let fits = |slot: &Slot| {
             let workload = spec.workload(resources.clone(), slot.provider.kind());
             slot.provider.validate(&workload).map_err(|e| e.to_string())

@@ -1,6 +1,8 @@
 //! The job as the API speaks it: the spec a client posts, the job it gets back, its states
 //! and events. These types are the single source of the OpenAPI document.
 
+pub mod patterns;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -26,21 +28,23 @@ pub struct JobSpec {
     pub command: Vec<String>,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Variable names are `[A-Za-z_][A-Za-z0-9_]*`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Write-only: values reach the workload and never come back out, nor go to logs.
+    /// Write-only: values reach the workload and never come back out, nor go to logs. A
+    /// name also in `env` takes this value.
     #[serde(default)]
     pub secret_env: BTreeMap<String, String>,
     #[serde(default)]
     pub resources: ResourceSpec,
     /// Wall-clock limit from dispatch; the job is stopped and fails with reason `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
     pub timeout_seconds: Option<u64>,
     /// A configured provider name, or `auto` to let routing pick the cheapest that fits.
     #[serde(default = "auto")]
     pub provider: String,
-    /// Free-form string labels; Airflow puts dag_id, task_id, run_id and try_number here.
+    /// Free-form string labels (keys of 1 to 253 characters, values of at most 1024);
+    /// Airflow puts dag_id, task_id, run_id and try_number here.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Per-kind options (`{"ecs": {...}, "sim": {...}}`), validated by that kind's provider.
@@ -66,6 +70,7 @@ pub struct ResourceSpec {
     pub memory: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<GpuSpec>,
+    /// Kubernetes quantity, as `memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral_storage: Option<String>,
 }
@@ -73,10 +78,6 @@ pub struct ResourceSpec {
 fn default_cpu() -> f64 {
     0.25
 }
-
-/// The pattern of a CPU quantity given as a string: a decimal number of vCPUs, or of
-/// millicores with the suffix `m`.
-const CPU_PATTERN: &str = r"^\s*[0-9]+(\.[0-9]+)?m?\s*$";
 
 fn cpu_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -90,7 +91,7 @@ fn cpu_schema() -> utoipa::openapi::schema::Schema {
         .item(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(CPU_PATTERN)),
+                .pattern(Some(patterns::CPU.text)),
         )
         .description(Some(
             "vCPUs: a number (0.5, 2) or a Kubernetes CPU quantity (\"500m\", \"0.5\", \"2\")",
@@ -102,20 +103,13 @@ fn cpu_schema() -> utoipa::openapi::schema::Schema {
 
 /// Parses a Kubernetes CPU quantity (`500m`, `0.5`, `2`) into vCPUs.
 pub fn parse_cpu(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let (number, scale) = match text.strip_suffix('m') {
-        Some(milli) => (milli, 1000.0),
-        None => (text, 1.0),
-    };
-    let valid = !number.is_empty()
-        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
-        && number.matches('.').count() <= 1
-        && !number.starts_with('.')
-        && !number.ends_with('.');
-    valid
-        .then(|| number.parse::<f64>().ok())
-        .flatten()
-        .map(|n| n / scale)
+    if !patterns::CPU.is_match(text) {
+        return None;
+    }
+    match text.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
+        None => text.parse::<f64>().ok(),
+    }
 }
 
 fn cpu_quantity<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
@@ -153,7 +147,6 @@ impl Default for ResourceSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuSpec {
-    #[schema(minimum = 1)]
     pub count: u32,
     /// A GPU kind such as `nvidia-l4`; absent means any kind the provider offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,9 +170,23 @@ impl FieldError {
     }
 }
 
-const MAX_LABELS: usize = 64;
-/// How deep `provider_options` may nest; providers' options are a level or two deep.
-const MAX_OPTION_DEPTH: usize = 8;
+/// Limits on a spec, checked by [`JobSpec::validate`] and published in the OpenAPI
+/// document (`api::doc`), so that the two cannot drift apart. Lengths count characters,
+/// as JSON Schema does.
+pub mod limits {
+    pub const NAME: usize = 253;
+    pub const IMAGE: usize = 1024;
+    /// Variables in `env`, and again in `secret_env`.
+    pub const ENV: usize = 512;
+    pub const LABELS: usize = 64;
+    pub const LABEL_KEY: usize = 253;
+    pub const LABEL_VALUE: usize = 1024;
+    pub const TIMEOUT_SECONDS: u64 = 7 * 24 * 3600;
+    pub const CPU: f64 = 1024.0;
+    pub const GPUS: u32 = 16;
+    /// How deep `provider_options` may nest; providers' options are a level or two deep.
+    pub const OPTION_DEPTH: usize = 8;
+}
 
 fn depth(v: &serde_json::Value) -> usize {
     match v {
@@ -188,8 +195,10 @@ fn depth(v: &serde_json::Value) -> usize {
         _ => 0,
     }
 }
-const MAX_ENV: usize = 512;
-const MAX_TIMEOUT: u64 = 7 * 24 * 3600;
+
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
 
 impl JobSpec {
     /// Checks everything that does not depend on a provider and resolves the resources.
@@ -201,83 +210,79 @@ impl JobSpec {
             }
         };
         check(
-            !self.image.trim().is_empty(),
+            patterns::NOT_BLANK.is_match(&self.image),
             "image",
             "must not be empty".into(),
         );
         check(
-            self.image.len() <= 1024,
+            chars(&self.image) <= limits::IMAGE,
             "image",
-            "is longer than 1024 characters".into(),
+            format!("is longer than {} characters", limits::IMAGE),
         );
         if let Some(name) = &self.name {
             check(
-                name.len() <= 253,
+                chars(name) <= limits::NAME,
                 "name",
-                "is longer than 253 characters".into(),
+                format!("is longer than {} characters", limits::NAME),
             );
         }
-        check(
-            self.env.len() + self.secret_env.len() <= MAX_ENV,
-            "env",
-            format!("more than {MAX_ENV} variables"),
-        );
         for (map, field) in [(&self.env, "env"), (&self.secret_env, "secret_env")] {
+            check(
+                map.len() <= limits::ENV,
+                field,
+                format!("more than {} variables", limits::ENV),
+            );
             for key in map.keys() {
                 check(
-                    is_env_name(key),
+                    patterns::ENV_NAME.is_match(key),
                     &format!("{field}.{key}"),
                     "is not a valid environment variable name".into(),
                 );
             }
         }
-        for key in self.secret_env.keys().filter(|k| self.env.contains_key(*k)) {
-            check(
-                false,
-                &format!("secret_env.{key}"),
-                "is also set in env".into(),
-            );
-        }
         check(
-            self.labels.len() <= MAX_LABELS,
+            self.labels.len() <= limits::LABELS,
             "labels",
-            format!("more than {MAX_LABELS} labels"),
+            format!("more than {} labels", limits::LABELS),
         );
         for (key, value) in &self.labels {
             check(
-                !key.is_empty() && key.len() <= 253,
+                (1..=limits::LABEL_KEY).contains(&chars(key)),
                 &format!("labels.{key}"),
-                "keys must have 1 to 253 characters".into(),
+                format!("keys must have 1 to {} characters", limits::LABEL_KEY),
             );
             check(
-                value.len() <= 1024,
+                chars(value) <= limits::LABEL_VALUE,
                 &format!("labels.{key}"),
-                "values must have at most 1024 characters".into(),
+                format!(
+                    "values must have at most {} characters",
+                    limits::LABEL_VALUE
+                ),
             );
         }
         check(
             self.provider_options
                 .values()
-                .all(|v| depth(v) < MAX_OPTION_DEPTH),
+                .all(|v| depth(v) < limits::OPTION_DEPTH),
             "provider_options",
-            format!("nests deeper than {MAX_OPTION_DEPTH} levels"),
+            format!("nests deeper than {} levels", limits::OPTION_DEPTH),
         );
         if let Some(t) = self.timeout_seconds {
             check(
-                (1..=MAX_TIMEOUT).contains(&t),
+                (1..=limits::TIMEOUT_SECONDS).contains(&t),
                 "timeout_seconds",
-                format!("must be from 1 to {MAX_TIMEOUT}"),
+                format!("must be from 1 to {}", limits::TIMEOUT_SECONDS),
             );
         }
         let r = &self.resources;
         check(
-            r.cpu.is_finite() && r.cpu > 0.0 && r.cpu <= 1024.0,
+            r.cpu.is_finite() && r.cpu > 0.0 && r.cpu <= limits::CPU,
             "resources.cpu",
-            "must be more than 0 and at most 1024".into(),
+            format!("must be more than 0 and at most {}", limits::CPU),
         );
         let memory = parse_quantity(&r.memory);
         check(
-            memory.is_some_and(|m| m > 0),
+            memory.is_some(),
             "resources.memory",
             format!("{:?} is not a memory size such as 512Mi or 2Gi", r.memory),
         );
@@ -291,9 +296,9 @@ impl JobSpec {
         }
         if let Some(gpu) = &r.gpu {
             check(
-                (1..=16).contains(&gpu.count),
+                (1..=limits::GPUS).contains(&gpu.count),
                 "resources.gpu.count",
-                "must be from 1 to 16".into(),
+                format!("must be from 1 to {}", limits::GPUS),
             );
             if let Some(kind) = &gpu.kind {
                 check(
@@ -324,7 +329,13 @@ impl JobSpec {
             image: self.image.clone(),
             command: self.command.clone(),
             args: self.args.clone(),
-            env: self.env.clone(),
+            // A name also in secret_env takes the secret value, which is passed apart.
+            env: self
+                .env
+                .iter()
+                .filter(|(k, _)| !self.secret_env.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             resources,
             timeout_seconds: self.timeout_seconds,
             labels: self.labels.clone(),
@@ -342,17 +353,13 @@ impl JobSpec {
     }
 }
 
-fn is_env_name(key: &str) -> bool {
-    let mut chars = key.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Parses a Kubernetes-style quantity (`512Mi`, `2Gi`, `1.5G`, `1000`) into bytes.
+/// Parses a Kubernetes-style quantity (`512Mi`, `2Gi`, `1.5G`, `1000`) into bytes, never
+/// zero; sizes past `i64::MAX` bytes (8 EiB, which no runtime has, and the most that a TOML
+/// limit or a database integer holds) come back as `i64::MAX`.
 pub fn parse_quantity(text: &str) -> Option<u64> {
-    let text = text.trim();
+    if !patterns::QUANTITY.is_match(text) {
+        return None;
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
@@ -370,8 +377,8 @@ pub fn parse_quantity(text: &str) -> Option<u64> {
         "Ti" => (1u64 << 40) as f64,
         _ => return None,
     };
-    let bytes = number * factor;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then(|| bytes.ceil() as u64)
+    // A float to integer cast saturates.
+    Some(((number * factor).ceil() as i64).max(1) as u64)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -543,7 +550,6 @@ mod tests {
         let s = spec(serde_json::json!({
             "image": "",
             "env": {"1BAD": "x", "OK": "y"},
-            "secret_env": {"OK": "z"},
             "resources": {"cpu": 0, "memory": "lots", "gpu": {"count": 0}},
             "timeout_seconds": 0
         }));
@@ -558,7 +564,6 @@ mod tests {
             [
                 "image",
                 "env.1BAD",
-                "secret_env.OK",
                 "timeout_seconds",
                 "resources.cpu",
                 "resources.memory",

@@ -378,6 +378,13 @@ pub trait Provider: Send + Sync + 'static {
         }
     }
 
+    /// The JSON Schema of this kind's `provider_options`, for the OpenAPI document a
+    /// gateway serves. The default says only "an object"; a provider whose options are
+    /// fixed says which.
+    fn options_schema(&self) -> serde_json::Value {
+        serde_json::json!({"type": "object"})
+    }
+
     /// Starts the workload, or returns the existing one for the same key.
     async fn launch(&self, launch: &Launch) -> Result<Handle>;
 

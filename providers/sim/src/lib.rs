@@ -345,6 +345,25 @@ impl Provider for SimProvider {
         self.config.price.clone()
     }
 
+    fn options_schema(&self) -> serde_json::Value {
+        // Every option may be absent or null: the provider's setting applies then.
+        let ms =
+            serde_json::json!({"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX});
+        serde_json::json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "start_ms": ms,
+                "run_ms": ms,
+                "exit_code": {"type": ["integer", "null"], "minimum": i32::MIN, "maximum": i32::MAX},
+                "output": {"type": ["string", "null"]},
+                "lost": {"type": ["boolean", "null"]},
+                "capacity_errors": {"type": ["integer", "null"], "minimum": 0, "maximum": u32::MAX},
+                "cancel_error": {"enum": ["not_found", "transient", null]},
+            }
+        })
+    }
+
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
         if let Some(why) = self.capabilities().refusal(&spec.resources) {
             return Err(ProviderError::InvalidSpec(why));

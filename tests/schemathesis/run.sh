@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# schemathesis (pinned in requirements.txt, in its own venv under target/) against the real
+# `offload serve` on a sim provider: every check (server errors, status codes, content
+# types, response schemas, schema-valid data accepted and schema-invalid data refused,
+# auth), every phase including the stateful one, for SCHEMATHESIS_SECONDS (60). Any
+# failure fails the run; the report is printed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=target/schemathesis-venv
+requirements=tests/schemathesis/requirements.txt
+if ! cmp -s "$requirements" "$venv/.installed" 2>/dev/null; then
+  echo "tests/schemathesis/run.sh: installing $requirements into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/.installed"
+fi
+bin=${OFFLOAD_BIN:-target/debug/offload}
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+OFFLOAD_LISTEN="127.0.0.1:$port" OFFLOAD_STORE__PATH="$dir/offload.db" \
+  "$bin" serve --config tests/schemathesis/offload.toml > "$dir/serve.log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+status=0
+"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+  --wait-for-schema 60 --checks all --max-time "${SCHEMATHESIS_SECONDS:-60}" \
+  -H "Authorization: Bearer schemathesis-token-0123456789" > "$dir/report.txt" 2>&1 || status=$?
+if ! kill -0 "$pid" 2>/dev/null; then
+  echo "schemathesis: the gateway died during the run; its log:"; cat "$dir/serve.log"; status=1
+fi
+cases=$(grep -Eo '[0-9]+ generated' "$dir/report.txt" | tail -1 || true)
+if [ "$status" -eq 0 ]; then
+  echo "schemathesis: 1 passed, 0 failed (${cases:-? generated} cases, every check and phase)"
+else
+  cat "$dir/report.txt"
+  echo "schemathesis: 0 passed, 1 failed"
+fi
+exit "$status"
