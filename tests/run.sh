@@ -3,7 +3,8 @@
 # need besides the Rust toolchain, Python 3 and kubectl (a Python venv with Apache Airflow from
 # PyPI and the airflow-provider-offload package, cached in target/airflow-venv until
 # deploy/airflow/requirements.txt or the package's pyproject.toml changes; another with moto[server]
-# for the ECS provider, in target/moto-venv) and starts every peer.
+# for the ECS provider, in target/moto-venv; another with schemathesis, in
+# target/schemathesis-venv) and starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo python3 kubectl; do
@@ -39,6 +40,8 @@ trap 'rm -f "$log"' EXIT
 cargo build --workspace --all-targets --locked
 status=0
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log" || status=$?
+# schemathesis against the real binary: the OpenAPI document says exactly what it does.
+tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
 # Real Airflow against the real binary (built above).
 OFFLOAD_BIN="$PWD/target/debug/offload" "$venv/bin/python" -m pytest -p no:cacheprovider tests/airflow 2>&1 | tee -a "$log" || status=$?
 
