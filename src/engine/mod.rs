@@ -17,6 +17,8 @@ mod error_policy;
 mod reconcile;
 mod routing;
 mod scheduler;
+#[cfg(test)]
+mod store_faults;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;

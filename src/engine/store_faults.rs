@@ -1,0 +1,164 @@
+//! The engine against a store that fails on demand: the paths no HTTP test can reach
+//! deterministically. Reconciles are driven one at a time, with no scheduler running.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{reconcile::reconcile, Engine};
+use crate::config::Config;
+use crate::model::{Event, Job, JobSpec, JobState};
+use crate::store::secrets::SecretBox;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{
+    JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted,
+};
+
+/// A SQLite store whose next `fail_updates` updates fail.
+struct FlakyStore {
+    inner: SqliteStore,
+    fail_updates: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for FlakyStore {
+    async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
+        self.inner.submit(new).await
+    }
+    async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
+        self.inner.get(id).await
+    }
+    async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
+        self.inner.list(tenant, query).await
+    }
+    async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
+        self.inner.events(id).await
+    }
+    async fn update(
+        &self,
+        id: Uuid,
+        expect: &[JobState],
+        patch: Patch,
+    ) -> StoreResult<Option<JobRecord>> {
+        let failing = self
+            .fail_updates
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Db("injected failure".into()));
+        }
+        self.inner.update(id, expect, patch).await
+    }
+    async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
+        self.inner.secrets(id).await
+    }
+    async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>> {
+        self.inner.log_tail(id).await
+    }
+    async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
+        self.inner.unfinished().await
+    }
+    async fn queued(&self, before: chrono::DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        self.inner.queued(before, limit).await
+    }
+    async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
+        self.inner.counts().await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+}
+
+async fn engine(dir: &std::path::Path) -> (Arc<Engine>, Arc<FlakyStore>) {
+    let config = Config::from_toml(
+        "[providers.sim]\nkind = \"sim\"\nmax_concurrency = 1\nstart_ms = 10\nrun_ms = 60000\n",
+    )
+    .unwrap();
+    let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SqliteStore::open(&dir.join("db"), false, key).unwrap(),
+        fail_updates: AtomicUsize::new(0),
+    });
+    (Engine::new(&config, store.clone()).await.unwrap(), store)
+}
+
+async fn submit(store: &FlakyStore, options: serde_json::Value) -> Uuid {
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "image": "img", "provider": "sim", "provider_options": {"sim": options}
+    }))
+    .unwrap();
+    let id = Uuid::now_v7();
+    let new = NewJob {
+        id,
+        tenant: "t".into(),
+        spec,
+        idempotency_key: None,
+        created_at: Utc::now(),
+    };
+    store.submit(new).await.unwrap();
+    id
+}
+
+fn load(engine: &Engine) -> usize {
+    engine.providers()[0].active
+}
+
+#[tokio::test]
+async fn a_store_failure_in_dispatch_leaves_no_place_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let id = submit(&store, serde_json::json!({})).await;
+    store.fail_updates.store(1, Ordering::SeqCst);
+    reconcile(&engine, id).await;
+    assert_eq!(load(&engine), 0, "the failed dispatch kept its place");
+    // The retry dispatches it, and takes the place then.
+    reconcile(&engine, id).await;
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().job.state,
+        JobState::Starting
+    );
+    assert_eq!(load(&engine), 1);
+}
+
+#[tokio::test]
+async fn a_job_that_ended_while_holding_a_place_gives_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    // Its launches find no capacity: the job holds its place while it waits.
+    let id = submit(&store, serde_json::json!({"capacity_errors": 1000})).await;
+    reconcile(&engine, id).await;
+    assert_eq!(load(&engine), 1);
+    // Its end is stored by a write whose own follow-up failed (the engine's update of the
+    // place never ran): the next reconcile finds it ended.
+    let ended = Patch {
+        state: Some(JobState::Failed),
+        reason: Some("ended elsewhere".into()),
+        ..Patch::default()
+    };
+    store.inner.update(id, &[], ended).await.unwrap();
+    reconcile(&engine, id).await;
+    assert_eq!(load(&engine), 0, "an ended job kept its place");
+}
+
+#[tokio::test]
+async fn a_store_failure_at_a_cancel_is_retried_until_the_job_ends_and_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let id = submit(&store, serde_json::json!({"capacity_errors": 1000})).await;
+    reconcile(&engine, id).await;
+    engine.cancel("t", id).await.unwrap();
+    store.fail_updates.store(1, Ordering::SeqCst);
+    reconcile(&engine, id).await;
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().job.state,
+        JobState::Cancelling
+    );
+    reconcile(&engine, id).await;
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().job.state,
+        JobState::Cancelled
+    );
+    assert_eq!(load(&engine), 0);
+}
