@@ -485,15 +485,7 @@ async fn ops_endpoints_need_no_token_and_providers_report_health() {
             "{path}"
         );
     }
-    let metrics = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     assert!(
         metrics.contains("offload_jobs{provider=\"sim\",state=\"succeeded\"}"),
         "{metrics}"

@@ -217,14 +217,7 @@ impl Engine {
                 slot.release(id);
                 self.capacity_waits.forget(id);
                 // A cancel may have come meanwhile; the next reconcile ends the job then.
-                if self
-                    .store
-                    .update(id, &[JobState::Starting], patch)
-                    .await?
-                    .is_some()
-                {
-                    self.changed(id);
-                }
+                self.transition(id, &[JobState::Starting], patch).await?;
                 return Ok(Some(Duration::ZERO));
             }
         }
@@ -311,14 +304,7 @@ impl Engine {
                     started_at: Some(Utc::now()),
                     ..Patch::default()
                 };
-                if self
-                    .store
-                    .update(id, &[JobState::Starting], patch)
-                    .await?
-                    .is_some()
-                {
-                    self.changed(id);
-                }
+                self.transition(id, &[JobState::Starting], patch).await?;
             }
             Some(Phase::Exited { exit_code, reason }) => {
                 let state = if exit_code == Some(0) {
@@ -395,15 +381,10 @@ impl Engine {
             )),
             ..Patch::default()
         };
-        let moved = self
-            .store
-            .update(id, &[JobState::Starting, JobState::Running], patch)
+        self.transition(id, &[JobState::Starting, JobState::Running], patch)
             .await?;
         slot.release(id);
         self.forget_observation(&handle.key);
-        if moved.is_some() {
-            self.changed(id);
-        }
         Ok(Some(Duration::ZERO))
     }
 
@@ -567,5 +548,19 @@ impl Engine {
 
     fn changed(&self, id: Uuid) {
         self.changes.notify(id);
+    }
+
+    /// Applies `patch` if the job is in one of `expect`, and tells its waiters when it was.
+    async fn transition(
+        &self,
+        id: Uuid,
+        expect: &[JobState],
+        patch: Patch,
+    ) -> Result<bool, EngineError> {
+        let applied = self.store.update(id, expect, patch).await?.is_some();
+        if applied {
+            self.changed(id);
+        }
+        Ok(applied)
     }
 }

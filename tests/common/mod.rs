@@ -146,19 +146,24 @@ impl Gateway {
             .collect()
     }
 
-    /// The value of a Prometheus sample whose name and labels start with `prefix`
-    /// (`offload_provider_calls_total{call="logs",provider="x"`), or 0 when absent.
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        let text = self
-            .http
+    /// `/metrics`, as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.url))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// The value of a Prometheus sample whose name and labels start with `prefix`
+    /// (`offload_provider_calls_total{call="logs",provider="x"`), or 0 when absent.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
