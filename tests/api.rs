@@ -437,6 +437,30 @@ async fn timeout_stops_the_job_and_fails_it() {
 }
 
 #[tokio::test]
+async fn a_name_in_env_and_secret_env_takes_the_secret_value() {
+    let gw = Gateway::start(PROVIDERS).await;
+    let mut spec = sh("echo \"pw=$PW\"");
+    spec["env"] = json!({"PW": "in-the-open"});
+    spec["secret_env"] = json!({"PW": "from-the-secret"});
+    let (status, job) = gw.submit(TOKEN_A, spec).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(
+        gw.wait_terminal(TOKEN_A, id, 20).await["state"],
+        "succeeded"
+    );
+    let text = gw
+        .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "pw=from-the-secret\n");
+}
+
+#[tokio::test]
 async fn env_is_passed_and_follow_streams_until_the_end() {
     let gw = Gateway::start(PROVIDERS).await;
     let mut spec = sh("for i in 1 2 3; do echo \"$GREETING $i\"; sleep 0.3; done");

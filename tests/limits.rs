@@ -190,3 +190,47 @@ async fn provider_options_nested_too_deep_are_refused_by_name() {
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn json_nested_past_serdes_limit_is_a_400_and_whole_floats_count_as_integers() {
+    let gw = Gateway::start(LIMITS).await;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let body = format!(r#"{{"image": "i", "provider": "sim", "labels": {deep}}}"#);
+    let r = gw
+        .req(Method::POST, "/v1/jobs", TOKEN_A)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("recursion limit"),
+        "{problem}"
+    );
+
+    let (status, job) = gw
+        .submit(
+            TOKEN_A,
+            json!({"image": "i", "provider": "sim", "timeout_seconds": 4312.0,
+                   "resources": {"gpu": null, "cpu": 2.0}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["spec"]["timeout_seconds"], 4312);
+    let (status, problem) = gw
+        .submit(
+            TOKEN_A,
+            json!({"image": "i", "provider": "sim", "timeout_seconds": 4312.5}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        problem["errors"][0]["field"], "timeout_seconds",
+        "{problem}"
+    );
+}
