@@ -4,7 +4,8 @@
 # PyPI and the airflow-provider-offload package, cached in target/airflow-venv until
 # deploy/airflow/requirements.txt or the package's pyproject.toml changes; another with moto[server]
 # for the ECS provider, in target/moto-venv; another with schemathesis, in
-# target/schemathesis-venv) and starts every peer.
+# target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh) and
+# starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo python3 kubectl; do
@@ -39,7 +40,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo build --workspace --all-targets --locked
 status=0
-cargo test --workspace --all-targets --locked 2>&1 | tee "$log" || status=$?
+# tests/store_contract.rs also runs against PostgreSQL: a throwaway server (Debian's postgresql,
+# installed if missing) unless DATABASE_URL names one.
+tests/pg.sh run cargo test --workspace --all-targets --locked 2>&1 | tee "$log" || status=$?
 # schemathesis against the real binary: the OpenAPI document says exactly what it does.
 tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
 # Real Airflow against the real binary (built above).

@@ -6,6 +6,7 @@
 //! - updates are compare-and-set on the job's state, so the engine and the API never
 //!   overwrite each other's transitions.
 
+pub mod postgres;
 pub mod secrets;
 pub mod sqlite;
 

@@ -1,0 +1,1031 @@
+//! The store for several replicas: PostgreSQL, behind the same [`Store`] contract as SQLite.
+//!
+//! - Connections come from a pool (deadpool) of tokio-postgres clients; each keeps its
+//!   prepared statements. A connection that PostgreSQL closed (a restart, a failover) is
+//!   dropped when it comes back to the pool and the next caller gets a new one, so the
+//!   store recovers by itself; until then every call answers [`StoreError::Db`].
+//! - The schema is versioned: [`migrate`] applies what is missing under a PostgreSQL
+//!   advisory lock, so that replicas starting together migrate once.
+//! - A write is one transaction, acknowledged only once its `COMMIT` has answered.
+//!   Submits are group-committed, as SQLite's are: one task takes every submit waiting and
+//!   inserts them with one statement in one transaction, so concurrent submits share a
+//!   round trip and a WAL flush. Updates are one transaction each (PostgreSQL shares WAL
+//!   flushes among concurrent commits by itself).
+//! - Every write to a job also sends `NOTIFY offload_jobs, '<job id>'` in its transaction
+//!   (by a trigger, see the migration); [`PostgresStore::listen`] turns those notices into
+//!   a stream, for replicas to learn of each other's changes.
+//! - Secret values are sealed with the same [`SecretBox`] as SQLite's before they reach the
+//!   SQL. `text` and `jsonb` cannot hold a NUL character: the spec and the result are
+//!   `json`, which keeps them as written; in other free text (a log tail, a reason, labels
+//!   as selectors match them) a NUL is stored as U+FFFD.
+//! - Connections are plain TCP for now (no TLS): keep the database on a trusted network.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use futures::{Stream, StreamExt};
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+use uuid::Uuid;
+
+use super::secrets::SecretBox;
+use super::{JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted};
+use crate::model::{Event, Job, JobSpec, JobState};
+
+/// The channel every change to a job is announced on, with the job's id as payload.
+pub const CHANNEL: &str = "offload_jobs";
+
+/// One schema version: applied in one transaction, never edited once shipped.
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "jobs",
+    sql: include_str!("postgres/migrations/0001_jobs.sql"),
+}];
+
+/// The advisory lock that migrations run under ("offload" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x6f66_666c_6f61_6401;
+
+/// The columns [`record`] reads, in its order.
+const JOB_COLUMNS: [&str; 18] = [
+    "id",
+    "tenant",
+    "state",
+    "provider",
+    "provider_ref",
+    "attempts",
+    "launch_key",
+    "dispatched_at",
+    "exit_code",
+    "reason",
+    "result",
+    "spec",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "cancel_requested_by",
+    "released",
+    "excluded",
+];
+
+fn columns(table: &str) -> String {
+    JOB_COLUMNS
+        .iter()
+        .map(|c| format!("{table}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How the store connects; the defaults suit one gateway on a small machine.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The most connections this gateway holds.
+    pub pool_size: usize,
+    /// How long a new connection may take (unless the URL sets `connect_timeout`).
+    pub connect_timeout: Duration,
+    /// How long a call waits for a free connection before it fails.
+    pub wait_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    secrets: Arc<SecretBox>,
+    /// To the task that commits submits in batches.
+    submits: tokio::sync::mpsc::UnboundedSender<SubmitOp>,
+}
+
+/// The most submits one transaction takes.
+const MAX_BATCH: usize = 512;
+
+/// A submit as it goes into the batch: every value ready for the SQL.
+#[derive(Clone)]
+struct SubmitRow {
+    id: Uuid,
+    tenant: String,
+    spec: String,
+    labels: String,
+    sealed: String,
+    key: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+/// A submit waiting for its batch: answered with its new job once the batch has committed,
+/// `None` when its idempotency key was taken, or the batch's error.
+struct SubmitOp {
+    row: SubmitRow,
+    done: tokio::sync::oneshot::Sender<StoreResult<Option<JobRecord>>>,
+}
+
+/// A notice from [`PostgresStore::listen`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// This job was written (by any replica) and the write has committed.
+    Job(Uuid),
+    /// The feed has just (re)connected: notices sent while it was not listening are lost
+    /// (PostgreSQL keeps none for absent listeners), so read again whatever is cached.
+    /// Always the first item.
+    Resync,
+}
+
+/// A tokio-postgres error with its causes, which its own `Display` leaves out.
+fn pg(context: &str, e: tokio_postgres::Error) -> StoreError {
+    let mut text = format!("{context}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    StoreError::Db(text)
+}
+
+fn pool_error(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => pg("connecting to PostgreSQL", e),
+        PoolError::Timeout(kind) => StoreError::Db(format!(
+            "no PostgreSQL connection in time ({kind:?} timed out)"
+        )),
+        PoolError::Closed => StoreError::Closed,
+        other => StoreError::Db(format!("PostgreSQL connection pool: {other}")),
+    }
+}
+
+/// The connection settings from `url`, with this store's defaults where it names none.
+fn configure(url: &str, options: &PostgresOptions) -> StoreResult<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        pg(
+            "the PostgreSQL URL (postgres://user:password@host:port/database)",
+            e,
+        )
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("offload");
+    }
+    // Notice a peer that vanished without a word (a failover, a cut network) within a
+    // minute rather than the kernel's two hours.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(30));
+    }
+    config.keepalives_idle(Duration::from_secs(30));
+    Ok(config)
+}
+
+/// Free text as PostgreSQL can hold it: NUL characters become U+FFFD.
+fn text(s: &str) -> Cow<'_, str> {
+    match s.contains('\0') {
+        true => Cow::Owned(s.replace('\0', "\u{FFFD}")),
+        false => Cow::Borrowed(s),
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(text)
+}
+
+/// Applies the schema versions the database lacks, under the migration lock, and returns
+/// the names of those it applied. What `offload migrate` runs; [`PostgresStore::connect`]
+/// runs it too.
+pub async fn migrate(url: &str) -> StoreResult<Vec<String>> {
+    migrate_with(&configure(url, &PostgresOptions::default())?).await
+}
+
+async fn migrate_with(config: &tokio_postgres::Config) -> StoreResult<Vec<String>> {
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| pg("connecting to PostgreSQL", e))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "the migration's PostgreSQL connection failed");
+        }
+    });
+    let outcome = async {
+        // A session lock: released at the end of this function, or when the connection
+        // drops should this process die while it holds it.
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| pg("taking the migration lock", e))?;
+        let applied = apply_migrations(&mut client).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| pg("releasing the migration lock", e));
+        let applied = applied?;
+        unlocked?;
+        Ok(applied)
+    }
+    .await;
+    drop(client);
+    let _ = driver.await;
+    outcome
+}
+
+async fn apply_migrations(client: &mut tokio_postgres::Client) -> StoreResult<Vec<String>> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS offload_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(|e| pg("creating offload_migrations", e))?;
+    let current: i32 = client
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM offload_migrations",
+            &[],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| pg("reading the schema version", e))?;
+    let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if current > newest {
+        return Err(StoreError::Db(format!(
+            "the database has schema version {current}, newer than this offload knows ({newest}); run a newer offload"
+        )));
+    }
+    let mut applied = vec![];
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let name = format!("{:04}_{}", m.version, m.name);
+        let failed = |e| pg(&format!("applying migration {name}"), e);
+        let tx = client.transaction().await.map_err(failed)?;
+        tx.batch_execute(m.sql).await.map_err(failed)?;
+        tx.execute(
+            "INSERT INTO offload_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(migration = %name, "applied a PostgreSQL migration");
+        applied.push(name);
+    }
+    Ok(applied)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
+    /// or the `key=value` form), applying any migration it lacks first.
+    pub async fn connect(url: &str, secrets: SecretBox) -> StoreResult<PostgresStore> {
+        PostgresStore::connect_with(url, secrets, PostgresOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        secrets: SecretBox,
+        options: PostgresOptions,
+    ) -> StoreResult<PostgresStore> {
+        let config = configure(url, &options)?;
+        migrate_with(&config).await?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Db(format!("building the PostgreSQL pool: {e}")))?;
+        let (submits, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(submit_loop(pool.clone(), queue));
+        Ok(PostgresStore {
+            pool,
+            config,
+            secrets: Arc::new(secrets),
+            submits,
+        })
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Every change to any job, as PostgreSQL announces them on [`CHANNEL`], from a
+    /// connection of its own that reconnects (with backoff) whenever it fails. Starts with
+    /// [`Change::Resync`], and says it again after each reconnection. Ends when dropped.
+    pub fn listen(&self) -> impl Stream<Item = Change> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(listen_loop(self.config.clone(), tx));
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+    }
+
+    /// A job with its sealed secrets, by tenant and idempotency key.
+    async fn by_key(&self, tenant: &str, key: &str) -> StoreResult<Option<(JobRecord, String)>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {}, jobs.secret_env FROM jobs WHERE tenant = $1 AND idempotency_key = $2",
+            columns("jobs")
+        );
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let row = client
+            .query_opt(&stmt, &[&text(tenant), &text(key)])
+            .await
+            .map_err(|e| pg("reading a job by its idempotency key", e))?;
+        row.map(|row| {
+            let sealed: String = row
+                .try_get(JOB_COLUMNS.len())
+                .map_err(|e| pg("reading secret_env", e))?;
+            Ok((record(&row)?, sealed))
+        })
+        .transpose()
+    }
+
+    /// Opens a job's sealed secrets; `None` when there are none (never given, or deleted).
+    fn open(&self, id: Uuid, sealed: &str) -> StoreResult<Option<BTreeMap<String, String>>> {
+        match sealed {
+            "" => Ok(None),
+            // Copied in the clear from a store written before sealing.
+            plain if plain.starts_with('{') => serde_json::from_str(plain)
+                .map(Some)
+                .map_err(|e| StoreError::Db(format!("the stored secrets: {e}"))),
+            sealed => self
+                .secrets
+                .open(id, sealed)
+                .map(Some)
+                .map_err(StoreError::Db),
+        }
+    }
+}
+
+/// Group commit: takes every submit that is waiting (up to [`MAX_BATCH`]), inserts them with
+/// one statement in one transaction, and answers each only once that has committed. While
+/// one batch commits the next one gathers, so concurrent submits share a round trip and a
+/// WAL flush instead of paying one each. Ends when the store is dropped.
+async fn submit_loop(pool: Pool, mut queue: tokio::sync::mpsc::UnboundedReceiver<SubmitOp>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (rows, answers): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .map(|op| {
+                let id = op.row.id;
+                (op.row, (id, op.done))
+            })
+            .unzip();
+        match insert_batch(&pool, rows).await {
+            Ok(mut made) => {
+                for (id, done) in answers {
+                    let _ = done.send(made.remove(&id).transpose());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a batch of submits failed; none of it was kept");
+                for (_, done) in answers {
+                    let _ = done.send(Err(StoreError::Db(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts a batch in one transaction; the jobs it made, by id. Once the batch has
+/// committed, a job that does not read back is an error for its own submit only.
+async fn insert_batch(
+    pool: &Pool,
+    mut rows: Vec<SubmitRow>,
+) -> StoreResult<std::collections::HashMap<Uuid, StoreResult<JobRecord>>> {
+    rows.sort_by(|a, b| (&a.tenant, &a.key).cmp(&(&b.tenant, &b.key)));
+    let n = rows.len();
+    let (mut ids, mut tenants, mut specs, mut labels, mut sealed, mut keys, mut created) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for row in rows {
+        ids.push(row.id);
+        tenants.push(row.tenant);
+        specs.push(row.spec);
+        labels.push(row.labels);
+        sealed.push(row.sealed);
+        keys.push(row.key);
+        created.push(row.created_at);
+    }
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let stmt = client
+        .prepare_cached(&SUBMIT_SQL)
+        .await
+        .map_err(|e| pg("preparing the submit", e))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg("beginning a submit", e))?;
+    let inserted = tx
+        .query(
+            &stmt,
+            &[&ids, &tenants, &specs, &labels, &sealed, &keys, &created],
+        )
+        .await
+        .map_err(|e| pg("submitting jobs", e))?;
+    tx.commit().await.map_err(|e| pg("committing submits", e))?;
+    inserted
+        .iter()
+        .map(|row| Ok((get(row, 0)?, record(row))))
+        .collect()
+}
+
+async fn listen_loop(config: tokio_postgres::Config, tx: tokio::sync::mpsc::Sender<Change>) {
+    let first = Duration::from_millis(100);
+    let mut backoff = first;
+    loop {
+        let started = std::time::Instant::now();
+        match listen_once(&config, &tx).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "the PostgreSQL change feed broke; reconnecting"),
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            // It had been listening a while: a new outage, not more of the last one.
+            backoff = first;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = tx.closed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Listens on one connection until it fails (`Err`) or nobody reads the feed (`Ok`).
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    tx: &tokio::sync::mpsc::Sender<Change>,
+) -> Result<(), String> {
+    let (client, mut connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    // Drives the connection and hands its notifications on, waiting for room in the
+    // channel: a slow reader slows the feed rather than losing notices.
+    let (notices, mut notified) = tokio::sync::mpsc::channel::<Uuid>(1024);
+    let driver = tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if let Ok(id) = n.payload().parse::<Uuid>() {
+                        if notices.send(id).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("{e}")),
+            }
+        }
+        Err("the connection closed".to_string())
+    });
+    let _stop_driver = AbortOnDrop(driver.abort_handle());
+    // Resync goes out once LISTEN has answered, and before any notice of this
+    // connection: notices that come while LISTEN answers wait for it.
+    let mut early = vec![];
+    let listen = format!("LISTEN {CHANNEL}");
+    {
+        let listening = client.batch_execute(&listen);
+        tokio::pin!(listening);
+        loop {
+            tokio::select! {
+                listened = &mut listening => {
+                    listened.map_err(|e| format!("LISTEN: {e}"))?;
+                    break;
+                }
+                Some(id) = notified.recv() => early.push(id),
+            }
+        }
+    }
+    let changes = std::iter::once(Change::Resync).chain(early.into_iter().map(Change::Job));
+    for change in changes {
+        if tx.send(change).await.is_err() {
+            return Ok(());
+        }
+    }
+    loop {
+        tokio::select! {
+            id = notified.recv() => match id {
+                Some(id) => {
+                    if tx.send(Change::Job(id)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                None => break,
+            },
+            () = tx.closed() => return Ok(()),
+        }
+    }
+    drop(client);
+    match driver.await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Aborts a task when dropped, so that a listener that returns early leaves no task behind.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
+    row.try_get(idx)
+        .map_err(|e| pg(&format!("reading column {}", JOB_COLUMNS[idx]), e))
+}
+
+fn state(text: &str) -> StoreResult<JobState> {
+    JobState::parse(text).ok_or_else(|| StoreError::Db(format!("unknown state {text:?}")))
+}
+
+/// A job from a row whose first columns are [`JOB_COLUMNS`].
+fn record(row: &Row) -> StoreResult<JobRecord> {
+    let state = state(get(row, 2)?)?;
+    let attempts: i32 = get(row, 5)?;
+    let result: Option<Json<serde_json::Value>> = get(row, 10)?;
+    let Json(spec): Json<JobSpec> = get(row, 11)?;
+    let job = Job {
+        id: get(row, 0)?,
+        state,
+        terminal: state.is_terminal(),
+        provider: get(row, 3)?,
+        provider_ref: get(row, 4)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        exit_code: get(row, 8)?,
+        reason: get(row, 9)?,
+        result: result.map(|Json(v)| v),
+        labels: spec.labels.clone(),
+        spec,
+        created_at: get(row, 12)?,
+        started_at: get(row, 13)?,
+        finished_at: get(row, 14)?,
+    };
+    Ok(JobRecord {
+        job,
+        tenant: get(row, 1)?,
+        launch_key: get(row, 6)?,
+        dispatched_at: get(row, 7)?,
+        cancel_requested_by: get(row, 15)?,
+        released: get(row, 16)?,
+        excluded: get(row, 17)?,
+    })
+}
+
+/// A batch of submits in one statement. Rows come sorted by tenant and idempotency key, so
+/// that concurrent batches (of other replicas) take the key index's locks in one order and
+/// never deadlock on each other. A key already taken, by an earlier job or by an earlier
+/// row of the same batch, inserts nothing and returns no row.
+static SUBMIT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH job AS (
+            INSERT INTO jobs (id, tenant, state, spec, labels, secret_env, idempotency_key, created_at)
+            SELECT id, tenant, 'queued', spec::json, labels::jsonb, secret_env, idempotency_key, created_at
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+                WITH ORDINALITY AS input (id, tenant, spec, labels, secret_env, idempotency_key, created_at, n)
+            ORDER BY n
+            ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING *
+        ), event AS (
+            INSERT INTO events (job_id, at, state, reason)
+            SELECT id, created_at, state, 'submitted' FROM job
+        )
+        SELECT {} FROM job",
+        columns("job")
+    )
+});
+
+/// Compare-and-set on the job's state, its event row, in one statement. `before` locks the
+/// row and reads the state it is in now, which the event compares with the new one.
+static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH before AS (
+            SELECT id, state FROM jobs WHERE id = $1 FOR UPDATE
+        ), after AS (
+            UPDATE jobs SET
+                state = COALESCE($3::text, jobs.state),
+                provider = COALESCE($4::text, jobs.provider),
+                provider_ref = CASE WHEN $5::bool THEN $6::text ELSE jobs.provider_ref END,
+                attempts = COALESCE($7::integer, jobs.attempts),
+                launch_key = COALESCE($8::text, jobs.launch_key),
+                dispatched_at = COALESCE($9::timestamptz, jobs.dispatched_at),
+                exit_code = COALESCE($10::integer, jobs.exit_code),
+                reason = COALESCE($11::text, jobs.reason),
+                result = COALESCE($12::json, jobs.result),
+                started_at = COALESCE($13::timestamptz, jobs.started_at),
+                finished_at = COALESCE($14::timestamptz, jobs.finished_at),
+                cancel_requested_by = COALESCE($15::text, jobs.cancel_requested_by),
+                log_tail = COALESCE($16::text, jobs.log_tail),
+                released = COALESCE($17::bool, jobs.released),
+                -- The workload is gone; nothing needs the job's secrets any more.
+                secret_env = CASE WHEN $17::bool THEN '' ELSE jobs.secret_env END,
+                excluded = COALESCE($18::text[], jobs.excluded)
+            FROM before
+            WHERE jobs.id = before.id
+                AND (cardinality($2::text[]) = 0 OR before.state = ANY($2::text[]))
+            RETURNING {}, before.state AS state_before
+        ), event AS (
+            INSERT INTO events (job_id, at, state, reason)
+            SELECT id, $19::timestamptz, state, $20::text FROM after
+            WHERE state <> state_before OR $21::bool
+        )
+        SELECT * FROM after",
+        columns("jobs")
+    )
+});
+
+fn is_empty(patch: &Patch) -> bool {
+    let Patch {
+        state,
+        provider,
+        provider_ref,
+        attempts,
+        launch_key,
+        dispatched_at,
+        exit_code,
+        reason,
+        result,
+        started_at,
+        finished_at,
+        cancel_requested_by,
+        log_tail,
+        released,
+        excluded,
+        event,
+    } = patch;
+    state.is_none()
+        && provider.is_none()
+        && provider_ref.is_none()
+        && attempts.is_none()
+        && launch_key.is_none()
+        && dispatched_at.is_none()
+        && exit_code.is_none()
+        && reason.is_none()
+        && result.is_none()
+        && started_at.is_none()
+        && finished_at.is_none()
+        && cancel_requested_by.is_none()
+        && log_tail.is_none()
+        && released.is_none()
+        && excluded.is_none()
+        && event.is_none()
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
+        // Sealed and serialised here, off the batch's path.
+        let sealed = match new.spec.secret_env.is_empty() {
+            true => String::new(),
+            false => self.secrets.seal(new.id, &new.spec.secret_env),
+        };
+        let spec = new.spec.redacted();
+        let labels: BTreeMap<Cow<str>, Cow<str>> = new
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| (text(k), text(v)))
+            .collect();
+        let json = |e| StoreError::Db(format!("serialising a job: {e}"));
+        let row = SubmitRow {
+            id: new.id,
+            tenant: text(&new.tenant).into_owned(),
+            spec: serde_json::to_string(&spec).map_err(json)?,
+            labels: serde_json::to_string(&labels).map_err(json)?,
+            sealed,
+            key: opt_text(&new.idempotency_key).map(Cow::into_owned),
+            created_at: new.created_at,
+        };
+        let (tenant, key) = (&row.tenant, &row.key);
+        // Twice at most: should the job that holds the key be deleted between the insert
+        // that found it and the read of it, the key is free again.
+        for _ in 0..2 {
+            let (done, made) = tokio::sync::oneshot::channel();
+            let op = SubmitOp {
+                row: row.clone(),
+                done,
+            };
+            self.submits.send(op).map_err(|_| StoreError::Closed)?;
+            if let Some(record) = made.await.map_err(|_| StoreError::Closed)?? {
+                return Ok(Submitted::Created(Box::new(record)));
+            }
+            let Some(key) = key.as_deref() else {
+                return Err(StoreError::Db(format!(
+                    "job {} was not inserted, and it has no idempotency key",
+                    new.id
+                )));
+            };
+            let Some((existing, sealed)) = self.by_key(tenant, key).await? else {
+                continue;
+            };
+            let stored = self.open(existing.job.id, &sealed)?;
+            // Once a job's secrets are deleted, only their names can be compared.
+            let same = existing.job.spec == spec && stored.is_none_or(|s| s == new.spec.secret_env);
+            return Ok(if same {
+                Submitted::Existing(Box::new(existing))
+            } else {
+                Submitted::Conflict(existing.job.id)
+            });
+        }
+        Err(StoreError::Db(
+            "the job holding this idempotency key was deleted while it was read; try again".into(),
+        ))
+    }
+
+    async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {} FROM jobs WHERE id = $1", columns("jobs"));
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(|e| pg("reading a job", e))?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn list(&self, tenant: &str, q: &ListQuery) -> StoreResult<Vec<Job>> {
+        // Two selectors on one key with different values match nothing; a JSON object
+        // cannot say that.
+        let mut labels: BTreeMap<Cow<str>, Cow<str>> = BTreeMap::new();
+        for (k, v) in &q.labels {
+            if labels
+                .insert(text(k), text(v))
+                .is_some_and(|old| old != text(v))
+            {
+                return Ok(vec![]);
+            }
+        }
+        let tenant = text(tenant);
+        let provider = opt_text(&q.provider);
+        let labels = Json(labels);
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let mut sql = format!("SELECT {} FROM jobs WHERE tenant = $1", columns("jobs"));
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
+        let state = q.state.map(|s| s.as_str());
+        if let Some(s) = &state {
+            values.push(s);
+            sql += &format!(" AND state = ${}", values.len());
+        }
+        if let Some(p) = &provider {
+            values.push(p);
+            sql += &format!(" AND provider = ${}", values.len());
+        }
+        if !q.labels.is_empty() {
+            values.push(&labels);
+            sql += &format!(" AND labels @> ${}::jsonb", values.len());
+        }
+        if let Some(before) = &q.before {
+            values.push(before);
+            sql += &format!(" AND id < ${}", values.len());
+        }
+        values.push(&limit);
+        sql += &format!(" ORDER BY id DESC LIMIT ${}", values.len());
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg("preparing a list", e))?;
+        let rows = client
+            .query(&stmt, &values)
+            .await
+            .map_err(|e| pg("listing jobs", e))?;
+        rows.iter().map(|r| record(r).map(|rec| rec.job)).collect()
+    }
+
+    async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, at, state, reason FROM events WHERE job_id = $1 ORDER BY seq",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let rows = client
+            .query(&stmt, &[&id])
+            .await
+            .map_err(|e| pg("reading events", e))?;
+        rows.iter()
+            .map(|r| {
+                let read = |e| pg("reading an event", e);
+                Ok(Event {
+                    seq: r.try_get(0).map_err(read)?,
+                    at: r.try_get(1).map_err(read)?,
+                    state: state(r.try_get(2).map_err(read)?)?,
+                    reason: r.try_get(3).map_err(read)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn update(
+        &self,
+        id: Uuid,
+        expect: &[JobState],
+        patch: Patch,
+    ) -> StoreResult<Option<JobRecord>> {
+        let expect: Vec<&str> = expect.iter().map(|s| s.as_str()).collect();
+        let mut client = self.client().await?;
+        if is_empty(&patch) {
+            // Nothing to write: only whether the job is in one of `expect`.
+            let sql = format!(
+                "SELECT {} FROM jobs WHERE id = $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2::text[]))",
+                columns("jobs")
+            );
+            let stmt = client
+                .prepare_cached(&sql)
+                .await
+                .map_err(|e| pg("preparing", e))?;
+            let row = client
+                .query_opt(&stmt, &[&id, &expect])
+                .await
+                .map_err(|e| pg("reading a job", e))?;
+            return row.as_ref().map(record).transpose();
+        }
+        let stmt = client
+            .prepare_cached(&UPDATE_SQL)
+            .await
+            .map_err(|e| pg("preparing the update", e))?;
+        let attempts = patch.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX));
+        let event_reason = patch.event.as_deref().or(patch.reason.as_deref()).map(text);
+        let at = Utc::now();
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| pg("beginning an update", e))?;
+        let row = tx
+            .query_opt(
+                &stmt,
+                &[
+                    &id,
+                    &expect,
+                    &patch.state.map(|s| s.as_str()),
+                    &opt_text(&patch.provider),
+                    &patch.provider_ref.is_some(),
+                    &patch
+                        .provider_ref
+                        .as_ref()
+                        .and_then(|r| r.as_deref().map(text)),
+                    &attempts,
+                    &opt_text(&patch.launch_key),
+                    &patch.dispatched_at,
+                    &patch.exit_code,
+                    &opt_text(&patch.reason),
+                    &patch.result.as_ref().map(Json),
+                    &patch.started_at,
+                    &patch.finished_at,
+                    &opt_text(&patch.cancel_requested_by),
+                    &opt_text(&patch.log_tail),
+                    &patch.released,
+                    &patch.excluded,
+                    &at,
+                    &event_reason,
+                    &patch.event.is_some(),
+                ],
+            )
+            .await
+            .map_err(|e| pg("updating a job", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| pg("committing an update", e))?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT secret_env FROM jobs WHERE id = $1")
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let sealed: Option<String> = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+            .map_err(|e| pg("reading a job's secrets", e))?;
+        drop(client);
+        Ok(match sealed {
+            Some(sealed) => self.open(id, &sealed)?.unwrap_or_default(),
+            None => BTreeMap::new(),
+        })
+    }
+
+    async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT log_tail FROM jobs WHERE id = $1")
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let tail: Option<Option<String>> = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+            .map_err(|e| pg("reading a log tail", e))?;
+        Ok(tail.flatten())
+    }
+
+    async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE NOT released
+                AND (state NOT IN ('succeeded', 'failed', 'cancelled') OR provider_ref IS NOT NULL)
+             ORDER BY id",
+            columns("jobs")
+        );
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let rows = client
+            .query(&stmt, &[])
+            .await
+            .map_err(|e| pg("reading unfinished jobs", e))?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE state = 'queued' AND NOT released AND created_at < $1 ORDER BY id LIMIT $2",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&before, &limit])
+            .await
+            .map_err(|e| pg("reading queued jobs", e))?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(|e| pg("reading a queued job", e)))
+            .collect()
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT COALESCE(provider, ''), state, count(*) FROM jobs GROUP BY 1, 2",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let rows = client
+            .query(&stmt, &[])
+            .await
+            .map_err(|e| pg("counting jobs", e))?;
+        rows.iter()
+            .map(|r| {
+                let read = |e| pg("reading a count", e);
+                let n: i64 = r.try_get(2).map_err(read)?;
+                Ok((
+                    r.try_get(0).map_err(read)?,
+                    state(r.try_get(1).map_err(read)?)?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(|e| pg("pinging PostgreSQL", e))
+    }
+}

@@ -1,0 +1,1070 @@
+//! One contract, two stores: every check here runs against SQLite and against PostgreSQL,
+//! so that a gateway behaves the same on either. The PostgreSQL checks need `DATABASE_URL`
+//! (`tests/pg.sh run cargo test ...` starts a throwaway server and sets it) and fail without
+//! it; each check gets a schema of its own, so they run in parallel.
+//!
+//! Then what only PostgreSQL has: migrations under a lock, the change feed, and a server
+//! that goes away and comes back under a live store.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use offload::model::{JobSpec, JobState, REDACTED};
+use offload::store::postgres::{migrate, Change, PostgresStore};
+use offload::store::secrets::SecretBox;
+use offload::store::sqlite::SqliteStore;
+use offload::store::{ListQuery, NewJob, Patch, Store, StoreError, Submitted};
+use uuid::Uuid;
+
+fn test_box() -> SecretBox {
+    SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
+}
+
+const SECRET: &str = "s3cret-value-42";
+
+fn spec(image: &str, secret: &str) -> JobSpec {
+    serde_json::from_value(serde_json::json!({
+        "image": image,
+        "secret_env": {"TOKEN": secret},
+        "env": {"MODE": "full"},
+        "labels": {"dag_id": "etl", "env": "prod"},
+    }))
+    .unwrap()
+}
+
+fn new_job(tenant: &str, key: Option<&str>, spec: JobSpec) -> NewJob {
+    NewJob {
+        id: Uuid::now_v7(),
+        tenant: tenant.into(),
+        spec,
+        idempotency_key: key.map(String::from),
+        created_at: Utc::now(),
+    }
+}
+
+fn job(tenant: &str, key: Option<&str>) -> NewJob {
+    new_job(tenant, key, spec("img", SECRET))
+}
+
+async fn created(store: &dyn Store, new: NewJob) -> Uuid {
+    match store.submit(new).await.unwrap() {
+        Submitted::Created(rec) => rec.job.id,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
+/// A store under test, and a way to look at what it keeps at rest.
+struct Fixture {
+    store: Arc<dyn Store>,
+    at_rest: AtRest,
+}
+
+enum AtRest {
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        admin: tokio_postgres::Client,
+        schema: String,
+    },
+}
+
+impl Fixture {
+    async fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offload.db");
+        let store = SqliteStore::open(&path, true, test_box()).unwrap();
+        Fixture {
+            store: Arc::new(store),
+            at_rest: AtRest::Sqlite { path, _dir: dir },
+        }
+    }
+
+    async fn postgres() -> Fixture {
+        let (admin, schema, url) = fresh_schema().await;
+        let store = PostgresStore::connect(&url, test_box()).await.unwrap();
+        Fixture {
+            store: Arc::new(store),
+            at_rest: AtRest::Postgres { admin, schema },
+        }
+    }
+
+    /// Whether `needle` is anywhere in what the store keeps at rest.
+    async fn at_rest_contains(&self, needle: &str) -> bool {
+        match &self.at_rest {
+            AtRest::Sqlite { path, .. } => {
+                let mut bytes = std::fs::read(path).unwrap();
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                bytes.extend(std::fs::read(wal).unwrap_or_default());
+                bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            }
+            AtRest::Postgres { admin, schema } => {
+                let rows = admin
+                    .query(
+                        &format!(
+                            "SELECT secret_env, jobs::text FROM \"{schema}\".jobs
+                             UNION ALL SELECT '', events::text FROM \"{schema}\".events"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                assert!(!rows.is_empty());
+                rows.iter().any(|r| {
+                    let (sealed, row): (String, String) = (r.get(0), r.get(1));
+                    sealed.contains(needle) || row.contains(needle)
+                })
+            }
+        }
+    }
+
+    /// The sealed secrets column as stored, when the store is PostgreSQL.
+    async fn stored_secret_env(&self, id: Uuid) -> Option<String> {
+        match &self.at_rest {
+            AtRest::Sqlite { .. } => None,
+            AtRest::Postgres { admin, schema } => Some(
+                admin
+                    .query_one(
+                        &format!("SELECT secret_env FROM \"{schema}\".jobs WHERE id = $1"),
+                        &[&id],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0),
+            ),
+        }
+    }
+
+    async fn finish(self) {
+        if let AtRest::Postgres { admin, schema } = &self.at_rest {
+            admin
+                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL is not set: the PostgreSQL store's tests need a server. Run them as \
+             `tests/pg.sh run cargo test --workspace --test store_contract`, which starts a \
+             throwaway PostgreSQL, or set DATABASE_URL to a database they may create schemas in"
+        )
+    })
+}
+
+/// `url` with its connections' search_path set to `schema`.
+fn with_schema(url: &str, schema: &str) -> String {
+    let joiner = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joiner}options=-c%20search_path%3D{schema}")
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to DATABASE_URL {url}: {e:?}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A new, empty schema, an admin connection, and a URL whose connections use the schema.
+async fn fresh_schema() -> (tokio_postgres::Client, String, String) {
+    let url = database_url();
+    let admin = admin_client(&url).await;
+    let schema = format!("test_{}", Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .unwrap();
+    let url = with_schema(&url, &schema);
+    (admin, schema, url)
+}
+
+/// Each check below, run once on each store.
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fixture = super::Fixture::sqlite().await;
+                    super::$check(&fixture).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let fixture = super::Fixture::postgres().await;
+                    super::$check(&fixture).await;
+                    fixture.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    submit_honours_idempotency_keys_per_tenant,
+    idempotent_retries_compare_secrets_until_they_are_deleted,
+    updates_are_compare_and_set_with_their_events,
+    list_filters_by_state_provider_and_labels_and_pages_newest_first,
+    secrets_are_sealed_at_rest_and_deleted_on_release,
+    unfinished_queued_and_counts,
+    concurrent_submits_all_land,
+    concurrent_submits_with_one_key_make_one_job,
+    every_field_round_trips,
+    nul_characters_are_stored,
+    unknown_jobs,
+);
+
+async fn submit_honours_idempotency_keys_per_tenant(f: &Fixture) {
+    let store = &*f.store;
+    let Submitted::Created(first) = store.submit(job("a", Some("k"))).await.unwrap() else {
+        panic!("not created")
+    };
+    assert_eq!(first.job.state, JobState::Queued);
+    assert!(!first.job.terminal);
+    assert_eq!(first.tenant, "a");
+    assert_eq!(first.job.spec.secret_env["TOKEN"], REDACTED);
+    assert_eq!(first.job.spec.env["MODE"], "full");
+    assert_eq!(first.job.labels["dag_id"], "etl");
+    assert_eq!(first.job.attempts, 0);
+    assert!(!first.released);
+    assert_eq!(
+        store.get(first.job.id).await.unwrap().as_ref(),
+        Some(&*first)
+    );
+
+    let again = store.submit(job("a", Some("k"))).await.unwrap();
+    assert!(
+        matches!(&again, Submitted::Existing(j) if **j == *first),
+        "{again:?}"
+    );
+    let other_spec = store
+        .submit(new_job("a", Some("k"), spec("other", SECRET)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(other_spec, Submitted::Conflict(id) if id == first.job.id),
+        "{other_spec:?}"
+    );
+    // Another tenant's key is another key.
+    let b = created(store, job("b", Some("k"))).await;
+    assert_ne!(b, first.job.id);
+    // Without a key, every submit is a new job.
+    let (x, y) = (
+        created(store, job("a", None)).await,
+        created(store, job("a", None)).await,
+    );
+    assert_ne!(x, y);
+    assert_eq!(store.secrets(first.job.id).await.unwrap()["TOKEN"], SECRET);
+    let events = store.events(first.job.id).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].state, events[0].reason.as_deref()),
+        (JobState::Queued, Some("submitted"))
+    );
+}
+
+async fn idempotent_retries_compare_secrets_until_they_are_deleted(f: &Fixture) {
+    let store = &*f.store;
+    let id = created(store, job("a", Some("k"))).await;
+    let other_secret = store
+        .submit(new_job("a", Some("k"), spec("img", "another")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(other_secret, Submitted::Conflict(c) if c == id),
+        "{other_secret:?}"
+    );
+    let released = Patch {
+        state: Some(JobState::Succeeded),
+        released: Some(true),
+        ..Patch::default()
+    };
+    store.update(id, &[], released).await.unwrap().unwrap();
+    // Once the secrets are deleted, only their names are compared.
+    for secret in [SECRET, "another"] {
+        let retried = store
+            .submit(new_job("a", Some("k"), spec("img", secret)))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&retried, Submitted::Existing(j) if j.job.id == id),
+            "{retried:?}"
+        );
+    }
+    let mut renamed = spec("img", SECRET);
+    renamed.secret_env = BTreeMap::from([("OTHER".to_string(), SECRET.to_string())]);
+    assert!(matches!(
+        store.submit(new_job("a", Some("k"), renamed)).await.unwrap(),
+        Submitted::Conflict(c) if c == id
+    ));
+}
+
+async fn updates_are_compare_and_set_with_their_events(f: &Fixture) {
+    let store = &*f.store;
+    let id = created(store, job("a", None)).await;
+    let starting = Patch {
+        state: Some(JobState::Starting),
+        provider: Some("local".into()),
+        ..Patch::default()
+    };
+    let after = store
+        .update(id, &[JobState::Queued], starting.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (after.job.state, after.job.provider.as_deref()),
+        (JobState::Starting, Some("local"))
+    );
+    assert!(
+        store
+            .update(id, &[JobState::Queued], starting)
+            .await
+            .unwrap()
+            .is_none(),
+        "a stale compare-and-set was applied"
+    );
+    // A CAS that does not apply writes nothing, not even its event.
+    let stale = Patch {
+        state: Some(JobState::Cancelled),
+        event: Some("stale".into()),
+        ..Patch::default()
+    };
+    assert!(store
+        .update(id, &[JobState::Running, JobState::Queued], stale)
+        .await
+        .unwrap()
+        .is_none());
+    // Any of several expected states.
+    let running = Patch {
+        state: Some(JobState::Running),
+        provider_ref: Some(Some("pod-1".into())),
+        ..Patch::default()
+    };
+    let after = store
+        .update(id, &[JobState::Queued, JobState::Starting], running)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.job.provider_ref.as_deref(), Some("pod-1"));
+    // An event without a change of state; and a patch that keeps the state adds none.
+    let noted = Patch {
+        event: Some("image pulled".into()),
+        ..Patch::default()
+    };
+    store.update(id, &[], noted).await.unwrap().unwrap();
+    let same_state = Patch {
+        state: Some(JobState::Running),
+        reason: Some("still running".into()),
+        ..Patch::default()
+    };
+    store.update(id, &[], same_state).await.unwrap().unwrap();
+    // An empty patch is a compare: the job when its state matches, None when not.
+    assert!(store
+        .update(id, &[JobState::Running], Patch::default())
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .update(id, &[JobState::Queued], Patch::default())
+        .await
+        .unwrap()
+        .is_none());
+    let failed = Patch {
+        state: Some(JobState::Failed),
+        exit_code: Some(3),
+        reason: Some("exited with code 3".into()),
+        provider_ref: Some(None),
+        ..Patch::default()
+    };
+    let after = store.update(id, &[], failed).await.unwrap().unwrap();
+    assert!(after.job.terminal);
+    assert_eq!(after.job.provider_ref, None, "provider_ref was not cleared");
+    assert_eq!(after.job.exit_code, Some(3));
+    assert_eq!(after.job.reason.as_deref(), Some("exited with code 3"));
+    let events: Vec<_> = store
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.state, e.reason))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (JobState::Queued, Some("submitted".into())),
+            (JobState::Starting, None),
+            (JobState::Running, None),
+            (JobState::Running, Some("image pulled".into())),
+            (JobState::Failed, Some("exited with code 3".into())),
+        ]
+    );
+    let all = store.events(id).await.unwrap();
+    assert!(all
+        .windows(2)
+        .all(|w| w[0].seq < w[1].seq && w[0].at <= w[1].at));
+}
+
+async fn list_filters_by_state_provider_and_labels_and_pages_newest_first(f: &Fixture) {
+    let store = &*f.store;
+    let mut ids = vec![];
+    for i in 0..25 {
+        let mut s = spec("img", SECRET);
+        s.labels.insert("n".into(), (i % 5).to_string());
+        if i % 2 == 0 {
+            s.labels.insert("dag_id".into(), "other".into());
+        }
+        ids.push(created(store, new_job("a", None, s)).await);
+    }
+    created(store, job("b", None)).await;
+    let page_all = |q: ListQuery| async move {
+        let mut q = ListQuery { limit: 4, ..q };
+        let mut seen = vec![];
+        loop {
+            let page = store.list("a", &q).await.unwrap();
+            assert!(page.len() <= 4);
+            let Some(last) = page.last() else { break };
+            q.before = Some(last.id);
+            seen.extend(page.into_iter().map(|j| j.id));
+        }
+        seen
+    };
+    let all = page_all(ListQuery::default()).await;
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(all, newest_first);
+    let etl = page_all(ListQuery {
+        labels: vec![("dag_id".into(), "etl".into())],
+        ..ListQuery::default()
+    })
+    .await;
+    assert_eq!(etl.len(), 12);
+    let both = page_all(ListQuery {
+        labels: vec![("dag_id".into(), "etl".into()), ("n".into(), "1".into())],
+        ..ListQuery::default()
+    })
+    .await;
+    // i in 0..25 with i odd and i % 5 == 1: 1, 11, 21.
+    assert_eq!(both, vec![ids[21], ids[11], ids[1]]);
+    for (labels, what) in [
+        (vec![("dag_id".into(), "nope".into())], "an unknown value"),
+        (vec![("nope".into(), "etl".into())], "an unknown key"),
+        (
+            vec![
+                ("dag_id".into(), "etl".into()),
+                ("dag_id".into(), "other".into()),
+            ],
+            "two values for one key",
+        ),
+    ] {
+        let q = ListQuery {
+            labels,
+            limit: 100,
+            ..ListQuery::default()
+        };
+        assert!(
+            store.list("a", &q).await.unwrap().is_empty(),
+            "{what} matched"
+        );
+    }
+    // The same selector twice is the selector once.
+    let twice = ListQuery {
+        labels: vec![("n".into(), "0".into()), ("n".into(), "0".into())],
+        limit: 100,
+        ..ListQuery::default()
+    };
+    assert_eq!(store.list("a", &twice).await.unwrap().len(), 5);
+    // State and provider.
+    let moved = Patch {
+        state: Some(JobState::Starting),
+        provider: Some("ecs".into()),
+        ..Patch::default()
+    };
+    store.update(ids[3], &[], moved).await.unwrap().unwrap();
+    let q = ListQuery {
+        state: Some(JobState::Starting),
+        limit: 100,
+        ..ListQuery::default()
+    };
+    let starting: Vec<_> = store.list("a", &q).await.unwrap();
+    assert_eq!(starting.len(), 1);
+    assert_eq!(starting[0].id, ids[3]);
+    assert_eq!(starting[0].provider.as_deref(), Some("ecs"));
+    let q = ListQuery {
+        provider: Some("ecs".into()),
+        labels: vec![("n".into(), "3".into())],
+        limit: 100,
+        ..ListQuery::default()
+    };
+    assert_eq!(store.list("a", &q).await.unwrap().len(), 1);
+    let q = ListQuery {
+        provider: Some("local".into()),
+        limit: 100,
+        ..ListQuery::default()
+    };
+    assert!(store.list("a", &q).await.unwrap().is_empty());
+    // A tenant never sees another's jobs.
+    let q = ListQuery {
+        limit: 100,
+        ..ListQuery::default()
+    };
+    assert_eq!(store.list("b", &q).await.unwrap().len(), 1);
+    assert!(store.list("c", &q).await.unwrap().is_empty());
+    let one = ListQuery {
+        limit: 1,
+        ..ListQuery::default()
+    };
+    assert_eq!(store.list("a", &one).await.unwrap()[0].id, ids[24]);
+}
+
+async fn secrets_are_sealed_at_rest_and_deleted_on_release(f: &Fixture) {
+    let store = &*f.store;
+    let id = created(store, job("a", Some("k"))).await;
+    assert!(
+        !f.at_rest_contains(SECRET).await,
+        "the secret is at rest in the clear"
+    );
+    if let Some(sealed) = f.stored_secret_env(id).await {
+        assert!(sealed.starts_with("v1:"), "{sealed}");
+    }
+    assert_eq!(store.secrets(id).await.unwrap()["TOKEN"], SECRET);
+    // Ending the job keeps them (the workload may still need launching again) ...
+    let ended = Patch {
+        state: Some(JobState::Succeeded),
+        ..Patch::default()
+    };
+    store.update(id, &[], ended).await.unwrap().unwrap();
+    assert_eq!(store.secrets(id).await.unwrap()["TOKEN"], SECRET);
+    // ... releasing its workload deletes them.
+    let released = Patch {
+        released: Some(true),
+        ..Patch::default()
+    };
+    let after = store.update(id, &[], released).await.unwrap().unwrap();
+    assert!(after.released);
+    assert!(store.secrets(id).await.unwrap().is_empty());
+    if let Some(sealed) = f.stored_secret_env(id).await {
+        assert_eq!(sealed, "");
+    }
+    // Secrets of jobs without any are empty, and so are an unknown job's.
+    let none = created(
+        store,
+        new_job("a", None, spec("img", SECRET).without_secrets()),
+    )
+    .await;
+    assert!(store.secrets(none).await.unwrap().is_empty());
+    assert!(store.secrets(Uuid::now_v7()).await.unwrap().is_empty());
+}
+
+trait WithoutSecrets {
+    fn without_secrets(self) -> Self;
+}
+
+impl WithoutSecrets for JobSpec {
+    fn without_secrets(mut self) -> Self {
+        self.secret_env.clear();
+        self
+    }
+}
+
+async fn unfinished_queued_and_counts(f: &Fixture) {
+    let store = &*f.store;
+    let mut ids = vec![];
+    for _ in 0..6 {
+        ids.push(created(store, job("a", None)).await);
+    }
+    // Apart by more than SQLite's millisecond, so that "before" is never a tie.
+    let pause = || tokio::time::sleep(Duration::from_millis(5));
+    pause().await;
+    let cutoff = Utc::now();
+    pause().await;
+    let late = created(store, job("a", None)).await;
+    pause().await;
+    let set = |state, provider: Option<&str>, provider_ref: Option<&str>, released| Patch {
+        state: Some(state),
+        provider: provider.map(String::from),
+        provider_ref: provider_ref.map(|r| Some(r.to_string())),
+        released,
+        ..Patch::default()
+    };
+    // ids[0], ids[1]: queued. ids[2]: running. ids[3]: ended, its workload still there.
+    // ids[4]: ended and released. ids[5]: failed before it reached a provider.
+    let patches = [
+        (2, set(JobState::Running, Some("local"), Some("p2"), None)),
+        (3, set(JobState::Succeeded, Some("local"), Some("p3"), None)),
+        (
+            4,
+            set(JobState::Failed, Some("ecs"), Some("p4"), Some(true)),
+        ),
+        (5, set(JobState::Failed, None, None, None)),
+    ];
+    for (i, patch) in patches {
+        store.update(ids[i], &[], patch).await.unwrap().unwrap();
+    }
+    let unfinished: Vec<Uuid> = store
+        .unfinished()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job.id)
+        .collect();
+    assert_eq!(unfinished, vec![ids[0], ids[1], ids[2], ids[3], late]);
+    assert_eq!(
+        store.queued(cutoff, 100).await.unwrap(),
+        vec![ids[0], ids[1]],
+        "queued before the cutoff, oldest first"
+    );
+    assert_eq!(store.queued(cutoff, 1).await.unwrap(), vec![ids[0]]);
+    assert_eq!(
+        store.queued(Utc::now(), 100).await.unwrap(),
+        vec![ids[0], ids[1], late]
+    );
+    let mut counts = store.counts().await.unwrap();
+    counts.sort_by_key(|(p, s, _)| (p.clone(), s.as_str()));
+    assert_eq!(
+        counts,
+        vec![
+            ("".to_string(), JobState::Failed, 1),
+            ("".to_string(), JobState::Queued, 3),
+            ("ecs".to_string(), JobState::Failed, 1),
+            ("local".to_string(), JobState::Running, 1),
+            ("local".to_string(), JobState::Succeeded, 1),
+        ]
+    );
+    store.ping().await.unwrap();
+}
+
+async fn concurrent_submits_all_land(f: &Fixture) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                let key = format!("key-{i}");
+                match store.submit(job("a", Some(&key))).await.unwrap() {
+                    Submitted::Created(rec) => rec.job.id,
+                    other => panic!("{other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut ids = vec![];
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let q = ListQuery {
+        limit: 1000,
+        ..ListQuery::default()
+    };
+    let mut listed: Vec<Uuid> = f
+        .store
+        .list("a", &q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    ids.sort();
+    listed.sort();
+    assert_eq!(listed, ids);
+    assert_eq!(f.store.unfinished().await.unwrap().len(), 50);
+}
+
+async fn concurrent_submits_with_one_key_make_one_job(f: &Fixture) {
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = f.store.clone();
+            tokio::spawn(async move { store.submit(job("a", Some("same"))).await.unwrap() })
+        })
+        .collect();
+    let (mut made, mut found) = (vec![], vec![]);
+    for t in tasks {
+        match t.await.unwrap() {
+            Submitted::Created(rec) => made.push(rec.job.id),
+            Submitted::Existing(rec) => found.push(rec.job.id),
+            Submitted::Conflict(id) => panic!("conflict with {id}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "one job per key");
+    assert_eq!(found.len(), 49);
+    assert!(found.iter().all(|id| *id == made[0]));
+    let q = ListQuery {
+        limit: 1000,
+        ..ListQuery::default()
+    };
+    assert_eq!(f.store.list("a", &q).await.unwrap().len(), 1);
+}
+
+async fn every_field_round_trips(f: &Fixture) {
+    let store = &*f.store;
+    let mut s = spec("img", SECRET);
+    s.provider_options.insert(
+        "sim".into(),
+        serde_json::json!({"n": 1.5, "big": 12345678901234567u64, "list": [1, "x", null]}),
+    );
+    s.timeout_seconds = Some(90);
+    s.resources.cpu = 0.1;
+    let id = created(store, new_job("a", Some("k"), s.clone())).await;
+    let t = |ms| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let patch = Patch {
+        state: Some(JobState::Cancelling),
+        provider: Some("kubernetes".into()),
+        provider_ref: Some(Some("ns/pod".into())),
+        attempts: Some(3),
+        launch_key: Some(format!("{id}-3")),
+        dispatched_at: Some(t(1_700_000_000_123)),
+        exit_code: Some(-9),
+        reason: Some("cancelled by a user".into()),
+        result: Some(serde_json::json!({"rows": 10, "ok": true, "x": 0.1})),
+        started_at: Some(t(1_700_000_001_456)),
+        finished_at: Some(t(1_700_000_002_789)),
+        cancel_requested_by: Some("alice".into()),
+        log_tail: Some("line 1\nline 2\n".into()),
+        released: Some(false),
+        excluded: Some(vec!["ecs".into(), "aci".into()]),
+        event: None,
+    };
+    let after = store.update(id, &[], patch).await.unwrap().unwrap();
+    let got = store.get(id).await.unwrap().unwrap();
+    assert_eq!(after, got);
+    assert_eq!(got.job.state, JobState::Cancelling);
+    assert_eq!(got.job.provider.as_deref(), Some("kubernetes"));
+    assert_eq!(got.job.provider_ref.as_deref(), Some("ns/pod"));
+    assert_eq!(got.job.attempts, 3);
+    assert_eq!(got.launch_key, Some(format!("{id}-3")));
+    assert_eq!(got.dispatched_at, Some(t(1_700_000_000_123)));
+    assert_eq!(got.job.exit_code, Some(-9));
+    assert_eq!(got.job.reason.as_deref(), Some("cancelled by a user"));
+    assert_eq!(
+        got.job.result,
+        Some(serde_json::json!({"rows": 10, "ok": true, "x": 0.1}))
+    );
+    assert_eq!(got.job.started_at, Some(t(1_700_000_001_456)));
+    assert_eq!(got.job.finished_at, Some(t(1_700_000_002_789)));
+    assert_eq!(got.cancel_requested_by.as_deref(), Some("alice"));
+    assert_eq!(got.excluded, vec!["ecs".to_string(), "aci".to_string()]);
+    assert!(!got.released);
+    assert_eq!(got.job.spec, s.redacted());
+    assert_eq!(
+        store.log_tail(id).await.unwrap().as_deref(),
+        Some("line 1\nline 2\n")
+    );
+    // The spec read back is the spec sent: the same key and spec is the same job.
+    assert!(matches!(
+        store.submit(new_job("a", Some("k"), s)).await.unwrap(),
+        Submitted::Existing(j) if j.job.id == id
+    ));
+    // Fields a patch leaves out stay as they are.
+    let later = Patch {
+        state: Some(JobState::Cancelled),
+        ..Patch::default()
+    };
+    let after = store.update(id, &[], later).await.unwrap().unwrap();
+    assert_eq!(after.job.exit_code, Some(-9));
+    assert_eq!(after.excluded.len(), 2);
+    assert_eq!(after.launch_key, Some(format!("{id}-3")));
+}
+
+async fn nul_characters_are_stored(f: &Fixture) {
+    let store = &*f.store;
+    let mut s = spec("img", "with\0nul");
+    s.env.insert("NUL".into(), "a\0b".into());
+    s.labels.insert("odd".into(), "x\0y".into());
+    let id = created(store, new_job("a", Some("k\0"), s.clone())).await;
+    let got = store.get(id).await.unwrap().unwrap();
+    assert_eq!(got.job.spec, s.redacted());
+    assert_eq!(store.secrets(id).await.unwrap()["TOKEN"], "with\0nul");
+    assert!(matches!(
+        store.submit(new_job("a", Some("k\0"), s)).await.unwrap(),
+        Submitted::Existing(j) if j.job.id == id
+    ));
+    let q = ListQuery {
+        labels: vec![("odd".into(), "x\0y".into())],
+        limit: 10,
+        ..ListQuery::default()
+    };
+    assert_eq!(store.list("a", &q).await.unwrap().len(), 1);
+    let patch = Patch {
+        state: Some(JobState::Failed),
+        reason: Some("bad\0reason".into()),
+        log_tail: Some("binary \0 output\n".into()),
+        result: Some(serde_json::json!({"s": "nul\0here"})),
+        ..Patch::default()
+    };
+    let after = store.update(id, &[], patch).await.unwrap().unwrap();
+    assert_eq!(
+        after.job.result,
+        Some(serde_json::json!({"s": "nul\0here"}))
+    );
+    assert!(after.job.reason.unwrap().starts_with("bad"));
+    assert!(store
+        .log_tail(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .starts_with("binary "));
+}
+
+async fn unknown_jobs(f: &Fixture) {
+    let store = &*f.store;
+    let id = Uuid::now_v7();
+    assert_eq!(store.get(id).await.unwrap(), None);
+    assert!(store.events(id).await.unwrap().is_empty());
+    assert_eq!(store.log_tail(id).await.unwrap(), None);
+    let patch = Patch {
+        state: Some(JobState::Failed),
+        event: Some("x".into()),
+        ..Patch::default()
+    };
+    assert!(store.update(id, &[], patch).await.unwrap().is_none());
+    assert!(store
+        .update(id, &[], Patch::default())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+// What only PostgreSQL has.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_starting_together_migrate_once() {
+    let (admin, schema, url) = fresh_schema().await;
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::connect(&url, test_box()).await })
+        })
+        .collect();
+    let mut stores = vec![];
+    for s in starts {
+        stores.push(s.await.unwrap().unwrap());
+    }
+    let versions: Vec<i32> = admin
+        .query(
+            &format!("SELECT version FROM \"{schema}\".offload_migrations ORDER BY version"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1]);
+    assert!(migrate(&url).await.unwrap().is_empty());
+    // Every replica sees every other's writes.
+    let id = created(&stores[0], job("a", None)).await;
+    assert!(stores[5].get(id).await.unwrap().is_some());
+    // A database from a newer offload is refused rather than misread.
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".offload_migrations (version, name) VALUES (999, 'future')"
+        ))
+        .await
+        .unwrap();
+    let refused = PostgresStore::connect(&url, test_box())
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("newer"), "{refused}");
+    // migrate on an empty schema applies everything.
+    let (_admin2, _schema2, url2) = fresh_schema().await;
+    assert_eq!(migrate(&url2).await.unwrap(), vec!["0001_jobs"]);
+    for s in [&schema, &_schema2] {
+        admin
+            .batch_execute(&format!("DROP SCHEMA \"{s}\" CASCADE"))
+            .await
+            .unwrap();
+    }
+}
+
+async fn next_change(feed: &mut (impl futures::Stream<Item = Change> + Unpin)) -> Change {
+    tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("no change notice within 10 s")
+        .expect("the change feed ended")
+}
+
+/// Waits for a notice about `id`, skipping other jobs' (other tests share the channel).
+async fn change_of(feed: &mut (impl futures::Stream<Item = Change> + Unpin), id: Uuid) {
+    loop {
+        if next_change(feed).await == Change::Job(id) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_change_feed_tells_of_every_committed_write() {
+    let (admin, schema, url) = fresh_schema().await;
+    let store = PostgresStore::connect(&url, test_box()).await.unwrap();
+    let other_replica = PostgresStore::connect(&url, test_box()).await.unwrap();
+    let mut feed = Box::pin(other_replica.listen());
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    let id = created(&store, job("a", None)).await;
+    change_of(&mut feed, id).await;
+    let running = Patch {
+        state: Some(JobState::Running),
+        ..Patch::default()
+    };
+    store.update(id, &[], running).await.unwrap().unwrap();
+    change_of(&mut feed, id).await;
+    // A compare-and-set that did not apply changed nothing and tells nothing; the next
+    // write's notice is the next one about this job.
+    let stale = Patch {
+        state: Some(JobState::Failed),
+        ..Patch::default()
+    };
+    assert!(store
+        .update(id, &[JobState::Queued], stale)
+        .await
+        .unwrap()
+        .is_none());
+    let second = created(&store, job("a", None)).await;
+    loop {
+        match next_change(&mut feed).await {
+            Change::Job(j) if j == second => break,
+            Change::Job(j) => assert_ne!(j, id, "a notice for a write that did not happen"),
+            Change::Resync => {}
+        }
+    }
+    drop(feed);
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_is_a_db_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://offload@127.0.0.1:{port}/offload");
+    let err = PostgresStore::connect(&url, test_box())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+    assert!(migrate(&url).await.is_err());
+    let bad = PostgresStore::connect("not a url at all", test_box())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(bad, StoreError::Db(_)), "{bad:?}");
+}
+
+/// A PostgreSQL of this test's own, from tests/pg.sh, that it can stop and start.
+struct PrivateServer {
+    url: String,
+    dir: String,
+}
+
+impl PrivateServer {
+    fn pg_sh(args: &[&str]) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pg.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tests/pg.sh {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn start() -> PrivateServer {
+        let exports = PrivateServer::pg_sh(&["start"]);
+        let value = |name: &str| {
+            exports
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {exports:?}"))
+                .to_string()
+        };
+        PrivateServer {
+            url: value("DATABASE_URL"),
+            dir: value("OFFLOAD_PG_DIR"),
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        PrivateServer::pg_sh(&["stop", &self.dir]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_away_is_a_db_error_and_the_store_recovers_by_itself() {
+    let server = tokio::task::spawn_blocking(PrivateServer::start)
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(&server.url, test_box())
+        .await
+        .unwrap();
+    let mut feed = Box::pin(store.listen());
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    let first = created(&store, job("a", Some("k"))).await;
+    change_of(&mut feed, first).await;
+
+    let dir = server.dir.clone();
+    tokio::task::spawn_blocking(move || PrivateServer::pg_sh(&["pause", &dir]))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let err = store.submit(job("a", None)).await.err().unwrap();
+        assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+    }
+    assert!(matches!(store.get(first).await, Err(StoreError::Db(_))));
+    assert!(matches!(store.ping().await, Err(StoreError::Db(_))));
+    assert!(matches!(store.unfinished().await, Err(StoreError::Db(_))));
+
+    let dir = server.dir.clone();
+    tokio::task::spawn_blocking(move || PrivateServer::pg_sh(&["resume", &dir]))
+        .await
+        .unwrap();
+    // The pool replaces its dead connections by itself; give it a moment, no more.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.ping().await.is_err() {
+        assert!(Instant::now() < deadline, "the store did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.get(first).await.unwrap().unwrap().job.id, first);
+    let second = created(&store, job("a", None)).await;
+    assert!(matches!(
+        store.submit(job("a", Some("k"))).await.unwrap(),
+        Submitted::Existing(j) if j.job.id == first
+    ));
+    // The change feed reconnected too, and says so before its next notices.
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    let third = created(&store, job("a", None)).await;
+    loop {
+        match next_change(&mut feed).await {
+            Change::Job(j) if j == third => break,
+            Change::Job(j) => assert_eq!(j, second, "an unexpected notice"),
+            Change::Resync => {}
+        }
+    }
+    drop(store);
+    drop(server);
+}
