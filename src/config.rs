@@ -12,6 +12,7 @@ use figment::Figment;
 use offload_provider::{PriceSheet, Provider};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{limits, SpotPolicy};
 use crate::store::secrets::SecretBox;
 
 /// The token accepted when no tokens are configured; only allowed on a loopback address.
@@ -19,12 +20,13 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 7] = [
+const CONFIG_KEYS: [&str; 8] = [
     "listen",
     "http",
     "store",
     "auth",
     "engine",
+    "routing",
     "body_limit_bytes",
     "providers",
 ];
@@ -40,6 +42,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub engine: EngineConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// Largest request body, in bytes.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
@@ -221,6 +225,27 @@ impl Default for EngineConfig {
             reconcile_concurrency: 64,
             orphan_sweep_seconds: 300,
             queued_sweep_seconds: 10,
+        }
+    }
+}
+
+/// `[routing]`: the defaults of a job spec's `routing` block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Whether spot providers may run a job whose spec does not say (`routing.spot`):
+    /// `never`, `allowed` or `preferred`.
+    pub default_spot: SpotPolicy,
+    /// The expected run time of a job whose spec does not say
+    /// (`routing.expected_duration_seconds`), for its cost estimate: 1 to 604800.
+    pub default_duration_seconds: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            default_spot: SpotPolicy::Never,
+            default_duration_seconds: 600,
         }
     }
 }
@@ -407,6 +432,13 @@ impl Config {
                 "engine.max_attempts and engine.reconcile_concurrency must be at least 1".into(),
             ));
         }
+        if !(1..=limits::EXPECTED_DURATION_SECONDS).contains(&self.routing.default_duration_seconds)
+        {
+            return Err(ConfigError(format!(
+                "routing.default_duration_seconds must be from 1 to {}",
+                limits::EXPECTED_DURATION_SECONDS
+            )));
+        }
         Ok(())
     }
 
@@ -478,5 +510,20 @@ mod tests {
         let allowed =
             format!("{remote}[providers.local]\nkind = \"local\"\nallow_non_loopback = true\n");
         assert!(Config::from_toml(&allowed).is_ok());
+        assert!(err("[routing]\ndefault_duration_seconds = 0").contains("default_duration_seconds"));
+        assert!(err("[routing]\ndefault_spot = \"sometimes\"").contains("sometimes"));
+    }
+
+    #[test]
+    fn routing_defaults_and_overrides() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.routing.default_spot, SpotPolicy::Never);
+        assert_eq!(c.routing.default_duration_seconds, 600);
+        let c = Config::from_toml(
+            "[routing]\ndefault_spot = \"preferred\"\ndefault_duration_seconds = 60",
+        )
+        .unwrap();
+        assert_eq!(c.routing.default_spot, SpotPolicy::Preferred);
+        assert_eq!(c.routing.default_duration_seconds, 60);
     }
 }

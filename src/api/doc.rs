@@ -24,12 +24,14 @@ use crate::model::{self, limits, patterns};
 #[openapi(
     info(title = "offload", description = "Run container jobs on serverless runtimes from schedulers such as Airflow."),
     paths(
-        jobs::create_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events,
+        jobs::create_job, jobs::quote, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events,
         ops::providers, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
         model::JobSpec, model::ResourceSpec, model::GpuSpec, model::Job, model::JobState, model::Event,
         model::JobPage, model::ProviderInfo, model::FieldError, error::Problem,
+        model::RoutingSpec, model::Prefer, model::SpotPolicy, model::Quote, model::QuoteCandidate,
+        model::QuoteExclusion,
     )),
     modifiers(&BearerAuth),
 )]
@@ -90,6 +92,24 @@ pub fn served(engine: &Engine) -> Value {
         .map(|s| s.provider.capabilities().max_cpu)
         .fold(0.0, f64::max)
         .min(limits::CPU);
+    // allow and deny name configured providers or kinds; with one provider, a deny list
+    // that names it leaves nothing, so none is accepted.
+    let mut known: Vec<String> = slots
+        .iter()
+        .flat_map(|s| [s.name.clone(), s.provider.kind().to_string()])
+        .collect();
+    known.sort();
+    known.dedup();
+    let routing = &mut doc["components"]["schemas"]["RoutingSpec"]["properties"];
+    for list in ["allow", "deny"] {
+        routing[list]["items"]["enum"] = json!(known);
+        routing[list]["items"]
+            .as_object_mut()
+            .map(|p| p.remove("pattern"));
+    }
+    if slots.len() == 1 {
+        routing["deny"]["maxItems"] = json!(0);
+    }
     let resources = &mut doc["components"]["schemas"]["ResourceSpec"]["properties"];
     resources["cpu"]["oneOf"][0]["maximum"] = json!(max_cpu);
     if gpu_kinds.is_empty() {
@@ -125,6 +145,14 @@ fn constrain(doc: &mut Value) {
     spec["timeout_seconds"]["maximum"] = json!(limits::TIMEOUT_SECONDS);
     spec["provider"]["pattern"] = json!("^(auto|[a-z0-9-]{1,40})$");
     spec["provider_options"]["additionalProperties"] = json!({"type": "object"});
+    let routing = &mut schemas["RoutingSpec"]["properties"];
+    for list in ["allow", "deny"] {
+        routing[list]["maxItems"] = json!(limits::ROUTING_NAMES);
+        routing[list]["items"]["pattern"] = json!(patterns::PROVIDER_NAME.text);
+    }
+    routing["max_hourly_usd"]["exclusiveMinimum"] = json!(0);
+    routing["expected_duration_seconds"]["minimum"] = json!(1);
+    routing["expected_duration_seconds"]["maximum"] = json!(limits::EXPECTED_DURATION_SECONDS);
     let resources = &mut schemas["ResourceSpec"]["properties"];
     for size in ["memory", "ephemeral_storage"] {
         resources[size]["pattern"] = json!(patterns::QUANTITY.text);

@@ -59,6 +59,27 @@ impl ApiError {
         }
     }
 
+    /// 422: the spec is valid but no configured provider can run it; `errors` has each
+    /// provider's reason (or the fields at fault).
+    pub fn unroutable(errors: Vec<FieldError>) -> Self {
+        let why: Vec<_> = errors
+            .iter()
+            .map(|e| match e.field.as_str() {
+                "provider" => e.message.clone(),
+                field => format!("{field}: {}", e.message),
+            })
+            .collect();
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: format!(
+                "no configured provider can run this job: {}",
+                why.join("; ")
+            ),
+            errors,
+            retry_after: None,
+        }
+    }
+
     pub fn field(status: StatusCode, error: FieldError) -> Self {
         ApiError {
             status,

@@ -22,7 +22,7 @@ use super::waiters::WaiterPlace;
 use super::AppState;
 use crate::engine::changes::Waiter;
 use crate::engine::CancelOutcome;
-use crate::model::{patterns, Event, FieldError, Job, JobPage, JobSpec, JobState};
+use crate::model::{patterns, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote};
 use crate::store::{JobRecord, ListQuery, NewJob, Submitted};
 
 const MAX_PAGE: usize = 500;
@@ -90,7 +90,7 @@ pub async fn create_job(
     state
         .engine
         .check_spec(&spec)
-        .map_err(|e| ApiError::field(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        .map_err(ApiError::unroutable)?;
     let new = NewJob {
         id: Uuid::now_v7(),
         tenant: tenant.0,
@@ -134,6 +134,26 @@ pub async fn create_job(
             ),
         )),
     }
+}
+
+/// Where a job would run and what it would cost there, without submitting it.
+#[utoipa::path(
+    post, path = "/v1/quotes", tag = "jobs",
+    request_body = JobSpec,
+    responses(
+        (status = 200, description = "The providers that can run the job, best first, with the estimated cost at each; and the others, with why not", body = Quote),
+        (status = 422, description = "Invalid fields, or no configured provider can run the job (each provider's reason in `errors`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn quote(
+    State(state): State<AppState>,
+    _tenant: Tenant,
+    JsonBody(spec): JsonBody<JobSpec>,
+) -> Result<Json<Quote>, ApiError> {
+    spec.validate().map_err(ApiError::invalid)?;
+    let quote = state.engine.quote(&spec).map_err(ApiError::unroutable)?;
+    Ok(Json(quote))
 }
 
 /// The longest a `GET /v1/jobs/{id}?wait=` may hold the request.
@@ -368,6 +388,7 @@ fn last_lines(text: &str, n: usize) -> &str {
     responses(
         (status = 200, description = "stdout and stderr, interleaved", body = String, content_type = "text/plain"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The provider's log could not be read", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -158,6 +158,7 @@ pub async fn main() -> anyhow::Result<i32> {
                 },
                 timeout_seconds: timeout,
                 provider,
+                routing: None,
                 labels: BTreeMap::new(),
                 provider_options: BTreeMap::new(),
             };

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use changes::{Changes, Waiter};
 use error_policy::ErrorPolicy;
 
-use crate::config::{Config, EngineConfig};
+use crate::config::{Config, EngineConfig, RoutingConfig};
 use crate::model::{JobState, ProviderInfo};
 use crate::store::{JobRecord, Patch, Store, StoreError};
 
@@ -113,6 +113,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     slots: Vec<Arc<Slot>>,
     config: EngineConfig,
+    /// The defaults of a spec's `routing` block.
+    routing: RoutingConfig,
     poke: mpsc::UnboundedSender<Uuid>,
     poked: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
     /// The newest phase of each workload the pollers follow, by launch key: an answer
@@ -177,6 +179,7 @@ impl Engine {
             store,
             slots,
             config: config.engine.clone(),
+            routing: config.routing.clone(),
             poke,
             poked: Mutex::new(Some(poked)),
             observations: Mutex::default(),

@@ -40,9 +40,14 @@ pub struct JobSpec {
     /// Wall-clock limit from dispatch; the job is stopped and fails with reason `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
-    /// A configured provider name, or `auto` to let routing pick the cheapest that fits.
+    /// A configured provider name, or `auto` to let routing pick the provider that fits at
+    /// the lowest estimated cost (see `routing`).
     #[serde(default = "auto")]
     pub provider: String,
+    /// How to choose the provider: what to prefer, spot, which providers, a price cap.
+    /// Applies to a named provider too, as checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingSpec>,
     /// Free-form string labels (keys of 1 to 253 characters, values of at most 1024);
     /// Airflow puts dag_id, task_id, run_id and try_number here.
     #[serde(default)]
@@ -55,6 +60,82 @@ pub struct JobSpec {
 
 fn auto() -> String {
     "auto".into()
+}
+
+/// The `routing` block of a spec: every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSpec {
+    /// `cost` (the default): the lowest estimated cost for the expected duration. `speed`:
+    /// the provider with the fewest active jobs for its `max_concurrency` (a stand-in for
+    /// start latency), the lower cost breaking ties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<Prefer>,
+    /// Whether spot (preemptible) providers may run the job: `never` excludes them,
+    /// `allowed` treats them like the others, `preferred` ranks them first. Default: the
+    /// gateway's `routing.default_spot` (itself `never` unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot: Option<SpotPolicy>,
+    /// Only these providers, by name or kind; empty or absent means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Never these providers, by name or kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Providers whose price for this job's size is higher than this many US dollars per
+    /// hour are excluded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_hourly_usd: Option<f64>,
+    /// How long the job is expected to run, for its cost estimate (billing minimums and
+    /// increments apply to it). Default: the gateway's `routing.default_duration_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_duration_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefer {
+    #[default]
+    Cost,
+    Speed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SpotPolicy {
+    #[default]
+    Never,
+    Allowed,
+    Preferred,
+}
+
+/// One provider that can run a quoted job, with what it is expected to cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuoteCandidate {
+    pub provider: String,
+    pub kind: String,
+    pub spot: bool,
+    /// Dollars per hour for the size this provider would launch.
+    pub hourly_usd: f64,
+    /// The expected duration as this provider bills it (minimum and increment applied).
+    pub billed_seconds: u64,
+    /// `hourly_usd` for `billed_seconds`.
+    pub estimated_usd: f64,
+}
+
+/// A provider that cannot run a quoted job, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuoteExclusion {
+    pub provider: String,
+    pub reason: String,
+}
+
+/// What `POST /v1/quotes` answers: where the job would run, best first, and where not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Quote {
+    /// The providers that can run the job, in the order routing would pick them.
+    pub candidates: Vec<QuoteCandidate>,
+    pub excluded: Vec<QuoteExclusion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -186,6 +267,10 @@ pub mod limits {
     pub const GPUS: u32 = 16;
     /// How deep `provider_options` may nest; providers' options are a level or two deep.
     pub const OPTION_DEPTH: usize = 8;
+    /// Entries in `routing.allow`, and again in `routing.deny`.
+    pub const ROUTING_NAMES: usize = 64;
+    /// `routing.expected_duration_seconds` at most: a week.
+    pub const EXPECTED_DURATION_SECONDS: u64 = 7 * 24 * 3600;
 }
 
 fn depth(v: &serde_json::Value) -> usize {
@@ -273,6 +358,39 @@ impl JobSpec {
                 "timeout_seconds",
                 format!("must be from 1 to {}", limits::TIMEOUT_SECONDS),
             );
+        }
+        if let Some(routing) = &self.routing {
+            for (list, field) in [
+                (&routing.allow, "routing.allow"),
+                (&routing.deny, "routing.deny"),
+            ] {
+                check(
+                    list.len() <= limits::ROUTING_NAMES,
+                    field,
+                    format!("more than {} entries", limits::ROUTING_NAMES),
+                );
+                for (i, name) in list.iter().enumerate() {
+                    check(
+                        patterns::PROVIDER_NAME.is_match(name),
+                        &format!("{field}[{i}]"),
+                        "is not a provider name or kind (1 to 40 of a-z, 0-9 and '-')".into(),
+                    );
+                }
+            }
+            if let Some(max) = routing.max_hourly_usd {
+                check(
+                    max.is_finite() && max > 0.0,
+                    "routing.max_hourly_usd",
+                    "must be more than 0".into(),
+                );
+            }
+            if let Some(d) = routing.expected_duration_seconds {
+                check(
+                    (1..=limits::EXPECTED_DURATION_SECONDS).contains(&d),
+                    "routing.expected_duration_seconds",
+                    format!("must be from 1 to {}", limits::EXPECTED_DURATION_SECONDS),
+                );
+            }
         }
         let r = &self.resources;
         check(

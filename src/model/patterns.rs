@@ -66,6 +66,12 @@ pattern!(
     JOB_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 );
 
+pattern!(
+    /// A provider's configured name or a provider kind, as `routing.allow` and
+    /// `routing.deny` name them.
+    PROVIDER_NAME = r"^[a-z0-9-]{1,40}$"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
