@@ -153,7 +153,7 @@ async fn problem(r: reqwest::Response) -> (u16, Value) {
 async fn bad_input_gets_a_clear_4xx_naming_the_field() {
     let gw = Gateway::start(PROVIDERS).await;
     // (body, content type, status, the field the problem names)
-    let cases: [(&str, &str, u16, Option<&str>); 7] = [
+    let cases: [(&str, &str, u16, Option<&str>); 10] = [
         ("{\"image\": ", "application/json", 400, None),
         ("{\"image\": 5}", "application/json", 422, Some("image")),
         (
@@ -181,6 +181,25 @@ async fn bad_input_gets_a_clear_4xx_naming_the_field() {
             Some("provider"),
         ),
         ("{\"image\": \"a\"}", "text/plain", 415, None),
+        // Objects only: serde would take a struct's fields as an array, the schema not.
+        (
+            "{\"image\": \"a\", \"routing\": [null, null]}",
+            "application/json",
+            422,
+            Some("routing"),
+        ),
+        (
+            "{\"image\": \"a\", \"resources\": [1]}",
+            "application/json",
+            422,
+            Some("resources"),
+        ),
+        (
+            "{\"image\": \"a\", \"resources\": {\"gpu\": [1]}}",
+            "application/json",
+            422,
+            Some("resources.gpu"),
+        ),
     ];
     for (body, content_type, status, field) in cases {
         let r = gw
@@ -711,4 +730,24 @@ async fn long_poll_answers_when_the_job_changes_state() {
         .unwrap();
     assert_eq!(cancel.status(), 202);
     gw.wait_terminal(TOKEN_A, slow_id, 20).await;
+}
+
+#[tokio::test]
+async fn a_label_key_with_quotes_and_backslashes_is_matched_not_an_error() {
+    let gw = Gateway::start(PROVIDERS).await;
+    let key = "we\"ird\\key\u{15}";
+    let mut spec = json!({"image": "i", "provider": "sim"});
+    spec["labels"] = json!({ key: "v" });
+    let (status, job) = gw.submit(TOKEN_A, spec).await;
+    assert_eq!(status, 201, "{job}");
+    let r = gw
+        .req(Method::GET, "/v1/jobs", TOKEN_A)
+        .query(&[("labels", format!("{key}=v"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["jobs"][0]["id"], job["id"]);
 }

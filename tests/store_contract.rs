@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use offload::model::{JobSpec, JobState, REDACTED};
+use offload::model::{CostGroup, JobCost, JobSpec, JobState, REDACTED};
 use offload::store::postgres::{migrate, Change, PostgresStore};
 use offload::store::secrets::SecretBox;
 use offload::store::sqlite::SqliteStore;
-use offload::store::{ListQuery, NewJob, Patch, Store, StoreError, Submitted};
+use offload::store::{
+    CostGrouping, CostQuery, ListQuery, NewJob, Patch, Store, StoreError, Submitted,
+};
 use uuid::Uuid;
 
 fn test_box() -> SecretBox {
@@ -224,6 +226,7 @@ contract!(
     concurrent_submits_all_land,
     concurrent_submits_with_one_key_make_one_job,
     every_field_round_trips,
+    cost_reports_group_finished_jobs,
     nul_characters_are_stored,
     unknown_jobs,
 );
@@ -735,6 +738,14 @@ async fn every_field_round_trips(f: &Fixture) {
         log_tail: Some("line 1\nline 2\n".into()),
         released: Some(false),
         excluded: Some(vec!["ecs".into(), "aci".into()]),
+        cost: Some(JobCost {
+            provider: "kubernetes".into(),
+            hourly_usd: 0.1,
+            estimated_usd: 0.0166,
+            billed_seconds: Some(61),
+            usd: Some(0.25),
+            earlier_usd: 0.125,
+        }),
         event: None,
     };
     let after = store.update(id, &[], patch).await.unwrap().unwrap();
@@ -757,6 +768,11 @@ async fn every_field_round_trips(f: &Fixture) {
     assert_eq!(got.cancel_requested_by.as_deref(), Some("alice"));
     assert_eq!(got.excluded, vec!["ecs".to_string(), "aci".to_string()]);
     assert!(!got.released);
+    let cost = got.job.cost.as_ref().unwrap();
+    assert_eq!(cost.provider, "kubernetes");
+    assert_eq!((cost.hourly_usd, cost.estimated_usd), (0.1, 0.0166));
+    assert_eq!((cost.billed_seconds, cost.usd), (Some(61), Some(0.25)));
+    assert_eq!(cost.earlier_usd, 0.125);
     assert_eq!(got.job.spec, s.redacted());
     assert_eq!(
         store.log_tail(id).await.unwrap().as_deref(),
@@ -776,6 +792,94 @@ async fn every_field_round_trips(f: &Fixture) {
     assert_eq!(after.job.exit_code, Some(-9));
     assert_eq!(after.excluded.len(), 2);
     assert_eq!(after.launch_key, Some(format!("{id}-3")));
+    assert_eq!(after.job.cost, got.job.cost);
+}
+
+async fn cost_reports_group_finished_jobs(f: &Fixture) {
+    let store = &*f.store;
+    let t = |s: i64| chrono::DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+    // (tenant, dag_id label, provider, estimated, usd, finished at)
+    let rows: [(&str, Option<&str>, Option<&str>, f64, f64, i64); 7] = [
+        ("a", Some("etl"), Some("ecs"), 0.5, 0.25, 10),
+        ("a", Some("etl"), Some("aci"), 1.0, 2.0, 20),
+        ("a", Some("ml"), Some("ecs"), 4.0, 8.0, 30),
+        ("a", None, Some("aci"), 0.125, 0.5, 40),
+        // Never dispatched: no cost, provider "".
+        ("a", Some("ml"), None, 0.0, 0.0, 50),
+        // Outside the period, and another tenant.
+        ("a", Some("etl"), Some("ecs"), 16.0, 32.0, 100),
+        ("b", Some("etl"), Some("ecs"), 64.0, 128.0, 10),
+    ];
+    for (tenant, dag, provider, estimated, usd, at) in rows {
+        let mut s = spec("img", SECRET);
+        s.labels.clear();
+        if let Some(d) = dag {
+            s.labels.insert("dag_id".into(), d.into());
+        }
+        let id = created(store, new_job(tenant, None, s)).await;
+        let patch = Patch {
+            state: Some(JobState::Succeeded),
+            provider: provider.map(String::from),
+            finished_at: Some(t(at)),
+            cost: provider.map(|p| JobCost {
+                provider: p.into(),
+                hourly_usd: 1.0,
+                estimated_usd: estimated,
+                billed_seconds: Some(1),
+                usd: Some(usd),
+                earlier_usd: 0.0,
+            }),
+            ..Patch::default()
+        };
+        store.update(id, &[], patch).await.unwrap().unwrap();
+    }
+    // A job still running has no finished_at and is not counted.
+    created(store, job("a", None)).await;
+    let g = |key: &str, jobs: u64, usd: f64, estimated_usd: f64| CostGroup {
+        key: key.into(),
+        jobs,
+        usd,
+        estimated_usd,
+    };
+    let query = |group_by| CostQuery {
+        group_by,
+        since: t(10),
+        until: t(100),
+    };
+    let by_dag = store
+        .costs("a", &query(CostGrouping::Label("dag_id".into())))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_dag,
+        vec![
+            g("", 1, 0.5, 0.125),
+            g("etl", 2, 2.25, 1.5),
+            g("ml", 2, 8.0, 4.0),
+        ]
+    );
+    let by_provider = store
+        .costs("a", &query(CostGrouping::Provider))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_provider,
+        vec![
+            g("", 1, 0.0, 0.0),
+            g("aci", 2, 2.5, 1.125),
+            g("ecs", 2, 8.25, 4.5),
+        ]
+    );
+    let none = store
+        .costs("a", &query(CostGrouping::Label("no-such".into())))
+        .await
+        .unwrap();
+    assert_eq!(none, vec![g("", 5, 10.75, 5.625)]);
+    assert!(store
+        .costs("c", &query(CostGrouping::Provider))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn nul_characters_are_stored(f: &Fixture) {
@@ -862,7 +966,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1]);
+    assert_eq!(versions, vec![1, 2]);
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -881,7 +985,10 @@ async fn postgres_replicas_starting_together_migrate_once() {
     assert!(refused.to_string().contains("newer"), "{refused}");
     // migrate on an empty schema applies everything.
     let (_admin2, _schema2, url2) = fresh_schema().await;
-    assert_eq!(migrate(&url2).await.unwrap(), vec!["0001_jobs"]);
+    assert_eq!(
+        migrate(&url2).await.unwrap(),
+        vec!["0001_jobs", "0002_cost"]
+    );
     for s in [&schema, &_schema2] {
         admin
             .batch_execute(&format!("DROP SCHEMA \"{s}\" CASCADE"))

@@ -24,14 +24,14 @@ use crate::model::{self, limits, patterns};
 #[openapi(
     info(title = "offload", description = "Run container jobs on serverless runtimes from schedulers such as Airflow."),
     paths(
-        jobs::create_job, jobs::quote, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events,
+        jobs::create_job, jobs::quote, jobs::costs, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events,
         ops::providers, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
         model::JobSpec, model::ResourceSpec, model::GpuSpec, model::Job, model::JobState, model::Event,
         model::JobPage, model::ProviderInfo, model::FieldError, error::Problem,
         model::RoutingSpec, model::Prefer, model::SpotPolicy, model::Quote, model::QuoteCandidate,
-        model::QuoteExclusion,
+        model::QuoteExclusion, model::JobCost, model::CostReport, model::CostGroup,
     )),
     modifiers(&BearerAuth),
 )]
@@ -166,6 +166,9 @@ fn constrain(doc: &mut Value) {
         for param in params.into_iter().flatten() {
             if param["name"] == "labels" {
                 param["schema"]["pattern"] = json!(patterns::LABEL_SELECTOR.text);
+            }
+            if param["name"] == "group_by" {
+                param["schema"]["pattern"] = json!(patterns::COST_GROUP_BY.text);
             }
             if param["name"] == "Idempotency-Key" {
                 param["schema"]["pattern"] = json!(patterns::IDEMPOTENCY_KEY.text);

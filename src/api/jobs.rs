@@ -22,8 +22,10 @@ use super::waiters::WaiterPlace;
 use super::AppState;
 use crate::engine::changes::Waiter;
 use crate::engine::CancelOutcome;
-use crate::model::{patterns, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote};
-use crate::store::{JobRecord, ListQuery, NewJob, Submitted};
+use crate::model::{
+    patterns, CostReport, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote,
+};
+use crate::store::{CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Submitted};
 
 const MAX_PAGE: usize = 500;
 
@@ -316,6 +318,62 @@ pub async fn list_jobs(
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten();
     Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CostParams {
+    /// `provider`, or `label:KEY` for the value of label KEY (jobs without it group under
+    /// "").
+    group_by: String,
+    /// Jobs that finished at or after this time; default 7 days ago.
+    #[param(value_type = Option<String>, format = DateTime)]
+    since: Option<String>,
+    /// Jobs that finished before this time; default now.
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/costs", tag = "jobs",
+    params(CostParams),
+    responses((status = 200, body = CostReport), (status = 400, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn costs(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Query(p): Query<CostParams>,
+) -> Result<Json<CostReport>, ApiError> {
+    let bad = |field: &str, message: String| {
+        ApiError::field(StatusCode::BAD_REQUEST, FieldError::new(field, message))
+    };
+    if !patterns::COST_GROUP_BY.is_match(&p.group_by) {
+        return Err(bad(
+            "group_by",
+            format!("{:?} is neither provider nor label:KEY", p.group_by),
+        ));
+    }
+    let group_by = match p.group_by.strip_prefix("label:") {
+        Some(key) => CostGrouping::Label(key.to_string()),
+        None => CostGrouping::Provider,
+    };
+    let time = |field: &str, value: &Option<String>| match value {
+        Some(v) => chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| bad(field, format!("{v:?} is not an RFC 3339 date-time: {e}"))),
+        None => Ok(None),
+    };
+    let until = time("until", &p.until)?.unwrap_or_else(Utc::now);
+    let since = time("since", &p.since)?.unwrap_or_else(|| Utc::now() - chrono::Duration::days(7));
+    let query = CostQuery {
+        group_by,
+        since,
+        until,
+    };
+    let groups = state.store.costs(&tenant.0, &query).await?;
+    let total_usd = groups.iter().map(|g| g.usd).sum();
+    Ok(Json(CostReport { groups, total_usd }))
 }
 
 #[utoipa::path(

@@ -58,6 +58,7 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/quotes", post(jobs::quote))
+        .route("/v1/costs", get(jobs::costs))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/v1/jobs/{id}/logs", get(jobs::job_logs))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))

@@ -275,6 +275,8 @@ impl Engine {
                         finished_at: Some(chrono::Utc::now()),
                         cancel_requested_by: Some(who),
                         released: Some(true),
+                        // Dispatched before (and sent back to the queue): it never ran.
+                        cost: self.final_cost(&rec, None, chrono::Utc::now()),
                         ..Patch::default()
                     },
                 ),
@@ -342,8 +344,25 @@ impl Engine {
         if follower {
             slot.follower_reads.until_ready().await;
         }
-        self.call(slot, "logs", slot.provider.logs(&handle, query))
+        match self
+            .call(slot, "logs", slot.provider.logs(&handle, query))
             .await
+        {
+            // The provider no longer has the workload: released between the read of the
+            // record and this call (the log's end is in the store by now), or gone before
+            // it ended (the engine will see it lost); either way not the gateway's fault.
+            Err(EngineError::Provider {
+                source: ProviderError::NotFound(_),
+                ..
+            }) => Ok(LogChunk {
+                text: match rec.job.terminal {
+                    true => self.store.log_tail(rec.job.id).await?.unwrap_or_default(),
+                    false => String::new(),
+                },
+                cursor: None,
+            }),
+            other => other,
+        }
     }
 
     /// Every provider with its health and load.

@@ -13,12 +13,12 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use offload_provider::{Handle, Launch, LogQuery, Phase, ProviderError};
 use uuid::Uuid;
 
 use super::{launch_key, Engine, EngineError, Slot};
-use crate::model::{extract_result, JobState};
+use crate::model::{extract_result, JobCost, JobState};
 use crate::store::{JobRecord, Patch};
 
 /// How often a live job is looked at even with no news (a safety net for lost pokes).
@@ -59,6 +59,23 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
 
 type Step = Result<Option<Duration>, EngineError>;
 
+/// Adds an ended attempt's cost to `offload_cost_usd_total` (a gauge that only grows: the
+/// metrics crate counts in whole numbers).
+pub(super) fn count_cost(cost: Option<&JobCost>) {
+    if let Some(c) = cost {
+        metrics::gauge!("offload_cost_usd_total", "provider" => c.provider.clone())
+            .increment(c.usd.unwrap_or(0.0) - c.earlier_usd);
+    }
+}
+
+/// When the current attempt started running: a `started_at` from before its dispatch is an
+/// earlier attempt's.
+fn this_attempt_start(rec: &JobRecord) -> Option<DateTime<Utc>> {
+    rec.job
+        .started_at
+        .filter(|s| rec.dispatched_at.is_none_or(|d| *s >= d))
+}
+
 /// Whether a provider's answer to a stop or delete says the workload is already gone.
 fn gone(result: &Result<(), EngineError>) -> bool {
     matches!(
@@ -74,8 +91,8 @@ fn gone(result: &Result<(), EngineError>) -> bool {
 impl Engine {
     async fn dispatch(&self, rec: JobRecord) -> Step {
         let id = rec.job.id;
-        let slot = match self.route(&rec) {
-            Ok(slot) => slot.clone(),
+        let (slot, estimate) = match self.route(&rec) {
+            Ok((slot, estimate)) => (slot.clone(), estimate),
             Err(why) => return self.end_unlaunched(&rec, None, JobState::Failed, why).await,
         };
         if !slot.try_acquire(id) {
@@ -91,10 +108,33 @@ impl Engine {
             launch_key: Some(key),
             dispatched_at: Some(Utc::now()),
             event: Some(format!("dispatched to {} (attempt {attempt})", slot.name)),
+            cost: Some(JobCost {
+                provider: slot.name.clone(),
+                hourly_usd: estimate.hourly_usd,
+                estimated_usd: estimate.estimated_usd,
+                billed_seconds: None,
+                usd: None,
+                earlier_usd: rec
+                    .job
+                    .cost
+                    .as_ref()
+                    .map_or(0.0, |c| c.usd.unwrap_or(c.earlier_usd)),
+            }),
             ..Patch::default()
         };
         match self.store.update(id, &[JobState::Queued], patch).await {
             Ok(Some(rec)) => {
+                let reason = if rec.job.spec.provider == "auto" {
+                    "auto"
+                } else {
+                    "named"
+                };
+                metrics::counter!(
+                    "offload_jobs_routed_total",
+                    "provider" => slot.name.clone(),
+                    "reason" => reason
+                )
+                .increment(1);
                 self.changed(id);
                 self.launch(rec, &slot, true).await
             }
@@ -372,6 +412,8 @@ impl Engine {
                 .end_unlaunched(rec, Some(slot), JobState::Failed, why)
                 .await;
         }
+        // What this attempt cost is carried into the next one's `earlier_usd`.
+        let cost = self.final_cost(rec, this_attempt_start(rec), Utc::now());
         let patch = Patch {
             state: Some(JobState::Queued),
             provider_ref: Some(None),
@@ -379,10 +421,15 @@ impl Engine {
                 "workload lost at {} ({reason}); stopped it, launching a new attempt",
                 slot.name
             )),
+            cost: cost.clone(),
             ..Patch::default()
         };
-        self.transition(id, &[JobState::Starting, JobState::Running], patch)
-            .await?;
+        if self
+            .transition(id, &[JobState::Starting, JobState::Running], patch)
+            .await?
+        {
+            count_cost(cost.as_ref());
+        }
         slot.release(id);
         self.forget_observation(&handle.key);
         Ok(Some(Duration::ZERO))
@@ -414,9 +461,12 @@ impl Engine {
             }
         };
         let now = Utc::now();
+        let started_at = this_attempt_start(rec).unwrap_or(now);
+        let cost = self.final_cost(rec, Some(started_at), now);
         let patch = Patch {
             state: Some(state),
             exit_code,
+            cost: cost.clone(),
             reason: Some(reason),
             result: extract_result(&tail),
             log_tail: Some(tail),
@@ -424,7 +474,9 @@ impl Engine {
             finished_at: Some(now),
             ..Patch::default()
         };
-        self.store.update(id, &LIVE, patch).await?;
+        if self.store.update(id, &LIVE, patch).await?.is_some() {
+            count_cost(cost.as_ref());
+        }
         self.ended(id, slot);
         self.forget_observation(&handle.key);
         Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
@@ -440,14 +492,17 @@ impl Engine {
     ) -> Step {
         let id = rec.job.id;
         let now = Utc::now();
+        let cost = self.final_cost(rec, this_attempt_start(rec), now);
         let patch = Patch {
             state: Some(state),
             reason: Some(reason),
             finished_at: Some(now),
             released: Some(rec.job.provider_ref.is_none()),
+            cost: cost.clone(),
             ..Patch::default()
         };
-        self.store
+        let ended = self
+            .store
             .update(
                 id,
                 &[
@@ -459,6 +514,9 @@ impl Engine {
                 patch,
             )
             .await?;
+        if ended.is_some() {
+            count_cost(cost.as_ref());
+        }
         match slot {
             Some(slot) => self.ended(id, slot),
             None => self.free_place(id, None),
@@ -467,6 +525,28 @@ impl Engine {
             self.forget_observation(key);
         }
         Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
+    }
+
+    /// The job's cost once it ends at `finished`: its billed run time from `started` (none:
+    /// it never started, and costs 0) under its provider's billing rules, at the hourly
+    /// price of its estimate. `None` when it was never dispatched.
+    pub(super) fn final_cost(
+        &self,
+        rec: &JobRecord,
+        started: Option<DateTime<Utc>>,
+        finished: DateTime<Utc>,
+    ) -> Option<JobCost> {
+        let mut cost = rec.job.cost.clone()?;
+        let billed = match (started, self.slot(&cost.provider)) {
+            (Some(at), Some(slot)) => {
+                let ms = (finished - at).num_milliseconds().max(0) as u64;
+                slot.prices.billed_seconds(ms.div_ceil(1000))
+            }
+            _ => 0,
+        };
+        cost.billed_seconds = Some(billed);
+        cost.usd = Some(cost.earlier_usd + cost.hourly_usd * billed as f64 / 3600.0);
+        Some(cost)
     }
 
     /// Drops the observation of a workload the poller no longer follows. Called after the

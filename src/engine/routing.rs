@@ -96,19 +96,24 @@ struct Ranking<'a> {
 }
 
 impl Engine {
-    pub(super) fn route(&self, rec: &JobRecord) -> Result<&Arc<Slot>, String> {
+    /// Where the job goes now, with the estimate a quote would give there.
+    pub(super) fn route(&self, rec: &JobRecord) -> Result<(&Arc<Slot>, Estimate), String> {
         match self.rank(&rec.job.spec, &rec.excluded) {
-            Ok(r) => r.candidates.first().map(|c| c.slot).ok_or_else(|| {
-                let why: Vec<_> = r
-                    .refusals
-                    .iter()
-                    .map(|(n, w)| format!("{n}: {w}"))
-                    .collect();
-                format!(
-                    "no configured provider can run this job ({})",
-                    why.join("; ")
-                )
-            }),
+            Ok(r) => r
+                .candidates
+                .first()
+                .map(|c| (c.slot, c.estimate))
+                .ok_or_else(|| {
+                    let why: Vec<_> = r
+                        .refusals
+                        .iter()
+                        .map(|(n, w)| format!("{n}: {w}"))
+                        .collect();
+                    format!(
+                        "no configured provider can run this job ({})",
+                        why.join("; ")
+                    )
+                }),
             Err(errors) => Err(errors
                 .into_iter()
                 .map(|e| format!("{}: {}", e.field, e.message))

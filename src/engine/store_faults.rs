@@ -63,6 +63,13 @@ impl Store for FlakyStore {
     async fn queued(&self, before: chrono::DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
         self.inner.queued(before, limit).await
     }
+    async fn costs(
+        &self,
+        tenant: &str,
+        query: &crate::store::CostQuery,
+    ) -> StoreResult<Vec<crate::model::CostGroup>> {
+        self.inner.costs(tenant, query).await
+    }
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
         self.inner.counts().await
     }
@@ -161,4 +168,28 @@ async fn a_store_failure_at_a_cancel_is_retried_until_the_job_ends_and_frees_its
         JobState::Cancelled
     );
     assert_eq!(load(&engine), 0);
+}
+
+#[tokio::test]
+async fn a_log_read_racing_the_release_answers_the_stored_tail_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let id = submit(&store, serde_json::json!({})).await;
+    // A record read just before the engine released the workload: the job has ended with
+    // its tail stored, and the provider (here, one that never had it) no longer knows it.
+    let ended = Patch {
+        state: Some(JobState::Succeeded),
+        provider: Some("sim".into()),
+        provider_ref: Some(Some("sim-gone".into())),
+        launch_key: Some(super::launch_key(id, 1)),
+        log_tail: Some("the end\n".into()),
+        ..Patch::default()
+    };
+    let stale = store.inner.update(id, &[], ended).await.unwrap().unwrap();
+    assert!(!stale.released);
+    let chunk = engine
+        .logs(&stale, &offload_provider::LogQuery::default())
+        .await
+        .expect("a released workload's log read is no error");
+    assert_eq!(chunk.text, "the end\n");
 }

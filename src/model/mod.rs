@@ -35,7 +35,7 @@ pub struct JobSpec {
     /// name also in `env` takes this value.
     #[serde(default)]
     pub secret_env: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub resources: ResourceSpec,
     /// Wall-clock limit from dispatch; the job is stopped and fails with reason `timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,7 +46,11 @@ pub struct JobSpec {
     pub provider: String,
     /// How to choose the provider: what to prefer, spot, which providers, a price cap.
     /// Applies to a named provider too, as checks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
     pub routing: Option<RoutingSpec>,
     /// Free-form string labels (keys of 1 to 253 characters, values of at most 1024);
     /// Airflow puts dag_id, task_id, run_id and try_number here.
@@ -149,7 +153,11 @@ pub struct ResourceSpec {
     #[serde(default = "default_memory")]
     #[schema(example = "512Mi")]
     pub memory: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
     pub gpu: Option<GpuSpec>,
     /// Kubernetes quantity, as `memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +199,54 @@ pub fn parse_cpu(text: &str) -> Option<f64> {
         Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
         None => text.parse::<f64>().ok(),
     }
+}
+
+/// A struct from a JSON object only: serde's derive would also take an array of its
+/// fields in order, which the schema does not allow.
+struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<T, D::Error> {
+    de.deserialize_map(ObjectOnly(std::marker::PhantomData))
+}
+
+struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Option<T>, D::Error> {
+        object(de).map(Some)
+    }
+}
+
+fn object_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    de: D,
+) -> Result<Option<T>, D::Error> {
+    de.deserialize_option(ObjectOrNull(std::marker::PhantomData))
 }
 
 fn cpu_quantity<'de, D: serde::Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
@@ -571,6 +627,50 @@ pub struct Job {
     pub attempts: u32,
     /// The spec as posted, with secret values redacted.
     pub spec: JobSpec,
+    /// What the job is expected to cost and, once it has ended, what it cost; absent
+    /// until the job is dispatched.
+    pub cost: Option<JobCost>,
+}
+
+/// A job's cost under its provider's price sheet and billing rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobCost {
+    /// The provider the estimate is for (the current attempt's).
+    pub provider: String,
+    /// Dollars per hour for the size the provider launches.
+    pub hourly_usd: f64,
+    /// The estimate at routing time, as `POST /v1/quotes` gives it.
+    pub estimated_usd: f64,
+    /// The run time as billed (started_at to finished_at, rounded up to the billing
+    /// increment, at least the minimum; 0 when the job never started); absent until the
+    /// job ends.
+    pub billed_seconds: Option<u64>,
+    /// `hourly_usd` for `billed_seconds`, plus `earlier_usd`; absent until the job ends.
+    pub usd: Option<f64>,
+    /// What earlier attempts cost (workloads lost and launched again), included in `usd`.
+    #[serde(default)]
+    pub earlier_usd: f64,
+}
+
+/// One group of a cost report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CostGroup {
+    /// The provider, or the label's value ("" for jobs without the label or never
+    /// dispatched).
+    pub key: String,
+    /// Jobs that finished in the period.
+    pub jobs: u64,
+    /// What they cost.
+    pub usd: f64,
+    /// What they were estimated to cost when dispatched.
+    pub estimated_usd: f64,
+}
+
+/// The cost of a tenant's jobs that finished in a period, by group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CostReport {
+    pub groups: Vec<CostGroup>,
+    pub total_usd: f64,
 }
 
 /// One transition in a job's history.

@@ -72,6 +72,11 @@ pattern!(
     PROVIDER_NAME = r"^[a-z0-9-]{1,40}$"
 );
 
+pattern!(
+    /// How a cost report groups jobs: by provider, or by the value of one label.
+    COST_GROUP_BY = r"^(provider|label:[^,]{1,253})$"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

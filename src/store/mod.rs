@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::model::{Event, Job, JobSpec, JobState};
+use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
 /// A job with the fields only the gateway sees.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +51,22 @@ pub enum Submitted {
     Conflict(Uuid),
 }
 
+/// How a cost report groups jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CostGrouping {
+    Provider,
+    /// The value of this label; "" for jobs without it.
+    Label(String),
+}
+
+/// A tenant's jobs that finished in `[since, until)`, grouped.
+#[derive(Debug, Clone)]
+pub struct CostQuery {
+    pub group_by: CostGrouping,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub state: Option<JobState>,
@@ -80,6 +96,7 @@ pub struct Patch {
     pub log_tail: Option<String>,
     pub released: Option<bool>,
     pub excluded: Option<Vec<String>>,
+    pub cost: Option<JobCost>,
     /// Appends an event with this reason even when the state does not change. A state
     /// change always appends one, with `reason` (or this) as its reason.
     pub event: Option<String>,
@@ -130,6 +147,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many jobs there are per (provider, state); undispatched jobs have provider "".
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>>;
+
+    /// The cost of a tenant's jobs that finished in the query's period, by group, ordered
+    /// by key. Jobs never dispatched count with 0 under provider "".
+    async fn costs(&self, tenant: &str, query: &CostQuery) -> StoreResult<Vec<CostGroup>>;
 
     /// Whether the store answers.
     async fn ping(&self) -> StoreResult<()>;

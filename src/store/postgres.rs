@@ -34,8 +34,11 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use super::secrets::SecretBox;
-use super::{JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted};
-use crate::model::{Event, Job, JobSpec, JobState};
+use super::{
+    CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult,
+    Submitted,
+};
+use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
 /// The channel every change to a job is announced on, with the job's id as payload.
 pub const CHANNEL: &str = "offload_jobs";
@@ -47,17 +50,24 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "jobs",
-    sql: include_str!("postgres/migrations/0001_jobs.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "jobs",
+        sql: include_str!("postgres/migrations/0001_jobs.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "cost",
+        sql: include_str!("postgres/migrations/0002_cost.sql"),
+    },
+];
 
 /// The advisory lock that migrations run under ("offload" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x6f66_666c_6f61_6401;
 
 /// The columns [`record`] reads, in its order.
-const JOB_COLUMNS: [&str; 18] = [
+const JOB_COLUMNS: [&str; 19] = [
     "id",
     "tenant",
     "state",
@@ -76,6 +86,7 @@ const JOB_COLUMNS: [&str; 18] = [
     "cancel_requested_by",
     "released",
     "excluded",
+    "cost",
 ];
 
 fn columns(table: &str) -> String {
@@ -593,6 +604,7 @@ fn record(row: &Row) -> StoreResult<JobRecord> {
         created_at: get(row, 12)?,
         started_at: get(row, 13)?,
         finished_at: get(row, 14)?,
+        cost: get::<Option<Json<JobCost>>>(row, 18)?.map(|Json(c)| c),
     };
     Ok(JobRecord {
         job,
@@ -652,7 +664,8 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
                 released = COALESCE($17::bool, jobs.released),
                 -- The workload is gone; nothing needs the job's secrets any more.
                 secret_env = CASE WHEN $17::bool THEN '' ELSE jobs.secret_env END,
-                excluded = COALESCE($18::text[], jobs.excluded)
+                excluded = COALESCE($18::text[], jobs.excluded),
+                cost = COALESCE($22::jsonb, jobs.cost)
             FROM before
             WHERE jobs.id = before.id
                 AND (cardinality($2::text[]) = 0 OR before.state = ANY($2::text[]))
@@ -684,6 +697,7 @@ fn is_empty(patch: &Patch) -> bool {
         log_tail,
         released,
         excluded,
+        cost,
         event,
     } = patch;
     state.is_none()
@@ -701,6 +715,7 @@ fn is_empty(patch: &Patch) -> bool {
         && log_tail.is_none()
         && released.is_none()
         && excluded.is_none()
+        && cost.is_none()
         && event.is_none()
 }
 
@@ -916,6 +931,7 @@ impl Store for PostgresStore {
                     &at,
                     &event_reason,
                     &patch.event.is_some(),
+                    &patch.cost.as_ref().map(Json),
                 ],
             )
             .await
@@ -993,6 +1009,44 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|r| r.try_get(0).map_err(|e| pg("reading a queued job", e)))
             .collect()
+    }
+
+    async fn costs(&self, tenant: &str, query: &CostQuery) -> StoreResult<Vec<CostGroup>> {
+        let (key, label) = match &query.group_by {
+            CostGrouping::Provider => ("COALESCE(provider, '')", String::new()),
+            CostGrouping::Label(k) => ("COALESCE(labels->>$4::text, '')", k.clone()),
+        };
+        let sql = format!(
+            "SELECT {key} AS k, count(*), \
+                COALESCE(sum((cost->>'usd')::float8), 0)::float8, \
+                COALESCE(sum((cost->>'estimated_usd')::float8), 0)::float8 \
+             FROM jobs WHERE tenant = $1 AND finished_at >= $2 AND finished_at < $3 \
+                AND $4::text IS NOT NULL \
+             GROUP BY 1"
+        );
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&sql)
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let rows = client
+            .query(&stmt, &[&tenant, &query.since, &query.until, &label])
+            .await
+            .map_err(|e| pg("reading costs", e))?;
+        let mut groups = rows
+            .iter()
+            .map(|r| {
+                Ok(CostGroup {
+                    key: get(r, 0)?,
+                    jobs: get::<i64>(r, 1)? as u64,
+                    usd: get(r, 2)?,
+                    estimated_usd: get(r, 3)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        // In byte order, as SQLite gives them, whatever the database's collation.
+        groups.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(groups)
     }
 
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {

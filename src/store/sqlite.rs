@@ -16,8 +16,11 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::secrets::SecretBox;
-use super::{JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted};
-use crate::model::{Event, Job, JobState};
+use super::{
+    CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult,
+    Submitted,
+};
+use crate::model::{CostGroup, Event, Job, JobState};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
@@ -62,9 +65,18 @@ CREATE INDEX IF NOT EXISTS events_by_job ON events (job_id, seq);
 PRAGMA user_version = 1;
 "#;
 
+/// Version 2: each job's cost (JSON), and an index for cost reports.
+const MIGRATION_2: &str = r#"
+BEGIN;
+ALTER TABLE jobs ADD COLUMN cost TEXT;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (tenant, finished_at);
+PRAGMA user_version = 2;
+COMMIT;
+"#;
+
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
-    released, excluded";
+    released, excluded, cost";
 
 /// The most writes one transaction takes before it commits.
 const MAX_BATCH: usize = 1024;
@@ -146,12 +158,17 @@ impl SqliteStore {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(db)?;
-        if version > 1 {
+        if version > 2 {
             return Err(StoreError::Db(format!(
                 "{path_str} has schema version {version}, newer than this offload knows"
             )));
         }
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        if version < 1 {
+            conn.execute_batch(SCHEMA).map_err(db)?;
+        }
+        if version < 2 {
+            conn.execute_batch(MIGRATION_2).map_err(db)?;
+        }
         let (tx, rx) = mpsc::channel::<WriteOp>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -345,6 +362,10 @@ fn record(row: &Row) -> rusqlite::Result<JobRecord> {
         created_at: time(row.get(13)?).unwrap_or_default(),
         started_at: time(row.get(14)?),
         finished_at: time(row.get(15)?),
+        cost: row
+            .get::<_, Option<String>>(19)?
+            .map(|c| parse_json(19, &c))
+            .transpose()?,
     };
     Ok(JobRecord {
         job,
@@ -513,6 +534,12 @@ fn update(
             Box::new(serde_json::to_string(v).map_err(json_err)?),
         ));
     }
+    if let Some(v) = &patch.cost {
+        sets.push((
+            "cost",
+            Box::new(serde_json::to_string(v).map_err(json_err)?),
+        ));
+    }
     if !sets.is_empty() {
         let clause: Vec<String> = sets
             .iter()
@@ -544,11 +571,13 @@ fn list(conn: &Connection, tenant: &str, q: &ListQuery) -> rusqlite::Result<Vec<
         values.push(p.clone());
         sql += &format!(" AND provider = ?{}", values.len());
     }
+    // Matched through json_each, not a JSON path built from the key: a key may hold any
+    // character, quotes and backslashes included.
     for (k, v) in &q.labels {
-        values.push(format!("$.\"{}\"", k.replace('"', "")));
+        values.push(k.clone());
         values.push(v.clone());
         sql += &format!(
-            " AND json_extract(labels, ?{}) = ?{}",
+            " AND EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ?{} AND value = ?{})",
             values.len() - 1,
             values.len()
         );
@@ -662,6 +691,38 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn costs(&self, tenant: &str, query: &CostQuery) -> StoreResult<Vec<CostGroup>> {
+        let (key, label) = match &query.group_by {
+            CostGrouping::Provider => ("COALESCE(provider, '')", String::new()),
+            CostGrouping::Label(k) => (
+                "COALESCE((SELECT value FROM json_each(labels) WHERE key = ?4), '')",
+                k.clone(),
+            ),
+        };
+        let sql = format!(
+            "SELECT {key} AS k, COUNT(*), \
+                SUM(COALESCE(json_extract(cost, '$.usd'), 0.0)), \
+                SUM(COALESCE(json_extract(cost, '$.estimated_usd'), 0.0)) \
+             FROM jobs WHERE tenant = ?1 AND finished_at >= ?2 AND finished_at < ?3 \
+                AND (?4 IS NOT NULL) \
+             GROUP BY k ORDER BY k"
+        );
+        let (tenant, since, until) = (tenant.to_string(), ms(query.since), ms(query.until));
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![tenant, since, until, label], |r| {
+                Ok(CostGroup {
+                    key: r.get(0)?,
+                    jobs: r.get::<_, i64>(1)? as u64,
+                    usd: r.get(2)?,
+                    estimated_usd: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -710,6 +771,39 @@ mod tests {
             idempotency_key: key.map(String::from),
             created_at: Utc::now(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_gains_the_cost_column() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db.sqlite");
+        let id = Uuid::now_v7();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, tenant, state, labels, spec, secret_env, created_at, finished_at) \
+                 VALUES (?1, 'a', 'succeeded', '{}', ?2, '', 1, 2)",
+                params![id.to_string(), serde_json::to_string(&spec("img").redacted()).unwrap()],
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            let store = SqliteStore::open(&path, false, test_box()).unwrap();
+            let got = store.get(id).await.unwrap().unwrap();
+            assert_eq!(got.job.cost, None);
+            drop(store);
+            let conn = Connection::open(&path).unwrap();
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, 2);
+        }
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        drop(conn);
+        let refused = SqliteStore::open(&path, false, test_box()).err().unwrap();
+        assert!(refused.to_string().contains("newer"), "{refused}");
     }
 
     #[tokio::test]

@@ -44,6 +44,10 @@ pub struct Config {
     /// `billing_increment_seconds`), so tests can model any runtime. Free by default.
     pub price: PriceSheet,
     pub seed: Option<u64>,
+    /// The longest `start_ms` or `run_ms` a job may ask for in its options.
+    pub max_option_ms: u64,
+    /// The most `capacity_errors` a job may ask for in its options.
+    pub max_capacity_errors: u32,
 }
 
 impl Default for Config {
@@ -61,6 +65,8 @@ impl Default for Config {
             max_observe_batch: 100,
             price: PriceSheet::default(),
             seed: None,
+            max_option_ms: u64::MAX,
+            max_capacity_errors: u32::MAX,
         }
     }
 }
@@ -275,6 +281,23 @@ impl SimProvider {
 
     fn plan(&self, spec: &WorkloadSpec, lost: bool) -> Result<Plan> {
         let opts = Self::options(spec)?;
+        let max_ms = self.config.max_option_ms;
+        for (name, ms) in [("start_ms", opts.start_ms), ("run_ms", opts.run_ms)] {
+            if ms.is_some_and(|ms| ms > max_ms) {
+                return Err(ProviderError::InvalidSpec(format!(
+                    "provider_options.sim.{name}: at most {max_ms}"
+                )));
+            }
+        }
+        if opts
+            .capacity_errors
+            .is_some_and(|n| n > self.config.max_capacity_errors)
+        {
+            return Err(ProviderError::InvalidSpec(format!(
+                "provider_options.sim.capacity_errors: at most {}",
+                self.config.max_capacity_errors
+            )));
+        }
         let exit_code = opts.exit_code.unwrap_or(self.config.exit_code);
         let output = opts.output.unwrap_or_else(|| {
             format!(
@@ -347,8 +370,7 @@ impl Provider for SimProvider {
 
     fn options_schema(&self) -> serde_json::Value {
         // Every option may be absent or null: the provider's setting applies then.
-        let ms =
-            serde_json::json!({"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX});
+        let ms = serde_json::json!({"type": ["integer", "null"], "minimum": 0, "maximum": self.config.max_option_ms});
         serde_json::json!({
             "type": "object",
             "additionalProperties": false,
@@ -358,7 +380,7 @@ impl Provider for SimProvider {
                 "exit_code": {"type": ["integer", "null"], "minimum": i32::MIN, "maximum": i32::MAX},
                 "output": {"type": ["string", "null"]},
                 "lost": {"type": ["boolean", "null"]},
-                "capacity_errors": {"type": ["integer", "null"], "minimum": 0, "maximum": u32::MAX},
+                "capacity_errors": {"type": ["integer", "null"], "minimum": 0, "maximum": self.config.max_capacity_errors},
                 "cancel_error": {"enum": ["not_found", "transient", null]},
             }
         })

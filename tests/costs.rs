@@ -1,0 +1,192 @@
+//! Each job's cost (the estimate stored at dispatch, what it cost once ended) and
+//! `GET /v1/costs`, through the HTTP API, on sim providers whose prices make the sums easy.
+//! Jobs run well under every billing minimum, so what they cost does not depend on timing.
+
+mod common;
+
+use common::{Gateway, TOKEN_A, TOKEN_B};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// `permin`: $3.60 per vCPU-hour ($0.001 per vCPU-second), at least 60 s; `halfmin`:
+/// $7.20, at least 30 s in 30 s steps; `solo`: $36, at least 60 s, one job at a time.
+const PROVIDERS: &str = r#"
+[providers.halfmin]
+kind = "sim"
+start_ms = 0
+run_ms = 200
+poll_interval_ms = 50
+price = { vcpu_hour = 7.2, min_billed_seconds = 30, billing_increment_seconds = 30 }
+[providers.permin]
+kind = "sim"
+start_ms = 0
+run_ms = 200
+poll_interval_ms = 50
+price = { vcpu_hour = 3.6, min_billed_seconds = 60 }
+[providers.solo]
+kind = "sim"
+start_ms = 0
+run_ms = 200
+poll_interval_ms = 50
+max_concurrency = 1
+price = { vcpu_hour = 36.0, min_billed_seconds = 60 }
+"#;
+
+fn spec(provider: &str, cpu: u32, dag: Option<&str>, expected: Option<u64>) -> Value {
+    let mut s = json!({"image": "alpine", "command": ["true"], "resources": {"cpu": cpu},
+        "provider": provider});
+    if let Some(d) = dag {
+        s["labels"] = json!({"dag_id": d});
+    }
+    if let Some(e) = expected {
+        s["routing"] = json!({"expected_duration_seconds": e});
+    }
+    s
+}
+
+async fn submit(gw: &Gateway, spec: Value) -> String {
+    let (status, job) = gw.submit(TOKEN_A, spec).await;
+    assert_eq!(status, 201, "{job}");
+    assert!(job["cost"].is_null(), "no cost before dispatch: {job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    a.as_f64().is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
+/// Checks a job's cost: its provider, hourly price, estimate, and (once ended) billed
+/// seconds and dollars.
+fn check(job: &Value, provider: &str, hourly: f64, estimated: f64, billed: u64, usd: f64) {
+    let c = &job["cost"];
+    assert_eq!(c["provider"], provider, "{job}");
+    assert!(close(&c["hourly_usd"], hourly), "{job}");
+    assert!(close(&c["estimated_usd"], estimated), "{job}");
+    assert_eq!(c["billed_seconds"], billed, "{job}");
+    assert!(close(&c["usd"], usd), "{job}");
+}
+
+async fn costs(gw: &Gateway, query: &str) -> (u16, Value) {
+    gw.get(TOKEN_A, &format!("/v1/costs?{query}")).await
+}
+
+fn group<'a>(report: &'a Value, key: &str) -> &'a Value {
+    report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == key)
+        .unwrap_or_else(|| panic!("no group {key:?}: {report}"))
+}
+
+fn check_group(report: &Value, key: &str, jobs: u64, usd: f64, estimated: f64) {
+    let g = group(report, key);
+    assert_eq!(g["jobs"], jobs, "{key}: {report}");
+    assert!(close(&g["usd"], usd), "{key}: {report}");
+    assert!(close(&g["estimated_usd"], estimated), "{key}: {report}");
+}
+
+#[tokio::test]
+async fn each_job_costs_its_billed_time_and_reports_add_them_up() {
+    let gw = Gateway::start(PROVIDERS).await;
+
+    // 1 vCPU expected for 120 s: permin $0.12, halfmin $0.24, solo $1.20; it runs
+    // 0.2 s, billed as permin's minute: $0.06.
+    let etl_auto = submit(&gw, spec("auto", 1, Some("etl"), Some(120))).await;
+    // 2 vCPUs named at halfmin ($14.40 an hour): expected 120 s is $0.48; billed 30 s,
+    // $0.12.
+    let etl_named = submit(&gw, spec("halfmin", 2, Some("etl"), Some(120))).await;
+    // 1 vCPU for the default 600 s: permin $0.60; billed a minute, $0.06.
+    let ml = submit(&gw, spec("auto", 1, Some("ml"), None)).await;
+
+    let job = gw.wait_terminal(TOKEN_A, &etl_auto, 20).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    check(&job, "permin", 3.6, 0.12, 60, 0.06);
+    let job = gw.wait_terminal(TOKEN_A, &etl_named, 20).await;
+    check(&job, "halfmin", 14.4, 0.48, 30, 0.12);
+    let job = gw.wait_terminal(TOKEN_A, &ml, 20).await;
+    check(&job, "permin", 3.6, 0.6, 60, 0.06);
+
+    // solo takes one job at a time: a long one holds it, the next waits in the queue.
+    let mut long = spec("solo", 1, None, None);
+    long["provider_options"] = json!({"sim": {"run_ms": 60000}});
+    let long = submit(&gw, long).await;
+    let job = gw.wait_state(TOKEN_A, &long, "running", 20).await;
+    // The estimate is there from dispatch; what it cost, only once it ends.
+    assert!(close(&job["cost"]["estimated_usd"], 6.0), "{job}");
+    assert!(job["cost"]["usd"].is_null(), "{job}");
+    assert!(job["cost"]["billed_seconds"].is_null(), "{job}");
+    let waiting = submit(&gw, spec("solo", 1, Some("etl"), None)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let job = gw.wait_state(TOKEN_A, &waiting, "queued", 1).await;
+    assert!(job["cost"].is_null(), "{job}");
+    for id in [&waiting, &long] {
+        let r = gw
+            .req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    // Cancelled while queued: never dispatched, so no cost (0 in reports).
+    let job = gw.wait_terminal(TOKEN_A, &waiting, 20).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(job["cost"].is_null(), "{job}");
+    // Stopped after a moment of running: billed solo's minute, $0.60.
+    let job = gw.wait_terminal(TOKEN_A, &long, 20).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    check(&job, "solo", 36.0, 6.0, 60, 0.6);
+
+    // By hand: etl = 0.06 + 0.12 + 0 (estimated 0.12 + 0.48); ml = 0.06 (0.60);
+    // no dag_id = 0.60 (6.00).
+    let (status, report) = costs(&gw, "group_by=label:dag_id").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["groups"].as_array().unwrap().len(), 3, "{report}");
+    check_group(&report, "", 1, 0.6, 6.0);
+    check_group(&report, "etl", 3, 0.18, 0.6);
+    check_group(&report, "ml", 1, 0.06, 0.6);
+    assert!(close(&report["total_usd"], 0.84), "{report}");
+
+    let (status, report) = costs(&gw, "group_by=provider").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["groups"].as_array().unwrap().len(), 4, "{report}");
+    check_group(&report, "", 1, 0.0, 0.0);
+    check_group(&report, "halfmin", 1, 0.12, 0.48);
+    check_group(&report, "permin", 2, 0.12, 0.72);
+    check_group(&report, "solo", 1, 0.6, 6.0);
+    assert!(close(&report["total_usd"], 0.84), "{report}");
+
+    // The period is [since, until); another tenant sees none of it.
+    let (status, report) = costs(
+        &gw,
+        "group_by=provider&since=2020-01-01T00:00:00Z&until=2021-01-01T00:00:00%2B01:00",
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report, json!({"groups": [], "total_usd": 0.0}));
+    let (status, report) = gw.get(TOKEN_B, "/v1/costs?group_by=provider").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report, json!({"groups": [], "total_usd": 0.0}));
+
+    for (query, field) in [
+        ("group_by=dag_id", "group_by"),
+        ("group_by=label:", "group_by"),
+        ("group_by=provider&since=yesterday", "since"),
+        ("group_by=provider&until=2024-13-01T00:00:00Z", "until"),
+    ] {
+        let (status, problem) = costs(&gw, query).await;
+        assert_eq!(status, 400, "{query}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+    let (status, _) = gw.get(TOKEN_A, "/v1/costs").await;
+    assert_eq!(status, 400, "group_by is required");
+
+    // Metrics: the dispatches by provider and how it was chosen, and the dollars spent.
+    let m = |p: &str| format!("offload_jobs_routed_total{{provider=\"{p}\",reason=");
+    assert_eq!(gw.metric(&format!("{}\"auto\"", m("permin"))).await, 2.0);
+    assert_eq!(gw.metric(&format!("{}\"named\"", m("halfmin"))).await, 1.0);
+    assert_eq!(gw.metric(&format!("{}\"named\"", m("solo"))).await, 1.0);
+    let spent = |p: &str| format!("offload_cost_usd_total{{provider=\"{p}\"}}");
+    assert!((gw.metric(&spent("permin")).await - 0.12).abs() < 1e-9);
+    assert!((gw.metric(&spent("solo")).await - 0.6).abs() < 1e-9);
+}
