@@ -555,7 +555,8 @@ impl Follower {
                     ));
                 }
             };
-            self.done = !at_provider;
+            // An ended job read from the start gets its stored tail, which is the whole answer.
+            self.done = !at_provider || (rec.job.terminal && query.cursor.is_none());
             self.streamed |= at_provider;
             self.cursor = chunk.cursor.or(self.cursor.take());
             let text = match self.tail.take() {

@@ -320,8 +320,12 @@ impl Engine {
         query: &LogQuery,
         follower: bool,
     ) -> Result<LogChunk, EngineError> {
+        // An ended job's log is the tail stored at its end, also in the moment between its
+        // workload's release at the provider and the record saying so; only a follower that
+        // is part way through (a cursor) still reads the provider until the release.
+        let ended = rec.job.terminal && query.cursor.is_none();
         let live = match (&rec.job.provider, &rec.launch_key, &rec.job.provider_ref) {
-            (Some(p), Some(key), Some(pref)) if !rec.released => {
+            (Some(p), Some(key), Some(pref)) if !rec.released && !ended => {
                 self.slot(p).map(|s| (s, key, pref))
             }
             _ => None,
