@@ -198,7 +198,8 @@ impl std::fmt::Debug for TokenConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
-    /// Launches a job may have in all (a lost workload takes another).
+    /// Launches a job may have for workloads that got lost (each lost workload takes
+    /// another); moves to another provider for want of capacity do not count.
     pub max_attempts: u32,
     /// Transient launch errors in a row before the job fails.
     pub launch_retries: u32,
@@ -237,8 +238,15 @@ pub struct RoutingConfig {
     /// `never`, `allowed` or `preferred`.
     pub default_spot: SpotPolicy,
     /// The expected run time of a job whose spec does not say
-    /// (`routing.expected_duration_seconds`), for its cost estimate: 1 to 604800.
+    /// (`routing.expected_duration_seconds`) and whose DAG task (`dag_id` and `task_id`
+    /// labels) has no successful run yet, for its cost estimate: 1 to 604800.
     pub default_duration_seconds: u64,
+    /// An `auto` job that has waited this long for a place at the provider it was routed
+    /// to is routed again among the providers with room.
+    pub max_wait_seconds: u64,
+    /// How many times a "no capacity" answer may move an `auto` job to the next-best
+    /// provider (a new attempt each time); past it the job waits where it is.
+    pub max_hops: u32,
 }
 
 impl Default for RoutingConfig {
@@ -246,6 +254,8 @@ impl Default for RoutingConfig {
         RoutingConfig {
             default_spot: SpotPolicy::Never,
             default_duration_seconds: 600,
+            max_wait_seconds: 60,
+            max_hops: 3,
         }
     }
 }

@@ -87,7 +87,7 @@ price = { vcpu_hour = 1.0 }
     let reasons = gw.event_reasons(TOKEN_A, &id).await;
     let moved = reasons
         .iter()
-        .position(|r| r.contains("no capacity at cheap") && r.contains("routing again"));
+        .position(|r| r.contains("no capacity at cheap") && r.contains("failing over (hop 1"));
     let waited = reasons
         .iter()
         .position(|r| r.contains("no capacity at dear") && r.contains("waiting"));

@@ -318,25 +318,67 @@ async fn no_feasible_provider_is_a_422_naming_each_reason() {
     }
 }
 
+/// Submits `spec` and waits until it runs; the provider it went to.
+async fn running_at(gw: &Gateway, spec: Value) -> String {
+    let (status, job) = gw.submit(TOKEN_A, spec).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let job = gw
+        .wait_for(TOKEN_A, id, 20, "running", |j| j["state"] == "running")
+        .await;
+    job["provider"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
-async fn speed_prefers_the_least_loaded_provider() {
-    let gw = Gateway::start(PROVIDERS).await;
-    // cheap holds a long job: 1 of its 4 places.
-    let mut s = spec(Value::Null);
-    s["provider"] = json!("cheap");
-    assert_eq!(routed_to(&gw, s).await, "cheap");
+async fn speed_prefers_the_quickest_start_learned_from_recent_starts() {
+    let gw = Gateway::start(
+        r#"
+[providers.slow]
+kind = "sim"
+start_ms = 1600
+run_ms = 60000
+poll_interval_ms = 50
+price = { vcpu_hour = 1.0 }
+[providers.quick]
+kind = "sim"
+start_ms = 0
+run_ms = 60000
+max_concurrency = 2
+poll_interval_ms = 50
+price = { vcpu_hour = 2.0 }
+"#,
+    )
+    .await;
+    let speedy = || spec(json!({"prefer": "speed"}));
+    // Nothing measured yet: a tie on start latency, which cost breaks.
+    let (_, q) = quote(&gw, speedy()).await;
+    assert_eq!(order(&q), ["slow", "quick"], "{q}");
+    for name in ["slow", "quick"] {
+        let mut s = spec(Value::Null);
+        s["provider"] = json!(name);
+        assert_eq!(running_at(&gw, s).await, name);
+    }
+    let (_, providers) = gw.get(TOKEN_A, "/v1/providers").await;
+    let latency = |name: &str| {
+        providers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["start_latency_ms"].as_u64())
+            .unwrap_or_else(|| panic!("no start latency for {name}: {providers}"))
+    };
+    assert!(latency("slow") >= 1600, "{providers}");
+    assert!(latency("quick") < 1000, "{providers}");
+    // Learned: speed takes quick, cost still takes slow.
+    let (_, q) = quote(&gw, speedy()).await;
+    assert_eq!(order(&q), ["quick", "slow"], "{q}");
     let (_, q) = quote(&gw, spec(Value::Null)).await;
-    assert_eq!(order(&q)[0], "cheap", "cost still picks cheap: {q}");
-    let (_, q) = quote(&gw, spec(json!({"prefer": "speed"}))).await;
-    assert_eq!(
-        order(&q),
-        ["fast", "gpu", "box", "cheap"],
-        "idle ones by cost, then the busy one: {q}"
-    );
-    assert_eq!(
-        routed_to(&gw, spec(json!({"prefer": "speed"}))).await,
-        "fast"
-    );
+    assert_eq!(order(&q), ["slow", "quick"], "{q}");
+    assert_eq!(running_at(&gw, speedy()).await, "quick");
+    // quick is full now (2 of 2): however fast it starts, slow starts sooner.
+    let (_, q) = quote(&gw, speedy()).await;
+    assert_eq!(order(&q), ["slow", "quick"], "{q}");
 }
 
 #[tokio::test]

@@ -150,11 +150,15 @@ pub async fn create_job(
 )]
 pub async fn quote(
     State(state): State<AppState>,
-    _tenant: Tenant,
+    tenant: Tenant,
     JsonBody(spec): JsonBody<JobSpec>,
 ) -> Result<Json<Quote>, ApiError> {
     spec.validate().map_err(ApiError::invalid)?;
-    let quote = state.engine.quote(&spec).map_err(ApiError::unroutable)?;
+    let quote = state
+        .engine
+        .quote(&tenant.0, &spec)
+        .await
+        .map_err(ApiError::unroutable)?;
     Ok(Json(quote))
 }
 

@@ -14,25 +14,31 @@
 
 pub mod changes;
 mod error_policy;
+mod history;
+mod places;
 mod reconcile;
 mod routing;
 mod scheduler;
 #[cfg(test)]
 mod store_faults;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use offload_provider::{Handle, LogChunk, LogQuery, Phase, PriceSheet, Provider, ProviderError};
+use offload_provider::{
+    Handle, LogChunk, LogQuery, Phase, PriceSheet, Provider, ProviderError, RunTimes,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use changes::{Changes, Waiter};
 use error_policy::ErrorPolicy;
+use history::{RunDurations, StartLatency};
+use places::Places;
 
 use crate::config::{Config, EngineConfig, RoutingConfig};
 use crate::model::{JobState, ProviderInfo};
@@ -42,41 +48,26 @@ use crate::store::{JobRecord, Patch, Store, StoreError};
 pub struct Slot {
     pub name: String,
     pub provider: Arc<dyn Provider>,
-    pub max_concurrency: usize,
     pub poll_interval: Duration,
     pub prices: PriceSheet,
-    /// Jobs holding one of the `max_concurrency` places.
-    active: Mutex<HashSet<Uuid>>,
-    /// Queued jobs routed here that found no free place, oldest first.
-    waiting: Mutex<(VecDeque<Uuid>, HashSet<Uuid>)>,
+    /// Who holds one of the `max_concurrency` places, and who waits for one.
+    places: Places,
     /// Launched workloads the poller observes.
     live: Mutex<HashMap<Uuid, Handle>>,
     /// `None` while healthy; the last health check's error otherwise.
     health: Mutex<Option<String>>,
+    /// How long recent jobs took from dispatch to running here, for `prefer = speed`.
+    starts: StartLatency,
     /// Log followers' reads of this provider: a budget of their own, so that followers
     /// cannot use up the calls that launches and status need.
     follower_reads: DefaultDirectRateLimiter,
 }
 
 impl Slot {
-    fn try_acquire(&self, id: Uuid) -> bool {
-        let mut active = self.active.lock().unwrap();
-        if active.contains(&id) {
-            return true;
-        }
-        if active.len() >= self.max_concurrency {
-            let mut waiting = self.waiting.lock().unwrap();
-            if waiting.1.insert(id) {
-                waiting.0.push_back(id);
-            }
-            return false;
-        }
-        active.insert(id)
-    }
-
-    /// Frees the job's place and stops observing its workload.
-    fn release(&self, id: Uuid) {
-        self.active.lock().unwrap().remove(&id);
+    /// The job is done here (ended, moved on, or back in the queue): frees its place,
+    /// takes it out of the wait queue, and stops observing its workload.
+    fn let_go(&self, id: Uuid) {
+        self.places.free(id);
         self.live.lock().unwrap().remove(&id);
     }
 
@@ -88,25 +79,6 @@ impl Slot {
             .get(&id)
             .is_some_and(|h| h.key == key)
     }
-
-    /// Whether `id` is waiting here for a place.
-    fn is_waiting(&self, id: Uuid) -> bool {
-        self.waiting.lock().unwrap().1.contains(&id)
-    }
-
-    /// Waiting jobs for as many places as are free.
-    fn next_waiting(&self) -> Vec<Uuid> {
-        let free = self
-            .max_concurrency
-            .saturating_sub(self.active.lock().unwrap().len());
-        let mut waiting = self.waiting.lock().unwrap();
-        let n = free.min(waiting.0.len());
-        let ids: Vec<Uuid> = waiting.0.drain(..n).collect();
-        for id in &ids {
-            waiting.1.remove(id);
-        }
-        ids
-    }
 }
 
 pub struct Engine {
@@ -117,9 +89,12 @@ pub struct Engine {
     routing: RoutingConfig,
     poke: mpsc::UnboundedSender<Uuid>,
     poked: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
-    /// The newest phase of each workload the pollers follow, by launch key: an answer
-    /// about an earlier attempt can never be taken for the current one's.
-    observations: Mutex<HashMap<String, Phase>>,
+    /// The newest phase of each workload the pollers follow, by launch key (an answer
+    /// about an earlier attempt can never be taken for the current one's), with when it
+    /// ran where its provider reports that.
+    observations: Mutex<HashMap<String, (Phase, Option<RunTimes>)>>,
+    /// Recent run times of DAG tasks, for the expected duration of specs that give none.
+    runs: RunDurations,
     /// Reconciles that failed in a row (a store or provider call), per job.
     reconcile_errors: ErrorPolicy,
     /// Transient launch failures in a row, per job; the job fails past `launch_retries`.
@@ -163,12 +138,11 @@ impl Engine {
                 name: name.clone(),
                 prices: p.price.clone().unwrap_or_else(|| provider.price_sheet()),
                 provider,
-                max_concurrency: p.max_concurrency,
                 poll_interval: Duration::from_millis(p.poll_interval_ms),
-                active: Mutex::default(),
-                waiting: Mutex::default(),
+                places: Places::new(p.max_concurrency),
                 live: Mutex::default(),
                 health: Mutex::new(Some("not checked yet".into())),
+                starts: StartLatency::default(),
                 follower_reads: RateLimiter::direct(Quota::per_second(
                     NonZeroU32::new(p.follower_reads_per_second.max(1)).expect("at least 1"),
                 )),
@@ -183,6 +157,7 @@ impl Engine {
             poke,
             poked: Mutex::new(Some(poked)),
             observations: Mutex::default(),
+            runs: RunDurations::default(),
             reconcile_errors: ErrorPolicy::new(Duration::from_secs(1), Duration::from_secs(300)),
             launch_errors: ErrorPolicy::new(Duration::from_millis(200), Duration::from_secs(60)),
             capacity_waits: ErrorPolicy::new(Duration::from_secs(1), Duration::from_secs(60)),
@@ -223,7 +198,7 @@ impl Engine {
                 holds_place,
                 rec.job.provider.as_deref().and_then(|p| self.slot(p)),
             ) {
-                slot.active.lock().unwrap().insert(rec.job.id);
+                slot.places.hold(rec.job.id);
                 if let (Some(key), Some(pref)) = (&rec.launch_key, &rec.job.provider_ref) {
                     let handle = Handle {
                         key: key.clone(),
@@ -276,7 +251,7 @@ impl Engine {
                         cancel_requested_by: Some(who),
                         released: Some(true),
                         // Dispatched before (and sent back to the queue): it never ran.
-                        cost: self.final_cost(&rec, None, chrono::Utc::now()),
+                        cost: self.final_cost(&rec, None),
                         ..Patch::default()
                     },
                 ),
@@ -380,8 +355,10 @@ impl Engine {
                     kind: s.provider.kind().into(),
                     healthy: health.is_none(),
                     health_error: health,
-                    max_concurrency: s.max_concurrency,
-                    active: s.active.lock().unwrap().len(),
+                    max_concurrency: s.places.max(),
+                    active: s.places.held(),
+                    waiting: s.places.waiting(),
+                    start_latency_ms: s.starts.expected_ms(),
                     capabilities: serde_json::to_value(s.provider.capabilities())
                         .unwrap_or_default(),
                     prices: serde_json::to_value(&s.prices).unwrap_or_default(),
@@ -392,9 +369,13 @@ impl Engine {
 
     /// How many entries the engine's per-job maps hold, by map: each must shrink back as
     /// jobs end, or memory grows with every job ever run.
-    pub fn entries(&self) -> [(&'static str, usize); 5] {
+    pub fn entries(&self) -> [(&'static str, usize); 6] {
         [
             ("observations", self.observations.lock().unwrap().len()),
+            (
+                "waiting",
+                self.slots.iter().map(|s| s.places.waiting()).sum(),
+            ),
             ("reconcile_errors", self.reconcile_errors.tracked()),
             ("launch_errors", self.launch_errors.tracked()),
             ("capacity_waits", self.capacity_waits.tracked()),

@@ -1,8 +1,12 @@
 //! One job's next step, decided from its stored state and the latest observation.
 //!
-//! - queued: route, take a place at the provider, store the attempt and its launch key,
-//!   then launch (the key is stored first, so a crash before the answer relaunches the
-//!   same key, which the provider answers with the workload it already has);
+//! - queued: route, take a place at the provider (or wait for one, and after
+//!   `routing.max_wait_seconds` route again among providers with room), store the attempt
+//!   and its launch key, then launch (the key is stored first, so a crash before the
+//!   answer relaunches the same key, which the provider answers with the workload it
+//!   already has);
+//! - "no capacity" from a launch or an observation: fail over to the next-best provider
+//!   as a new attempt, at most `routing.max_hops` times; otherwise wait where it is;
 //! - starting / running: follow the observation; stop the workload at its timeout;
 //! - cancelling: stop the workload, then end the job as cancelled;
 //! - ended: keep the log tail and result, free the place, and after a short delay
@@ -17,6 +21,7 @@ use chrono::{DateTime, Utc};
 use offload_provider::{Handle, Launch, LogQuery, Phase, ProviderError};
 use uuid::Uuid;
 
+use super::routing::task_of;
 use super::{launch_key, Engine, EngineError, Slot};
 use crate::model::{extract_result, JobCost, JobState};
 use crate::store::{JobRecord, Patch};
@@ -76,6 +81,11 @@ fn this_attempt_start(rec: &JobRecord) -> Option<DateTime<Utc>> {
         .filter(|s| rec.dispatched_at.is_none_or(|d| *s >= d))
 }
 
+/// Whole seconds from `started` (none: it never started) to `finished`, rounded up.
+fn run_seconds(started: Option<DateTime<Utc>>, finished: DateTime<Utc>) -> Option<u64> {
+    started.map(|at| ((finished - at).num_milliseconds().max(0) as u64).div_ceil(1000))
+}
+
 /// Whether a provider's answer to a stop or delete says the workload is already gone.
 fn gone(result: &Result<(), EngineError>) -> bool {
     matches!(
@@ -91,13 +101,44 @@ fn gone(result: &Result<(), EngineError>) -> bool {
 impl Engine {
     async fn dispatch(&self, rec: JobRecord) -> Step {
         let id = rec.job.id;
-        let (slot, estimate) = match self.route(&rec) {
-            Ok((slot, estimate)) => (slot.clone(), estimate),
+        let auto = rec.job.spec.provider == "auto";
+        let (seconds, _) = self.expected_duration(&rec.tenant, &rec.job.spec).await;
+        let ranked = match self.route(&rec, seconds) {
+            Ok(ranked) => ranked,
             Err(why) => return self.end_unlaunched(&rec, None, JobState::Failed, why).await,
         };
-        if !slot.try_acquire(id) {
-            return Ok(None); // woken when a place frees
+        let (mut slot, mut estimate) = ranked[0];
+        let mut how = if !auto {
+            "named"
+        } else if rec.excluded.is_empty() {
+            "auto"
+        } else {
+            "failover"
+        };
+        let mut event = String::new();
+        if !slot.places.take(id) {
+            let waited = slot.places.wait(id);
+            let max_wait = Duration::from_secs(self.routing.max_wait_seconds);
+            if !auto {
+                return Ok(None); // woken when a place frees
+            }
+            let elsewhere = match waited >= max_wait {
+                true => ranked[1..].iter().find(|(s, _)| s.places.take(id)),
+                false => None,
+            };
+            let Some(&(other, other_estimate)) = elsewhere else {
+                // Woken when a place frees, or when the wait is up.
+                return Ok(Some(max_wait.saturating_sub(waited).max(Duration::from_secs(1))));
+            };
+            slot.places.free(id);
+            event = format!(
+                "waited {} s for a place at {}; ",
+                waited.as_secs(),
+                slot.name
+            );
+            (slot, estimate, how) = (other, other_estimate, "max_wait");
         }
+        let slot = slot.clone();
         let attempt = rec.job.attempts + 1;
         let key = launch_key(id, attempt);
         let patch = Patch {
@@ -107,7 +148,10 @@ impl Engine {
             attempts: Some(attempt),
             launch_key: Some(key),
             dispatched_at: Some(Utc::now()),
-            event: Some(format!("dispatched to {} (attempt {attempt})", slot.name)),
+            event: Some(format!(
+                "{event}dispatched to {} (attempt {attempt})",
+                slot.name
+            )),
             cost: Some(JobCost {
                 provider: slot.name.clone(),
                 hourly_usd: estimate.hourly_usd,
@@ -124,27 +168,22 @@ impl Engine {
         };
         match self.store.update(id, &[JobState::Queued], patch).await {
             Ok(Some(rec)) => {
-                let reason = if rec.job.spec.provider == "auto" {
-                    "auto"
-                } else {
-                    "named"
-                };
                 metrics::counter!(
                     "offload_jobs_routed_total",
                     "provider" => slot.name.clone(),
-                    "reason" => reason
+                    "reason" => how
                 )
                 .increment(1);
                 self.changed(id);
                 self.launch(rec, &slot, true).await
             }
             Ok(None) => {
-                slot.release(id);
+                slot.let_go(id);
                 Ok(Some(Duration::ZERO))
             }
             Err(e) => {
                 // Nothing was stored: the place is not the job's.
-                slot.release(id);
+                slot.let_go(id);
                 Err(e.into())
             }
         }
@@ -239,28 +278,55 @@ impl Engine {
         }
     }
 
-    /// The provider has no room for the job now. An `auto` job with another feasible
-    /// provider is routed again without this one; otherwise it waits here and launches the
-    /// same key again later (backing off), for capacity is a reason to wait, not to fail.
+    /// Where an `auto` job that `slot` has no room for can fail over to: the providers it
+    /// would leave behind (this one included), and the hop's number; `None` when it named
+    /// its provider, has made `routing.max_hops` hops, or no other provider can run it.
+    fn failover(&self, rec: &JobRecord, slot: &Slot) -> Option<(Vec<String>, usize)> {
+        let hops = rec.excluded.len();
+        if rec.job.spec.provider != "auto" || hops >= self.routing.max_hops as usize {
+            return None;
+        }
+        let mut excluded = rec.excluded.clone();
+        excluded.push(slot.name.clone());
+        self.alternative(&rec.job.spec, &excluded)
+            .then_some((excluded, hops + 1))
+    }
+
+    /// The provider has no room for the job now (a launch answered so). An `auto` job
+    /// fails over to the next-best provider as a new attempt; otherwise it waits here and
+    /// launches the same key again later (backing off), for capacity is a reason to wait,
+    /// not to fail.
     async fn no_capacity(&self, rec: &JobRecord, slot: &Slot, why: String) -> Step {
         let (id, name) = (rec.job.id, &slot.name);
-        if rec.job.spec.provider == "auto" {
-            let mut excluded = rec.excluded.clone();
-            excluded.push(name.clone());
-            if self.alternative(&rec.job.spec, &excluded) {
-                let patch = Patch {
-                    state: Some(JobState::Queued),
-                    excluded: Some(excluded),
-                    event: Some(format!("no capacity at {name} ({why}); routing again")),
-                    ..Patch::default()
-                };
-                slot.release(id);
-                self.capacity_waits.forget(id);
-                // A cancel may have come meanwhile; the next reconcile ends the job then.
-                self.transition(id, &[JobState::Starting], patch).await?;
-                return Ok(Some(Duration::ZERO));
-            }
+        if let Some((excluded, hop)) = self.failover(rec, slot) {
+            let max = self.routing.max_hops;
+            let patch = Patch {
+                state: Some(JobState::Queued),
+                excluded: Some(excluded),
+                event: Some(format!(
+                    "no capacity at {name} ({why}); failing over (hop {hop} of at most {max})"
+                )),
+                ..Patch::default()
+            };
+            slot.let_go(id);
+            self.capacity_waits.forget(id);
+            // A cancel may have come meanwhile; the next reconcile ends the job then.
+            self.transition(id, &[JobState::Starting], patch).await?;
+            return Ok(Some(Duration::ZERO));
         }
+        let wait = self.capacity_wait(rec, slot, &why).await?;
+        Ok(Some(wait.min(self.next_look(rec))))
+    }
+
+    /// Counts one more "no capacity" for a job with nowhere else to go, saying so in its
+    /// events the first time; how long to wait before trying again.
+    async fn capacity_wait(
+        &self,
+        rec: &JobRecord,
+        slot: &Slot,
+        why: &str,
+    ) -> Result<Duration, EngineError> {
+        let (id, name) = (rec.job.id, &slot.name);
         let (n, wait) = self.capacity_waits.failed(id);
         if n == 1 {
             let patch = Patch {
@@ -269,10 +335,10 @@ impl Engine {
                 )),
                 ..Patch::default()
             };
-            self.store.update(id, &[JobState::Starting], patch).await?;
+            self.store.update(id, &LIVE, patch).await?;
         }
         tracing::info!(job = %id, provider = %name, waits = n, retry_in = ?wait, "no capacity; waiting");
-        Ok(Some(wait.min(self.next_look(rec))))
+        Ok(wait)
     }
 
     async fn follow(&self, rec: JobRecord) -> Step {
@@ -287,7 +353,7 @@ impl Engine {
             let why = format!("provider {:?} is no longer configured", rec.job.provider);
             return self.end_unlaunched(&rec, None, JobState::Failed, why).await;
         };
-        slot.active.lock().unwrap().insert(id);
+        slot.places.hold(id);
         let cancel_reason = (rec.job.state == JobState::Cancelling).then(|| {
             let who = rec.cancel_requested_by.as_deref().unwrap_or("the gateway");
             format!("cancelled by {who}")
@@ -336,15 +402,29 @@ impl Engine {
                 .stop_workload(&rec, &slot, &handle, JobState::Failed, reason)
                 .await;
         }
-        let phase = self.observations.lock().unwrap().get(&handle.key).cloned();
+        let phase = self
+            .observations
+            .lock()
+            .unwrap()
+            .get(&handle.key)
+            .map(|(phase, _)| phase.clone());
         match phase {
             Some(Phase::Running) if rec.job.state == JobState::Starting => {
+                let now = Utc::now();
                 let patch = Patch {
                     state: Some(JobState::Running),
-                    started_at: Some(Utc::now()),
+                    started_at: Some(now),
                     ..Patch::default()
                 };
-                self.transition(id, &[JobState::Starting], patch).await?;
+                if self.transition(id, &[JobState::Starting], patch).await? {
+                    if let Some(latency) = rec.dispatched_at.and_then(|d| (now - d).to_std().ok())
+                    {
+                        slot.starts.record(latency);
+                    }
+                }
+            }
+            Some(Phase::NoCapacity { reason }) => {
+                return self.unplaced(&rec, &slot, &handle, reason).await
             }
             Some(Phase::Exited { exit_code, reason }) => {
                 let state = if exit_code == Some(0) {
@@ -386,13 +466,17 @@ impl Engine {
         self.end(rec, slot, handle, state, None, reason).await
     }
 
-    /// The workload vanished: make sure it is stopped and deleted (so that it cannot come
-    /// back and run beside its successor), then launch a new attempt, or fail when none
-    /// are left.
-    async fn lost(&self, rec: &JobRecord, slot: &Slot, handle: &Handle, reason: String) -> Step {
-        let id = rec.job.id;
+    /// Stops and deletes a workload that is not to run on (a workload the provider no
+    /// longer knows counts as stopped and deleted), so that it cannot come back and run
+    /// beside its successor.
+    async fn remove_workload(
+        &self,
+        slot: &Slot,
+        handle: &Handle,
+        reason: &str,
+    ) -> Result<(), EngineError> {
         let stopped = self
-            .call(slot, "cancel", slot.provider.cancel(handle, &reason))
+            .call(slot, "cancel", slot.provider.cancel(handle, reason))
             .await;
         if !gone(&stopped) {
             stopped?;
@@ -403,7 +487,44 @@ impl Engine {
         if !gone(&released) {
             released?;
         }
-        if rec.job.attempts >= self.config.max_attempts {
+        Ok(())
+    }
+
+    /// Puts a launched job back in the queue for a new attempt, after its workload was
+    /// removed: what this attempt cost is carried into the next one's `earlier_usd`.
+    async fn requeue(
+        &self,
+        rec: &JobRecord,
+        slot: &Slot,
+        handle: &Handle,
+        patch: Patch,
+    ) -> Step {
+        let cost = self.final_cost(rec, run_seconds(this_attempt_start(rec), Utc::now()));
+        let patch = Patch {
+            state: Some(JobState::Queued),
+            provider_ref: Some(None),
+            cost: cost.clone(),
+            ..patch
+        };
+        if self
+            .transition(rec.job.id, &[JobState::Starting, JobState::Running], patch)
+            .await?
+        {
+            count_cost(cost.as_ref());
+        }
+        slot.let_go(rec.job.id);
+        self.capacity_waits.forget(rec.job.id);
+        self.forget_observation(&handle.key);
+        Ok(Some(Duration::ZERO))
+    }
+
+    /// The workload vanished: make sure it is stopped and deleted, then launch a new
+    /// attempt, or fail when none are left.
+    async fn lost(&self, rec: &JobRecord, slot: &Slot, handle: &Handle, reason: String) -> Step {
+        self.remove_workload(slot, handle, &reason).await?;
+        // Attempts that failed over for want of capacity do not count against the limit.
+        let lost_attempts = rec.job.attempts.saturating_sub(rec.excluded.len() as u32);
+        if lost_attempts >= self.config.max_attempts {
             let why = format!(
                 "workload lost ({reason}) on the last of {} attempts",
                 self.config.max_attempts
@@ -412,27 +533,41 @@ impl Engine {
                 .end_unlaunched(rec, Some(slot), JobState::Failed, why)
                 .await;
         }
-        // What this attempt cost is carried into the next one's `earlier_usd`.
-        let cost = self.final_cost(rec, this_attempt_start(rec), Utc::now());
         let patch = Patch {
-            state: Some(JobState::Queued),
-            provider_ref: Some(None),
             event: Some(format!(
                 "workload lost at {} ({reason}); stopped it, launching a new attempt",
                 slot.name
             )),
-            cost: cost.clone(),
             ..Patch::default()
         };
-        if self
-            .transition(id, &[JobState::Starting, JobState::Running], patch)
-            .await?
-        {
-            count_cost(cost.as_ref());
-        }
-        slot.release(id);
-        self.forget_observation(&handle.key);
-        Ok(Some(Duration::ZERO))
+        self.requeue(rec, slot, handle, patch).await
+    }
+
+    /// The provider accepted the workload but cannot place it (a pod unschedulable past
+    /// its limit). An `auto` job with somewhere else to go fails over as a new attempt,
+    /// once its workload here is removed; otherwise it waits here, where it may yet be
+    /// placed.
+    async fn unplaced(
+        &self,
+        rec: &JobRecord,
+        slot: &Slot,
+        handle: &Handle,
+        reason: String,
+    ) -> Step {
+        let Some((excluded, hop)) = self.failover(rec, slot) else {
+            self.capacity_wait(rec, slot, &reason).await?;
+            return Ok(Some(self.next_look(rec)));
+        };
+        self.remove_workload(slot, handle, &reason).await?;
+        let patch = Patch {
+            excluded: Some(excluded),
+            event: Some(format!(
+                "no capacity at {} ({reason}); stopped it, failing over (hop {hop} of at most {})",
+                slot.name, self.routing.max_hops
+            )),
+            ..Patch::default()
+        };
+        self.requeue(rec, slot, handle, patch).await
     }
 
     /// Ends a launched job: keeps its log tail and result, then frees its place.
@@ -462,7 +597,21 @@ impl Engine {
         };
         let now = Utc::now();
         let started_at = this_attempt_start(rec).unwrap_or(now);
-        let cost = self.final_cost(rec, Some(started_at), now);
+        // What the runtime says the workload ran, where it says; else what the gateway saw.
+        let reported = self
+            .observations
+            .lock()
+            .unwrap()
+            .get(&handle.key)
+            .and_then(|(_, ran)| *ran);
+        let observed = run_seconds(Some(started_at), now);
+        let cost = self.final_cost(rec, reported.map(|r| r.seconds()).or(observed));
+        if let (JobState::Succeeded, Some(task), Some(s)) =
+            (state, task_of(&rec.tenant, &rec.job.spec), observed)
+        {
+            // As the store will give it: started_at to finished_at.
+            self.runs.record(&task, s);
+        }
         let patch = Patch {
             state: Some(state),
             exit_code,
@@ -492,7 +641,7 @@ impl Engine {
     ) -> Step {
         let id = rec.job.id;
         let now = Utc::now();
-        let cost = self.final_cost(rec, this_attempt_start(rec), now);
+        let cost = self.final_cost(rec, run_seconds(this_attempt_start(rec), now));
         let patch = Patch {
             state: Some(state),
             reason: Some(reason),
@@ -527,21 +676,13 @@ impl Engine {
         Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
     }
 
-    /// The job's cost once it ends at `finished`: its billed run time from `started` (none:
-    /// it never started, and costs 0) under its provider's billing rules, at the hourly
-    /// price of its estimate. `None` when it was never dispatched.
-    pub(super) fn final_cost(
-        &self,
-        rec: &JobRecord,
-        started: Option<DateTime<Utc>>,
-        finished: DateTime<Utc>,
-    ) -> Option<JobCost> {
+    /// The job's cost once its attempt ran for `seconds` (none: it never started, and
+    /// costs 0), billed under its provider's rules at the hourly price of its estimate.
+    /// `None` when it was never dispatched.
+    pub(super) fn final_cost(&self, rec: &JobRecord, seconds: Option<u64>) -> Option<JobCost> {
         let mut cost = rec.job.cost.clone()?;
-        let billed = match (started, self.slot(&cost.provider)) {
-            (Some(at), Some(slot)) => {
-                let ms = (finished - at).num_milliseconds().max(0) as u64;
-                slot.prices.billed_seconds(ms.div_ceil(1000))
-            }
+        let billed = match (seconds, self.slot(&cost.provider)) {
+            (Some(s), Some(slot)) => slot.prices.billed_seconds(s),
             _ => 0,
         };
         cost.billed_seconds = Some(billed);
@@ -557,7 +698,7 @@ impl Engine {
 
     /// The job has ended: free its place, forget its failure counts, tell its waiters.
     fn ended(&self, id: Uuid, slot: &Slot) {
-        slot.release(id);
+        slot.let_go(id);
         self.launch_errors.forget(id);
         self.capacity_waits.forget(id);
         self.changed(id);
@@ -571,7 +712,7 @@ impl Engine {
             .iter()
             .filter(|s| provider.is_none_or(|p| p == s.name))
         {
-            slot.release(id);
+            slot.let_go(id);
         }
     }
 

@@ -5,35 +5,37 @@
 //! Feasibility first: the provider's capabilities and validation, the spec's
 //! `routing.allow` and `routing.deny`, `routing.spot = never` against spot providers,
 //! `routing.max_hourly_usd` against the price of the size the provider would launch, and
-//! for `auto` the providers a re-route already left for want of capacity. Then the order
+//! for `auto` the providers a failover already left for want of capacity. Then the order
 //! of the feasible: healthy before unhealthy; with `spot = preferred` spot before the
-//! rest; with `prefer = speed` the fewest active jobs for the provider's
-//! `max_concurrency`; the lowest estimated cost (price sheet times billed duration); the
-//! most free places; the configured order.
+//! rest; with `prefer = speed` a free place and then the lowest expected start latency
+//! (the median of the provider's recent starts, in half seconds); the lowest estimated
+//! cost (price sheet times billed duration); the most free places; the configured order.
+//!
+//! The expected duration is the spec's, else the median of the DAG task's recent
+//! successful runs, else the gateway's default.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 use offload_provider::{Estimate, Resources};
 
+use super::history::TaskKey;
 use super::{Engine, Slot};
 use crate::config::RoutingConfig;
 use crate::model::{
-    FieldError, JobSpec, Prefer, Quote, QuoteCandidate, QuoteExclusion, SpotPolicy,
+    DurationSource, FieldError, JobSpec, Prefer, Quote, QuoteCandidate, QuoteExclusion,
+    SpotPolicy,
 };
 use crate::store::JobRecord;
+
+/// Start latencies closer than this are a tie (which cost breaks).
+const LATENCY_STEP_MS: u64 = 500;
 
 /// A provider that can run the job, with what ranks it.
 struct Candidate<'a> {
     slot: &'a Arc<Slot>,
-    spot: bool,
     estimate: Estimate,
-    healthy: bool,
-    /// Active jobs over `max_concurrency`.
-    load: f64,
-    free: usize,
-    /// Position in the configuration.
-    index: usize,
+    rank: Rank,
 }
 
 /// What ranks a feasible provider; smaller is better. Kept apart from the slots so that
@@ -42,7 +44,9 @@ struct Candidate<'a> {
 pub(crate) struct Rank {
     pub healthy: bool,
     pub spot: bool,
-    pub load: f64,
+    /// The expected start latency in steps of [`LATENCY_STEP_MS`]; 0 before the first
+    /// start was measured.
+    pub start_steps: u64,
     pub cost: f64,
     pub free: usize,
     pub index: usize,
@@ -55,7 +59,10 @@ pub(crate) fn compare(a: &Rank, b: &Rank, prefer: Prefer, spot: SpotPolicy) -> O
         order = order.then(b.spot.cmp(&a.spot));
     }
     if prefer == Prefer::Speed {
-        order = order.then(a.load.total_cmp(&b.load));
+        // A full provider starts nothing until a place frees, however fast it starts.
+        order = order
+            .then((a.free == 0).cmp(&(b.free == 0)))
+            .then(a.start_steps.cmp(&b.start_steps));
     }
     order
         .then(a.cost.total_cmp(&b.cost))
@@ -74,7 +81,7 @@ struct Wants<'a> {
 }
 
 impl<'a> Wants<'a> {
-    fn of(spec: &'a JobSpec, defaults: &RoutingConfig) -> Self {
+    fn of(spec: &'a JobSpec, defaults: &RoutingConfig, seconds: u64) -> Self {
         let r = spec.routing.as_ref();
         Wants {
             prefer: r.and_then(|r| r.prefer).unwrap_or_default(),
@@ -82,11 +89,18 @@ impl<'a> Wants<'a> {
             allow: r.map(|r| r.allow.as_slice()).unwrap_or_default(),
             deny: r.map(|r| r.deny.as_slice()).unwrap_or_default(),
             max_hourly_usd: r.and_then(|r| r.max_hourly_usd),
-            seconds: r
-                .and_then(|r| r.expected_duration_seconds)
-                .unwrap_or(defaults.default_duration_seconds),
+            seconds,
         }
     }
+}
+
+/// The DAG task a job belongs to, by its `dag_id` and `task_id` labels.
+pub(super) fn task_of(tenant: &str, spec: &JobSpec) -> Option<TaskKey> {
+    Some(TaskKey {
+        tenant: tenant.to_string(),
+        dag_id: spec.labels.get("dag_id")?.clone(),
+        task_id: spec.labels.get("task_id")?.clone(),
+    })
 }
 
 /// The feasible providers best first, and why each other one is not feasible.
@@ -96,24 +110,53 @@ struct Ranking<'a> {
 }
 
 impl Engine {
-    /// Where the job goes now, with the estimate a quote would give there.
-    pub(super) fn route(&self, rec: &JobRecord) -> Result<(&Arc<Slot>, Estimate), String> {
-        match self.rank(&rec.job.spec, &rec.excluded) {
-            Ok(r) => r
+    /// How long `spec` is expected to run, in seconds, and where that figure comes from.
+    pub(super) async fn expected_duration(
+        &self,
+        tenant: &str,
+        spec: &JobSpec,
+    ) -> (u64, DurationSource) {
+        if let Some(s) = spec
+            .routing
+            .as_ref()
+            .and_then(|r| r.expected_duration_seconds)
+        {
+            return (s, DurationSource::Spec);
+        }
+        if let Some(task) = task_of(tenant, spec) {
+            match self.runs.median(self.store.as_ref(), &task).await {
+                Ok(Some(s)) => return (s.max(1), DurationSource::History),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "run history unavailable; using the default duration"),
+            }
+        }
+        (self.routing.default_duration_seconds, DurationSource::Default)
+    }
+
+    /// Where the job may go now, best first, with the estimate a quote would give at
+    /// each, for an expected run of `seconds`.
+    pub(super) fn route(
+        &self,
+        rec: &JobRecord,
+        seconds: u64,
+    ) -> Result<Vec<(&Arc<Slot>, Estimate)>, String> {
+        match self.rank(&rec.job.spec, &rec.excluded, seconds) {
+            Ok(r) if r.candidates.is_empty() => {
+                let why: Vec<_> = r
+                    .refusals
+                    .iter()
+                    .map(|(n, w)| format!("{n}: {w}"))
+                    .collect();
+                Err(format!(
+                    "no configured provider can run this job ({})",
+                    why.join("; ")
+                ))
+            }
+            Ok(r) => Ok(r
                 .candidates
-                .first()
+                .iter()
                 .map(|c| (c.slot, c.estimate))
-                .ok_or_else(|| {
-                    let why: Vec<_> = r
-                        .refusals
-                        .iter()
-                        .map(|(n, w)| format!("{n}: {w}"))
-                        .collect();
-                    format!(
-                        "no configured provider can run this job ({})",
-                        why.join("; ")
-                    )
-                }),
+                .collect()),
             Err(errors) => Err(errors
                 .into_iter()
                 .map(|e| format!("{}: {}", e.field, e.message))
@@ -124,30 +167,39 @@ impl Engine {
 
     /// Whether `auto` routing has a provider for `spec` besides the `excluded` ones.
     pub(super) fn alternative(&self, spec: &JobSpec, excluded: &[String]) -> bool {
-        self.rank(spec, excluded)
+        self.rank(spec, excluded, self.routing.default_duration_seconds)
             .is_ok_and(|r| !r.candidates.is_empty())
     }
 
     /// Whether some provider can take `spec`; the API calls it before accepting a job.
     /// Otherwise every reason: the bad fields, or each provider's refusal (field
-    /// `provider`, a message that starts with the provider's name).
+    /// `provider`, a message that starts with the provider's name). The expected duration
+    /// decides no feasibility, so the default stands in for it here.
     pub fn check_spec(&self, spec: &JobSpec) -> Result<(), Vec<FieldError>> {
-        self.quote(spec).map(|_| ())
+        let ranking = self.rank(spec, &[], self.routing.default_duration_seconds)?;
+        Self::feasible_or_refusals(&ranking)
     }
 
-    /// Where `spec` would run, best first, with the expected cost at each, and the
-    /// providers that cannot run it; an error exactly when a submit would be refused.
-    pub fn quote(&self, spec: &JobSpec) -> Result<Quote, Vec<FieldError>> {
-        let ranking = self.rank(spec, &[])?;
-        if ranking.candidates.is_empty() {
-            return Err(ranking
-                .refusals
-                .into_iter()
-                .map(|(name, why)| {
-                    FieldError::new("provider", format!("{name} cannot run this job: {why}"))
-                })
-                .collect());
+    fn feasible_or_refusals(ranking: &Ranking) -> Result<(), Vec<FieldError>> {
+        if !ranking.candidates.is_empty() {
+            return Ok(());
         }
+        Err(ranking
+            .refusals
+            .iter()
+            .map(|(name, why)| {
+                FieldError::new("provider", format!("{name} cannot run this job: {why}"))
+            })
+            .collect())
+    }
+
+    /// Where `tenant`'s `spec` would run, best first, with the expected cost at each, and
+    /// the providers that cannot run it; an error exactly when a submit would be refused.
+    pub async fn quote(&self, tenant: &str, spec: &JobSpec) -> Result<Quote, Vec<FieldError>> {
+        self.check_spec(spec)?;
+        let (seconds, source) = self.expected_duration(tenant, spec).await;
+        let ranking = self.rank(spec, &[], seconds)?;
+        Self::feasible_or_refusals(&ranking)?;
         Ok(Quote {
             candidates: ranking
                 .candidates
@@ -155,7 +207,7 @@ impl Engine {
                 .map(|c| QuoteCandidate {
                     provider: c.slot.name.clone(),
                     kind: c.slot.provider.kind().to_string(),
-                    spot: c.spot,
+                    spot: c.rank.spot,
                     hourly_usd: c.estimate.hourly_usd,
                     billed_seconds: c.estimate.billed_seconds,
                     estimated_usd: c.estimate.estimated_usd,
@@ -166,10 +218,17 @@ impl Engine {
                 .into_iter()
                 .map(|(provider, reason)| QuoteExclusion { provider, reason })
                 .collect(),
+            expected_duration_seconds: seconds,
+            duration_source: source,
         })
     }
 
-    fn rank(&self, spec: &JobSpec, excluded: &[String]) -> Result<Ranking<'_>, Vec<FieldError>> {
+    fn rank(
+        &self,
+        spec: &JobSpec,
+        excluded: &[String],
+        seconds: u64,
+    ) -> Result<Ranking<'_>, Vec<FieldError>> {
         let resources = spec.validate()?;
         let mut errors = vec![];
         if let Some(kind) = spec
@@ -182,7 +241,7 @@ impl Engine {
                 format!("no configured provider is of kind {kind:?}"),
             ));
         }
-        let wants = Wants::of(spec, &self.routing);
+        let wants = Wants::of(spec, &self.routing, seconds);
         for (list, field) in [(wants.allow, "routing.allow"), (wants.deny, "routing.deny")] {
             for (i, name) in list.iter().enumerate() {
                 let known = self
@@ -223,30 +282,22 @@ impl Engine {
                 continue;
             }
             match self.feasible(slot, spec, &resources, &wants) {
-                Ok((spot, estimate)) => {
-                    let active = slot.active.lock().unwrap().len();
-                    candidates.push(Candidate {
-                        slot,
-                        spot,
-                        estimate,
+                Ok((spot, estimate)) => candidates.push(Candidate {
+                    slot,
+                    estimate,
+                    rank: Rank {
                         healthy: slot.health.lock().unwrap().is_none(),
-                        load: active as f64 / slot.max_concurrency.max(1) as f64,
-                        free: slot.max_concurrency.saturating_sub(active),
+                        spot,
+                        start_steps: slot.starts.expected_ms().unwrap_or(0) / LATENCY_STEP_MS,
+                        cost: estimate.estimated_usd,
+                        free: slot.places.max().saturating_sub(slot.places.held()),
                         index,
-                    })
-                }
+                    },
+                }),
                 Err(why) => refusals.push((slot.name.clone(), why)),
             }
         }
-        let rank = |c: &Candidate| Rank {
-            healthy: c.healthy,
-            spot: c.spot,
-            load: c.load,
-            cost: c.estimate.estimated_usd,
-            free: c.free,
-            index: c.index,
-        };
-        candidates.sort_by(|a, b| compare(&rank(a), &rank(b), wants.prefer, wants.spot));
+        candidates.sort_by(|a, b| compare(&a.rank, &b.rank, wants.prefer, wants.spot));
         Ok(Ranking {
             candidates,
             refusals,
@@ -302,7 +353,7 @@ mod tests {
         Rank {
             healthy: true,
             spot: false,
-            load: 0.0,
+            start_steps: 0,
             cost,
             free: 1,
             index,
@@ -347,15 +398,29 @@ mod tests {
     }
 
     #[test]
-    fn speed_takes_the_least_loaded_and_cost_breaks_ties() {
-        let busy_cheap = Rank {
-            load: 0.5,
+    fn speed_takes_the_quickest_start_with_room_and_cost_breaks_ties() {
+        let slow_cheap = Rank {
+            start_steps: 4,
             ..r(0, 0.1)
         };
-        let idle_dear = r(1, 5.0);
-        let idle_dearer = r(2, 6.0);
-        let all = [busy_cheap, idle_dearer, idle_dear];
-        assert_eq!(order(&all, Prefer::Speed, SpotPolicy::Never), [1, 2, 0]);
-        assert_eq!(order(&all, Prefer::Cost, SpotPolicy::Never), [0, 1, 2]);
+        let quick_dear = Rank {
+            start_steps: 1,
+            ..r(1, 5.0)
+        };
+        let quick_dearer = Rank {
+            start_steps: 1,
+            ..r(2, 6.0)
+        };
+        let unmeasured_full = Rank {
+            free: 0,
+            ..r(3, 0.01)
+        };
+        let all = [slow_cheap, quick_dearer, quick_dear, unmeasured_full];
+        assert_eq!(order(&all, Prefer::Speed, SpotPolicy::Never), [1, 2, 0, 3]);
+        assert_eq!(
+            order(&all, Prefer::Cost, SpotPolicy::Never),
+            [3, 0, 1, 2],
+            "cost ignores start latency and free places come after the price"
+        );
     }
 }

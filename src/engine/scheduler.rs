@@ -86,7 +86,7 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
             }
             // A queued job the sweep found: reconcile it unless the engine has it in hand.
             Some(id) = swept.recv() => {
-                let waiting = engine.slots.iter().any(|s| s.is_waiting(id));
+                let waiting = engine.slots.iter().any(|s| s.places.is_waiting(id));
                 if !queue.knows(id) && !delay_keys.contains_key(&id) && !waiting {
                     tracing::info!(job = %id, "sweep found a queued job no poke reached");
                     queue.push(id);
@@ -115,7 +115,7 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
                     delay_keys.insert(id, delays.insert(id, after));
                 }
                 for slot in &engine.slots {
-                    for waiting in slot.next_waiting() {
+                    for waiting in slot.places.next_waiting() {
                         queue.push(waiting);
                     }
                 }
@@ -267,8 +267,8 @@ impl Engine {
                 if !slot.follows(id, &o.handle.key) {
                     continue;
                 }
-                if seen.get(&o.handle.key) != Some(&o.phase) {
-                    seen.insert(o.handle.key, o.phase);
+                if seen.get(&o.handle.key).map(|(phase, _)| phase) != Some(&o.phase) {
+                    seen.insert(o.handle.key, (o.phase, o.ran));
                     changed.push(id);
                 }
             }

@@ -70,6 +70,15 @@ impl Store for FlakyStore {
     ) -> StoreResult<Vec<crate::model::CostGroup>> {
         self.inner.costs(tenant, query).await
     }
+    async fn run_durations(
+        &self,
+        tenant: &str,
+        dag_id: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>> {
+        self.inner.run_durations(tenant, dag_id, task_id, limit).await
+    }
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
         self.inner.counts().await
     }

@@ -71,8 +71,8 @@ fn auto() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RoutingSpec {
     /// `cost` (the default): the lowest estimated cost for the expected duration. `speed`:
-    /// the provider with the fewest active jobs for its `max_concurrency` (a stand-in for
-    /// start latency), the lower cost breaking ties.
+    /// a provider with a free place and the lowest expected start latency (the median of
+    /// its recent starts, in half seconds), the lower cost breaking ties.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefer: Option<Prefer>,
     /// Whether spot (preemptible) providers may run the job: `never` excludes them,
@@ -91,7 +91,9 @@ pub struct RoutingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_hourly_usd: Option<f64>,
     /// How long the job is expected to run, for its cost estimate (billing minimums and
-    /// increments apply to it). Default: the gateway's `routing.default_duration_seconds`.
+    /// increments apply to it). Default: the median of the last 20 successful runs with
+    /// the same `dag_id` and `task_id` labels, else the gateway's
+    /// `routing.default_duration_seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_duration_seconds: Option<u64>,
 }
@@ -140,6 +142,23 @@ pub struct Quote {
     /// The providers that can run the job, in the order routing would pick them.
     pub candidates: Vec<QuoteCandidate>,
     pub excluded: Vec<QuoteExclusion>,
+    /// The run time the estimates assume.
+    pub expected_duration_seconds: u64,
+    /// Where that run time comes from.
+    pub duration_source: DurationSource,
+}
+
+/// Where a job's expected run time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DurationSource {
+    /// The spec's `routing.expected_duration_seconds`.
+    Spec,
+    /// The median of the last 20 successful runs of jobs with the same `dag_id` and
+    /// `task_id` labels.
+    History,
+    /// The gateway's `routing.default_duration_seconds`.
+    Default,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -702,6 +721,11 @@ pub struct ProviderInfo {
     pub max_concurrency: usize,
     /// Jobs holding a slot now (starting, running or cancelling).
     pub active: usize,
+    /// Queued jobs routed here that wait for a free slot.
+    pub waiting: usize,
+    /// The median time from dispatch to running of the provider's last 20 starts, as
+    /// `prefer = speed` ranks it; absent before the first start since the gateway started.
+    pub start_latency_ms: Option<u64>,
     #[schema(value_type = Object)]
     pub capabilities: serde_json::Value,
     #[schema(value_type = Object)]

@@ -145,6 +145,16 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of jobs still queued that were created before `before`, oldest first.
     async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>>;
 
+    /// How long a tenant's last `limit` succeeded jobs with these `dag_id` and `task_id`
+    /// labels ran (`started_at` to `finished_at`, whole seconds rounded up), newest first.
+    async fn run_durations(
+        &self,
+        tenant: &str,
+        dag_id: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>>;
+
     /// How many jobs there are per (provider, state); undispatched jobs have provider "".
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>>;
 

@@ -61,6 +61,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "cost",
         sql: include_str!("postgres/migrations/0002_cost.sql"),
     },
+    Migration {
+        version: 3,
+        name: "task_runs",
+        sql: include_str!("postgres/migrations/0003_task_runs.sql"),
+    },
 ];
 
 /// The advisory lock that migrations run under ("offload" in ASCII, then 1).
@@ -1008,6 +1013,34 @@ impl Store for PostgresStore {
             .map_err(|e| pg("reading queued jobs", e))?;
         rows.iter()
             .map(|r| r.try_get(0).map_err(|e| pg("reading a queued job", e)))
+            .collect()
+    }
+
+    async fn run_durations(
+        &self,
+        tenant: &str,
+        dag_id: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>> {
+        let client = self.client().await?;
+        // The expressions of the jobs_task_runs index, so that it is used.
+        let stmt = client
+            .prepare_cached(
+                "SELECT ceil(extract(epoch FROM finished_at - started_at))::int8 FROM jobs \
+                 WHERE tenant = $1 AND labels->>'dag_id' = $2 AND labels->>'task_id' = $3 \
+                   AND state = 'succeeded' AND started_at IS NOT NULL AND finished_at IS NOT NULL \
+                 ORDER BY finished_at DESC LIMIT $4",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&tenant, &dag_id, &task_id, &limit])
+            .await
+            .map_err(|e| pg("reading run times", e))?;
+        rows.iter()
+            .map(|r| get::<i64>(r, 0).map(|s| s.max(0) as u64))
             .collect()
     }
 

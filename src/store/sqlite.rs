@@ -74,6 +74,20 @@ PRAGMA user_version = 2;
 COMMIT;
 "#;
 
+/// Version 3: an index for the run times of a DAG task's successful runs (the expected
+/// duration of a job whose spec gives none).
+const MIGRATION_3: &str = r#"
+BEGIN;
+CREATE INDEX IF NOT EXISTS jobs_task_runs ON jobs
+    (tenant, json_extract(labels, '$.dag_id'), json_extract(labels, '$.task_id'), finished_at)
+    WHERE state = 'succeeded';
+PRAGMA user_version = 3;
+COMMIT;
+"#;
+
+/// The schema version this code writes.
+const VERSION: i64 = 3;
+
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
     released, excluded, cost";
@@ -158,7 +172,7 @@ impl SqliteStore {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(db)?;
-        if version > 2 {
+        if version > VERSION {
             return Err(StoreError::Db(format!(
                 "{path_str} has schema version {version}, newer than this offload knows"
             )));
@@ -168,6 +182,9 @@ impl SqliteStore {
         }
         if version < 2 {
             conn.execute_batch(MIGRATION_2).map_err(db)?;
+        }
+        if version < 3 {
+            conn.execute_batch(MIGRATION_3).map_err(db)?;
         }
         let (tx, rx) = mpsc::channel::<WriteOp>();
         std::thread::Builder::new()
@@ -691,6 +708,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn run_durations(
+        &self,
+        tenant: &str,
+        dag_id: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>> {
+        let (tenant, dag_id, task_id) = (tenant.to_string(), dag_id.to_string(), task_id.to_string());
+        self.read(move |conn| {
+            // The expressions of the jobs_task_runs index, so that it is used.
+            let mut stmt = conn.prepare_cached(
+                "SELECT finished_at - started_at FROM jobs \
+                 WHERE tenant = ?1 AND json_extract(labels, '$.dag_id') = ?2 \
+                   AND json_extract(labels, '$.task_id') = ?3 AND state = 'succeeded' \
+                   AND started_at IS NOT NULL AND finished_at IS NOT NULL \
+                 ORDER BY finished_at DESC LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(params![tenant, dag_id, task_id, limit as i64], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            rows.map(|ms| ms.map(|ms| (ms.max(0) as u64).div_ceil(1000)))
+                .collect()
+        })
+        .await
+    }
+
     async fn costs(&self, tenant: &str, query: &CostQuery) -> StoreResult<Vec<CostGroup>> {
         let (key, label) = match &query.group_by {
             CostGrouping::Provider => ("COALESCE(provider, '')", String::new()),
@@ -797,10 +840,10 @@ mod tests {
             let version: i64 = conn
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
-            assert_eq!(version, 2);
+            assert_eq!(version, VERSION);
         }
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.pragma_update(None, "user_version", VERSION + 1).unwrap();
         drop(conn);
         let refused = SqliteStore::open(&path, false, test_box()).err().unwrap();
         assert!(refused.to_string().contains("newer"), "{refused}");

@@ -146,6 +146,28 @@ impl Gateway {
             .collect()
     }
 
+    /// Polls the job's events until one contains `needle`; the reasons then.
+    pub async fn wait_for_event(
+        &self,
+        token: &str,
+        id: &str,
+        secs: u64,
+        needle: &str,
+    ) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let reasons = self.event_reasons(token, id).await;
+            if reasons.iter().any(|r| r.contains(needle)) {
+                return reasons;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} has no event with {needle:?} after {secs} s: {reasons:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `/metrics`, as text.
     pub async fn metrics_text(&self) -> String {
         self.http

@@ -110,9 +110,12 @@ impl Provider for Aci {
                     reason: format!("container group {} was deleted", handle.provider_ref),
                 },
             };
+            // The group's instance view has event times, not a billed run: the engine
+            // bills from its own observation.
             seen.push(Observation {
                 handle: handle.clone(),
                 phase,
+                ran: None,
             });
         }
         Ok(seen)

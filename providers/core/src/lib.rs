@@ -107,6 +107,12 @@ pub enum Phase {
     Lost {
         reason: String,
     },
+    /// Accepted, but the runtime cannot place it for want of capacity and has given up
+    /// trying soon (a pod unschedulable past the provider's limit). Not final: the engine
+    /// may stop it and move the job to another provider, or leave it waiting here.
+    NoCapacity {
+        reason: String,
+    },
 }
 
 impl Phase {
@@ -120,6 +126,34 @@ impl Phase {
 pub struct Observation {
     pub handle: Handle,
     pub phase: Phase,
+    /// When the runtime says the workload started and stopped running, where it reports
+    /// both (an ended workload): what it bills, rather than what the gateway saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<RunTimes>,
+}
+
+/// A workload's run as its runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimes {
+    pub started: std::time::SystemTime,
+    pub finished: std::time::SystemTime,
+}
+
+impl RunTimes {
+    /// Both times, when the runtime gave both and they are in order.
+    pub fn of(
+        started: Option<std::time::SystemTime>,
+        finished: Option<std::time::SystemTime>,
+    ) -> Option<RunTimes> {
+        let (started, finished) = (started?, finished?);
+        (finished >= started).then_some(RunTimes { started, finished })
+    }
+
+    /// Whole seconds run, rounded up.
+    pub fn seconds(&self) -> u64 {
+        let d = self.finished.duration_since(self.started).unwrap_or_default();
+        d.as_millis().div_ceil(1000) as u64
+    }
 }
 
 /// A piece of a workload's log, and where to continue reading.

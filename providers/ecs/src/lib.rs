@@ -404,12 +404,12 @@ impl Provider for Ecs {
                 .collect();
             let mut missing = self.missing.lock().unwrap();
             for handle in chunk {
-                let phase = match by_arn.get(handle.provider_ref.as_str()) {
+                let (phase, ran) = match by_arn.get(handle.provider_ref.as_str()) {
                     Some(task) => {
                         missing.remove(&handle.provider_ref);
                         self.containers
                             .remember(&handle.provider_ref, status::container(task));
-                        status::phase(task)
+                        (status::phase(task), status::ran(task))
                     }
                     None => {
                         let rounds = missing.entry(handle.provider_ref.clone()).or_default();
@@ -418,19 +418,21 @@ impl Provider for Ecs {
                             continue;
                         }
                         missing.remove(&handle.provider_ref);
-                        Phase::Exited {
+                        let phase = Phase::Exited {
                             exit_code: None,
                             reason: Some(format!(
                                 "ECS no longer reports task {}: missing from DescribeTasks {} times",
                                 handle.provider_ref,
                                 self.config.missing_retries + 1
                             )),
-                        }
+                        };
+                        (phase, None)
                     }
                 };
                 observations.push(Observation {
                     handle: handle.clone(),
                     phase,
+                    ran,
                 });
             }
         }

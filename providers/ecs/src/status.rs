@@ -2,7 +2,7 @@
 //! offload's phases, with the stop code and reasons turned into a job's reason.
 
 use aws_sdk_ecs::types::{Task, TaskStopCode};
-use offload_provider::Phase;
+use offload_provider::{Phase, RunTimes};
 
 use crate::taskdef::CONTAINER;
 
@@ -24,6 +24,18 @@ pub fn phase(task: &Task) -> Phase {
         // PROVISIONING, PENDING, ACTIVATING.
         _ => Phase::Starting { reason: None },
     }
+}
+
+/// When a stopped task ran, as ECS reports it (`startedAt` to `stoppedAt`): what Fargate
+/// bills, give or take its image pull.
+pub fn ran(task: &Task) -> Option<RunTimes> {
+    if !matches!(task.last_status(), Some("STOPPED" | "DELETED")) {
+        return None;
+    }
+    let time = |t: Option<&aws_sdk_ecs::primitives::DateTime>| {
+        t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
+    };
+    RunTimes::of(time(task.started_at()), time(task.stopped_at()))
 }
 
 fn stopped(task: &Task, container: &str) -> Phase {

@@ -217,10 +217,10 @@ impl Provider for Kubernetes {
         let mut seen = vec![];
         for handle in handles {
             let key = ObjectRef::new(&handle.provider_ref).within(&self.config.namespace);
-            let phase = match store.get(&key) {
+            let (phase, ran) = match store.get(&key) {
                 Some(pod) => {
                     missing.remove(&handle.provider_ref);
-                    status::phase(&pod, now, limit)
+                    (status::phase(&pod, now, limit), status::ran(&pod))
                 }
                 None => {
                     let rounds = missing.entry(handle.provider_ref.clone()).or_default();
@@ -229,14 +229,16 @@ impl Provider for Kubernetes {
                         continue;
                     }
                     missing.remove(&handle.provider_ref);
-                    Phase::Lost {
+                    let phase = Phase::Lost {
                         reason: format!("pod {} was deleted", handle.provider_ref),
-                    }
+                    };
+                    (phase, None)
                 }
             };
             seen.push(Observation {
                 handle: handle.clone(),
                 phase,
+                ran,
             });
         }
         Ok(seen)

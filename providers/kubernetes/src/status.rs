@@ -1,9 +1,11 @@
 //! What a pod's status says about its job: phase and container states mapped onto
-//! offload's phases, with Kubernetes' reasons kept as the job's reason.
+//! offload's phases, with Kubernetes' reasons kept as the job's reason. A pod stuck on
+//! an error that will not fix itself fails after the pending limit; a pod that is merely
+//! unschedulable past it is "no capacity", which the engine may move elsewhere.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
-use offload_provider::Phase;
+use offload_provider::{Phase, RunTimes};
 
 use crate::pod::CONTAINER;
 
@@ -69,10 +71,7 @@ pub fn phase(pod: &Pod, now: DateTime<Utc>, pending_timeout: chrono::Duration) -
                 if stuck_for(c.last_transition_time.and_then(|t| utc(t.0)).or(created))
                     > pending_timeout
                 {
-                    return Phase::Exited {
-                        exit_code: None,
-                        reason: Some(why),
-                    };
+                    return Phase::NoCapacity { reason: why };
                 }
                 return Phase::Starting { reason: Some(why) };
             }
@@ -84,6 +83,17 @@ pub fn phase(pod: &Pod, now: DateTime<Utc>, pending_timeout: chrono::Duration) -
 /// k8s-openapi's timestamps are jiff's; the engine's clock is chrono's.
 fn utc(t: k8s_openapi::jiff::Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32)
+}
+
+/// When the job's container ran, from its terminated state: what Autopilot bills.
+pub fn ran(pod: &Pod) -> Option<RunTimes> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let main = statuses.iter().find(|c| c.name == CONTAINER)?;
+    let done = main.state.as_ref()?.terminated.as_ref()?;
+    let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.map(|t| std::time::SystemTime::from(t.0))
+    };
+    RunTimes::of(time(done.started_at.as_ref()), time(done.finished_at.as_ref()))
 }
 
 fn terminated_code(state: &ContainerState) -> Option<i32> {
@@ -211,12 +221,21 @@ mod tests {
         ));
         assert_eq!(
             phase(&unschedulable, at(8), LIMIT),
-            Phase::Exited {
-                exit_code: None,
-                reason: Some(
-                    "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.".into()
-                )
+            Phase::NoCapacity {
+                reason: "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+                    .into()
             }
         );
+    }
+
+    #[test]
+    fn an_ended_container_reports_when_it_ran() {
+        let done = pod(
+            json!({"phase": "Succeeded", "containerStatuses": [{"name": "main", "image": "i", "imageID": "",
+            "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0,
+            "startedAt": "2026-01-01T00:01:00Z", "finishedAt": "2026-01-01T00:03:30Z"}}}]}),
+        );
+        assert_eq!(ran(&done).map(|r| r.seconds()), Some(150));
+        assert_eq!(ran(&pod(json!({"phase": "Running"}))), None);
     }
 }

@@ -326,6 +326,7 @@ impl Provider for LocalProvider {
                 Ok(Observation {
                     handle: h.clone(),
                     phase: Self::phase(&self.dir(&h.key)?),
+                    ran: None,
                 })
             })
             .collect()

@@ -3,8 +3,9 @@
 //! A workload's life is a plan (start latency, run time, exit code, output) fixed at
 //! launch; its phase at any moment follows from the wall clock, so the simulator needs
 //! no background task. Faults are injected with configured probabilities: throttling,
-//! transient errors and capacity errors on launch, transient errors on observe, and
-//! workloads that get lost.
+//! transient errors and capacity errors on launch, transient errors on observe,
+//! workloads that get lost and workloads that are never placed. An ended workload
+//! reports when it ran, as a runtime reports what it bills.
 //!
 //! Every launch call is appended to a record file (when one is configured) before it
 //! returns: `created` when a workload was made, `adopted` when the key already had one.
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use offload_provider::{
     tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet,
-    Provider, ProviderError, Result, WorkloadSpec,
+    Provider, ProviderError, Result, RunTimes, WorkloadSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +85,9 @@ pub struct Faults {
     pub capacity: f64,
     /// A created workload is lost once it would have started.
     pub lost: f64,
+    /// A created workload is never placed: it answers "no capacity" until it is stopped,
+    /// as a pod that stays unschedulable does.
+    pub unschedulable: f64,
 }
 
 /// What a job may ask of the simulator through `provider_options.sim`.
@@ -99,6 +103,9 @@ struct JobOptions {
     capacity_errors: Option<u32>,
     /// What every stop of the workload answers: `not_found` or `transient`.
     cancel_error: Option<CancelError>,
+    /// The workload is never placed: it answers "no capacity" (as an unschedulable pod
+    /// past its limit does) until it is stopped.
+    unschedulable: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,6 +125,8 @@ struct Plan {
     lost: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cancel_error: Option<CancelError>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unschedulable: bool,
 }
 
 /// One line of the record file.
@@ -313,6 +322,7 @@ impl SimProvider {
             output,
             lost: opts.lost.unwrap_or(lost),
             cancel_error: opts.cancel_error,
+            unschedulable: opts.unschedulable.unwrap_or(false),
         })
     }
 
@@ -325,6 +335,11 @@ impl SimProvider {
                     "cancelled after {} ms",
                     at.saturating_sub(w.launched_ms)
                 )),
+            };
+        }
+        if w.plan.unschedulable {
+            return Phase::NoCapacity {
+                reason: "simulated: no node can place it".into(),
             };
         }
         if now < started {
@@ -344,6 +359,23 @@ impl SimProvider {
             exit_code: Some(w.plan.exit_code),
             reason: None,
         }
+    }
+
+    /// When an ended workload ran, as a runtime would report it for billing.
+    fn ran(w: &Workload, now: u64) -> Option<RunTimes> {
+        let started = w.launched_ms + w.plan.start_ms;
+        let finished = match w.cancelled_ms {
+            Some(at) => at,
+            None if matches!(Self::phase(w, now), Phase::Exited { .. }) => {
+                started + w.plan.run_ms
+            }
+            None => return None,
+        };
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        (finished >= started).then(|| RunTimes {
+            started: at(started),
+            finished: at(finished),
+        })
     }
 }
 
@@ -382,6 +414,7 @@ impl Provider for SimProvider {
                 "lost": {"type": ["boolean", "null"]},
                 "capacity_errors": {"type": ["integer", "null"], "minimum": 0, "maximum": self.config.max_capacity_errors},
                 "cancel_error": {"enum": ["not_found", "transient", null]},
+                "unschedulable": {"type": ["boolean", "null"]},
             }
         })
     }
@@ -431,7 +464,8 @@ impl Provider for SimProvider {
         }
         state.refused.remove(&launch.key);
         let lost = state.roll(faults.lost);
-        let plan = self.plan(&launch.spec, lost)?;
+        let mut plan = self.plan(&launch.spec, lost)?;
+        plan.unschedulable |= state.roll(faults.unschedulable);
         state.append(
             RecordOp::Created,
             &launch.key,
@@ -460,13 +494,18 @@ impl Provider for SimProvider {
         let now = now_ms();
         Ok(handles
             .iter()
-            .map(|h| Observation {
-                handle: h.clone(),
-                phase: match state.workloads.get(&h.key) {
-                    Some(w) => Self::phase(w, now),
-                    None => Phase::Lost {
+            .map(|h| match state.workloads.get(&h.key) {
+                Some(w) => Observation {
+                    handle: h.clone(),
+                    phase: Self::phase(w, now),
+                    ran: Self::ran(w, now),
+                },
+                None => Observation {
+                    handle: h.clone(),
+                    phase: Phase::Lost {
                         reason: "no such simulated workload".into(),
                     },
+                    ran: None,
                 },
             })
             .collect())
