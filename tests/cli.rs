@@ -1,6 +1,7 @@
 //! The real binary as a newcomer uses it: `offload serve` on its defaults (no config file),
-//! `offload run` exiting with the job's exit code, `offload config check`, and a graceful
-//! stop on SIGTERM.
+//! `offload run` exiting with the job's exit code and saying where it ran and what it cost,
+//! `offload quote` and `offload costs`, `offload config check`, and a graceful stop on
+//! SIGTERM.
 
 mod common;
 
@@ -11,19 +12,19 @@ use common::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_offload");
 
-#[test]
-fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `offload serve` in `dir` on a free port with `args`; its URL once it answers.
+fn serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut serve = Command::new(BIN)
+    let serve = Command::new(BIN)
         .arg("serve")
-        .current_dir(dir.path())
+        .args(args)
+        .current_dir(dir)
         .env("OFFLOAD_LISTEN", format!("127.0.0.1:{port}"))
         // An OFFLOAD_* variable that names no config key is not configuration.
         .env("OFFLOAD_UNRELATED", "x")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let ready = Instant::now();
@@ -39,6 +40,24 @@ fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    (serve, url)
+}
+
+/// Runs the CLI against `url`: its exit code, stdout and stderr.
+fn cli(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(["--url", url])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut serve, url) = serve(dir.path(), &[]);
     assert!(
         dir.path().join("offload.db").exists(),
         "the default store is ./offload.db"
@@ -65,6 +84,11 @@ fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(String::from_utf8_lossy(&run.stderr).contains("exited with code 4"));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("ran on local: 0.000000 USD"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     let list = Command::new(BIN)
         .args(["list", "--url", &url, "--state", "failed"])
@@ -131,4 +155,74 @@ fn config_check_names_a_bad_setting() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn quote_run_and_costs_say_where_jobs_go_and_what_they_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offload.toml");
+    std::fs::write(
+        &config,
+        r#"
+[providers.cheap]
+kind = "sim"
+start_ms = 0
+run_ms = 300
+poll_interval_ms = 20
+price = { vcpu_hour = 3.6 }
+[providers.dear]
+kind = "sim"
+price = { vcpu_hour = 7.2 }
+"#,
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (mut serve, url) = serve(dir.path(), &["--config", config]);
+
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"image": "alpine", "resources": {"cpu": 1}, "routing": {"expected_duration_seconds": 10}}"#,
+    )
+    .unwrap();
+    let (code, out, err) = cli(&url, &["quote", spec.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<_> = out.lines().collect();
+    assert_eq!(lines[0], "expected duration: 10 s (from spec)", "{out}");
+    assert!(lines[2].starts_with("cheap ") && lines[2].ends_with(" 0.010000"), "{out}");
+    assert!(lines[3].starts_with("dear ") && lines[3].ends_with(" 0.020000"), "{out}");
+
+    // Each run says where it ran and what it cost; the report adds them up by label.
+    let mut ids = vec![];
+    for dag in ["etl", "etl", "ml"] {
+        let label = format!("dag_id={dag}");
+        let (code, _, err) = cli(&url, &["run", "-l", &label, "alpine", "--", "true"]);
+        assert_eq!(code, Some(0), "{err}");
+        let line = err.lines().find(|l| l.contains(" ran on ")).unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains("ran on cheap: ") && line.contains(" USD (estimated "), "{line}");
+        ids.push(line.split_whitespace().nth(2).unwrap().to_string());
+    }
+    let usd = |id: &str| {
+        let (_, job, _) = cli(&url, &["get", id]);
+        let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+        job["cost"]["usd"].as_f64().unwrap()
+    };
+    let each: Vec<f64> = ids.iter().map(|id| usd(id)).collect();
+    assert!(each.iter().all(|u| *u > 0.0), "{each:?}");
+    let (code, out, err) = cli(&url, &["costs", "--group-by", "label:dag_id", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    assert!(close(report["total_usd"].as_f64().unwrap(), each.iter().sum()), "{report}");
+    assert_eq!(report["groups"][0]["key"], "etl", "{report}");
+    assert_eq!(report["groups"][0]["jobs"], 2, "{report}");
+    assert!(close(report["groups"][0]["usd"].as_f64().unwrap(), each[0] + each[1]), "{report}");
+    let (_, table, _) = cli(&url, &["costs", "--group-by", "label:dag_id"]);
+    let rows: Vec<_> = table.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect();
+    assert_eq!(rows[0], ["GROUP", "JOBS", "USD", "ESTIMATED", "USD"], "{table}");
+    assert_eq!((rows[1][0], rows[1][1]), ("etl", "2"), "{table}");
+    assert_eq!((rows[2][0], rows[2][1]), ("ml", "1"), "{table}");
+    assert_eq!(rows[3][0], "TOTAL", "{table}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
 }

@@ -63,6 +63,15 @@ impl Client {
         Ok(Self::check(response).await?.json().await?)
     }
 
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = self.http.post(self.url(path)).bearer_auth(&self.token);
+        Ok(Self::check(request.json(body).send().await).await?.json().await?)
+    }
+
     pub async fn job(&self, id: &str) -> anyhow::Result<serde_json::Value> {
         self.get_json(&format!("/v1/jobs/{id}"), &[]).await
     }
@@ -72,15 +81,11 @@ impl Client {
         spec: &serde_json::Value,
         key: Option<&str>,
     ) -> anyhow::Result<serde_json::Value> {
-        let mut request = self
-            .http
-            .post(self.url("/v1/jobs"))
-            .bearer_auth(&self.token)
-            .json(spec);
+        let mut request = self.http.post(self.url("/v1/jobs")).bearer_auth(&self.token);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
-        Ok(Self::check(request.send().await).await?.json().await?)
+        Ok(Self::check(request.json(spec).send().await).await?.json().await?)
     }
 
     pub async fn cancel(&self, id: &str) -> anyhow::Result<serde_json::Value> {

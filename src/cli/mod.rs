@@ -55,6 +55,10 @@ enum Command {
         /// KEY=VALUE, repeatable.
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
+        /// KEY=VALUE, repeatable: the job's labels (`dag_id=etl`), which cost reports
+        /// group by.
+        #[arg(long = "label", short = 'l')]
+        label: Vec<String>,
         #[arg(long)]
         timeout: Option<u64>,
         image: String,
@@ -67,6 +71,29 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         idempotency_key: Option<String>,
+    },
+    /// Where a job spec (JSON, from a file or `-`) would run and what it would cost
+    /// there, best first, without submitting it.
+    Quote {
+        file: PathBuf,
+        /// Print the gateway's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the jobs that finished in a period cost, by provider or by a label.
+    Costs {
+        /// `provider`, or `label:KEY` (`label:dag_id`).
+        #[arg(long, default_value = "provider")]
+        group_by: String,
+        /// RFC 3339; default: 7 days ago.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339; default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print the gateway's answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a job.
     Get { id: String },
@@ -133,23 +160,17 @@ pub async fn main() -> anyhow::Result<i32> {
             cpu,
             memory,
             env,
+            label,
             timeout,
             image,
             command,
         } => {
-            let mut env_map = BTreeMap::new();
-            for pair in env {
-                let (k, v) = pair
-                    .split_once('=')
-                    .with_context(|| format!("--env {pair:?} is not KEY=VALUE"))?;
-                env_map.insert(k.to_string(), v.to_string());
-            }
             let spec = JobSpec {
                 name: None,
                 image,
                 command,
                 args: vec![],
-                env: env_map,
+                env: pairs("--env", &env)?,
                 secret_env: BTreeMap::new(),
                 resources: ResourceSpec {
                     cpu,
@@ -159,7 +180,7 @@ pub async fn main() -> anyhow::Result<i32> {
                 timeout_seconds: timeout,
                 provider,
                 routing: None,
-                labels: BTreeMap::new(),
+                labels: pairs("--label", &label)?,
                 provider_options: BTreeMap::new(),
             };
             return run(&client()?, &spec).await;
@@ -168,15 +189,30 @@ pub async fn main() -> anyhow::Result<i32> {
             file,
             idempotency_key,
         } => {
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
-            } else {
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?
-            };
-            let spec: serde_json::Value =
-                serde_json::from_str(&text).context("the spec is not JSON")?;
+            let spec = read_spec(&file)?;
             print_json(&client()?.submit(&spec, idempotency_key.as_deref()).await?)?;
+        }
+        Command::Quote { file, json } => {
+            let quote = client()?.post_json("/v1/quotes", &read_spec(&file)?).await?;
+            match json {
+                true => print_json(&quote)?,
+                false => print!("{}", quote_table(&quote)),
+            }
+        }
+        Command::Costs {
+            group_by,
+            since,
+            until,
+            json,
+        } => {
+            let mut query = vec![("group_by", group_by)];
+            query.extend(since.map(|s| ("since", s)));
+            query.extend(until.map(|u| ("until", u)));
+            let report = client()?.get_json("/v1/costs", &query).await?;
+            match json {
+                true => print_json(&report)?,
+                false => print!("{}", cost_table(&report)),
+            }
         }
         Command::Get { id } => print_json(&client()?.job(&id).await?)?,
         Command::List {
@@ -217,6 +253,87 @@ pub async fn main() -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `KEY=VALUE` arguments of `flag` as a map.
+fn pairs(flag: &str, args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    args.iter()
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .with_context(|| format!("{flag} {pair:?} is not KEY=VALUE"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// A job spec from a file, or from standard input for `-`.
+fn read_spec(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    serde_json::from_str(&text).context("the spec is not JSON")
+}
+
+/// `POST /v1/quotes`' answer as a table, best first, then the excluded with their reasons.
+fn quote_table(quote: &serde_json::Value) -> String {
+    let mut out = format!(
+        "expected duration: {} s (from {})\n{:<24} {:<12} {:<5} {:>12} {:>10} {:>14}\n",
+        quote["expected_duration_seconds"],
+        quote["duration_source"].as_str().unwrap_or("?"),
+        "PROVIDER",
+        "KIND",
+        "SPOT",
+        "USD/HOUR",
+        "BILLED S",
+        "ESTIMATED USD"
+    );
+    for c in quote["candidates"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{:<24} {:<12} {:<5} {:>12.6} {:>10} {:>14.6}\n",
+            c["provider"].as_str().unwrap_or(""),
+            c["kind"].as_str().unwrap_or(""),
+            if c["spot"] == true { "yes" } else { "no" },
+            c["hourly_usd"].as_f64().unwrap_or(0.0),
+            c["billed_seconds"],
+            c["estimated_usd"].as_f64().unwrap_or(0.0),
+        );
+    }
+    for e in quote["excluded"].as_array().into_iter().flatten() {
+        out += &format!(
+            "not {}: {}\n",
+            e["provider"].as_str().unwrap_or(""),
+            e["reason"].as_str().unwrap_or("")
+        );
+    }
+    out
+}
+
+/// `GET /v1/costs`' answer as a table with its total.
+fn cost_table(report: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<32} {:>8} {:>14} {:>14}\n",
+        "GROUP", "JOBS", "USD", "ESTIMATED USD"
+    );
+    for g in report["groups"].as_array().into_iter().flatten() {
+        let key = g["key"].as_str().unwrap_or("");
+        out += &format!(
+            "{:<32} {:>8} {:>14.6} {:>14.6}\n",
+            if key.is_empty() { "(none)" } else { key },
+            g["jobs"],
+            g["usd"].as_f64().unwrap_or(0.0),
+            g["estimated_usd"].as_f64().unwrap_or(0.0),
+        );
+    }
+    out += &format!(
+        "{:<32} {:>8} {:>14.6}\n",
+        "TOTAL",
+        "",
+        report["total_usd"].as_f64().unwrap_or(0.0)
+    );
+    out
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -254,8 +371,22 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where an ended job ran and what it cost.
+fn where_and_cost(job: &Job) -> String {
+    match &job.cost {
+        Some(c) => format!(
+            "ran on {}: {:.6} USD (estimated {:.6} USD, billed {} s)",
+            c.provider,
+            c.usd.unwrap_or(0.0),
+            c.estimated_usd,
+            c.billed_seconds.unwrap_or(0)
+        ),
+        None => "never reached a provider: no cost".into(),
+    }
+}
+
 /// Submits, waits for the start (with a spinner on a terminal), streams the log, and
-/// returns the job's exit code.
+/// returns the job's exit code, saying at the end where it ran and what it cost.
 async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
     let job: Job =
         serde_json::from_value(client.submit(&serde_json::to_value(spec)?, None).await?)?;
@@ -289,6 +420,7 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    eprintln!("offload: job {id} {}", where_and_cost(&job));
     match (job.state, job.exit_code) {
         (crate::model::JobState::Succeeded, _) => Ok(0),
         (state, code) => {
