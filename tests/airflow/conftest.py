@@ -1,6 +1,7 @@
-"""The real-Airflow harness: the real `offload serve` binary on its local provider and an
-Airflow 3 home whose DAGs are the examples in deploy/airflow plus tests/airflow/dags.
-tests/run.sh installs Airflow and the operator package, then runs these tests."""
+"""The real-Airflow harness: the real `offload serve` binary on its local provider (given a
+price, so that what a job costs is not 0) and an Airflow 3 home whose DAGs are the examples
+in deploy/airflow plus tests/airflow/dags. tests/run.sh installs Airflow and the operator
+package, then runs these tests."""
 
 import json
 import os
@@ -18,6 +19,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 OFFLOAD = os.path.abspath(os.environ.get("OFFLOAD_BIN", ROOT / "target" / "debug" / "offload"))
 AIRFLOW = str(pathlib.Path(sys.executable).parent / "airflow")
 TOKEN = "offload-dev-token"
+#: The gateway's configuration: its one provider, local, with a price sheet (local is free
+#: by default), so that a job's `cost.usd` (the operator's `cost_usd` XCom) is more than 0.
+GATEWAY_CONFIG = """\
+[providers.local]
+kind = "local"
+price = { vcpu_hour = 3.6 }
+"""
 DAG_FILES = [
     ROOT / "deploy" / "airflow" / "dags" / "offload_job.py",
     ROOT / "deploy" / "airflow" / "provider" / "example_dags" / "offload_operator.py",
@@ -76,9 +84,11 @@ def gateway(tmp_path_factory):
     assert os.path.exists(OFFLOAD), f"{OFFLOAD} is missing: build it first (cargo build)"
     work = tmp_path_factory.mktemp("gateway")
     url = f"http://127.0.0.1:{free_port()}"
+    (work / "offload.toml").write_text(GATEWAY_CONFIG)
     log = open(work / "serve.log", "w")
     env = {**os.environ, "OFFLOAD_LISTEN": url.removeprefix("http://")}
-    proc = subprocess.Popen([OFFLOAD, "serve"], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen([OFFLOAD, "serve", "--config", "offload.toml"], cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.time() + 30
     while True:
         try:

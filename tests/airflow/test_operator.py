@@ -1,12 +1,15 @@
 """The airflow-provider-offload package (deploy/airflow/provider) on real Airflow 3 against
 the real gateway: deferred and synchronous waits, XCom result, the job's log in the task
-log, failure with reason and log tail, secret masking, cancel on execution_timeout, and
-reattach after the worker died."""
+log, its provider and cost as XCom and in the task log, failure with reason and log tail,
+secret masking, cancel on execution_timeout, and reattach after the worker died."""
 
 import json
 import os
 import signal
 import subprocess
+import sys
+
+import pytest
 
 from conftest import AIRFLOW, LOGICAL_DATE, dags_test
 
@@ -18,7 +21,34 @@ def only_job(gateway, dag_id):
     return jobs[0]
 
 
-def test_deferred_success_returns_the_result_and_copies_the_log(gateway, airflow_env):
+_READ_XCOMS = """
+import json, sys
+from sqlalchemy import select
+from airflow.models.xcom import XComModel
+from airflow.utils.session import create_session
+dag_id, run_id, task_id = sys.argv[1:]
+with create_session() as session:
+    rows = session.scalars(select(XComModel).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id))
+    print(json.dumps({row.key: XComModel.deserialize_value(row) for row in rows}))
+"""
+
+
+def xcoms(env, dag_id, run_id, task_id="run"):
+    """What a task instance pushed as XCom, by key, as Airflow's database holds it."""
+    done = subprocess.run([sys.executable, "-c", _READ_XCOMS, dag_id, run_id, task_id],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cost_line(job):
+    """The task log's line on where the ended job ran and what it cost."""
+    cost = job["cost"]
+    return (f"[offload] job {job['id']} ran on {job['provider']}: {cost['usd']:.6f} USD "
+            f"(estimated {cost['estimated_usd']:.6f} USD, billed {cost['billed_seconds']} s)")
+
+
+def test_deferred_success_returns_the_result_and_copies_the_log_and_cost(gateway, airflow_env):
     reads_before = gateway.status_reads()
     code, output = dags_test(airflow_env, "offload_operator", {
         "command": ["sh", "-c", "sleep 10; echo counting; echo 'offload-result: {\"rows\": 3}'"],
@@ -39,6 +69,17 @@ def test_deferred_success_returns_the_result_and_copies_the_log(gateway, airflow
     assert "[offload] counting" in output
     # `report` got the XCom.
     assert "the job reported 3 rows" in output
+    # Where it ran and what it cost, as the gateway has it: local at 3.6 USD per vCPU-hour
+    # (conftest's price sheet) for 0.5 vCPU, so a 10 s job costs something.
+    cost = job["cost"]
+    assert job["provider"] == cost["provider"] == "local", job
+    assert cost["hourly_usd"] == pytest.approx(1.8), cost
+    assert cost["billed_seconds"] > 0 and cost["usd"] == pytest.approx(1.8 * cost["billed_seconds"] / 3600), cost
+    assert cost["usd"] > 0, cost
+    assert xcoms(airflow_env, "offload_operator", job["labels"]["run_id"]) == {
+        "job_id": job["id"], "provider": job["provider"], "cost_usd": cost["usd"], "return_value": {"rows": 3},
+    }
+    assert cost_line(job) in output, output
 
 
 def test_failing_job_fails_the_task_with_reason_and_log_tail(gateway, airflow_env):
@@ -47,6 +88,8 @@ def test_failing_job_fails_the_task_with_reason_and_log_tail(gateway, airflow_en
     job = only_job(gateway, "offload_operator")
     assert (job["state"], job["exit_code"]) == ("failed", 5)
     assert f"offload job {job['id']} failed: exited with code 5\nlast lines of its log:\nboom" in output, output
+    # A failed job's cost is reported too.
+    assert cost_line(job) in output, output
 
 
 def test_synchronous_wait_with_a_masked_secret(gateway, airflow_env):

@@ -39,7 +39,10 @@ class OffloadJobOperator(BaseOperator):
     succeeds when the job does, returns the job's `result` (its `offload-result:` line) as
     XCom, and otherwise fails with the job's reason and the last lines of its log. While the
     job runs, each poll copies its new log lines into the task log (at most `log_lines`
-    per poll); once it ends, its whole log follows. The job id is pushed as XCom `job_id`.
+    per poll); once it ends, its whole log follows. The job id is pushed as XCom `job_id`;
+    once the job has ended (whether it succeeded or not), its provider and what it cost are
+    pushed as XComs `provider` and `cost_usd` (None when it never reached a provider) and
+    written as one line of the task log.
 
     `execution_timeout` bounds the whole wait, deferred or not: the deferral gets the time
     that is left as its timeout, and when it runs out the job is cancelled and the task
@@ -133,7 +136,7 @@ class OffloadJobOperator(BaseOperator):
         self.job_id = job["id"]
         ti.xcom_push(key="job_id", value=job["id"])
         if job["terminal"]:
-            return self._finish(job)
+            return self._finish(context, job)
         if self.deferrable:
             self._defer(job["id"], self._deadline(context, deadline))
         try:
@@ -142,7 +145,7 @@ class OffloadJobOperator(BaseOperator):
         except AirflowTaskTimeout:
             self._cancel("execution_timeout")
             raise
-        return self._finish(job)
+        return self._finish(context, job)
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, deadline: str | None = None
@@ -157,7 +160,7 @@ class OffloadJobOperator(BaseOperator):
         self.job_id = event["job_id"]
         if "error" in event:
             raise AirflowException(f"waiting for offload job {self.job_id}: {event['error']}")
-        return self._finish(event["job"])
+        return self._finish(context, event["job"])
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         # A resumed try is a new process: the job's log it copies must be masked there too.
@@ -266,11 +269,14 @@ class OffloadJobOperator(BaseOperator):
                               job["labels"].get("try_number"))
         return None
 
-    def _finish(self, job: dict[str, Any]) -> Any:
+    def _finish(self, context: Context, job: dict[str, Any]) -> Any:
+        """The job has ended (however the wait saw it): its log and cost into the task log,
+        its provider and cost as XCom, then the task's outcome."""
         log = self.hook.logs(job["id"])
         self.log.info("offload job %s %s; its log:", job["id"], job["state"])
         for line in log.splitlines():
             self.log.info("[offload] %s", line)
+        self._report_cost(context, job)
         if job["state"] == "succeeded":
             return job.get("result")
         message = f"offload job {job['id']} {job['state']}: {job.get('reason') or 'no reason given'}"
@@ -278,6 +284,26 @@ class OffloadJobOperator(BaseOperator):
         if tail:
             message += "\nlast lines of its log:\n" + "\n".join(tail)
         raise AirflowException(message)
+
+    def _report_cost(self, context: Context, job: dict[str, Any]) -> None:
+        """Where the ended job ran and what it cost: one task log line, XComs `provider` and
+        `cost_usd` (the gateway's `cost.usd`; None when the job never reached a provider)."""
+        cost = job.get("cost")
+        provider = job.get("provider")
+        if cost is None:
+            self.log.info("[offload] job %s never dispatched, no cost", job["id"])
+        else:
+            self.log.info("[offload] job %s ran on %s: %s USD (estimated %s USD, billed %s s)", job["id"],
+                          provider, _usd(cost.get("usd")), _usd(cost.get("estimated_usd")),
+                          "unknown" if cost.get("billed_seconds") is None else cost["billed_seconds"])
+        ti = context["ti"]
+        ti.xcom_push(key="cost_usd", value=None if cost is None or cost.get("usd") is None else float(cost["usd"]))
+        ti.xcom_push(key="provider", value=provider)
+
+
+def _usd(amount: float | None) -> str:
+    """Dollars as the task log shows them, to a millionth (a short job can cost less than a cent)."""
+    return "unknown" if amount is None else f"{amount:.6f}"
 
 
 def _live(job: dict[str, Any]) -> bool:
