@@ -295,7 +295,7 @@ fn quote_table(quote: &serde_json::Value) -> String {
             c["kind"].as_str().unwrap_or(""),
             if c["spot"] == true { "yes" } else { "no" },
             c["hourly_usd"].as_f64().unwrap_or(0.0),
-            c["billed_seconds"],
+            c["billed_seconds"].as_u64().unwrap_or(0),
             c["estimated_usd"].as_f64().unwrap_or(0.0),
         );
     }
@@ -320,7 +320,7 @@ fn cost_table(report: &serde_json::Value) -> String {
         out += &format!(
             "{:<32} {:>8} {:>14.6} {:>14.6}\n",
             if key.is_empty() { "(none)" } else { key },
-            g["jobs"],
+            g["jobs"].as_u64().unwrap_or(0),
             g["usd"].as_f64().unwrap_or(0.0),
             g["estimated_usd"].as_f64().unwrap_or(0.0),
         );

@@ -54,7 +54,9 @@ pub struct Config {
     pub max_cpu: f64,
     #[serde(default = "default_max_memory")]
     pub max_memory_bytes: u64,
-    /// A pod stuck pending (unschedulable, image pull, config error) fails after this.
+    /// A pod stuck pending on an image pull or config error fails after this; one
+    /// unschedulable this long is reported as "no capacity", which fails an `auto` job
+    /// over to another provider (or leaves it waiting to be placed).
     #[serde(default = "default_pending")]
     pub pending_timeout_seconds: u64,
     /// A fresh watch (with a fresh list) is started this often, as a safety net.
