@@ -75,9 +75,17 @@ fn default_providers() -> BTreeMap<String, ProviderConfig> {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The SQLite database file.
+    /// The SQLite database file (when `url` is not set).
     #[serde(default = "default_db")]
     pub path: PathBuf,
+    /// A PostgreSQL database (`postgres://user:password@host:port/database`) to share with
+    /// other replicas, instead of the SQLite file at `path`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// With `url`: how long a replica's lease on its jobs lasts without renewal; it renews
+    /// every third of it, and once it lapses the other replicas adopt its jobs.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
     /// Sync every commit to disk (survives power loss); off, a commit survives a crash only.
     #[serde(default = "yes")]
     pub synchronous_full: bool,
@@ -95,6 +103,8 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("path", &self.path)
+            .field("url", &self.url.as_deref().map(redact_password))
+            .field("lease_seconds", &self.lease_seconds)
             .field("synchronous_full", &self.synchronous_full)
             .field(
                 "secret_key",
@@ -128,6 +138,24 @@ fn default_db() -> PathBuf {
     PathBuf::from("offload.db")
 }
 
+fn default_lease() -> u64 {
+    15
+}
+
+/// A database URL with its password (if any) replaced, for logs and `Debug`.
+pub fn redact_password(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
+            let userinfo = &rest[..at - scheme.len() - 3];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:<redacted>{}", &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -136,6 +164,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_db(),
+            url: None,
+            lease_seconds: default_lease(),
             synchronous_full: true,
             secret_key: None,
             secret_key_file: None,
@@ -437,6 +467,17 @@ impl Config {
                 "http.header_timeout_seconds, body_timeout_seconds, max_connections and max_waiters_per_tenant must be at least 1".into(),
             ));
         }
+        if self.store.url.is_some()
+            && self.store.secret_key.is_none()
+            && self.store.secret_key_file.is_none()
+        {
+            return Err(ConfigError(
+                "store.url: replicas on PostgreSQL must share the key that seals secret_env: set store.secret_key (OFFLOAD_STORE__SECRET_KEY) or store.secret_key_file".into(),
+            ));
+        }
+        if self.store.lease_seconds < 3 {
+            return Err(ConfigError("store.lease_seconds must be at least 3".into()));
+        }
         if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {
             return Err(ConfigError(
                 "engine.max_attempts and engine.reconcile_concurrency must be at least 1".into(),
@@ -522,6 +563,22 @@ mod tests {
         assert!(Config::from_toml(&allowed).is_ok());
         assert!(err("[routing]\ndefault_duration_seconds = 0").contains("default_duration_seconds"));
         assert!(err("[routing]\ndefault_spot = \"sometimes\"").contains("sometimes"));
+        assert!(err("[store]\nurl = \"postgres://db/offload\"").contains("store.secret_key"));
+        assert!(err("[store]\nlease_seconds = 1").contains("lease_seconds"));
+    }
+
+    #[test]
+    fn a_database_password_never_shows() {
+        let store = StoreConfig {
+            url: Some("postgres://offload:hunter2@db:5432/offload".into()),
+            secret_key: Some("k".into()),
+            ..StoreConfig::default()
+        };
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("\"k\""), "{shown}");
+        assert!(shown.contains("postgres://offload:<redacted>@db:5432/offload"), "{shown}");
+        assert_eq!(redact_password("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_password("postgres://u@db/x"), "postgres://u@db/x");
     }
 
     #[test]

@@ -10,7 +10,33 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::{Config, DEV_TOKEN};
 use crate::engine::Engine;
+use crate::config::StoreConfig;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::{sqlite::SqliteStore, Store};
+
+/// The store the configuration names: PostgreSQL at `store.url`, else SQLite at
+/// `store.path`.
+pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let secrets = config.secret_box()?;
+    Ok(match &config.url {
+        Some(url) => {
+            let options = PostgresOptions {
+                lease: Duration::from_secs(config.lease_seconds),
+                ..PostgresOptions::default()
+            };
+            let shown = crate::config::redact_password(url);
+            Arc::new(
+                PostgresStore::connect_with(url, secrets, options)
+                    .await
+                    .with_context(|| format!("connecting to the store at {shown}"))?,
+            )
+        }
+        None => Arc::new(
+            SqliteStore::open(&config.path, config.synchronous_full, secrets)
+                .with_context(|| format!("opening the store at {}", config.path.display()))?,
+        ),
+    })
+}
 
 /// A running gateway.
 pub struct Server {
@@ -22,14 +48,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, resumes the engine and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(
-                &config.store.path,
-                config.store.synchronous_full,
-                config.store.secret_box()?,
-            )
-            .with_context(|| format!("opening the store at {}", config.store.path.display()))?,
-        );
+        let store = open_store(&config.store).await?;
         let engine = Engine::new(&config, store.clone())
             .await
             .map_err(anyhow::Error::msg)?;
@@ -67,6 +86,10 @@ impl Server {
             crate::http::serve(listener, app, &http, stopped, drain).await;
             engine.stop();
             let _ = engine_done.await;
+            // Other replicas adopt this one's jobs at once rather than after the lease.
+            if let Err(e) = engine.release_lease().await {
+                tracing::warn!(error = %e, "could not give up the lease; others adopt after it lapses");
+            }
             Ok(())
         });
         tracing::info!(%addr, "offload is serving");

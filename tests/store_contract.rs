@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use offload::model::{CostGroup, JobCost, JobSpec, JobState, REDACTED};
-use offload::store::postgres::{migrate, Change, PostgresStore};
+use offload::store::postgres::{migrate, Change, PostgresOptions, PostgresStore};
 use offload::store::secrets::SecretBox;
 use offload::store::sqlite::SqliteStore;
 use offload::store::{
@@ -747,6 +747,7 @@ async fn every_field_round_trips(f: &Fixture) {
             earlier_usd: 0.125,
         }),
         event: None,
+        from_any_replica: false,
     };
     let after = store.update(id, &[], patch).await.unwrap().unwrap();
     let got = store.get(id).await.unwrap().unwrap();
@@ -966,7 +967,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3, 4], "each migration applied once");
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -987,7 +988,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let (_admin2, _schema2, url2) = fresh_schema().await;
     assert_eq!(
         migrate(&url2).await.unwrap(),
-        vec!["0001_jobs", "0002_cost"]
+        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas"]
     );
     for s in [&schema, &_schema2] {
         admin
@@ -1044,7 +1045,7 @@ async fn postgres_change_feed_tells_of_every_committed_write() {
         match next_change(&mut feed).await {
             Change::Job(j) if j == second => break,
             Change::Job(j) => assert_ne!(j, id, "a notice for a write that did not happen"),
-            Change::Resync => {}
+            Change::Resync | Change::Poke { .. } => {}
         }
     }
     drop(feed);
@@ -1169,9 +1170,115 @@ async fn postgres_going_away_is_a_db_error_and_the_store_recovers_by_itself() {
         match next_change(&mut feed).await {
             Change::Job(j) if j == third => break,
             Change::Job(j) => assert_eq!(j, second, "an unexpected notice"),
-            Change::Resync => {}
+            Change::Resync | Change::Poke { .. } => {}
         }
     }
     drop(store);
     drop(server);
+}
+
+// Replicas on one database: leases, fencing, adoption, pokes.
+
+async fn replica(url: &str) -> PostgresStore {
+    let options = PostgresOptions {
+        lease: Duration::from_secs(3),
+        ..PostgresOptions::default()
+    };
+    PostgresStore::connect_with(url, test_box(), options)
+        .await
+        .unwrap()
+}
+
+/// Ends `store`'s lease now, as if its replica had been paused past it.
+async fn lapse(admin: &tokio_postgres::Client, schema: &str, store: &PostgresStore) {
+    let id = store.replica().unwrap();
+    let n = admin
+        .execute(
+            &format!("UPDATE \"{schema}\".replicas SET lease_until = now() - interval '1 second' WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "replica {id} is registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replica_whose_jobs_were_adopted_cannot_write_them() {
+    let (admin, schema, url) = fresh_schema().await;
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let (a_id, b_id) = (a.replica().unwrap(), b.replica().unwrap());
+    assert_ne!(a_id, b_id);
+    let id = created(&a, job("t", None)).await;
+    assert_eq!(a.get(id).await.unwrap().unwrap().owner.as_deref(), Some(a_id.as_str()));
+    let lease = b.renew_lease().await.unwrap();
+    assert_eq!((lease.live, lease.renewed_as), (2, None));
+    assert_eq!(lease.leader, b_id < a_id, "the smallest live id leads");
+    assert!(b.adopt(10).await.unwrap().is_empty(), "a's lease is live");
+
+    lapse(&admin, &schema, &a).await;
+    let adopted = b.adopt(10).await.unwrap();
+    assert_eq!(adopted.len(), 1);
+    assert_eq!((adopted[0].job.id, adopted[0].owner.as_deref()), (id, Some(b_id.as_str())));
+    let events = b.events(id).await.unwrap();
+    let last = events.last().unwrap().reason.clone().unwrap();
+    assert_eq!(last, format!("adopted by replica {b_id} from {a_id}, whose lease had lapsed"));
+    assert!(b.adopt(10).await.unwrap().is_empty(), "adopted once");
+
+    // a wakes: its engine's writes are fenced off, a cancel (any replica's) is not.
+    let start = Patch {
+        state: Some(JobState::Starting),
+        launch_key: Some("k-1".into()),
+        ..Patch::default()
+    };
+    assert!(a.update(id, &[JobState::Queued], start.clone()).await.unwrap().is_none());
+    let got = b.get(id).await.unwrap().unwrap();
+    assert_eq!((got.job.state, got.launch_key), (JobState::Queued, None));
+    assert_eq!(b.events(id).await.unwrap().len(), events.len(), "no event from a fenced write");
+    assert!(a.unfinished().await.unwrap().is_empty());
+    assert!(a.queued(Utc::now() + chrono::Duration::seconds(1), 10).await.unwrap().is_empty());
+    assert_eq!(b.unfinished().await.unwrap().len(), 1);
+    // b owns it: its writes apply.
+    assert!(b.update(id, &[JobState::Queued], start).await.unwrap().is_some());
+    let cancel = Patch {
+        state: Some(JobState::Cancelling),
+        from_any_replica: true,
+        ..Patch::default()
+    };
+    assert!(a.update(id, &[JobState::Starting], cancel).await.unwrap().is_some());
+
+    // a's next renewal finds its lease gone and carries on under a new id.
+    let lease = a.renew_lease().await.unwrap();
+    let new_id = lease.renewed_as.expect("a new id");
+    assert_ne!(new_id, a_id);
+    assert_eq!((a.replica(), lease.live), (Some(new_id), 2));
+    drop(admin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_stopping_replica_gives_its_jobs_up_at_once_and_pokes_reach_owners() {
+    let (_admin, _schema, url) = fresh_schema().await;
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let mut feed = b.changes().unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    let ids = [created(&a, job("t", None)).await, created(&a, job("t", None)).await];
+    a.release_lease().await.unwrap();
+    let mut adopted: Vec<Uuid> = b.adopt(1).await.unwrap().iter().map(|r| r.job.id).collect();
+    adopted.extend(b.adopt(10).await.unwrap().iter().map(|r| r.job.id));
+    adopted.sort();
+    assert_eq!(adopted, ids, "in batches of the size asked, each job once");
+    assert_eq!(b.renew_lease().await.unwrap().live, 1);
+    // A poke from another replica reaches the owner's feed, naming it.
+    let c = replica(&url).await;
+    let rec = c.get(ids[0]).await.unwrap().unwrap();
+    c.poke_owner(&rec).await.unwrap();
+    let owner = b.replica().unwrap();
+    loop {
+        match next_change(&mut feed).await {
+            Change::Poke { owner: o, id } => {
+                assert_eq!((o, id), (owner, ids[0]));
+                break;
+            }
+            Change::Job(_) | Change::Resync => {}
+        }
+    }
 }

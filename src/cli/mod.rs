@@ -128,6 +128,12 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML).
     Openapi,
+    /// Apply the PostgreSQL schema versions the database at `store.url` lacks (the
+    /// gateway also does at start, under the same lock).
+    Migrate {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,6 +161,18 @@ pub async fn main() -> anyhow::Result<i32> {
             command: ConfigCommand::Check { config },
         } => return config_check(config).await,
         Command::Openapi => print!("{}", crate::api::doc::openapi_yaml()),
+        Command::Migrate { config } => {
+            let config = Config::load(config.as_deref())?;
+            let url = config
+                .store
+                .url
+                .context("store.url is not set: only a PostgreSQL store has migrations to run")?;
+            let applied = crate::store::postgres::migrate(&url).await?;
+            match applied.is_empty() {
+                true => println!("the schema is up to date"),
+                false => applied.iter().for_each(|m| println!("applied {m}")),
+            }
+        }
         Command::Run {
             provider,
             cpu,

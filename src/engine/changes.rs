@@ -31,6 +31,13 @@ impl Changes {
         }
     }
 
+    /// Wakes every waiter, to read its job again: changes may have been missed.
+    pub fn notify_all(&self) {
+        for tx in self.jobs.lock().unwrap().values() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// Starts waiting on `id`: changes after this call wake the waiter.
     pub fn watch(self: &Arc<Self>, id: Uuid) -> Waiter {
         let rx = self

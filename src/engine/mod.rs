@@ -15,6 +15,7 @@
 pub mod changes;
 mod error_policy;
 mod history;
+mod ownership;
 mod places;
 mod reconcile;
 mod routing;
@@ -24,6 +25,7 @@ mod store_faults;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,6 +105,11 @@ pub struct Engine {
     capacity_waits: ErrorPolicy,
     /// Jobs whose stored state changed, for their log followers and long polls.
     changes: Arc<Changes>,
+    /// Whether this replica does the work that must happen once per cluster (the orphan
+    /// sweep); always with a store no other gateway shares.
+    leader: AtomicBool,
+    /// How often this replica's lease is renewed, when it shares the store.
+    lease_every: Duration,
     shutdown: CancellationToken,
 }
 
@@ -162,6 +169,8 @@ impl Engine {
             launch_errors: ErrorPolicy::new(Duration::from_millis(200), Duration::from_secs(60)),
             capacity_waits: ErrorPolicy::new(Duration::from_secs(1), Duration::from_secs(60)),
             changes: Arc::default(),
+            leader: AtomicBool::new(true),
+            lease_every: Duration::from_secs(config.store.lease_seconds).div_f64(3.0),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -190,24 +199,7 @@ impl Engine {
         let unfinished = self.store.unfinished().await?;
         tracing::info!(jobs = unfinished.len(), "engine resuming unfinished jobs");
         for rec in &unfinished {
-            let holds_place = matches!(
-                rec.job.state,
-                JobState::Starting | JobState::Running | JobState::Cancelling
-            );
-            if let (true, Some(slot)) = (
-                holds_place,
-                rec.job.provider.as_deref().and_then(|p| self.slot(p)),
-            ) {
-                slot.places.hold(rec.job.id);
-                if let (Some(key), Some(pref)) = (&rec.launch_key, &rec.job.provider_ref) {
-                    let handle = Handle {
-                        key: key.clone(),
-                        provider_ref: pref.clone(),
-                    };
-                    slot.live.lock().unwrap().insert(rec.job.id, handle);
-                }
-            }
-            self.poke(rec.job.id);
+            self.take_in(rec);
         }
         let poked = self
             .poked
@@ -220,13 +212,57 @@ impl Engine {
         for slot in &self.slots {
             tasks.spawn(scheduler::poll(self.clone(), slot.clone()));
         }
+        if let Some(changes) = self.store.changes() {
+            tasks.spawn(ownership::feed(self.clone(), changes));
+            tasks.spawn(ownership::lease(self.clone(), self.lease_every));
+        }
         Ok(tokio::spawn(async move {
             while tasks.join_next().await.is_some() {}
         }))
     }
 
+    /// Takes in a job this replica owns (at start, or adopted): the place its workload
+    /// holds, the workload to observe, and a reconcile soon.
+    fn take_in(&self, rec: &JobRecord) {
+        let holds_place = matches!(
+            rec.job.state,
+            JobState::Starting | JobState::Running | JobState::Cancelling
+        );
+        if let (true, Some(slot)) = (
+            holds_place,
+            rec.job.provider.as_deref().and_then(|p| self.slot(p)),
+        ) {
+            slot.places.hold(rec.job.id);
+            if let (Some(key), Some(pref)) = (&rec.launch_key, &rec.job.provider_ref) {
+                let handle = Handle {
+                    key: key.clone(),
+                    provider_ref: pref.clone(),
+                };
+                slot.live.lock().unwrap().insert(rec.job.id, handle);
+            }
+        }
+        self.poke(rec.job.id);
+    }
+
+    /// Whether this replica reconciles `rec`: it owns it (always, with a store no other
+    /// gateway shares).
+    fn owns(&self, rec: &JobRecord) -> bool {
+        rec.owner == self.store.replica()
+    }
+
+    /// Whether this replica does the work that must happen once per cluster.
+    fn leads(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Gives up this replica's lease once it has stopped, so that the others adopt its jobs
+    /// at once.
+    pub async fn release_lease(&self) -> Result<(), StoreError> {
+        self.store.release_lease().await
+    }
+
     /// Stops the scheduler and pollers; running workloads carry on and are re-adopted at
-    /// the next start.
+    /// the next start (or, with several replicas, by another replica).
     pub fn stop(&self) {
         self.shutdown.cancel();
     }
@@ -252,6 +288,7 @@ impl Engine {
                         released: Some(true),
                         // Dispatched before (and sent back to the queue): it never ran.
                         cost: self.final_cost(&rec, None),
+                        from_any_replica: true,
                         ..Patch::default()
                     },
                 ),
@@ -261,13 +298,23 @@ impl Engine {
                         state: Some(JobState::Cancelling),
                         cancel_requested_by: Some(who.clone()),
                         event: Some(format!("cancel requested by {who}")),
+                        from_any_replica: true,
                         ..Patch::default()
                     },
                 ),
             };
             if let Some(rec) = self.store.update(id, &[expect], patch).await? {
                 self.changes.notify(id);
-                self.poke(id);
+                match self.owns(&rec) {
+                    true => self.poke(id),
+                    // Its owner stops the workload; the poke is a courtesy, for the owner
+                    // looks at every live job at least every 30 s anyway.
+                    false => {
+                        if let Err(e) = self.store.poke_owner(&rec).await {
+                            tracing::warn!(job = %id, error = %e, "could not poke the job's owner");
+                        }
+                    }
+                }
                 return Ok(CancelOutcome::Accepted(Box::new(rec)));
             }
             // The engine moved the job meanwhile; look again.

@@ -37,6 +37,14 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
             engine.free_place(id, None);
             return Ok(None);
         };
+        if !engine.owns(&rec) {
+            // Another replica's (adopted from this one while it was paused, say).
+            engine.free_place(id, None);
+            if let Some(key) = &rec.launch_key {
+                engine.forget_observation(key);
+            }
+            return Ok(None);
+        }
         match rec.job.state {
             JobState::Queued => engine.dispatch(rec).await,
             JobState::Starting | JobState::Running | JobState::Cancelling => {

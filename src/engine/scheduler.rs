@@ -183,7 +183,9 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
             last_health = tokio::time::Instant::now();
         }
         if last_sweep.elapsed() >= sweep_every {
-            engine.sweep_orphans(&slot).await;
+            if engine.leads() {
+                engine.sweep_orphans(&slot).await;
+            }
             last_sweep = tokio::time::Instant::now();
         }
         tokio::select! {

@@ -4,7 +4,11 @@
 //! - a submit is acknowledged only after it is committed;
 //! - every state change is one transaction together with its event row;
 //! - updates are compare-and-set on the job's state, so the engine and the API never
-//!   overwrite each other's transitions.
+//!   overwrite each other's transitions;
+//! - with several replicas on one store (PostgreSQL), each job has an owner, the replica
+//!   whose engine reconciles it, and the engine's writes are fenced: they apply only while
+//!   the job's owner is the writing replica. A replica holds a lease, renewed by the
+//!   database's clock; the jobs of a replica whose lease lapsed are adopted by the others.
 
 pub mod postgres;
 pub mod secrets;
@@ -31,6 +35,8 @@ pub struct JobRecord {
     pub released: bool,
     /// Providers that answered "no capacity" for this job, which auto routing skips.
     pub excluded: Vec<String>,
+    /// The replica that reconciles the job; `None` in a store only one gateway opens.
+    pub owner: Option<String>,
 }
 
 pub struct NewJob {
@@ -100,6 +106,34 @@ pub struct Patch {
     /// Appends an event with this reason even when the state does not change. A state
     /// change always appends one, with `reason` (or this) as its reason.
     pub event: Option<String>,
+    /// A request any replica may write (a cancel), rather than an engine write, which
+    /// applies only while the job's owner is the writing replica.
+    pub from_any_replica: bool,
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Replicas whose leases are live, this one included.
+    pub live: usize,
+    /// Whether this replica does the work that must happen once per cluster (the orphan
+    /// sweep): the live replica with the smallest id.
+    pub leader: bool,
+    /// The new id this replica registered under, when its lease had lapsed (it was paused
+    /// or cut off past it): it owns none of its jobs from before, which others adopt.
+    pub renewed_as: Option<String>,
+}
+
+/// A notice from a store shared by several replicas: [`Store::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This job was written (by any replica) and the write has committed.
+    Job(Uuid),
+    /// The feed has just (re)connected: notices sent while it was not listening are lost,
+    /// so read again whatever is cached or waited on. Always the first item.
+    Resync,
+    /// A replica asks `owner` to reconcile this job soon (a cancel came to another one).
+    Poke { owner: String, id: Uuid },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -139,10 +173,12 @@ pub trait Store: Send + Sync + 'static {
     /// The log tail kept when the job ended.
     async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>>;
 
-    /// Every job the engine still has work for: not terminal, or not yet released.
+    /// Every job this replica's engine still has work for: owned by it, and not terminal
+    /// or not yet released.
     async fn unfinished(&self) -> StoreResult<Vec<JobRecord>>;
 
-    /// Ids of jobs still queued that were created before `before`, oldest first.
+    /// Ids of this replica's jobs still queued that were created before `before`, oldest
+    /// first.
     async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>>;
 
     /// How long a tenant's last `limit` succeeded jobs with these `dag_id` and `task_id`
@@ -164,4 +200,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The id this replica's writes are fenced with and its jobs are owned by; `None` for
+    /// a store only one gateway opens (SQLite), where every job is that gateway's.
+    fn replica(&self) -> Option<String> {
+        None
+    }
+
+    /// Renews this replica's lease (registering anew when it had lapsed).
+    async fn renew_lease(&self) -> StoreResult<Lease> {
+        Ok(Lease {
+            live: 1,
+            leader: true,
+            renewed_as: None,
+        })
+    }
+
+    /// Takes over up to `limit` jobs the engine still has work for whose owner holds no
+    /// live lease, each with an event; the jobs as they are now this replica's.
+    async fn adopt(&self, _limit: usize) -> StoreResult<Vec<JobRecord>> {
+        Ok(vec![])
+    }
+
+    /// Gives up this replica's lease (a graceful stop), so that the others adopt its jobs
+    /// at once instead of after the lease.
+    async fn release_lease(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Asks the replica that owns `rec` to reconcile it soon.
+    async fn poke_owner(&self, _rec: &JobRecord) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Changes made by every replica, for waiters and pokes; `None` when no other gateway
+    /// shares the store.
+    fn changes(&self) -> Option<futures::stream::BoxStream<'static, Change>> {
+        None
+    }
 }

@@ -12,8 +12,12 @@
 //!   round trip and a WAL flush. Updates are one transaction each (PostgreSQL shares WAL
 //!   flushes among concurrent commits by itself).
 //! - Every write to a job also sends `NOTIFY offload_jobs, '<job id>'` in its transaction
-//!   (by a trigger, see the migration); [`PostgresStore::listen`] turns those notices into
-//!   a stream, for replicas to learn of each other's changes.
+//!   (by a trigger, see the migration); [`PostgresStore::listen`] turns those notices, and
+//!   the pokes replicas send each other on `offload_pokes`, into a stream, for replicas to
+//!   learn of each other's changes.
+//! - Replicas: each registers under a new id with a lease (the `replicas` table, renewed by
+//!   the database's clock), owns the jobs it accepted, and fences the engine's writes with
+//!   its id; [`Store::adopt`] takes over the jobs of replicas whose leases lapsed.
 //! - Secret values are sealed with the same [`SecretBox`] as SQLite's before they reach the
 //!   SQL. `text` and `jsonb` cannot hold a NUL character: the spec and the result are
 //!   `json`, which keeps them as written; in other free text (a log tail, a reason, labels
@@ -34,9 +38,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use super::secrets::SecretBox;
+pub use super::Change;
 use super::{
-    CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult,
-    Submitted,
+    CostGrouping, CostQuery, JobRecord, Lease, ListQuery, NewJob, Patch, Store, StoreError,
+    StoreResult, Submitted,
 };
 use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
@@ -66,13 +71,21 @@ const MIGRATIONS: &[Migration] = &[
         name: "task_runs",
         sql: include_str!("postgres/migrations/0003_task_runs.sql"),
     },
+    Migration {
+        version: 4,
+        name: "replicas",
+        sql: include_str!("postgres/migrations/0004_replicas.sql"),
+    },
 ];
+
+/// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
+pub const POKES: &str = "offload_pokes";
 
 /// The advisory lock that migrations run under ("offload" in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x6f66_666c_6f61_6401;
 
 /// The columns [`record`] reads, in its order.
-const JOB_COLUMNS: [&str; 19] = [
+const JOB_COLUMNS: [&str; 20] = [
     "id",
     "tenant",
     "state",
@@ -92,6 +105,7 @@ const JOB_COLUMNS: [&str; 19] = [
     "released",
     "excluded",
     "cost",
+    "owner",
 ];
 
 fn columns(table: &str) -> String {
@@ -111,6 +125,8 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// How long a call waits for a free connection before it fails.
     pub wait_timeout: Duration,
+    /// How long this replica's lease lasts without renewal (`store.lease_seconds`).
+    pub lease: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -119,6 +135,7 @@ impl Default for PostgresOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(15),
         }
     }
 }
@@ -127,6 +144,10 @@ pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
     secrets: Arc<SecretBox>,
+    /// This replica's id, which its jobs are owned by and its writes fenced with: new at
+    /// each start, and again when its lease had lapsed.
+    replica: std::sync::Mutex<String>,
+    lease: Duration,
     /// To the task that commits submits in batches.
     submits: tokio::sync::mpsc::UnboundedSender<SubmitOp>,
 }
@@ -144,6 +165,7 @@ struct SubmitRow {
     sealed: String,
     key: Option<String>,
     created_at: DateTime<Utc>,
+    owner: String,
 }
 
 /// A submit waiting for its batch: answered with its new job once the batch has committed,
@@ -151,17 +173,6 @@ struct SubmitRow {
 struct SubmitOp {
     row: SubmitRow,
     done: tokio::sync::oneshot::Sender<StoreResult<Option<JobRecord>>>,
-}
-
-/// A notice from [`PostgresStore::listen`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// This job was written (by any replica) and the write has committed.
-    Job(Uuid),
-    /// The feed has just (re)connected: notices sent while it was not listening are lost
-    /// (PostgreSQL keeps none for absent listeners), so read again whatever is cached.
-    /// Always the first item.
-    Resync,
 }
 
 /// A tokio-postgres error with its causes, which its own `Display` leaves out.
@@ -335,16 +346,46 @@ impl PostgresStore {
             .map_err(|e| StoreError::Db(format!("building the PostgreSQL pool: {e}")))?;
         let (submits, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(submit_loop(pool.clone(), queue));
-        Ok(PostgresStore {
+        let store = PostgresStore {
             pool,
             config,
             secrets: Arc::new(secrets),
+            replica: std::sync::Mutex::new(String::new()),
+            lease: options.lease,
             submits,
-        })
+        };
+        store.register().await?;
+        Ok(store)
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// This replica's id now.
+    fn me(&self) -> String {
+        self.replica.lock().unwrap().clone()
+    }
+
+    /// Registers this replica under a new id with a fresh lease; the id.
+    async fn register(&self) -> StoreResult<String> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "offload".into());
+        let host: String = host.chars().filter(char::is_ascii_alphanumeric).take(40).collect();
+        let id = format!("{host}-{}", &Uuid::now_v7().simple().to_string()[20..]);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO replicas (id, lease_until) VALUES ($1, now() + make_interval(secs => $2))",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        client
+            .execute(&stmt, &[&id, &self.lease.as_secs_f64()])
+            .await
+            .map_err(|e| pg("registering this replica", e))?;
+        tracing::info!(replica = %id, "registered as a replica");
+        *self.replica.lock().unwrap() = id.clone();
+        Ok(id)
     }
 
     /// Every change to any job, as PostgreSQL announces them on [`CHANNEL`], from a
@@ -444,6 +485,7 @@ async fn insert_batch(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut owners = Vec::with_capacity(n);
     for row in rows {
         ids.push(row.id);
         tenants.push(row.tenant);
@@ -452,6 +494,7 @@ async fn insert_batch(
         sealed.push(row.sealed);
         keys.push(row.key);
         created.push(row.created_at);
+        owners.push(row.owner);
     }
     let mut client = pool.get().await.map_err(pool_error)?;
     let stmt = client
@@ -465,7 +508,7 @@ async fn insert_batch(
     let inserted = tx
         .query(
             &stmt,
-            &[&ids, &tenants, &specs, &labels, &sealed, &keys, &created],
+            &[&ids, &tenants, &specs, &labels, &sealed, &keys, &created, &owners],
         )
         .await
         .map_err(|e| pg("submitting jobs", e))?;
@@ -508,14 +551,23 @@ async fn listen_once(
         .map_err(|e| format!("connecting: {e}"))?;
     // Drives the connection and hands its notifications on, waiting for room in the
     // channel: a slow reader slows the feed rather than losing notices.
-    let (notices, mut notified) = tokio::sync::mpsc::channel::<Uuid>(1024);
+    let (notices, mut notified) = tokio::sync::mpsc::channel::<Change>(1024);
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if let Ok(id) = n.payload().parse::<Uuid>() {
-                        if notices.send(id).await.is_err() {
+                    let change = match n.channel() {
+                        POKES => n.payload().split_once(' ').and_then(|(owner, id)| {
+                            Some(Change::Poke {
+                                owner: owner.to_string(),
+                                id: id.parse().ok()?,
+                            })
+                        }),
+                        _ => n.payload().parse::<Uuid>().ok().map(Change::Job),
+                    };
+                    if let Some(change) = change {
+                        if notices.send(change).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -530,7 +582,7 @@ async fn listen_once(
     // Resync goes out once LISTEN has answered, and before any notice of this
     // connection: notices that come while LISTEN answers wait for it.
     let mut early = vec![];
-    let listen = format!("LISTEN {CHANNEL}");
+    let listen = format!("LISTEN {CHANNEL}; LISTEN {POKES}");
     {
         let listening = client.batch_execute(&listen);
         tokio::pin!(listening);
@@ -540,11 +592,11 @@ async fn listen_once(
                     listened.map_err(|e| format!("LISTEN: {e}"))?;
                     break;
                 }
-                Some(id) = notified.recv() => early.push(id),
+                Some(change) = notified.recv() => early.push(change),
             }
         }
     }
-    let changes = std::iter::once(Change::Resync).chain(early.into_iter().map(Change::Job));
+    let changes = std::iter::once(Change::Resync).chain(early);
     for change in changes {
         if tx.send(change).await.is_err() {
             return Ok(());
@@ -552,9 +604,9 @@ async fn listen_once(
     }
     loop {
         tokio::select! {
-            id = notified.recv() => match id {
-                Some(id) => {
-                    if tx.send(Change::Job(id)).await.is_err() {
+            change = notified.recv() => match change {
+                Some(change) => {
+                    if tx.send(change).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -611,6 +663,7 @@ fn record(row: &Row) -> StoreResult<JobRecord> {
         finished_at: get(row, 14)?,
         cost: get::<Option<Json<JobCost>>>(row, 18)?.map(|Json(c)| c),
     };
+    let owner: Option<String> = get(row, 19)?;
     Ok(JobRecord {
         job,
         tenant: get(row, 1)?,
@@ -619,6 +672,7 @@ fn record(row: &Row) -> StoreResult<JobRecord> {
         cancel_requested_by: get(row, 15)?,
         released: get(row, 16)?,
         excluded: get(row, 17)?,
+        owner,
     })
 }
 
@@ -629,10 +683,10 @@ fn record(row: &Row) -> StoreResult<JobRecord> {
 static SUBMIT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH job AS (
-            INSERT INTO jobs (id, tenant, state, spec, labels, secret_env, idempotency_key, created_at)
-            SELECT id, tenant, 'queued', spec::json, labels::jsonb, secret_env, idempotency_key, created_at
-            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
-                WITH ORDINALITY AS input (id, tenant, spec, labels, secret_env, idempotency_key, created_at, n)
+            INSERT INTO jobs (id, tenant, state, spec, labels, secret_env, idempotency_key, created_at, owner)
+            SELECT id, tenant, 'queued', spec::json, labels::jsonb, secret_env, idempotency_key, created_at, owner
+            FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
+                WITH ORDINALITY AS input (id, tenant, spec, labels, secret_env, idempotency_key, created_at, owner, n)
             ORDER BY n
             ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING *
@@ -674,6 +728,8 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
             FROM before
             WHERE jobs.id = before.id
                 AND (cardinality($2::text[]) = 0 OR before.state = ANY($2::text[]))
+                -- Fenced: an engine's write applies only while its replica owns the job.
+                AND ($23::bool OR jobs.owner = $24::text)
             RETURNING {}, before.state AS state_before
         ), event AS (
             INSERT INTO events (job_id, at, state, reason)
@@ -704,6 +760,7 @@ fn is_empty(patch: &Patch) -> bool {
         excluded,
         cost,
         event,
+        from_any_replica: _,
     } = patch;
     state.is_none()
         && provider.is_none()
@@ -748,6 +805,7 @@ impl Store for PostgresStore {
             sealed,
             key: opt_text(&new.idempotency_key).map(Cow::into_owned),
             created_at: new.created_at,
+            owner: self.me(),
         };
         let (tenant, key) = (&row.tenant, &row.key);
         // Twice at most: should the job that holds the key be deleted between the insert
@@ -937,6 +995,8 @@ impl Store for PostgresStore {
                     &event_reason,
                     &patch.event.is_some(),
                     &patch.cost.as_ref().map(Json),
+                    &patch.from_any_replica,
+                    &self.me(),
                 ],
             )
             .await
@@ -982,7 +1042,7 @@ impl Store for PostgresStore {
     async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
         let client = self.client().await?;
         let sql = format!(
-            "SELECT {} FROM jobs WHERE NOT released
+            "SELECT {} FROM jobs WHERE NOT released AND owner = $1
                 AND (state NOT IN ('succeeded', 'failed', 'cancelled') OR provider_ref IS NOT NULL)
              ORDER BY id",
             columns("jobs")
@@ -992,7 +1052,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| pg("preparing", e))?;
         let rows = client
-            .query(&stmt, &[])
+            .query(&stmt, &[&self.me()])
             .await
             .map_err(|e| pg("reading unfinished jobs", e))?;
         rows.iter().map(record).collect()
@@ -1002,13 +1062,13 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT id FROM jobs WHERE state = 'queued' AND NOT released AND created_at < $1 ORDER BY id LIMIT $2",
+                "SELECT id FROM jobs WHERE state = 'queued' AND NOT released AND owner = $3 AND created_at < $1 ORDER BY id LIMIT $2",
             )
             .await
             .map_err(|e| pg("preparing", e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
-            .query(&stmt, &[&before, &limit])
+            .query(&stmt, &[&before, &limit, &self.me()])
             .await
             .map_err(|e| pg("reading queued jobs", e))?;
         rows.iter()
@@ -1115,4 +1175,116 @@ impl Store for PostgresStore {
             .map(drop)
             .map_err(|e| pg("pinging PostgreSQL", e))
     }
+
+    fn replica(&self) -> Option<String> {
+        Some(self.me())
+    }
+
+    async fn renew_lease(&self) -> StoreResult<Lease> {
+        let me = self.me();
+        let client = self.client().await?;
+        let renew = client
+            .prepare_cached(
+                "UPDATE replicas SET lease_until = now() + make_interval(secs => $2) \
+                 WHERE id = $1 AND lease_until >= now()",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let renewed = client
+            .execute(&renew, &[&me, &self.lease.as_secs_f64()])
+            .await
+            .map_err(|e| pg("renewing the lease", e))?;
+        drop(client);
+        let renewed_as = match renewed {
+            1 => None,
+            _ => {
+                tracing::warn!(replica = %me, "this replica's lease had lapsed: its jobs are others' to adopt now; registering anew");
+                Some(self.register().await?)
+            }
+        };
+        let me = self.me();
+        let client = self.client().await?;
+        let live = client
+            .prepare_cached("SELECT id FROM replicas WHERE lease_until >= now() ORDER BY id")
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let live: Vec<String> = client
+            .query(&live, &[])
+            .await
+            .map_err(|e| pg("reading the live replicas", e))?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect::<StoreResult<_>>()?;
+        Ok(Lease {
+            live: live.len().max(1),
+            leader: live.first().is_none_or(|first| *first == me),
+            renewed_as,
+        })
+    }
+
+    async fn adopt(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&ADOPT_SQL)
+            .await
+            .map_err(|e| pg("preparing the adoption", e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&self.me(), &limit])
+            .await
+            .map_err(|e| pg("adopting jobs", e))?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn release_lease(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM replicas WHERE id = $1", &[&self.me()])
+            .await
+            .map(drop)
+            .map_err(|e| pg("giving up the lease", e))
+    }
+
+    async fn poke_owner(&self, rec: &JobRecord) -> StoreResult<()> {
+        let Some(owner) = &rec.owner else {
+            return Ok(());
+        };
+        let client = self.client().await?;
+        let payload = format!("{owner} {}", rec.job.id);
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&POKES, &payload])
+            .await
+            .map(drop)
+            .map_err(|e| pg("poking the job's owner", e))
+    }
+
+    fn changes(&self) -> Option<futures::stream::BoxStream<'static, Change>> {
+        Some(self.listen().boxed())
+    }
 }
+
+/// Takes over unfinished jobs whose owner holds no live lease (or that have none), in a
+/// batch that other replicas adopting at the same time skip, each with an event.
+static ADOPT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH live AS (
+            SELECT id FROM replicas WHERE lease_until >= now()
+        ), claimed AS (
+            SELECT jobs.id, jobs.owner AS owner_before FROM jobs
+            WHERE NOT jobs.released
+                AND (jobs.owner IS NULL OR jobs.owner NOT IN (SELECT id FROM live))
+            ORDER BY jobs.id LIMIT $2
+            FOR UPDATE OF jobs SKIP LOCKED
+        ), after AS (
+            UPDATE jobs SET owner = $1::text FROM claimed WHERE jobs.id = claimed.id
+            RETURNING {}, claimed.owner_before
+        ), event AS (
+            INSERT INTO events (job_id, at, state, reason)
+            SELECT id, now(), state, 'adopted by replica ' || $1::text
+                || COALESCE(' from ' || owner_before || ', whose lease had lapsed', '')
+            FROM after
+        )
+        SELECT * FROM after",
+        columns("jobs")
+    )
+});

@@ -392,6 +392,7 @@ fn record(row: &Row) -> rusqlite::Result<JobRecord> {
         cancel_requested_by: row.get(16)?,
         released: row.get(17)?,
         excluded: parse_json(18, &row.get::<_, String>(18)?)?,
+        owner: None,
     })
 }
 

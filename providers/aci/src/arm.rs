@@ -12,7 +12,8 @@ use azure_core::auth::{AccessToken, Secret, TokenCredential};
 use azure_mgmt_containerinstance::package_preview_2024_10::models::ContainerGroup;
 use azure_mgmt_containerinstance::package_preview_2024_10::Client;
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
+use offload_provider::budget::Budget;
 use offload_provider::{ProviderError, Result};
 use serde_json::Value;
 
@@ -45,8 +46,9 @@ pub struct Arm {
     client: Client,
     subscription: String,
     group: String,
-    reads: DefaultDirectRateLimiter,
-    creates: DefaultDirectRateLimiter,
+    /// ARM's reads and creates per subscription, shared among the replicas.
+    reads: Budget,
+    creates: Budget,
     remaining_reads: AtomicI64,
 }
 
@@ -105,17 +107,20 @@ impl Arm {
             client,
             subscription: config.subscription_id.clone(),
             group: config.resource_group.clone(),
-            reads: RateLimiter::direct(
-                Quota::per_second(nonzero(config.reads_per_second))
-                    .allow_burst(nonzero(config.read_burst)),
-            ),
-            creates: RateLimiter::direct(Quota::per_hour(nonzero(config.creates_per_hour))),
+            reads: Budget::per_second(config.reads_per_second, config.read_burst),
+            creates: Budget::new(Quota::per_hour(nonzero(config.creates_per_hour))),
             remaining_reads: AtomicI64::new(i64::MAX),
         })
     }
 
+    /// How many replicas share the subscription's ARM budget now.
+    pub fn set_replicas(&self, live: usize) {
+        self.reads.set_replicas(live);
+        self.creates.set_replicas(live);
+    }
+
     async fn read_turn(&self) {
-        self.reads.until_ready().await;
+        self.reads.ready().await;
         if self.remaining_reads.load(Ordering::Relaxed) < LOW_READS {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -167,7 +172,7 @@ impl Arm {
     pub async fn create(&self, name: &str, body: Value) -> Result<()> {
         let model: ContainerGroup = serde_json::from_value(body)
             .map_err(|e| ProviderError::InvalidSpec(format!("container group: {e}")))?;
-        self.creates.until_ready().await;
+        self.creates.ready().await;
         self.client
             .container_groups_client()
             .create_or_update(&self.subscription, &self.group, name, model)

@@ -55,6 +55,10 @@ impl Provider for Aci {
         "aci"
     }
 
+    fn set_replicas(&self, live: usize) {
+        self.arm.set_replicas(live);
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             max_cpu: self.config.max_cpu,

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod budget;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
@@ -390,6 +391,10 @@ pub type ObservationStream = futures::stream::BoxStream<'static, Observation>;
 pub trait Provider: Send + Sync + 'static {
     /// The kind tag (`local`, `sim`, `kubernetes`, `ecs`, `aci`).
     fn kind(&self) -> &'static str;
+
+    /// How many gateway replicas share this provider's cloud account now: a provider
+    /// with a rate budget ([`budget::Budget`]) takes its share of it.
+    fn set_replicas(&self, _live: usize) {}
 
     fn capabilities(&self) -> Capabilities;
 

@@ -22,7 +22,6 @@ mod status;
 mod taskdef;
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ use aws_sdk_ecs::types::{
     DesiredStatus, EphemeralStorage, KeyValuePair, LaunchType, NetworkConfiguration, PropagateTags,
     Tag, TaskDefinitionField, TaskOverride,
 };
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use offload_provider::budget::Budget;
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
     ProviderError, Resources, Result, WorkloadSpec,
@@ -65,12 +64,10 @@ impl Config {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
-        let quota = Quota::per_second(NonZeroU32::new(self.calls_per_second).expect("checked"))
-            .allow_burst(NonZeroU32::new(self.burst).expect("checked"));
         Ok(Ecs {
             ecs: aws_sdk_ecs::Client::new(&shared),
             logs: aws_sdk_cloudwatchlogs::Client::new(&shared),
-            limiter: RateLimiter::direct(quota),
+            limiter: Budget::per_second(self.calls_per_second, self.burst),
             definitions: tokio::sync::Mutex::default(),
             missing: Mutex::default(),
             containers: Containers::default(),
@@ -82,7 +79,8 @@ impl Config {
 pub struct Ecs {
     ecs: aws_sdk_ecs::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
-    limiter: DefaultDirectRateLimiter,
+    /// The account's ECS and CloudWatch Logs call rate, shared among the replicas.
+    limiter: Budget,
     /// Task definition ARN by family; the lock also keeps two launches from registering
     /// the same family at once.
     definitions: tokio::sync::Mutex<HashMap<String, String>>,
@@ -95,7 +93,7 @@ pub struct Ecs {
 impl Ecs {
     /// Waits for a token: every ECS and CloudWatch Logs call goes through here first.
     async fn ready(&self) {
-        self.limiter.until_ready().await;
+        self.limiter.ready().await;
     }
 
     async fn task_definition(&self, image: &str, size: sizing::Size) -> Result<String> {
@@ -251,6 +249,10 @@ fn tags<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<Tag> {
 impl Provider for Ecs {
     fn kind(&self) -> &'static str {
         "ecs"
+    }
+
+    fn set_replicas(&self, live: usize) {
+        self.limiter.set_replicas(live);
     }
 
     fn capabilities(&self) -> Capabilities {

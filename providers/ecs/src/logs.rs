@@ -9,7 +9,7 @@
 use aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput;
 use aws_sdk_cloudwatchlogs::types::OutputLogEvent;
 use aws_sdk_cloudwatchlogs::Client;
-use governor::DefaultDirectRateLimiter;
+use offload_provider::budget::Budget;
 use offload_provider::{tail_str, LogChunk, LogQuery, ProviderError, Result};
 
 use crate::errors::classify;
@@ -22,7 +22,7 @@ const MAX_EVENTS_PER_CALL: usize = 10_000;
 /// One task's log stream.
 pub struct Stream<'a> {
     pub logs: &'a Client,
-    pub limiter: &'a DefaultDirectRateLimiter,
+    pub limiter: &'a Budget,
     pub group: &'a str,
     pub name: &'a str,
 }
@@ -104,7 +104,7 @@ impl Stream<'_> {
         from_head: bool,
         limit: Option<i32>,
     ) -> Result<Option<GetLogEventsOutput>> {
-        self.limiter.until_ready().await;
+        self.limiter.ready().await;
         let page = self
             .logs
             .get_log_events()

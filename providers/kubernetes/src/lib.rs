@@ -17,10 +17,9 @@ mod status;
 mod watch;
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use offload_provider::budget::Budget;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
@@ -66,13 +65,11 @@ impl Config {
             format!("{}=offload", pod::MANAGED_BY),
             std::time::Duration::from_secs(self.relist_seconds.max(1)),
         );
-        let quota = Quota::per_second(NonZeroU32::new(self.calls_per_second).expect("checked"))
-            .allow_burst(NonZeroU32::new(self.burst).expect("checked"));
         Ok(Kubernetes {
             secrets: Api::namespaced(client, &self.namespace),
             pods,
             cache,
-            limiter: RateLimiter::direct(quota),
+            limiter: Budget::per_second(self.calls_per_second, self.burst),
             missing: Mutex::default(),
             config: self.clone(),
         })
@@ -83,7 +80,8 @@ pub struct Kubernetes {
     pods: Api<Pod>,
     secrets: Api<Secret>,
     cache: watch::PodCache,
-    limiter: DefaultDirectRateLimiter,
+    /// The API server calls this gateway may make, shared among the replicas.
+    limiter: Budget,
     /// Pod name → poll rounds in a row it was absent from the watch's store.
     missing: Mutex<HashMap<String, u32>>,
     config: Config,
@@ -119,7 +117,7 @@ impl Kubernetes {
     }
 
     async fn ready(&self) {
-        self.limiter.until_ready().await;
+        self.limiter.ready().await;
     }
 
     async fn delete(&self, name: &str, grace: u32) -> Result<()> {
@@ -162,6 +160,10 @@ impl Kubernetes {
 impl Provider for Kubernetes {
     fn kind(&self) -> &'static str {
         "kubernetes"
+    }
+
+    fn set_replicas(&self, live: usize) {
+        self.limiter.set_replicas(live);
     }
 
     fn capabilities(&self) -> Capabilities {

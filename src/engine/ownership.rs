@@ -1,0 +1,95 @@
+//! Which jobs this replica reconciles when several gateways share one PostgreSQL store.
+//!
+//! A replica owns the jobs it accepted and those it adopted; the store fences every engine
+//! write with the owner, so a replica that lost a job writes nothing to it. Two tasks:
+//!
+//! - the lease: renewed every third of `store.lease_seconds`; each renewal tells how many
+//!   replicas are live (the providers' rate budgets are divided among them) and whether
+//!   this one leads (does the work that must happen once per cluster: the orphan sweep);
+//!   then the jobs of replicas whose leases lapsed are adopted in batches, taken in as at
+//!   start (places, live workloads, followed by their stored launch keys: nothing is
+//!   launched again) and reconciled;
+//! - the change feed: a change any replica made wakes this replica's waiters on that job
+//!   (long-polls, log followers), a reconnection wakes all of them to read again, and a
+//!   poke addressed to this replica (a cancel that came to another) reconciles the job.
+//!
+//! With SQLite neither task runs: one gateway owns every job and leads.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::Engine;
+use crate::store::Change;
+
+/// Jobs one adoption claims at most; the next batch follows at once.
+const ADOPT_BATCH: usize = 500;
+
+pub(super) async fn lease(engine: Arc<Engine>, every: Duration) {
+    loop {
+        match engine.store.renew_lease().await {
+            Ok(lease) => {
+                if let Some(id) = &lease.renewed_as {
+                    tracing::warn!(replica = %id, "lease had lapsed; carrying on as a new replica");
+                }
+                engine.leader.store(lease.leader, Ordering::Relaxed);
+                for slot in &engine.slots {
+                    slot.provider.set_replicas(lease.live);
+                }
+                metrics::gauge!("offload_replicas_live").set(lease.live as f64);
+                engine.adopt().await;
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing the lease failed; trying again"),
+        }
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+pub(super) async fn feed(
+    engine: Arc<Engine>,
+    mut changes: futures::stream::BoxStream<'static, Change>,
+) {
+    loop {
+        let change = tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            change = changes.next() => change,
+        };
+        match change {
+            Some(Change::Job(id)) => engine.changes.notify(id),
+            Some(Change::Resync) => engine.changes.notify_all(),
+            Some(Change::Poke { owner, id }) => {
+                if engine.store.replica().as_deref() == Some(owner.as_str()) {
+                    engine.poke(id);
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+impl Engine {
+    /// Takes over the jobs of replicas whose leases lapsed, batch by batch.
+    async fn adopt(&self) {
+        loop {
+            let adopted = match self.store.adopt(ADOPT_BATCH).await {
+                Ok(adopted) => adopted,
+                Err(e) => return tracing::warn!(error = %e, "adopting jobs failed"),
+            };
+            if !adopted.is_empty() {
+                tracing::info!(jobs = adopted.len(), "adopted the jobs of a replica whose lease lapsed");
+                metrics::counter!("offload_jobs_adopted_total").increment(adopted.len() as u64);
+            }
+            for rec in &adopted {
+                self.take_in(rec);
+            }
+            if adopted.len() < ADOPT_BATCH {
+                return;
+            }
+        }
+    }
+}
