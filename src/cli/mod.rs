@@ -134,6 +134,26 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Store tools.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy a SQLite store's jobs, events and idempotency keys into an empty PostgreSQL
+    /// database (migrated first). Stop the gateway first; the gateways on PostgreSQL need
+    /// the SQLite gateway's secret key (`store.secret_key`, or the key file `offload.db.key`).
+    Copy {
+        /// The SQLite database file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL URL (postgres://user:password@host:port/database).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +181,15 @@ pub async fn main() -> anyhow::Result<i32> {
             command: ConfigCommand::Check { config },
         } => return config_check(config).await,
         Command::Openapi => print!("{}", crate::api::doc::openapi_yaml()),
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => {
+            let c = crate::store::copy::copy_sqlite_to_postgres(&from, &to).await?;
+            println!(
+                "copied {} jobs, {} events and {} idempotency keys",
+                c.jobs, c.events, c.idempotency_keys
+            );
+        }
         Command::Migrate { config } => {
             let config = Config::load(config.as_deref())?;
             let url = config

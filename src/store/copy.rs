@@ -51,9 +51,8 @@ use uuid::Uuid;
 use super::postgres::migrate;
 use crate::model::JobState;
 
-/// The SQLite schema version this copies: the newest the SQLite store knows, `VERSION` in
-/// src/store/sqlite.rs (private there; a unit test below keeps the two equal).
-const SQLITE_VERSION: i64 = 3;
+/// The SQLite schema version this copies: the newest the SQLite store writes.
+const SQLITE_VERSION: i64 = super::sqlite::VERSION;
 
 /// Jobs per INSERT.
 const JOB_BATCH: usize = 500;
@@ -82,8 +81,12 @@ pub async fn copy_sqlite_to_postgres(from: &Path, to_url: &str) -> anyhow::Resul
     migrate(to_url)
         .await
         .context("applying the PostgreSQL store's migrations to the target")?;
-    let mut config = tokio_postgres::Config::from_str(to_url)
-        .map_err(|e| pg("the target URL (postgres://user:password@host:port/database)", e))?;
+    let mut config = tokio_postgres::Config::from_str(to_url).map_err(|e| {
+        pg(
+            "the target URL (postgres://user:password@host:port/database)",
+            e,
+        )
+    })?;
     if config.get_application_name().is_none() {
         config.application_name("offload store copy");
     }
@@ -210,7 +213,9 @@ fn open_source(path: &Path) -> anyhow::Result<Source> {
         Ok(meta) if meta.is_file() => {}
         Ok(_) => bail!("{shown} is not a file (the SQLite store to copy from)"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("{shown}: no such file (the SQLite store to copy from, store.path of its gateway)")
+            bail!(
+                "{shown}: no such file (the SQLite store to copy from, store.path of its gateway)"
+            )
         }
         Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
     }
@@ -224,7 +229,9 @@ fn open_source(path: &Path) -> anyhow::Result<Source> {
         .with_context(|| format!("opening {shown}"))?;
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
-        .with_context(|| format!("reading the schema version of {shown} (is it an offload SQLite store?)"))?;
+        .with_context(|| {
+            format!("reading the schema version of {shown} (is it an offload SQLite store?)")
+        })?;
     match version {
         SQLITE_VERSION => {}
         0 => bail!("{shown} is not an offload SQLite store (it has no offload schema)"),
@@ -315,7 +322,8 @@ struct Skipped {
     events: usize,
 }
 
-const SELECT_JOBS: &str = "SELECT id, tenant, state, provider, provider_ref, attempts, launch_key, \
+const SELECT_JOBS: &str =
+    "SELECT id, tenant, state, provider, provider_ref, attempts, launch_key, \
     dispatched_at, exit_code, reason, result, labels, spec, secret_env, created_at, started_at, \
     finished_at, cancel_requested_by, log_tail, released, excluded, cost FROM jobs ORDER BY id";
 
@@ -434,8 +442,10 @@ fn job_row(
     let labels: String = row.get(11)?;
     let labels: BTreeMap<String, String> =
         serde_json::from_str(&labels).context("its labels are not a JSON object of strings")?;
-    let labels: BTreeMap<String, String> =
-        labels.into_iter().map(|(k, v)| (text(k), text(v))).collect();
+    let labels: BTreeMap<String, String> = labels
+        .into_iter()
+        .map(|(k, v)| (text(k), text(v)))
+        .collect();
     let spec: String = row.get(12)?;
     json_syntax("spec", &spec)?;
     let excluded: String = row.get(20)?;
@@ -528,7 +538,9 @@ fn scrub(value: serde_json::Value) -> serde_json::Value {
     match value {
         Value::String(s) => Value::String(text(s)),
         Value::Array(items) => Value::Array(items.into_iter().map(scrub).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (text(k), scrub(v))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (text(k), scrub(v))).collect())
+        }
         other => other,
     }
 }
@@ -697,22 +709,6 @@ fn pg(context: &str, e: tokio_postgres::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::secrets::SecretBox;
-    use crate::store::sqlite::SqliteStore;
-
-    /// The version this copies is the one the SQLite store writes (its `VERSION`).
-    #[test]
-    fn copies_the_schema_version_the_sqlite_store_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("offload.db");
-        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-        drop(SqliteStore::open(&path, false, key).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SQLITE_VERSION, "update SQLITE_VERSION and the copy");
-    }
 
     #[test]
     fn nul_characters_become_replacement_characters_in_jsonb() {

@@ -10,6 +10,7 @@
 //!   the job's owner is the writing replica. A replica holds a lease, renewed by the
 //!   database's clock; the jobs of a replica whose lease lapsed are adopted by the others.
 
+pub mod copy;
 pub mod postgres;
 pub mod secrets;
 pub mod sqlite;

@@ -86,7 +86,7 @@ COMMIT;
 "#;
 
 /// The schema version this code writes.
-const VERSION: i64 = 3;
+pub(crate) const VERSION: i64 = 3;
 
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \

@@ -9,8 +9,11 @@
 //!
 //! Every launch call is appended to a record file (when one is configured) before it
 //! returns: `created` when a workload was made, `adopted` when the key already had one.
-//! The record is replayed at start, so a restarted gateway finds its workloads again and
-//! a test can check that no launch key ever created two workloads.
+//! The record is the simulated runtime itself, shared by every gateway process that names
+//! it (replicas, or a gateway and its restart): each reads the lines the others appended
+//! before it answers, and a launch decides and appends under an exclusive file lock, so
+//! that one key creates one workload whichever process asks. A test reads it as the audit
+//! trail of launches: no key may ever have two `created` lines.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -161,8 +164,37 @@ struct State {
     workloads: HashMap<String, Workload>,
     /// "No capacity" answers given so far, per key, for `capacity_errors`.
     refused: HashMap<String, u32>,
-    record: Option<File>,
+    record: Option<Shared>,
     rng: fastrand::Rng,
+}
+
+/// The record file shared with other processes, and how much of it this one has read.
+struct Shared {
+    file: File,
+    read: u64,
+}
+
+impl Shared {
+    /// The whole lines appended since the last read (by any process).
+    fn read_new(&mut self) -> std::io::Result<Vec<Record>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![];
+        let mut buf = [0u8; 64 << 10];
+        loop {
+            let n = self.file.read_at(&mut buf, self.read + bytes.len() as u64)?;
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        // A line still being written (or cut short by a kill) is read once it is whole.
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        self.read += whole as u64;
+        Ok(bytes[..whole]
+            .split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect())
+    }
 }
 
 /// Reads a record file, for tests that check what the simulator saw.
@@ -194,50 +226,33 @@ impl Config {
         self.price.check().map_err(|e| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("price.{e}"))
         })?;
-        let mut workloads = HashMap::new();
         let record = match &self.record {
             Some(path) => {
-                for r in read_record(path)? {
-                    match (r.op, r.plan) {
-                        (RecordOp::Created, Some(plan)) => {
-                            workloads.insert(
-                                r.key,
-                                Workload {
-                                    launched_ms: r.at_ms,
-                                    plan,
-                                    cancelled_ms: None,
-                                },
-                            );
-                        }
-                        (RecordOp::Cancelled, _) => {
-                            if let Some(w) = workloads.get_mut(&r.key) {
-                                w.cancelled_ms.get_or_insert(r.at_ms);
-                            }
-                        }
-                        (RecordOp::Released, _) => {
-                            workloads.remove(&r.key);
-                        }
-                        _ => {}
-                    }
-                }
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)?;
                 }
-                Some(OpenOptions::new().create(true).append(true).open(path)?)
+                let file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(path)?;
+                Some(Shared { file, read: 0 })
             }
             None => None,
         };
         let rng = self
             .seed
             .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        let mut state = State {
+            workloads: HashMap::new(),
+            refused: HashMap::new(),
+            record,
+            rng,
+        };
+        state.sync()?;
         Ok(SimProvider {
             config: self.clone(),
-            state: Mutex::new(State {
-                workloads,
-                refused: HashMap::new(),
-                record,
-                rng,
-            }),
+            state: Mutex::new(state),
         })
     }
 }
@@ -249,6 +264,53 @@ pub struct SimProvider {
 }
 
 impl State {
+    /// Applies what any process appended to the record since the last look.
+    fn sync(&mut self) -> std::io::Result<()> {
+        let Some(shared) = self.record.as_mut() else {
+            return Ok(());
+        };
+        for r in shared.read_new()? {
+            self.apply(r);
+        }
+        Ok(())
+    }
+
+    /// One line of the record, applied to the workloads (again, harmlessly).
+    fn apply(&mut self, r: Record) {
+        match (r.op, r.plan) {
+            (RecordOp::Created, Some(plan)) => {
+                self.workloads.entry(r.key).or_insert(Workload {
+                    launched_ms: r.at_ms,
+                    plan,
+                    cancelled_ms: None,
+                });
+            }
+            (RecordOp::Cancelled, _) => {
+                if let Some(w) = self.workloads.get_mut(&r.key) {
+                    w.cancelled_ms.get_or_insert(r.at_ms);
+                }
+            }
+            (RecordOp::Released, _) => {
+                self.workloads.remove(&r.key);
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs `f` with the record locked against every other process (and the other
+    /// processes' lines read first), so that what it decides and appends is the truth.
+    fn locked<T>(&mut self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let io = |e: std::io::Error| ProviderError::Transient(format!("the sim record: {e}"));
+        if let Some(shared) = &self.record {
+            shared.file.lock().map_err(io)?;
+        }
+        let out = self.sync().map_err(io).and_then(|()| f(self));
+        if let Some(shared) = &self.record {
+            let _ = shared.file.unlock();
+        }
+        out
+    }
+
     fn append(
         &mut self,
         op: RecordOp,
@@ -257,7 +319,7 @@ impl State {
         at_ms: u64,
         plan: Option<&Plan>,
     ) -> Result<()> {
-        let Some(file) = self.record.as_mut() else {
+        let Some(shared) = self.record.as_mut() else {
             return Ok(());
         };
         let record = Record {
@@ -270,8 +332,12 @@ impl State {
         let mut line = serde_json::to_vec(&record).expect("records serialise");
         line.push(b'\n');
         // One write per record: a process kill never leaves half a line before a whole one.
-        file.write_all(&line)
-            .map_err(|e| ProviderError::Transient(format!("writing the sim record: {e}")))
+        shared
+            .file
+            .write_all(&line)
+            .map_err(|e| ProviderError::Transient(format!("writing the sim record: {e}")))?;
+        // Our own line, read back at the next sync, applies as it already has.
+        Ok(())
     }
 
     fn roll(&mut self, p: f64) -> bool {
@@ -434,6 +500,7 @@ impl Provider for SimProvider {
         };
         let faults = &self.config.faults;
         let mut state = self.state.lock().unwrap();
+        state.locked(|state| {
         let now = now_ms();
         if state.workloads.contains_key(&launch.key) {
             state.append(RecordOp::Adopted, &launch.key, &launch.job_id, now, None)?;
@@ -482,10 +549,12 @@ impl Provider for SimProvider {
             },
         );
         Ok(handle)
+        })
     }
 
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
         let mut state = self.state.lock().unwrap();
+        state.sync().map_err(|e| ProviderError::Transient(format!("the sim record: {e}")))?;
         if state.roll(self.config.faults.transient) {
             return Err(ProviderError::Transient(
                 "simulated transient observe error".into(),
@@ -512,7 +581,31 @@ impl Provider for SimProvider {
     }
 
     async fn cancel(&self, handle: &Handle, _reason: &str) -> Result<()> {
+        self.state.lock().unwrap().locked(|state| Self::stop(state, handle))
+    }
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
         let mut state = self.state.lock().unwrap();
+        state.sync().map_err(|e| ProviderError::Transient(format!("the sim record: {e}")))?;
+        Self::read_log(&state, handle, query)
+    }
+
+    async fn release(&self, handle: &Handle) -> Result<()> {
+        self.state.lock().unwrap().locked(|state| {
+            if state.workloads.remove(&handle.key).is_some() {
+                state.append(RecordOp::Released, &handle.key, "", now_ms(), None)?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl SimProvider {
+    fn stop(state: &mut State, handle: &Handle) -> Result<()> {
         let now = now_ms();
         let Some(w) = state.workloads.get(&handle.key) else {
             return Ok(());
@@ -539,8 +632,7 @@ impl Provider for SimProvider {
         Ok(())
     }
 
-    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
-        let state = self.state.lock().unwrap();
+    fn read_log(state: &State, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
         let w = state
             .workloads
             .get(&handle.key)
@@ -561,18 +653,6 @@ impl Provider for SimProvider {
             text: text.get(from..).unwrap_or_default().to_string(),
             cursor: Some(text.len().max(from).to_string()),
         })
-    }
-
-    async fn release(&self, handle: &Handle) -> Result<()> {
-        let mut state = self.state.lock().unwrap();
-        if state.workloads.remove(&handle.key).is_some() {
-            state.append(RecordOp::Released, &handle.key, "", now_ms(), None)?;
-        }
-        Ok(())
-    }
-
-    async fn check(&self) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -619,6 +699,47 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    #[tokio::test]
+    async fn gateways_sharing_a_record_share_one_runtime() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            record: Some(tmp.path().join("rec.jsonl")),
+            run_ms: 60_000,
+            start_ms: 0,
+            ..Config::default()
+        };
+        // Two live gateways at once, each with its own simulator on the one record.
+        let (a, b) = (config.build().unwrap(), config.build().unwrap());
+        let h = a.launch(&launch("k1", None)).await.unwrap();
+        assert_eq!(b.launch(&launch("k1", None)).await.unwrap(), h, "b adopts what a made");
+        let (ha, hb) = (a.observe(std::slice::from_ref(&h)), b.observe(std::slice::from_ref(&h)));
+        assert_eq!(ha.await.unwrap()[0].phase, Phase::Running);
+        assert_eq!(hb.await.unwrap()[0].phase, Phase::Running);
+        // A stop through one is seen by the other, and so is the release.
+        b.cancel(&h, "test").await.unwrap();
+        assert!(matches!(
+            a.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase,
+            Phase::Exited { exit_code: Some(143), .. }
+        ));
+        a.release(&h).await.unwrap();
+        assert!(matches!(
+            b.observe(std::slice::from_ref(&h)).await.unwrap()[0].phase,
+            Phase::Lost { .. }
+        ));
+        // Launches of one key from both, turn about: one workload.
+        for i in 0..10 {
+            let p = if i % 2 == 0 { &a } else { &b };
+            p.launch(&launch("k2", None)).await.unwrap();
+        }
+        let created = read_record(&tmp.path().join("rec.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.op == RecordOp::Created)
+            .map(|r| r.key)
+            .collect::<Vec<_>>();
+        assert_eq!(created, ["k1", "k2"], "one workload per key");
     }
 
     #[tokio::test]
