@@ -9,66 +9,12 @@ mod common;
 mod moto;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{config_text, free_port, TOKEN_A};
+use common::{config_text, free_port, wait_ready, Binary, TOKEN_A};
 use serde_json::json;
 
 const ROUNDS: usize = 4;
-
-struct Binary {
-    child: Child,
-}
-
-impl Binary {
-    fn start(config: &std::path::Path, log: &std::path::Path) -> Binary {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_offload"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("OFFLOAD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting offload serve");
-        Binary { child }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) {
-    for _ in 0..200 {
-        if http
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "offload serve did not become ready; its log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
 
 /// Submits a stream of jobs to `provider` through the real binary, SIGKILLing it
 /// ROUNDS times at pseudo-random moments and restarting it; then waits until every

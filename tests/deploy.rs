@@ -1,10 +1,12 @@
-//! The Kubernetes manifests: `kubectl kustomize` renders the base and the GKE overlay, and
-//! every object must parse into its `k8s-openapi` type and serialise back unchanged (so a
-//! misspelt field fails). The ConfigMap's config must load as an offload config.
+//! The Kubernetes manifests: `kubectl kustomize` renders the base and the GKE and PostgreSQL
+//! overlays, and every object must parse into its `k8s-openapi` type and serialise back
+//! unchanged (so a misspelt field fails). The ConfigMap's config must load as an offload
+//! config, and so must the compose demo's.
 
 use std::process::Command;
 
 use k8s_openapi::api::{apps, autoscaling, core, policy, rbac};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
@@ -45,13 +47,16 @@ struct Rendered {
     deployment: apps::v1::Deployment,
     service_account: core::v1::ServiceAccount,
     config: core::v1::ConfigMap,
-    pvc: core::v1::PersistentVolumeClaim,
+    pvc: Option<core::v1::PersistentVolumeClaim>,
+    hpa: autoscaling::v2::HorizontalPodAutoscaler,
+    pdb: policy::v1::PodDisruptionBudget,
     kinds: Vec<String>,
 }
 
 fn parse_all(dir: &str) -> Rendered {
     let (mut deployment, mut service_account, mut config, mut pvc, mut kinds) =
         (None, None, None, None, vec![]);
+    let (mut hpa, mut pdb) = (None, None);
     for doc in render(dir) {
         let kind = doc["kind"].as_str().unwrap().to_string();
         match kind.as_str() {
@@ -72,10 +77,11 @@ fn parse_all(dir: &str) -> Rendered {
             "Role" => drop(typed::<rbac::v1::Role>(&doc)),
             "RoleBinding" => drop(typed::<rbac::v1::RoleBinding>(&doc)),
             "HorizontalPodAutoscaler" => {
-                let hpa: autoscaling::v2::HorizontalPodAutoscaler = typed(&doc);
-                assert_eq!(hpa.spec.scale_target_ref.name, "offload");
+                let parsed: autoscaling::v2::HorizontalPodAutoscaler = typed(&doc);
+                assert_eq!(parsed.spec.scale_target_ref.name, "offload");
+                hpa = Some(parsed);
             }
-            "PodDisruptionBudget" => drop(typed::<policy::v1::PodDisruptionBudget>(&doc)),
+            "PodDisruptionBudget" => pdb = Some(typed(&doc)),
             other => panic!("unexpected kind {other} in {dir}"),
         }
         kinds.push(kind);
@@ -84,7 +90,9 @@ fn parse_all(dir: &str) -> Rendered {
         deployment: deployment.expect("a Deployment"),
         service_account: service_account.expect("a ServiceAccount"),
         config: config.expect("a ConfigMap"),
-        pvc: pvc.expect("a PersistentVolumeClaim"),
+        pvc,
+        hpa: hpa.expect("a HorizontalPodAutoscaler"),
+        pdb: pdb.expect("a PodDisruptionBudget"),
         kinds,
     }
 }
@@ -93,6 +101,7 @@ fn parse_all(dir: &str) -> Rendered {
 fn base_renders_valid_objects_with_probes_and_a_locked_down_pod() {
     let r = parse_all("deploy/kubernetes/base");
     assert_eq!(r.kinds.len(), 11, "{:?}", r.kinds);
+    assert!(r.pvc.is_some(), "the SQLite store's volume");
     let template = r.deployment.spec.template;
     let annotations = template.metadata.unwrap().annotations.unwrap();
     assert_eq!(annotations["prometheus.io/scrape"], "true");
@@ -153,9 +162,191 @@ fn gke_overlay_adds_workload_identity() {
         .unwrap()
         .starts_with("us-docker.pkg.dev/"));
     assert_eq!(
-        r.pvc.spec.unwrap().storage_class_name.as_deref(),
+        r.pvc.unwrap().spec.unwrap().storage_class_name.as_deref(),
         Some("standard-rwo")
     );
+}
+
+/// The value of the env var `name`, when it comes from a Secret: (secret, key).
+fn secret_ref<'a>(env: &'a [core::v1::EnvVar], name: &str) -> Option<(&'a str, &'a str)> {
+    let r = env
+        .iter()
+        .find(|e| e.name == name)?
+        .value_from
+        .as_ref()?
+        .secret_key_ref
+        .as_ref()?;
+    Some((r.name.as_str(), r.key.as_str()))
+}
+
+#[test]
+fn postgres_overlay_runs_two_replicas_on_postgres() {
+    let r = parse_all("deploy/kubernetes/overlays/postgres");
+    // The base's objects but the SQLite volume's claim.
+    assert!(r.pvc.is_none(), "{:?}", r.kinds);
+    assert!(
+        !r.kinds.iter().any(|k| k == "PersistentVolumeClaim"),
+        "{:?}",
+        r.kinds
+    );
+    assert_eq!(r.kinds.len(), 10, "{:?}", r.kinds);
+
+    let spec = r.deployment.spec;
+    assert_eq!(spec.replicas, Some(2));
+    // A new pod is ready before an old one goes: never fewer than two serving.
+    let strategy = spec.strategy.unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    let rolling = strategy.rolling_update.unwrap();
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+
+    let pod = spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    let env = container.env.as_ref().unwrap();
+    assert_eq!(
+        secret_ref(env, "OFFLOAD_STORE__URL"),
+        Some(("offload-postgres", "url"))
+    );
+    assert_eq!(
+        secret_ref(env, "OFFLOAD_STORE__SECRET_KEY"),
+        Some(("offload-postgres", "secret_key"))
+    );
+    // The base's env is still there.
+    assert_eq!(
+        secret_ref(env, "OFFLOAD_AUTH__TOKENS"),
+        Some(("offload-tokens", "tokens"))
+    );
+    // No SQLite volume is left, nor its mount.
+    let volumes = pod.volumes.unwrap_or_default();
+    assert!(
+        volumes.iter().all(|v| v.persistent_volume_claim.is_none()),
+        "{:?}",
+        volumes.iter().map(|v| &v.name).collect::<Vec<_>>()
+    );
+    assert!(!volumes.iter().any(|v| v.name == "data"));
+    let mounts = container.volume_mounts.as_ref().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .all(|m| volumes.iter().any(|v| v.name == m.name)),
+        "a mount without its volume"
+    );
+    assert!(!mounts.iter().any(|m| m.mount_path == "/var/lib/offload"));
+
+    assert!(r.hpa.spec.min_replicas.unwrap_or(1) >= 2);
+    assert!(r.hpa.spec.max_replicas > r.hpa.spec.min_replicas.unwrap());
+    let cpu = r.hpa.spec.metrics.as_ref().unwrap().iter().any(|m| {
+        m.resource
+            .as_ref()
+            .is_some_and(|res| res.name == "cpu" && res.target.type_ == "Utilization")
+    });
+    assert!(cpu, "the HPA scales on CPU utilisation");
+    let pdb = r.pdb.spec.unwrap();
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.max_unavailable, None);
+
+    // The Secret the Deployment reads is not rendered (applying the overlay must never
+    // overwrite the real one); its example has the keys the Deployment names.
+    assert_eq!(
+        r.kinds.iter().filter(|k| *k == "Secret").count(),
+        1,
+        "only the base's offload-tokens"
+    );
+    let text =
+        std::fs::read_to_string("deploy/kubernetes/overlays/postgres/secret.example.yaml").unwrap();
+    let example: core::v1::Secret = typed(&serde_norway::from_str::<Value>(&text).unwrap());
+    assert_eq!(example.metadata.name.as_deref(), Some("offload-postgres"));
+    let keys: Vec<&String> = example.string_data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, ["secret_key", "url"]);
+}
+
+/// The compose demo: two gateways on one PostgreSQL, and Prometheus scraping both.
+#[test]
+fn the_compose_config_loads() {
+    let compose: Value =
+        serde_norway::from_str(&std::fs::read_to_string("deploy/compose/compose.yaml").unwrap())
+            .unwrap();
+    let services = compose["services"].as_object().unwrap();
+    let gateways: Vec<&String> = services
+        .keys()
+        .filter(|name| name.starts_with("offload-"))
+        .collect();
+    assert_eq!(gateways, ["offload-1", "offload-2"]);
+    assert!(services["postgres"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("postgres:16"));
+    assert!(services["postgres"]["healthcheck"]["test"]
+        .to_string()
+        .contains("pg_isready"));
+    let url = "postgres://offload:offload@postgres:5432/offload";
+    let mut host_ports = vec![];
+    for name in &gateways {
+        let gateway = &services[name.as_str()];
+        let env = &gateway["environment"];
+        assert_eq!(env["OFFLOAD_STORE__URL"], url, "{name}");
+        // One key for all: what one replica sealed, another must open.
+        assert_eq!(
+            env["OFFLOAD_STORE__SECRET_KEY"],
+            services["offload-1"]["environment"]["OFFLOAD_STORE__SECRET_KEY"],
+            "{name}"
+        );
+        assert_eq!(
+            gateway["depends_on"]["postgres"]["condition"], "service_healthy",
+            "{name}"
+        );
+        let ports = gateway["ports"].as_array().unwrap();
+        assert_eq!(ports.len(), 1, "{name}");
+        let port = ports[0].as_str().unwrap();
+        assert!(port.ends_with(":8080"), "{name}: {port}");
+        host_ports.push(port.split(':').next().unwrap().to_string());
+    }
+    assert_eq!(host_ports, ["8081", "8082"]);
+
+    // The store comes from the environment in compose; add it as a [store] table, which
+    // the file itself must therefore not have.
+    let toml = std::fs::read_to_string("deploy/compose/offload.toml").unwrap();
+    let key = services["offload-1"]["environment"]["OFFLOAD_STORE__SECRET_KEY"]
+        .as_str()
+        .unwrap();
+    let with_store = format!("{toml}\n[store]\nurl = \"{url}\"\nsecret_key = \"{key}\"\n");
+    let config = offload::config::Config::from_toml(&with_store).unwrap();
+    assert_eq!(config.store.url.as_deref(), Some(url));
+    assert!(
+        config.store.secret_box().is_ok(),
+        "the demo key must be 32 bytes, base64"
+    );
+    assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+    assert!(!config.auth.tokens.is_empty());
+    assert_eq!(config.providers.len(), 2);
+    assert!(config
+        .providers
+        .values()
+        .all(|p| matches!(p.kind, offload::config::KindConfig::Sim(_))));
+    assert!(
+        offload::config::Config::from_toml(&format!("{toml}\n[store]\nurl = \"{url}\"\n")).is_err(),
+        "PostgreSQL without a shared secret key must be refused"
+    );
+
+    // Prometheus scrapes both replicas, by their service names on the listen port.
+    assert!(services["prometheus"]["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("prom/prometheus"));
+    let prometheus: Value =
+        serde_norway::from_str(&std::fs::read_to_string("deploy/compose/prometheus.yml").unwrap())
+            .unwrap();
+    let mut targets: Vec<&str> = prometheus["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|job| job["metrics_path"].as_str().unwrap_or("/metrics") == "/metrics")
+        .flat_map(|job| job["static_configs"].as_array().unwrap())
+        .flat_map(|c| c["targets"].as_array().unwrap())
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["offload-1:8080", "offload-2:8080"]);
 }
 
 #[test]

@@ -22,6 +22,9 @@ use offload::store::{
 };
 use uuid::Uuid;
 
+mod common;
+use common::pg::fresh_schema;
+
 fn test_box() -> SecretBox {
     SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
 }
@@ -151,43 +154,6 @@ impl Fixture {
                 .unwrap();
         }
     }
-}
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "DATABASE_URL is not set: the PostgreSQL store's tests need a server. Run them as \
-             `tests/pg.sh run cargo test --workspace --test store_contract`, which starts a \
-             throwaway PostgreSQL, or set DATABASE_URL to a database they may create schemas in"
-        )
-    })
-}
-
-/// `url` with its connections' search_path set to `schema`.
-fn with_schema(url: &str, schema: &str) -> String {
-    let joiner = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{joiner}options=-c%20search_path%3D{schema}")
-}
-
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to DATABASE_URL {url}: {e:?}"));
-    tokio::spawn(connection);
-    client
-}
-
-/// A new, empty schema, an admin connection, and a URL whose connections use the schema.
-async fn fresh_schema() -> (tokio_postgres::Client, String, String) {
-    let url = database_url();
-    let admin = admin_client(&url).await;
-    let schema = format!("test_{}", Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
-        .await
-        .unwrap();
-    let url = with_schema(&url, &schema);
-    (admin, schema, url)
 }
 
 /// Each check below, run once on each store.

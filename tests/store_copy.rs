@@ -14,6 +14,9 @@ use offload::store::sqlite::SqliteStore;
 use offload::store::{JobRecord, ListQuery, NewJob, Patch, Store, Submitted};
 use uuid::Uuid;
 
+mod common;
+use common::pg::fresh_schema;
+
 fn test_box() -> SecretBox {
     SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
 }
@@ -64,42 +67,6 @@ fn without_owner(mut rec: JobRecord) -> JobRecord {
     rec
 }
 
-fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "DATABASE_URL is not set: the copy's tests need a PostgreSQL server. Run them as \
-             `tests/pg.sh run cargo test --test store_copy`, which starts a throwaway \
-             PostgreSQL, or set DATABASE_URL to a database they may create schemas in"
-        )
-    })
-}
-
-/// `url` with its connections' search_path set to `schema`.
-fn with_schema(url: &str, schema: &str) -> String {
-    let joiner = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{joiner}options=-c%20search_path%3D{schema}")
-}
-
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to DATABASE_URL {url}: {e:?}"));
-    tokio::spawn(connection);
-    client
-}
-
-/// A new, empty schema, an admin connection, and a URL whose connections use the schema.
-async fn fresh_schema() -> (tokio_postgres::Client, String, String) {
-    let url = database_url();
-    let admin = admin_client(&url).await;
-    let schema = format!("test_{}", Uuid::new_v4().simple());
-    admin
-        .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
-        .await
-        .unwrap();
-    let url = with_schema(&url, &schema);
-    (admin, schema, url)
-}
 
 async fn drop_schema(admin: &tokio_postgres::Client, schema: &str) {
     admin

@@ -61,11 +61,14 @@ pub async fn healthz() -> &'static str {
 
 #[utoipa::path(
     get, path = "/readyz", tag = "ops",
-    responses((status = 200, description = "The store answers", body = String), (status = 503, description = "The store does not answer"))
+    responses((status = 200, description = "The store answers: `ready`, and with several replicas `ready as replica ID`", body = String), (status = 503, description = "The store does not answer"))
 )]
-pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<String, ApiError> {
     state.store.ping().await?;
-    Ok("ready\n")
+    Ok(match state.store.replica() {
+        Some(id) => format!("ready as replica {id}\n"),
+        None => "ready\n".into(),
+    })
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String)))]

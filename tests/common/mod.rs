@@ -21,13 +21,29 @@ fn config_text_sync(
     synchronous_full: &str,
     providers: &str,
 ) -> String {
+    let store = format!(
+        "path = \"{}\"\nsynchronous_full = {synchronous_full}",
+        dir.join("offload.db").display()
+    );
+    config_with_store(listen, &store, providers)
+}
+
+/// The key every test replica seals secrets with.
+pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// Config text for a replica on the PostgreSQL database at `url`, with a 3 s lease.
+pub fn config_text_pg(listen: &str, url: &str, providers: &str) -> String {
+    let store = format!("url = \"{url}\"\nsecret_key = \"{SECRET_KEY}\"\nlease_seconds = 3");
+    config_with_store(listen, &store, providers)
+}
+
+fn config_with_store(listen: &str, store: &str, providers: &str) -> String {
     format!(
         r#"
 listen = "{listen}"
 body_limit_bytes = 65536
 [store]
-path = "{db}"
-synchronous_full = {synchronous_full}
+{store}
 [engine]
 release_after_seconds = 1
 orphan_sweep_seconds = 1
@@ -39,8 +55,7 @@ tenant = "a"
 token = "{TOKEN_B}"
 tenant = "b"
 {providers}
-"#,
-        db = dir.join("offload.db").display(),
+"#
     )
 }
 
@@ -192,6 +207,67 @@ impl Gateway {
     }
 }
 
+/// A real `offload serve` process, killed when dropped.
+pub struct Binary {
+    pub child: std::process::Child,
+}
+
+impl Binary {
+    /// Starts `offload serve --config CONFIG`, its stderr appended to `log`, with `env` set.
+    pub fn start(config: &std::path::Path, log: &std::path::Path) -> Binary {
+        Binary::start_with(config, log, &[])
+    }
+
+    pub fn start_with(config: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)]) -> Binary {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_offload"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("OFFLOAD_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting offload serve");
+        Binary { child }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `url` answers `/readyz` with 200; panics with the server's log after 10 s.
+pub async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) {
+    for _ in 0..200 {
+        if http
+            .get(format!("{url}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "offload serve did not become ready; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -199,4 +275,47 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A PostgreSQL database for the tests that need one: DATABASE_URL, which the test command
+/// sets to a throwaway server (tests/pg.sh), with a fresh schema per test.
+pub mod pg {
+    use uuid::Uuid;
+
+    pub fn database_url() -> String {
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+            panic!(
+                "DATABASE_URL is not set: the PostgreSQL store's tests need a server. Run them as \
+                 `tests/pg.sh run cargo test --workspace --test store_contract` (or another suite), which starts a \
+                 throwaway PostgreSQL, or set DATABASE_URL to a database they may create schemas in"
+            )
+        })
+    }
+
+    /// `url` with its connections' search_path set to `schema`.
+    pub fn with_schema(url: &str, schema: &str) -> String {
+        let joiner = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{joiner}options=-c%20search_path%3D{schema}")
+    }
+
+    pub async fn admin_client(url: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to DATABASE_URL {url}: {e:?}"));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A new, empty schema, an admin connection, and a URL whose connections use the schema.
+    pub async fn fresh_schema() -> (tokio_postgres::Client, String, String) {
+        let url = database_url();
+        let admin = admin_client(&url).await;
+        let schema = format!("test_{}", Uuid::new_v4().simple());
+        admin
+            .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .unwrap();
+        let url = with_schema(&url, &schema);
+        (admin, schema, url)
+    }
 }
