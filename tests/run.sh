@@ -40,9 +40,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo build --workspace --all-targets --locked
 status=0
-# tests/store_contract.rs also runs against PostgreSQL: a throwaway server (Debian's postgresql,
-# installed if missing) unless DATABASE_URL names one.
-tests/pg.sh run cargo test --workspace --all-targets --locked 2>&1 | tee "$log" || status=$?
+# The tests that need PostgreSQL (the store contract, several replicas, the copy from SQLite)
+# get a throwaway server (Debian's postgresql, installed if missing) unless DATABASE_URL names
+# one; the API-level suites then run a second time with their gateways on PostgreSQL.
+tests/pg.sh run bash -c 'cargo test --workspace --all-targets --locked &&
+  OFFLOAD_TEST_STORE=postgres cargo test --locked --test api --test routing --test failover --test costs' \
+  2>&1 | tee "$log" || status=$?
 # schemathesis against the real binary: the OpenAPI document says exactly what it does.
 tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
 # Real Airflow against the real binary (built above).

@@ -71,11 +71,22 @@ impl Gateway {
         Gateway::start_with("false", providers).await
     }
 
-    /// Starts a gateway with `store.synchronous_full` set as given (`"true"` or `"false"`).
+    /// Starts a gateway with `store.synchronous_full` set as given (`"true"` or `"false"`),
+    /// on SQLite; or, with `OFFLOAD_TEST_STORE=postgres`, on a fresh schema of the
+    /// PostgreSQL database at DATABASE_URL, so that a suite runs against either store.
     pub async fn start_with(synchronous_full: &str, providers: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let providers = providers.replace("$DIR", &dir.path().display().to_string());
-        let text = config_text_sync(dir.path(), "127.0.0.1:0", synchronous_full, &providers);
+        let text = match std::env::var("OFFLOAD_TEST_STORE").as_deref() {
+            Ok("postgres") => {
+                let (_admin, _schema, url) = pg::fresh_schema().await;
+                config_text_pg("127.0.0.1:0", &url, &providers)
+            }
+            Ok("sqlite") | Err(_) => {
+                config_text_sync(dir.path(), "127.0.0.1:0", synchronous_full, &providers)
+            }
+            Ok(other) => panic!("OFFLOAD_TEST_STORE={other:?}: use sqlite or postgres"),
+        };
         let config = offload::config::Config::from_toml(&text).unwrap();
         let server = offload::server::Server::start(config).await.unwrap();
         Gateway {
