@@ -399,6 +399,33 @@ async fn any_replica_answers_for_any_job() {
         .await
         .unwrap();
     assert_eq!(log.status(), 200);
+    // Each replica counts both live replicas (what the providers' rate budgets are divided
+    // by).
+    for r in &cluster.replicas {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = cluster
+                .http
+                .get(format!("{}/metrics", r.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.lines().any(|l| l == "offload_replicas_live 2") {
+                break;
+            }
+            let live: Vec<_> = metrics.lines().filter(|l| l.starts_with("offload_replicas")).collect();
+            assert!(
+                Instant::now() < deadline,
+                "{} counts {live:?}; its log: {}",
+                r.url,
+                std::fs::read_to_string(&r.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     // Stopped once, at the workload's one key.
     let record = offload_sim::read_record(&cluster.record).unwrap();
     let cancels = record.iter().filter(|r| r.op == RecordOp::Cancelled).count();
