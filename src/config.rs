@@ -68,6 +68,7 @@ fn default_providers() -> BTreeMap<String, ProviderConfig> {
         poll_interval_ms: default_poll_ms(),
         price: None,
         follower_reads_per_second: default_follower_reads(),
+        health_check_seconds: default_health_check(),
     };
     BTreeMap::from([("local".to_string(), local)])
 }
@@ -308,6 +309,14 @@ pub struct ProviderConfig {
     /// `offload run`) may make together, apart from the engine's own calls.
     #[serde(default = "default_follower_reads")]
     pub follower_reads_per_second: u32,
+    /// How often the provider's health check runs while no observe round has answered (an
+    /// answered round counts as a passed check, at no extra call).
+    #[serde(default = "default_health_check")]
+    pub health_check_seconds: u64,
+}
+
+fn default_health_check() -> u64 {
+    30
 }
 
 fn default_follower_reads() -> u32 {

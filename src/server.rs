@@ -12,6 +12,11 @@ use crate::config::{Config, DEV_TOKEN};
 use crate::engine::Engine;
 use crate::config::StoreConfig;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
+use crate::store::snapshots::Snapshots;
+
+/// Job status snapshots kept in memory at most (about 1 KiB each); past it, a read of a
+/// job without one reads the store.
+const SNAPSHOTS: usize = 100_000;
 use crate::store::{sqlite::SqliteStore, Store};
 
 /// The store the configuration names: PostgreSQL at `store.url`, else SQLite at
@@ -48,8 +53,8 @@ pub struct Server {
 impl Server {
     /// Opens the store, resumes the engine and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        let store = open_store(&config.store).await?;
-        let engine = Engine::new(&config, store.clone())
+        let snapshots = Arc::new(Snapshots::new(open_store(&config.store).await?, SNAPSHOTS));
+        let engine = Engine::new(&config, snapshots.clone())
             .await
             .map_err(anyhow::Error::msg)?;
         let engine_done = engine.start().await.context("resuming unfinished jobs")?;
@@ -70,7 +75,7 @@ impl Server {
         let stop = CancellationToken::new();
         let app = api::router(
             AppState::new(
-                store,
+                snapshots,
                 engine.clone(),
                 config.tokens(),
                 stop.clone(),

@@ -428,3 +428,32 @@ faults = { throttle = 0.1, throttle_retry_ms = 50, transient = 0.1, capacity = 0
         }
     }
 }
+
+#[tokio::test]
+async fn an_answered_observe_round_is_the_health_check() {
+    let gw = Gateway::start(
+        r#"
+[providers.observed]
+kind = "sim"
+start_ms = 0
+run_ms = 3000
+poll_interval_ms = 50
+health_check_seconds = 1
+"#,
+    )
+    .await;
+    let checks = || gw.metric(r#"offload_provider_calls_total{provider="observed",call="check"}"#);
+    let id = submitted(&gw, sim("observed", json!({}))).await;
+    gw.wait_state(TOKEN_A, &id, "running", 10).await;
+    let during = checks().await;
+    assert!(during >= 1.0, "the check at start is counted");
+    gw.wait_terminal(TOKEN_A, &id, 10).await;
+    // Three seconds of answered observe rounds, the health interval one second: no checks.
+    assert_eq!(checks().await, during, "a check ran while observe rounds answered");
+    // With nothing to observe, the check runs on its interval again.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while checks().await < during + 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no health check once idle");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

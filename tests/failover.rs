@@ -178,7 +178,7 @@ poll_interval_ms = 20
 "#,
     )
     .await;
-    let s = spec(json!({"provider_options": {"sim": {"unschedulable": true}}}));
+    let s = spec(json!({"provider_options": {"sim": {"unschedulable_ms": 600000}}}));
     let id = submitted(&gw, TOKEN_A, s).await;
     gw.wait_for_event(TOKEN_A, &id, 20, "nowhere else to go").await;
     let (_, job) = gw.get(TOKEN_A, &format!("/v1/jobs/{id}")).await;

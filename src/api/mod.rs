@@ -20,12 +20,15 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::HttpConfig;
 use crate::engine::Engine;
+use crate::store::snapshots::Snapshots;
 use crate::store::Store;
 pub use ops::prometheus;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Each job's status answer, for plain reads (`store` is this, as a [`Store`]).
+    pub snapshots: Arc<Snapshots>,
     pub engine: Arc<Engine>,
     tokens: Arc<auth::Tokens>,
     /// Cancelled when the server starts to shut down: long-polls answer and log followers
@@ -36,14 +39,15 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        store: Arc<dyn Store>,
+        snapshots: Arc<Snapshots>,
         engine: Arc<Engine>,
         tokens: Vec<(String, String)>,
         draining: CancellationToken,
         max_waiters_per_tenant: usize,
     ) -> Self {
         AppState {
-            store,
+            store: snapshots.clone(),
+            snapshots,
             engine,
             tokens: Arc::new(auth::Tokens::new(tokens)),
             draining,

@@ -51,6 +51,8 @@ pub struct Slot {
     pub name: String,
     pub provider: Arc<dyn Provider>,
     pub poll_interval: Duration,
+    /// How often the health check runs while no observe round answers.
+    health_every: Duration,
     pub prices: PriceSheet,
     /// Who holds one of the `max_concurrency` places, and who waits for one.
     places: Places,
@@ -146,6 +148,7 @@ impl Engine {
                 prices: p.price.clone().unwrap_or_else(|| provider.price_sheet()),
                 provider,
                 poll_interval: Duration::from_millis(p.poll_interval_ms),
+                health_every: Duration::from_secs(p.health_check_seconds.max(1)),
                 places: Places::new(p.max_concurrency),
                 live: Mutex::default(),
                 health: Mutex::new(Some("not checked yet".into())),

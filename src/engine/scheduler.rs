@@ -16,9 +16,6 @@ use uuid::Uuid;
 
 use super::{Engine, EngineError, Slot};
 
-/// How often each provider's health check runs.
-const HEALTH_EVERY: Duration = Duration::from_secs(30);
-
 /// Jobs ready for a reconcile, and the rule that one job has one reconcile at a time.
 #[derive(Default)]
 struct ReadyQueue {
@@ -153,6 +150,7 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
         last_live = live.len();
         let mut wait = slot.poll_interval * stretch;
         let mut changed = 0;
+        let mut answered = false;
         let batch = slot.provider.capabilities().max_observe_batch.max(1);
         for chunk in live.chunks(batch) {
             let handles: Vec<_> = chunk.iter().map(|(_, h)| h.clone()).collect();
@@ -161,6 +159,7 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
                 .await
             {
                 Ok(observations) => {
+                    answered = true;
                     changed += engine.record_observations(&slot, chunk, observations)
                 }
                 Err(EngineError::Provider {
@@ -178,7 +177,12 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
         } else {
             (stretch * 2).min(MAX_IDLE_STRETCH)
         };
-        if last_health.elapsed() >= HEALTH_EVERY {
+        if answered {
+            // The runtime just answered for its workloads: that is a health check passed,
+            // at no extra call.
+            *slot.health.lock().unwrap() = None;
+            last_health = tokio::time::Instant::now();
+        } else if last_health.elapsed() >= slot.health_every {
             engine.check_health(&slot).await;
             last_health = tokio::time::Instant::now();
         }

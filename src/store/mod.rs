@@ -13,6 +13,7 @@
 pub mod copy;
 pub mod postgres;
 pub mod secrets;
+pub mod snapshots;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -106,9 +106,9 @@ struct JobOptions {
     capacity_errors: Option<u32>,
     /// What every stop of the workload answers: `not_found` or `transient`.
     cancel_error: Option<CancelError>,
-    /// The workload is never placed: it answers "no capacity" (as an unschedulable pod
-    /// past its limit does) until it is stopped.
-    unschedulable: Option<bool>,
+    /// The workload is not placed for this long: it answers "no capacity" (as an
+    /// unschedulable pod past its limit does) until then, or until it is stopped.
+    unschedulable_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -128,8 +128,22 @@ struct Plan {
     lost: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cancel_error: Option<CancelError>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    unschedulable: bool,
+    /// How long the workload waits unplaced before it starts (`u64::MAX`: never placed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    unschedulable_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Plan {
+    /// When a workload launched at `launched_ms` starts running.
+    fn started_at(&self, launched_ms: u64) -> u64 {
+        launched_ms
+            .saturating_add(self.unschedulable_ms)
+            .saturating_add(self.start_ms)
+    }
 }
 
 /// One line of the record file.
@@ -357,7 +371,12 @@ impl SimProvider {
     fn plan(&self, spec: &WorkloadSpec, lost: bool) -> Result<Plan> {
         let opts = Self::options(spec)?;
         let max_ms = self.config.max_option_ms;
-        for (name, ms) in [("start_ms", opts.start_ms), ("run_ms", opts.run_ms)] {
+        let delays = [
+            ("start_ms", opts.start_ms),
+            ("run_ms", opts.run_ms),
+            ("unschedulable_ms", opts.unschedulable_ms),
+        ];
+        for (name, ms) in delays {
             if ms.is_some_and(|ms| ms > max_ms) {
                 return Err(ProviderError::InvalidSpec(format!(
                     "provider_options.sim.{name}: at most {max_ms}"
@@ -388,12 +407,12 @@ impl SimProvider {
             output,
             lost: opts.lost.unwrap_or(lost),
             cancel_error: opts.cancel_error,
-            unschedulable: opts.unschedulable.unwrap_or(false),
+            unschedulable_ms: opts.unschedulable_ms.unwrap_or(0),
         })
     }
 
     fn phase(w: &Workload, now: u64) -> Phase {
-        let started = w.launched_ms + w.plan.start_ms;
+        let started = w.plan.started_at(w.launched_ms);
         if let Some(at) = w.cancelled_ms {
             return Phase::Exited {
                 exit_code: Some(143),
@@ -403,7 +422,7 @@ impl SimProvider {
                 )),
             };
         }
-        if w.plan.unschedulable {
+        if now < w.launched_ms.saturating_add(w.plan.unschedulable_ms) {
             return Phase::NoCapacity {
                 reason: "simulated: no node can place it".into(),
             };
@@ -418,7 +437,7 @@ impl SimProvider {
                 reason: "simulated lost workload".into(),
             };
         }
-        if now < started + w.plan.run_ms {
+        if now < started.saturating_add(w.plan.run_ms) {
             return Phase::Running;
         }
         Phase::Exited {
@@ -429,11 +448,11 @@ impl SimProvider {
 
     /// When an ended workload ran, as a runtime would report it for billing.
     fn ran(w: &Workload, now: u64) -> Option<RunTimes> {
-        let started = w.launched_ms + w.plan.start_ms;
+        let started = w.plan.started_at(w.launched_ms);
         let finished = match w.cancelled_ms {
             Some(at) => at,
             None if matches!(Self::phase(w, now), Phase::Exited { .. }) => {
-                started + w.plan.run_ms
+                started.saturating_add(w.plan.run_ms)
             }
             None => return None,
         };
@@ -480,7 +499,7 @@ impl Provider for SimProvider {
                 "lost": {"type": ["boolean", "null"]},
                 "capacity_errors": {"type": ["integer", "null"], "minimum": 0, "maximum": self.config.max_capacity_errors},
                 "cancel_error": {"enum": ["not_found", "transient", null]},
-                "unschedulable": {"type": ["boolean", "null"]},
+                "unschedulable_ms": ms,
             }
         })
     }
@@ -532,7 +551,9 @@ impl Provider for SimProvider {
         state.refused.remove(&launch.key);
         let lost = state.roll(faults.lost);
         let mut plan = self.plan(&launch.spec, lost)?;
-        plan.unschedulable |= state.roll(faults.unschedulable);
+        if state.roll(faults.unschedulable) {
+            plan.unschedulable_ms = u64::MAX;
+        }
         state.append(
             RecordOp::Created,
             &launch.key,

@@ -1,0 +1,331 @@
+//! The read path for job status, which Airflow sensors, triggers and `offload run` ask far
+//! more often than anything changes: each job's answer (its JSON, serialised once per
+//! change) kept in memory, so that a read of a job the gateway knows makes no store round
+//! trip and takes no write lock.
+//!
+//! [`Snapshots`] wraps the store: every write through it drops the written job's snapshot,
+//! and so does every change another replica makes (its change feed passes through here), or
+//! all of them when the feed reconnects. A read that misses reads the store and keeps the
+//! answer, unless a change came while it read (an epoch counts the changes), so that a slow
+//! read can never put an older answer back after a newer change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use uuid::Uuid;
+
+use super::{
+    Change, CostQuery, JobRecord, Lease, ListQuery, NewJob, Patch, Store, StoreResult, Submitted,
+};
+use crate::model::{CostGroup, Event, Job, JobState};
+
+/// A job's answer to `GET /v1/jobs/{id}`, and whose job it is.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub tenant: Arc<str>,
+    /// The job as JSON.
+    pub json: Bytes,
+}
+
+pub struct Snapshots {
+    inner: Arc<dyn Store>,
+    cache: Arc<Cache>,
+}
+
+struct Cache {
+    jobs: RwLock<HashMap<Uuid, Snapshot>>,
+    /// Changes seen so far; a read that misses keeps its answer only if none came since.
+    epoch: AtomicU64,
+    max: usize,
+}
+
+impl Cache {
+    fn changed(&self, id: Uuid) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.jobs.write().unwrap().remove(&id);
+    }
+
+    fn changed_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.jobs.write().unwrap().clear();
+    }
+}
+
+impl Snapshots {
+    /// Keeps at most `max` snapshots; past that, a snapshot is dropped for each new one.
+    pub fn new(inner: Arc<dyn Store>, max: usize) -> Snapshots {
+        Snapshots {
+            inner,
+            cache: Arc::new(Cache {
+                jobs: RwLock::default(),
+                epoch: AtomicU64::new(0),
+                max: max.max(1),
+            }),
+        }
+    }
+
+    /// The job's answer as it is now: from memory when known, else from the store.
+    pub async fn job(&self, id: Uuid) -> StoreResult<Option<Snapshot>> {
+        let cache = &self.cache;
+        if let Some(s) = cache.jobs.read().unwrap().get(&id) {
+            return Ok(Some(s.clone()));
+        }
+        let epoch = cache.epoch.load(Ordering::Acquire);
+        let Some(rec) = self.inner.get(id).await? else {
+            return Ok(None);
+        };
+        let snapshot = Snapshot {
+            tenant: Arc::from(rec.tenant.as_str()),
+            json: Bytes::from(serde_json::to_vec(&rec.job).expect("a job serialises")),
+        };
+        let mut jobs = cache.jobs.write().unwrap();
+        if cache.epoch.load(Ordering::Acquire) == epoch {
+            if jobs.len() >= cache.max {
+                if let Some(old) = jobs.keys().next().copied() {
+                    jobs.remove(&old);
+                }
+            }
+            jobs.insert(id, snapshot.clone());
+        }
+        Ok(Some(snapshot))
+    }
+
+    /// How many snapshots are kept.
+    pub fn kept(&self) -> usize {
+        self.cache.jobs.read().unwrap().len()
+    }
+
+    fn changed(&self, id: Uuid) {
+        self.cache.changed(id);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Snapshots {
+    async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
+        // A new job has no snapshot yet; a repeated key changes nothing.
+        self.inner.submit(new).await
+    }
+
+    async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
+        self.inner.list(tenant, query).await
+    }
+
+    async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
+        self.inner.events(id).await
+    }
+
+    async fn update(
+        &self,
+        id: Uuid,
+        expect: &[JobState],
+        patch: Patch,
+    ) -> StoreResult<Option<JobRecord>> {
+        let out = self.inner.update(id, expect, patch).await;
+        // Also when it failed: it may have committed all the same.
+        self.changed(id);
+        out
+    }
+
+    async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
+        self.inner.secrets(id).await
+    }
+
+    async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>> {
+        self.inner.log_tail(id).await
+    }
+
+    async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
+        self.inner.unfinished().await
+    }
+
+    async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        self.inner.queued(before, limit).await
+    }
+
+    async fn run_durations(
+        &self,
+        tenant: &str,
+        dag_id: &str,
+        task_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<u64>> {
+        self.inner
+            .run_durations(tenant, dag_id, task_id, limit)
+            .await
+    }
+
+    async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
+        self.inner.counts().await
+    }
+
+    async fn costs(&self, tenant: &str, query: &CostQuery) -> StoreResult<Vec<CostGroup>> {
+        self.inner.costs(tenant, query).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+
+    fn replica(&self) -> Option<String> {
+        self.inner.replica()
+    }
+
+    async fn renew_lease(&self) -> StoreResult<Lease> {
+        self.inner.renew_lease().await
+    }
+
+    async fn adopt(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
+        let adopted = self.inner.adopt(limit).await?;
+        for rec in &adopted {
+            self.changed(rec.job.id);
+        }
+        Ok(adopted)
+    }
+
+    async fn release_lease(&self) -> StoreResult<()> {
+        self.inner.release_lease().await
+    }
+
+    async fn poke_owner(&self, rec: &JobRecord) -> StoreResult<()> {
+        self.inner.poke_owner(rec).await
+    }
+
+    fn changes(&self) -> Option<futures::stream::BoxStream<'static, Change>> {
+        // On their way to the engine, other replicas' writes drop their jobs' snapshots, and
+        // a reconnection (notices may have been missed) drops them all.
+        let cache = self.cache.clone();
+        let changes = self.inner.changes()?.inspect(move |change| match change {
+            Change::Job(id) => cache.changed(*id),
+            Change::Resync => cache.changed_all(),
+            Change::Poke { .. } => {}
+        });
+        Some(changes.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::secrets::SecretBox;
+    use crate::store::sqlite::SqliteStore;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A store that counts its reads of one job.
+    struct Counting {
+        inner: SqliteStore,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Counting {
+        async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
+            self.inner.submit(new).await
+        }
+        async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            self.inner.get(id).await
+        }
+        async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
+            self.inner.list(tenant, query).await
+        }
+        async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
+            self.inner.events(id).await
+        }
+        async fn update(
+            &self,
+            id: Uuid,
+            expect: &[JobState],
+            patch: Patch,
+        ) -> StoreResult<Option<JobRecord>> {
+            self.inner.update(id, expect, patch).await
+        }
+        async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
+            self.inner.secrets(id).await
+        }
+        async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>> {
+            self.inner.log_tail(id).await
+        }
+        async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
+            self.inner.unfinished().await
+        }
+        async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
+            self.inner.queued(before, limit).await
+        }
+        async fn run_durations(
+            &self,
+            tenant: &str,
+            dag_id: &str,
+            task_id: &str,
+            limit: usize,
+        ) -> StoreResult<Vec<u64>> {
+            self.inner.run_durations(tenant, dag_id, task_id, limit).await
+        }
+        async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
+            self.inner.counts().await
+        }
+        async fn costs(&self, tenant: &str, query: &CostQuery) -> StoreResult<Vec<CostGroup>> {
+            self.inner.costs(tenant, query).await
+        }
+        async fn ping(&self) -> StoreResult<()> {
+            self.inner.ping().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_known_job_is_read_from_memory_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let counting = Arc::new(Counting {
+            inner: SqliteStore::open(&dir.path().join("db"), false, key).unwrap(),
+            gets: AtomicUsize::new(0),
+        });
+        let snapshots = Snapshots::new(counting.clone(), 2);
+        let spec: crate::model::JobSpec =
+            serde_json::from_value(serde_json::json!({"image": "img"})).unwrap();
+        let id = Uuid::now_v7();
+        let new = NewJob {
+            id,
+            tenant: "t".into(),
+            spec,
+            idempotency_key: None,
+            created_at: Utc::now(),
+        };
+        snapshots.submit(new).await.unwrap();
+        let state = |s: &Snapshot| {
+            let job: Job = serde_json::from_slice(&s.json).unwrap();
+            job.state
+        };
+        for _ in 0..3 {
+            let s = snapshots.job(id).await.unwrap().unwrap();
+            assert_eq!((&*s.tenant, state(&s)), ("t", JobState::Queued));
+        }
+        assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "one store read for three");
+        let patch = Patch {
+            state: Some(JobState::Cancelled),
+            ..Patch::default()
+        };
+        snapshots.update(id, &[], patch).await.unwrap();
+        let s = snapshots.job(id).await.unwrap().unwrap();
+        assert_eq!(state(&s), JobState::Cancelled, "a write drops the old answer");
+        assert_eq!(counting.gets.load(Ordering::SeqCst), 2);
+        assert!(snapshots.job(Uuid::now_v7()).await.unwrap().is_none());
+        // Bounded: at most `max` are kept.
+        for _ in 0..3 {
+            let other = Uuid::now_v7();
+            let spec = serde_json::from_value(serde_json::json!({"image": "img"})).unwrap();
+            let new = NewJob { id: other, tenant: "t".into(), spec, idempotency_key: None, created_at: Utc::now() };
+            snapshots.submit(new).await.unwrap();
+            snapshots.job(other).await.unwrap();
+        }
+        assert_eq!(snapshots.kept(), 2);
+    }
+}
