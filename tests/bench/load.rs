@@ -1,20 +1,40 @@
-//! Load benchmark: durable submits per second and status reads per second (with p50/p99
-//! latency) through the real HTTP stack, against an in-process gateway with the sim
-//! provider and `synchronous_full` on. The client runs on the same cores, so the figures
-//! are a floor. Prints figures; asserts nothing. `cargo bench --bench load [-- SECONDS]`.
+//! Load benchmark against the real `offload serve` binary (release build, sim provider,
+//! `synchronous_full` on), with a Rust HTTP client on its own runtime as the load
+//! generator, on the same cores. In one run, for each store (SQLite; PostgreSQL too when
+//! DATABASE_URL names one, as `tests/pg.sh run` sets it):
+//!
+//! - the `/healthz` ceiling of this HTTP stack on this machine;
+//! - status reads (`GET /v1/jobs/{id}`, authenticated) and their ratio to the ceiling;
+//! - durable submits (`POST /v1/jobs`);
+//! - dispatch: a burst of submits to a sim provider with room for all, and how long until
+//!   every one is `starting` or later;
+//! - the server's resident memory per live job.
+//!
+//! Prints the figures and writes them to BENCHMARKS.md; asserts nothing.
+//! `cargo bench --bench load [-- SECONDS [BURST]]` (defaults 5 s and 20000 jobs).
 
 #[path = "../common/mod.rs"]
 mod common;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, TOKEN_A};
-use serde_json::json;
+use common::{config_text, config_text_pg, free_port, wait_ready, Binary, TOKEN_A};
+use serde_json::{json, Value};
 
 const CLIENTS: usize = 64;
 
-async fn hammer<F, Fut>(seconds: f64, f: F) -> Vec<Duration>
+const SIM: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\npoll_interval_ms = 1000\n";
+
+struct Figure {
+    what: String,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn hammer<F, Fut>(seconds: f64, f: F) -> (f64, f64, f64)
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -29,7 +49,7 @@ where
                 let mut i = 0;
                 while Instant::now() < until {
                     let started = Instant::now();
-                    f(c * 1_000_000 + i).await;
+                    f(c * 10_000_000 + i).await;
                     latencies.push(started.elapsed());
                     i += 1;
                 }
@@ -42,60 +62,210 @@ where
         all.extend(t.await.unwrap());
     }
     all.sort();
-    all
-}
-
-fn report(what: &str, seconds: f64, latencies: &[Duration]) {
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
-    println!(
-        "{what:<14} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {CLIENTS} clients)",
-        latencies.len() as f64 / seconds,
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    (
+        all.len() as f64 / seconds,
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
-        latencies.len()
+    )
+}
+
+/// Waits until no job is queued (every one dispatched), at most five minutes.
+async fn until_dispatched(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let page: Value = http
+            .get(format!("{base}/v1/jobs?state=queued&limit=1"))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["jobs"].as_array().unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The server's resident memory, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec<Figure>, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    let text = match url {
+        Some(url) => config_text_pg(&listen, url, SIM),
+        None => config_text(dir.path(), &listen, SIM).replace("synchronous_full = false", "synchronous_full = true"),
+    };
+    let config = dir.path().join("offload.toml");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("serve.log");
+    let server = Binary::start(&config, &log);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
+    wait_ready(&http, &base, &log).await;
+    let mut figures = vec![];
+    let mut notes = vec![];
+    let mut record = |what: &str, (per_second, p50_ms, p99_ms): (f64, f64, f64)| {
+        println!("{store:<10} {what:<16} {per_second:>9.0}/s  p50 {p50_ms:>6.2} ms  p99 {p99_ms:>6.2} ms");
+        figures.push(Figure { what: what.into(), per_second, p50_ms, p99_ms });
+    };
+
+    let (h, b) = (http.clone(), base.clone());
+    let ceiling = hammer(seconds, move |_| {
+        let (h, b) = (h.clone(), b.clone());
+        async move {
+            let r = h.get(format!("{b}/healthz")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
+    })
+    .await;
+    record("/healthz", ceiling);
+
+    let spec = json!({"image": "img", "provider": "sim", "labels": {"dag_id": "bench"}});
+    let (h, b, s) = (http.clone(), base.clone(), spec.clone());
+    let submits = hammer(seconds, move |_| {
+        let (h, b, s) = (h.clone(), b.clone(), s.clone());
+        async move {
+            let r = h.post(format!("{b}/v1/jobs")).bearer_auth(TOKEN_A).json(&s).send().await.unwrap();
+            assert_eq!(r.status(), 201);
+            r.bytes().await.unwrap();
+        }
+    })
+    .await;
+    record("durable submit", submits);
+    // Reads are measured with the engine at rest, not racing the dispatch of those jobs.
+    until_dispatched(&http, &base).await;
+
+    let page: Value = http
+        .get(format!("{base}/v1/jobs?limit=500"))
+        .bearer_auth(TOKEN_A)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Arc<Vec<String>> = Arc::new(
+        page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect(),
     );
+    let (h, b) = (http.clone(), base.clone());
+    let reads = hammer(seconds, move |i| {
+        let (h, b, ids) = (h.clone(), b.clone(), ids.clone());
+        async move {
+            let r = h
+                .get(format!("{b}/v1/jobs/{}", ids[i % ids.len()]))
+                .bearer_auth(TOKEN_A)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+        }
+    })
+    .await;
+    record("status read", reads);
+    notes.push(format!(
+        "{store}: status reads at {:.2} of the /healthz ceiling",
+        reads.0 / ceiling.0
+    ));
+
+    // Dispatch: a burst, then until no job is queued.
+    let started = Instant::now();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (h, b, s, sent) = (http.clone(), base.clone(), spec.clone(), sent.clone());
+            tokio::spawn(async move {
+                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < burst {
+                    let r = h.post(format!("{b}/v1/jobs")).bearer_auth(TOKEN_A).json(&s).send().await.unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let submitted = started.elapsed();
+    until_dispatched(&http, &base).await;
+    let dispatched = started.elapsed();
+    let memory = rss(server.child.id());
+    // Every job is live: the sim's start takes an hour.
+    let live = burst + (submits.0 * seconds) as usize;
+    let line = format!(
+        "{store}: a burst of {burst} submits took {:.1} s; every job dispatched {:.1} s after the first ({:.1} s after the last answer): {:.0} dispatched/s; RSS {:.0} MB with {live} live jobs ({:.1} KB each)",
+        submitted.as_secs_f64(),
+        dispatched.as_secs_f64(),
+        (dispatched - submitted).as_secs_f64(),
+        burst as f64 / dispatched.as_secs_f64(),
+        memory as f64 / 1e6,
+        memory as f64 / 1024.0 / live as f64,
+    );
+    println!("{line}");
+    notes.push(line);
+    server.kill9();
+    (figures, notes)
 }
 
 #[tokio::main]
 async fn main() {
-    let seconds: f64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let gw = Arc::new(
-        Gateway::start_with("true", "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 100000\npoll_interval_ms = 600000\n").await,
-    );
-    let spec = json!({"image": "img", "provider": "sim", "labels": {"dag_id": "bench"}});
-    let g = gw.clone();
-    let submits = hammer(seconds, move |_| {
-        let (g, spec) = (g.clone(), spec.clone());
-        async move {
-            let (status, _) = g.submit(TOKEN_A, spec).await;
-            assert_eq!(status, 201);
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let burst: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let mut table = String::new();
+    let mut notes = vec![];
+    let mut stores = vec![("sqlite", None)];
+    let pg = match std::env::var("DATABASE_URL") {
+        Ok(_) => Some(common::pg::fresh_schema().await.2),
+        Err(_) => None,
+    };
+    if let Some(url) = &pg {
+        stores.push(("postgresql", Some(url.as_str())));
+    }
+    for (store, url) in stores {
+        let (figures, n) = run(store, url, seconds, burst).await;
+        let ceiling = figures[0].per_second;
+        for f in figures {
+            writeln!(
+                table,
+                "| {store} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                f.what, f.per_second, f.per_second / ceiling, f.p50_ms, f.p99_ms
+            )
+            .unwrap();
         }
-    })
-    .await;
-    report("durable submit", seconds, &submits);
-
-    let (_, page) = gw.get(TOKEN_A, "/v1/jobs?limit=500").await;
-    let ids: Arc<Vec<String>> = Arc::new(
-        page["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j["id"].as_str().unwrap().to_string())
-            .collect(),
+        notes.extend(n);
+    }
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+            .unwrap_or_default()
     );
-    let g = gw.clone();
-    let reads = hammer(seconds, move |i| {
-        let (g, ids) = (g.clone(), ids.clone());
-        async move {
-            let (status, _) = g
-                .get(TOKEN_A, &format!("/v1/jobs/{}", ids[i % ids.len()]))
-                .await;
-            assert_eq!(status, 200);
-        }
-    })
-    .await;
-    report("status read", seconds, &reads);
+    let doc = format!(
+        "# Benchmarks\n\nWritten by `cargo bench --bench load` (tests/bench/load.rs) on {}, {machine}: the real \
+         `offload serve` (release build) with the sim provider and `synchronous_full` on, and a \
+         Rust client with {CLIENTS} connections on the same cores (so every figure is a floor). \
+         {seconds} s per figure. PostgreSQL: {}.\n\n| store | what | per second | of the /healthz ceiling | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n{table}\n{}\n",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        if pg.is_some() { "the throwaway server of `tests/pg.sh run` (fsync and synchronous_commit on)" } else { "not measured (no DATABASE_URL)" },
+        notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
+    );
+    std::fs::write("BENCHMARKS.md", doc).unwrap();
+    println!("wrote BENCHMARKS.md");
 }

@@ -321,7 +321,7 @@ pub mod pg {
     pub async fn fresh_schema() -> (tokio_postgres::Client, String, String) {
         let url = database_url();
         let admin = admin_client(&url).await;
-        let schema = format!("test_{}", Uuid::new_v4().simple());
+        let schema = format!("test_{}", Uuid::now_v7().simple());
         admin
             .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
             .await
