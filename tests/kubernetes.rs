@@ -18,6 +18,10 @@ mod on_the_fake {
     use super::fake::FakeApi;
 
     async fn start() -> (FakeApi, tempfile::TempDir, Gateway) {
+        start_polling_every(100).await
+    }
+
+    async fn start_polling_every(ms: u64) -> (FakeApi, tempfile::TempDir, Gateway) {
         let api = FakeApi::start().await;
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = api.kubeconfig(dir.path());
@@ -28,7 +32,7 @@ kind = "kubernetes"
 kubeconfig = "{}"
 context = "fake"
 namespace = "jobs"
-poll_interval_ms = 100
+poll_interval_ms = {ms}
 "#,
             kubeconfig.display()
         ))
@@ -55,6 +59,39 @@ poll_interval_ms = 100
     fn terminated(phase: &str, code: i32) -> Value {
         json!({"phase": phase, "containerStatuses": [{"name": "main", "image": "alpine:3", "imageID": "",
             "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": code}}}]})
+    }
+
+    /// Waits up to `secs` for `ok`; how long it took.
+    async fn within(gw: &Gateway, id: &str, secs: u64, ok: impl Fn(&Value) -> bool) -> Duration {
+        let started = Instant::now();
+        loop {
+            let j = job(gw, id).await;
+            if ok(&j) {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < Duration::from_secs(secs), "not within {secs} s: {j}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_watch_pushes_a_pods_start_and_end_to_its_job_without_a_poll_round() {
+        // Poll rounds 30 s apart: only the watch's push can move the job sooner.
+        let (api, _dir, gw) = start_polling_every(30_000).await;
+        let (status, created) = gw
+            .submit(TOKEN_A, json!({"image": "alpine:3", "command": ["true"], "provider": "gke"}))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let pod = until(&gw, id, "the pod", |j| j["provider_ref"].is_string()).await;
+        let pod = pod["provider_ref"].as_str().unwrap().to_string();
+        api.set_status(&pod, json!({"phase": "Running"}));
+        let running = within(&gw, id, 5, |j| j["state"] == "running").await;
+        api.set_status(&pod, terminated("Failed", 3));
+        let ended = within(&gw, id, 5, |j| j["terminal"] == true).await;
+        let done = job(&gw, id).await;
+        assert_eq!((done["state"].as_str(), done["exit_code"].as_i64()), (Some("failed"), Some(3)));
+        println!("pushed by the watch: running seen after {running:?}, the end after {ended:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,6 +214,9 @@ impl Engine {
         tasks.spawn(scheduler::run(self.clone(), poked));
         for slot in &self.slots {
             tasks.spawn(scheduler::poll(self.clone(), slot.clone()));
+            if let Some(pushed) = slot.provider.subscribe() {
+                tasks.spawn(scheduler::pushed(self.clone(), slot.clone(), pushed));
+            }
         }
         if let Some(changes) = self.store.changes() {
             tasks.spawn(ownership::feed(self.clone(), changes));

@@ -199,6 +199,30 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
     }
 }
 
+/// Observations a provider pushes (a Kubernetes watch): a workload's change reaches its
+/// job at once instead of at the next poll round, which stays as the safety net. A pushed
+/// workload that no job follows is dropped.
+pub(super) async fn pushed(
+    engine: Arc<Engine>,
+    slot: Arc<Slot>,
+    mut observations: offload_provider::ObservationStream,
+) {
+    loop {
+        let o = tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            o = observations.next() => match o {
+                Some(o) => o,
+                None => return tracing::warn!(provider = %slot.name, "the provider's push stream ended; polling only"),
+            },
+        };
+        let Some(id) = super::job_of_key(&o.handle.key) else {
+            continue;
+        };
+        let followed = [(id, o.handle.clone())];
+        engine.record_observations(&slot, &followed, vec![o]);
+    }
+}
+
 impl Engine {
     /// Sends the ids of jobs queued for longer than a sweep interval to the scheduler,
     /// which reconciles those it does not already have in hand. A committed job is then

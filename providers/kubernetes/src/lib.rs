@@ -19,14 +19,15 @@ mod watch;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use offload_provider::budget::Budget;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
+use offload_provider::budget::Budget;
 use offload_provider::{
-    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
-    ProviderError, Result, WorkloadSpec,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, ObservationStream, Phase,
+    PriceSheet, Provider, ProviderError, Result, WorkloadSpec,
 };
 
 pub use config::{AllowedSecret, Config, Gke};
@@ -209,6 +210,23 @@ impl Provider for Kubernetes {
             key: launch.key.clone(),
             provider_ref: name,
         })
+    }
+
+    /// The watch's pod changes as observations: a pod is named by its launch key.
+    fn subscribe(&self) -> Option<ObservationStream> {
+        let limit = chrono::Duration::seconds(self.config.pending_timeout_seconds as i64);
+        let observations = self.cache.changes().filter_map(move |pod| async move {
+            let name = pod.metadata.name.clone()?;
+            Some(Observation {
+                handle: Handle {
+                    key: name.clone(),
+                    provider_ref: name,
+                },
+                phase: status::phase(&pod, chrono::Utc::now(), limit),
+                ran: status::ran(&pod),
+            })
+        });
+        Some(observations.boxed())
     }
 
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {

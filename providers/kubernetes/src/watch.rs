@@ -8,6 +8,9 @@
 //! Until the first list since start is in, there is no view at all: an empty store then
 //! would make every live pod look deleted (and its job lost and launched again) whenever
 //! that list is slow, as it is on a large or busy API server right after a restart.
+//!
+//! Every pod the watch sees change is also sent to the subscribers ([`PodCache::changes`]),
+//! so that its job learns of it at once rather than at the engine's next poll round.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -22,8 +25,14 @@ use offload_provider::{ProviderError, Result};
 pub struct PodCache {
     /// The newest store whose first list is complete; `None` until one is.
     current: Arc<RwLock<Option<Store<Pod>>>>,
+    /// Each pod as the watch saw it change, for the subscribers.
+    changed: tokio::sync::broadcast::Sender<Arc<Pod>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Pod changes a slow subscriber may fall behind by before it misses some (the engine's
+/// poll rounds still see them).
+const CHANGES: usize = 4096;
 
 impl Drop for PodCache {
     fn drop(&mut self) {
@@ -36,6 +45,8 @@ impl PodCache {
         let (first, writer) = reflector::store();
         let current = Arc::new(RwLock::new(None));
         let shared = current.clone();
+        let (changed, _) = tokio::sync::broadcast::channel(CHANGES);
+        let tell = changed.clone();
         let task = tokio::spawn(async move {
             let (mut store, mut writer) = (first, writer);
             loop {
@@ -52,6 +63,10 @@ impl PodCache {
                         _ = &mut until => break,
                         event = events.next() => match event {
                             Some(Err(e)) => tracing::warn!(error = %e, "pod watch interrupted; it resumes or lists again"),
+                            Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                                // Nobody subscribed yet is no error.
+                                let _ = tell.send(Arc::new(pod));
+                            }
                             Some(Ok(_)) => {}
                             None => break,
                         },
@@ -64,7 +79,26 @@ impl PodCache {
                 (store, writer) = reflector::store();
             }
         });
-        PodCache { current, task }
+        PodCache {
+            current,
+            changed,
+            task,
+        }
+    }
+
+    /// Every pod the watch sees change from now on; a subscriber that falls more than
+    /// [`CHANGES`] behind skips what it missed.
+    pub fn changes(&self) -> impl futures::Stream<Item = Arc<Pod>> + Send + 'static {
+        let rx = self.changed.subscribe();
+        futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(pod) => return Some((pod, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
 
     /// The newest complete view of the managed pods; a transient error (the engine polls
