@@ -87,6 +87,11 @@ pub struct StoreConfig {
     /// every third of it, and once it lapses the other replicas adopt its jobs.
     #[serde(default = "default_lease")]
     pub lease_seconds: u64,
+    /// Jobs that ended (and whose workloads were released) longer ago than this many days
+    /// are deleted, with their events and idempotency keys, once an hour; kept forever
+    /// when unset.
+    #[serde(default)]
+    pub retention_days: Option<u64>,
     /// Sync every commit to disk (survives power loss); off, a commit survives a crash only.
     #[serde(default = "yes")]
     pub synchronous_full: bool,
@@ -106,6 +111,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("path", &self.path)
             .field("url", &self.url.as_deref().map(redact_password))
             .field("lease_seconds", &self.lease_seconds)
+            .field("retention_days", &self.retention_days)
             .field("synchronous_full", &self.synchronous_full)
             .field(
                 "secret_key",
@@ -167,6 +173,7 @@ impl Default for StoreConfig {
             path: default_db(),
             url: None,
             lease_seconds: default_lease(),
+            retention_days: None,
             synchronous_full: true,
             secret_key: None,
             secret_key_file: None,
@@ -486,6 +493,11 @@ impl Config {
         }
         if self.store.lease_seconds < 3 {
             return Err(ConfigError("store.lease_seconds must be at least 3".into()));
+        }
+        if self.store.retention_days == Some(0) {
+            return Err(ConfigError(
+                "store.retention_days must be at least 1 (leave it out to keep every job)".into(),
+            ));
         }
         if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {
             return Err(ConfigError(

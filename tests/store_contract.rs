@@ -195,7 +195,49 @@ contract!(
     cost_reports_group_finished_jobs,
     nul_characters_are_stored,
     unknown_jobs,
+    retention_purges_only_jobs_ended_and_released_before,
 );
+
+async fn retention_purges_only_jobs_ended_and_released_before(f: &Fixture) {
+    let store = &*f.store;
+    let long_ago = Utc::now() - chrono::Duration::days(40);
+    let end = |when, released| Patch {
+        state: Some(JobState::Succeeded),
+        finished_at: Some(when),
+        released: Some(released),
+        ..Patch::default()
+    };
+    let old = [
+        created(store, job("a", Some("old-1"))).await,
+        created(store, job("a", Some("old-2"))).await,
+    ];
+    for id in old {
+        store.update(id, &[], end(long_ago, true)).await.unwrap().unwrap();
+    }
+    let unreleased = created(store, job("a", None)).await;
+    store.update(unreleased, &[], end(long_ago, false)).await.unwrap().unwrap();
+    let recent = created(store, job("a", None)).await;
+    store.update(recent, &[], end(Utc::now(), true)).await.unwrap().unwrap();
+    let live = created(store, job("a", Some("live"))).await;
+
+    let before = Utc::now() - chrono::Duration::days(30);
+    assert_eq!(store.purge(before, 1).await.unwrap(), 1, "one batch of one");
+    assert_eq!(store.purge(before, 10).await.unwrap(), 1);
+    assert_eq!(store.purge(before, 10).await.unwrap(), 0);
+    for id in old {
+        assert!(store.get(id).await.unwrap().is_none());
+        assert!(store.events(id).await.unwrap().is_empty(), "its events went too");
+    }
+    for id in [unreleased, recent, live] {
+        assert!(store.get(id).await.unwrap().is_some(), "{id} kept");
+    }
+    // The purged jobs' idempotency keys are free again; a live job's is not.
+    assert!(matches!(store.submit(job("a", Some("old-1"))).await.unwrap(), Submitted::Created(_)));
+    assert!(matches!(
+        store.submit(job("a", Some("live"))).await.unwrap(),
+        Submitted::Existing(rec) if rec.job.id == live
+    ));
+}
 
 async fn submit_honours_idempotency_keys_per_tenant(f: &Fixture) {
     let store = &*f.store;
@@ -933,7 +975,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4], "each migration applied once");
+    assert_eq!(versions, vec![1, 2, 3, 4, 5], "each migration applied once");
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -954,7 +996,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let (_admin2, _schema2, url2) = fresh_schema().await;
     assert_eq!(
         migrate(&url2).await.unwrap(),
-        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas"]
+        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention"]
     );
     for s in [&schema, &_schema2] {
         admin

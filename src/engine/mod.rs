@@ -112,6 +112,8 @@ pub struct Engine {
     leader: AtomicBool,
     /// How often this replica's lease is renewed, when it shares the store.
     lease_every: Duration,
+    /// `store.retention_days`.
+    retention: Option<chrono::Duration>,
     shutdown: CancellationToken,
 }
 
@@ -174,6 +176,10 @@ impl Engine {
             changes: Arc::default(),
             leader: AtomicBool::new(true),
             lease_every: Duration::from_secs(config.store.lease_seconds).div_f64(3.0),
+            retention: config
+                .store
+                .retention_days
+                .map(|d| chrono::Duration::days(d.min(100_000) as i64)),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -217,6 +223,9 @@ impl Engine {
             if let Some(pushed) = slot.provider.subscribe() {
                 tasks.spawn(scheduler::pushed(self.clone(), slot.clone(), pushed));
             }
+        }
+        if let Some(keep) = self.retention {
+            tasks.spawn(scheduler::retention(self.clone(), keep));
         }
         if let Some(changes) = self.store.changes() {
             tasks.spawn(ownership::feed(self.clone(), changes));

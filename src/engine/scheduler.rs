@@ -199,6 +199,47 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
     }
 }
 
+/// How often ended jobs past `store.retention_days` are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Jobs one purge deletes at most (one transaction); the next batch follows at once.
+const PURGE_BATCH: usize = 1000;
+
+/// Deletes the jobs that ended longer ago than `keep`, shortly after start and then every
+/// [`RETENTION_EVERY`], on the leading replica only (once per cluster).
+pub(super) async fn retention(engine: Arc<Engine>, keep: chrono::Duration) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tokio::select! {
+            _ = engine.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if !engine.leads() {
+            continue;
+        }
+        let before = chrono::Utc::now() - keep;
+        let mut purged = 0;
+        loop {
+            match engine.store.purge(before, PURGE_BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if (n as usize) < PURGE_BATCH {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention: the store is unavailable");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(jobs = purged, %before, "retention: deleted jobs that ended before");
+            metrics::counter!("offload_jobs_purged_total").increment(purged);
+        }
+    }
+}
+
 /// Observations a provider pushes (a Kubernetes watch): a workload's change reaches its
 /// job at once instead of at the next poll round, which stays as the safety net. A pushed
 /// workload that no job follows is dropped.

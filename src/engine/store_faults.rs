@@ -70,6 +70,9 @@ impl Store for FlakyStore {
     ) -> StoreResult<Vec<crate::model::CostGroup>> {
         self.inner.costs(tenant, query).await
     }
+    async fn purge(&self, finished_before: chrono::DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        self.inner.purge(finished_before, limit).await
+    }
     async fn run_durations(
         &self,
         tenant: &str,

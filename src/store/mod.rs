@@ -183,6 +183,10 @@ pub trait Store: Send + Sync + 'static {
     /// first.
     async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>>;
 
+    /// Deletes up to `limit` jobs that ended and were released before `finished_before`,
+    /// with their events and idempotency keys; how many it deleted.
+    async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
+
     /// How long a tenant's last `limit` succeeded jobs with these `dag_id` and `task_id`
     /// labels ran (`started_at` to `finished_at`, whole seconds rounded up), newest first.
     async fn run_durations(

@@ -76,6 +76,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "replicas",
         sql: include_str!("postgres/migrations/0004_replicas.sql"),
     },
+    Migration {
+        version: 5,
+        name: "retention",
+        sql: include_str!("postgres/migrations/0005_retention.sql"),
+    },
 ];
 
 /// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
@@ -1074,6 +1079,23 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|r| r.try_get(0).map_err(|e| pg("reading a queued job", e)))
             .collect()
+    }
+
+    async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        let client = self.client().await?;
+        // Events go with their job (ON DELETE CASCADE); the idempotency key is a column.
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+                 WHERE released AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        client
+            .execute(&stmt, &[&finished_before, &limit])
+            .await
+            .map_err(|e| pg("purging ended jobs", e))
     }
 
     async fn run_durations(

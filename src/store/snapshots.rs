@@ -151,6 +151,14 @@ impl Store for Snapshots {
         self.inner.queued(before, limit).await
     }
 
+    async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        let purged = self.inner.purge(finished_before, limit).await?;
+        if purged > 0 {
+            // Which ones is not said; purges are rare, so all go.
+            self.cache.changed_all();
+        }
+        Ok(purged)
+    }
     async fn run_durations(
         &self,
         tenant: &str,
@@ -259,6 +267,9 @@ mod tests {
         }
         async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
             self.inner.queued(before, limit).await
+        }
+        async fn purge(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+            self.inner.purge(before, limit).await
         }
         async fn run_durations(
             &self,

@@ -85,8 +85,16 @@ PRAGMA user_version = 3;
 COMMIT;
 "#;
 
+/// Version 4: an index for retention, over jobs ended and released.
+const MIGRATION_4: &str = r#"
+BEGIN;
+CREATE INDEX IF NOT EXISTS jobs_retention ON jobs (finished_at) WHERE released = 1;
+PRAGMA user_version = 4;
+COMMIT;
+"#;
+
 /// The schema version this code writes.
-pub(crate) const VERSION: i64 = 3;
+pub(crate) const VERSION: i64 = 4;
 
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
@@ -185,6 +193,9 @@ impl SqliteStore {
         }
         if version < 3 {
             conn.execute_batch(MIGRATION_3).map_err(db)?;
+        }
+        if version < 4 {
+            conn.execute_batch(MIGRATION_4).map_err(db)?;
         }
         let (tx, rx) = mpsc::channel::<WriteOp>();
         std::thread::Builder::new()
@@ -705,6 +716,28 @@ impl Store for SqliteStore {
                 Ok(id.parse::<Uuid>().ok())
             })?;
             Ok(rows.filter_map(|r| r.ok().flatten()).collect())
+        })
+        .await
+    }
+
+    async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        let before = ms(finished_before);
+        self.write(move |conn| {
+            let ids: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT id FROM jobs WHERE released = 1 AND finished_at < ?1 LIMIT ?2",
+                )?
+                .query_map(params![before, limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for id in &ids {
+                conn.prepare_cached("DELETE FROM events WHERE job_id = ?1")?
+                    .execute([id])?;
+                conn.prepare_cached("DELETE FROM idempotency WHERE job_id = ?1")?
+                    .execute([id])?;
+                conn.prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            Ok(ids.len() as u64)
         })
         .await
     }
