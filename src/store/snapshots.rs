@@ -225,83 +225,9 @@ mod tests {
     use super::*;
     use crate::store::secrets::SecretBox;
     use crate::store::sqlite::SqliteStore;
-    use std::sync::atomic::AtomicUsize;
 
-    /// A store that counts its reads of one job.
-    struct Counting {
-        inner: SqliteStore,
-        gets: AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl Store for Counting {
-        async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
-            self.inner.submit(new).await
-        }
-        async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            self.inner.get(id).await
-        }
-        async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
-            self.inner.list(tenant, query).await
-        }
-        async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
-            self.inner.events(id).await
-        }
-        async fn update(
-            &self,
-            id: Uuid,
-            expect: &[JobState],
-            patch: Patch,
-        ) -> StoreResult<Option<JobRecord>> {
-            self.inner.update(id, expect, patch).await
-        }
-        async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
-            self.inner.secrets(id).await
-        }
-        async fn log_tail(&self, id: Uuid) -> StoreResult<Option<String>> {
-            self.inner.log_tail(id).await
-        }
-        async fn unfinished(&self) -> StoreResult<Vec<JobRecord>> {
-            self.inner.unfinished().await
-        }
-        async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
-            self.inner.queued(before, limit).await
-        }
-        async fn purge(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
-            self.inner.purge(before, limit).await
-        }
-        async fn run_durations(
-            &self,
-            tenant: &str,
-            dag_id: &str,
-            task_id: &str,
-            limit: usize,
-        ) -> StoreResult<Vec<u64>> {
-            self.inner.run_durations(tenant, dag_id, task_id, limit).await
-        }
-        async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
-            self.inner.counts().await
-        }
-        async fn costs(&self, tenant: &str, query: &CostQuery) -> StoreResult<Vec<CostGroup>> {
-            self.inner.costs(tenant, query).await
-        }
-        async fn ping(&self) -> StoreResult<()> {
-            self.inner.ping().await
-        }
-    }
-
-    #[tokio::test]
-    async fn a_known_job_is_read_from_memory_until_it_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-        let counting = Arc::new(Counting {
-            inner: SqliteStore::open(&dir.path().join("db"), false, key).unwrap(),
-            gets: AtomicUsize::new(0),
-        });
-        let snapshots = Snapshots::new(counting.clone(), 2);
-        let spec: crate::model::JobSpec =
-            serde_json::from_value(serde_json::json!({"image": "img"})).unwrap();
+    async fn new_job(store: &dyn Store) -> Uuid {
+        let spec = serde_json::from_value(serde_json::json!({"image": "img"})).unwrap();
         let id = Uuid::now_v7();
         let new = NewJob {
             id,
@@ -310,31 +236,40 @@ mod tests {
             idempotency_key: None,
             created_at: Utc::now(),
         };
-        snapshots.submit(new).await.unwrap();
-        let state = |s: &Snapshot| {
-            let job: Job = serde_json::from_slice(&s.json).unwrap();
-            job.state
-        };
-        for _ in 0..3 {
-            let s = snapshots.job(id).await.unwrap().unwrap();
-            assert_eq!((&*s.tenant, state(&s)), ("t", JobState::Queued));
-        }
-        assert_eq!(counting.gets.load(Ordering::SeqCst), 1, "one store read for three");
-        let patch = Patch {
-            state: Some(JobState::Cancelled),
+        store.submit(new).await.unwrap();
+        id
+    }
+
+    fn state(s: &Snapshot) -> JobState {
+        serde_json::from_slice::<Job>(&s.json).unwrap().state
+    }
+
+    fn to(state: JobState) -> Patch {
+        Patch {
+            state: Some(state),
             ..Patch::default()
-        };
-        snapshots.update(id, &[], patch).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_known_job_is_read_from_memory_until_a_write_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let inner = Arc::new(SqliteStore::open(&dir.path().join("db"), false, key).unwrap());
+        let snapshots = Snapshots::new(inner.clone(), 2);
+        let id = new_job(&snapshots).await;
         let s = snapshots.job(id).await.unwrap().unwrap();
-        assert_eq!(state(&s), JobState::Cancelled, "a write drops the old answer");
-        assert_eq!(counting.gets.load(Ordering::SeqCst), 2);
+        assert_eq!((&*s.tenant, state(&s)), ("t", JobState::Queued));
+        // Changed behind its back, the snapshot still answers: no store read.
+        inner.update(id, &[], to(JobState::Starting)).await.unwrap().unwrap();
+        assert_eq!(state(&snapshots.job(id).await.unwrap().unwrap()), JobState::Queued);
+        // A write through it drops the snapshot: the next read is the store's.
+        snapshots.update(id, &[], to(JobState::Cancelled)).await.unwrap().unwrap();
+        assert_eq!(state(&snapshots.job(id).await.unwrap().unwrap()), JobState::Cancelled);
         assert!(snapshots.job(Uuid::now_v7()).await.unwrap().is_none());
         // Bounded: at most `max` are kept.
         for _ in 0..3 {
-            let other = Uuid::now_v7();
-            let spec = serde_json::from_value(serde_json::json!({"image": "img"})).unwrap();
-            let new = NewJob { id: other, tenant: "t".into(), spec, idempotency_key: None, created_at: Utc::now() };
-            snapshots.submit(new).await.unwrap();
+            let other = new_job(&snapshots).await;
             snapshots.job(other).await.unwrap();
         }
         assert_eq!(snapshots.kept(), 2);
