@@ -45,10 +45,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags};
-use tokio_postgres::{NoTls, Statement, Transaction};
+use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
-use super::postgres::migrate;
+use super::postgres::{connect_one, migrate, pg};
 use crate::model::JobState;
 
 /// The SQLite schema version this copies: the newest the SQLite store writes.
@@ -93,15 +93,7 @@ pub async fn copy_sqlite_to_postgres(from: &Path, to_url: &str) -> anyhow::Resul
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
-    let (mut client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| pg("connecting to the target", e))?;
-    let driver = tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "the copy's PostgreSQL connection failed");
-        }
-    });
+    let (mut client, driver) = connect_one(&config, "the copy").await?;
 
     let tx = client
         .transaction()
@@ -693,17 +685,6 @@ async fn insert_events(
         bail!("inserted {inserted} of a batch of {n} events");
     }
     Ok(inserted)
-}
-
-/// A tokio-postgres error with its causes (the server's message among them).
-fn pg(context: &str, e: tokio_postgres::Error) -> anyhow::Error {
-    let mut message = format!("{context}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    anyhow!(message)
 }
 
 #[cfg(test)]

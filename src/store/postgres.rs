@@ -181,7 +181,7 @@ struct SubmitOp {
 }
 
 /// A tokio-postgres error with its causes, which its own `Display` leaves out.
-fn pg(context: &str, e: tokio_postgres::Error) -> StoreError {
+pub(super) fn pg(context: &str, e: tokio_postgres::Error) -> StoreError {
     let mut text = format!("{context}: {e}");
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
@@ -244,16 +244,26 @@ pub async fn migrate(url: &str) -> StoreResult<Vec<String>> {
     migrate_with(&configure(url, &PostgresOptions::default())?).await
 }
 
-async fn migrate_with(config: &tokio_postgres::Config) -> StoreResult<Vec<String>> {
-    let (mut client, connection) = config
+/// One connection outside the pool (for the migrations, or a copy), driven by a task of
+/// its own: drop the client, then await the task.
+pub(super) async fn connect_one(
+    config: &tokio_postgres::Config,
+    what: &'static str,
+) -> StoreResult<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let (client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| pg("connecting to PostgreSQL", e))?;
+        .map_err(|e| pg(&format!("connecting to PostgreSQL for {what}"), e))?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "the migration's PostgreSQL connection failed");
+            tracing::warn!(error = %e, "the PostgreSQL connection for {} failed", what);
         }
     });
+    Ok((client, driver))
+}
+
+async fn migrate_with(config: &tokio_postgres::Config) -> StoreResult<Vec<String>> {
+    let (mut client, driver) = connect_one(config, "the migrations").await?;
     let outcome = async {
         // A session lock: released at the end of this function, or when the connection
         // drops should this process die while it holds it.
