@@ -70,19 +70,22 @@ where
     )
 }
 
+/// A page of tenant a's jobs.
+async fn jobs(http: &reqwest::Client, base: &str, query: &str) -> Value {
+    let r = http
+        .get(format!("{base}/v1/jobs?{query}"))
+        .bearer_auth(TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
 /// Waits until no job is queued (every one dispatched), at most five minutes.
 async fn until_dispatched(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
-        let page: Value = http
-            .get(format!("{base}/v1/jobs?state=queued&limit=1"))
-            .bearer_auth(TOKEN_A)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = jobs(http, base, "state=queued&limit=1").await;
         if page["jobs"].as_array().unwrap().is_empty() {
             return;
         }
@@ -149,15 +152,7 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec
     // Reads are measured with the engine at rest, not racing the dispatch of those jobs.
     until_dispatched(&http, &base).await;
 
-    let page: Value = http
-        .get(format!("{base}/v1/jobs?limit=500"))
-        .bearer_auth(TOKEN_A)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = jobs(&http, &base, "limit=500").await;
     let ids: Arc<Vec<String>> = Arc::new(
         page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect(),
     );
