@@ -4,7 +4,7 @@
 //! where the last one stopped. A tail with no cursor (the log kept when a job ends, whose
 //! last `offload-result:` line is the job's result) is the end of the log, however long:
 //! it is read backward from the newest event, only as far as the tail needs (one call for
-//! a tail of up to 10,000 events), and its cursor lets a follower go on from the end.
+//! a log, or a tail, of up to 10,000 events), and its cursor lets a follower go on from the end.
 
 use aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput;
 use aws_sdk_cloudwatchlogs::types::OutputLogEvent;
@@ -84,7 +84,9 @@ impl Stream<'_> {
             bytes += text.len();
             pages.push(text);
             let back = page.next_backward_token().map(str::to_string);
-            if bytes >= max || back.is_none() || back == token {
+            // A page shorter than asked for holds the stream's first event: nothing is left.
+            let short = page.events().len() < limit as usize;
+            if short || bytes >= max || back.is_none() || back == token {
                 break;
             }
             token = back;

@@ -707,6 +707,28 @@ async fn logs_come_from_cloudwatch_and_follow_with_the_cursor() {
     .await;
 }
 
+/// A log shorter than the tail asked for is read whole in one call: the page is short, so
+/// there is nothing before it to ask for.
+#[tokio::test]
+async fn a_short_log_is_one_call() {
+    let moto = Moto::start();
+    let ecs = moto.config(json!({})).build().await.unwrap();
+    let handle = ecs
+        .launch(&launch("offload-l-1", spec("alpine:3", 0.25, 512)))
+        .await
+        .unwrap();
+    let mut log = TaskLog::create(&moto, &handle, "main").await;
+    log.append(["hello", "offload-result: {\"rows\": 3}"]).await;
+    moto.reset_recording().await;
+    let query = LogQuery {
+        cursor: None,
+        tail_bytes: Some(64 << 10),
+    };
+    let tail = ecs.logs(&handle, &query).await.unwrap();
+    assert_eq!(tail.text, "hello\noffload-result: {\"rows\": 3}\n");
+    assert_eq!(moto.count("GetLogEvents").await, 1);
+}
+
 /// The tail kept when a job ends (and the `offload-result:` line in it) is the end of the
 /// log, however long: read backward from the end, one call for a tail that fits in one.
 #[tokio::test]
