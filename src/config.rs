@@ -66,6 +66,7 @@ fn default_providers() -> BTreeMap<String, ProviderConfig> {
         kind: KindConfig::Local(offload_local::Config::default()),
         max_concurrency: default_concurrency(),
         poll_interval_ms: default_poll_ms(),
+        max_poll_interval_ms: None,
         price: None,
         follower_reads_per_second: default_follower_reads(),
         health_check_seconds: default_health_check(),
@@ -306,9 +307,14 @@ pub struct ProviderConfig {
     /// Jobs that may hold a slot (starting, running, cancelling) at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
-    /// How often the provider's live workloads are observed.
+    /// How soon a live workload is observed after its launch or a change; the interval
+    /// doubles while nothing changes.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// The longest interval between two observations of a live workload: the longest its
+    /// end can go unseen by polling. Unset, [`MAX_POLL_STRETCH`] times `poll_interval_ms`.
+    #[serde(default)]
+    pub max_poll_interval_ms: Option<u64>,
     /// Overrides the provider's own price sheet.
     #[serde(default)]
     pub price: Option<PriceSheet>,
@@ -336,6 +342,18 @@ fn default_concurrency() -> usize {
 
 fn default_poll_ms() -> u64 {
     500
+}
+
+/// How far a workload's poll interval stretches while nothing changes, unless
+/// `max_poll_interval_ms` says.
+const MAX_POLL_STRETCH: u64 = 8;
+
+impl ProviderConfig {
+    /// `max_poll_interval_ms`, or its default.
+    pub fn max_poll_interval_ms(&self) -> u64 {
+        self.max_poll_interval_ms
+            .unwrap_or(self.poll_interval_ms * MAX_POLL_STRETCH)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -450,6 +468,12 @@ impl Config {
             if p.poll_interval_ms < 10 {
                 return Err(ConfigError(format!(
                     "providers.{name}.poll_interval_ms must be at least 10"
+                )));
+            }
+            if p.max_poll_interval_ms() < p.poll_interval_ms {
+                return Err(ConfigError(format!(
+                    "providers.{name}.max_poll_interval_ms must be at least poll_interval_ms ({})",
+                    p.poll_interval_ms
                 )));
             }
             if let KindConfig::Local(local) = &p.kind {

@@ -138,3 +138,48 @@ async fn two_hundred_jobs_are_followed_with_batched_describe_tasks() {
         calls["DescribeTasks"]
     );
 }
+
+/// A job alone whose run time is known costs few calls: after the look that sees it
+/// running, the next comes when it is expected to end, not every few seconds in between
+/// (before, a 6 s job alone took five DescribeTasks). The health check is the one at start:
+/// answered observe rounds stand for it. The 6 s sleep is the task's run, which moto does
+/// not play by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_alone_with_a_known_run_time_is_looked_at_when_it_should_end() {
+    let moto = moto::Moto::start();
+    let providers = moto.gateway_provider(&format!(
+        "log_group = \"{}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/offload-execution\"\n\
+         max_poll_interval_ms = 15000",
+        moto.aws.log_group
+    ));
+    let gw = Gateway::start(&providers).await;
+    moto.reset_recording().await;
+    let (status, job) = gw
+        .submit(
+            TOKEN_A,
+            json!({"image": "alpine:3", "provider": "fargate", "routing": {"expected_duration_seconds": 6}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let job = gw.wait_state(TOKEN_A, id, "running", 30).await;
+    let arn = job["provider_ref"].as_str().unwrap().to_string();
+    // The task runs its 6 s (nothing to wait on but the clock), then stops.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    moto.stop(&arn, Some(0), Some("EssentialContainerExited"), "done").await;
+    let job = gw.wait_terminal(TOKEN_A, id, 30).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+    for (action, _) in moto.recorded().await {
+        *calls.entry(action).or_default() += 1;
+    }
+    println!("one 6 s job: {calls:?}");
+    assert_eq!(calls.get("RunTask"), Some(&1), "{calls:?}");
+    assert!(calls["DescribeTasks"] <= 3, "one look to see it running, one at its expected end, one spare: {calls:?}");
+    assert_eq!(calls.get("GetLogEvents"), Some(&1), "the tail in one call: {calls:?}");
+    assert!(
+        calls.get("ListTasks").copied().unwrap_or(0) <= 1,
+        "no health check but the one at start: observe rounds answer: {calls:?}"
+    );
+}

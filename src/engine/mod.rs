@@ -14,6 +14,7 @@
 
 pub mod changes;
 mod error_policy;
+mod follow;
 mod history;
 mod ownership;
 mod places;
@@ -40,6 +41,7 @@ use uuid::Uuid;
 use changes::{Changes, Waiter};
 use error_policy::ErrorPolicy;
 use history::{RunDurations, StartLatency};
+use follow::Followed;
 use places::Places;
 
 use crate::config::{Config, EngineConfig, RoutingConfig};
@@ -50,14 +52,16 @@ use crate::store::{JobRecord, Patch, Store, StoreError};
 pub struct Slot {
     pub name: String,
     pub provider: Arc<dyn Provider>,
-    pub poll_interval: Duration,
     /// How often the health check runs while no observe round answers.
     health_every: Duration,
     pub prices: PriceSheet,
     /// Who holds one of the `max_concurrency` places, and who waits for one.
     places: Places,
-    /// Launched workloads the poller observes.
-    live: Mutex<HashMap<Uuid, Handle>>,
+    /// Launched workloads the poller observes, and when it next looks at each.
+    followed: Mutex<Followed>,
+    /// Wakes the poller when a workload is followed (its first look may be sooner than
+    /// the poller's next).
+    new_workload: tokio::sync::Notify,
     /// `None` while healthy; the last health check's error otherwise.
     health: Mutex<Option<String>>,
     /// How long recent jobs took from dispatch to running here, for `prefer = speed`.
@@ -72,16 +76,21 @@ impl Slot {
     /// takes it out of the wait queue, and stops observing its workload.
     fn let_go(&self, id: Uuid) {
         self.places.free(id);
-        self.live.lock().unwrap().remove(&id);
+        self.followed.lock().unwrap().unfollow(id);
     }
 
     /// Whether the poller still follows `key` as `id`'s current workload.
     fn follows(&self, id: Uuid, key: &str) -> bool {
-        self.live
-            .lock()
-            .unwrap()
-            .get(&id)
-            .is_some_and(|h| h.key == key)
+        self.followed.lock().unwrap().follows(id, key)
+    }
+
+    /// Has the poller follow `handle` as `id`'s workload (kept as it is when followed
+    /// already), expected to run for `expected` where that is known.
+    fn follow(&self, id: Uuid, handle: Handle, expected: Option<Duration>) {
+        let now = tokio::time::Instant::now();
+        if self.followed.lock().unwrap().follow(id, handle, expected, now) {
+            self.new_workload.notify_one();
+        }
     }
 }
 
@@ -149,10 +158,13 @@ impl Engine {
                 name: name.clone(),
                 prices: p.price.clone().unwrap_or_else(|| provider.price_sheet()),
                 provider,
-                poll_interval: Duration::from_millis(p.poll_interval_ms),
                 health_every: Duration::from_secs(p.health_check_seconds.max(1)),
                 places: Places::new(p.max_concurrency),
-                live: Mutex::default(),
+                followed: Mutex::new(Followed::new(
+                    Duration::from_millis(p.poll_interval_ms),
+                    Duration::from_millis(p.max_poll_interval_ms()),
+                )),
+                new_workload: tokio::sync::Notify::new(),
                 health: Mutex::new(Some("not checked yet".into())),
                 starts: StartLatency::default(),
                 follower_reads: RateLimiter::direct(Quota::per_second(
@@ -253,7 +265,7 @@ impl Engine {
                     key: key.clone(),
                     provider_ref: pref.clone(),
                 };
-                slot.live.lock().unwrap().insert(rec.job.id, handle);
+                slot.follow(rec.job.id, handle, None);
             }
         }
         self.poke(rec.job.id);

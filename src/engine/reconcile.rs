@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::routing::task_of;
 use super::{launch_key, Engine, EngineError, Slot};
-use crate::model::{extract_result, JobCost, JobState};
+use crate::model::{extract_result, DurationSource, JobCost, JobState};
 use crate::store::{JobRecord, Patch};
 
 /// How often a live job is looked at even with no news (a safety net for lost pokes).
@@ -244,7 +244,11 @@ impl Engine {
                     ..Patch::default()
                 };
                 self.store.update(id, &LIVE, patch).await?;
-                slot.live.lock().unwrap().insert(id, handle);
+                let expected = match self.expected_duration(&rec.tenant, &rec.job.spec).await {
+                    (_, DurationSource::Default) => None,
+                    (seconds, _) => Some(Duration::from_secs(seconds)),
+                };
+                slot.follow(id, handle, expected);
                 return Ok(Some(self.next_look(&rec)));
             }
             Err(EngineError::Provider { source, .. }) => source,
@@ -394,11 +398,7 @@ impl Engine {
             key,
             provider_ref: pref,
         };
-        slot.live
-            .lock()
-            .unwrap()
-            .entry(id)
-            .or_insert_with(|| handle.clone());
+        slot.follow(id, handle.clone(), None);
 
         if let Some(reason) = cancel_reason {
             return self

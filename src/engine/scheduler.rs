@@ -11,9 +11,11 @@ use futures::StreamExt;
 use offload_provider::{Observation, ProviderError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::time::{delay_queue, DelayQueue};
 use uuid::Uuid;
 
+use super::follow::Seen;
 use super::{Engine, EngineError, Slot};
 
 /// Jobs ready for a reconcile, and the rule that one job has one reconcile at a time.
@@ -126,33 +128,17 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
     .await;
 }
 
-/// How far the poll interval stretches while nothing changes: rounds that see no change
-/// double it, up to this factor; a change, or a new live workload, brings it back.
-const MAX_IDLE_STRETCH: u32 = 8;
-
 pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
     engine.check_health(&slot).await;
-    let mut last_health = tokio::time::Instant::now();
-    let mut last_sweep = tokio::time::Instant::now();
+    let mut last_health = Instant::now();
+    let mut last_sweep = Instant::now();
     let sweep_every = Duration::from_secs(engine.config.orphan_sweep_seconds.max(1));
-    let (mut stretch, mut last_live) = (1, 0);
+    let batch = slot.provider.capabilities().max_observe_batch.max(1);
     loop {
-        let live: Vec<(Uuid, offload_provider::Handle)> = slot
-            .live
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, h)| (*id, h.clone()))
-            .collect();
-        if live.len() > last_live {
-            stretch = 1;
-        }
-        last_live = live.len();
-        let mut wait = slot.poll_interval * stretch;
-        let mut changed = 0;
+        let round = slot.followed.lock().unwrap().round(Instant::now(), batch);
         let mut answered = false;
-        let batch = slot.provider.capabilities().max_observe_batch.max(1);
-        for chunk in live.chunks(batch) {
+        let mut throttled = None;
+        for chunk in round.chunks(batch) {
             let handles: Vec<_> = chunk.iter().map(|(_, h)| h.clone()).collect();
             match engine
                 .call(&slot, "observe", slot.provider.observe(&handles))
@@ -160,41 +146,53 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
             {
                 Ok(observations) => {
                     answered = true;
-                    changed += engine.record_observations(&slot, chunk, observations)
+                    engine.looked(&slot, chunk, observations);
                 }
                 Err(EngineError::Provider {
                     source: ProviderError::Throttled { retry_after },
                     ..
                 }) => {
-                    wait = wait.max(retry_after);
+                    throttled = Some(retry_after);
                     break;
                 }
                 Err(e) => tracing::warn!(provider = %slot.name, error = %e, "observe failed"),
             }
         }
-        stretch = if changed > 0 {
-            1
-        } else {
-            (stretch * 2).min(MAX_IDLE_STRETCH)
-        };
         if answered {
             // The runtime just answered for its workloads: that is a health check passed,
             // at no extra call.
             *slot.health.lock().unwrap() = None;
-            last_health = tokio::time::Instant::now();
-        } else if last_health.elapsed() >= slot.health_every {
+            last_health = Instant::now();
+        }
+        let health_gap = slot.followed.lock().unwrap().health_gap(slot.health_every);
+        if last_health.elapsed() >= health_gap {
             engine.check_health(&slot).await;
-            last_health = tokio::time::Instant::now();
+            last_health = Instant::now();
         }
         if last_sweep.elapsed() >= sweep_every {
             if engine.leads() {
                 engine.sweep_orphans(&slot).await;
             }
-            last_sweep = tokio::time::Instant::now();
+            last_sweep = Instant::now();
+        }
+        // Until the soonest look, health check or sweep; a workload that could not be
+        // looked at (the call failed) is tried again one base interval on.
+        let now = Instant::now();
+        let (due, base) = {
+            let followed = slot.followed.lock().unwrap();
+            (followed.next_due(), followed.base())
+        };
+        let mut wake = (last_health + health_gap).min(last_sweep + sweep_every);
+        if let Some(due) = due {
+            wake = wake.min(due.max(now + base));
+        }
+        if let Some(after) = throttled {
+            wake = wake.max(now + after);
         }
         tokio::select! {
             _ = engine.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = slot.new_workload.notified(), if throttled.is_none() => {}
         }
     }
 }
@@ -316,16 +314,44 @@ impl Engine {
         }
     }
 
+    /// Records one observe call's answer for `chunk` and schedules each workload's next
+    /// look by whether its phase changed. A workload the answer left out (ECS forgets a
+    /// task for a round or two) counts as unchanged.
+    fn looked(
+        &self,
+        slot: &Slot,
+        chunk: &[(Uuid, offload_provider::Handle)],
+        observations: Vec<Observation>,
+    ) {
+        let running: HashSet<String> = observations
+            .iter()
+            .filter(|o| o.phase == offload_provider::Phase::Running)
+            .map(|o| o.handle.key.clone())
+            .collect();
+        let changed = self.record_observations(slot, chunk, observations);
+        let now = Instant::now();
+        let mut followed = slot.followed.lock().unwrap();
+        for (id, handle) in chunk {
+            let seen = match changed.contains(id) {
+                true => Seen::Changed {
+                    running: running.contains(&handle.key),
+                },
+                false => Seen::Unchanged,
+            };
+            followed.looked(*id, &handle.key, seen, now);
+        }
+    }
+
     /// Keeps the newest phase of each workload, by its launch key, and pokes the jobs
-    /// whose phase changed; returns how many changed. An answer for a workload the poller
-    /// no longer follows (its job ended or moved to a new attempt while the call was out)
-    /// is dropped, so nothing stale stays behind.
+    /// whose phase changed; returns them. An answer for a workload the poller no longer
+    /// follows (its job ended or moved to a new attempt while the call was out) is
+    /// dropped, so nothing stale stays behind.
     fn record_observations(
         &self,
         slot: &Slot,
         chunk: &[(Uuid, offload_provider::Handle)],
         observations: Vec<Observation>,
-    ) -> usize {
+    ) -> HashSet<Uuid> {
         let by_key: HashMap<&str, Uuid> =
             chunk.iter().map(|(id, h)| (h.key.as_str(), *id)).collect();
         let mut changed = vec![];
@@ -347,6 +373,6 @@ impl Engine {
         for id in &changed {
             self.poke(*id);
         }
-        changed.len()
+        changed.into_iter().collect()
     }
 }
