@@ -10,7 +10,7 @@
 //! expected to end, still at least every `max_poll_interval_ms`: that bound is the longest
 //! an end can go unseen by polling.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use offload_provider::Handle;
@@ -39,6 +39,9 @@ pub(super) struct Followed {
     base: Duration,
     max: Duration,
     workloads: HashMap<Uuid, Workload>,
+    /// Every followed workload by its next look, soonest first: a round and the poller's
+    /// wake-up read only its head, however many workloads are live.
+    order: BTreeSet<(Instant, Uuid)>,
 }
 
 impl Followed {
@@ -47,6 +50,7 @@ impl Followed {
             base,
             max: max.max(base),
             workloads: HashMap::new(),
+            order: BTreeSet::new(),
         }
     }
 
@@ -71,12 +75,17 @@ impl Followed {
             expected,
             expected_end: None,
         };
-        self.workloads.insert(id, workload);
+        if let Some(old) = self.workloads.insert(id, workload) {
+            self.order.remove(&(old.next, id));
+        }
+        self.order.insert((next, id));
         true
     }
 
     pub fn unfollow(&mut self, id: Uuid) {
-        self.workloads.remove(&id);
+        if let Some(old) = self.workloads.remove(&id) {
+            self.order.remove(&(old.next, id));
+        }
     }
 
     /// Whether `key` is the workload followed for job `id`.
@@ -101,22 +110,18 @@ impl Followed {
 
     /// When the soonest look is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.workloads.values().map(|w| w.next).min()
+        self.order.first().map(|(next, _)| *next)
     }
 
     /// The workloads to look at now, in batches of `batch`: none when none is due; else the
     /// due ones, and after them the soonest of the rest while the last batch has room.
     pub fn round(&self, now: Instant, batch: usize) -> Vec<(Uuid, Handle)> {
-        let mut all: Vec<(&Uuid, &Workload)> = self.workloads.iter().collect();
-        let due = all.iter().filter(|(_, w)| w.next <= now).count();
-        if due == 0 {
-            return vec![];
-        }
         let batch = batch.max(1);
-        all.sort_by_key(|(_, w)| w.next);
-        all.truncate(due.div_ceil(batch) * batch);
-        all.into_iter()
-            .map(|(id, w)| (*id, w.handle.clone()))
+        let due = self.order.iter().take_while(|(next, _)| *next <= now).count();
+        self.order
+            .iter()
+            .take(due.div_ceil(batch) * batch)
+            .map(|(_, id)| (*id, self.workloads[id].handle.clone()))
             .collect()
     }
 
@@ -126,6 +131,7 @@ impl Followed {
         let Some(w) = self.workloads.get_mut(&id).filter(|w| w.handle.key == key) else {
             return;
         };
+        self.order.remove(&(w.next, id));
         match seen {
             Seen::Changed { running } => {
                 w.step = base;
@@ -151,6 +157,7 @@ impl Followed {
                 }
             },
         }
+        self.order.insert((w.next, id));
     }
 }
 
