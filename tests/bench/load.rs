@@ -8,13 +8,20 @@
 //! - durable submits (`POST /v1/jobs`);
 //! - dispatch: a burst of submits to a sim provider with room for all, and how long until
 //!   every one is `starting` or later;
-//! - the server's resident memory per live job.
+//! - the server's resident memory per live job;
+//! - long-poll fan-out: the CPU that 10,000 open long-polls cost while nothing changes,
+//!   and how soon each answers after its own job changes;
+//!
+//! and the cloud calls per job on ECS against moto (`calls`).
 //!
 //! Prints the figures and writes them to BENCHMARKS.md; asserts nothing.
 //! `cargo bench --bench load [-- SECONDS [BURST]]` (defaults 5 s and 20000 jobs).
 
+mod calls;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../../providers/ecs/tests/common/mod.rs"]
+mod moto;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -25,7 +32,10 @@ use serde_json::{json, Value};
 
 const CLIENTS: usize = 64;
 
-const SIM: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\npoll_interval_ms = 1000\n";
+/// A sim provider with room for every job, whose jobs take an hour to start (so all stay
+/// live), and room for the long-poll fan-out's connections and waiters.
+const SIM: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\npoll_interval_ms = 1000\n\
+                   [http]\nmax_connections = 12000\nmax_waiters_per_tenant = 20000\n";
 
 struct Figure {
     what: String,
@@ -103,6 +113,82 @@ fn rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Concurrent long-polls in the fan-out figure.
+const LONG_POLLS: usize = 10_000;
+/// Of those, how many jobs are changed (cancelled), one at a time.
+const CHANGED: usize = 100;
+
+/// The server's CPU time so far (user and system), from /proc.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 a second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Long-poll fan-out: one `?wait=30` on each of `ids` at once; the server's CPU while
+/// nothing changes; then [`CHANGED`] of those jobs cancelled one after another, each
+/// long-poll's answer timed from its own job's cancel, and the others left waiting.
+async fn long_polls(base: &str, pid: u32, ids: &[String]) -> String {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(ids.len()).build().unwrap();
+    let polls: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (h, url) = (http.clone(), format!("{base}/v1/jobs/{id}?wait=30"));
+            tokio::spawn(async move {
+                let r = h.get(url).bearer_auth(TOKEN_A).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+                Instant::now()
+            })
+        })
+        .collect();
+    let watched = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"offload_engine_entries{map="watched_jobs"} "#))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        if watched(&text) >= ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} long-polls open", watched(&text));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (before, at) = (cpu(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
+
+    let mut latencies = vec![];
+    let mut polls: Vec<_> = polls.into_iter().map(Some).collect();
+    for (n, id) in ids.iter().take(CHANGED).enumerate() {
+        let sent = Instant::now();
+        let r = http.post(format!("{base}/v1/jobs/{id}/cancel")).bearer_auth(TOKEN_A).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let answered = polls[n].take().unwrap().await.unwrap();
+        latencies.push(answered.saturating_duration_since(sent));
+    }
+    let still: usize = polls.iter().flatten().filter(|p| !p.is_finished()).count();
+    for p in polls.into_iter().flatten() {
+        p.abort();
+    }
+    latencies.sort();
+    format!(
+        "{} concurrent `?wait=30` long-polls took {:.1}% of one core while nothing changed; {CHANGED} of their jobs cancelled one at a time: each long-poll answered {:.1} ms (median) and {:.1} ms (worst) after its own job's cancel was sent, and {still} of the other {} were still waiting",
+        ids.len(),
+        idle * 100.0,
+        latencies[latencies.len() / 2].as_secs_f64() * 1e3,
+        latencies[latencies.len() - 1].as_secs_f64() * 1e3,
+        ids.len() - CHANGED,
+    )
+}
+
 async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec<Figure>, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -156,6 +242,7 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec
     let ids: Arc<Vec<String>> = Arc::new(
         page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect(),
     );
+    println!("{store}: measuring status reads");
     let (h, b) = (http.clone(), base.clone());
     let reads = hammer(seconds, move |i| {
         let (h, b, ids) = (h.clone(), b.clone(), ids.clone());
@@ -184,15 +271,19 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec
         .map(|_| {
             let (h, b, s, sent) = (http.clone(), base.clone(), spec.clone(), sent.clone());
             tokio::spawn(async move {
+                let mut ids = vec![];
                 while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < burst {
                     let r = h.post(format!("{b}/v1/jobs")).bearer_auth(TOKEN_A).json(&s).send().await.unwrap();
                     assert_eq!(r.status(), 201);
+                    ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
                 }
+                ids
             })
         })
         .collect();
+    let mut burst_ids = vec![];
     for t in tasks {
-        t.await.unwrap();
+        burst_ids.extend(t.await.unwrap());
     }
     let submitted = started.elapsed();
     until_dispatched(&http, &base).await;
@@ -211,9 +302,16 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec
     );
     println!("{line}");
     notes.push(line);
+
+    let line = long_polls(&base, server.child.id(), &burst_ids[..LONG_POLLS.min(burst_ids.len())]).await;
+    println!("{store}: {line}");
+    notes.push(format!("{store}: {line}"));
     server.kill9();
     (figures, notes)
 }
+
+/// The heading of BENCHMARKS.md's hand-written profiles, which a new run keeps.
+const PROFILES: &str = "## Profiles";
 
 #[tokio::main]
 async fn main() {
@@ -252,15 +350,21 @@ async fn main() {
             .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
             .unwrap_or_default()
     );
+    let calls = calls::section().await;
     let doc = format!(
         "# Benchmarks\n\nWritten by `cargo bench --bench load` (tests/bench/load.rs) on {}, {machine}: the real \
          `offload serve` (release build) with the sim provider and `synchronous_full` on, and a \
          Rust client with {CLIENTS} connections on the same cores (so every figure is a floor). \
-         {seconds} s per figure. PostgreSQL: {}.\n\n| store | what | per second | of the /healthz ceiling | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n{table}\n{}\n",
+         {seconds} s per figure. PostgreSQL: {}.\n\n| store | what | per second | of the /healthz ceiling | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n{table}\n{}\n{calls}",
         chrono::Utc::now().format("%Y-%m-%d"),
         if pg.is_some() { "the throwaway server of `tests/pg.sh run` (fsync and synchronous_commit on)" } else { "not measured (no DATABASE_URL)" },
         notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
     );
-    std::fs::write("BENCHMARKS.md", doc).unwrap();
+    // The profiles below the figures are written by hand (perf, see there): kept as they are.
+    let profiles = std::fs::read_to_string("BENCHMARKS.md")
+        .ok()
+        .and_then(|old| old.find(PROFILES).map(|at| old[at..].to_string()))
+        .unwrap_or_default();
+    std::fs::write("BENCHMARKS.md", format!("{doc}\n{profiles}")).unwrap();
     println!("wrote BENCHMARKS.md");
 }
