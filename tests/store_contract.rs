@@ -1290,3 +1290,47 @@ async fn postgres_a_stopping_replica_gives_its_jobs_up_at_once_and_pokes_reach_o
         }
     }
 }
+
+/// Updates that arrive together are committed together (`store::postgres::updates`), and
+/// each is still answered for itself: one whose expectation no longer holds gets `None`,
+/// and one that PostgreSQL refuses (a NUL in a text array, which it cannot hold) fails
+/// alone, its batch run again update by update, while the others land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_updates_committed_together_are_each_answered_for_themselves() {
+    let (admin, _schema, url) = fresh_schema().await;
+    let store = replica(&url).await;
+    let mut ids = vec![];
+    for _ in 0..64 {
+        ids.push(created(&store, job("t", None)).await);
+    }
+    let patch = |n: usize| Patch {
+        state: Some(JobState::Starting),
+        launch_key: Some(format!("k-{n}")),
+        excluded: (n == 7).then(|| vec!["bad\0name".to_string()]),
+        ..Patch::default()
+    };
+    let answers = futures::future::join_all(ids.iter().enumerate().map(|(n, id)| {
+        // Job 3 is expected to be somewhere it is not.
+        let expect = if n == 3 { JobState::Running } else { JobState::Queued };
+        let store = &store;
+        async move { store.update(*id, &[expect], patch(n)).await }
+    }))
+    .await;
+    for (n, answer) in answers.iter().enumerate() {
+        match n {
+            3 => assert!(matches!(answer, Ok(None)), "{answer:?}"),
+            7 => assert!(matches!(answer, Err(StoreError::Db(_))), "{answer:?}"),
+            _ => {
+                let rec = answer.as_ref().unwrap().as_ref().unwrap();
+                assert_eq!((rec.job.id, rec.job.state), (ids[n], JobState::Starting));
+                assert_eq!(rec.launch_key, Some(format!("k-{n}")));
+            }
+        }
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let state = store.get(*id).await.unwrap().unwrap().job.state;
+        let expected = if n == 3 || n == 7 { JobState::Queued } else { JobState::Starting };
+        assert_eq!(state, expected, "job {n}");
+    }
+    drop(admin);
+}

@@ -45,6 +45,8 @@ use super::{
 };
 use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
+mod updates;
+
 /// The channel every change to a job is announced on, with the job's id as payload.
 pub const CHANNEL: &str = "offload_jobs";
 
@@ -155,6 +157,8 @@ pub struct PostgresStore {
     lease: Duration,
     /// To the task that commits submits in batches.
     submits: tokio::sync::mpsc::UnboundedSender<SubmitOp>,
+    /// To the task that commits updates in batches (`updates`).
+    updates: tokio::sync::mpsc::UnboundedSender<updates::UpdateOp>,
 }
 
 /// The most submits one transaction takes.
@@ -361,6 +365,8 @@ impl PostgresStore {
             .map_err(|e| StoreError::Db(format!("building the PostgreSQL pool: {e}")))?;
         let (submits, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(submit_loop(pool.clone(), queue));
+        let (updates, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(updates::update_loop(pool.clone(), queue));
         let store = PostgresStore {
             pool,
             config,
@@ -368,6 +374,7 @@ impl PostgresStore {
             replica: std::sync::Mutex::new(String::new()),
             lease: options.lease,
             submits,
+            updates,
         };
         store.register().await?;
         Ok(store)
@@ -952,9 +959,9 @@ impl Store for PostgresStore {
         expect: &[JobState],
         patch: Patch,
     ) -> StoreResult<Option<JobRecord>> {
-        let expect: Vec<&str> = expect.iter().map(|s| s.as_str()).collect();
-        let mut client = self.client().await?;
         if is_empty(&patch) {
+            let expect: Vec<&str> = expect.iter().map(|s| s.as_str()).collect();
+            let client = self.client().await?;
             // Nothing to write: only whether the job is in one of `expect`.
             let sql = format!(
                 "SELECT {} FROM jobs WHERE id = $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2::text[]))",
@@ -970,56 +977,12 @@ impl Store for PostgresStore {
                 .map_err(|e| pg("reading a job", e))?;
             return row.as_ref().map(record).transpose();
         }
-        let stmt = client
-            .prepare_cached(&UPDATE_SQL)
-            .await
-            .map_err(|e| pg("preparing the update", e))?;
-        let attempts = patch.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX));
-        let event_reason = patch.event.as_deref().or(patch.reason.as_deref()).map(text);
-        let at = Utc::now();
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| pg("beginning an update", e))?;
-        let row = tx
-            .query_opt(
-                &stmt,
-                &[
-                    &id,
-                    &expect,
-                    &patch.state.map(|s| s.as_str()),
-                    &opt_text(&patch.provider),
-                    &patch.provider_ref.is_some(),
-                    &patch
-                        .provider_ref
-                        .as_ref()
-                        .and_then(|r| r.as_deref().map(text)),
-                    &attempts,
-                    &opt_text(&patch.launch_key),
-                    &patch.dispatched_at,
-                    &patch.exit_code,
-                    &opt_text(&patch.reason),
-                    &patch.result.as_ref().map(Json),
-                    &patch.started_at,
-                    &patch.finished_at,
-                    &opt_text(&patch.cancel_requested_by),
-                    &opt_text(&patch.log_tail),
-                    &patch.released,
-                    &patch.excluded,
-                    &at,
-                    &event_reason,
-                    &patch.event.is_some(),
-                    &patch.cost.as_ref().map(Json),
-                    &patch.from_any_replica,
-                    &self.me(),
-                ],
-            )
-            .await
-            .map_err(|e| pg("updating a job", e))?;
-        tx.commit()
-            .await
-            .map_err(|e| pg("committing an update", e))?;
-        row.as_ref().map(record).transpose()
+        // Committed with whatever other updates are waiting (`updates`).
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let row = updates::UpdateRow::new(id, expect, patch, self.me());
+        let op = updates::UpdateOp { row, done };
+        self.updates.send(op).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
