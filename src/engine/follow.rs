@@ -31,7 +31,9 @@ struct Workload {
 /// What one look at a workload found.
 pub(super) enum Seen {
     /// Its phase changed, to running or not.
-    Changed { running: bool },
+    Changed {
+        running: bool,
+    },
     Unchanged,
 }
 
@@ -117,7 +119,11 @@ impl Followed {
     /// due ones, and after them the soonest of the rest while the last batch has room.
     pub fn round(&self, now: Instant, batch: usize) -> Vec<(Uuid, Handle)> {
         let batch = batch.max(1);
-        let due = self.order.iter().take_while(|(next, _)| *next <= now).count();
+        let due = self
+            .order
+            .iter()
+            .take_while(|(next, _)| *next <= now)
+            .count();
         self.order
             .iter()
             .take(due.div_ceil(batch) * batch)
@@ -212,7 +218,11 @@ mod tests {
         let end = now + Duration::from_secs(30) + BASE;
         assert_eq!(f.next_due(), Some(end), "then at its expected end");
         f.looked(id, "key-1", Seen::Unchanged, end);
-        assert_eq!(f.next_due(), Some(end + BASE), "overdue: from the base again");
+        assert_eq!(
+            f.next_due(),
+            Some(end + BASE),
+            "overdue: from the base again"
+        );
     }
 
     #[test]
@@ -226,12 +236,21 @@ mod tests {
         let now = start + BASE;
         // Three have been looked at and are due later, at different times.
         for (n, id) in ids.iter().enumerate().skip(2) {
-            f.looked(*id, &format!("key-{n}"), Seen::Unchanged, now - BASE / n as u32);
+            f.looked(
+                *id,
+                &format!("key-{n}"),
+                Seen::Unchanged,
+                now - BASE / n as u32,
+            );
         }
         assert!(f.round(start, 3).is_empty(), "none due yet");
         let round = f.round(now, 3);
         let taken: Vec<Uuid> = round.iter().map(|(id, _)| *id).collect();
-        assert_eq!(taken.len(), 3, "two due, and one batch of three has room for one more");
+        assert_eq!(
+            taken.len(),
+            3,
+            "two due, and one batch of three has room for one more"
+        );
         assert!(taken.contains(&ids[0]) && taken.contains(&ids[1]));
         assert_eq!(taken[2], ids[2], "the soonest due of the rest: {taken:?}");
         assert_eq!(f.round(now, 100).len(), 5);

@@ -228,7 +228,11 @@ impl Engine {
             job_id: id.to_string(),
             attempt: rec.job.attempts,
             spec: rec.job.spec.workload(resources, slot.provider.kind()),
-            secret_env: self.store.secrets(id).await?,
+            // The stored spec names its secrets (their values redacted): none, no read.
+            secret_env: match rec.job.spec.secret_env.is_empty() {
+                true => Default::default(),
+                false => self.store.secrets(id).await?,
+            },
             fresh,
         };
         let error = match self
