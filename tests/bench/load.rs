@@ -15,7 +15,7 @@
 //! and the cloud calls per job on ECS against moto (`calls`).
 //!
 //! Prints the figures and writes them to BENCHMARKS.md; asserts nothing.
-//! `cargo bench --bench load [-- SECONDS [BURST]]` (defaults 5 s and 20000 jobs).
+//! `cargo bench --bench load [-- SECONDS [BURST]]` (defaults 5 s and 100,000 jobs).
 
 mod calls;
 #[path = "../common/mod.rs"]
@@ -129,11 +129,15 @@ fn cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Long-poll fan-out: one `?wait=30` on each of `ids` at once; the server's CPU while
-/// nothing changes; then [`CHANGED`] of those jobs cancelled one after another, each
+/// Long-poll fan-out: the server's CPU at rest; then one `?wait=30` on each of `ids` at
+/// once, and the server's CPU while nothing changes; then [`CHANGED`] of those jobs cancelled one after another, each
 /// long-poll's answer timed from its own job's cancel, and the others left waiting.
 async fn long_polls(base: &str, pid: u32, ids: &[String]) -> String {
     let http = reqwest::Client::builder().pool_max_idle_per_host(ids.len()).build().unwrap();
+    // What the server spends at rest with these live jobs (its pollers), for comparison.
+    let (before, at) = (cpu(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let resting = (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
     let polls: Vec<_> = ids
         .iter()
         .map(|id| {
@@ -165,26 +169,33 @@ async fn long_polls(base: &str, pid: u32, ids: &[String]) -> String {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
 
-    let mut latencies = vec![];
+    let (mut latencies, mut after_commit) = (vec![], vec![]);
     let mut polls: Vec<_> = polls.into_iter().map(Some).collect();
     for (n, id) in ids.iter().take(CHANGED).enumerate() {
         let sent = Instant::now();
         let r = http.post(format!("{base}/v1/jobs/{id}/cancel")).bearer_auth(TOKEN_A).send().await.unwrap();
         assert!(r.status().is_success(), "{}", r.status());
+        let committed = Instant::now();
         let answered = polls[n].take().unwrap().await.unwrap();
         latencies.push(answered.saturating_duration_since(sent));
+        after_commit.push(answered.saturating_duration_since(committed));
     }
     let still: usize = polls.iter().flatten().filter(|p| !p.is_finished()).count();
     for p in polls.into_iter().flatten() {
         p.abort();
     }
     latencies.sort();
+    after_commit.sort();
+    let ms = |d: &[Duration], at: usize| d[at].as_secs_f64() * 1e3;
     format!(
-        "{} concurrent `?wait=30` long-polls took {:.1}% of one core while nothing changed; {CHANGED} of their jobs cancelled one at a time: each long-poll answered {:.1} ms (median) and {:.1} ms (worst) after its own job's cancel was sent, and {still} of the other {} were still waiting",
+        "{} concurrent `?wait=30` long-polls: the server used {:.1}% of one core while nothing changed, against {:.1}% at rest without them; {CHANGED} of their jobs cancelled one at a time: each long-poll answered {:.1} ms (median) and {:.1} ms (worst) after its own job's cancel was sent, {:.1} ms and {:.1} ms after the cancel's answer (the change committed), and {still} of the other {} were still waiting",
         ids.len(),
         idle * 100.0,
-        latencies[latencies.len() / 2].as_secs_f64() * 1e3,
-        latencies[latencies.len() - 1].as_secs_f64() * 1e3,
+        resting * 100.0,
+        ms(&latencies, CHANGED / 2),
+        ms(&latencies, CHANGED - 1),
+        ms(&after_commit, CHANGED / 2),
+        ms(&after_commit, CHANGED - 1),
         ids.len() - CHANGED,
     )
 }
@@ -317,7 +328,7 @@ const PROFILES: &str = "## Profiles";
 async fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5.0);
-    let burst: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let burst: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let mut table = String::new();
     let mut notes = vec![];
     let mut stores = vec![("sqlite", None)];
