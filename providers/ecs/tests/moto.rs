@@ -707,17 +707,23 @@ async fn logs_come_from_cloudwatch_and_follow_with_the_cursor() {
     .await;
 }
 
-/// A log shorter than the tail asked for is read whole in one call: the page is short, so
-/// there is nothing before it to ask for.
-#[tokio::test]
-async fn a_short_log_is_one_call() {
-    let moto = Moto::start();
+/// A launched task and its (empty) log stream.
+async fn task_with_log(moto: &Moto) -> (offload_ecs::Ecs, Handle, TaskLog) {
     let ecs = moto.config(json!({})).build().await.unwrap();
     let handle = ecs
         .launch(&launch("offload-l-1", spec("alpine:3", 0.25, 512)))
         .await
         .unwrap();
-    let mut log = TaskLog::create(&moto, &handle, "main").await;
+    let log = TaskLog::create(moto, &handle, "main").await;
+    (ecs, handle, log)
+}
+
+/// A log shorter than the tail asked for is read whole in one call: the page is short, so
+/// there is nothing before it to ask for.
+#[tokio::test]
+async fn a_short_log_is_one_call() {
+    let moto = Moto::start();
+    let (ecs, handle, mut log) = task_with_log(&moto).await;
     log.append(["hello", "offload-result: {\"rows\": 3}"]).await;
     moto.reset_recording().await;
     let query = LogQuery {
@@ -734,12 +740,7 @@ async fn a_short_log_is_one_call() {
 #[tokio::test]
 async fn a_log_tail_is_the_end_of_a_long_log_read_backward() {
     let moto = Moto::start();
-    let ecs = moto.config(json!({})).build().await.unwrap();
-    let handle = ecs
-        .launch(&launch("offload-l-1", spec("alpine:3", 0.25, 512)))
-        .await
-        .unwrap();
-    let mut log = TaskLog::create(&moto, &handle, "main").await;
+    let (ecs, handle, mut log) = task_with_log(&moto).await;
     // 110,000 lines: more than 10 of CloudWatch's pages of 10,000 events.
     let lines: Vec<String> = (0..110_000).map(|i| format!("line {i:06}")).collect();
     for batch in lines.chunks(10_000) {
