@@ -110,6 +110,11 @@ impl Followed {
         }
     }
 
+    /// The jobs whose workloads are followed.
+    pub fn jobs(&self) -> Vec<Uuid> {
+        self.workloads.keys().copied().collect()
+    }
+
     /// When the soonest look is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.order.first().map(|(next, _)| *next)

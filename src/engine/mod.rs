@@ -209,6 +209,14 @@ impl Engine {
         let _ = self.poke.send(id);
     }
 
+    /// Pokes every job whose workload a poller follows here.
+    fn poke_followed(&self) {
+        for slot in &self.slots {
+            let jobs = slot.followed.lock().unwrap().jobs();
+            jobs.into_iter().for_each(|id| self.poke(id));
+        }
+    }
+
     /// Starts waiting for changes to the stored state of job `id`.
     pub fn watch(&self, id: Uuid) -> Waiter {
         self.changes.watch(id)

@@ -61,7 +61,11 @@ pub(super) async fn feed(
         };
         match change {
             Some(Change::Job(id)) => engine.changes.notify(id),
-            Some(Change::Resync) => engine.changes.notify_all(),
+            Some(Change::Resync) => {
+                // Pokes from other replicas may have been lost with the feed.
+                engine.changes.notify_all();
+                engine.poke_followed();
+            }
             Some(Change::Poke { owner, id }) => {
                 if engine.store.replica().as_deref() == Some(owner.as_str()) {
                     engine.poke(id);

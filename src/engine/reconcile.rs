@@ -26,8 +26,11 @@ use super::{launch_key, Engine, EngineError, Slot};
 use crate::model::{extract_result, DurationSource, JobCost, JobState};
 use crate::store::{JobRecord, Patch};
 
-/// How often a live job is looked at even with no news (a safety net for lost pokes).
-const SAFETY: Duration = Duration::from_secs(30);
+/// How often a live job is looked at even with no news: a safety net for lost pokes. The
+/// poller pokes a job when its workload changes, cancels poke it where it is owned, and a
+/// change feed that reconnects pokes every job the replica follows, so this is seldom what
+/// moves a job; each look is a store read, which adds up with 100,000 live jobs.
+const SAFETY: Duration = Duration::from_secs(300);
 
 const LIVE: [JobState; 3] = [JobState::Starting, JobState::Running, JobState::Cancelling];
 
