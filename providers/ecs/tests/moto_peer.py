@@ -12,6 +12,11 @@ one shape moto gets wrong, below):
   drops those not used up (the SDK's own retries take an unknown number).
 Calls are counted by moto's own request recorder (`/moto-api/recorder/*`).
 
+RunTask keeps ECS's idempotency: a `clientToken` seen before gets the first request's answer
+and starts no second task (moto ignores the token), so a gateway killed with a RunTask in
+flight and restarted finds the task it started, as it would on ECS, even when its lookup by
+`startedBy` comes before moto has made the task.
+
 moto gets three shapes wrong that the tests rely on, fixed below: a container's `cpu` and
 `memory` (numbers, where ECS sends strings), a task's containers (moto makes one, from the
 first container definition; ECS makes one per definition), and StopTask of a task it does
@@ -21,6 +26,7 @@ was not found.").
 Prints one JSON line with the endpoint and the resources, then serves until killed.
 """
 
+import io
 import json
 import os
 import socket
@@ -124,9 +130,44 @@ def application(backend_app):
             status, body = fault
             start_response(f"{status} X", [("Content-Type", "application/x-amz-json-1.1")])
             return [json.dumps(body).encode()]
+        if action == "RunTask":
+            return run_task_once(backend_app, environ, start_response)
         return backend_app(environ, start_response)
 
     return app
+
+
+answered = {}  # RunTask clientToken -> (status, headers, body) of its first answer
+token_locks = {}  # clientToken -> the lock its requests take turns under
+
+
+def run_task_once(backend_app, environ, start_response):
+    """RunTask as ECS makes it idempotent: a request with a clientToken seen before gets the
+    first request's answer and starts nothing (moto ignores the token). A second request
+    with the token waits while the first is still being answered."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length)
+    token = (json.loads(raw or b"{}") or {}).get("clientToken")
+    environ["wsgi.input"] = io.BytesIO(raw)
+    if not token:
+        return backend_app(environ, start_response)
+    with lock:
+        token_lock = token_locks.setdefault(token, threading.Lock())
+    with token_lock:
+        if token not in answered:
+            captured = {}
+
+            def capture(status, headers, exc_info=None):
+                captured["status"], captured["headers"] = status, headers
+
+            body = b"".join(backend_app(environ, capture))
+            if not captured["status"].startswith("200"):
+                start_response(captured["status"], captured["headers"])
+                return [body]
+            answered[token] = (captured["status"], captured["headers"], body)
+        status, headers, body = answered[token]
+    start_response(status, headers)
+    return [body]
 
 
 def main():

@@ -3,6 +3,7 @@
 //! Shared by the provider's tests and the gateway's (`tests/ecs.rs`), which use parts.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -219,6 +220,63 @@ impl Moto {
                 Some((action, body))
             })
             .collect()
+    }
+
+    /// One ECS API call straight to moto (which checks no signature), for what moto holds.
+    async fn ecs(&self, action: &str, body: Value) -> Value {
+        self.http
+            .post(&self.aws.endpoint)
+            .header(
+                "X-Amz-Target",
+                format!("AmazonEC2ContainerServiceV20141113.{action}"),
+            )
+            .header("Content-Type", "application/x-amz-json-1.1")
+            // moto picks the service by the credential scope (and checks no signature).
+            .header(
+                "Authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/ecs/aws4_request, SignedHeaders=host, Signature=0",
+                    self.aws.region
+                ),
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Every task moto holds in the cluster, running or stopped, by the value of its tag
+    /// `tag`: what was really started, whatever the request recorder saw.
+    pub async fn tasks_by_tag(&self, tag: &str) -> BTreeMap<String, usize> {
+        let mut arns = vec![];
+        for status in ["RUNNING", "STOPPED"] {
+            let listed = self
+                .ecs("ListTasks", json!({"cluster": self.aws.cluster, "desiredStatus": status}))
+                .await;
+            arns.extend(listed["taskArns"].as_array().cloned().unwrap_or_default());
+        }
+        let mut by_tag = BTreeMap::new();
+        for chunk in arns.chunks(100) {
+            let described = self
+                .ecs(
+                    "DescribeTasks",
+                    json!({"cluster": self.aws.cluster, "tasks": chunk, "include": ["TAGS"]}),
+                )
+                .await;
+            for task in described["tasks"].as_array().cloned().unwrap_or_default() {
+                let value = task["tags"]
+                    .as_array()
+                    .and_then(|tags| tags.iter().find(|t| t["key"] == tag))
+                    .and_then(|t| t["value"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                *by_tag.entry(value).or_default() += 1;
+            }
+        }
+        by_tag
     }
 
     pub async fn count(&self, action: &str) -> usize {
