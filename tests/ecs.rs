@@ -120,7 +120,10 @@ async fn two_hundred_jobs_are_followed_with_batched_describe_tasks() {
         described as f64 / batches.len() as f64,
         batches.iter().max().unwrap()
     );
-    assert_eq!(calls["RunTask"], JOBS, "one RunTask per job");
+    // One task per job, as moto holds them (its recorder can drop a request now and then).
+    let held = moto.tasks_by_tag("offload:job-id").await;
+    assert_eq!(held.len(), JOBS, "{held:?}");
+    assert!(held.values().all(|&n| n == 1), "{held:?}");
     assert!(
         calls.get("ListTasks").copied().unwrap_or(0) < 10,
         "fresh launches look nothing up; ListTasks is the health check only"
