@@ -144,7 +144,7 @@ async fn two_hundred_jobs_are_followed_with_batched_describe_tasks() {
 
 /// A job alone whose run time is known costs few calls: after the look that sees it
 /// running, the next comes when it is expected to end, not every few seconds in between
-/// (before, a 6 s job alone took five DescribeTasks). The health check is the one at start:
+/// (before, a 6 s job alone took six DescribeTasks). The health check is the one at start:
 /// answered observe rounds stand for it. The 6 s sleep is the task's run, which moto does
 /// not play by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
