@@ -307,12 +307,14 @@ pub struct ProviderConfig {
     /// Jobs that may hold a slot (starting, running, cancelling) at once.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
-    /// How soon a live workload is observed after its launch or a change; the interval
-    /// doubles while nothing changes.
+    /// How soon a live workload is observed after its launch; the interval doubles with
+    /// each look, up to `max_poll_interval_ms`.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
     /// The longest interval between two observations of a live workload: the longest its
-    /// end can go unseen by polling. Unset, [`MAX_POLL_STRETCH`] times `poll_interval_ms`.
+    /// end can go unseen by polling. Unset, the kind's own bound (ECS and ACI:
+    /// `MAX_POLL_INTERVAL_MS` in their crates), else [`MAX_POLL_STRETCH`] times
+    /// `poll_interval_ms`; never below `poll_interval_ms`.
     #[serde(default)]
     pub max_poll_interval_ms: Option<u64>,
     /// Overrides the provider's own price sheet.
@@ -351,8 +353,12 @@ const MAX_POLL_STRETCH: u64 = 8;
 impl ProviderConfig {
     /// `max_poll_interval_ms`, or its default.
     pub fn max_poll_interval_ms(&self) -> u64 {
-        self.max_poll_interval_ms
-            .unwrap_or(self.poll_interval_ms * MAX_POLL_STRETCH)
+        self.max_poll_interval_ms.unwrap_or_else(|| {
+            self.kind
+                .max_poll_interval_ms()
+                .unwrap_or(self.poll_interval_ms * MAX_POLL_STRETCH)
+                .max(self.poll_interval_ms)
+        })
     }
 }
 
@@ -370,6 +376,17 @@ pub enum KindConfig {
 }
 
 impl KindConfig {
+    /// The kind's own default for `max_poll_interval_ms`, where its cloud's costs call for one.
+    fn max_poll_interval_ms(&self) -> Option<u64> {
+        match self {
+            #[cfg(feature = "ecs")]
+            KindConfig::Ecs(_) => Some(offload_ecs::MAX_POLL_INTERVAL_MS),
+            #[cfg(feature = "aci")]
+            KindConfig::Aci(_) => Some(offload_aci::MAX_POLL_INTERVAL_MS),
+            _ => None,
+        }
+    }
+
     pub async fn build(&self) -> Result<Arc<dyn Provider>, String> {
         Ok(match self {
             KindConfig::Local(c) => Arc::new(c.build().map_err(|e| e.to_string())?),
@@ -637,5 +654,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.routing.default_spot, SpotPolicy::Preferred);
         assert_eq!(c.routing.default_duration_seconds, 60);
+    }
+
+    #[test]
+    fn the_poll_bound_defaults_by_kind_and_never_below_the_interval() {
+        let bound = |t: &str| Config::from_toml(t).unwrap().providers["x"].max_poll_interval_ms();
+        assert_eq!(bound("[providers.x]\nkind = \"sim\"\npoll_interval_ms = 100"), 800);
+        assert_eq!(
+            bound("[providers.x]\nkind = \"sim\"\nmax_poll_interval_ms = 9000"),
+            9000
+        );
+        #[cfg(feature = "ecs")]
+        {
+            let ecs = "[providers.x]\nkind = \"ecs\"\ncluster = \"c\"\nsubnets = [\"s\"]\n";
+            assert_eq!(bound(ecs), offload_ecs::MAX_POLL_INTERVAL_MS);
+            assert_eq!(bound(&format!("{ecs}poll_interval_ms = 20000")), 20000);
+            assert_eq!(bound(&format!("{ecs}max_poll_interval_ms = 2000")), 2000);
+        }
+        #[cfg(feature = "aci")]
+        assert_eq!(
+            bound("[providers.x]\nkind = \"aci\"\nsubscription_id = \"s\"\nresource_group = \"g\"\nlocation = \"l\""),
+            offload_aci::MAX_POLL_INTERVAL_MS
+        );
     }
 }

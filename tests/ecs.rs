@@ -186,3 +186,56 @@ async fn a_job_alone_with_a_known_run_time_is_looked_at_when_it_should_end() {
         "no health check but the one at start: observe rounds answer: {calls:?}"
     );
 }
+
+/// A 30 s job alone, on the defaults and with nothing known of its run time, costs no more
+/// calls than Airflow's EcsRunTaskOperator alone (8, measured on moto): each look comes
+/// twice as long after the last, up to ECS's bound of 16 s, so the end is seen at the sixth
+/// DescribeTasks, 31.5 s after the launch. The one-time calls of a fresh gateway (its
+/// first health check, the task definition's lookup and registration) are counted apart.
+/// The 30 s sleep is the task's run, which moto does not play by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_s_job_alone_on_the_defaults_costs_no_more_calls_than_the_operator() {
+    let moto = moto::Moto::start();
+    let providers = moto.gateway_provider(&format!(
+        "log_group = \"{}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/offload-execution\"",
+        moto.aws.log_group
+    ));
+    let gw = Gateway::start(&providers).await;
+    moto.reset_recording().await;
+    let (status, job) = gw
+        .submit(TOKEN_A, json!({"image": "alpine:3", "provider": "fargate"}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let arn = loop {
+        let job = gw.get(TOKEN_A, &format!("/v1/jobs/{id}")).await.1;
+        if let Some(arn) = job["provider_ref"].as_str() {
+            break arn.to_string();
+        }
+        assert!(Instant::now() < deadline, "not launched: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    moto.stop(&arn, Some(0), Some("EssentialContainerExited"), "done").await;
+    let job = gw.wait_terminal(TOKEN_A, id, 30).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+    for (action, _) in moto.recorded().await {
+        *calls.entry(action).or_default() += 1;
+    }
+    println!("one 30 s job on the defaults: {calls:?}");
+    let one_time = ["ListTasks", "DescribeTaskDefinition", "RegisterTaskDefinition"];
+    assert!(
+        calls.get("ListTasks").copied().unwrap_or(0) <= 1,
+        "no health check but the one at start: {calls:?}"
+    );
+    let per_job: usize = calls
+        .iter()
+        .filter(|(action, _)| !one_time.contains(&action.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(per_job <= 8, "{per_job} calls: {calls:?}");
+    assert_eq!(calls.get("GetLogEvents"), Some(&1), "the tail in one call: {calls:?}");
+}

@@ -3,9 +3,11 @@
 //! A look costs one call per batch of workloads (`max_observe_batch`) however full the
 //! batch is, so the poller looks when the first workload is due and takes along as many of
 //! the others, soonest due first, as the batches it pays for have room for. Each workload
-//! keeps its own interval: `poll_interval_ms` after a launch or a change, doubling while
-//! nothing changes, up to `max_poll_interval_ms` (a task that was provisioning a second ago
-//! will not have ended half a second later). A running workload whose run time is known
+//! keeps its own interval: `poll_interval_ms` after its launch, doubling with each look,
+//! up to `max_poll_interval_ms`, so its end is seen within about as long as it has been
+//! followed (a task that was provisioning a second ago will not have ended half a second
+//! later). A change of phase does not shorten the interval: a task that has just started
+//! running is no nearer its end for it. A running workload whose run time is known
 //! (from its spec or its DAG task's recent runs) is not looked at again before it is
 //! expected to end, still at least every `max_poll_interval_ms`: that bound is the longest
 //! an end can go unseen by polling.
@@ -95,7 +97,7 @@ impl Followed {
         self.workloads.get(&id).is_some_and(|w| w.handle.key == key)
     }
 
-    /// The interval after a launch or a change.
+    /// The first interval after a launch.
     pub fn base(&self) -> Duration {
         self.base
     }
@@ -145,12 +147,12 @@ impl Followed {
         self.order.remove(&(w.next, id));
         match seen {
             Seen::Changed { running } => {
-                w.step = base;
+                w.step = (w.step * 2).min(max);
                 // Expected to end its run time after it started, give or take a look.
                 w.expected_end = w.expected.filter(|_| running).map(|d| now + d + base);
                 w.next = match w.expected_end {
                     Some(end) => end.min(now + max).max(now + base),
-                    None => now + base,
+                    None => now + w.step,
                 };
             }
             Seen::Unchanged => match w.expected_end {
@@ -202,8 +204,26 @@ mod tests {
             now = next;
         }
         assert_eq!(gaps, [1000, 2000, 4000, 4000, 4000, 4000]);
+    }
+
+    #[test]
+    fn a_change_of_phase_does_not_bring_the_next_look_sooner() {
+        let mut f = Followed::new(BASE, Duration::from_secs(16));
+        let id = Uuid::new_v4();
+        let start = Instant::now();
+        f.follow(id, handle(1), None, start);
+        // Seen running at the first look, then unchanged: a 30 s task is seen ended at the
+        // sixth look, 31.5 s after its launch.
+        let mut now = start + BASE;
+        let mut looks = vec![now - start];
         f.looked(id, "key-1", Seen::Changed { running: true }, now);
-        assert_eq!(f.next_due(), Some(now + BASE), "a change brings it back");
+        while now - start < Duration::from_secs(30) {
+            now = f.next_due().unwrap();
+            looks.push(now - start);
+            f.looked(id, "key-1", Seen::Unchanged, now);
+        }
+        let secs: Vec<f64> = looks.iter().map(Duration::as_secs_f64).collect();
+        assert_eq!(secs, [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]);
     }
 
     #[test]

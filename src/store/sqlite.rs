@@ -197,6 +197,8 @@ impl SqliteStore {
         if version < 4 {
             conn.execute_batch(MIGRATION_4).map_err(db)?;
         }
+        // Room for every statement the writer runs, each patch's shape of UPDATE included.
+        conn.set_prepared_statement_cache_capacity(64);
         let (tx, rx) = mpsc::channel::<WriteOp>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -425,31 +427,48 @@ fn add_event(
     Ok(())
 }
 
-/// A job's sealed secrets, or "" for none (none given, or deleted once the job ended).
-fn insert_job(conn: &Connection, new: &NewJob, sealed: &str) -> rusqlite::Result<()> {
-    let id = new.id.to_string();
-    let spec = serde_json::to_string(&new.spec.redacted()).map_err(json_err)?;
-    let secrets = sealed;
-    let labels = serde_json::to_string(&new.spec.labels).map_err(json_err)?;
-    conn.prepare_cached(
-        "INSERT INTO jobs (id, tenant, state, labels, spec, secret_env, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![id, new.tenant, JobState::Queued.as_str(), labels, spec, secrets, ms(new.created_at)])?;
-    add_event(
-        conn,
-        &id,
-        new.created_at,
-        JobState::Queued,
-        Some("submitted"),
-    )
+/// A submit's columns, serialised before it reaches the writer thread.
+struct SubmitRow {
+    new: NewJob,
+    spec: String,
+    labels: String,
+    /// The sealed secrets, or "" for none (none given, or deleted once the job ended).
+    sealed: String,
 }
 
-fn submit(
-    conn: &Connection,
-    new: NewJob,
-    sealed: String,
-    secrets: &SecretBox,
-) -> rusqlite::Result<Submitted> {
+impl SubmitRow {
+    fn of(new: NewJob, secrets: &SecretBox) -> rusqlite::Result<SubmitRow> {
+        Ok(SubmitRow {
+            spec: serde_json::to_string(&new.spec.redacted()).map_err(json_err)?,
+            labels: serde_json::to_string(&new.spec.labels).map_err(json_err)?,
+            sealed: match new.spec.secret_env.is_empty() {
+                true => String::new(),
+                false => secrets.seal(new.id, &new.spec.secret_env),
+            },
+            new,
+        })
+    }
+}
+
+/// Inserts the job and its first event; the record as stored (`RETURNING`, no read-back).
+fn insert_job(conn: &Connection, row: &SubmitRow) -> rusqlite::Result<JobRecord> {
+    let new = &row.new;
+    let id = new.id.to_string();
+    let record = conn
+        .prepare_cached(&format!(
+            "INSERT INTO jobs (id, tenant, state, labels, spec, secret_env, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING {JOB_COLUMNS}"
+        ))?
+        .query_row(
+            params![id, new.tenant, JobState::Queued.as_str(), row.labels, row.spec, row.sealed, ms(new.created_at)],
+            record,
+        )?;
+    add_event(conn, &id, new.created_at, JobState::Queued, Some("submitted"))?;
+    Ok(record)
+}
+
+fn submit(conn: &Connection, row: SubmitRow, secrets: &SecretBox) -> rusqlite::Result<Submitted> {
+    let new = &row.new;
     if let Some(key) = &new.idempotency_key {
         let existing: Option<String> = conn
             .prepare_cached("SELECT job_id FROM idempotency WHERE tenant = ?1 AND key = ?2")?
@@ -470,10 +489,7 @@ fn submit(
         conn.prepare_cached("INSERT INTO idempotency (tenant, key, job_id) VALUES (?1, ?2, ?3)")?
             .execute(params![new.tenant, key, new.id.to_string()])?;
     }
-    insert_job(conn, &new, &sealed)?;
-    let record =
-        get_record(conn, &new.id.to_string())?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-    Ok(Submitted::Created(Box::new(record)))
+    Ok(Submitted::Created(Box::new(insert_job(conn, &row)?)))
 }
 
 /// A job's secret values; `None` once they are deleted.
@@ -503,10 +519,22 @@ fn update(
     patch: Patch,
 ) -> rusqlite::Result<Option<JobRecord>> {
     let id = id.to_string();
-    let Some(current) = get_record(conn, &id)? else {
+    // The state alone decides; the whole record is read once, after the change.
+    let current: Option<String> = conn
+        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+        .query_row([&id], |r| r.get(0))
+        .optional()?;
+    let Some(current) = current else {
         return Ok(None);
     };
-    if !expect.is_empty() && !expect.contains(&current.job.state) {
+    let current = JobState::parse(&current).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown state {current}").into(),
+        )
+    })?;
+    if !expect.is_empty() && !expect.contains(&current) {
         return Ok(None);
     }
     let mut sets: Vec<(&str, Box<dyn ToSql>)> = vec![];
@@ -578,11 +606,12 @@ fn update(
         let sql = format!("UPDATE jobs SET {} WHERE id = ?1", clause.join(", "));
         let mut values: Vec<&dyn ToSql> = vec![&id];
         values.extend(sets.iter().map(|(_, v)| v.as_ref()));
-        conn.execute(&sql, values.as_slice())?;
+        // A patch's shape repeats (a dispatch, a launch, an end): its statement is cached.
+        conn.prepare_cached(&sql)?.execute(values.as_slice())?;
     }
-    let state_changed = patch.state.is_some_and(|s| s != current.job.state);
+    let state_changed = patch.state.is_some_and(|s| s != current);
     if state_changed || patch.event.is_some() {
-        let state = patch.state.unwrap_or(current.job.state);
+        let state = patch.state.unwrap_or(current);
         let reason = patch.event.as_deref().or(patch.reason.as_deref());
         add_event(conn, &id, Utc::now(), state, reason)?;
     }
@@ -624,14 +653,10 @@ fn list(conn: &Connection, tenant: &str, q: &ListQuery) -> rusqlite::Result<Vec<
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, new: NewJob) -> StoreResult<Submitted> {
-        // Sealed here, off the writer thread.
-        let sealed = match new.spec.secret_env.is_empty() {
-            true => String::new(),
-            false => self.secrets.seal(new.id, &new.spec.secret_env),
-        };
+        // Sealed and serialised here, off the writer thread.
+        let row = SubmitRow::of(new, &self.secrets).map_err(db)?;
         let secrets = self.secrets.clone();
-        self.write(move |conn| submit(conn, new, sealed, &secrets))
-            .await
+        self.write(move |conn| submit(conn, row, &secrets)).await
     }
 
     async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {

@@ -21,6 +21,10 @@
 mod calls;
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../../providers/aci/tests/fake_arm/mod.rs"]
+mod fake_arm;
+#[path = "../../providers/kubernetes/tests/fake/mod.rs"]
+mod fake_kube;
 #[path = "../../providers/ecs/tests/common/mod.rs"]
 mod moto;
 

@@ -4,7 +4,9 @@
 //!   key), then a PUT
 //!   of the group with `restartPolicy: Never`, `secret_env` as `secureValue`s and the job
 //!   id and labels as tags;
-//! - observe: a GET per live group, paced by ARM's read budget (`arm`);
+//! - observe: a GET per live group, paced by ARM's read budget (`arm`). Not one list of the
+//!   resource group per round: a list carries no instance view (see the published
+//!   ContainerGroupsListByResourceGroup example), so no container state or exit code;
 //! - cancel: read the log, then stop (kept until release, so the engine reads its tail);
 //!   release: delete (groups count against ACI's quota);
 //! - logs: the container logs API (or the copy read at cancel, see `stopped`); `managed`
@@ -29,6 +31,12 @@ use offload_provider::{
 };
 
 pub use config::{Config, Dns, Priority, Registry, SecretString};
+
+/// The longest a running group goes unobserved unless `max_poll_interval_ms` says
+/// otherwise. Every look is a GET against ARM's read budget, which the whole subscription
+/// shares (25 a second), and a group takes tens of seconds to start: from the default
+/// 500 ms interval, five doublings, as for ECS.
+pub const MAX_POLL_INTERVAL_MS: u64 = 16_000;
 
 impl Config {
     /// Credentials as DefaultAzureCredential finds them (environment, workload identity,

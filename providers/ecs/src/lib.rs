@@ -38,6 +38,14 @@ use offload_provider::{
 };
 
 pub use config::{Arch, CapacityProvider, CapacityShare, Config};
+
+/// The longest a running task goes unobserved unless `max_poll_interval_ms` says otherwise.
+/// A Fargate task takes tens of seconds to provision and is billed by the second with a
+/// one-minute minimum, so a few seconds more before its end is seen cost little, while
+/// every look is a DescribeTasks (Airflow's EcsRunTaskOperator polls every 6 s). From the
+/// default 500 ms interval, five doublings: a 30 s task alone is looked at six times, and
+/// costs the operator's 8 calls with its RunTask and log read.
+pub const MAX_POLL_INTERVAL_MS: u64 = 16_000;
 use containers::Containers;
 use errors::classify;
 use options::Options;

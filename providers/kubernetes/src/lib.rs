@@ -287,23 +287,10 @@ impl Provider for Kubernetes {
         Ok(LogChunk::from_whole(&text, query))
     }
 
+    /// Deletes the pod. Its Secret (`secret_env`) is owned by it, so Kubernetes' garbage
+    /// collector deletes the Secret with the pod, at no call of ours.
     async fn release(&self, handle: &Handle) -> Result<()> {
-        self.delete(&handle.provider_ref, 0).await?;
-        self.ready().await;
-        match self
-            .secrets
-            .delete(
-                &pod::secret_name(&handle.provider_ref),
-                &DeleteParams::default(),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match classify("delete secret", e) {
-                ProviderError::NotFound(_) => Ok(()),
-                other => Err(other),
-            },
-        }
+        self.delete(&handle.provider_ref, 0).await
     }
 
     /// Every pod the watch sees (they all carry the managed-by label); no API call.

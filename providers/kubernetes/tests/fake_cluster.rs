@@ -140,6 +140,15 @@ async fn a_launch_creates_the_pod_and_its_secret() {
         secret["metadata"]["ownerReferences"][0]["uid"],
         pod["metadata"]["uid"]
     );
+    // Released, the Secret goes with its pod (the garbage collector's work): one call.
+    let before = cluster.api.requests().len();
+    k8s.release(&handle).await.unwrap();
+    assert!(cluster.api.pod("offload-abc-1").is_none());
+    assert!(cluster.api.secret("offload-abc-1-env").is_none());
+    assert_eq!(
+        cluster.api.requests()[before..],
+        ["DELETE /api/v1/namespaces/jobs/pods/offload-abc-1?"]
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,8 @@
 //! sends, keeps groups that a test moves through Pending → Running → Terminated, never
 //! returns a `secureValue` (as ARM does not), answers 429 with Retry-After when asked, sends
 //! `x-ms-ratelimit-remaining-subscription-reads` from a read bucket like ARM's (250,
-//! refilled at 25/s; an empty bucket answers 429), and records every request. A stop does
+//! refilled at 25/s; an empty bucket answers 429), lists groups without their instance
+//! view (as the published list example shows them), and records every request. A stop does
 //! what Microsoft's docs say ACI's does: it recycles the containers of a group still
 //! running (their log goes with them) and leaves a group that already ended as it is.
 
@@ -56,9 +57,18 @@ impl Drop for FakeArm {
     }
 }
 
+/// A published example the fake serves, by its file name in tests/fixtures (built in, so
+/// that the fake works from any crate that includes it, the gateway's benchmark too).
 pub fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    let text = match name {
+        "ContainerGroupsGet_Succeeded.json" => {
+            include_str!("../fixtures/ContainerGroupsGet_Succeeded.json")
+        }
+        "ContainerGroupsGet_Failed.json" => include_str!("../fixtures/ContainerGroupsGet_Failed.json"),
+        "ContainerListLogs.json" => include_str!("../fixtures/ContainerListLogs.json"),
+        other => panic!("the fake serves no example {other}"),
+    };
+    serde_json::from_str(text).unwrap()
 }
 
 fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -234,9 +244,19 @@ async fn stop_group(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// A list carries no instance view, as in the published ContainerGroupsListByResourceGroup
+/// example: no group state, no container state or exit code (only `provisioningState`).
 async fn list_groups(State(shared): State<Shared>) -> Response {
     let inner = shared.0.lock().unwrap();
-    Json(json!({"value": inner.groups.values().map(shown).collect::<Vec<_>>()})).into_response()
+    let listed = inner.groups.values().map(|group| {
+        let mut group = shown(group);
+        group["properties"].as_object_mut().unwrap().remove("instanceView");
+        for c in group["properties"]["containers"].as_array_mut().into_iter().flatten() {
+            c["properties"].as_object_mut().unwrap().remove("instanceView");
+        }
+        group
+    });
+    Json(json!({"value": listed.collect::<Vec<_>>()})).into_response()
 }
 
 async fn container_logs(
