@@ -533,6 +533,13 @@ async fn ops_endpoints_need_no_token_and_providers_report_health() {
         metrics.contains("offload_jobs{provider=\"sim\",state=\"succeeded\"}"),
         "{metrics}"
     );
+    // The recorder is the test process's, shared with the other tests' gateways: at least
+    // this job's end.
+    let ended = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("offload_jobs_ended_total{provider=\"sim\",state=\"succeeded\"} "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert!(ended.is_some_and(|n| n >= 1.0), "{metrics}");
     assert!(
         metrics.contains("offload_provider_calls_total{provider=\"sim\",call=\"launch\"}"),
         "{metrics}"

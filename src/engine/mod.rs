@@ -339,11 +339,14 @@ impl Engine {
                 ),
             };
             if let Some(rec) = self.store.update(id, &[expect], patch).await? {
+                if rec.job.state.is_terminal() {
+                    reconcile::count_end(rec.job.provider.as_deref(), rec.job.state);
+                }
                 self.changes.notify(id);
                 match self.owns(&rec) {
                     true => self.poke(id),
                     // Its owner stops the workload; the poke is a courtesy, for the owner
-                    // looks at every live job at least every 30 s anyway.
+                    // looks at every live job at least every 5 minutes anyway.
                     false => {
                         if let Err(e) = self.store.poke_owner(&rec).await {
                             tracing::warn!(job = %id, error = %e, "could not poke the job's owner");

@@ -84,6 +84,17 @@ pub(super) fn count_cost(cost: Option<&JobCost>) {
     }
 }
 
+/// Counts a job's end in `offload_jobs_ended_total`: the store's counts (`offload_jobs`)
+/// cover a job only until its workload is released.
+pub(super) fn count_end(provider: Option<&str>, state: JobState) {
+    metrics::counter!(
+        "offload_jobs_ended_total",
+        "provider" => provider.unwrap_or_default().to_string(),
+        "state" => state.as_str()
+    )
+    .increment(1);
+}
+
 /// When the current attempt started running: a `started_at` from before its dispatch is an
 /// earlier attempt's.
 fn this_attempt_start(rec: &JobRecord) -> Option<DateTime<Utc>> {
@@ -640,6 +651,7 @@ impl Engine {
         };
         if self.store.update(id, &LIVE, patch).await?.is_some() {
             count_cost(cost.as_ref());
+            count_end(Some(&slot.name), state);
         }
         self.ended(id, slot);
         self.forget_observation(&handle.key);
@@ -680,6 +692,7 @@ impl Engine {
             .await?;
         if ended.is_some() {
             count_cost(cost.as_ref());
+            count_end(rec.job.provider.as_deref(), state);
         }
         match slot {
             Some(slot) => self.ended(id, slot),

@@ -197,7 +197,9 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreResult<Vec<u64>>;
 
-    /// How many jobs there are per (provider, state); undispatched jobs have provider "".
+    /// How many jobs not yet released there are per (provider, state): every live job, and
+    /// ended ones until their workload is released (an index holds just those, so this
+    /// stays cheap with millions of ended jobs kept). Undispatched jobs have provider "".
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>>;
 
     /// The cost of a tenant's jobs that finished in the query's period, by group, ordered

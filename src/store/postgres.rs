@@ -83,6 +83,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "retention",
         sql: include_str!("postgres/migrations/0005_retention.sql"),
     },
+    Migration {
+        version: 6,
+        name: "list_by_state",
+        sql: include_str!("postgres/migrations/0006_list_by_state.sql"),
+    },
 ];
 
 /// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
@@ -1141,7 +1146,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT COALESCE(provider, ''), state, count(*) FROM jobs GROUP BY 1, 2",
+                "SELECT COALESCE(provider, ''), state, count(*) FROM jobs WHERE NOT released GROUP BY 1, 2",
             )
             .await
             .map_err(|e| pg("preparing", e))?;

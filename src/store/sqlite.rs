@@ -93,8 +93,17 @@ PRAGMA user_version = 4;
 COMMIT;
 "#;
 
+/// Version 5: an index for lists filtered by state (`GET /v1/jobs?state=`), which would
+/// otherwise walk every newer job of the tenant to find a page.
+const MIGRATION_5: &str = r#"
+BEGIN;
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (tenant, state, id DESC);
+PRAGMA user_version = 5;
+COMMIT;
+"#;
+
 /// The schema version this code writes.
-pub(crate) const VERSION: i64 = 4;
+pub(crate) const VERSION: i64 = 5;
 
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
@@ -196,6 +205,9 @@ impl SqliteStore {
         }
         if version < 4 {
             conn.execute_batch(MIGRATION_4).map_err(db)?;
+        }
+        if version < 5 {
+            conn.execute_batch(MIGRATION_5).map_err(db)?;
         }
         // Room for every statement the writer runs, each patch's shape of UPDATE included.
         conn.set_prepared_statement_cache_capacity(64);
@@ -828,7 +840,7 @@ impl Store for SqliteStore {
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT COALESCE(provider, ''), state, COUNT(*) FROM jobs GROUP BY 1, 2",
+                "SELECT COALESCE(provider, ''), state, COUNT(*) FROM jobs WHERE released = 0 GROUP BY 1, 2",
             )?;
             let rows = stmt.query_map([], |r| {
                 let state: String = r.get(1)?;

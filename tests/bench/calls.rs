@@ -216,17 +216,10 @@ async fn scenario<P: Peer>(peer: &P, jobs: usize, settings: &str, expected: Opti
     // The gateway on its defaults, with room for every job, but that a workload seen ended
     // is released after 1 s, not 10 s (the calls are the same, and sooner counted).
     let config = dir.path().join("offload.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"{listen}\"\n[store]\npath = \"{}\"\n[engine]\nrelease_after_seconds = {}\n\
-             [[auth.tokens]]\ntoken = \"{TOKEN_A}\"\ntenant = \"a\"\n{}",
-            dir.path().join("offload.db").display(),
-            RELEASE.as_secs(),
-            peer.provider(&format!("max_concurrency = {jobs}\n{settings}"))
-        ),
-    )
-    .unwrap();
+    let store = format!("path = \"{}\"", dir.path().join("offload.db").display());
+    let provider = peer.provider(&format!("max_concurrency = {jobs}\n{settings}"));
+    let engine = format!("release_after_seconds = {}", RELEASE.as_secs());
+    std::fs::write(&config, crate::config(&listen, &store, &engine, &provider)).unwrap();
     let log = dir.path().join("serve.log");
     let server = Binary::start(&config, &log);
     let http = reqwest::Client::new();

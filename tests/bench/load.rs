@@ -11,14 +11,17 @@
 //! - the server's resident memory per live job;
 //! - long-poll fan-out: the CPU that 10,000 open long-polls cost while nothing changes,
 //!   and how soon each answers after its own job changes;
+//! - reads, lists, cost reports and `/metrics` before and after a million ended jobs are
+//!   added to the store (`ended`);
 //!
-//! and the cloud calls per job on ECS against moto (`calls`).
+//! and the cloud calls per job on ECS, Kubernetes and ACI against their test peers (`calls`).
 //!
 //! Prints the figures and writes them to BENCHMARKS.md; asserts nothing. Under `cargo
 //! test` it is a smoke run (see `main`).
 //! `cargo bench --bench load [-- SECONDS [BURST]]` (defaults 5 s and 100,000 jobs).
 
 mod calls;
+mod ended;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../../providers/aci/tests/fake_arm/mod.rs"]
@@ -32,7 +35,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{config_text, config_text_pg, free_port, wait_ready, Binary, TOKEN_A};
+use common::{free_port, wait_ready, Binary, SECRET_KEY, TOKEN_A};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 64;
@@ -41,6 +44,15 @@ const CLIENTS: usize = 64;
 /// live), and room for the long-poll fan-out's connections and waiters.
 const SIM: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\npoll_interval_ms = 1000\n\
                    [http]\nmax_connections = 12000\nmax_waiters_per_tenant = 20000\n";
+
+/// The gateway's configuration in the benchmark: its defaults but for the `store` and
+/// `engine` settings given, one tenant's token, and the providers (and any other tables).
+pub(crate) fn config(listen: &str, store: &str, engine: &str, providers: &str) -> String {
+    format!(
+        "listen = \"{listen}\"\n[store]\n{store}\n[engine]\n{engine}\n\
+         [[auth.tokens]]\ntoken = \"{TOKEN_A}\"\ntenant = \"a\"\n{providers}"
+    )
+}
 
 struct Figure {
     what: String,
@@ -205,15 +217,16 @@ async fn long_polls(base: &str, pid: u32, ids: &[String]) -> String {
     )
 }
 
-async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec<Figure>, Vec<String>) {
+async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_jobs: u64) -> (Vec<Figure>, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let base = format!("http://{listen}");
-    let text = match url {
-        Some(url) => config_text_pg(&listen, url, SIM),
-        None => config_text(dir.path(), &listen, SIM).replace("synchronous_full = false", "synchronous_full = true"),
+    let store_table = match url {
+        Some(url) => format!("url = \"{url}\"\nsecret_key = \"{SECRET_KEY}\""),
+        None => format!("path = \"{}\"\nsynchronous_full = true", dir.path().join("offload.db").display()),
     };
+    let text = config(&listen, &store_table, "", SIM);
     let config = dir.path().join("offload.toml");
     std::fs::write(&config, text).unwrap();
     let log = dir.path().join("serve.log");
@@ -267,21 +280,23 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec
         page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect(),
     );
     println!("{store}: measuring status reads");
-    let (h, b) = (http.clone(), base.clone());
-    let reads = hammer(seconds, move |i| {
-        let (h, b, ids) = (h.clone(), b.clone(), ids.clone());
-        async move {
-            let r = h
-                .get(format!("{b}/v1/jobs/{}", ids[i % ids.len()]))
-                .bearer_auth(TOKEN_A)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.bytes().await.unwrap();
-        }
-    })
-    .await;
+    let status_reads = || {
+        let (h, b, ids) = (http.clone(), base.clone(), ids.clone());
+        hammer(seconds, move |i| {
+            let (h, b, ids) = (h.clone(), b.clone(), ids.clone());
+            async move {
+                let r = h
+                    .get(format!("{b}/v1/jobs/{}", ids[i % ids.len()]))
+                    .bearer_auth(TOKEN_A)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.bytes().await.unwrap();
+            }
+        })
+    };
+    let reads = status_reads().await;
     record("status read", reads);
     notes.push(format!(
         "{store}: status reads at {:.2} of the /healthz ceiling",
@@ -330,6 +345,17 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize) -> (Vec
     let line = long_polls(&base, server.child.id(), &burst_ids[..LONG_POLLS.min(burst_ids.len())]).await;
     println!("{store}: {line}");
     notes.push(format!("{store}: {line}"));
+
+    let db_path = dir.path().join("offload.db");
+    let db = match url {
+        Some(url) => ended::Db::Postgres(url),
+        None => ended::Db::Sqlite(&db_path),
+    };
+    let read = || async {
+        let (per_second, _, p99) = status_reads().await;
+        (per_second, p99)
+    };
+    notes.extend(ended::section(store, db, &base, ended_jobs, read).await);
     server.kill9();
     (figures, notes)
 }
@@ -357,7 +383,7 @@ async fn main() {
         stores.push(("postgresql", Some(url.as_str())));
     }
     for (store, url) in stores {
-        let (figures, n) = run(store, url, seconds, burst).await;
+        let (figures, n) = run(store, url, seconds, burst, if benchmark { 1_000_000 } else { 1_000 }).await;
         let ceiling = figures[0].per_second;
         for f in figures {
             writeln!(
