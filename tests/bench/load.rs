@@ -120,6 +120,19 @@ async fn until_dispatched(http: &reqwest::Client, base: &str) {
     }
 }
 
+/// Waits until the server uses under a tenth of one core over a second (its engine done
+/// with a backlog), at most two minutes.
+async fn until_quiet(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let (before, at) = (cpu(pid), Instant::now());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64() < 0.1 {
+            return;
+        }
+    }
+}
+
 /// The server's resident memory, in bytes.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -151,7 +164,9 @@ fn cpu(pid: u32) -> Duration {
 /// long-poll's answer timed from its own job's cancel, and the others left waiting.
 async fn long_polls(base: &str, pid: u32, ids: &[String]) -> String {
     let http = reqwest::Client::builder().pool_max_idle_per_host(ids.len()).build().unwrap();
-    // What the server spends at rest with these live jobs (its pollers), for comparison.
+    // What the server spends at rest with these live jobs (its pollers), for comparison,
+    // once done with the burst's backlog.
+    until_quiet(pid).await;
     let (before, at) = (cpu(pid), Instant::now());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let resting = (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
@@ -265,8 +280,10 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
     .await;
     record("durable submit", submits);
     // Reads are measured with the engine at rest, not racing the dispatch of those jobs:
-    // every one dispatched, and the newest 500 (the ones read) launched.
+    // every one dispatched, the newest 500 (the ones read) launched, and the server quiet
+    // (the launches' writes of the older ones done too).
     until_dispatched(&http, &base).await;
+    until_quiet(server.child.id()).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     let page = loop {
         let page = jobs(&http, &base, "limit=500").await;
