@@ -182,6 +182,30 @@ poll_interval_ms = 20
     assert_eq!(job["state"], "cancelling", "{job}");
 }
 
+/// A workload that ends by itself while its stop keeps failing has nothing left to stop:
+/// the job ends cancelled once the end is seen, rather than staying `cancelling` with the
+/// stop retried ever less often (a long-poll on it waited 107 s in a schemathesis run).
+#[tokio::test]
+async fn a_cancelled_job_whose_workload_ends_while_its_stop_fails_ends_cancelled() {
+    let gw = Gateway::start(
+        r#"
+[providers.unstoppable]
+kind = "sim"
+start_ms = 10
+run_ms = 1500
+poll_interval_ms = 20
+"#,
+    )
+    .await;
+    // Its own provider name: the metrics of the test process are shared, and the backoff
+    // test counts the cancel calls of "stuck".
+    let id = submitted(&gw, sim("unstoppable", json!({"cancel_error": "transient"}))).await;
+    gw.wait_state(TOKEN_A, &id, "running", 10).await;
+    assert_eq!(cancel(&gw, &id).await, 202);
+    let job = gw.wait_terminal(TOKEN_A, &id, 10).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+}
+
 #[tokio::test]
 async fn a_lost_workload_is_stopped_and_deleted_before_the_next_attempt() {
     let gw = Gateway::start(

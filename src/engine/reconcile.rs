@@ -417,23 +417,32 @@ impl Engine {
             provider_ref: pref,
         };
         slot.follow(id, handle.clone(), None);
-
-        if let Some(reason) = cancel_reason {
-            return self
-                .stop_workload(&rec, &slot, &handle, JobState::Cancelled, reason)
-                .await;
-        }
-        if let Some(reason) = timeout_reason {
-            return self
-                .stop_workload(&rec, &slot, &handle, JobState::Failed, reason)
-                .await;
-        }
         let phase = self
             .observations
             .lock()
             .unwrap()
             .get(&handle.key)
             .map(|(phase, _)| phase.clone());
+
+        if let Some(reason) = cancel_reason {
+            // A workload that has ended by itself has nothing left to stop (and a stop
+            // that keeps failing would keep the job cancelling).
+            if let Some(Phase::Exited { exit_code, .. }) = phase {
+                return self
+                    .end(&rec, &slot, &handle, JobState::Cancelled, exit_code, reason)
+                    .await;
+            }
+            return self
+                .stop_workload(&rec, &slot, &handle, JobState::Cancelled, reason)
+                .await;
+        }
+        // Past its timeout but ended by itself: its own outcome stands (below).
+        let ended = matches!(phase, Some(Phase::Exited { .. }));
+        if let Some(reason) = timeout_reason.filter(|_| !ended) {
+            return self
+                .stop_workload(&rec, &slot, &handle, JobState::Failed, reason)
+                .await;
+        }
         match phase {
             Some(Phase::Running) if rec.job.state == JobState::Starting => {
                 let now = Utc::now();
