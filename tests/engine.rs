@@ -184,7 +184,8 @@ poll_interval_ms = 20
 
 /// A workload that ends by itself while its stop keeps failing has nothing left to stop:
 /// the job ends cancelled once the end is seen, rather than staying `cancelling` with the
-/// stop retried ever less often (a long-poll on it waited 107 s in a schemathesis run).
+/// stop retried ever less often (a long-poll on it waited 107 s in a schemathesis run);
+/// and so does one whose workload its provider lost.
 #[tokio::test]
 async fn a_cancelled_job_whose_workload_ends_while_its_stop_fails_ends_cancelled() {
     let gw = Gateway::start(
@@ -201,6 +202,16 @@ poll_interval_ms = 20
     // test counts the cancel calls of "stuck".
     let id = submitted(&gw, sim("unstoppable", json!({"cancel_error": "transient"}))).await;
     gw.wait_state(TOKEN_A, &id, "running", 10).await;
+    assert_eq!(cancel(&gw, &id).await, 202);
+    let job = gw.wait_terminal(TOKEN_A, &id, 10).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+    // The same for a workload its provider lost (schemathesis's second find).
+    let id = submitted(&gw, sim("unstoppable", json!({"cancel_error": "transient", "lost": true}))).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.get(TOKEN_A, &format!("/v1/jobs/{id}")).await.1["provider_ref"].is_null() {
+        assert!(Instant::now() < deadline, "never launched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(cancel(&gw, &id).await, 202);
     let job = gw.wait_terminal(TOKEN_A, &id, 10).await;
     assert_eq!(job["state"], "cancelled", "{job}");

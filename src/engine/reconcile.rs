@@ -425,9 +425,15 @@ impl Engine {
             .map(|(phase, _)| phase.clone());
 
         if let Some(reason) = cancel_reason {
-            // A workload that has ended by itself has nothing left to stop (and a stop
-            // that keeps failing would keep the job cancelling).
-            if let Some(Phase::Exited { exit_code, .. }) = phase {
+            // A workload that has ended by itself, or that its provider has lost, has
+            // nothing left to stop (and a stop that keeps failing would keep the job
+            // cancelling).
+            let gone = match phase {
+                Some(Phase::Exited { exit_code, .. }) => Some(exit_code),
+                Some(Phase::Lost { .. }) => Some(None),
+                _ => None,
+            };
+            if let Some(exit_code) = gone {
                 return self
                     .end(&rec, &slot, &handle, JobState::Cancelled, exit_code, reason)
                     .await;
