@@ -373,6 +373,8 @@ pub enum KindConfig {
     Kubernetes(offload_kubernetes::Config),
     #[cfg(feature = "aci")]
     Aci(offload_aci::Config),
+    #[cfg(feature = "aca")]
+    Aca(offload_aca::Config),
 }
 
 impl KindConfig {
@@ -383,6 +385,8 @@ impl KindConfig {
             KindConfig::Ecs(_) => Some(offload_ecs::MAX_POLL_INTERVAL_MS),
             #[cfg(feature = "aci")]
             KindConfig::Aci(_) => Some(offload_aci::MAX_POLL_INTERVAL_MS),
+            #[cfg(feature = "aca")]
+            KindConfig::Aca(_) => Some(offload_aca::MAX_POLL_INTERVAL_MS),
             _ => None,
         }
     }
@@ -397,6 +401,8 @@ impl KindConfig {
             KindConfig::Kubernetes(c) => Arc::new(c.build().await?),
             #[cfg(feature = "aci")]
             KindConfig::Aci(c) => Arc::new(c.build().await?),
+            #[cfg(feature = "aca")]
+            KindConfig::Aca(c) => Arc::new(c.build().await?),
         })
     }
 }
@@ -510,6 +516,8 @@ impl Config {
                 KindConfig::Kubernetes(c) => c.check(),
                 #[cfg(feature = "aci")]
                 KindConfig::Aci(c) => c.check(),
+                #[cfg(feature = "aca")]
+                KindConfig::Aca(c) => c.check(),
                 _ => Ok(()),
             };
             checked.map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;
@@ -675,6 +683,11 @@ mod tests {
         assert_eq!(
             bound("[providers.x]\nkind = \"aci\"\nsubscription_id = \"s\"\nresource_group = \"g\"\nlocation = \"l\""),
             offload_aci::MAX_POLL_INTERVAL_MS
+        );
+        #[cfg(feature = "aca")]
+        assert_eq!(
+            bound("[providers.x]\nkind = \"aca\"\nsubscription_id = \"s\"\nresource_group = \"g\"\nlocation = \"l\"\nenvironment_id = \"e\""),
+            offload_aca::MAX_POLL_INTERVAL_MS
         );
     }
 }

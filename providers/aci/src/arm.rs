@@ -4,15 +4,12 @@
 //! waits out a 429's Retry-After before it gives up; what still fails is throttling.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use azure_core::auth::{AccessToken, Secret, TokenCredential};
 use azure_mgmt_containerinstance::package_preview_2024_10::models::ContainerGroup;
 use azure_mgmt_containerinstance::package_preview_2024_10::Client;
 use futures::StreamExt;
 use governor::Quota;
+use offload_arm::{gone_is_fine, json, Reads};
 use offload_provider::budget::Budget;
 use offload_provider::{ProviderError, Result};
 use serde_json::Value;
@@ -20,43 +17,20 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::group::CONTAINER;
 
-/// Below this many remaining reads (ARM's `x-ms-ratelimit-remaining-subscription-reads`),
-/// reads pause for a second to let the bucket refill.
-const LOW_READS: i64 = 50;
-
-/// A bearer token given in the configuration.
-#[derive(Debug)]
-struct FixedToken(String);
-
-#[async_trait::async_trait]
-impl TokenCredential for FixedToken {
-    async fn get_token(&self, _scopes: &[&str]) -> azure_core::Result<AccessToken> {
-        Ok(AccessToken::new(
-            Secret::new(self.0.clone()),
-            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-        ))
-    }
-
-    async fn clear_cache(&self) -> azure_core::Result<()> {
-        Ok(())
-    }
-}
-
 pub struct Arm {
     client: Client,
     subscription: String,
     group: String,
-    /// ARM's reads and creates per subscription, shared among the replicas.
-    reads: Budget,
+    /// ARM's reads and ACI's creates per subscription, shared among the replicas.
+    reads: Reads,
     creates: Budget,
-    remaining_reads: AtomicI64,
 }
 
 fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).expect("checked in Config::check")
 }
 
-/// ARM error codes that mean "not now or not here" rather than "wrong request".
+/// ARM error codes of ACI's that mean "not now or not here" rather than "wrong request".
 const CAPACITY_CODES: [&str; 6] = [
     "ServiceUnavailable",
     "ContainerGroupQuotaReached",
@@ -67,49 +41,23 @@ const CAPACITY_CODES: [&str; 6] = [
 ];
 
 pub fn classify(op: &str, err: azure_core::Error) -> ProviderError {
-    let Some(http) = err.as_http_error() else {
-        return ProviderError::Transient(format!("{op}: {err}"));
-    };
-    let status = u16::from(http.status());
-    let code = http.error_code().unwrap_or_default().to_string();
-    let text = format!(
-        "{op}: {status} {code}: {}",
-        http.error_message().unwrap_or_default()
-    );
-    match status {
-        429 => ProviderError::Throttled {
-            retry_after: Duration::from_secs(10),
-        },
-        _ if CAPACITY_CODES.contains(&code.as_str()) => ProviderError::Capacity(text),
-        401 | 403 => ProviderError::Config(text),
-        404 => ProviderError::NotFound(text),
-        400 | 409 | 422 => ProviderError::InvalidSpec(text),
-        _ => ProviderError::Transient(text),
-    }
+    offload_arm::classify(op, err, &CAPACITY_CODES)
 }
 
 impl Arm {
     pub fn new(config: &Config) -> std::result::Result<Arm, String> {
-        let credential: Arc<dyn TokenCredential> = match &config.access_token {
-            Some(token) => Arc::new(FixedToken(token.0.clone())),
-            None => azure_identity::create_default_credential().map_err(|e| e.to_string())?,
-        };
-        let endpoint =
-            azure_core::Url::parse(&config.endpoint).map_err(|e| format!("endpoint: {e}"))?;
+        let credential = offload_arm::credential(config.access_token.as_ref())?;
         let client = Client::builder(credential)
-            .endpoint(endpoint)
-            .retry(azure_core::RetryOptions::exponential(
-                azure_core::ExponentialRetryOptions::default().max_retries(3u32),
-            ))
+            .endpoint(offload_arm::endpoint(&config.endpoint)?)
+            .retry(offload_arm::retry())
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Arm {
             client,
             subscription: config.subscription_id.clone(),
             group: config.resource_group.clone(),
-            reads: Budget::per_second(config.reads_per_second, config.read_burst),
+            reads: Reads::new(config.reads_per_second, config.read_burst),
             creates: Budget::new(Quota::per_hour(nonzero(config.creates_per_hour))),
-            remaining_reads: AtomicI64::new(i64::MAX),
         })
     }
 
@@ -119,37 +67,9 @@ impl Arm {
         self.creates.set_replicas(live);
     }
 
-    async fn read_turn(&self) {
-        self.reads.ready().await;
-        if self.remaining_reads.load(Ordering::Relaxed) < LOW_READS {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    fn note_budget(&self, response: &azure_core::Response) {
-        let remaining = response
-            .headers()
-            .get_optional_str(&azure_core::headers::HeaderName::from_static(
-                "x-ms-ratelimit-remaining-subscription-reads",
-            ))
-            .and_then(|v| v.parse().ok());
-        if let Some(n) = remaining {
-            self.remaining_reads.store(n, Ordering::Relaxed);
-        }
-    }
-
-    async fn json(op: &str, response: azure_core::Response) -> Result<Value> {
-        let text = response
-            .into_body()
-            .collect_string()
-            .await
-            .map_err(|e| ProviderError::Transient(format!("{op}: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| ProviderError::Transient(format!("{op}: {e}")))
-    }
-
     /// The group as ARM reports it, or `None` when there is none.
     pub async fn get(&self, name: &str) -> Result<Option<Value>> {
-        self.read_turn().await;
+        self.reads.turn().await;
         let sent = self
             .client
             .container_groups_client()
@@ -159,8 +79,8 @@ impl Arm {
         match sent {
             Ok(response) => {
                 let raw = response.into_raw_response();
-                self.note_budget(&raw);
-                Self::json("get container group", raw).await.map(Some)
+                self.reads.note(&raw);
+                json("get container group", raw).await.map(Some)
             }
             Err(e) => match classify("get container group", e) {
                 ProviderError::NotFound(_) => Ok(None),
@@ -211,7 +131,7 @@ impl Arm {
     }
 
     pub async fn logs(&self, name: &str, tail: Option<i32>) -> Result<String> {
-        self.read_turn().await;
+        self.reads.turn().await;
         let mut request = self.client.containers_client().list_logs(
             &self.subscription,
             &self.group,
@@ -224,8 +144,8 @@ impl Arm {
         match request.send().await {
             Ok(response) => {
                 let raw = response.into_raw_response();
-                self.note_budget(&raw);
-                let body = Self::json("container logs", raw).await?;
+                self.reads.note(&raw);
+                let body = json("container logs", raw).await?;
                 Ok(body["content"].as_str().unwrap_or_default().to_string())
             }
             Err(e) => match classify("container logs", e) {
@@ -244,7 +164,7 @@ impl Arm {
             .into_stream();
         let mut groups = vec![];
         loop {
-            self.read_turn().await;
+            self.reads.turn().await;
             match pages.next().await {
                 None => return Ok(groups),
                 Some(page) => {
@@ -257,12 +177,5 @@ impl Arm {
                 }
             }
         }
-    }
-}
-
-fn gone_is_fine(result: Result<()>) -> Result<()> {
-    match result {
-        Err(ProviderError::NotFound(_)) => Ok(()),
-        other => other,
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use offload_arm::SecretString;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,17 +61,6 @@ pub struct Registry {
     pub identity: Option<String>,
 }
 
-/// A secret from the configuration: used as it is, never shown by Debug (or in logs).
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(pub String);
-
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 pub enum Priority {
     #[default]
@@ -87,7 +77,7 @@ pub struct Dns {
 }
 
 fn default_endpoint() -> String {
-    "https://management.azure.com".into()
+    offload_arm::ENDPOINT.into()
 }
 fn linux() -> String {
     "Linux".into()
@@ -99,10 +89,10 @@ fn default_max_memory_gb() -> f64 {
     16.0
 }
 fn default_reads() -> u32 {
-    25
+    offload_arm::READS_PER_SECOND
 }
 fn default_read_burst() -> u32 {
-    250
+    offload_arm::READ_BURST
 }
 fn default_creates() -> u32 {
     300

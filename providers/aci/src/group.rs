@@ -141,17 +141,6 @@ pub fn body(config: &Config, launch: &Launch) -> Value {
         group["identity"] =
             json!({"type": "UserAssigned", "userAssignedIdentities": {identity: {}}});
     }
-    strip_nulls(&mut group);
+    offload_arm::strip_nulls(&mut group);
     group
-}
-
-fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(strip_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
-        _ => {}
-    }
 }

@@ -30,7 +30,8 @@ use offload_provider::{
     ProviderError, Resources, Result, WorkloadSpec,
 };
 
-pub use config::{Config, Dns, Priority, Registry, SecretString};
+pub use config::{Config, Dns, Priority, Registry};
+pub use offload_arm::SecretString;
 
 /// The longest a running group goes unobserved unless `max_poll_interval_ms` says
 /// otherwise. Every look is a GET against ARM's read budget, which the whole subscription

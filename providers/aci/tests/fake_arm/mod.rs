@@ -1,11 +1,10 @@
 //! A fake Azure Resource Manager for container groups. No ACI emulator exists, so this
 //! serves the shapes of Microsoft's published examples (tests/fixtures, copied from
-//! Azure/azure-rest-api-specs): it checks the bearer token and the api-version the crate
-//! sends, keeps groups that a test moves through Pending → Running → Terminated, never
-//! returns a `secureValue` (as ARM does not), answers 429 with Retry-After when asked, sends
-//! `x-ms-ratelimit-remaining-subscription-reads` from a read bucket like ARM's (250,
-//! refilled at 25/s; an empty bucket answers 429), lists groups without their instance
-//! view (as the published list example shows them), and records every request. A stop does
+//! Azure/azure-rest-api-specs), behind ARM's gate for every call (`offload_arm::fake`:
+//! token, api-version, throttling, the read bucket, the record of requests). It keeps
+//! groups that a test moves through Pending → Running → Terminated, never returns a
+//! `secureValue` (as ARM does not), and lists groups without their instance view (as the
+//! published list example shows them). A stop does
 //! what Microsoft's docs say ACI's does: it recycles the containers of a group still
 //! running (their log goes with them) and leaves a group that already ended as it is.
 
@@ -14,15 +13,15 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use offload_arm::fake::{arm_error, Gate};
+pub use offload_arm::fake::TOKEN;
 use serde_json::{json, Value};
 
-pub const TOKEN: &str = "fake-arm-token";
 pub const API_VERSION: &str = "2024-10-01-preview";
 const GROUPS: &str = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups";
 
@@ -32,14 +31,6 @@ struct Inner {
     /// What the next GETs of a group return instead (a published example).
     examples: BTreeMap<String, Value>,
     logs: BTreeMap<String, String>,
-    throttle: u32,
-    retry_after: u64,
-    /// ARM's read bucket for the subscription: 250, refilled at 25 per second.
-    read_budget: f64,
-    refilled_at: Option<std::time::Instant>,
-    /// Reads refused because the bucket was empty.
-    over_budget: u32,
-    requests: Vec<(String, String, Option<Value>)>,
 }
 
 #[derive(Clone, Default)]
@@ -48,6 +39,7 @@ struct Shared(Arc<Mutex<Inner>>);
 pub struct FakeArm {
     pub url: String,
     shared: Shared,
+    gate: Gate,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -69,91 +61,6 @@ pub fn fixture(name: &str) -> Value {
         other => panic!("the fake serves no example {other}"),
     };
     serde_json::from_str(text).unwrap()
-}
-
-fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
-}
-
-/// Authentication, api-version, injected throttling and the read-budget header, as ARM
-/// applies them to every call.
-async fn gate(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let method = request.method().to_string();
-    let uri = request.uri().clone();
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    let json = serde_json::from_slice(&bytes).ok();
-    let (throttled, remaining) = {
-        let mut inner = shared.0.lock().unwrap();
-        inner.requests.push((method.clone(), uri.to_string(), json));
-        let now = std::time::Instant::now();
-        let since = inner
-            .refilled_at
-            .map_or(f64::INFINITY, |t| (now - t).as_secs_f64());
-        inner.read_budget = (inner.read_budget + 25.0 * since).min(250.0);
-        inner.refilled_at = Some(now);
-        let mut throttled = (inner.throttle > 0).then(|| {
-            inner.throttle -= 1;
-            inner.retry_after
-        });
-        if method == "GET" && throttled.is_none() {
-            if inner.read_budget < 1.0 {
-                inner.over_budget += 1;
-                throttled = Some(1);
-            } else {
-                inner.read_budget -= 1.0;
-            }
-        }
-        (throttled, inner.read_budget.floor() as u64)
-    };
-    let bearer = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    if bearer != Some(&format!("Bearer {TOKEN}")) {
-        return arm_error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "The access token is invalid.",
-        );
-    }
-    let version = uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .find_map(|p| p.strip_prefix("api-version="));
-    if version != Some(API_VERSION) {
-        return arm_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidApiVersionParameter",
-            "The api-version is invalid.",
-        );
-    }
-    if let Some(seconds) = throttled {
-        let mut response = arm_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
-            "The request is being throttled.",
-        );
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from(seconds));
-        return response;
-    }
-    let mut response = next
-        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await;
-    response.headers_mut().insert(
-        "x-ms-ratelimit-remaining-subscription-reads",
-        HeaderValue::from(remaining),
-    );
-    response
 }
 
 /// A group as GET returns it: ARM's shape, without secure values.
@@ -276,6 +183,7 @@ async fn container_logs(
 impl FakeArm {
     pub async fn start() -> FakeArm {
         let shared = Shared::default();
+        let gate = Gate::new(API_VERSION);
         let app = Router::new()
             .route(GROUPS, get(list_groups))
             .route(
@@ -287,8 +195,8 @@ impl FakeArm {
                 &format!("{GROUPS}/{{name}}/containers/{{container}}/logs"),
                 get(container_logs),
             )
-            .layer(middleware::from_fn_with_state(shared.clone(), gate))
             .with_state(shared.clone());
+        let app = gate.guard(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
@@ -297,6 +205,7 @@ impl FakeArm {
         FakeArm {
             url,
             shared,
+            gate,
             server,
         }
     }
@@ -338,18 +247,16 @@ impl FakeArm {
 
     /// The next `times` requests get 429 with `Retry-After: seconds`.
     pub fn throttle(&self, times: u32, seconds: u64) {
-        let mut inner = self.shared.0.lock().unwrap();
-        inner.throttle = times;
-        inner.retry_after = seconds;
+        self.gate.throttle(times, seconds);
     }
 
     /// Reads ARM would have refused with 429 because the subscription's bucket was empty.
     pub fn over_budget(&self) -> u32 {
-        self.shared.0.lock().unwrap().over_budget
+        self.gate.over_budget()
     }
 
     /// (method, path and query, JSON body) of every request.
     pub fn requests(&self) -> Vec<(String, String, Option<Value>)> {
-        self.shared.0.lock().unwrap().requests.clone()
+        self.gate.requests()
     }
 }

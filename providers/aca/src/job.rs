@@ -1,0 +1,154 @@
+//! One Container Apps job per attempt: its name, and the body of the PUT that creates it,
+//! written as ARM's JSON and checked against `azure_mgmt_app`'s model.
+
+use offload_provider::{Launch, ProviderError, Result};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::sizing::Placement;
+
+pub const CONTAINER: &str = "main";
+pub const MANAGED_BY_TAG: &str = "managed-by";
+pub const JOB_ID_TAG: &str = "offload-job-id";
+/// The launch key, which the job's name is made from but cannot hold.
+pub const KEY_TAG: &str = "offload-launch-key";
+
+/// Container Apps job names are "lower case alphanumeric characters or '-', start with a
+/// letter, end with an alphanumeric character, cannot have '--', and must be less than 32
+/// characters" (the Azure CLI's reference), and a launch key is longer: the name is
+/// `offload-` and the first 22 hex digits of the key's SHA-256 (30 characters), stable for
+/// the key, and the key goes in a tag.
+pub fn name(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest[..11].iter().map(|b| format!("{b:02x}")).collect();
+    format!("offload-{hex}")
+}
+
+/// How much longer than `timeout_seconds` Container Apps lets a replica run. The engine
+/// ends a job at its timeout itself (stopping the execution); the replica timeout is the
+/// backstop for a gateway that is down then, so it must not win the race.
+pub const REPLICA_TIMEOUT_GRACE_SECONDS: u64 = 60;
+/// The replica timeout of a job without one: a day.
+pub const DEFAULT_REPLICA_TIMEOUT_SECONDS: u64 = 86_400;
+
+/// Why a job's `provider_options.aca` is refused: the provider takes none (an empty object
+/// is fine). The environment, identity and registries are the operator's to set.
+pub fn options_refusal(options: Option<&Value>) -> Option<String> {
+    match options {
+        None => None,
+        Some(Value::Object(map)) if map.is_empty() => None,
+        Some(_) => Some(
+            "provider_options.aca: Container Apps takes no per-job options; the environment, \
+             workload profiles, identity and registries are set in the provider's configuration"
+                .into(),
+        ),
+    }
+}
+
+/// The name of the job secret that holds `secret_env`'s `i`-th value.
+fn secret_name(i: usize) -> String {
+    format!("env-{i}")
+}
+
+pub fn body(config: &Config, launch: &Launch, placement: &Placement) -> Result<Value> {
+    let spec = &launch.spec;
+    let env: Vec<Value> = spec
+        .env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .chain(
+            launch
+                .secret_env
+                .keys()
+                .enumerate()
+                .map(|(i, k)| json!({"name": k, "secretRef": secret_name(i)})),
+        )
+        .collect();
+    let mut secrets: Vec<Value> = launch
+        .secret_env
+        .values()
+        .enumerate()
+        .map(|(i, v)| json!({"name": secret_name(i), "value": v}))
+        .collect();
+    let mut registries = vec![];
+    for (i, r) in config.registries.iter().enumerate() {
+        let mut registry = json!({"server": r.server, "username": r.username, "identity": r.identity});
+        if let Some(password) = &r.password {
+            let name = format!("registry-{i}");
+            secrets.push(json!({"name": name, "value": password.0}));
+            registry["passwordSecretRef"] = json!(name);
+        }
+        registries.push(registry);
+    }
+    let mut tags = config.tags.clone();
+    for (k, v) in &spec.labels {
+        tags.insert(format!("label-{k}"), v.clone());
+    }
+    tags.insert(MANAGED_BY_TAG.into(), "offload".into());
+    tags.insert(JOB_ID_TAG.into(), launch.job_id.clone());
+    tags.insert(KEY_TAG.into(), launch.key.clone());
+    let replica_timeout = spec
+        .timeout_seconds
+        .map_or(DEFAULT_REPLICA_TIMEOUT_SECONDS, |t| {
+            t + REPLICA_TIMEOUT_GRACE_SECONDS
+        });
+    let mut container = json!({
+        "name": CONTAINER,
+        "image": spec.image,
+        "env": env,
+        "resources": {"cpu": placement.cpu, "memory": placement.memory()},
+    });
+    if !spec.command.is_empty() {
+        container["command"] = json!(spec.command);
+    }
+    if !spec.args.is_empty() {
+        container["args"] = json!(spec.args);
+    }
+    let mut job = json!({
+        "location": config.location,
+        "tags": tags,
+        "properties": {
+            "environmentId": config.environment_id,
+            "workloadProfileName": placement.profile,
+            "configuration": {
+                "triggerType": "Manual",
+                "replicaTimeout": replica_timeout,
+                // The engine decides retries.
+                "replicaRetryLimit": 0,
+                "manualTriggerConfig": {"replicaCompletionCount": 1, "parallelism": 1},
+                "secrets": secrets,
+                "registries": registries,
+            },
+            "template": {"containers": [container]},
+        },
+    });
+    if let Some(identity) = &config.managed_identity {
+        job["identity"] = json!({"type": "UserAssigned", "userAssignedIdentities": {identity: {}}});
+    }
+    offload_arm::strip_nulls(&mut job);
+    i32::try_from(replica_timeout).map_err(|_| {
+        ProviderError::InvalidSpec(format!(
+            "timeout_seconds: {} is more than Container Apps' replica timeout can hold",
+            replica_timeout
+        ))
+    })?;
+    Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_name_fits_container_apps_rules_and_is_stable() {
+        let key = "offload-0192c3f4a5b6c7d8e9f0a1b2c3d4e5f6-12";
+        let n = name(key);
+        assert_eq!(n.len(), 30, "{n}");
+        assert!(n.starts_with("offload-"));
+        assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        assert!(!n.contains("--") && !n.ends_with('-'));
+        assert_eq!(n, name(key));
+        assert_ne!(n, name("offload-0192c3f4a5b6c7d8e9f0a1b2c3d4e5f6-13"));
+    }
+}

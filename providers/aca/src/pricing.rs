@@ -1,0 +1,122 @@
+//! What a Container Apps job costs and how it is billed, so routing can compare it with
+//! other providers and send GPU work where it is cheapest.
+//!
+//! - Size: the replica's allocation ([`crate::sizing::place`]): on the Consumption profile
+//!   the CPU and memory pair the request rounds up to; on a serverless GPU profile the
+//!   requested CPU and memory (to 0.25) and the profile's GPU.
+//! - Time: per second while the replica runs; jobs are billed at the active rate, with no
+//!   request charge and no minimum.
+//! - Price: pay-as-you-go list prices (region below); the monthly free grant is not counted
+//!   (it is the subscription's, not one job's). Other regions differ: set
+//!   `[providers.NAME.price]` there.
+//!
+//! Every figure names its source and when it was read; figures that could not be read on a
+//! primary source are marked UNCONFIRMED.
+
+use std::collections::BTreeMap;
+
+use offload_provider::PriceSheet;
+
+use crate::config::Config;
+use crate::sizing;
+
+/// Billing rule: per second, no minimum. Source: Microsoft Learn, "Billing in Azure
+/// Container Apps" (MicrosoftDocs/azure-docs articles/container-apps/billing.md @03e5750,
+/// ms.date 12/09/2025), read 2026-12-02: resources are billed "on a per-second basis, in
+/// vCPU-seconds and GiB-seconds"; "resources consumed by Azure Container Apps jobs are
+/// charged the active rate"; "Request charges don't apply to Azure Container Apps jobs";
+/// "You're charged for the amount of resources allocated to each replica while it's
+/// running". No minimum is stated; UNCONFIRMED that the pricing page states none.
+pub const MIN_BILLED_SECONDS: u64 = 0;
+pub const BILLING_INCREMENT_SECONDS: u64 = 1;
+
+/// Consumption plan, active usage, East US, pay-as-you-go: USD per vCPU-second (meter
+/// `Standard vCPU Active Usage`). UNCONFIRMED: the pricing page
+/// (https://azure.microsoft.com/pricing/details/container-apps/) and the Retail Prices API
+/// could not be read here, read 2026-12-02; the figure is the one quoted from the page by
+/// several independent write-ups. Other regions are dearer (westeurope 0.000034).
+pub const VCPU_SECOND: f64 = 0.000024;
+/// Consumption plan, active usage, East US: USD per GiB-second (meter `Standard Memory
+/// Active Usage`). Source and status: as for [`VCPU_SECOND`] (UNCONFIRMED).
+pub const GIB_SECOND: f64 = 0.000003;
+
+/// (GPU kind, USD per GPU-second) of the serverless GPU profiles, billed on top of the
+/// replica's vCPU-seconds and GiB-seconds: billing.md lists GPU-seconds as a third meter
+/// ("The number of GPUs allocated to your container apps on a per-second basis") and says
+/// serverless GPUs are "always billed for active usage". UNCONFIRMED, both figures: meters
+/// `Standard NC T4 v3 GPU Usage` and `Standard NC A100 v4 GPU Usage` as a third-party copy
+/// of the Retail Prices API gives them for canadacentral, read 2026-12-02; no primary copy
+/// was readable. Set `price.gpu_hour` where they differ.
+pub const GPU_SECOND: [(&str, f64); 2] = [("nvidia-tesla-t4", 0.000088), ("nvidia-tesla-a100", 0.000635)];
+
+pub fn sheet(config: &Config) -> PriceSheet {
+    let kinds: Vec<&str> = sizing::gpu_profiles(config).map(|(_, t)| t.kind).collect();
+    PriceSheet {
+        vcpu_hour: VCPU_SECOND * 3600.0,
+        gb_hour: GIB_SECOND * 3600.0,
+        gpu_hour: GPU_SECOND
+            .iter()
+            .filter(|(kind, _)| kinds.contains(kind))
+            .map(|(kind, price)| (kind.to_string(), price * 3600.0))
+            .collect::<BTreeMap<_, _>>(),
+        min_billed_seconds: MIN_BILLED_SECONDS,
+        billing_increment_seconds: BILLING_INCREMENT_SECONDS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use offload_provider::{Gpu, Resources};
+
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn config(profiles: serde_json::Value) -> Config {
+        serde_json::from_value(serde_json::json!({
+            "subscription_id": "s", "resource_group": "g", "location": "eastus",
+            "environment_id": "e", "gpu_profiles": profiles,
+        }))
+        .unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    fn req(cpu: f64, memory_bytes: u64, gpu: Option<&str>) -> Resources {
+        Resources {
+            cpu,
+            memory_bytes,
+            gpu: gpu.map(|k| Gpu { count: 1, kind: Some(k.into()) }),
+            ephemeral_storage_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_replica_is_billed_per_second_at_its_consumption_pair() {
+        let config = config(serde_json::json!([]));
+        let sheet = sheet(&config);
+        assert!(sheet.gpu_hour.is_empty(), "no GPU profiles, no GPU prices");
+        // 0.3 vCPU and 1.5 GiB run as 0.75 vCPU with 1.5 GiB.
+        let placed = crate::sizing::place(&config, &req(0.3, 1536 << 20, None)).unwrap();
+        let billed = placed.billed(&req(0.3, 1536 << 20, None));
+        assert_eq!((billed.cpu, billed.memory_bytes), (0.75, 1536 << 20));
+        let est = sheet.estimate(&billed, 61).unwrap();
+        assert_eq!(est.billed_seconds, 61);
+        assert!(close(est.estimated_usd, (0.75 * 0.000024 + 1.5 * 0.000003) * 61.0), "{est:?}");
+    }
+
+    #[test]
+    fn a_gpu_replica_adds_its_gpu_seconds_to_its_cpu_and_memory() {
+        let config = config(serde_json::json!([
+            {"name": "t4", "type": "Consumption-GPU-NC8as-T4"},
+            {"name": "a100", "type": "Consumption-GPU-NC24-A100"},
+        ]));
+        let sheet = sheet(&config);
+        let est = sheet.estimate(&req(4.0, 16 * GIB, Some("nvidia-tesla-a100")), 3600).unwrap();
+        let hourly = (4.0 * 0.000024 + 16.0 * 0.000003 + 0.000635) * 3600.0;
+        assert!(close(est.hourly_usd, hourly), "{est:?}");
+        assert!(close(sheet.gpu_hour["nvidia-tesla-t4"], 0.000088 * 3600.0));
+    }
+}
