@@ -49,7 +49,11 @@ log_analytics = {{ workspace_id = "{workspace}", endpoint = "{url}" }}
 
     /// Waits for the job to be launched; its Container Apps job's name.
     async fn launched(gw: &Gateway, id: &str) -> String {
-        let job = gw.wait_for(TOKEN_A, id, 20, "launched", |j| j["provider_ref"].is_string()).await;
+        let job = gw
+            .wait_for(TOKEN_A, id, 20, "launched", |j| {
+                j["provider_ref"].is_string()
+            })
+            .await;
         job["provider_ref"].as_str().unwrap().to_string()
     }
 
@@ -71,33 +75,69 @@ log_analytics = {{ workspace_id = "{workspace}", endpoint = "{url}" }}
     async fn a_job_runs_to_its_exit_code_with_its_log_and_is_released() {
         let apps = FakeApps::start().await;
         let gw = Gateway::start(&provider(&apps)).await;
-        let id = submitted(&gw, json!({"image": "alpine:3", "command": ["sh", "-c", "echo hi"], "provider": "apps",
-            "secret_env": {"TOKEN": "s3cr3t"}})).await;
+        let id = submitted(
+            &gw,
+            json!({"image": "alpine:3", "command": ["sh", "-c", "echo hi"], "provider": "apps",
+            "secret_env": {"TOKEN": "s3cr3t"}}),
+        )
+        .await;
         let name = launched(&gw, &id).await;
         apps.set_execution(&name, "Running", json!({"status": "Running"}));
         gw.wait_state(TOKEN_A, &id, "running", 20).await;
         apps.append_log(&name, "hello from container apps\n");
-        apps.set_execution(&name, "Succeeded", json!({"status": "Succeeded", "code": 0, "additionalInformation": "Completed"}));
+        apps.set_execution(
+            &name,
+            "Succeeded",
+            json!({"status": "Succeeded", "code": 0, "additionalInformation": "Completed"}),
+        );
         let job = gw.wait_terminal(TOKEN_A, &id, 20).await;
-        assert_eq!((job["state"].as_str(), job["exit_code"].as_i64()), (Some("succeeded"), Some(0)), "{job}");
-        let log = gw.req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A).send().await.unwrap().text().await.unwrap();
+        assert_eq!(
+            (job["state"].as_str(), job["exit_code"].as_i64()),
+            (Some("succeeded"), Some(0)),
+            "{job}"
+        );
+        let log = gw
+            .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_eq!(log, "hello from container apps\n");
         // Released a second after its end: the job is deleted.
         until("the job's release", || apps.job(&name).is_none()).await;
-        assert!(!gw.get(TOKEN_A, &format!("/v1/jobs/{id}")).await.1.to_string().contains("s3cr3t"));
+        assert!(!gw
+            .get(TOKEN_A, &format!("/v1/jobs/{id}"))
+            .await
+            .1
+            .to_string()
+            .contains("s3cr3t"));
 
         let id = submitted(&gw, json!({"image": "alpine:3", "provider": "apps"})).await;
         let name = launched(&gw, &id).await;
-        apps.set_execution(&name, "Failed", json!({"status": "Failed", "code": 3, "additionalInformation": "Error"}));
+        apps.set_execution(
+            &name,
+            "Failed",
+            json!({"status": "Failed", "code": 3, "additionalInformation": "Error"}),
+        );
         let job = gw.wait_terminal(TOKEN_A, &id, 20).await;
-        assert_eq!((job["state"].as_str(), job["exit_code"].as_i64()), (Some("failed"), Some(3)), "{job}");
+        assert_eq!(
+            (job["state"].as_str(), job["exit_code"].as_i64()),
+            (Some("failed"), Some(3)),
+            "{job}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_timeout_and_a_cancel_stop_the_execution() {
         let apps = FakeApps::start().await;
         let gw = Gateway::start(&provider(&apps)).await;
-        let timed = submitted(&gw, json!({"image": "alpine:3", "provider": "apps", "timeout_seconds": 1})).await;
+        let timed = submitted(
+            &gw,
+            json!({"image": "alpine:3", "provider": "apps", "timeout_seconds": 1}),
+        )
+        .await;
         let cancelled = submitted(&gw, json!({"image": "alpine:3", "provider": "apps"})).await;
         let timed_name = launched(&gw, &timed).await;
         let cancelled_name = launched(&gw, &cancelled).await;
@@ -105,17 +145,40 @@ log_analytics = {{ workspace_id = "{workspace}", endpoint = "{url}" }}
             apps.set_execution(name, "Running", json!({"status": "Running"}));
         }
         gw.wait_state(TOKEN_A, &cancelled, "running", 20).await;
-        let r = gw.req(Method::POST, &format!("/v1/jobs/{cancelled}/cancel"), TOKEN_A).send().await.unwrap();
+        let r = gw
+            .req(
+                Method::POST,
+                &format!("/v1/jobs/{cancelled}/cancel"),
+                TOKEN_A,
+            )
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
         for (id, state, reason, name) in [
-            (&timed, "failed", "timeout: still running after 1 s", &timed_name),
+            (
+                &timed,
+                "failed",
+                "timeout: still running after 1 s",
+                &timed_name,
+            ),
             (&cancelled, "cancelled", "cancelled by", &cancelled_name),
         ] {
-            let stopped = || apps.executions(name).first().is_some_and(|e| e["properties"]["status"] == "Stopped");
+            let stopped = || {
+                apps.executions(name)
+                    .first()
+                    .is_some_and(|e| e["properties"]["status"] == "Stopped")
+            };
             until(&format!("{state}: the execution's stop"), stopped).await;
             let job = gw.wait_terminal(TOKEN_A, id, 20).await;
             assert_eq!(job["state"], state, "{job}");
-            assert!(job["reason"].as_str().unwrap_or_default().starts_with(reason), "{job}");
+            assert!(
+                job["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(reason),
+                "{job}"
+            );
         }
     }
 }
@@ -145,10 +208,23 @@ async fn auto_sends_gpu_work_where_the_price_sheets_say() {
                "routing": {"expected_duration_seconds": 3600}})
     };
     let order = |quote: &serde_json::Value| -> Vec<String> {
-        quote["candidates"].as_array().unwrap().iter().map(|c| c["provider"].as_str().unwrap().to_string()).collect()
+        quote["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["provider"].as_str().unwrap().to_string())
+            .collect()
     };
-    for (kind, cheapest) in [("nvidia-tesla-t4", ["gke", "apps"]), ("nvidia-tesla-a100", ["apps", "gke"])] {
-        let r = gw.req(reqwest::Method::POST, "/v1/quotes", TOKEN_A).json(&gpu(kind)).send().await.unwrap();
+    for (kind, cheapest) in [
+        ("nvidia-tesla-t4", ["gke", "apps"]),
+        ("nvidia-tesla-a100", ["apps", "gke"]),
+    ] {
+        let r = gw
+            .req(reqwest::Method::POST, "/v1/quotes", TOKEN_A)
+            .json(&gpu(kind))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let quote: serde_json::Value = r.json().await.unwrap();
         assert_eq!(order(&quote), cheapest, "{kind}: {quote}");
@@ -156,7 +232,11 @@ async fn auto_sends_gpu_work_where_the_price_sheets_say() {
     let (status, job) = gw.submit(TOKEN_A, gpu("nvidia-tesla-a100")).await;
     assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().unwrap();
-    let job = gw.wait_for(TOKEN_A, id, 20, "launched", |j| j["provider_ref"].is_string()).await;
+    let job = gw
+        .wait_for(TOKEN_A, id, 20, "launched", |j| {
+            j["provider_ref"].is_string()
+        })
+        .await;
     assert_eq!(job["provider"], "apps", "{job}");
     let created = apps.job(job["provider_ref"].as_str().unwrap()).unwrap();
     assert_eq!(created["properties"]["workloadProfileName"], "gpu-a100");

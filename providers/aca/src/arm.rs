@@ -8,8 +8,7 @@ use std::sync::Arc;
 use azure_core::auth::TokenCredential;
 use azure_mgmt_app::package_preview_2024_08::models::Job;
 use azure_mgmt_app::package_preview_2024_08::Client;
-use futures::StreamExt;
-use offload_arm::{gone_is_fine, json, Reads};
+use offload_arm::{gone_is_fine, json, not_found_is_none, Reads};
 use offload_provider::{ProviderError, Result};
 use serde_json::Value;
 
@@ -33,14 +32,6 @@ const CAPACITY_CODES: [&str; 4] = [
 
 pub fn classify(op: &str, err: azure_core::Error) -> ProviderError {
     offload_arm::classify(op, err, &CAPACITY_CODES)
-}
-
-fn not_found_is_none<T>(result: Result<T>) -> Result<Option<T>> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(ProviderError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 impl Arm {
@@ -113,34 +104,21 @@ impl Arm {
         Ok(body["name"].as_str().map(str::to_string))
     }
 
-    /// The job's executions, newest first as ARM lists them, as ARM's JSON; none for a job
-    /// that is gone.
+    /// The job's executions, as ARM's JSON; none for a job that is gone.
     pub async fn executions(&self, name: &str) -> Result<Option<Vec<Value>>> {
-        let mut pages = self
+        let pages = self
             .client
             .jobs_executions_client()
             .list(&self.subscription, &self.group, name)
             .into_stream();
-        let mut executions = vec![];
-        loop {
-            self.reads.turn().await;
-            match pages.next().await {
-                None => return Ok(Some(executions)),
-                Some(page) => {
-                    let page = match not_found_is_none(
-                        page.map_err(|e| classify("list job executions", e)),
-                    )? {
-                        Some(page) => page,
-                        None => return Ok(None),
-                    };
-                    for execution in page.value {
-                        executions.push(serde_json::to_value(execution).map_err(|e| {
-                            ProviderError::Transient(format!("list job executions: {e}"))
-                        })?);
-                    }
-                }
-            }
-        }
+        offload_arm::pages(
+            "list job executions",
+            &self.reads,
+            pages,
+            |p| p.value,
+            classify,
+        )
+        .await
     }
 
     /// Stops an execution; one already gone is no error.
@@ -151,7 +129,10 @@ impl Arm {
             .stop_execution(&self.subscription, &self.group, job, execution)
             .send()
             .await;
-        gone_is_fine(sent.map(|_| ()).map_err(|e| classify("stop job execution", e)))
+        gone_is_fine(
+            sent.map(|_| ())
+                .map_err(|e| classify("stop job execution", e)),
+        )
     }
 
     /// Deletes the job (200, 202 or 204); one already gone is no error.
@@ -167,25 +148,12 @@ impl Arm {
 
     /// The resource group's jobs, every page, as ARM's JSON.
     pub async fn list(&self) -> Result<Vec<Value>> {
-        let mut pages = self
+        let pages = self
             .client
             .jobs_client()
             .list_by_resource_group(&self.subscription, &self.group)
             .into_stream();
-        let mut jobs = vec![];
-        loop {
-            self.reads.turn().await;
-            match pages.next().await {
-                None => return Ok(jobs),
-                Some(page) => {
-                    let page = page.map_err(|e| classify("list jobs", e))?;
-                    for job in page.value {
-                        jobs.push(serde_json::to_value(job).map_err(|e| {
-                            ProviderError::Transient(format!("list jobs: {e}"))
-                        })?);
-                    }
-                }
-            }
-        }
+        let jobs = offload_arm::pages("list jobs", &self.reads, pages, |p| p.value, classify);
+        Ok(jobs.await?.unwrap_or_default())
     }
 }

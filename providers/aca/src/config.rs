@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use offload_arm::SecretString;
+use offload_arm::{Registry, SecretString};
 use serde::Deserialize;
 
 use crate::sizing::GPU_PROFILE_TYPES;
@@ -56,16 +56,6 @@ pub struct GpuProfile {
     /// Its `workloadProfileType`: `Consumption-GPU-NC8as-T4` or `Consumption-GPU-NC24-A100`.
     #[serde(rename = "type")]
     pub profile_type: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registry {
-    pub server: String,
-    pub username: Option<String>,
-    pub password: Option<SecretString>,
-    /// A managed identity (resource id, or `system`) that may pull from the registry.
-    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,7 +142,9 @@ mod tests {
             "subscription_id": "s", "resource_group": "g", "location": "westus3",
             "environment_id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.App/managedEnvironments/e",
         });
-        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let config: Config = serde_json::from_value(base).map_err(|e| e.to_string())?;
         config.check().map(|_| config)
     }
@@ -165,7 +157,10 @@ mod tests {
         }))
         .unwrap();
         let shown = format!("{config:?}");
-        assert!(!shown.contains("token-value") && !shown.contains("password-value"), "{shown}");
+        assert!(
+            !shown.contains("token-value") && !shown.contains("password-value"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -175,7 +170,10 @@ mod tests {
             {"name": "h100", "type": "Consumption-GPU-NC40-H100"},
         ]}))
         .unwrap_err();
-        assert!(err.starts_with("gpu_profiles[1].type: \"Consumption-GPU-NC40-H100\""), "{err}");
+        assert!(
+            err.starts_with("gpu_profiles[1].type: \"Consumption-GPU-NC40-H100\""),
+            "{err}"
+        );
         assert!(err.contains("Consumption-GPU-NC24-A100"), "{err}");
     }
 }

@@ -32,20 +32,6 @@ pub const REPLICA_TIMEOUT_GRACE_SECONDS: u64 = 60;
 /// The replica timeout of a job without one: a day.
 pub const DEFAULT_REPLICA_TIMEOUT_SECONDS: u64 = 86_400;
 
-/// Why a job's `provider_options.aca` is refused: the provider takes none (an empty object
-/// is fine). The environment, identity and registries are the operator's to set.
-pub fn options_refusal(options: Option<&Value>) -> Option<String> {
-    match options {
-        None => None,
-        Some(Value::Object(map)) if map.is_empty() => None,
-        Some(_) => Some(
-            "provider_options.aca: Container Apps takes no per-job options; the environment, \
-             workload profiles, identity and registries are set in the provider's configuration"
-                .into(),
-        ),
-    }
-}
-
 /// The name of the job secret that holds `secret_env`'s `i`-th value.
 fn secret_name(i: usize) -> String {
     format!("env-{i}")
@@ -73,7 +59,8 @@ pub fn body(config: &Config, launch: &Launch, placement: &Placement) -> Result<V
         .collect();
     let mut registries = vec![];
     for (i, r) in config.registries.iter().enumerate() {
-        let mut registry = json!({"server": r.server, "username": r.username, "identity": r.identity});
+        let mut registry =
+            json!({"server": r.server, "username": r.username, "identity": r.identity});
         if let Some(password) = &r.password {
             let name = format!("registry-{i}");
             secrets.push(json!({"name": name, "value": password.0}));
@@ -146,7 +133,9 @@ mod tests {
         let n = name(key);
         assert_eq!(n.len(), 30, "{n}");
         assert!(n.starts_with("offload-"));
-        assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        assert!(n
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
         assert!(!n.contains("--") && !n.ends_with('-'));
         assert_eq!(n, name(key));
         assert_ne!(n, name("offload-0192c3f4a5b6c7d8e9f0a1b2c3d4e5f6-13"));

@@ -30,8 +30,9 @@ use offload_provider::{
 };
 use serde_json::Value;
 
-pub use config::{Config, GpuProfile, LogAnalytics, Registry};
+pub use config::{Config, GpuProfile, LogAnalytics};
 pub use job::name as job_name;
+pub use offload_arm::Registry;
 pub use sizing::GPU_PROFILE_TYPES;
 
 /// The longest a running job goes unobserved unless `max_poll_interval_ms` says otherwise:
@@ -69,9 +70,12 @@ pub struct Aca {
 
 /// The execution of a job: the newest by start time (a job of offload's has one).
 fn newest(executions: Vec<Value>) -> Option<Value> {
-    executions
-        .into_iter()
-        .max_by_key(|e| e["properties"]["startTime"].as_str().unwrap_or("").to_string())
+    executions.into_iter().max_by_key(|e| {
+        e["properties"]["startTime"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    })
 }
 
 impl Aca {
@@ -81,7 +85,10 @@ impl Aca {
         let deadline = tokio::time::Instant::now() + PROVISIONING_TIMEOUT;
         let mut look = FIRST_PROVISIONING_LOOK;
         loop {
-            match job["properties"]["provisioningState"].as_str().unwrap_or("") {
+            match job["properties"]["provisioningState"]
+                .as_str()
+                .unwrap_or("")
+            {
                 "Succeeded" => return Ok(()),
                 "Failed" | "Canceled" => {
                     return Err(ProviderError::InvalidSpec(format!(
@@ -104,6 +111,17 @@ impl Aca {
         }
     }
 
+    /// Where `spec` runs, or why it cannot (per-job options, or a size no profile has).
+    fn placement(&self, spec: &WorkloadSpec) -> Result<sizing::Placement> {
+        let settings = "the environment, workload profiles, identity and registries";
+        let options = spec.provider_options.as_ref();
+        if let Some(why) = offload_arm::options_refusal("aca", "Container Apps", settings, options)
+        {
+            return Err(ProviderError::InvalidSpec(why));
+        }
+        sizing::place(&self.config, &spec.resources)
+    }
+
     async fn start(&self, name: &str) -> Result<()> {
         let execution = self.arm.start(name).await?;
         tracing::info!(job = %name, execution = execution.as_deref().unwrap_or("(listed later)"), "started the Container Apps job");
@@ -123,7 +141,10 @@ impl Provider for Aca {
 
     fn capabilities(&self) -> Capabilities {
         let gpus: Vec<_> = sizing::gpu_profiles(&self.config).map(|(_, t)| t).collect();
-        let max_cpu = gpus.iter().map(|t| t.max_cpu).fold(sizing::MAX_CONSUMPTION_CPU, f64::max);
+        let max_cpu = gpus
+            .iter()
+            .map(|t| t.max_cpu)
+            .fold(sizing::MAX_CONSUMPTION_CPU, f64::max);
         let max_gib = gpus
             .iter()
             .map(|t| t.max_memory_gib)
@@ -153,15 +174,11 @@ impl Provider for Aca {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
-        if let Some(why) = job::options_refusal(spec.provider_options.as_ref()) {
-            return Err(ProviderError::InvalidSpec(why));
-        }
-        sizing::place(&self.config, &spec.resources).map(|_| ())
+        self.placement(spec).map(|_| ())
     }
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
-        self.validate(&launch.spec)?;
-        let placement = sizing::place(&self.config, &launch.spec.resources)?;
+        let placement = self.placement(&launch.spec)?;
         let name = job::name(&launch.key);
         let handle = Handle {
             key: launch.key.clone(),

@@ -105,7 +105,10 @@ impl Logs {
             .map_err(|e| ProviderError::Config(format!("log analytics token: {e}")))?;
         let response = self
             .http
-            .post(format!("{endpoint}/v1/workspaces/{}/query", self.config.workspace_id))
+            .post(format!(
+                "{endpoint}/v1/workspaces/{}/query",
+                self.config.workspace_id
+            ))
             .bearer_auth(token.token.secret())
             .json(&json!({"query": self.query(job, cursor.as_ref())}))
             .send()
@@ -115,16 +118,40 @@ impl Logs {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         match status {
             200 => {}
-            429 => return Err(ProviderError::Throttled { retry_after: std::time::Duration::from_secs(10) }),
-            401 | 403 => return Err(ProviderError::Config(format!("log analytics query: {status} {}", body["error"]))),
-            _ => return Err(ProviderError::Transient(format!("log analytics query: {status} {}", body["error"]))),
+            429 => {
+                return Err(ProviderError::Throttled {
+                    retry_after: std::time::Duration::from_secs(10),
+                })
+            }
+            401 | 403 => {
+                return Err(ProviderError::Config(format!(
+                    "log analytics query: {status} {}",
+                    body["error"]
+                )))
+            }
+            _ => {
+                return Err(ProviderError::Transient(format!(
+                    "log analytics query: {status} {}",
+                    body["error"]
+                )))
+            }
         }
-        Ok(chunk(&body, cursor, query.tail_bytes, columns(&self.config.table).1))
+        Ok(chunk(
+            &body,
+            cursor,
+            query.tail_bytes,
+            columns(&self.config.table).1,
+        ))
     }
 }
 
 /// The rows of a query's answer after `cursor`, as text, and where to carry on.
-fn chunk(body: &Value, cursor: Option<Cursor>, tail_bytes: Option<usize>, log_column: &str) -> LogChunk {
+fn chunk(
+    body: &Value,
+    cursor: Option<Cursor>,
+    tail_bytes: Option<usize>,
+    log_column: &str,
+) -> LogChunk {
     let table = &body["tables"][0];
     let index = |name: &str| {
         table["columns"]
@@ -132,7 +159,10 @@ fn chunk(body: &Value, cursor: Option<Cursor>, tail_bytes: Option<usize>, log_co
             .and_then(|cs| cs.iter().position(|c| c["name"] == name))
     };
     let (Some(at_i), Some(log_i)) = (index("TimeGenerated"), index(log_column)) else {
-        return LogChunk { text: String::new(), cursor: cursor.map(|c| c.text()) };
+        return LogChunk {
+            text: String::new(),
+            cursor: cursor.map(|c| c.text()),
+        };
     };
     let mut last = cursor;
     let mut skip = last.as_ref().map_or(0, |c| c.seen);
@@ -150,15 +180,24 @@ fn chunk(body: &Value, cursor: Option<Cursor>, tail_bytes: Option<usize>, log_co
             text.push('\n');
         }
         last = Some(match last {
-            Some(c) if c.at == at => Cursor { at: c.at, seen: c.seen + 1 },
-            _ => Cursor { at: at.to_string(), seen: 1 },
+            Some(c) if c.at == at => Cursor {
+                at: c.at,
+                seen: c.seen + 1,
+            },
+            _ => Cursor {
+                at: at.to_string(),
+                seen: 1,
+            },
         });
     }
     let text = match tail_bytes {
         Some(max) => offload_provider::tail_str(&text, max).to_string(),
         None => text,
     };
-    LogChunk { text, cursor: last.map(|c| c.text()) }
+    LogChunk {
+        text,
+        cursor: last.map(|c| c.text()),
+    }
 }
 
 #[cfg(test)]
@@ -173,21 +212,40 @@ mod tests {
 
     #[test]
     fn the_cursor_carries_on_after_lines_of_the_same_instant() {
-        let first = chunk(&answer(&[("2026-12-02T10:00:00Z", "a"), ("2026-12-02T10:00:01Z", "b")]), None, None, "Log_s");
+        let first = chunk(
+            &answer(&[("2026-12-02T10:00:00Z", "a"), ("2026-12-02T10:00:01Z", "b")]),
+            None,
+            None,
+            "Log_s",
+        );
         assert_eq!(first.text, "a\nb\n");
         assert_eq!(first.cursor.as_deref(), Some("2026-12-02T10:00:01Z/1"));
         // The next query starts at that instant again: its first row was read already.
         let cursor = Cursor::parse(first.cursor.as_deref().unwrap());
         let next = chunk(
-            &answer(&[("2026-12-02T10:00:01Z", "b"), ("2026-12-02T10:00:01Z", "c"), ("2026-12-02T10:00:02Z", "d")]),
-            cursor, None, "Log_s",
+            &answer(&[
+                ("2026-12-02T10:00:01Z", "b"),
+                ("2026-12-02T10:00:01Z", "c"),
+                ("2026-12-02T10:00:02Z", "d"),
+            ]),
+            cursor,
+            None,
+            "Log_s",
         );
         assert_eq!(next.text, "c\nd\n");
         assert_eq!(next.cursor.as_deref(), Some("2026-12-02T10:00:02Z/1"));
         // Nothing new keeps the cursor where it was.
         let cursor = Cursor::parse(next.cursor.as_deref().unwrap());
-        let none = chunk(&answer(&[("2026-12-02T10:00:02Z", "d")]), cursor, None, "Log_s");
-        assert_eq!((none.text.as_str(), none.cursor.as_deref()), ("", Some("2026-12-02T10:00:02Z/1")));
+        let none = chunk(
+            &answer(&[("2026-12-02T10:00:02Z", "d")]),
+            cursor,
+            None,
+            "Log_s",
+        );
+        assert_eq!(
+            (none.text.as_str(), none.cursor.as_deref()),
+            ("", Some("2026-12-02T10:00:02Z/1"))
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub const GIB_SECOND: f64 = 0.000003;
 /// `Standard NC T4 v3 GPU Usage` and `Standard NC A100 v4 GPU Usage` as a third-party copy
 /// of the Retail Prices API gives them for canadacentral, read 2026-12-02; no primary copy
 /// was readable. Set `price.gpu_hour` where they differ.
-pub const GPU_SECOND: [(&str, f64); 2] = [("nvidia-tesla-t4", 0.000088), ("nvidia-tesla-a100", 0.000635)];
+pub const GPU_SECOND: [(&str, f64); 2] = [
+    ("nvidia-tesla-t4", 0.000088),
+    ("nvidia-tesla-a100", 0.000635),
+];
 
 pub fn sheet(config: &Config) -> PriceSheet {
     let kinds: Vec<&str> = sizing::gpu_profiles(config).map(|(_, t)| t.kind).collect();
@@ -88,7 +91,10 @@ mod tests {
         Resources {
             cpu,
             memory_bytes,
-            gpu: gpu.map(|k| Gpu { count: 1, kind: Some(k.into()) }),
+            gpu: gpu.map(|k| Gpu {
+                count: 1,
+                kind: Some(k.into()),
+            }),
             ephemeral_storage_bytes: None,
         }
     }
@@ -104,7 +110,10 @@ mod tests {
         assert_eq!((billed.cpu, billed.memory_bytes), (0.75, 1536 << 20));
         let est = sheet.estimate(&billed, 61).unwrap();
         assert_eq!(est.billed_seconds, 61);
-        assert!(close(est.estimated_usd, (0.75 * 0.000024 + 1.5 * 0.000003) * 61.0), "{est:?}");
+        assert!(
+            close(est.estimated_usd, (0.75 * 0.000024 + 1.5 * 0.000003) * 61.0),
+            "{est:?}"
+        );
     }
 
     #[test]
@@ -114,7 +123,9 @@ mod tests {
             {"name": "a100", "type": "Consumption-GPU-NC24-A100"},
         ]));
         let sheet = sheet(&config);
-        let est = sheet.estimate(&req(4.0, 16 * GIB, Some("nvidia-tesla-a100")), 3600).unwrap();
+        let est = sheet
+            .estimate(&req(4.0, 16 * GIB, Some("nvidia-tesla-a100")), 3600)
+            .unwrap();
         let hourly = (4.0 * 0.000024 + 16.0 * 0.000003 + 0.000635) * 3600.0;
         assert!(close(est.hourly_usd, hourly), "{est:?}");
         assert!(close(sheet.gpu_hour["nvidia-tesla-t4"], 0.000088 * 3600.0));

@@ -17,7 +17,8 @@ const PULL_ERRORS: [&str; 3] = ["ErrImagePull", "ImagePullBackOff", "InvalidImag
 
 fn time(value: &Value) -> Option<SystemTime> {
     let text = value.as_str()?;
-    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at.unix_timestamp_nanos() as f64 / 1e9))
 }
 
@@ -116,27 +117,51 @@ mod tests {
 
     #[test]
     fn the_published_list_example_is_a_success_though_its_execution_says_running() {
-        let example: Value = serde_json::from_str(include_str!("../tests/fixtures/Job_Executions_Get.json")).unwrap();
+        let example: Value =
+            serde_json::from_str(include_str!("../tests/fixtures/Job_Executions_Get.json"))
+                .unwrap();
         let execution = &example["responses"]["200"]["body"]["value"][0];
         assert_eq!(
             phase(execution, now(), FIVE_MINUTES),
-            Phase::Exited { exit_code: Some(0), reason: None }
+            Phase::Exited {
+                exit_code: Some(0),
+                reason: None
+            }
         );
         assert_eq!(ran(execution).unwrap().seconds(), 600);
     }
 
     #[test]
     fn exit_codes_pull_errors_and_stops() {
-        let failed = at("Failed", json!({"name": "main", "status": "Failed", "code": 3, "additionalInformation": "Error"}));
+        let failed = at(
+            "Failed",
+            json!({"name": "main", "status": "Failed", "code": 3, "additionalInformation": "Error"}),
+        );
         assert_eq!(
             phase(&failed, now(), FIVE_MINUTES),
-            Phase::Exited { exit_code: Some(3), reason: Some("exited with code 3: Error".into()) }
+            Phase::Exited {
+                exit_code: Some(3),
+                reason: Some("exited with code 3: Error".into())
+            }
         );
-        let pulling = at("Processing", json!({"name": "main", "status": "Waiting", "additionalInformation": "ImagePullBackOff"}));
-        assert!(matches!(phase(&pulling, now(), FIVE_MINUTES), Phase::Starting { reason: Some(r) } if r.contains("ImagePullBackOff")));
-        assert!(matches!(phase(&pulling, now(), Duration::from_secs(30)), Phase::Exited { exit_code: None, reason: Some(r) } if r.starts_with("image pull failed")));
+        let pulling = at(
+            "Processing",
+            json!({"name": "main", "status": "Waiting", "additionalInformation": "ImagePullBackOff"}),
+        );
+        assert!(
+            matches!(phase(&pulling, now(), FIVE_MINUTES), Phase::Starting { reason: Some(r) } if r.contains("ImagePullBackOff"))
+        );
+        assert!(
+            matches!(phase(&pulling, now(), Duration::from_secs(30)), Phase::Exited { exit_code: None, reason: Some(r) } if r.starts_with("image pull failed"))
+        );
         let stopped = at("Stopped", json!({"name": "main", "status": "Running"}));
-        assert!(matches!(phase(&stopped, now(), FIVE_MINUTES), Phase::Exited { exit_code: None, .. }));
+        assert!(matches!(
+            phase(&stopped, now(), FIVE_MINUTES),
+            Phase::Exited {
+                exit_code: None,
+                ..
+            }
+        ));
         let running = at("Running", json!({"name": "main", "status": "Running"}));
         assert_eq!(phase(&running, now(), FIVE_MINUTES), Phase::Running);
     }

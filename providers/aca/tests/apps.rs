@@ -57,7 +57,10 @@ fn gpu_spec(kind: Option<&str>) -> WorkloadSpec {
         resources: Resources {
             cpu: 4.0,
             memory_bytes: 16 << 30,
-            gpu: Some(Gpu { count: 1, kind: kind.map(str::to_string) }),
+            gpu: Some(Gpu {
+                count: 1,
+                kind: kind.map(str::to_string),
+            }),
             ephemeral_storage_bytes: None,
         },
         ..spec()
@@ -65,7 +68,12 @@ fn gpu_spec(kind: Option<&str>) -> WorkloadSpec {
 }
 
 async fn phase(aca: &Aca, handle: &Handle) -> Phase {
-    aca.observe(std::slice::from_ref(handle)).await.unwrap().pop().unwrap().phase
+    aca.observe(std::slice::from_ref(handle))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .phase
 }
 
 fn calls(apps: &FakeApps, method: &str, suffix: &str) -> usize {
@@ -79,7 +87,9 @@ fn calls(apps: &FakeApps, method: &str, suffix: &str) -> usize {
 async fn a_job_runs_once_and_ends_with_its_exit_code() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({})).await;
-    aca.check().await.expect("the token and api-version are accepted");
+    aca.check()
+        .await
+        .expect("the token and api-version are accepted");
     let mut fresh = launch("offload-a-1", spec());
     fresh.fresh = true;
     let ok = aca.launch(&fresh).await.unwrap();
@@ -92,16 +102,41 @@ async fn a_job_runs_once_and_ends_with_its_exit_code() {
     assert!(matches!(phase(&aca, &ok).await, Phase::Starting { .. }));
     apps.set_execution(&name, "Running", json!({"status": "Running"}));
     assert_eq!(phase(&aca, &ok).await, Phase::Running);
-    apps.set_execution(&name, "Succeeded", json!({"status": "Succeeded", "code": 0, "additionalInformation": "Completed"}));
-    let seen = aca.observe(std::slice::from_ref(&ok)).await.unwrap().pop().unwrap();
-    assert_eq!(seen.phase, Phase::Exited { exit_code: Some(0), reason: None });
-    assert!(seen.ran.is_some(), "the execution's start and end times are its billed run");
+    apps.set_execution(
+        &name,
+        "Succeeded",
+        json!({"status": "Succeeded", "code": 0, "additionalInformation": "Completed"}),
+    );
+    let seen = aca
+        .observe(std::slice::from_ref(&ok))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        seen.phase,
+        Phase::Exited {
+            exit_code: Some(0),
+            reason: None
+        }
+    );
+    assert!(
+        seen.ran.is_some(),
+        "the execution's start and end times are its billed run"
+    );
 
     let bad = aca.launch(&launch("offload-b-1", spec())).await.unwrap();
-    apps.set_execution(&bad.provider_ref, "Failed", json!({"status": "Failed", "code": 3, "additionalInformation": "Error"}));
+    apps.set_execution(
+        &bad.provider_ref,
+        "Failed",
+        json!({"status": "Failed", "code": 3, "additionalInformation": "Error"}),
+    );
     assert_eq!(
         phase(&aca, &bad).await,
-        Phase::Exited { exit_code: Some(3), reason: Some("exited with code 3: Error".into()) }
+        Phase::Exited {
+            exit_code: Some(3),
+            reason: Some("exited with code 3: Error".into())
+        }
     );
 
     // The job: manual, no retries, the replica timeout beyond the engine's, sizes rounded
@@ -114,17 +149,26 @@ async fn a_job_runs_once_and_ends_with_its_exit_code() {
     assert_eq!(config["triggerType"], "Manual");
     assert_eq!(config["replicaRetryLimit"], 0);
     assert_eq!(config["replicaTimeout"], 660);
-    assert_eq!(config["manualTriggerConfig"], json!({"replicaCompletionCount": 1, "parallelism": 1}));
+    assert_eq!(
+        config["manualTriggerConfig"],
+        json!({"replicaCompletionCount": 1, "parallelism": 1})
+    );
     let container = &props["template"]["containers"][0];
     assert_eq!(container["image"], "alpine:3");
     assert_eq!(container["command"], json!(["sh", "-c"]));
     assert_eq!(container["args"], json!(["echo hi"]));
-    assert_eq!(container["resources"], json!({"cpu": 0.75, "memory": "1.5Gi"}));
+    assert_eq!(
+        container["resources"],
+        json!({"cpu": 0.75, "memory": "1.5Gi"})
+    );
     assert_eq!(
         container["env"],
         json!([{"name": "GREETING", "value": "hello"}, {"name": "TOKEN", "secretRef": "env-0"}])
     );
-    assert_eq!(config["secrets"], json!([{"name": "env-0", "value": "s3cr3t"}]));
+    assert_eq!(
+        config["secrets"],
+        json!([{"name": "env-0", "value": "s3cr3t"}])
+    );
     assert_eq!(job["tags"]["offload-launch-key"], "offload-a-1");
     assert_eq!(job["tags"]["label-dag_id"], "etl");
     assert_eq!(job["tags"]["team"], "data");
@@ -144,10 +188,20 @@ async fn secrets_go_in_as_job_secrets_never_as_plain_values() {
         config["secrets"],
         json!([{"name": "env-0", "value": "s3cr3t"}, {"name": "registry-0", "value": "registry-password"}])
     );
-    assert_eq!(config["registries"][0], json!({"server": "r.azurecr.io", "username": "u", "passwordSecretRef": "registry-0"}));
+    assert_eq!(
+        config["registries"][0],
+        json!({"server": "r.azurecr.io", "username": "u", "passwordSecretRef": "registry-0"})
+    );
     let container = job["properties"]["template"]["containers"][0].to_string();
-    assert!(!container.contains("s3cr3t") && !container.contains("registry-password"), "{container}");
-    assert_eq!(aca.managed().await.unwrap(), vec![handle], "found again by its tags, key and all");
+    assert!(
+        !container.contains("s3cr3t") && !container.contains("registry-password"),
+        "{container}"
+    );
+    assert_eq!(
+        aca.managed().await.unwrap(),
+        vec![handle],
+        "found again by its tags, key and all"
+    );
 }
 
 #[tokio::test]
@@ -156,10 +210,17 @@ async fn a_replica_past_its_timeout_fails_with_deadline_exceeded() {
     let aca = provider(&apps, json!({})).await;
     let handle = aca.launch(&launch("offload-d-1", spec())).await.unwrap();
     // What Container Apps reports when `replicaTimeout` runs out.
-    apps.set_execution(&handle.provider_ref, "Failed", json!({"status": "Failed", "additionalInformation": "DeadlineExceeded"}));
+    apps.set_execution(
+        &handle.provider_ref,
+        "Failed",
+        json!({"status": "Failed", "additionalInformation": "DeadlineExceeded"}),
+    );
     assert_eq!(
         phase(&aca, &handle).await,
-        Phase::Exited { exit_code: None, reason: Some("DeadlineExceeded".into()) }
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("DeadlineExceeded".into())
+        }
     );
 }
 
@@ -168,10 +229,17 @@ async fn an_image_that_cannot_be_pulled_fails_after_the_pending_timeout() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({"pending_timeout_seconds": 0})).await;
     let handle = aca.launch(&launch("offload-p-1", spec())).await.unwrap();
-    apps.set_execution(&handle.provider_ref, "Processing", json!({"status": "Waiting", "additionalInformation": "ImagePullBackOff"}));
+    apps.set_execution(
+        &handle.provider_ref,
+        "Processing",
+        json!({"status": "Waiting", "additionalInformation": "ImagePullBackOff"}),
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     match phase(&aca, &handle).await {
-        Phase::Exited { exit_code: None, reason: Some(r) } => assert!(r.starts_with("image pull failed: ImagePullBackOff"), "{r}"),
+        Phase::Exited {
+            exit_code: None,
+            reason: Some(r),
+        } => assert!(r.starts_with("image pull failed: ImagePullBackOff"), "{r}"),
         other => panic!("{other:?}"),
     }
 }
@@ -182,10 +250,16 @@ async fn gpu_jobs_go_to_a_gpu_profile_and_others_are_refused_by_name() {
     let aca = provider(&apps, json!({})).await;
     let caps = aca.capabilities();
     assert_eq!(caps.gpu_kinds, vec!["nvidia-tesla-t4".to_string()]);
-    let handle = aca.launch(&launch("offload-g-1", gpu_spec(Some("nvidia-tesla-t4")))).await.unwrap();
+    let handle = aca
+        .launch(&launch("offload-g-1", gpu_spec(Some("nvidia-tesla-t4"))))
+        .await
+        .unwrap();
     let job = apps.job(&handle.provider_ref).unwrap();
     assert_eq!(job["properties"]["workloadProfileName"], "gpu-t4");
-    assert_eq!(job["properties"]["template"]["containers"][0]["resources"], json!({"cpu": 4.0, "memory": "16Gi"}));
+    assert_eq!(
+        job["properties"]["template"]["containers"][0]["resources"],
+        json!({"cpu": 4.0, "memory": "16Gi"})
+    );
     // Any kind: the one the profiles have.
     aca.validate(&gpu_spec(None)).unwrap();
 
@@ -193,7 +267,8 @@ async fn gpu_jobs_go_to_a_gpu_profile_and_others_are_refused_by_name() {
         Err(ProviderError::InvalidSpec(why)) => why,
         other => panic!("{other:?}"),
     };
-    assert!(refused(gpu_spec(Some("nvidia-tesla-a100"))).starts_with("resources.gpu.kind: nvidia-tesla-a100 is not one of nvidia-tesla-t4"));
+    assert!(refused(gpu_spec(Some("nvidia-tesla-a100")))
+        .starts_with("resources.gpu.kind: nvidia-tesla-a100 is not one of nvidia-tesla-t4"));
     let mut two = gpu_spec(None);
     two.resources.gpu.as_mut().unwrap().count = 2;
     assert!(refused(two).starts_with("resources.gpu.count: 2 GPUs"));
@@ -202,7 +277,8 @@ async fn gpu_jobs_go_to_a_gpu_profile_and_others_are_refused_by_name() {
     assert!(refused(big).starts_with("resources.cpu: 12 exceeds the 8 vCPU"));
     let mut cpu = spec();
     cpu.resources.cpu = 6.0;
-    assert!(refused(cpu).contains("more than Container Apps' Consumption profile allows (4 vCPU with 8 GiB)"));
+    assert!(refused(cpu)
+        .contains("more than Container Apps' Consumption profile allows (4 vCPU with 8 GiB)"));
     let mut options = spec();
     options.provider_options = Some(json!({"workloadProfileName": "other"}));
     assert!(refused(options).starts_with("provider_options.aca:"));
@@ -210,7 +286,9 @@ async fn gpu_jobs_go_to_a_gpu_profile_and_others_are_refused_by_name() {
     // Without GPU profiles, no GPU work at all.
     let plain = provider(&apps, json!({"gpu_profiles": []})).await;
     assert!(plain.capabilities().gpu_kinds.is_empty());
-    assert!(matches!(plain.validate(&gpu_spec(None)), Err(ProviderError::InvalidSpec(w)) if w.starts_with("resources.gpu:")));
+    assert!(
+        matches!(plain.validate(&gpu_spec(None)), Err(ProviderError::InvalidSpec(w)) if w.starts_with("resources.gpu:"))
+    );
 }
 
 #[tokio::test]
@@ -220,7 +298,10 @@ async fn a_relaunch_after_a_crash_adopts_instead_of_starting_twice() {
     let handle = first.launch(&launch("offload-k-1", spec())).await.unwrap();
     // A gateway restarted after the start: the same key finds the job and its execution.
     let second = provider(&apps, json!({})).await;
-    assert_eq!(second.launch(&launch("offload-k-1", spec())).await.unwrap(), handle);
+    assert_eq!(
+        second.launch(&launch("offload-k-1", spec())).await.unwrap(),
+        handle
+    );
     assert_eq!(calls(&apps, "PUT", &handle.provider_ref), 1);
     assert_eq!(calls(&apps, "POST", "/start"), 1, "started once");
     assert_eq!(apps.executions(&handle.provider_ref).len(), 1);
@@ -260,7 +341,10 @@ async fn throttling_is_waited_out_then_reported() {
     apps.throttle(1, 1);
     let started = Instant::now();
     assert!(matches!(phase(&aca, &handle).await, Phase::Starting { .. }));
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
     // More than the SDK retries: the engine is told to back off.
     apps.throttle(10, 0);
     let err = aca.observe(&[handle]).await.unwrap_err();
@@ -272,10 +356,23 @@ async fn cancel_stops_the_execution_and_release_and_the_orphan_sweep_delete_the_
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({})).await;
     let handle = aca.launch(&launch("offload-x-1", spec())).await.unwrap();
-    apps.set_execution(&handle.provider_ref, "Running", json!({"status": "Running"}));
+    apps.set_execution(
+        &handle.provider_ref,
+        "Running",
+        json!({"status": "Running"}),
+    );
     aca.cancel(&handle, "cancelled by the user").await.unwrap();
-    assert_eq!(apps.executions(&handle.provider_ref)[0]["properties"]["status"], "Stopped");
-    assert_eq!(phase(&aca, &handle).await, Phase::Exited { exit_code: None, reason: Some("execution stopped".into()) });
+    assert_eq!(
+        apps.executions(&handle.provider_ref)[0]["properties"]["status"],
+        "Stopped"
+    );
+    assert_eq!(
+        phase(&aca, &handle).await,
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("execution stopped".into())
+        }
+    );
     // A second cancel, after the stop went through, is no error.
     aca.cancel(&handle, "again").await.unwrap();
 
@@ -284,7 +381,9 @@ async fn cancel_stops_the_execution_and_release_and_the_orphan_sweep_delete_the_
     managed.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(managed, vec![handle.clone(), other.clone()]);
     aca.release(&handle).await.unwrap();
-    aca.release(&handle).await.expect("a job already gone is no error");
+    aca.release(&handle)
+        .await
+        .expect("a job already gone is no error");
     assert_eq!(apps.jobs(), vec![other.provider_ref.clone()]);
     assert!(matches!(phase(&aca, &handle).await, Phase::Lost { .. }));
 }
@@ -302,7 +401,10 @@ async fn logs_follow_with_the_cursor() {
     // Without a workspace the log cannot be read, and the error says why.
     let blind = provider(&apps, json!({"log_analytics": null})).await;
     let err = blind.logs(&handle, &Default::default()).await.unwrap_err();
-    assert!(matches!(err, ProviderError::Config(ref w) if w.contains("log_analytics")), "{err:?}");
+    assert!(
+        matches!(err, ProviderError::Config(ref w) if w.contains("log_analytics")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -324,8 +426,22 @@ async fn reads_for_200_jobs_stay_inside_the_arm_budget() {
     let started = Instant::now();
     let seen = aca.observe(&handles).await.unwrap();
     assert_eq!(seen.len(), 200);
-    let reads = apps.requests().iter().filter(|(m, _, _)| m == "GET").count();
-    println!("200 jobs launched and observed once: {reads} reads, the round in {:.1} s", started.elapsed().as_secs_f64());
-    assert_eq!(reads, 400, "one read per launch (its provisioning) and one per job per round");
-    assert_eq!(apps.over_budget(), 0, "no read went over the subscription's budget");
+    let reads = apps
+        .requests()
+        .iter()
+        .filter(|(m, _, _)| m == "GET")
+        .count();
+    println!(
+        "200 jobs launched and observed once: {reads} reads, the round in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        reads, 400,
+        "one read per launch (its provisioning) and one per job per round"
+    );
+    assert_eq!(
+        apps.over_budget(),
+        0,
+        "no read went over the subscription's budget"
+    );
 }

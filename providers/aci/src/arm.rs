@@ -7,7 +7,6 @@ use std::num::NonZeroU32;
 
 use azure_mgmt_containerinstance::package_preview_2024_10::models::ContainerGroup;
 use azure_mgmt_containerinstance::package_preview_2024_10::Client;
-use futures::StreamExt;
 use governor::Quota;
 use offload_arm::{gone_is_fine, json, Reads};
 use offload_provider::budget::Budget;
@@ -157,25 +156,12 @@ impl Arm {
 
     /// The resource group's container groups, every page, as ARM's JSON.
     pub async fn list(&self) -> Result<Vec<Value>> {
-        let mut pages = self
+        let pages = self
             .client
             .container_groups_client()
             .list_by_resource_group(&self.subscription, &self.group)
             .into_stream();
-        let mut groups = vec![];
-        loop {
-            self.reads.turn().await;
-            match pages.next().await {
-                None => return Ok(groups),
-                Some(page) => {
-                    let page = page.map_err(|e| classify("list container groups", e))?;
-                    for group in page.value {
-                        groups.push(serde_json::to_value(group).map_err(|e| {
-                            ProviderError::Transient(format!("list container groups: {e}"))
-                        })?);
-                    }
-                }
-            }
-        }
+        let groups = offload_arm::pages("list container groups", &self.reads, pages, |p| p.value, classify);
+        Ok(groups.await?.unwrap_or_default())
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use offload_arm::SecretString;
+use offload_arm::{Registry, SecretString};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,16 +49,6 @@ pub struct Config {
     /// ACI allows 300 container group creates per hour.
     #[serde(default = "default_creates")]
     pub creates_per_hour: u32,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registry {
-    pub server: String,
-    pub username: Option<String>,
-    pub password: Option<SecretString>,
-    /// A managed identity (resource id) that may pull from the registry.
-    pub identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]

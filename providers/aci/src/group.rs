@@ -61,20 +61,6 @@ pub fn refusal(config: &Config, resources: &Resources) -> Option<String> {
     None
 }
 
-/// Why a job's `provider_options.aci` is refused: ACI takes none (an empty object is
-/// fine). Subnets, identity and registry credentials are the operator's to set.
-pub fn options_refusal(options: Option<&Value>) -> Option<String> {
-    match options {
-        None => None,
-        Some(Value::Object(map)) if map.is_empty() => None,
-        Some(_) => Some(
-            "provider_options.aci: ACI takes no per-job options; subnets, identity and registries \
-             are set in the provider's configuration"
-                .into(),
-        ),
-    }
-}
-
 pub fn body(config: &Config, launch: &Launch) -> Value {
     let spec = &launch.spec;
     let (cpu, memory) = size(&spec.resources);

@@ -30,8 +30,8 @@ use offload_provider::{
     ProviderError, Resources, Result, WorkloadSpec,
 };
 
-pub use config::{Config, Dns, Priority, Registry};
-pub use offload_arm::SecretString;
+pub use config::{Config, Dns, Priority};
+pub use offload_arm::{Registry, SecretString};
 
 /// The longest a running group goes unobserved unless `max_poll_interval_ms` says
 /// otherwise. Every look is a GET against ARM's read budget, which the whole subscription
@@ -90,7 +90,10 @@ impl Provider for Aci {
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
         match group::refusal(&self.config, &spec.resources)
-            .or_else(|| group::options_refusal(spec.provider_options.as_ref()))
+            .or_else(|| {
+                let settings = "subnets, identity and registries";
+                offload_arm::options_refusal("aci", "ACI", settings, spec.provider_options.as_ref())
+            })
         {
             Some(why) => Err(ProviderError::InvalidSpec(why)),
             None => Ok(()),

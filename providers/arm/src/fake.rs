@@ -36,7 +36,11 @@ struct Ledger {
 pub struct Gate(Arc<Mutex<Ledger>>);
 
 pub fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 impl Gate {
@@ -79,14 +83,20 @@ async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Respons
     let method = request.method().to_string();
     let uri = request.uri().clone();
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let (throttled, remaining, api_version) = {
         let mut ledger = gate.0.lock().unwrap();
-        ledger
-            .requests
-            .push((method.clone(), uri.to_string(), serde_json::from_slice(&bytes).ok()));
+        ledger.requests.push((
+            method.clone(),
+            uri.to_string(),
+            serde_json::from_slice(&bytes).ok(),
+        ));
         let now = Instant::now();
-        let since = ledger.refilled_at.map_or(f64::INFINITY, |t| (now - t).as_secs_f64());
+        let since = ledger
+            .refilled_at
+            .map_or(f64::INFINITY, |t| (now - t).as_secs_f64());
         ledger.read_budget = (ledger.read_budget + 25.0 * since).min(250.0);
         ledger.refilled_at = Some(now);
         let mut throttled = (ledger.throttle > 0).then(|| {
@@ -101,9 +111,16 @@ async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Respons
                 ledger.read_budget -= 1.0;
             }
         }
-        (throttled, ledger.read_budget.floor() as u64, ledger.api_version)
+        (
+            throttled,
+            ledger.read_budget.floor() as u64,
+            ledger.api_version,
+        )
     };
-    let bearer = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+    let bearer = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
     if bearer != Some(&format!("Bearer {TOKEN}")) {
         return arm_error(
             StatusCode::UNAUTHORIZED,
@@ -129,7 +146,9 @@ async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Respons
             "TooManyRequests",
             "The request is being throttled.",
         );
-        response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from(seconds));
         return response;
     }
     let mut response = next

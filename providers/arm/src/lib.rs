@@ -41,6 +41,37 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
+/// A container registry the operator lets jobs pull from, as both Azure providers take
+/// it: a password (kept as the service's secret), or a managed identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub server: String,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// A managed identity (resource id; `system` on Container Apps) that may pull from it.
+    pub identity: Option<String>,
+}
+
+/// Why a job's `provider_options.KIND` is refused: the Azure providers take none (an empty
+/// object is fine), since networks, identities and registries are the operator's to set.
+/// `service` names the service, `settings` what its operator sets instead.
+pub fn options_refusal(
+    kind: &str,
+    service: &str,
+    settings: &str,
+    options: Option<&Value>,
+) -> Option<String> {
+    match options {
+        None => None,
+        Some(Value::Object(map)) if map.is_empty() => None,
+        Some(_) => Some(format!(
+            "provider_options.{kind}: {service} takes no per-job options; {settings} are set in \
+             the provider's configuration"
+        )),
+    }
+}
+
 /// A bearer token given in the configuration.
 #[derive(Debug)]
 struct FixedToken(SecretString);
@@ -157,6 +188,47 @@ pub async fn json(op: &str, response: azure_core::Response) -> Result<Value> {
         .await
         .map_err(|e| ProviderError::Transient(format!("{op}: {e}")))?;
     serde_json::from_str(&text).map_err(|e| ProviderError::Transient(format!("{op}: {e}")))
+}
+
+/// A read of something that is not there: `None`, not an error.
+pub fn not_found_is_none<T>(result: Result<T>) -> Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(ProviderError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every page of a list, each read under `reads`, its items as ARM's JSON; `None` when
+/// the listed parent is gone (a 404). `items` takes a page's items out of its model.
+pub async fn pages<P, T>(
+    op: &str,
+    reads: &Reads,
+    mut stream: azure_core::Pageable<P, azure_core::Error>,
+    items: impl Fn(P) -> Vec<T>,
+    classify: impl Fn(&str, azure_core::Error) -> ProviderError,
+) -> Result<Option<Vec<Value>>>
+where
+    P: azure_core::Continuable + serde::de::DeserializeOwned + Send + 'static,
+    T: serde::Serialize,
+{
+    use futures::StreamExt;
+    let mut all = vec![];
+    loop {
+        reads.turn().await;
+        let Some(page) = stream.next().await else {
+            return Ok(Some(all));
+        };
+        let Some(page) = not_found_is_none(page.map_err(|e| classify(op, e)))? else {
+            return Ok(None);
+        };
+        for item in items(page) {
+            all.push(
+                serde_json::to_value(item)
+                    .map_err(|e| ProviderError::Transient(format!("{op}: {e}")))?,
+            );
+        }
+    }
 }
 
 /// A stop or delete of something already gone is no error.

@@ -1,7 +1,7 @@
 //! The seam between offload's engine and a container runtime.
 //!
-//! Every runtime (the local host, the simulator, Kubernetes, ECS Fargate, ACI) implements
-//! [`Provider`]. The engine owns every call out; a provider only translates. The contract,
+//! Every runtime (the local host, the simulator, Kubernetes, ECS Fargate, ACI, Container
+//! Apps) implements [`Provider`]. The engine owns every call out; a provider only translates. The contract,
 //! shaped after Virtual Kubelet's `PodLifecycleHandler`:
 //!
 //! - [`Provider::launch`] is idempotent for the same [`Launch::key`]: launching a key that
@@ -389,7 +389,7 @@ pub type ObservationStream = futures::stream::BoxStream<'static, Observation>;
 /// A container runtime, as the engine sees it.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
-    /// The kind tag (`local`, `sim`, `kubernetes`, `ecs`, `aci`).
+    /// The kind tag (`local`, `sim`, `kubernetes`, `ecs`, `aci`, `aca`).
     fn kind(&self) -> &'static str;
 
     /// How many gateway replicas share this provider's cloud account now: a provider

@@ -28,8 +28,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use offload_arm::fake::{arm_error, Gate};
 pub use offload_arm::fake::TOKEN;
+use offload_arm::fake::{arm_error, Gate};
 use serde_json::{json, Value};
 
 pub const API_VERSION: &str = "2024-08-02-preview";
@@ -117,13 +117,19 @@ async fn put_job(
     let mut inner = shared.0.lock().unwrap();
     let existed = inner.jobs.contains_key(&name);
     let mut job = body;
-    job["id"] = json!(format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/jobs/{name}"));
+    job["id"] = json!(format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/jobs/{name}"
+    ));
     job["name"] = json!(name);
     job["type"] = json!("Microsoft.App/jobs");
     // As Job_CreateorUpdate.json's answers: provisioning has only begun.
     job["properties"]["provisioningState"] = json!("InProgress");
     inner.jobs.insert(name, job.clone());
-    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     (status, Json(shown(&job))).into_response()
 }
 
@@ -185,7 +191,8 @@ async fn start_job(
     inner.started += 1;
     let execution_name = format!("{name}-{:07x}", inner.started);
     // Job_Executions_Get.json's execution, made this one's.
-    let mut execution = fixture("Job_Executions_Get.json")["responses"]["200"]["body"]["value"][0].clone();
+    let mut execution =
+        fixture("Job_Executions_Get.json")["responses"]["200"]["body"]["value"][0].clone();
     execution["name"] = json!(execution_name);
     let props = &mut execution["properties"];
     props["status"] = json!("Processing");
@@ -194,7 +201,11 @@ async fn start_job(
     props["template"] = job["properties"]["template"].clone();
     props["detailedStatus"] = json!({"replicas": [{"name": format!("{execution_name}-0"),
         "containers": [{"name": "main", "status": "Waiting", "additionalInformation": "ContainerCreating"}]}]});
-    inner.executions.entry(name.clone()).or_default().push(execution);
+    inner
+        .executions
+        .entry(name.clone())
+        .or_default()
+        .push(execution);
     let mut body = fixture("Job_Start.json")["responses"]["200"]["body"].clone();
     body["name"] = json!(execution_name);
     body["id"] = json!(format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/jobs/{name}/executions/{execution_name}"));
@@ -243,10 +254,16 @@ async fn stop_execution(
 fn parse(kql: &str) -> Option<(String, String, Option<String>, String, usize)> {
     let parts: Vec<&str> = kql.split('|').map(str::trim).collect();
     let table = parts.first()?.to_string();
-    let (column, prefix) = parts.get(1)?.strip_prefix("where ")?.split_once(" startswith ")?;
+    let (column, prefix) = parts
+        .get(1)?
+        .strip_prefix("where ")?
+        .split_once(" startswith ")?;
     let job = prefix.strip_prefix('\'')?.strip_suffix("-'")?.to_string();
     let mut rest = &parts[2..];
-    let from = match rest.first()?.strip_prefix("where TimeGenerated >= datetime(") {
+    let from = match rest
+        .first()?
+        .strip_prefix("where TimeGenerated >= datetime(")
+    {
         Some(t) => {
             rest = &rest[1..];
             Some(t.strip_suffix(')')?.to_string())
@@ -254,9 +271,16 @@ fn parse(kql: &str) -> Option<(String, String, Option<String>, String, usize)> {
         None => None,
     };
     (rest.first()? == &"order by TimeGenerated asc").then_some(())?;
-    let log = rest.get(1)?.strip_prefix("project TimeGenerated, ")?.to_string();
+    let log = rest
+        .get(1)?
+        .strip_prefix("project TimeGenerated, ")?
+        .to_string();
     let take = rest.get(2)?.strip_prefix("take ")?.parse().ok()?;
-    let expected = if table.ends_with("_CL") { ("ContainerGroupName_s", "Log_s") } else { ("ContainerGroupName", "Log") };
+    let expected = if table.ends_with("_CL") {
+        ("ContainerGroupName_s", "Log_s")
+    } else {
+        ("ContainerGroupName", "Log")
+    };
     (column == expected.0 && log == expected.1).then_some((table, job, from, log, take))
 }
 
@@ -297,10 +321,16 @@ impl FakeApps {
         let gate = Gate::new(API_VERSION);
         let arm = Router::new()
             .route(JOBS, get(list_jobs))
-            .route(&format!("{JOBS}/{{name}}"), put(put_job).get(get_job).delete(delete_job))
+            .route(
+                &format!("{JOBS}/{{name}}"),
+                put(put_job).get(get_job).delete(delete_job),
+            )
             .route(&format!("{JOBS}/{{name}}/start"), post(start_job))
             .route(&format!("{JOBS}/{{name}}/executions"), get(list_executions))
-            .route(&format!("{JOBS}/{{name}}/executions/{{execution}}/stop"), post(stop_execution))
+            .route(
+                &format!("{JOBS}/{{name}}/executions/{{execution}}/stop"),
+                post(stop_execution),
+            )
             .with_state(shared.clone());
         let logs = Router::new()
             .route("/v1/workspaces/{workspace}/query", post(query))
@@ -311,7 +341,12 @@ impl FakeApps {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        FakeApps { url, shared, gate, server }
+        FakeApps {
+            url,
+            shared,
+            gate,
+            server,
+        }
     }
 
     /// The job as stored, secrets and all (what the PUT sent).
@@ -325,7 +360,14 @@ impl FakeApps {
 
     /// The job's executions, oldest first.
     pub fn executions(&self, job: &str) -> Vec<Value> {
-        self.shared.0.lock().unwrap().executions.get(job).cloned().unwrap_or_default()
+        self.shared
+            .0
+            .lock()
+            .unwrap()
+            .executions
+            .get(job)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Moves the job's newest execution on: its status, and its container's entry under
@@ -353,7 +395,10 @@ impl FakeApps {
         let at = now();
         let mut inner = self.shared.0.lock().unwrap();
         let rows = inner.logs.entry(job.to_string()).or_default();
-        rows.extend(text.lines().map(|line| Row { at: at.clone(), line: line.to_string() }));
+        rows.extend(text.lines().map(|line| Row {
+            at: at.clone(),
+            line: line.to_string(),
+        }));
     }
 
     pub fn throttle(&self, times: u32, seconds: u64) {
