@@ -3,7 +3,6 @@
 
 use offload_provider::{Launch, ProviderError, Result};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::sizing::Placement;
@@ -17,12 +16,9 @@ pub const KEY_TAG: &str = "offload-launch-key";
 /// Container Apps job names are "lower case alphanumeric characters or '-', start with a
 /// letter, end with an alphanumeric character, cannot have '--', and must be less than 32
 /// characters" (the Azure CLI's reference), and a launch key is longer: the name is
-/// `offload-` and the first 22 hex digits of the key's SHA-256 (30 characters), stable for
-/// the key, and the key goes in a tag.
+/// [`offload_provider::short_name`]'s (30 characters), and the key goes in a tag.
 pub fn name(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest[..11].iter().map(|b| format!("{b:02x}")).collect();
-    format!("offload-{hex}")
+    offload_provider::short_name(key)
 }
 
 /// How much longer than `timeout_seconds` Container Apps lets a replica run. The engine

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use azure_core::auth::TokenCredential;
+use offload_provider::timed_log::{self, Cursor};
 use offload_provider::{LogChunk, LogQuery, ProviderError, Result};
 use serde_json::{json, Value};
 
@@ -26,29 +27,6 @@ pub struct Logs {
     http: reqwest::Client,
     credential: Arc<dyn TokenCredential>,
     config: LogAnalytics,
-}
-
-/// Where a read carries on: the `TimeGenerated` of the last row read, and how many rows
-/// of that instant were read (several lines can share one).
-#[derive(Debug, PartialEq)]
-struct Cursor {
-    at: String,
-    seen: usize,
-}
-
-impl Cursor {
-    fn parse(text: &str) -> Option<Cursor> {
-        let (at, seen) = text.rsplit_once('/')?;
-        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
-        Some(Cursor {
-            at: at.to_string(),
-            seen: seen.parse().ok()?,
-        })
-    }
-
-    fn text(&self) -> String {
-        format!("{}/{}", self.at, self.seen)
-    }
 }
 
 /// The columns that hold the replica's name and the line, by table. A replica's name
@@ -164,40 +142,13 @@ fn chunk(
             cursor: cursor.map(|c| c.text()),
         };
     };
-    let mut last = cursor;
-    let mut skip = last.as_ref().map_or(0, |c| c.seen);
-    let mut text = String::new();
-    for row in table["rows"].as_array().into_iter().flatten() {
-        let at = row[at_i].as_str().unwrap_or_default();
-        if skip > 0 && last.as_ref().is_some_and(|c| c.at == at) {
-            skip -= 1;
-            continue;
-        }
-        skip = 0;
-        let line = row[log_i].as_str().unwrap_or_default();
-        text.push_str(line);
-        if !line.ends_with('\n') {
-            text.push('\n');
-        }
-        last = Some(match last {
-            Some(c) if c.at == at => Cursor {
-                at: c.at,
-                seen: c.seen + 1,
-            },
-            _ => Cursor {
-                at: at.to_string(),
-                seen: 1,
-            },
-        });
-    }
-    let text = match tail_bytes {
-        Some(max) => offload_provider::tail_str(&text, max).to_string(),
-        None => text,
-    };
-    LogChunk {
-        text,
-        cursor: last.map(|c| c.text()),
-    }
+    let rows = table["rows"].as_array().into_iter().flatten().map(|row| {
+        (
+            row[at_i].as_str().unwrap_or_default(),
+            row[log_i].as_str().unwrap_or_default(),
+        )
+    });
+    timed_log::chunk(rows, cursor, tail_bytes)
 }
 
 #[cfg(test)]
@@ -211,41 +162,19 @@ mod tests {
     }
 
     #[test]
-    fn the_cursor_carries_on_after_lines_of_the_same_instant() {
-        let first = chunk(
-            &answer(&[("2026-12-02T10:00:00Z", "a"), ("2026-12-02T10:00:01Z", "b")]),
-            None,
-            None,
-            "Log_s",
-        );
-        assert_eq!(first.text, "a\nb\n");
-        assert_eq!(first.cursor.as_deref(), Some("2026-12-02T10:00:01Z/1"));
-        // The next query starts at that instant again: its first row was read already.
-        let cursor = Cursor::parse(first.cursor.as_deref().unwrap());
-        let next = chunk(
-            &answer(&[
-                ("2026-12-02T10:00:01Z", "b"),
-                ("2026-12-02T10:00:01Z", "c"),
-                ("2026-12-02T10:00:02Z", "d"),
-            ]),
-            cursor,
-            None,
-            "Log_s",
-        );
-        assert_eq!(next.text, "c\nd\n");
+    fn lines_come_from_the_columns_the_answer_names_and_carry_the_cursor_on() {
+        let mut body = answer(&[("2026-12-02T10:00:01Z", "b"), ("2026-12-02T10:00:02Z", "c")]);
+        // The columns in another order than the query projected them.
+        body["tables"][0]["columns"].as_array_mut().unwrap().reverse();
+        for row in body["tables"][0]["rows"].as_array_mut().unwrap() {
+            row.as_array_mut().unwrap().reverse();
+        }
+        let cursor = Cursor::parse("2026-12-02T10:00:01Z/1");
+        let next = chunk(&body, cursor, None, "Log_s");
+        assert_eq!(next.text, "c\n");
         assert_eq!(next.cursor.as_deref(), Some("2026-12-02T10:00:02Z/1"));
-        // Nothing new keeps the cursor where it was.
-        let cursor = Cursor::parse(next.cursor.as_deref().unwrap());
-        let none = chunk(
-            &answer(&[("2026-12-02T10:00:02Z", "d")]),
-            cursor,
-            None,
-            "Log_s",
-        );
-        assert_eq!(
-            (none.text.as_str(), none.cursor.as_deref()),
-            ("", Some("2026-12-02T10:00:02Z/1"))
-        );
+        let none = chunk(&json!({"tables": []}), Cursor::parse("2026-12-02T10:00:02Z/1"), None, "Log_s");
+        assert_eq!(none.cursor.as_deref(), Some("2026-12-02T10:00:02Z/1"));
     }
 
     #[test]

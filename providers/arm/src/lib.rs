@@ -30,16 +30,7 @@ pub const READ_BURST: u32 = 250;
 /// reads pause for a second to let the bucket refill.
 const LOW_READS: i64 = 50;
 
-/// A secret from the configuration: used as it is, never shown by Debug (or in logs).
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(pub String);
-
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use offload_provider::SecretString;
 
 /// A container registry the operator lets jobs pull from, as both Azure providers take
 /// it: a password (kept as the service's secret), or a managed identity.

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod budget;
+pub mod timed_log;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
@@ -466,6 +467,29 @@ pub fn is_dns_label(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-')
+}
+
+/// A secret from a provider's configuration (a token, a registry password): used as it
+/// is, never shown by Debug (or in logs).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A short name for `key`, stable and distinct per key, for runtimes whose names are
+/// shorter than a launch key can be (Container Apps jobs: under 32 characters): `offload-`
+/// and the first 22 hex digits of the key's SHA-256, 30 characters of `a-z0-9-`. The key
+/// itself goes in the workload's tags or labels.
+pub fn short_name(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest[..11].iter().map(|b| format!("{b:02x}")).collect();
+    format!("offload-{hex}")
 }
 
 /// Cuts `text` to its last `max` bytes, on a character boundary.
