@@ -375,6 +375,8 @@ pub enum KindConfig {
     Aci(offload_aci::Config),
     #[cfg(feature = "aca")]
     Aca(offload_aca::Config),
+    #[cfg(feature = "cloudrun")]
+    Cloudrun(offload_cloudrun::Config),
 }
 
 impl KindConfig {
@@ -403,6 +405,8 @@ impl KindConfig {
             KindConfig::Aci(c) => Arc::new(c.build().await?),
             #[cfg(feature = "aca")]
             KindConfig::Aca(c) => Arc::new(c.build().await?),
+            #[cfg(feature = "cloudrun")]
+            KindConfig::Cloudrun(c) => Arc::new(c.build().await?),
         })
     }
 }
@@ -518,6 +522,8 @@ impl Config {
                 KindConfig::Aci(c) => c.check(),
                 #[cfg(feature = "aca")]
                 KindConfig::Aca(c) => c.check(),
+                #[cfg(feature = "cloudrun")]
+                KindConfig::Cloudrun(c) => c.check(),
                 _ => Ok(()),
             };
             checked.map_err(|e| ConfigError(format!("providers.{name}.{e}")))?;

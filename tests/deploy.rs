@@ -366,7 +366,7 @@ fn the_example_config_loads_with_every_provider_kind() {
         .collect();
     assert_eq!(
         kinds,
-        ["Aci", "Ecs", "Kubernetes", "Local", "Sim"],
+        ["Aci", "Cloudrun", "Aca", "Ecs", "Kubernetes", "Local", "Sim"],
         "{kinds:?}"
     );
 }
@@ -412,45 +412,36 @@ fn the_ecs_policy_grants_the_calls_the_provider_makes() {
     assert_eq!(granted, called);
 }
 
-/// The Azure role allows exactly the container group operations the ACI provider calls,
-/// plus subnet join and identity assign (needed when `subnet_ids` / `managed_identity` are set).
-#[test]
-fn the_aci_role_allows_the_calls_the_provider_makes() {
-    let role: Value = serde_json::from_str(
-        &std::fs::read_to_string("deploy/azure/offload-aci-role.json").unwrap(),
-    )
-    .unwrap();
-    let mut allowed: Vec<&str> = role["Actions"]
+/// The `Actions` of the Azure custom role in `role`, sorted, must be exactly `fixed` and
+/// the action of each (marker, action) in `calls`, every marker still found in the
+/// provider files `sources`: a call dropped from the provider fails here until this test
+/// and the role drop its permission too.
+fn assert_role_allows_exactly(
+    role: &str,
+    sources: &[&str],
+    fixed: &[&'static str],
+    calls: &[(&str, &'static str)],
+) {
+    // Azure's role definitions are JSON (`Actions`), Google's custom roles YAML
+    // (`includedPermissions`).
+    let text = std::fs::read_to_string(role).unwrap();
+    let (role, field): (Value, &str) = match role.ends_with(".yaml") {
+        true => (serde_norway::from_str(&text).unwrap(), "includedPermissions"),
+        false => (serde_json::from_str(&text).unwrap(), "Actions"),
+    };
+    let mut allowed: Vec<&str> = role[field]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
     allowed.sort();
-    let source = std::fs::read_to_string("providers/aci/src/arm.rs").unwrap();
-    let mut needed = vec![
-        "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
-        "Microsoft.Network/virtualNetworks/subnets/join/action",
-    ];
-    for (call, action) in [
-        (".get(", "Microsoft.ContainerInstance/containerGroups/read"),
-        (
-            ".create_or_update(",
-            "Microsoft.ContainerInstance/containerGroups/write",
-        ),
-        (
-            ".delete(",
-            "Microsoft.ContainerInstance/containerGroups/delete",
-        ),
-        (
-            ".stop(",
-            "Microsoft.ContainerInstance/containerGroups/stop/action",
-        ),
-        (
-            ".list_logs(",
-            "Microsoft.ContainerInstance/containerGroups/containers/logs/read",
-        ),
-    ] {
+    let source: String = sources
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
+    let mut needed = fixed.to_vec();
+    for &(call, action) in calls {
         assert!(
             source.contains(call),
             "the provider no longer calls {call}: update this test"
@@ -458,5 +449,127 @@ fn the_aci_role_allows_the_calls_the_provider_makes() {
         needed.push(action);
     }
     needed.sort();
+    // One action can cover several calls (a GET and a list are both `read`).
+    needed.dedup();
     assert_eq!(allowed, needed);
+}
+
+/// The Azure role allows exactly the container group operations the ACI provider calls,
+/// plus subnet join and identity assign (needed when `subnet_ids` / `managed_identity` are set).
+#[test]
+fn the_aci_role_allows_the_calls_the_provider_makes() {
+    assert_role_allows_exactly(
+        "deploy/azure/offload-aci-role.json",
+        &["providers/aci/src/arm.rs"],
+        &[
+            "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+            "Microsoft.Network/virtualNetworks/subnets/join/action",
+        ],
+        &[
+            (".get(", "Microsoft.ContainerInstance/containerGroups/read"),
+            (
+                ".create_or_update(",
+                "Microsoft.ContainerInstance/containerGroups/write",
+            ),
+            (
+                ".delete(",
+                "Microsoft.ContainerInstance/containerGroups/delete",
+            ),
+            (
+                ".stop(",
+                "Microsoft.ContainerInstance/containerGroups/stop/action",
+            ),
+            (
+                ".list_logs(",
+                "Microsoft.ContainerInstance/containerGroups/containers/logs/read",
+            ),
+        ],
+    );
+}
+
+/// The Azure role allows exactly what the Container Apps provider does: the jobs calls in
+/// `arm.rs` (stopping one execution by name, listing executions rather than getting one,
+/// and no operation-status polling: provisioning is watched by GETs of the job); the job
+/// body's environment and user-assigned identity, which ARM checks as linked access
+/// (join, assign); and the Log Analytics query, on the default table, a custom (`_CL`)
+/// table, which the legacy table-level permissions grant only as all custom tables.
+#[test]
+fn the_aca_role_allows_the_calls_the_provider_makes() {
+    assert_role_allows_exactly(
+        "deploy/azure/offload-aca-role.json",
+        &[
+            "providers/aca/src/arm.rs",
+            "providers/aca/src/job.rs",
+            "providers/aca/src/logs.rs",
+            "providers/aca/src/config.rs",
+        ],
+        &[],
+        &[
+            (".get(", "Microsoft.App/jobs/read"),
+            (".list_by_resource_group(", "Microsoft.App/jobs/read"),
+            (".create_or_update(", "Microsoft.App/jobs/write"),
+            (".delete(", "Microsoft.App/jobs/delete"),
+            (".start(", "Microsoft.App/jobs/start/action"),
+            (
+                ".stop_execution(",
+                "Microsoft.App/jobs/stop/execution/action",
+            ),
+            (
+                ".jobs_executions_client()",
+                "Microsoft.App/jobs/executions/read",
+            ),
+            (
+                "\"environmentId\"",
+                "Microsoft.App/managedEnvironments/join/action",
+            ),
+            (
+                "\"userAssignedIdentities\"",
+                "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+            ),
+            (
+                "/v1/workspaces/",
+                "Microsoft.OperationalInsights/workspaces/read",
+            ),
+            (
+                "/v1/workspaces/",
+                "Microsoft.OperationalInsights/workspaces/query/read",
+            ),
+            (
+                "\"ContainerAppConsoleLogs_CL\".into()",
+                "Microsoft.OperationalInsights/workspaces/query/Tables.Custom/read",
+            ),
+        ],
+    );
+}
+
+/// The Google role allows exactly what the Cloud Run provider calls: the jobs, executions
+/// and tasks calls, the log read and the Secret Manager calls. `run.jobs.run` is for the
+/// execution a create starts (`startExecutionToken`), not for a call of its own.
+#[cfg(feature = "cloudrun")]
+#[test]
+fn the_cloudrun_role_allows_the_calls_the_provider_makes() {
+    assert_role_allows_exactly(
+        "deploy/gcp/offload-cloudrun-role.yaml",
+        &[
+            "providers/cloudrun/src/lib.rs",
+            "providers/cloudrun/src/job.rs",
+            "providers/cloudrun/src/logs.rs",
+            "providers/cloudrun/src/secrets.rs",
+        ],
+        &[],
+        &[
+            (".create_job()", "run.jobs.create"),
+            ("\"startExecutionToken\"", "run.jobs.run"),
+            (".get_job()", "run.jobs.get"),
+            (".list_jobs()", "run.jobs.list"),
+            (".delete_job()", "run.jobs.delete"),
+            (".list_executions()", "run.executions.list"),
+            (".cancel_execution()", "run.executions.cancel"),
+            (".list_tasks()", "run.tasks.list"),
+            (".list_log_entries()", "logging.logEntries.list"),
+            (".create_secret()", "secretmanager.secrets.create"),
+            (".add_secret_version()", "secretmanager.versions.add"),
+            (".delete_secret()", "secretmanager.secrets.delete"),
+        ],
+    );
 }

@@ -44,24 +44,7 @@ pub struct Registry {
     pub identity: Option<String>,
 }
 
-/// Why a job's `provider_options.KIND` is refused: the Azure providers take none (an empty
-/// object is fine), since networks, identities and registries are the operator's to set.
-/// `service` names the service, `settings` what its operator sets instead.
-pub fn options_refusal(
-    kind: &str,
-    service: &str,
-    settings: &str,
-    options: Option<&Value>,
-) -> Option<String> {
-    match options {
-        None => None,
-        Some(Value::Object(map)) if map.is_empty() => None,
-        Some(_) => Some(format!(
-            "provider_options.{kind}: {service} takes no per-job options; {settings} are set in \
-             the provider's configuration"
-        )),
-    }
-}
+pub use offload_provider::options_refusal;
 
 /// A bearer token given in the configuration.
 #[derive(Debug)]

@@ -1,8 +1,8 @@
 //! The seam between offload's engine and a container runtime.
 //!
 //! Every runtime (the local host, the simulator, Kubernetes, ECS Fargate, ACI, Container
-//! Apps) implements [`Provider`]. The engine owns every call out; a provider only translates. The contract,
-//! shaped after Virtual Kubelet's `PodLifecycleHandler`:
+//! Apps, Cloud Run) implements [`Provider`]. The engine owns every call out; a provider only
+//! translates. The contract, shaped after Virtual Kubelet's `PodLifecycleHandler`:
 //!
 //! - [`Provider::launch`] is idempotent for the same [`Launch::key`]: launching a key that
 //!   already has a workload returns that workload's [`Handle`] and starts nothing new. The
@@ -390,7 +390,7 @@ pub type ObservationStream = futures::stream::BoxStream<'static, Observation>;
 /// A container runtime, as the engine sees it.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
-    /// The kind tag (`local`, `sim`, `kubernetes`, `ecs`, `aci`, `aca`).
+    /// The kind tag (`local`, `sim`, `kubernetes`, `ecs`, `aci`, `aca`, `cloudrun`).
     fn kind(&self) -> &'static str;
 
     /// How many gateway replicas share this provider's cloud account now: a provider
@@ -478,6 +478,25 @@ pub struct SecretString(pub String);
 impl std::fmt::Debug for SecretString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// Why a job's `provider_options.KIND` is refused by a provider that takes none (an empty
+/// object is fine), since networks, identities and registries are the operator's to set.
+/// `service` names the service, `settings` what its operator sets instead.
+pub fn options_refusal(
+    kind: &str,
+    service: &str,
+    settings: &str,
+    options: Option<&serde_json::Value>,
+) -> Option<String> {
+    match options {
+        None => None,
+        Some(serde_json::Value::Object(map)) if map.is_empty() => None,
+        Some(_) => Some(format!(
+            "provider_options.{kind}: {service} takes no per-job options; {settings} are set in \
+             the provider's configuration"
+        )),
     }
 }
 

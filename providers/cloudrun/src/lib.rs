@@ -1,0 +1,375 @@
+//! Google Cloud Run provider: each attempt of a job is one Cloud Run job, whose creation
+//! starts its one execution. This is Google's serverless container runtime with GPUs
+//! (NVIDIA L4), and the one beside Cloud Composer.
+//!
+//! - launch: create the job (its id from the launch key, which its labels carry) with a
+//!   `startExecutionToken`, so the create that makes it also starts it. `jobs:run` has no
+//!   request id; a create sent again is refused (`ALREADY_EXISTS`) and the job is adopted;
+//! - observe: one list of the region's executions per round (`jobs/-/executions`), so the
+//!   cost of a round does not grow with the jobs in it; a failed execution's task for its
+//!   exit code; a job without an execution yet for why it has none;
+//! - cancel: cancel the execution; release: delete the job (and its secrets);
+//! - logs: Cloud Logging (`logs`); `managed` lists jobs labelled `managed-by=offload`;
+//! - `secret_env`: Secret Manager references (`secrets`), never plain values.
+//!
+//! A job sets nothing through `provider_options.cloudrun`: the project, region, service
+//! account and GPU settings are the operator's. The Google clients stay inside `api`.
+
+mod api;
+mod config;
+mod job;
+mod logs;
+mod pricing;
+mod secrets;
+mod sizing;
+mod status;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_run_v2::model::{Execution, Job, Task};
+use offload_provider::{
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    ProviderError, Resources, Result, WorkloadSpec,
+};
+
+pub use config::{Config, SecretManager};
+pub use job::id as job_id;
+pub use sizing::GPU_KINDS;
+
+/// Executions per page of a round's list.
+const EXECUTIONS_PAGE: i32 = 500;
+
+impl Config {
+    /// The clients, with Application Default Credentials unless `access_token` is given;
+    /// nothing is called until needed.
+    pub async fn build(&self) -> std::result::Result<CloudRun, String> {
+        self.check()?;
+        Ok(CloudRun {
+            api: api::Clients::new(self).await?,
+            config: self.clone(),
+        })
+    }
+}
+
+pub struct CloudRun {
+    api: api::Clients,
+    config: Config,
+}
+
+/// The last segment of a resource name (`projects/p/locations/l/jobs/j` → `j`).
+fn short(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+impl CloudRun {
+    fn job_name(&self, id: &str) -> String {
+        format!("{}/jobs/{id}", self.config.parent())
+    }
+
+    /// The job as Cloud Run reports it, or `None` when there is none.
+    async fn get_job(&self, id: &str) -> Result<Option<Job>> {
+        let got =
+            api::patiently(|| self.api.jobs.get_job().set_name(self.job_name(id)).send()).await;
+        api::not_found_is_none("get job", got)
+    }
+
+    /// The job found under a launch key, if it is that key's.
+    fn adopt(&self, job: &Job, launch: &Launch, handle: Handle) -> Result<Handle> {
+        if job.labels.get(job::KEY_LABEL) != Some(&launch.key) {
+            return Err(ProviderError::Config(format!(
+                "Cloud Run job {} exists for another launch key than {}",
+                handle.provider_ref, launch.key
+            )));
+        }
+        tracing::info!(job = %handle.provider_ref, "adopting the Cloud Run job this launch key created");
+        Ok(handle)
+    }
+
+    /// Every execution in the region, by its job's id.
+    async fn executions(&self) -> Result<HashMap<String, Execution>> {
+        let mut by_job = HashMap::new();
+        let mut token = String::new();
+        loop {
+            let page = api::patiently(|| {
+                self.api
+                    .executions
+                    .list_executions()
+                    .set_parent(self.job_name("-"))
+                    .set_page_size(EXECUTIONS_PAGE)
+                    .set_page_token(token.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| api::classify("list executions", e))?;
+            for execution in page.executions {
+                by_job.insert(short(&execution.job).to_string(), execution);
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(by_job);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// The task of a failed execution (a job of offload's has one task).
+    async fn task(&self, execution: &str) -> Result<Option<Task>> {
+        let tasks = api::patiently(|| self.api.tasks.list_tasks().set_parent(execution).send())
+            .await
+            .map_err(|e| api::classify("list tasks", e))?;
+        Ok(tasks.tasks.into_iter().next())
+    }
+
+    fn refusal(&self, spec: &WorkloadSpec, secret_env: bool) -> Result<sizing::Size> {
+        let settings = "the project, region, service account and GPU settings";
+        let options = spec.provider_options.as_ref();
+        if let Some(why) =
+            offload_provider::options_refusal("cloudrun", "Cloud Run", settings, options)
+        {
+            return Err(ProviderError::InvalidSpec(why));
+        }
+        if secret_env && self.api.secrets.is_none() {
+            return Err(ProviderError::InvalidSpec(
+                "secret_env: this Cloud Run provider has no secret_manager configured, and a job \
+                 resource would show the values to anyone who can read it"
+                    .into(),
+            ));
+        }
+        sizing::size(&self.config, &spec.resources)
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for CloudRun {
+    fn kind(&self) -> &'static str {
+        "cloudrun"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_cpu: sizing::MAX_CPU,
+            max_memory_bytes: sizing::MAX_MEMORY_BYTES,
+            gpu_kinds: self.config.gpu_kinds.clone(),
+            spot: false,
+            arch: vec!["x86_64".into()],
+            max_observe_batch: 1_000,
+        }
+    }
+
+    fn price_sheet(&self) -> PriceSheet {
+        pricing::sheet(&self.config)
+    }
+
+    /// The size the task runs at: what Cloud Run bills.
+    fn billed_resources(&self, resources: &Resources) -> Resources {
+        match sizing::size(&self.config, resources) {
+            Ok(size) => size.billed(resources),
+            Err(_) => resources.clone(),
+        }
+    }
+
+    fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        // `secret_env` is not part of the spec here; `launch` checks it.
+        self.refusal(spec, false).map(|_| ())?;
+        let timeout_only = Launch {
+            key: String::new(),
+            job_id: String::new(),
+            attempt: 0,
+            spec: spec.clone(),
+            secret_env: Default::default(),
+            fresh: true,
+        };
+        job::check(&timeout_only)
+    }
+
+    async fn launch(&self, launch: &Launch) -> Result<Handle> {
+        let size = self.refusal(&launch.spec, !launch.secret_env.is_empty())?;
+        let id = job::id(&launch.key);
+        let handle = Handle {
+            key: launch.key.clone(),
+            provider_ref: id.clone(),
+        };
+        if !launch.fresh {
+            if let Some(existing) = self.get_job(&id).await? {
+                return self.adopt(&existing, launch, handle);
+            }
+        }
+        let refs = match &self.api.secrets {
+            Some(sm) if !launch.secret_env.is_empty() => {
+                secrets::put(sm, &self.config.project, &id, launch).await?
+            }
+            _ => vec![],
+        };
+        let body = job::body(&self.config, launch, &size, &refs)?;
+        let created = api::patiently(|| {
+            self.api
+                .jobs
+                .create_job()
+                .set_parent(self.config.parent())
+                .set_job_id(&id)
+                .set_job(body.clone())
+                .send()
+        })
+        .await;
+        match created {
+            Ok(operation) => {
+                tracing::info!(job = %id, operation = %operation.name, "created the Cloud Run job, which starts its execution");
+                Ok(handle)
+            }
+            Err(e) if api::code(&e) == Some(Code::AlreadyExists) => {
+                match self.get_job(&id).await? {
+                    Some(existing) => self.adopt(&existing, launch, handle),
+                    None => Err(ProviderError::Transient(format!(
+                        "Cloud Run job {id} exists and then does not"
+                    ))),
+                }
+            }
+            Err(e) => {
+                let err = api::classify("create job", e);
+                if let Some(sm) = &self.api.secrets {
+                    if !refs.is_empty() {
+                        secrets::delete(sm, &self.config.project, &id).await?;
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
+        let mut executions = self.executions().await?;
+        let pending = Duration::from_secs(self.config.pending_timeout_seconds);
+        let mut seen = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let (phase, ran) = match executions.remove(&handle.provider_ref) {
+                Some(execution) => {
+                    let task = match status::needs_task(&execution) {
+                        true => self.task(&execution.name).await?,
+                        false => None,
+                    };
+                    let phase = status::phase(&execution, task.as_ref());
+                    let ran = phase.is_final().then(|| status::ran(&execution)).flatten();
+                    (phase, ran)
+                }
+                // Not listed: not started yet, failed before it started, or gone.
+                None => match self.get_job(&handle.provider_ref).await? {
+                    None => (
+                        Phase::Lost {
+                            reason: format!("Cloud Run job {} was deleted", handle.provider_ref),
+                        },
+                        None,
+                    ),
+                    Some(job) => (
+                        status::without_execution(&job, SystemTime::now(), pending),
+                        None,
+                    ),
+                },
+            };
+            seen.push(Observation {
+                handle: handle.clone(),
+                phase,
+                ran,
+            });
+        }
+        Ok(seen)
+    }
+
+    /// Cancels the job's execution; the job stays until `release` deletes it. A job whose
+    /// execution has not been created yet is deleted, so that it cannot start after.
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
+        let id = &handle.provider_ref;
+        let Some(job) = self.get_job(id).await? else {
+            return Ok(());
+        };
+        match job
+            .latest_created_execution
+            .as_ref()
+            .map(|e| e.name.as_str())
+        {
+            Some(execution) if !execution.is_empty() => {
+                tracing::info!(job = %id, execution, reason, "cancelling the Cloud Run execution");
+                let name = format!("{}/executions/{}", self.job_name(id), short(execution));
+                let sent = api::patiently(|| {
+                    self.api
+                        .executions
+                        .cancel_execution()
+                        .set_name(name.clone())
+                        .send()
+                })
+                .await;
+                api::not_found_is_none("cancel execution", sent).map(|_| ())
+            }
+            _ => {
+                tracing::info!(job = %id, reason, "deleting the Cloud Run job before its execution starts");
+                self.release(handle).await
+            }
+        }
+    }
+
+    async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
+        logs::read(&self.api.logging, &self.config, &handle.provider_ref, query).await
+    }
+
+    async fn release(&self, handle: &Handle) -> Result<()> {
+        let sent = api::patiently(|| {
+            self.api
+                .jobs
+                .delete_job()
+                .set_name(self.job_name(&handle.provider_ref))
+                .send()
+        })
+        .await;
+        api::not_found_is_none("delete job", sent)?;
+        if let Some(sm) = &self.api.secrets {
+            secrets::delete(sm, &self.config.project, &handle.provider_ref).await?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<()> {
+        api::patiently(|| {
+            self.api
+                .jobs
+                .list_jobs()
+                .set_parent(self.config.parent())
+                .set_page_size(1)
+                .send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| api::classify("list jobs", e))
+    }
+
+    async fn managed(&self) -> Result<Vec<Handle>> {
+        let mut handles = vec![];
+        let mut token = String::new();
+        loop {
+            let page = api::patiently(|| {
+                self.api
+                    .jobs
+                    .list_jobs()
+                    .set_parent(self.config.parent())
+                    .set_page_token(token.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| api::classify("list jobs", e))?;
+            for job in &page.jobs {
+                if job.labels.get(job::MANAGED_BY_LABEL).map(String::as_str) != Some("offload") {
+                    continue;
+                }
+                if let Some(key) = job.labels.get(job::KEY_LABEL) {
+                    handles.push(Handle {
+                        key: key.clone(),
+                        provider_ref: short(&job.name).to_string(),
+                    });
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(handles);
+            }
+            token = page.next_page_token;
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What a Cloud Run job costs and how it is billed, so routing can compare it with other
+//! providers and send GPU work where it is cheapest.
+//!
+//! - Size: the task's limits ([`crate::sizing::size`]): the CPU and memory the request
+//!   rounds up to, and its GPU.
+//! - Time: while the task's instance runs, "rounded up to the nearest 100 millisecond"; the
+//!   sheet bills whole seconds (at most 0.9 s more per job). No minimum, no request charge.
+//! - Price: Tier 1 list prices for jobs (instance-based billing); the monthly free tier is
+//!   the billing account's, not one job's, and is not counted. Tier 2 regions are dearer:
+//!   set `[providers.NAME.price]` there.
+//!
+//! Every figure names its source and when it was read; figures that could not be read on a
+//! primary source are marked UNCONFIRMED.
+
+use std::collections::BTreeMap;
+
+use offload_provider::PriceSheet;
+
+use crate::config::Config;
+
+/// Source: Google Cloud, "Cloud Run pricing" (cloud.google.com/run/pricing), read
+/// 2026-12-02: usage is "rounded up to the nearest 100 millisecond"; no minimum is stated
+/// for jobs.
+pub const MIN_BILLED_SECONDS: u64 = 0;
+pub const BILLING_INCREMENT_SECONDS: u64 = 1;
+
+/// Tier 1, "Services with CPU always allocated / Jobs": USD per vCPU-second. Source: the
+/// pricing page above, read 2026-12-02.
+pub const VCPU_SECOND: f64 = 0.000018;
+/// Tier 1, jobs: USD per GiB-second. UNCONFIRMED: the part of the pricing page with it was
+/// not readable here on 2026-12-02; the figure is the one published alongside
+/// [`VCPU_SECOND`] in 2024-2025.
+pub const GIB_SECOND: f64 = 0.000002;
+/// (GPU kind, USD per GPU-second, without zonal redundancy, with it). UNCONFIRMED, both
+/// figures: not readable on the pricing page here on 2026-12-02; $0.0001867/s matches a
+/// third-party report of "roughly $0.67 per hour" for an L4 on Cloud Run (2026-04). The
+/// jobs GPU page (cloud.google.com/run/docs/configuring/jobs/gpu) says GPU jobs "follow No
+/// zonal redundancy pricing (in preview)".
+pub const GPU_SECOND: [(&str, f64, f64); 1] = [("nvidia-l4", 0.0001867, 0.0002333)];
+
+pub fn sheet(config: &Config) -> PriceSheet {
+    PriceSheet {
+        vcpu_hour: VCPU_SECOND * 3600.0,
+        gb_hour: GIB_SECOND * 3600.0,
+        gpu_hour: GPU_SECOND
+            .iter()
+            .filter(|(kind, _, _)| config.gpu_kinds.iter().any(|k| k == kind))
+            .map(|(kind, plain, redundant)| {
+                let per_second = if config.gpu_zonal_redundancy {
+                    redundant
+                } else {
+                    plain
+                };
+                (kind.to_string(), per_second * 3600.0)
+            })
+            .collect::<BTreeMap<_, _>>(),
+        min_billed_seconds: MIN_BILLED_SECONDS,
+        billing_increment_seconds: BILLING_INCREMENT_SECONDS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use offload_provider::{Gpu, Resources};
+
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn an_l4_task_is_billed_at_its_gpu_minimums_per_second() {
+        let config: Config =
+            serde_json::from_value(serde_json::json!({"project": "p", "region": "us-central1"}))
+                .unwrap();
+        let request = Resources {
+            cpu: 1.0,
+            memory_bytes: GIB,
+            gpu: Some(Gpu {
+                count: 1,
+                kind: Some("nvidia-l4".into()),
+            }),
+            ephemeral_storage_bytes: None,
+        };
+        let billed = crate::sizing::size(&config, &request)
+            .unwrap()
+            .billed(&request);
+        let est = sheet(&config).estimate(&billed, 61).unwrap();
+        assert_eq!(est.billed_seconds, 61);
+        let per_second = 4.0 * 0.000018 + 16.0 * 0.000002 + 0.0001867;
+        assert!(close(est.estimated_usd, per_second * 61.0), "{est:?}");
+        let redundant: Config = serde_json::from_value(serde_json::json!(
+            {"project": "p", "region": "us-central1", "gpu_zonal_redundancy": true}))
+        .unwrap();
+        assert!(close(
+            sheet(&redundant).gpu_hour["nvidia-l4"],
+            0.0002333 * 3600.0
+        ));
+    }
+}

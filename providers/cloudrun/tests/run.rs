@@ -1,0 +1,415 @@
+//! The Cloud Run provider through the real `google-cloud-run-v2`, `google-cloud-logging-v2`
+//! and `google-cloud-secretmanager-v1` clients against the fake Google APIs in
+//! tests/fake_run; no Cloud Run emulator exists.
+
+mod fake_run;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fake_run::FakeRun;
+use offload_cloudrun::CloudRun;
+use offload_provider::conformance::launch;
+use offload_provider::{Gpu, Handle, Phase, Provider, ProviderError, Resources, WorkloadSpec};
+use serde_json::{json, Value};
+
+async fn provider(run: &FakeRun, extra: Value) -> CloudRun {
+    let base = json!({
+        "project": fake_run::PROJECT,
+        "region": fake_run::REGION,
+        "endpoint": run.url,
+        "logging_endpoint": run.url,
+        "secret_manager": {"endpoint": run.url},
+        "access_token": fake_run::TOKEN,
+        "service_account": "runner@batch-prod.iam.gserviceaccount.com",
+        "labels": {"team": "data"},
+    });
+    offload_provider::conformance::config::<offload_cloudrun::Config>(base, extra)
+        .build()
+        .await
+        .unwrap()
+}
+
+fn spec() -> WorkloadSpec {
+    WorkloadSpec {
+        name: None,
+        image: "us-docker.pkg.dev/batch-prod/jobs/etl:1".into(),
+        command: vec!["sh".into(), "-c".into()],
+        args: vec!["echo hi".into()],
+        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        resources: Resources {
+            cpu: 0.3,
+            memory_bytes: 1536 << 20,
+            gpu: None,
+            ephemeral_storage_bytes: None,
+        },
+        timeout_seconds: Some(600),
+        labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
+        provider_options: None,
+    }
+}
+
+fn gpu_spec(count: u32, kind: Option<&str>) -> WorkloadSpec {
+    WorkloadSpec {
+        resources: Resources {
+            cpu: 2.0,
+            memory_bytes: 8 << 30,
+            gpu: Some(Gpu {
+                count,
+                kind: kind.map(str::to_string),
+            }),
+            ephemeral_storage_bytes: None,
+        },
+        ..spec()
+    }
+}
+
+async fn phase(cloudrun: &CloudRun, handle: &Handle) -> Phase {
+    cloudrun
+        .observe(std::slice::from_ref(handle))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .phase
+}
+
+fn calls(run: &FakeRun, method: &str, contains: &str) -> usize {
+    run.requests()
+        .iter()
+        .filter(|(m, p, _)| m == method && p.contains(contains))
+        .count()
+}
+
+#[tokio::test]
+async fn a_job_runs_once_and_ends_with_its_exit_code() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-a-1", spec()))
+        .await
+        .unwrap();
+    assert_eq!(handle.provider_ref, offload_cloudrun::job_id("offload-a-1"));
+    let job = run.job(&handle.provider_ref).expect("the job was created");
+    assert_eq!(job["labels"]["offload-launch-key"], "offload-a-1");
+    assert_eq!(job["labels"]["managed-by"], "offload");
+    assert_eq!(job["labels"]["team"], "data");
+    let task = &job["template"]["template"];
+    assert_eq!(task["maxRetries"], 0);
+    assert_eq!(task["timeout"], "660s");
+    assert_eq!(
+        task["serviceAccount"],
+        "runner@batch-prod.iam.gserviceaccount.com"
+    );
+    // 0.3 vCPU with 1.5 GiB runs at 1 vCPU: fractional CPU holds at most 1 GiB.
+    assert_eq!(
+        task["containers"][0]["resources"]["limits"],
+        json!({"cpu": "1", "memory": "1536Mi"})
+    );
+    // The create started the execution: no `jobs:run` was sent.
+    assert_eq!(calls(&run, "POST", ":run"), 0);
+    assert!(run.execution(&handle.provider_ref).is_some());
+    assert!(matches!(
+        phase(&cloudrun, &handle).await,
+        Phase::Starting { .. }
+    ));
+    run.run(&handle.provider_ref);
+    assert_eq!(phase(&cloudrun, &handle).await, Phase::Running);
+    run.exit(&handle.provider_ref, 0);
+    let seen = cloudrun
+        .observe(std::slice::from_ref(&handle))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen[0].phase,
+        Phase::Exited {
+            exit_code: Some(0),
+            reason: None
+        }
+    );
+    assert!(seen[0].ran.is_some(), "an ended execution reports its run");
+
+    let failing = cloudrun
+        .launch(&launch("offload-b-1", spec()))
+        .await
+        .unwrap();
+    run.run(&failing.provider_ref);
+    run.exit(&failing.provider_ref, 3);
+    assert_eq!(
+        phase(&cloudrun, &failing).await,
+        Phase::Exited {
+            exit_code: Some(3),
+            reason: Some("exited with code 3: The container exited with an error.".into())
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_round_costs_one_list_however_many_jobs_it_follows() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let mut handles = vec![];
+    for i in 0..120 {
+        handles.push(
+            cloudrun
+                .launch(&launch(&format!("offload-r-{i}"), spec()))
+                .await
+                .unwrap(),
+        );
+        run.run(&handles[i].provider_ref);
+    }
+    let before = run.requests().len();
+    let seen = cloudrun.observe(&handles).await.unwrap();
+    assert!(seen.iter().all(|o| o.phase == Phase::Running));
+    let round: Vec<_> = run.requests()[before..].to_vec();
+    assert_eq!(
+        round.len(),
+        1,
+        "one page of the region's executions: {round:?}"
+    );
+    assert!(round[0].1.contains("/jobs/-/executions"), "{round:?}");
+}
+
+#[tokio::test]
+async fn secrets_go_to_secret_manager_never_into_the_job() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-s-1", spec()))
+        .await
+        .unwrap();
+    let job = run.job(&handle.provider_ref).unwrap();
+    assert!(!job.to_string().contains("s3cr3t"), "{job}");
+    let secret = format!("{}-env-0", handle.provider_ref);
+    let env = &job["template"]["template"]["containers"][0]["env"];
+    assert!(
+        env.as_array().unwrap().contains(&json!({"name": "TOKEN",
+            "valueSource": {"secretKeyRef": {"secret": secret, "version": "1"}}})),
+        "{env}"
+    );
+    assert_eq!(run.secret(&secret), Some(vec!["s3cr3t".to_string()]));
+    assert!(!run.requests().iter().any(|(_, p, _)| p.contains("s3cr3t")));
+    cloudrun.release(&handle).await.unwrap();
+    assert!(
+        run.secrets().is_empty(),
+        "release deletes the secrets: {:?}",
+        run.secrets()
+    );
+
+    // Without Secret Manager, secret_env is refused by name rather than written in plain.
+    let plain = provider(&run, json!({"secret_manager": null})).await;
+    let err = plain
+        .launch(&launch("offload-s-2", spec()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::InvalidSpec(w) if w.starts_with("secret_env:")),
+        "{err:?}"
+    );
+    assert!(run.job(&offload_cloudrun::job_id("offload-s-2")).is_none());
+}
+
+#[tokio::test]
+async fn a_task_past_its_timeout_fails_as_timed_out() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-o-1", spec()))
+        .await
+        .unwrap();
+    run.run(&handle.provider_ref);
+    run.time_out(&handle.provider_ref);
+    assert!(matches!(phase(&cloudrun, &handle).await,
+            Phase::Exited { exit_code: None, reason: Some(r) } if r == "timed out: The configured timeout was reached."),);
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_found_fails_the_job_with_cloud_runs_reason() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let missing = "us-docker.pkg.dev/batch-prod/jobs/nope:1";
+    run.missing_image(missing);
+    let spec = WorkloadSpec {
+        image: missing.into(),
+        ..spec()
+    };
+    let handle = cloudrun.launch(&launch("offload-i-1", spec)).await.unwrap();
+    assert!(run.execution(&handle.provider_ref).is_none());
+    assert_eq!(
+        phase(&cloudrun, &handle).await,
+        Phase::Exited {
+            exit_code: None,
+            reason: Some(format!("image pull failed: Image '{missing}' not found."))
+        }
+    );
+    // A cancel of a job with no execution deletes it, so that it cannot start later.
+    cloudrun
+        .cancel(&handle, "cancelled by the user")
+        .await
+        .unwrap();
+    assert!(run.job(&handle.provider_ref).is_none());
+}
+
+#[tokio::test]
+async fn gpu_jobs_get_an_l4_at_its_minimums_and_others_are_refused_by_name() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    assert_eq!(
+        cloudrun.capabilities().gpu_kinds,
+        vec!["nvidia-l4".to_string()]
+    );
+    let handle = cloudrun
+        .launch(&launch("offload-g-1", gpu_spec(1, Some("nvidia-l4"))))
+        .await
+        .unwrap();
+    let task = &run.job(&handle.provider_ref).unwrap()["template"]["template"];
+    assert_eq!(task["nodeSelector"]["accelerator"], "nvidia-l4");
+    assert_eq!(task["gpuZonalRedundancyDisabled"], true);
+    assert_eq!(
+        task["containers"][0]["resources"]["limits"],
+        json!({"cpu": "4", "memory": "16384Mi", "nvidia.com/gpu": "1"})
+    );
+    let billed = cloudrun.billed_resources(&gpu_spec(1, None).resources);
+    assert_eq!((billed.cpu, billed.memory_bytes), (4.0, 16 << 30));
+
+    for (spec, field) in [
+        (gpu_spec(2, None), "resources.gpu.count:"),
+        (
+            gpu_spec(1, Some("nvidia-tesla-a100")),
+            "resources.gpu.kind:",
+        ),
+    ] {
+        let err = cloudrun.validate(&spec).unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::InvalidSpec(w) if w.starts_with(field)),
+            "{err:?}"
+        );
+    }
+    let no_gpus = provider(&run, json!({"gpu_kinds": []})).await;
+    assert!(no_gpus.validate(&gpu_spec(1, None)).is_err());
+}
+
+#[tokio::test]
+async fn a_relaunch_after_a_crash_adopts_the_job_instead_of_starting_twice() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let first = cloudrun
+        .launch(&launch("offload-c-1", spec()))
+        .await
+        .unwrap();
+    let creates = calls(&run, "POST", "/jobs?");
+    // Not fresh: the provider looks first and finds the job.
+    let again = cloudrun
+        .launch(&launch("offload-c-1", spec()))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(calls(&run, "POST", "/jobs?"), creates, "no second create");
+    // Fresh (the engine's claim says nothing was sent) but the create had gone through:
+    // Cloud Run's ALREADY_EXISTS is adopted, and no second execution starts.
+    let fresh = offload_provider::Launch {
+        fresh: true,
+        ..launch("offload-c-1", spec())
+    };
+    assert_eq!(cloudrun.launch(&fresh).await.unwrap(), first);
+    assert_eq!(run.jobs().len(), 1);
+    assert_eq!(calls(&run, "POST", ":run"), 0);
+}
+
+#[tokio::test]
+async fn throttling_is_waited_out_then_reported() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-t-1", spec()))
+        .await
+        .unwrap();
+    run.throttle(1, 1);
+    let started = Instant::now();
+    assert!(matches!(
+        phase(&cloudrun, &handle).await,
+        Phase::Starting { .. }
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    run.throttle(10, 0);
+    let err = cloudrun.observe(&[handle]).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn cancel_stops_the_execution_and_release_and_the_orphan_sweep_delete_the_job() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-x-1", spec()))
+        .await
+        .unwrap();
+    run.run(&handle.provider_ref);
+    cloudrun
+        .cancel(&handle, "cancelled by the user")
+        .await
+        .unwrap();
+    assert_eq!(
+        run.execution(&handle.provider_ref).unwrap()["cancelledCount"],
+        1
+    );
+    assert_eq!(
+        phase(&cloudrun, &handle).await,
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("execution cancelled".into())
+        }
+    );
+    cloudrun
+        .cancel(&handle, "again")
+        .await
+        .expect("a second cancel is no error");
+
+    let other = cloudrun
+        .launch(&launch("offload-y-1", spec()))
+        .await
+        .unwrap();
+    let mut managed = cloudrun.managed().await.unwrap();
+    managed.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(managed, vec![handle.clone(), other.clone()]);
+    cloudrun.release(&handle).await.unwrap();
+    cloudrun
+        .release(&handle)
+        .await
+        .expect("a job already gone is no error");
+    assert_eq!(run.jobs(), vec![other.provider_ref.clone()]);
+    assert!(matches!(
+        phase(&cloudrun, &handle).await,
+        Phase::Lost { .. }
+    ));
+    cloudrun.check().await.unwrap();
+}
+
+#[tokio::test]
+async fn logs_follow_with_the_cursor() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-l-1", spec()))
+        .await
+        .unwrap();
+    offload_provider::conformance::log_cursor_follows(&cloudrun, &handle, |text| {
+        run.append_log(&handle.provider_ref, text);
+        async {}
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_a_config_error() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({"access_token": "wrong"})).await;
+    let err = cloudrun.check().await.unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Config(w) if w.contains("UNAUTHENTICATED")),
+        "{err:?}"
+    );
+}
