@@ -14,12 +14,10 @@ mod fake_kube;
 
 #[cfg(feature = "aca")]
 mod on_the_fake {
-    use std::time::{Duration, Instant};
-
     use reqwest::Method;
-    use serde_json::{json, Value};
+    use serde_json::json;
 
-    use super::common::{Gateway, TOKEN_A};
+    use super::common::{until, Gateway, TOKEN_A};
     use super::fake_apps::{self, FakeApps};
 
     const ENVIRONMENT: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/batch/providers/Microsoft.App/managedEnvironments/batch";
@@ -47,41 +45,17 @@ log_analytics = {{ workspace_id = "{workspace}", endpoint = "{url}" }}
         )
     }
 
-    /// Waits for the job to be launched; its Container Apps job's name.
-    async fn launched(gw: &Gateway, id: &str) -> String {
-        let job = gw
-            .wait_for(TOKEN_A, id, 20, "launched", |j| {
-                j["provider_ref"].is_string()
-            })
-            .await;
-        job["provider_ref"].as_str().unwrap().to_string()
-    }
-
-    async fn until(what: &str, ok: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ok() {
-            assert!(Instant::now() < deadline, "waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn submitted(gw: &Gateway, spec: Value) -> String {
-        let (status, job) = gw.submit(TOKEN_A, spec).await;
-        assert_eq!(status, 201, "{job}");
-        job["id"].as_str().unwrap().to_string()
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_runs_to_its_exit_code_with_its_log_and_is_released() {
         let apps = FakeApps::start().await;
         let gw = Gateway::start(&provider(&apps)).await;
-        let id = submitted(
-            &gw,
-            json!({"image": "alpine:3", "command": ["sh", "-c", "echo hi"], "provider": "apps",
+        let id = gw
+            .submitted(
+                json!({"image": "alpine:3", "command": ["sh", "-c", "echo hi"], "provider": "apps",
             "secret_env": {"TOKEN": "s3cr3t"}}),
-        )
-        .await;
-        let name = launched(&gw, &id).await;
+            )
+            .await;
+        let name = gw.launched(&id).await;
         apps.set_execution(&name, "Running", json!({"status": "Running"}));
         gw.wait_state(TOKEN_A, &id, "running", 20).await;
         apps.append_log(&name, "hello from container apps\n");
@@ -114,8 +88,10 @@ log_analytics = {{ workspace_id = "{workspace}", endpoint = "{url}" }}
             .to_string()
             .contains("s3cr3t"));
 
-        let id = submitted(&gw, json!({"image": "alpine:3", "provider": "apps"})).await;
-        let name = launched(&gw, &id).await;
+        let id = gw
+            .submitted(json!({"image": "alpine:3", "provider": "apps"}))
+            .await;
+        let name = gw.launched(&id).await;
         apps.set_execution(
             &name,
             "Failed",
@@ -133,14 +109,14 @@ log_analytics = {{ workspace_id = "{workspace}", endpoint = "{url}" }}
     async fn a_timeout_and_a_cancel_stop_the_execution() {
         let apps = FakeApps::start().await;
         let gw = Gateway::start(&provider(&apps)).await;
-        let timed = submitted(
-            &gw,
-            json!({"image": "alpine:3", "provider": "apps", "timeout_seconds": 1}),
-        )
-        .await;
-        let cancelled = submitted(&gw, json!({"image": "alpine:3", "provider": "apps"})).await;
-        let timed_name = launched(&gw, &timed).await;
-        let cancelled_name = launched(&gw, &cancelled).await;
+        let timed = gw
+            .submitted(json!({"image": "alpine:3", "provider": "apps", "timeout_seconds": 1}))
+            .await;
+        let cancelled = gw
+            .submitted(json!({"image": "alpine:3", "provider": "apps"}))
+            .await;
+        let timed_name = gw.launched(&timed).await;
+        let cancelled_name = gw.launched(&cancelled).await;
         for name in [&timed_name, &cancelled_name] {
             apps.set_execution(name, "Running", json!({"status": "Running"}));
         }

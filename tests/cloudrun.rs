@@ -17,12 +17,10 @@ mod fake_run;
 
 #[cfg(feature = "cloudrun")]
 mod on_the_fake {
-    use std::time::{Duration, Instant};
-
     use reqwest::Method;
-    use serde_json::{json, Value};
+    use serde_json::json;
 
-    use super::common::{Gateway, TOKEN_A};
+    use super::common::{until, Gateway, TOKEN_A};
     use super::fake_run::{self, FakeRun};
 
     /// The `[providers.run]` table for `run`.
@@ -47,41 +45,17 @@ max_poll_interval_ms = 200
         )
     }
 
-    /// Waits for the job to be launched; its Cloud Run job's id.
-    async fn launched(gw: &Gateway, id: &str) -> String {
-        let job = gw
-            .wait_for(TOKEN_A, id, 20, "launched", |j| {
-                j["provider_ref"].is_string()
-            })
-            .await;
-        job["provider_ref"].as_str().unwrap().to_string()
-    }
-
-    async fn until(what: &str, ok: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !ok() {
-            assert!(Instant::now() < deadline, "waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn submitted(gw: &Gateway, spec: Value) -> String {
-        let (status, job) = gw.submit(TOKEN_A, spec).await;
-        assert_eq!(status, 201, "{job}");
-        job["id"].as_str().unwrap().to_string()
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_runs_to_its_exit_code_with_its_log_and_is_released() {
         let run = FakeRun::start().await;
         let gw = Gateway::start(&provider(&run)).await;
-        let id = submitted(
-            &gw,
-            json!({"image": "alpine:3", "command": ["sh", "-c", "echo hi"], "provider": "run",
+        let id = gw
+            .submitted(
+                json!({"image": "alpine:3", "command": ["sh", "-c", "echo hi"], "provider": "run",
                    "secret_env": {"TOKEN": "s3cr3t"}}),
-        )
-        .await;
-        let job_id = launched(&gw, &id).await;
+            )
+            .await;
+        let job_id = gw.launched(&id).await;
         assert!(!run.job(&job_id).unwrap().to_string().contains("s3cr3t"));
         assert_eq!(
             run.secret(&format!("{job_id}-env-0")),
@@ -109,8 +83,10 @@ max_poll_interval_ms = 200
         until("the job's release", || run.job(&job_id).is_none()).await;
         until("its secret's deletion", || run.secrets().is_empty()).await;
 
-        let id = submitted(&gw, json!({"image": "alpine:3", "provider": "run"})).await;
-        let job_id = launched(&gw, &id).await;
+        let id = gw
+            .submitted(json!({"image": "alpine:3", "provider": "run"}))
+            .await;
+        let job_id = gw.launched(&id).await;
         run.run(&job_id);
         run.exit(&job_id, 3);
         let job = gw.wait_terminal(TOKEN_A, &id, 20).await;
@@ -125,14 +101,14 @@ max_poll_interval_ms = 200
     async fn a_timeout_and_a_cancel_cancel_the_execution() {
         let run = FakeRun::start().await;
         let gw = Gateway::start(&provider(&run)).await;
-        let timed = submitted(
-            &gw,
-            json!({"image": "alpine:3", "provider": "run", "timeout_seconds": 1}),
-        )
-        .await;
-        let cancelled = submitted(&gw, json!({"image": "alpine:3", "provider": "run"})).await;
-        let timed_job = launched(&gw, &timed).await;
-        let cancelled_job = launched(&gw, &cancelled).await;
+        let timed = gw
+            .submitted(json!({"image": "alpine:3", "provider": "run", "timeout_seconds": 1}))
+            .await;
+        let cancelled = gw
+            .submitted(json!({"image": "alpine:3", "provider": "run"}))
+            .await;
+        let timed_job = gw.launched(&timed).await;
+        let cancelled_job = gw.launched(&cancelled).await;
         for job in [&timed_job, &cancelled_job] {
             run.run(job);
         }

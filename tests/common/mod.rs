@@ -157,6 +157,21 @@ impl Gateway {
         self.wait_for(token, id, secs, state, |job| job["state"] == state)
             .await
     }
+
+    /// Submits `spec` as tenant A, which must be accepted; the job's id.
+    pub async fn submitted(&self, spec: Value) -> String {
+        let (status, job) = self.submit(TOKEN_A, spec).await;
+        assert_eq!(status, 201, "{job}");
+        job["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits for tenant A's job to be launched; its workload's `provider_ref`.
+    pub async fn launched(&self, id: &str) -> String {
+        let job = self
+            .wait_for(TOKEN_A, id, 20, "launched", |j| j["provider_ref"].is_string())
+            .await;
+        job["provider_ref"].as_str().unwrap().to_string()
+    }
 }
 
 impl Gateway {
@@ -261,6 +276,15 @@ impl Drop for Binary {
 }
 
 /// Waits until `url` answers `/readyz` with 200; panics with the server's log after 10 s.
+/// Waits until `ok()` (a test peer's state, say); panics after 20 s, naming `what`.
+pub async fn until(what: &str, ok: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(tokio::time::Instant::now() < deadline, "waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) {
     for _ in 0..200 {
         if http
