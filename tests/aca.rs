@@ -179,6 +179,7 @@ async fn auto_sends_gpu_work_where_the_price_sheets_say() {
         kubeconfig.display()
     ))
     .await;
+    gw.wait_healthy().await;
     let gpu = |kind: &str| {
         json!({"image": "trainer:1", "resources": {"cpu": 4, "memory": "16Gi", "gpu": {"count": 1, "kind": kind}},
                "routing": {"expected_duration_seconds": 3600}})

@@ -158,6 +158,21 @@ impl Gateway {
             .await
     }
 
+    /// Waits until every configured provider's health check has passed (a provider is
+    /// unhealthy until its first check, and routing ranks healthy providers first).
+    pub async fn wait_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, providers) = self.get(TOKEN_A, "/v1/providers").await;
+            assert_eq!(status, 200, "{providers}");
+            if providers.as_array().unwrap().iter().all(|p| p["healthy"] == true) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "providers not healthy: {providers}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Submits `spec` as tenant A, which must be accepted; the job's id.
     pub async fn submitted(&self, spec: Value) -> String {
         let (status, job) = self.submit(TOKEN_A, spec).await;
