@@ -4,8 +4,9 @@
 # PyPI and the airflow-provider-offload package, cached in target/airflow-venv until
 # deploy/airflow/requirements.txt or the package's pyproject.toml changes; another with moto[server]
 # for the ECS provider, in target/moto-venv; another with schemathesis, in
-# target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh) and
-# starts every peer.
+# target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh; Debian's
+# chromium and playwright-core from npm, in target/ui-node, for the dashboard, tests/ui/run.sh)
+# and starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo python3 kubectl; do
@@ -50,6 +51,8 @@ tests/pg.sh run bash -c 'cargo test --workspace --all-targets --locked &&
 tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
 # Real Airflow against the real binary (built above).
 OFFLOAD_BIN="$PWD/target/debug/offload" "$venv/bin/python" -m pytest -p no:cacheprovider tests/airflow 2>&1 | tee -a "$log" || status=$?
+# The dashboard in headless Chromium (Debian's chromium, playwright-core from npm).
+OFFLOAD_BIN="$PWD/target/debug/offload" tests/ui/run.sh 2>&1 | tee -a "$log" || status=$?
 
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo "[0-9]+ (failed|errors?)" "$log" | awk "{s+=\$1} END {print s+0}")

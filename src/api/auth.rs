@@ -24,7 +24,7 @@ impl Tokens {
         )
     }
 
-    fn tenant(&self, presented: &[u8]) -> Option<&str> {
+    pub(super) fn tenant(&self, presented: &[u8]) -> Option<&str> {
         let mut found = None;
         for (token, tenant) in &self.0 {
             if bool::from(token.as_slice().ct_eq(presented)) {

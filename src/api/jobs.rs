@@ -29,7 +29,7 @@ use crate::store::{CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Submit
 
 const MAX_PAGE: usize = 500;
 
-fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     let hyphenated = patterns::JOB_ID.is_match(id).then_some(id);
     hyphenated
         .and_then(|id| Uuid::parse_str(id).ok())
@@ -42,7 +42,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// The tenant's job, or 404 (also for another tenant's job: its existence is not told).
-async fn job_of(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<JobRecord, ApiError> {
+pub(super) async fn job_of(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<JobRecord, ApiError> {
     state
         .store
         .get(id)
@@ -442,7 +442,7 @@ pub struct LogParams {
 /// The most lines `tail` may ask for.
 const MAX_TAIL: usize = 100_000;
 
-fn last_lines(text: &str, n: usize) -> &str {
+pub(super) fn last_lines(text: &str, n: usize) -> &str {
     let trimmed = text.strip_suffix('\n').unwrap_or(text);
     match trimmed.rmatch_indices('\n').nth(n.saturating_sub(1)) {
         Some((i, _)) if n > 0 => &text[i + 1..],

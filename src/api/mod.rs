@@ -6,6 +6,7 @@ pub mod doc;
 mod error;
 mod jobs;
 mod ops;
+mod ui;
 mod waiters;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .route("/openapi.json", get(ops::openapi_json))
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(error::problems_only))
+        // The dashboard's pages answer in HTML, errors too.
+        .merge(ui::router())
         .layer(axum::middleware::from_fn(ops::track_latency))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(

@@ -69,6 +69,10 @@ pub struct Slot {
     /// Log followers' reads of this provider: a budget of their own, so that followers
     /// cannot use up the calls that launches and status need.
     follower_reads: DefaultDirectRateLimiter,
+    /// Calls made to the provider since the gateway started, and how many failed (as the
+    /// `offload_provider_calls_total` and `_errors_total` metrics count them).
+    calls: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl Slot {
@@ -170,6 +174,8 @@ impl Engine {
                 follower_reads: RateLimiter::direct(Quota::per_second(
                     NonZeroU32::new(p.follower_reads_per_second.max(1)).expect("at least 1"),
                 )),
+                calls: Default::default(),
+                errors: Default::default(),
             }));
         }
         let (poke, poked) = mpsc::unbounded_channel();
@@ -447,6 +453,8 @@ impl Engine {
                     capabilities: serde_json::to_value(s.provider.capabilities())
                         .unwrap_or_default(),
                     prices: serde_json::to_value(&s.prices).unwrap_or_default(),
+                    calls: s.calls.load(std::sync::atomic::Ordering::Relaxed),
+                    errors: s.errors.load(std::sync::atomic::Ordering::Relaxed),
                 }
             })
             .collect()
@@ -484,7 +492,9 @@ impl Engine {
     ) -> Result<T, EngineError> {
         let labels = [("provider", slot.name.clone()), ("call", call.to_string())];
         metrics::counter!("offload_provider_calls_total", &labels).increment(1);
+        slot.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         fut.await.map_err(|source| {
+            slot.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let kind = match &source {
                 ProviderError::InvalidSpec(_) => "invalid_spec",
                 ProviderError::Capacity(_) => "capacity",

@@ -730,6 +730,10 @@ pub struct ProviderInfo {
     pub capabilities: serde_json::Value,
     #[schema(value_type = Object)]
     pub prices: serde_json::Value,
+    /// Calls the gateway made to the provider since it started.
+    pub calls: u64,
+    /// Of those, how many failed (any error the provider answered, throttling included).
+    pub errors: u64,
 }
 
 /// Finds the job's result: the JSON of the last `offload-result: ` line of its output.

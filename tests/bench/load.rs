@@ -359,6 +359,10 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
     println!("{line}");
     notes.push(line);
 
+    let line = dashboard(&http, &base, live).await;
+    println!("{store}: {line}");
+    notes.push(format!("{store}: {line}"));
+
     let line = long_polls(&base, server.child.id(), &burst_ids[..LONG_POLLS.min(burst_ids.len())]).await;
     println!("{store}: {line}");
     notes.push(format!("{store}: {line}"));
@@ -375,6 +379,30 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
     notes.extend(ended::section(store, db, &base, ended_jobs, read).await);
     server.kill9();
     (figures, notes)
+}
+
+/// The dashboard's jobs page (`/ui/jobs`, signed in), newest first and filtered, read one
+/// after another with `live` jobs in the store: its p50 and p99.
+async fn dashboard(http: &reqwest::Client, base: &str, live: usize) -> String {
+    use base64::Engine as _;
+    let cookie = format!(
+        "offload_session={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(TOKEN_A)
+    );
+    let mut figures = vec![];
+    for query in ["", "?state=starting&provider=sim"] {
+        let mut took = vec![];
+        for _ in 0..200 {
+            let started = Instant::now();
+            let r = http.get(format!("{base}/ui/jobs{query}")).header("cookie", &cookie).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap();
+            took.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        took.sort_by(f64::total_cmp);
+        figures.push(format!("`/ui/jobs{query}` p50 {:.1} ms, p99 {:.1} ms", took[100], took[197]));
+    }
+    format!("the dashboard's jobs page with {live} jobs in the store, 200 reads each: {}", figures.join("; "))
 }
 
 /// The heading of BENCHMARKS.md's hand-written profiles, which a new run keeps.

@@ -1,0 +1,285 @@
+// End-to-end tests of the dashboard (/ui) in headless Chromium, driven by playwright-core,
+// against the real gateway binary ($OFFLOAD_BIN) with the local provider (real processes,
+// real logs and exit codes) and a priced sim provider (costs). Run by tests/ui/run.sh.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { chromium } from 'playwright-core';
+
+const TOKEN_A = 'tenant-a-token-0123456789';
+const TOKEN_B = 'tenant-b-token-0123456789';
+const SHOTS = process.env.OFFLOAD_UI_SCREENSHOTS ?? 'target/ui-screenshots';
+let base, gateway, browser, gatewayLog = '';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+/** Polls `check` until it returns a truthy value; fails naming `what` after `ms`. */
+async function waitFor(check, what, ms = 15000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try { last = await check(); if (last) return last; } catch (e) { last = e; }
+    if (Date.now() > deadline) throw new Error(`waiting for ${what}: ${last}`);
+    await new Promise(r => setTimeout(r, 50));
+  }
+}
+
+async function api(token, method, path, body) {
+  const r = await fetch(base + path, {
+    method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  return { status: r.status, json: text ? JSON.parse(text) : null };
+}
+
+async function submit(token, spec) {
+  const r = await api(token, 'POST', '/v1/jobs', spec);
+  assert.equal(r.status, 201, JSON.stringify(r.json));
+  return r.json;
+}
+
+const job = async (token, id) => (await api(token, 'GET', `/v1/jobs/${id}`)).json;
+const ended = (token, id) => waitFor(async () => { const j = await job(token, id); return j.terminal && j; }, `job ${id} to end`);
+
+/** A new page in a fresh context, with its console errors and page errors collected. */
+async function open() {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', e => errors.push(String(e)));
+  page.on('response', r => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+  return { context, page, errors };
+}
+
+async function signIn(page, token = TOKEN_A) {
+  await page.goto(base + '/ui/signin');
+  await page.fill('form#signin input[name=token]', token);
+  await Promise.all([page.waitForURL(base + '/ui/jobs'), page.click('form#signin button[type=submit]')]);
+}
+
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+
+before(async () => {
+  assert.ok(process.env.OFFLOAD_BIN, 'OFFLOAD_BIN names the gateway binary');
+  mkdirSync(SHOTS, { recursive: true });
+  const dir = mkdtempSync(join(tmpdir(), 'offload-ui-'));
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const config = join(dir, 'offload.toml');
+  writeFileSync(config, `listen = "127.0.0.1:${port}"
+[store]
+path = "${join(dir, 'offload.db')}"
+[engine]
+release_after_seconds = 1
+[[auth.tokens]]
+token = "${TOKEN_A}"
+tenant = "a"
+[[auth.tokens]]
+token = "${TOKEN_B}"
+tenant = "b"
+[providers.local]
+kind = "local"
+poll_interval_ms = 100
+[providers.sim]
+kind = "sim"
+start_ms = 100
+run_ms = 400
+poll_interval_ms = 100
+price = { vcpu_hour = 0.05, gb_hour = 0.005 }
+`);
+  gateway = spawn(process.env.OFFLOAD_BIN, ['serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  gateway.stdout.on('data', d => { gatewayLog += d; });
+  gateway.stderr.on('data', d => { gatewayLog += d; });
+  await waitFor(async () => (await fetch(base + '/readyz')).status === 200, `the gateway at ${base} (its log: ${gatewayLog.slice(-2000)})`, 30000);
+  browser = await chromium.launch({
+    executablePath: process.env.OFFLOAD_CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  gateway?.kill('SIGTERM');
+});
+
+test('signing in keeps the token in an HttpOnly SameSite=Strict cookie; a wrong one is refused', async () => {
+  const { context, page, errors } = await open();
+  await page.goto(base + '/ui');
+  assert.equal(page.url(), base + '/ui/signin');
+  await shot(page, 'signin');
+  await page.fill('form#signin input[name=token]', 'not-a-token');
+  await page.click('form#signin button[type=submit]');
+  assert.match(await page.textContent('p.error'), /not one of this gateway's/);
+  await signIn(page);
+  const cookie = (await context.cookies()).find(c => c.name === 'offload_session');
+  assert.ok(cookie, 'the session cookie is set');
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.sameSite, 'Strict');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('jobs appear and change state without a reload; filters and the id search work', async () => {
+  const { context, page, errors } = await open();
+  await signIn(page);
+  await page.evaluate(() => { window.__notReloaded = true; });
+  const ids = [];
+  for (const run of ['r1', 'r2', 'r3']) {
+    ids.push((await submit(TOKEN_A, { image: 'alpine:3', provider: 'sim', name: `nightly ${run}`,
+      labels: { dag_id: 'etl', task_id: 'load', run_id: run } })).id);
+  }
+  for (const id of ids) {
+    await waitFor(async () => (await page.textContent(`tr[data-job-id="${id}"] td.state`).catch(() => null))?.trim() === 'succeeded',
+      `job ${id} to show as succeeded`);
+  }
+  assert.equal(await page.evaluate(() => window.__notReloaded), true, 'the page was not reloaded');
+  const failing = await submit(TOKEN_A, { image: 'alpine:3', provider: 'local', command: ['sh', '-c', 'exit 4'], labels: { dag_id: 'other' } });
+  await ended(TOKEN_A, failing.id);
+  await page.goto(base + '/ui/jobs?state=failed');
+  const failedStates = await page.$$eval('table#jobs tr[data-job-id] td.state', cells => cells.map(c => c.textContent.trim()));
+  assert.ok(failedStates.length >= 1 && failedStates.every(s => s === 'failed'), failedStates.join(','));
+  await page.goto(base + '/ui/jobs?dag_id=etl');
+  const shown = await page.$$eval('table#jobs tr[data-job-id]', rows => rows.map(r => r.dataset.jobId));
+  assert.deepEqual([...shown].sort(), [...ids].sort());
+  await page.goto(base + '/ui/jobs');
+  await shot(page, 'jobs');
+  await page.fill('form#filters input[name=q]', ids[1]);
+  await Promise.all([page.waitForURL(base + `/ui/jobs/${ids[1]}`), page.click('form#filters button[type=submit]')]);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('a failed job shows its exit code, reason, timeline and log tail', async () => {
+  const failed = await submit(TOKEN_A, { image: 'alpine:3', provider: 'local', name: 'load warehouse',
+    command: ['sh', '-c', 'echo connecting; echo boom >&2; exit 3'], secret_env: { PASSWORD: 'hunter2' } });
+  await ended(TOKEN_A, failed.id);
+  const { context, page, errors } = await open();
+  await signIn(page);
+  await page.goto(base + `/ui/jobs/${failed.id}`);
+  assert.equal((await page.textContent('#state')).trim(), 'failed');
+  assert.equal((await page.textContent('#exit-code')).trim(), '3');
+  assert.match(await page.textContent('#reason'), /code 3/);
+  assert.match(await page.textContent('pre#log'), /boom/);
+  assert.ok((await page.$$('ol#timeline li')).length >= 3);
+  assert.equal(await page.$('a#cancel'), null, 'an ended job has no cancel');
+  assert.doesNotMatch(await page.content(), /hunter2/);
+  await shot(page, 'job-failed');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("a running job's log is followed, and the job is cancelled from the page", async () => {
+  const running = await submit(TOKEN_A, { image: 'alpine:3', provider: 'local', name: 'train model',
+    command: ['sh', '-c', 'echo epoch 1; sleep 1; echo epoch 2; sleep 60'] });
+  const { context, page, errors } = await open();
+  await signIn(page);
+  await page.goto(base + `/ui/jobs/${running.id}`);
+  await page.evaluate(() => { window.__notReloaded = true; });
+  await waitFor(async () => /epoch 1/.test(await page.textContent('pre#log')), 'the first line');
+  await waitFor(async () => /epoch 2/.test(await page.textContent('pre#log')), 'the second line, without a reload');
+  assert.equal((await page.textContent('#state')).trim(), 'running');
+  assert.equal(await page.evaluate(() => window.__notReloaded), true);
+  await shot(page, 'job-running-log');
+
+  // The cancel form refuses a post without the page's CSRF token.
+  const forged = await context.request.post(base + `/ui/jobs/${running.id}/cancel`, { form: { csrf: 'x' } });
+  assert.equal(forged.status(), 403);
+  assert.equal((await job(TOKEN_A, running.id)).state, 'running');
+
+  await Promise.all([page.waitForURL(base + `/ui/jobs/${running.id}/cancel`), page.click('a#cancel')]);
+  await Promise.all([page.waitForURL(base + `/ui/jobs/${running.id}`), page.click('form#confirm-cancel button[type=submit]')]);
+  await waitFor(async () => (await page.textContent('#state')).trim() === 'cancelled', 'the page to show cancelled');
+  assert.equal((await job(TOKEN_A, running.id)).state, 'cancelled');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("another tenant's job is not reachable by URL", async () => {
+  const theirs = await submit(TOKEN_B, { image: 'alpine:3', provider: 'sim', name: 'tenant b secret project' });
+  const { context, page } = await open();
+  await signIn(page);
+  for (const path of [`/ui/jobs/${theirs.id}`, `/ui/jobs/${theirs.id}/live`, `/ui/jobs/${theirs.id}/cancel`]) {
+    const r = await page.goto(base + path);
+    assert.equal(r.status(), 404, path);
+    assert.doesNotMatch(await page.content(), /tenant b secret project/);
+  }
+  await page.goto(base + `/ui/jobs?q=${theirs.id}`);
+  assert.match(await page.textContent('p.error'), /No job of yours/);
+  await page.goto(base + '/ui/jobs');
+  assert.doesNotMatch(await page.content(), new RegExp(theirs.id));
+  await context.close();
+});
+
+test('a job named <script> renders as text', async () => {
+  const name = '<script>alert(1)</script>';
+  const j = await submit(TOKEN_A, { image: 'alpine:3', provider: 'sim', name, labels: { dag_id: '<b>x</b>' } });
+  const { context, page, errors } = await open();
+  const dialogs = [];
+  page.on('dialog', d => { dialogs.push(d.message()); d.dismiss(); });
+  await signIn(page);
+  await waitFor(async () => (await page.getByText(name, { exact: true }).count()) >= 1, 'the name as text in the list');
+  await page.goto(base + `/ui/jobs/${j.id}`);
+  assert.ok((await page.getByText(name).count()) >= 1);
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("the cost page's totals equal the API's", async () => {
+  const { context, page, errors } = await open();
+  await signIn(page);
+  for (const groupBy of ['provider', 'label:dag_id']) {
+    const report = (await api(TOKEN_A, 'GET', `/v1/costs?group_by=${encodeURIComponent(groupBy)}`)).json;
+    assert.ok(report.total_usd > 0, JSON.stringify(report));
+    await page.goto(base + `/ui/costs?group_by=${encodeURIComponent(groupBy)}`);
+    assert.equal(await page.textContent('#total-usd'), `$${report.total_usd.toFixed(6)}`);
+    const rows = await page.$$eval('table#costs tr[data-group]', rs => rs.map(r => [r.dataset.group, r.querySelector('td.usd').textContent]));
+    assert.deepEqual(rows, report.groups.map(g => [g.key, `$${g.usd.toFixed(6)}`]));
+    assert.ok(await page.$('svg#chart rect'));
+    if (groupBy === 'label:dag_id') await shot(page, 'costs');
+  }
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('the providers page shows health, load, prices and calls', async () => {
+  const { context, page, errors } = await open();
+  await signIn(page);
+  await page.goto(base + '/ui/providers');
+  const providers = (await api(TOKEN_A, 'GET', '/v1/providers')).json;
+  for (const p of providers) {
+    const row = `tr[data-provider="${p.name}"]`;
+    assert.equal((await page.textContent(`${row} td.health`)).trim(), p.healthy ? 'healthy' : `unhealthy: ${p.health_error}`);
+    assert.match(await page.textContent(`${row} td.load`), new RegExp(`of ${p.max_concurrency}`));
+    assert.match(await page.textContent(`${row} td.price`), /vCPU-h/);
+    assert.match(await page.textContent(`${row} td.errors`), /calls/);
+  }
+  assert.match(await page.textContent('tr[data-provider="sim"] td.latency'), / ms/);
+  await shot(page, 'providers');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test('signing out ends the session', async () => {
+  const { context, page, errors } = await open();
+  await signIn(page);
+  await Promise.all([page.waitForURL(base + '/ui/signin'), page.click('form#signout button[type=submit]')]);
+  await page.goto(base + '/ui/jobs');
+  assert.equal(page.url(), base + '/ui/signin');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
