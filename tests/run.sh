@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs and what a newcomer runs. It installs what the tests
-# need besides the Rust toolchain, Python 3 and kubectl (a Python venv with Apache Airflow from
-# PyPI and the airflow-provider-offload package, cached in target/airflow-venv until
+# need besides the Rust toolchain, Python 3, Node.js 20+ with npm, and kubectl (a Python
+# venv with Apache Airflow from PyPI and the airflow-provider-offload package, cached in
+# target/airflow-venv until
 # deploy/airflow/requirements.txt or the package's pyproject.toml changes; another with moto[server]
 # for the ECS provider, in target/moto-venv; another with schemathesis, in
 # target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh; Debian's

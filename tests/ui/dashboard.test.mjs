@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
@@ -14,7 +14,7 @@ import { chromium } from 'playwright-core';
 const TOKEN_A = 'tenant-a-token-0123456789';
 const TOKEN_B = 'tenant-b-token-0123456789';
 const SHOTS = process.env.OFFLOAD_UI_SCREENSHOTS ?? 'target/ui-screenshots';
-let base, gateway, browser, gatewayLog = '';
+let base, gateway, browser, dir, gatewayLog = '';
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -56,6 +56,7 @@ const ended = (token, id) => waitFor(async () => { const j = await job(token, id
 /** A new page in a fresh context, with its console errors and page errors collected. */
 async function open() {
   const context = await browser.newContext();
+  context.setDefaultTimeout(15000);
   const page = await context.newPage();
   const errors = [];
   page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
@@ -75,7 +76,7 @@ const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`),
 before(async () => {
   assert.ok(process.env.OFFLOAD_BIN, 'OFFLOAD_BIN names the gateway binary');
   mkdirSync(SHOTS, { recursive: true });
-  const dir = mkdtempSync(join(tmpdir(), 'offload-ui-'));
+  dir = mkdtempSync(join(tmpdir(), 'offload-ui-'));
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   const config = join(dir, 'offload.toml');
@@ -103,7 +104,20 @@ price = { vcpu_hour = 0.05, gb_hour = 0.005 }
   gateway = spawn(process.env.OFFLOAD_BIN, ['serve', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   gateway.stdout.on('data', d => { gatewayLog += d; });
   gateway.stderr.on('data', d => { gatewayLog += d; });
-  await waitFor(async () => (await fetch(base + '/readyz')).status === 200, `the gateway at ${base} (its log: ${gatewayLog.slice(-2000)})`, 30000);
+  // Ready, or failed with the gateway's log: at once when it exits, else after 30 s.
+  let exitedEarly;
+  const early = new Promise((_, reject) => {
+    exitedEarly = (code, signal) => reject(new Error(`the gateway exited (${code ?? signal}) before it was ready`));
+    gateway.once('exit', exitedEarly);
+  });
+  try {
+    await Promise.race([early, waitFor(async () => (await fetch(base + '/readyz')).status === 200, `the gateway at ${base} to be ready`, 30000)]);
+  } catch (e) {
+    throw new Error(`${e.message}; its log:\n${gatewayLog.slice(-4000)}`);
+  } finally {
+    gateway.off('exit', exitedEarly);
+    early.catch(() => {});
+  }
   browser = await chromium.launch({
     executablePath: process.env.OFFLOAD_CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -113,7 +127,14 @@ price = { vcpu_hour = 0.05, gb_hour = 0.005 }
 
 after(async () => {
   await browser?.close();
-  gateway?.kill('SIGTERM');
+  if (gateway && gateway.exitCode === null && gateway.signalCode === null) {
+    const exited = new Promise(resolve => gateway.once('exit', resolve));
+    gateway.kill('SIGTERM');
+    const timer = setTimeout(() => gateway.kill('SIGKILL'), 10000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 test('signing in keeps the token in an HttpOnly SameSite=Strict cookie; a wrong one is refused', async () => {
@@ -191,13 +212,15 @@ test("a running job's log is followed, and the job is cancelled from the page", 
   await page.evaluate(() => { window.__notReloaded = true; });
   await waitFor(async () => /epoch 1/.test(await page.textContent('pre#log')), 'the first line');
   await waitFor(async () => /epoch 2/.test(await page.textContent('pre#log')), 'the second line, without a reload');
-  assert.equal((await page.textContent('#state')).trim(), 'running');
+  await waitFor(async () => (await page.textContent('#state')).trim() === 'running', 'the page to show running');
   assert.equal(await page.evaluate(() => window.__notReloaded), true);
   await shot(page, 'job-running-log');
 
   // The cancel form refuses a post without the page's CSRF token.
   const forged = await context.request.post(base + `/ui/jobs/${running.id}/cancel`, { form: { csrf: 'x' } });
-  assert.equal(forged.status(), 403);
+  assert.equal(forged.status(), 403, 'a wrong csrf');
+  const bare = await context.request.post(base + `/ui/jobs/${running.id}/cancel`, { form: { confirm: 'yes' } });
+  assert.equal(bare.status(), 403, 'no csrf field');
   assert.equal((await job(TOKEN_A, running.id)).state, 'running');
 
   await Promise.all([page.waitForURL(base + `/ui/jobs/${running.id}/cancel`), page.click('a#cancel')]);
@@ -215,7 +238,9 @@ test("another tenant's job is not reachable by URL", async () => {
   for (const path of [`/ui/jobs/${theirs.id}`, `/ui/jobs/${theirs.id}/live`, `/ui/jobs/${theirs.id}/cancel`]) {
     const r = await page.goto(base + path);
     assert.equal(r.status(), 404, path);
+    assert.equal((await page.textContent('h1')).trim(), 'Not found', path);
     assert.doesNotMatch(await page.content(), /tenant b secret project/);
+    assert.ok(!(await page.content()).includes(theirs.id), `${path} shows the id`);
   }
   await page.goto(base + `/ui/jobs?q=${theirs.id}`);
   assert.match(await page.textContent('p.error'), /No job of yours/);
@@ -234,6 +259,7 @@ test('a job named <script> renders as text', async () => {
   await waitFor(async () => (await page.getByText(name, { exact: true }).count()) >= 1, 'the name as text in the list');
   await page.goto(base + `/ui/jobs/${j.id}`);
   assert.ok((await page.getByText(name).count()) >= 1);
+  assert.equal(await page.$$eval('script', ss => ss.filter(s => s.textContent.includes('alert(1)')).length), 0);
   assert.deepEqual(dialogs, []);
   assert.deepEqual(errors, []);
   await context.close();
