@@ -402,6 +402,7 @@ fn the_ecs_policy_grants_the_calls_the_provider_makes() {
             ("register_task_definition()", "ecs:RegisterTaskDefinition"),
             ("describe_task_definition()", "ecs:DescribeTaskDefinition"),
             ("get_log_events()", "logs:GetLogEvents"),
+            ("filter_log_events()", "logs:FilterLogEvents"),
         ] {
             if text.contains(&format!(".{op}")) && !called.iter().any(|c| c == action) {
                 called.push(action.to_string());

@@ -239,3 +239,60 @@ async fn a_30_s_job_alone_on_the_defaults_costs_no_more_calls_than_the_operator(
     assert!(per_job <= 8, "{per_job} calls: {calls:?}");
     assert_eq!(calls.get("GetLogEvents"), Some(&1), "the tail in one call: {calls:?}");
 }
+
+/// Jobs whose ends are seen in the same round have their log tails read together: one
+/// FilterLogEvents for their streams instead of a GetLogEvents each (before, ten jobs
+/// ending at once took ten), and each job keeps its own tail and result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tails_of_jobs_that_end_together_are_read_in_one_call() {
+    const TEN: usize = 10;
+    let moto = moto::Moto::start();
+    let providers = moto.gateway_provider(&format!(
+        "log_group = \"{}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/offload-execution\"\n\
+         max_concurrency = {TEN}",
+        moto.aws.log_group
+    ));
+    let gw = Gateway::start(&providers).await;
+    let mut jobs = vec![];
+    for _ in 0..TEN {
+        let (status, job) = gw
+            .submit(TOKEN_A, json!({"image": "alpine:3", "provider": "fargate"}))
+            .await;
+        assert_eq!(status, 201, "{job}");
+        jobs.push(job["id"].as_str().unwrap().to_string());
+    }
+    let mut arns = vec![];
+    for id in &jobs {
+        let job = gw.wait_state(TOKEN_A, id, "running", 60).await;
+        arns.push(job["provider_ref"].as_str().unwrap().to_string());
+    }
+    moto.reset_recording().await;
+    for (n, arn) in arns.iter().enumerate() {
+        let task_id = arn.rsplit('/').next().unwrap();
+        let result = format!("offload-result: {{\"n\": {n}}}");
+        moto.write_log(
+            &format!("offload/main/{task_id}"),
+            &[&format!("job {n}"), &result],
+        )
+        .await;
+    }
+    for arn in &arns {
+        moto.stop(arn, Some(0), Some("EssentialContainerExited"), "done")
+            .await;
+    }
+    for (n, id) in jobs.iter().enumerate() {
+        let job = gw.wait_terminal(TOKEN_A, id, 60).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["result"], json!({"n": n}), "job {n} kept another's tail: {job}");
+    }
+    let mut calls: BTreeMap<String, usize> = BTreeMap::new();
+    for (action, _) in moto.recorded().await {
+        *calls.entry(action).or_default() += 1;
+    }
+    println!("{TEN} jobs ending together: {calls:?}");
+    let filtered = calls.get("FilterLogEvents").copied().unwrap_or(0);
+    let read = filtered + calls.get("GetLogEvents").copied().unwrap_or(0);
+    assert!(filtered >= 1, "{calls:?}");
+    // The ten ends may fall into two rounds, or three; never one call per job.
+    assert!(read <= 3, "{read} log reads for {TEN} tails: {calls:?}");
+}

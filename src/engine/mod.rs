@@ -48,6 +48,16 @@ use crate::config::{Config, EngineConfig, RoutingConfig};
 use crate::model::{JobState, ProviderInfo};
 use crate::store::{JobRecord, Patch, Store, StoreError};
 
+/// The newest look at one followed workload.
+struct Observed {
+    phase: Phase,
+    /// When it ran, where its provider reports that.
+    ran: Option<RunTimes>,
+    /// Its log tail, when it was seen ended together with others and their tails were
+    /// read in one call ([`offload_provider::Provider::tails`]).
+    tail: Option<String>,
+}
+
 /// One configured provider instance and the engine's bookkeeping for it.
 pub struct Slot {
     pub name: String,
@@ -107,9 +117,8 @@ pub struct Engine {
     poke: mpsc::UnboundedSender<Uuid>,
     poked: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
     /// The newest phase of each workload the pollers follow, by launch key (an answer
-    /// about an earlier attempt can never be taken for the current one's), with when it
-    /// ran where its provider reports that.
-    observations: Mutex<HashMap<String, (Phase, Option<RunTimes>)>>,
+    /// about an earlier attempt can never be taken for the current one's).
+    observations: Mutex<HashMap<String, Observed>>,
     /// Recent run times of DAG tasks, for the expected duration of specs that give none.
     runs: RunDurations,
     /// Reconciles that failed in a row (a store or provider call), per job.

@@ -422,7 +422,7 @@ impl Engine {
             .lock()
             .unwrap()
             .get(&handle.key)
-            .map(|(phase, _)| phase.clone());
+            .map(|o| o.phase.clone());
 
         if let Some(reason) = cancel_reason {
             // A workload that has ended by itself, or that its provider has lost, has
@@ -622,29 +622,19 @@ impl Engine {
         reason: String,
     ) -> Step {
         let id = rec.job.id;
-        let query = LogQuery {
-            cursor: None,
-            tail_bytes: Some(self.config.log_tail_bytes),
-        };
-        let tail = match self
-            .call(slot, "logs", slot.provider.logs(handle, &query))
-            .await
-        {
-            Ok(chunk) => chunk.text,
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "could not read the log tail");
-                String::new()
-            }
-        };
-        let now = Utc::now();
-        let started_at = this_attempt_start(rec).unwrap_or(now);
         // What the runtime says the workload ran, where it says; else what the gateway saw.
-        let reported = self
+        let (reported, read) = self
             .observations
             .lock()
             .unwrap()
-            .get(&handle.key)
-            .and_then(|(_, ran)| *ran);
+            .get_mut(&handle.key)
+            .map_or((None, None), |o| (o.ran, o.tail.take()));
+        let tail = match read {
+            Some(tail) => tail,
+            None => self.log_tail(id, slot, handle).await,
+        };
+        let now = Utc::now();
+        let started_at = this_attempt_start(rec).unwrap_or(now);
         let observed = run_seconds(Some(started_at), now);
         let cost = self.final_cost(rec, reported.map(|r| r.seconds()).or(observed));
         if let (JobState::Succeeded, Some(task), Some(s)) =
@@ -671,6 +661,24 @@ impl Engine {
         self.ended(id, slot);
         self.forget_observation(&handle.key);
         Ok(Some(Duration::from_secs(self.config.release_after_seconds)))
+    }
+
+    /// The end of a workload's log, as much as `log_tail_bytes`; empty when it cannot be read.
+    async fn log_tail(&self, id: Uuid, slot: &Slot, handle: &Handle) -> String {
+        let query = LogQuery {
+            cursor: None,
+            tail_bytes: Some(self.config.log_tail_bytes),
+        };
+        match self
+            .call(slot, "logs", slot.provider.logs(handle, &query))
+            .await
+        {
+            Ok(chunk) => chunk.text,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "could not read the log tail");
+                String::new()
+            }
+        }
     }
 
     /// Ends a job that has no workload to keep (never launched, or its launch given up).

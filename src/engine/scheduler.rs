@@ -133,7 +133,8 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
     let mut last_health = Instant::now();
     let mut last_sweep = Instant::now();
     let sweep_every = Duration::from_secs(engine.config.orphan_sweep_seconds.max(1));
-    let batch = slot.provider.capabilities().max_observe_batch.max(1);
+    let capabilities = slot.provider.capabilities();
+    let batch = capabilities.max_observe_batch.max(1);
     loop {
         let round = slot.followed.lock().unwrap().round(Instant::now(), batch);
         let mut answered = false;
@@ -146,7 +147,10 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
             {
                 Ok(observations) => {
                     answered = true;
-                    engine.looked(&slot, chunk, observations);
+                    let tails = engine
+                        .tails_of_ended(&slot, &observations, capabilities.max_tail_batch)
+                        .await;
+                    engine.looked(&slot, chunk, observations, tails);
                 }
                 Err(EngineError::Provider {
                     source: ProviderError::Throttled { retry_after },
@@ -258,7 +262,7 @@ pub(super) async fn pushed(
             continue;
         };
         let followed = [(id, o.handle.clone())];
-        engine.record_observations(&slot, &followed, vec![o]);
+        engine.record_observations(&slot, &followed, vec![o], HashMap::new());
     }
 }
 
@@ -314,21 +318,59 @@ impl Engine {
         }
     }
 
-    /// Records one observe call's answer for `chunk` and schedules each workload's next
-    /// look by whether its phase changed. A workload the answer left out (ECS forgets a
-    /// task for a round or two) counts as unchanged.
+    /// The log tails of the workloads `observations` show newly ended, by launch key, read
+    /// together where the provider reads up to `per_call` in one call: a round that sees
+    /// many jobs end costs one call for their tails instead of one per job. A tail this
+    /// leaves out is read on its own when its job ends.
+    async fn tails_of_ended(
+        &self,
+        slot: &Slot,
+        observations: &[Observation],
+        per_call: usize,
+    ) -> HashMap<String, String> {
+        let ended: Vec<_> = {
+            let seen = self.observations.lock().unwrap();
+            observations
+                .iter()
+                .filter(|o| matches!(o.phase, offload_provider::Phase::Exited { .. }))
+                .filter(|o| seen.get(&o.handle.key).map(|s| &s.phase) != Some(&o.phase))
+                .map(|o| o.handle.clone())
+                .collect()
+        };
+        let mut tails = HashMap::new();
+        if per_call == 0 || ended.len() < 2 {
+            return tails;
+        }
+        let max_bytes = self.config.log_tail_bytes;
+        for handles in ended.chunks(per_call) {
+            match self
+                .call(slot, "tails", slot.provider.tails(handles, max_bytes))
+                .await
+            {
+                Ok(read) => tails.extend(read),
+                Err(e) => tracing::warn!(provider = %slot.name, error = %e,
+                    "could not read the log tails together; each is read on its own"),
+            }
+        }
+        tails
+    }
+
+    /// Records one observe call's answer for `chunk` (and the `tails` read with it) and
+    /// schedules each workload's next look by whether its phase changed. A workload the
+    /// answer left out (ECS forgets a task for a round or two) counts as unchanged.
     fn looked(
         &self,
         slot: &Slot,
         chunk: &[(Uuid, offload_provider::Handle)],
         observations: Vec<Observation>,
+        tails: HashMap<String, String>,
     ) {
         let running: HashSet<String> = observations
             .iter()
             .filter(|o| o.phase == offload_provider::Phase::Running)
             .map(|o| o.handle.key.clone())
             .collect();
-        let changed = self.record_observations(slot, chunk, observations);
+        let changed = self.record_observations(slot, chunk, observations, tails);
         let now = Instant::now();
         let mut followed = slot.followed.lock().unwrap();
         for (id, handle) in chunk {
@@ -351,6 +393,7 @@ impl Engine {
         slot: &Slot,
         chunk: &[(Uuid, offload_provider::Handle)],
         observations: Vec<Observation>,
+        mut tails: HashMap<String, String>,
     ) -> HashSet<Uuid> {
         let by_key: HashMap<&str, Uuid> =
             chunk.iter().map(|(id, h)| (h.key.as_str(), *id)).collect();
@@ -364,8 +407,13 @@ impl Engine {
                 if !slot.follows(id, &o.handle.key) {
                     continue;
                 }
-                if seen.get(&o.handle.key).map(|(phase, _)| phase) != Some(&o.phase) {
-                    seen.insert(o.handle.key, (o.phase, o.ran));
+                if seen.get(&o.handle.key).map(|s| &s.phase) != Some(&o.phase) {
+                    let observed = super::Observed {
+                        tail: tails.remove(&o.handle.key),
+                        phase: o.phase,
+                        ran: o.ran,
+                    };
+                    seen.insert(o.handle.key, observed);
                     changed.push(id);
                 }
             }

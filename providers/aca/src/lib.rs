@@ -158,6 +158,7 @@ impl Provider for Aca {
             spot: false,
             arch: vec!["x86_64".into()],
             max_observe_batch: 100,
+            max_tail_batch: 0,
         }
     }
 

@@ -76,6 +76,7 @@ impl Provider for Aci {
             spot: self.config.priority == Priority::Spot,
             arch: vec!["x86_64".into()],
             max_observe_batch: 100,
+            max_tail_batch: 0,
         }
     }
 

@@ -154,6 +154,7 @@ impl Provider for CloudRun {
             spot: false,
             arch: vec!["x86_64".into()],
             max_observe_batch: 1_000,
+            max_tail_batch: 0,
         }
     }
 

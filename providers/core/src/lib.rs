@@ -208,6 +208,9 @@ pub struct Capabilities {
     pub arch: Vec<String>,
     /// How many handles one [`Provider::observe`] call may carry.
     pub max_observe_batch: usize,
+    /// How many ended workloads' log tails one [`Provider::tails`] call reads: 0 where the
+    /// runtime reads one log per call.
+    pub max_tail_batch: usize,
 }
 
 impl Capabilities {
@@ -443,6 +446,18 @@ pub trait Provider: Send + Sync + 'static {
 
     async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk>;
 
+    /// The last `max_bytes` of each of these ended workloads' logs, by launch key, read
+    /// together in as few calls as the runtime allows (up to
+    /// [`Capabilities::max_tail_batch`] handles; never called where that is 0). A workload
+    /// left out of the answer is read on its own with [`Provider::logs`].
+    async fn tails(
+        &self,
+        _handles: &[Handle],
+        _max_bytes: usize,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        Ok(Default::default())
+    }
+
     /// Deletes a finished workload once its outcome and log tail are stored.
     async fn release(&self, handle: &Handle) -> Result<()>;
 
@@ -545,6 +560,7 @@ mod tests {
             spot: false,
             arch: vec!["x86_64".into()],
             max_observe_batch: 100,
+            max_tail_batch: 0,
         };
         assert_eq!(caps.refusal(&res(4.0, 16, None)), None);
         assert!(caps.refusal(&res(8.0, 1, None)).unwrap().contains("cpu 8"));

@@ -7,7 +7,8 @@
 //!   and `startedBy`;
 //! - observe: one DescribeTasks per 100 live tasks per poll round;
 //! - cancel: StopTask (a task ECS has forgotten has nothing left to stop); logs: CloudWatch
-//!   Logs, stream `PREFIX/CONTAINER/TASK_ID`;
+//!   Logs, stream `PREFIX/CONTAINER/TASK_ID`; the tails of tasks ended in the same round
+//!   in one FilterLogEvents per 100 (`logs`);
 //! - a job's `provider_options.ecs` chooses only what the operator allows (`options`);
 //! - every call waits for a token from a client-side bucket kept under ECS's rates.
 
@@ -274,6 +275,7 @@ impl Provider for Ecs {
                 Arch::Arm64 => "arm64".into(),
             }],
             max_observe_batch: DESCRIBE_BATCH,
+            max_tail_batch: logs::MAX_STREAMS_PER_FILTER,
         }
     }
 
@@ -483,6 +485,20 @@ impl Provider for Ecs {
         }
         .read(query)
         .await
+    }
+
+    async fn tails(&self, handles: &[Handle], max_bytes: usize) -> Result<HashMap<String, String>> {
+        let Some(group) = &self.config.log_group else {
+            return Ok(handles
+                .iter()
+                .map(|h| (h.key.clone(), String::new()))
+                .collect());
+        };
+        let streams: Vec<_> = handles
+            .iter()
+            .map(|h| (h.key.clone(), self.log_stream(h)))
+            .collect();
+        logs::tails(&self.logs, &self.limiter, group, &streams, max_bytes).await
     }
 
     /// ECS forgets stopped tasks on its own (after about an hour): nothing to delete but

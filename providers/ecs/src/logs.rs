@@ -5,6 +5,12 @@
 //! last `offload-result:` line is the job's result) is the end of the log, however long:
 //! it is read backward from the newest event, only as far as the tail needs (one call for
 //! a log, or a tail, of up to 10,000 events), and its cursor lets a follower go on from the end.
+//! The tails of tasks seen ended in the same round are read together: one FilterLogEvents
+//! call names up to 100 streams and answers with their events, oldest first, whole when it
+//! hands back no `nextToken`. An answer that is not whole (long logs, or CloudWatch cutting
+//! its search into pages) is not used, and each tail is read on its own as above.
+
+use std::collections::HashMap;
 
 use aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput;
 use aws_sdk_cloudwatchlogs::types::OutputLogEvent;
@@ -18,6 +24,45 @@ use crate::errors::classify;
 const MAX_PAGES: usize = 10;
 /// The most events one GetLogEvents call returns.
 const MAX_EVENTS_PER_CALL: usize = 10_000;
+/// The most log streams one FilterLogEvents call may name.
+pub const MAX_STREAMS_PER_FILTER: usize = 100;
+
+/// The last `max` bytes of each of `streams` (launch key, stream name) in `group`, by key,
+/// from one FilterLogEvents call; none at all when its answer is not the whole of them.
+pub async fn tails(
+    logs: &Client,
+    limiter: &Budget,
+    group: &str,
+    streams: &[(String, String)],
+    max: usize,
+) -> Result<HashMap<String, String>> {
+    limiter.ready().await;
+    let answer = logs
+        .filter_log_events()
+        .log_group_name(group)
+        .set_log_stream_names(Some(streams.iter().map(|(_, s)| s.clone()).collect()))
+        .send()
+        .await
+        .map_err(|e| classify("FilterLogEvents", e))?;
+    if answer.next_token().is_some() {
+        return Ok(HashMap::new());
+    }
+    let mut texts: HashMap<&str, String> = HashMap::new();
+    for event in answer.events() {
+        let text = texts
+            .entry(event.log_stream_name().unwrap_or_default())
+            .or_default();
+        text.push_str(event.message().unwrap_or_default());
+        text.push('\n');
+    }
+    Ok(streams
+        .iter()
+        .map(|(key, stream)| {
+            let text = texts.get(stream.as_str()).map_or("", |t| tail_str(t, max));
+            (key.clone(), text.to_string())
+        })
+        .collect())
+}
 
 /// One task's log stream.
 pub struct Stream<'a> {

@@ -781,6 +781,54 @@ async fn a_log_tail_is_the_end_of_a_long_log_read_backward() {
     );
 }
 
+/// The tails of several ended tasks come from one FilterLogEvents call, each its own
+/// stream's end (a task that wrote nothing has an empty one); an answer CloudWatch cuts
+/// into pages is not used, so that no tail is taken from part of a log.
+#[tokio::test]
+async fn the_tails_of_several_tasks_are_read_in_one_call() {
+    let moto = Moto::start();
+    let ecs = moto.config(json!({})).build().await.unwrap();
+    let mut handles = vec![];
+    let mut logs = vec![];
+    for n in 0..3 {
+        let handle = ecs
+            .launch(&launch(&format!("offload-t-{n}"), spec("alpine:3", 0.25, 512)))
+            .await
+            .unwrap();
+        if n < 2 {
+            let mut log = TaskLog::create(&moto, &handle, "main").await;
+            log.append([format!("job {n}"), format!("offload-result: {{\"n\": {n}}}")])
+                .await;
+            logs.push(log);
+        }
+        handles.push(handle);
+    }
+    assert_eq!(ecs.capabilities().max_tail_batch, 100);
+    moto.reset_recording().await;
+    let tails = ecs.tails(&handles, 64 << 10).await.unwrap();
+    assert_eq!(
+        tails[&handles[0].key],
+        "job 0\noffload-result: {\"n\": 0}\n"
+    );
+    assert_eq!(
+        tails[&handles[1].key],
+        "job 1\noffload-result: {\"n\": 1}\n"
+    );
+    assert_eq!(tails[&handles[2].key], "", "no stream, no log");
+    assert_eq!(moto.count("FilterLogEvents").await, 1);
+    assert_eq!(moto.count("GetLogEvents").await, 0);
+    // At most `max_bytes` of each, from its end.
+    let short = ecs.tails(&handles[..2], 10).await.unwrap();
+    assert_eq!(short[&handles[1].key], " {\"n\": 1}\n");
+
+    // More events than one answer holds: CloudWatch hands back a nextToken, and no tail
+    // is taken from it.
+    let lines: Vec<String> = (0..10_000).map(|i| format!("line {i}")).collect();
+    logs[0].append(lines).await;
+    let tails = ecs.tails(&handles, 64 << 10).await.unwrap();
+    assert!(tails.is_empty(), "{:?}", tails.keys());
+}
+
 #[tokio::test]
 async fn one_describe_tasks_call_covers_a_hundred_tasks() {
     let moto = Moto::start();

@@ -6,6 +6,9 @@ one shape moto gets wrong, below):
 - `POST /offload-test/task` {"arn", "last_status", "exit_code", "exit_codes", "stop_code",
   "reason"}: move a task (moto never sets exit codes or stop codes); `exit_codes` gives one
   per container name, `exit_code` the rest;
+- `POST /offload-test/log` {"stream", "lines"}: write these lines to a stream of the log
+  group, one event each, as a task's awslogs driver would (not through the API, so moto's
+  recorder counts none of it);
 - `POST /offload-test/fault` {"target", "times", "status", "body"}: answer the next
   `times` calls of an action (RunTask, DescribeTasks, ...) with this status and JSON body,
   e.g. a ThrottlingException, before they reach moto; `POST /offload-test/faults/clear`
@@ -32,6 +35,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import urllib.request
 
 os.environ.setdefault("MOTO_ENABLE_RECORDING", "True")
@@ -40,12 +44,14 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
 import boto3  # noqa: E402
 from moto.ecs.models import ecs_backends  # noqa: E402
+from moto.logs.models import logs_backends  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from moto.ecs import models as ecs_models  # noqa: E402
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
+LOG_GROUP = "/offload/jobs"
 
 # The three shapes moto gets wrong (see the module's doc).
 _container_init = ecs_models.Container.__init__
@@ -102,6 +108,13 @@ def control(path, request):
                     container.reason = request.get("container_reason")
             return 200, {}
         return 404, {"message": f"no task {request['arn']}"}
+    if path == "/offload-test/log":
+        logs = logs_backends[ACCOUNT][REGION]
+        logs.ensure_log_stream(LOG_GROUP, request["stream"])
+        now = int(time.time() * 1000)
+        events = [{"timestamp": now, "message": line} for line in request["lines"]]
+        logs.put_log_events(LOG_GROUP, request["stream"], events)
+        return 200, {}
     if path == "/offload-test/fault":
         with lock:
             faults.setdefault(request["target"], []).extend(
@@ -185,14 +198,14 @@ def main():
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName="offload", Description="offload tests", VpcId=vpc)["GroupId"]
     boto3.client("ecs", **aws).create_cluster(clusterName="offload")
-    boto3.client("logs", **aws).create_log_group(logGroupName="/offload/jobs")
+    boto3.client("logs", **aws).create_log_group(logGroupName=LOG_GROUP)
     # Tasks move only when a test says so.
     urllib.request.urlopen(urllib.request.Request(
         f"{endpoint}/moto-api/state-manager/set-transition", method="POST",
         data=json.dumps({"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}}).encode(),
     )).read()
     print(json.dumps({"endpoint": endpoint, "region": REGION, "subnet": subnet, "security_group": group,
-                      "cluster": "offload", "log_group": "/offload/jobs"}), flush=True)
+                      "cluster": "offload", "log_group": LOG_GROUP}), flush=True)
     sys.stdin.read()  # until the test closes our stdin (or dies)
 
 

@@ -176,6 +176,7 @@ impl Provider for Kubernetes {
             arch: vec!["x86_64".into()],
             // observe reads the watch's store: any batch is free.
             max_observe_batch: 10_000,
+            max_tail_batch: 0,
         }
     }
 

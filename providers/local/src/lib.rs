@@ -101,6 +101,7 @@ impl Config {
                 spot: false,
                 arch: vec![std::env::consts::ARCH.to_string()],
                 max_observe_batch: 1000,
+                max_tail_batch: 0,
             },
         })
     }

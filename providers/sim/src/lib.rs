@@ -478,6 +478,7 @@ impl Provider for SimProvider {
             spot: self.config.spot,
             arch: vec!["x86_64".into()],
             max_observe_batch: self.config.max_observe_batch,
+            max_tail_batch: 0,
         }
     }
 

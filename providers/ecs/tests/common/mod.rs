@@ -170,6 +170,15 @@ impl Moto {
         .await;
     }
 
+    /// Writes `lines` to `stream` in the log group, as a task's awslogs driver would.
+    pub async fn write_log(&self, stream: &str, lines: &[&str]) {
+        self.post(
+            "/offload-test/log",
+            json!({"stream": stream, "lines": lines}),
+        )
+        .await;
+    }
+
     /// The next `times` calls of `action` get this answer instead of moto's.
     pub async fn fault(&self, action: &str, times: u32, status: u16, body: Value) {
         self.post(
