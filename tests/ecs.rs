@@ -245,16 +245,50 @@ async fn a_30_s_job_alone_on_the_defaults_costs_no_more_calls_than_the_operator(
 /// ending at once took ten), and each job keeps its own tail and result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tails_of_jobs_that_end_together_are_read_in_one_call() {
-    const TEN: usize = 10;
     let moto = moto::Moto::start();
+    let (calls, _) = end_together(&moto, 10, || async {}).await;
+    let filtered = calls.get("FilterLogEvents").copied().unwrap_or(0);
+    let read = filtered + calls.get("GetLogEvents").copied().unwrap_or(0);
+    assert!(filtered >= 1, "{calls:?}");
+    // The ten ends may fall into two rounds, or three; never one call per job.
+    assert!(read <= 3, "{read} log reads for 10 tails: {calls:?}");
+}
+
+/// When CloudWatch refuses the tails read together (a stream that does not exist), each
+/// is read on its own, and every job still keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tails_refused_together_are_read_one_by_one() {
+    let moto = moto::Moto::start();
+    let refused = json!({"__type": "ResourceNotFoundException",
+                         "message": "The specified log stream does not exist."});
+    let refuse = || moto.fault("FilterLogEvents", 1, 400, refused.clone());
+    let (calls, metrics) = end_together(&moto, 3, refuse).await;
+    assert_eq!(calls.get("GetLogEvents"), Some(&3), "{calls:?}");
+    // A refusal that only says "read them one by one" is not a provider error.
+    let errors: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("offload_provider_errors_total") && l.contains("call=\"tails\""))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// Runs `n` jobs on a gateway on `moto`, writes each task's log (its number and an
+/// `offload-result:` line), calls `before_stop`, then stops every task at once; checks
+/// that each job succeeds with its own result, and returns the calls moto recorded after
+/// the tasks were running.
+async fn end_together<F: std::future::Future<Output = ()>>(
+    moto: &moto::Moto,
+    n: usize,
+    before_stop: impl FnOnce() -> F,
+) -> (BTreeMap<String, usize>, String) {
     let providers = moto.gateway_provider(&format!(
         "log_group = \"{}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/offload-execution\"\n\
-         max_concurrency = {TEN}",
+         max_concurrency = {n}",
         moto.aws.log_group
     ));
     let gw = Gateway::start(&providers).await;
     let mut jobs = vec![];
-    for _ in 0..TEN {
+    for _ in 0..n {
         let (status, job) = gw
             .submit(TOKEN_A, json!({"image": "alpine:3", "provider": "fargate"}))
             .await;
@@ -267,32 +301,29 @@ async fn the_tails_of_jobs_that_end_together_are_read_in_one_call() {
         arns.push(job["provider_ref"].as_str().unwrap().to_string());
     }
     moto.reset_recording().await;
-    for (n, arn) in arns.iter().enumerate() {
+    for (i, arn) in arns.iter().enumerate() {
         let task_id = arn.rsplit('/').next().unwrap();
-        let result = format!("offload-result: {{\"n\": {n}}}");
+        let result = format!("offload-result: {{\"n\": {i}}}");
         moto.write_log(
             &format!("offload/main/{task_id}"),
-            &[&format!("job {n}"), &result],
+            &[&format!("job {i}"), &result],
         )
         .await;
     }
+    before_stop().await;
     for arn in &arns {
         moto.stop(arn, Some(0), Some("EssentialContainerExited"), "done")
             .await;
     }
-    for (n, id) in jobs.iter().enumerate() {
+    for (i, id) in jobs.iter().enumerate() {
         let job = gw.wait_terminal(TOKEN_A, id, 60).await;
         assert_eq!(job["state"], "succeeded", "{job}");
-        assert_eq!(job["result"], json!({"n": n}), "job {n} kept another's tail: {job}");
+        assert_eq!(job["result"], json!({"n": i}), "job {i} kept another's tail: {job}");
     }
     let mut calls: BTreeMap<String, usize> = BTreeMap::new();
     for (action, _) in moto.recorded().await {
         *calls.entry(action).or_default() += 1;
     }
-    println!("{TEN} jobs ending together: {calls:?}");
-    let filtered = calls.get("FilterLogEvents").copied().unwrap_or(0);
-    let read = filtered + calls.get("GetLogEvents").copied().unwrap_or(0);
-    assert!(filtered >= 1, "{calls:?}");
-    // The ten ends may fall into two rounds, or three; never one call per job.
-    assert!(read <= 3, "{read} log reads for {TEN} tails: {calls:?}");
+    println!("{n} jobs ending together: {calls:?}");
+    (calls, gw.metrics_text().await)
 }

@@ -8,7 +8,8 @@
 //! The tails of tasks seen ended in the same round are read together: one FilterLogEvents
 //! call names up to 100 streams and answers with their events, oldest first, whole when it
 //! hands back no `nextToken`. An answer that is not whole (long logs, or CloudWatch cutting
-//! its search into pages) is not used, and each tail is read on its own as above.
+//! its search into pages), or a refusal because one of the streams does not exist, leaves
+//! each tail to be read on its own as above.
 
 use std::collections::HashMap;
 
@@ -28,7 +29,8 @@ const MAX_EVENTS_PER_CALL: usize = 10_000;
 pub const MAX_STREAMS_PER_FILTER: usize = 100;
 
 /// The last `max` bytes of each of `streams` (launch key, stream name) in `group`, by key,
-/// from one FilterLogEvents call; none at all when its answer is not the whole of them.
+/// from one FilterLogEvents call; none at all when its answer is not the whole of them or
+/// one of the streams does not exist.
 pub async fn tails(
     logs: &Client,
     limiter: &Budget,
@@ -42,8 +44,13 @@ pub async fn tails(
         .log_group_name(group)
         .set_log_stream_names(Some(streams.iter().map(|(_, s)| s.clone()).collect()))
         .send()
-        .await
-        .map_err(|e| classify("FilterLogEvents", e))?;
+        .await;
+    let answer = match answer.map_err(|e| classify("FilterLogEvents", e)) {
+        Ok(answer) => answer,
+        // One stream not made (a task whose container never started) fails the call.
+        Err(ProviderError::NotFound(_)) => return Ok(HashMap::new()),
+        Err(e) => return Err(e),
+    };
     if answer.next_token().is_some() {
         return Ok(HashMap::new());
     }

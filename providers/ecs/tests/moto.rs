@@ -59,12 +59,20 @@ impl TaskLog {
         let logs = aws_sdk_cloudwatchlogs::Client::new(&aws(moto).await);
         let task_id = handle.provider_ref.rsplit('/').next().unwrap();
         let stream = format!("offload/{container}/{task_id}");
-        logs.create_log_stream()
+        // The peer makes the stream of a container that logs with awslogs when its task
+        // starts, as the driver does; other containers' streams are made here.
+        let made = logs
+            .create_log_stream()
             .log_group_name(&moto.aws.log_group)
             .log_stream_name(&stream)
             .send()
-            .await
-            .unwrap();
+            .await;
+        if let Err(e) = made {
+            let exists = e
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_already_exists_exception());
+            assert!(exists, "{e:?}");
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -697,7 +705,7 @@ async fn logs_come_from_cloudwatch_and_follow_with_the_cursor() {
     assert_eq!(
         ecs.logs(&handle, &LogQuery::default()).await.unwrap().text,
         "",
-        "no stream yet"
+        "nothing written yet"
     );
 
     let mut log = TaskLog::create(&moto, &handle, "main").await;
@@ -783,7 +791,8 @@ async fn a_log_tail_is_the_end_of_a_long_log_read_backward() {
 
 /// The tails of several ended tasks come from one FilterLogEvents call, each its own
 /// stream's end (a task that wrote nothing has an empty one); an answer CloudWatch cuts
-/// into pages is not used, so that no tail is taken from part of a log.
+/// into pages is not used, so that no tail is taken from part of a log, nor is a refusal
+/// for a stream that does not exist (a task whose container never started).
 #[tokio::test]
 async fn the_tails_of_several_tasks_are_read_in_one_call() {
     let moto = Moto::start();
@@ -814,7 +823,7 @@ async fn the_tails_of_several_tasks_are_read_in_one_call() {
         tails[&handles[1].key],
         "job 1\noffload-result: {\"n\": 1}\n"
     );
-    assert_eq!(tails[&handles[2].key], "", "no stream, no log");
+    assert_eq!(tails[&handles[2].key], "", "nothing written");
     assert_eq!(moto.count("FilterLogEvents").await, 1);
     assert_eq!(moto.count("GetLogEvents").await, 0);
     // At most `max_bytes` of each, from its end.
@@ -827,6 +836,16 @@ async fn the_tails_of_several_tasks_are_read_in_one_call() {
     logs[0].append(lines).await;
     let tails = ecs.tails(&handles, 64 << 10).await.unwrap();
     assert!(tails.is_empty(), "{:?}", tails.keys());
+
+    let (cluster, _) = handles[1].provider_ref.rsplit_once('/').unwrap();
+    let never_started = Handle {
+        key: "offload-t-9".into(),
+        provider_ref: format!("{cluster}/0000000000000000000000000000dead"),
+    };
+    let both = [handles[1].clone(), never_started.clone()];
+    assert!(ecs.tails(&both, 64 << 10).await.unwrap().is_empty());
+    let alone = ecs.logs(&never_started, &LogQuery::default()).await.unwrap();
+    assert_eq!(alone.text, "");
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ one shape moto gets wrong, below):
   "reason"}: move a task (moto never sets exit codes or stop codes); `exit_codes` gives one
   per container name, `exit_code` the rest;
 - `POST /offload-test/log` {"stream", "lines"}: write these lines to a stream of the log
-  group, one event each, as a task's awslogs driver would (not through the API, so moto's
-  recorder counts none of it);
+  group (made if missing), one event each, as a task's awslogs driver would (not through
+  the API, so moto's recorder counts none of it);
 - `POST /offload-test/fault` {"target", "times", "status", "body"}: answer the next
   `times` calls of an action (RunTask, DescribeTasks, ...) with this status and JSON body,
   e.g. a ThrottlingException, before they reach moto; `POST /offload-test/faults/clear`
@@ -24,7 +24,11 @@ moto gets three shapes wrong that the tests rely on, fixed below: a container's 
 `memory` (numbers, where ECS sends strings), a task's containers (moto makes one, from the
 first container definition; ECS makes one per definition), and StopTask of a task it does
 not know (moto fails with a 500; ECS answers InvalidParameterException "The referenced task
-was not found.").
+was not found."). Two of CloudWatch Logs' ways are added: a task's containers that log with
+the awslogs driver get their streams (`PREFIX/CONTAINER/TASK_ID`) when the task starts, as
+the driver makes them, and FilterLogEvents naming a stream that does not exist is refused
+with ResourceNotFoundException "The specified log stream does not exist." (moto skips the
+name).
 
 Prints one JSON line with the endpoint and the resources, then serves until killed.
 """
@@ -44,6 +48,8 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 
 import boto3  # noqa: E402
 from moto.ecs.models import ecs_backends  # noqa: E402
+from moto.logs import models as logs_models  # noqa: E402
+from moto.logs.exceptions import ResourceNotFoundException  # noqa: E402
 from moto.logs.models import logs_backends  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
@@ -57,6 +63,7 @@ LOG_GROUP = "/offload/jobs"
 _container_init = ecs_models.Container.__init__
 _task_init = ecs_models.Task.__init__
 _stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
+_filter_log_events = logs_models.LogGroup.filter_log_events
 
 
 def _ecs_shaped_container(self, task_def, definition=None):
@@ -71,6 +78,19 @@ def _ecs_shaped_container(self, task_def, definition=None):
 def _task_with_every_container(self, cluster, task_definition, *args, **kwargs):
     _task_init(self, cluster, task_definition, *args, **kwargs)
     self.containers = [ecs_models.Container(task_definition, d) for d in task_definition.container_definitions]
+    for definition in task_definition.container_definitions:
+        logging = definition.get("logConfiguration") or {}
+        if logging.get("logDriver") == "awslogs":
+            options, logs = logging.get("options", {}), logs_backends[ACCOUNT][REGION]
+            stream = f"{options.get('awslogs-stream-prefix')}/{definition['name']}/{self.id}"
+            if options.get("awslogs-group") in logs.groups:
+                logs.ensure_log_stream(options["awslogs-group"], stream)
+
+
+def _filter_naming_only_streams_that_exist(self, log_group_name, log_stream_names, *args, **kwargs):
+    if any(name not in self.streams for name in log_stream_names or []):
+        raise ResourceNotFoundException("The specified log stream does not exist.")
+    return _filter_log_events(self, log_group_name, log_stream_names, *args, **kwargs)
 
 
 def _stop_task_as_ecs_does(self, cluster_str, task_str, reason):
@@ -85,6 +105,7 @@ def _stop_task_as_ecs_does(self, cluster_str, task_str, reason):
 ecs_models.Container.__init__ = _ecs_shaped_container
 ecs_models.Task.__init__ = _task_with_every_container
 ecs_models.EC2ContainerServiceBackend.stop_task = _stop_task_as_ecs_does
+logs_models.LogGroup.filter_log_events = _filter_naming_only_streams_that_exist
 
 faults = {}  # action -> list of (status, body)
 lock = threading.Lock()
