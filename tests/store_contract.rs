@@ -975,7 +975,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6], "each migration applied once");
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7], "each migration applied once");
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -996,7 +996,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let (_admin2, _schema2, url2) = fresh_schema().await;
     assert_eq!(
         migrate(&url2).await.unwrap(),
-        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state"]
+        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates"]
     );
     for s in [&schema, &_schema2] {
         admin
@@ -1332,6 +1332,30 @@ async fn postgres_updates_committed_together_are_each_answered_for_themselves() 
         let expected = if n == 3 || n == 7 { JobState::Queued } else { JobState::Starting };
         assert_eq!(state, expected, "job {n}");
     }
+    // A job updated twice at once (usually in one batch, as two statements of its
+    // transaction): the second update expects what the first wrote, and sees it; each
+    // writes its event, in order.
+    let to = |state, why: &str| Patch {
+        state: Some(state),
+        event: Some(why.to_string()),
+        ..Patch::default()
+    };
+    let (first, second, other) = futures::join!(
+        store.update(ids[10], &[JobState::Starting], to(JobState::Running, "first")),
+        store.update(ids[10], &[JobState::Running], to(JobState::Cancelling, "second")),
+        store.update(ids[11], &[JobState::Starting], to(JobState::Running, "other")),
+    );
+    assert_eq!(first.unwrap().unwrap().job.state, JobState::Running);
+    assert_eq!(second.unwrap().expect("the second update saw the first").job.state, JobState::Cancelling);
+    assert_eq!(other.unwrap().unwrap().job.state, JobState::Running);
+    let events: Vec<_> = store.events(ids[10]).await.unwrap().into_iter().map(|e| (e.state, e.reason)).collect();
+    assert_eq!(
+        events[2..],
+        [
+            (JobState::Running, Some("first".to_string())),
+            (JobState::Cancelling, Some("second".to_string())),
+        ]
+    );
     drop(admin);
 }
 

@@ -88,6 +88,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "list_by_state",
         sql: include_str!("postgres/migrations/0006_list_by_state.sql"),
     },
+    Migration {
+        version: 7,
+        name: "cheaper_updates",
+        sql: include_str!("postgres/migrations/0007_cheaper_updates.sql"),
+    },
 ];
 
 /// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
@@ -726,48 +731,6 @@ static SUBMIT_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Compare-and-set on the job's state, its event row, in one statement. `before` locks the
-/// row and reads the state it is in now, which the event compares with the new one.
-static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH before AS (
-            SELECT id, state FROM jobs WHERE id = $1 FOR UPDATE
-        ), after AS (
-            UPDATE jobs SET
-                state = COALESCE($3::text, jobs.state),
-                provider = COALESCE($4::text, jobs.provider),
-                provider_ref = CASE WHEN $5::bool THEN $6::text ELSE jobs.provider_ref END,
-                attempts = COALESCE($7::integer, jobs.attempts),
-                launch_key = COALESCE($8::text, jobs.launch_key),
-                dispatched_at = COALESCE($9::timestamptz, jobs.dispatched_at),
-                exit_code = COALESCE($10::integer, jobs.exit_code),
-                reason = COALESCE($11::text, jobs.reason),
-                result = COALESCE($12::json, jobs.result),
-                started_at = COALESCE($13::timestamptz, jobs.started_at),
-                finished_at = COALESCE($14::timestamptz, jobs.finished_at),
-                cancel_requested_by = COALESCE($15::text, jobs.cancel_requested_by),
-                log_tail = COALESCE($16::text, jobs.log_tail),
-                released = COALESCE($17::bool, jobs.released),
-                -- The workload is gone; nothing needs the job's secrets any more.
-                secret_env = CASE WHEN $17::bool THEN '' ELSE jobs.secret_env END,
-                excluded = COALESCE($18::text[], jobs.excluded),
-                cost = COALESCE($22::jsonb, jobs.cost)
-            FROM before
-            WHERE jobs.id = before.id
-                AND (cardinality($2::text[]) = 0 OR before.state = ANY($2::text[]))
-                -- Fenced: an engine's write applies only while its replica owns the job.
-                AND ($23::bool OR jobs.owner = $24::text)
-            RETURNING {}, before.state AS state_before
-        ), event AS (
-            INSERT INTO events (job_id, at, state, reason)
-            SELECT id, $19::timestamptz, state, $20::text FROM after
-            WHERE state <> state_before OR $21::bool
-        )
-        SELECT * FROM after",
-        columns("jobs")
-    )
-});
-
 fn is_empty(patch: &Patch) -> bool {
     let Patch {
         state,
@@ -1066,19 +1029,23 @@ impl Store for PostgresStore {
 
     async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
         let client = self.client().await?;
-        // Events go with their job (ON DELETE CASCADE); the idempotency key is a column.
+        // Events go with their job, in the same statement; the idempotency key is a column.
         let stmt = client
             .prepare_cached(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
-                 WHERE released AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                "WITH gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM jobs \
+                 WHERE released AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id), \
+                 events_gone AS (DELETE FROM events WHERE job_id IN (SELECT id FROM gone)) \
+                 SELECT count(*) FROM gone",
             )
             .await
             .map_err(|e| pg("preparing", e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        client
-            .execute(&stmt, &[&finished_before, &limit])
+        let row = client
+            .query_one(&stmt, &[&finished_before, &limit])
             .await
-            .map_err(|e| pg("purging ended jobs", e))
+            .map_err(|e| pg("purging ended jobs", e))?;
+        let purged: i64 = row.try_get(0).map_err(|e| pg("purging ended jobs", e))?;
+        Ok(u64::try_from(purged).unwrap_or(0))
     }
 
     async fn run_durations(
