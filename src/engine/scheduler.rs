@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use offload_provider::{Observation, ProviderError};
+use offload_provider::{Observation, Phase, ProviderError};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -397,7 +397,7 @@ impl Engine {
     ) -> HashSet<Uuid> {
         let by_key: HashMap<&str, Uuid> =
             chunk.iter().map(|(id, h)| (h.key.as_str(), *id)).collect();
-        let mut changed = vec![];
+        let (mut changed, mut poke) = (vec![], vec![]);
         {
             let mut seen = self.observations.lock().unwrap();
             for o in observations {
@@ -408,6 +408,11 @@ impl Engine {
                     continue;
                 }
                 if seen.get(&o.handle.key).map(|s| &s.phase) != Some(&o.phase) {
+                    // A workload still starting asks nothing of its job (which is
+                    // `starting` since its launch): no reconcile, which would only read it.
+                    if !matches!(o.phase, Phase::Starting { .. }) {
+                        poke.push(id);
+                    }
                     let observed = super::Observed {
                         tail: tails.remove(&o.handle.key),
                         phase: o.phase,
@@ -418,9 +423,52 @@ impl Engine {
                 }
             }
         }
-        for id in &changed {
-            self.poke(*id);
+        for id in poke {
+            self.poke(id);
         }
         changed.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use offload_provider::Handle;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::store::secrets::SecretBox;
+    use crate::store::sqlite::SqliteStore;
+
+    /// Only an observation that asks something of its job reconciles it: a workload seen
+    /// starting (its job has been `starting` since the launch) is recorded without a poke,
+    /// which would only read the job again; one seen running pokes its job.
+    #[tokio::test]
+    async fn a_workload_seen_starting_pokes_no_reconcile_and_one_seen_running_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml("[providers.sim]\nkind = \"sim\"\n").unwrap();
+        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("db"), false, key).unwrap());
+        let engine = Engine::new(&config, store).await.unwrap();
+        let mut poked = engine.poked.lock().unwrap().take().unwrap();
+        let slot = engine.slots[0].clone();
+        let id = Uuid::now_v7();
+        let handle = Handle {
+            key: super::super::launch_key(id, 1),
+            provider_ref: "sim-1".into(),
+        };
+        slot.follow(id, handle.clone(), None);
+        let chunk = [(id, handle.clone())];
+        let seen = |phase| Observation {
+            handle: handle.clone(),
+            phase,
+            ran: None,
+        };
+        let starting = Phase::Starting {
+            reason: Some("pulling the image".into()),
+        };
+        engine.record_observations(&slot, &chunk, vec![seen(starting)], HashMap::new());
+        assert!(poked.try_recv().is_err(), "a workload seen starting poked its job");
+        engine.record_observations(&slot, &chunk, vec![seen(Phase::Running)], HashMap::new());
+        assert_eq!(poked.try_recv().ok(), Some(id), "a workload seen running");
     }
 }
