@@ -47,8 +47,10 @@ pattern!(
 );
 
 pattern!(
-    /// Something other than white space, somewhere.
-    NOT_BLANK = r"\S"
+    /// Something other than white space, somewhere. Not `\S`: Rust's white space has
+    /// U+0085 and ECMA-262's has U+FEFF, and Python's (which schema tools may use) has
+    /// U+001C-U+001F too; all of them count as white space here, for every reader alike.
+    NOT_BLANK = r"[^\s\x1c-\x1f\u0085\uFEFF]"
 );
 
 pattern!(
@@ -80,6 +82,18 @@ pattern!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by schemathesis: an image of only U+0085, which the schema's `\S` (read as
+    /// ECMA-262 does) called valid and the server's (read as Rust does) refused.
+    #[test]
+    fn blank_means_the_same_to_every_reader() {
+        for blank in ["", " ", "\u{85}", "\u{feff}", "\u{1c}\u{1f}", "\t\n\u{a0}\u{3000}"] {
+            assert!(!NOT_BLANK.is_match(blank), "{blank:?}");
+        }
+        for ok in ["img", " a ", "\u{85}x"] {
+            assert!(NOT_BLANK.is_match(ok), "{ok:?}");
+        }
+    }
 
     #[test]
     fn quantities_and_cpus_are_never_zero() {
