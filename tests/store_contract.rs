@@ -975,7 +975,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7], "each migration applied once");
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8], "each migration applied once");
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -996,7 +996,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let (_admin2, _schema2, url2) = fresh_schema().await;
     assert_eq!(
         migrate(&url2).await.unwrap(),
-        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates"]
+        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates", "0008_notices_per_statement"]
     );
     for s in [&schema, &_schema2] {
         admin
@@ -1054,6 +1054,78 @@ async fn postgres_change_feed_tells_of_every_committed_write() {
             Change::Job(j) if j == second => break,
             Change::Job(j) => assert_ne!(j, id, "a notice for a write that did not happen"),
             Change::Resync | Change::Poke { .. } => {}
+        }
+    }
+    drop(feed);
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// A statement that writes many jobs (the submits' and the engine's batches are such)
+/// sends one notice per 200 of them, not one per row, and the feed still names every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_statement_announces_its_jobs_two_hundred_to_a_notice() {
+    let (admin, schema, url) = fresh_schema().await;
+    let store = Arc::new(PostgresStore::connect(&url, test_box()).await.unwrap());
+    let ids: Vec<Uuid> = futures::future::join_all((0..450).map(|_| {
+        let store = store.clone();
+        async move { created(&*store, job("a", None)).await }
+    }))
+    .await;
+    // The notices as they are sent, on a connection of the test's own.
+    let (listener, mut connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_string());
+            }
+        }
+    });
+    listener.batch_execute("LISTEN offload_jobs").await.unwrap();
+    let other_replica = PostgresStore::connect(&url, test_box()).await.unwrap();
+    let mut feed = Box::pin(other_replica.listen());
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+
+    let touched = admin
+        .execute(
+            &format!("UPDATE \"{schema}\".jobs SET labels = labels WHERE id = ANY($1)"),
+            &[&ids],
+        )
+        .await
+        .unwrap();
+    assert_eq!(touched, 450);
+
+    // Other tests share the channel: only the notices naming these jobs count.
+    let mut unseen: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
+    let mut ours = vec![];
+    while !unseen.is_empty() {
+        let payload = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} jobs never announced", unseen.len()))
+            .unwrap();
+        let named: Vec<Uuid> = payload.split(' ').map(|id| id.parse().unwrap()).collect();
+        let fresh = named.iter().filter(|id| unseen.remove(id)).count();
+        if fresh > 0 {
+            assert!(
+                named.iter().all(|id| ids.contains(id)),
+                "one statement's notice named another's job"
+            );
+            ours.push(named.len());
+        }
+    }
+    ours.sort_unstable();
+    assert_eq!(ours, vec![50, 200, 200], "450 jobs in notices of up to 200");
+
+    let mut unseen: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
+    while !unseen.is_empty() {
+        if let Change::Job(id) = next_change(&mut feed).await {
+            unseen.remove(&id);
         }
     }
     drop(feed);

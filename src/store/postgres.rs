@@ -9,10 +9,11 @@
 //! - A write is one transaction, acknowledged only once its `COMMIT` has answered.
 //!   Submits are group-committed, as SQLite's are: one task takes every submit waiting and
 //!   inserts them with one statement in one transaction, so concurrent submits share a
-//!   round trip and a WAL flush. Updates are one transaction each (PostgreSQL shares WAL
-//!   flushes among concurrent commits by itself).
-//! - Every write to a job also sends `NOTIFY offload_jobs, '<job id>'` in its transaction
-//!   (by a trigger, see the migration); [`PostgresStore::listen`] turns those notices, and
+//!   round trip and a WAL flush. The engine's updates are group-committed too, a batch as
+//!   one statement (see `updates`).
+//! - Every statement that writes jobs also sends `NOTIFY offload_jobs, '<id> <id> ...'` in
+//!   its transaction, naming up to 200 of them a notice (by a trigger, see the migrations);
+//!   [`PostgresStore::listen`] turns those notices, and
 //!   the pokes replicas send each other on `offload_pokes`, into a stream, for replicas to
 //!   learn of each other's changes.
 //! - Replicas: each registers under a new id with a lease (the `replicas` table, renewed by
@@ -92,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "cheaper_updates",
         sql: include_str!("postgres/migrations/0007_cheaper_updates.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "notices_per_statement",
+        sql: include_str!("postgres/migrations/0008_notices_per_statement.sql"),
     },
 ];
 
@@ -589,16 +595,26 @@ async fn listen_once(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    let change = match n.channel() {
-                        POKES => n.payload().split_once(' ').and_then(|(owner, id)| {
-                            Some(Change::Poke {
-                                owner: owner.to_string(),
-                                id: id.parse().ok()?,
+                    let changes: Vec<Change> = match n.channel() {
+                        POKES => n
+                            .payload()
+                            .split_once(' ')
+                            .and_then(|(owner, id)| {
+                                Some(Change::Poke {
+                                    owner: owner.to_string(),
+                                    id: id.parse().ok()?,
+                                })
                             })
-                        }),
-                        _ => n.payload().parse::<Uuid>().ok().map(Change::Job),
+                            .into_iter()
+                            .collect(),
+                        // Each notice names the jobs one statement changed (up to 200).
+                        _ => n
+                            .payload()
+                            .split(' ')
+                            .filter_map(|id| id.parse::<Uuid>().ok().map(Change::Job))
+                            .collect(),
                     };
-                    if let Some(change) = change {
+                    for change in changes {
                         if notices.send(change).await.is_err() {
                             return Ok(());
                         }
