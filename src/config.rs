@@ -262,7 +262,7 @@ impl Default for EngineConfig {
             launch_retries: 8,
             log_tail_bytes: 64 << 10,
             release_after_seconds: 10,
-            reconcile_concurrency: 128,
+            reconcile_concurrency: 256,
             orphan_sweep_seconds: 300,
             queued_sweep_seconds: 10,
         }
