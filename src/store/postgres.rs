@@ -6,7 +6,8 @@
 //!   store recovers by itself; until then every call answers [`StoreError::Db`].
 //! - The schema is versioned: [`migrate`] applies what is missing under a PostgreSQL
 //!   advisory lock, so that replicas starting together migrate once.
-//! - A write is one transaction, acknowledged only once its `COMMIT` has answered.
+//! - A write is one transaction, acknowledged only once it has committed (a write that is
+//!   one statement is its own transaction, without `BEGIN` and `COMMIT` round trips).
 //!   Submits are group-committed, as SQLite's are: one task takes every submit waiting and
 //!   inserts them with one statement in one transaction, so concurrent submits share a
 //!   round trip and a WAL flush. The engine's updates are group-committed too, a batch as
@@ -534,23 +535,20 @@ async fn insert_batch(
         created.push(row.created_at);
         owners.push(row.owner);
     }
-    let mut client = pool.get().await.map_err(pool_error)?;
+    let client = pool.get().await.map_err(pool_error)?;
     let stmt = client
         .prepare_cached(&SUBMIT_SQL)
         .await
         .map_err(|e| pg("preparing the submit", e))?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| pg("beginning a submit", e))?;
-    let inserted = tx
+    // One statement, so a transaction of its own: committed (durably) before PostgreSQL
+    // says it is ready for the next, with no BEGIN and COMMIT round trips.
+    let inserted = client
         .query(
             &stmt,
             &[&ids, &tenants, &specs, &labels, &sealed, &keys, &created, &owners],
         )
         .await
         .map_err(|e| pg("submitting jobs", e))?;
-    tx.commit().await.map_err(|e| pg("committing submits", e))?;
     inserted
         .iter()
         .map(|row| Ok((get(row, 0)?, record(row))))

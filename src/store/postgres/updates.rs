@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::types::{Json, ToSql};
-use tokio_postgres::Row;
+use tokio_postgres::{GenericClient, Row, Statement};
 use uuid::Uuid;
 
 use super::{columns, opt_text, pg, pool_error, record, text};
@@ -233,6 +233,27 @@ pub(super) async fn update_loop(
     }
 }
 
+/// One round's statement; the jobs it updated, by id.
+async fn run_round(
+    client: &impl GenericClient,
+    stmt: &Statement,
+    round: &[&UpdateRow],
+) -> StoreResult<HashMap<Uuid, Row>> {
+    let arrays = arrays(round);
+    let params: Vec<&(dyn ToSql + Sync)> = arrays
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let updated = client
+        .query(stmt, &params)
+        .await
+        .map_err(|e| pg("updating jobs", e))?;
+    updated
+        .into_iter()
+        .map(|row| Ok((row.try_get(0).map_err(|e| pg("reading column id", e))?, row)))
+        .collect()
+}
+
 /// The updates (sorted by job) in one transaction, one statement per round: the first
 /// update of each job, then the second of each job that has two, and so on. Each answer is
 /// the job as it is after its update, `None` when its state or owner did not match; an
@@ -259,28 +280,21 @@ async fn together(
         .prepare_cached(&UPDATE_SQL)
         .await
         .map_err(|e| pg("preparing the update", e))?;
-    let tx = client
-        .transaction()
-        .await
-        .map_err(|e| pg("beginning updates", e))?;
     let mut found: Vec<HashMap<Uuid, Row>> = Vec::with_capacity(rounds.len());
-    for round in &rounds {
-        let arrays = arrays(round);
-        let params: Vec<&(dyn ToSql + Sync)> = arrays
-            .iter()
-            .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let updated = tx
-            .query(&stmt, &params)
+    if let [round] = &rounds[..] {
+        // One statement is a transaction of its own (committed, durably, before PostgreSQL
+        // says it is ready for the next): no BEGIN and COMMIT round trips.
+        found.push(run_round(&**client, &stmt, round).await?);
+    } else {
+        let tx = client
+            .transaction()
             .await
-            .map_err(|e| pg("updating jobs", e))?;
-        let by_id = updated
-            .into_iter()
-            .map(|row| Ok((row.try_get(0).map_err(|e| pg("reading column id", e))?, row)))
-            .collect::<StoreResult<_>>()?;
-        found.push(by_id);
+            .map_err(|e| pg("beginning updates", e))?;
+        for round in &rounds {
+            found.push(run_round(&*tx, &stmt, round).await?);
+        }
+        tx.commit().await.map_err(|e| pg("committing updates", e))?;
     }
-    tx.commit().await.map_err(|e| pg("committing updates", e))?;
     Ok(rows
         .iter()
         .zip(round_of)
