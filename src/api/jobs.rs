@@ -105,8 +105,10 @@ pub async fn create_job(
     let (store, engine) = (state.store.clone(), state.engine.clone());
     let submitted = tokio::spawn(async move {
         let submitted = store.submit(new).await;
-        if let Ok(Submitted::Created(rec) | Submitted::Existing(rec)) = &submitted {
-            engine.poke(rec.job.id);
+        match &submitted {
+            Ok(Submitted::Created(rec)) => engine.submitted((**rec).clone()),
+            Ok(Submitted::Existing(rec)) => engine.poke(rec.job.id),
+            _ => {}
         }
         submitted
     })

@@ -10,11 +10,13 @@
 //! time) when a job is poked or its requeue time comes, and sweeps the store now and then
 //! for queued jobs nobody poked; one poller per provider, which observes all of that
 //! provider's live workloads in batches and pokes the jobs whose observation changed; and
-//! the HTTP handlers, which only poke.
+//! the HTTP handlers, which only poke (a submit hands its new job's record to the first
+//! reconcile, see `fresh`).
 
 pub mod changes;
 mod error_policy;
 mod follow;
+mod fresh;
 mod history;
 mod ownership;
 mod places;
@@ -116,6 +118,8 @@ pub struct Engine {
     routing: RoutingConfig,
     poke: mpsc::UnboundedSender<Uuid>,
     poked: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
+    /// New jobs' records, for their first reconcile.
+    fresh: fresh::Fresh,
     /// The newest phase of each workload the pollers follow, by launch key (an answer
     /// about an earlier attempt can never be taken for the current one's).
     observations: Mutex<HashMap<String, Observed>>,
@@ -194,6 +198,7 @@ impl Engine {
             config: config.engine.clone(),
             routing: config.routing.clone(),
             poke,
+            fresh: fresh::Fresh::default(),
             poked: Mutex::new(Some(poked)),
             observations: Mutex::default(),
             runs: RunDurations::default(),
@@ -222,6 +227,13 @@ impl Engine {
     /// Asks for a reconcile of `id` soon.
     pub fn poke(&self, id: Uuid) {
         let _ = self.poke.send(id);
+    }
+
+    /// Asks for the first reconcile of a job just submitted, handing it the record.
+    pub fn submitted(&self, rec: JobRecord) {
+        let id = rec.job.id;
+        self.fresh.keep(rec);
+        self.poke(id);
     }
 
     /// Pokes every job whose workload a poller follows here.

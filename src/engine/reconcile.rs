@@ -36,9 +36,15 @@ const LIVE: [JobState; 3] = [JobState::Starting, JobState::Running, JobState::Ca
 
 pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
     let result = async {
-        let Some(rec) = engine.store.get(id).await? else {
-            engine.free_place(id, None);
-            return Ok(None);
+        let rec = match engine.fresh.take(id) {
+            Some(rec) => rec,
+            None => match engine.store.get(id).await? {
+                Some(rec) => rec,
+                None => {
+                    engine.free_place(id, None);
+                    return Ok(None);
+                }
+            },
         };
         if !engine.owns(&rec) {
             // Another replica's (adopted from this one while it was paused, say).

@@ -17,10 +17,11 @@ use crate::store::{
     JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted,
 };
 
-/// A SQLite store whose next `fail_updates` updates fail.
+/// A SQLite store whose next `fail_updates` updates fail, and which counts its reads.
 struct FlakyStore {
     inner: SqliteStore,
     fail_updates: AtomicUsize,
+    gets: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -29,6 +30,7 @@ impl Store for FlakyStore {
         self.inner.submit(new).await
     }
     async fn get(&self, id: Uuid) -> StoreResult<Option<JobRecord>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(id).await
     }
     async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
@@ -99,11 +101,17 @@ async fn engine(dir: &std::path::Path) -> (Arc<Engine>, Arc<FlakyStore>) {
     let store = Arc::new(FlakyStore {
         inner: SqliteStore::open(&dir.join("db"), false, key).unwrap(),
         fail_updates: AtomicUsize::new(0),
+        gets: AtomicUsize::new(0),
     });
     (Engine::new(&config, store.clone()).await.unwrap(), store)
 }
 
 async fn submit(store: &FlakyStore, options: serde_json::Value) -> Uuid {
+    submitted(store, options).await.job.id
+}
+
+/// A new job's record, as the submit answered it.
+async fn submitted(store: &FlakyStore, options: serde_json::Value) -> JobRecord {
     let spec: JobSpec = serde_json::from_value(serde_json::json!({
         "image": "img", "provider": "sim", "provider_options": {"sim": options}
     }))
@@ -116,8 +124,10 @@ async fn submit(store: &FlakyStore, options: serde_json::Value) -> Uuid {
         idempotency_key: None,
         created_at: Utc::now(),
     };
-    store.submit(new).await.unwrap();
-    id
+    match store.submit(new).await.unwrap() {
+        Submitted::Created(rec) => *rec,
+        other => panic!("not created: {other:?}"),
+    }
 }
 
 fn load(engine: &Engine) -> usize {
@@ -204,4 +214,47 @@ async fn a_log_read_racing_the_release_answers_the_stored_tail_not_an_error() {
         .await
         .expect("a released workload's log read is no error");
     assert_eq!(chunk.text, "the end\n");
+}
+
+#[tokio::test]
+async fn a_new_job_is_dispatched_without_reading_back_what_its_submit_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let rec = submitted(&store, serde_json::json!({})).await;
+    let id = rec.job.id;
+    engine.submitted(rec);
+    reconcile(&engine, id).await;
+    assert_eq!(
+        store.gets.load(Ordering::SeqCst),
+        0,
+        "the first reconcile read the job"
+    );
+    assert_eq!(
+        store.inner.get(id).await.unwrap().unwrap().job.state,
+        JobState::Starting
+    );
+    // Handed over once: the next look reads the store.
+    reconcile(&engine, id).await;
+    assert_eq!(store.gets.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_new_jobs_record_gone_stale_before_its_first_reconcile_launches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let rec = submitted(&store, serde_json::json!({})).await;
+    let id = rec.job.id;
+    engine.submitted(rec);
+    // Cancelled before its first reconcile, which then holds a record saying queued.
+    engine.cancel("t", id).await.unwrap();
+    reconcile(&engine, id).await;
+    reconcile(&engine, id).await;
+    let job = store.inner.get(id).await.unwrap().unwrap().job;
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(
+        (job.attempts, job.provider),
+        (0, None),
+        "a cancelled job was dispatched"
+    );
+    assert_eq!(load(&engine), 0, "a cancelled job kept a place");
 }
