@@ -1,19 +1,25 @@
 //! The embedded store: SQLite in WAL mode.
 //!
 //! Writes go to one writer thread that owns the only write connection. It takes every
-//! write that is waiting, runs each in its own savepoint inside one transaction, commits
-//! once, and only then answers each caller: group commit, so concurrent submits share a
-//! sync instead of paying one each. Reads use a pool of read-only connections and never
-//! wait for the writer (WAL readers see the last commit).
+//! write that is waiting, runs them in one transaction (each in its own savepoint should
+//! one fail), commits once, and only then answers each caller: group commit, so
+//! concurrent submits share a sync instead of paying one each. What can be done before or
+//! after (statements, JSON, the parsing of rows read back, checkpoints) is done off that
+//! thread. Reads use a pool of read-only connections and never wait for the writer (WAL
+//! readers see the last commit).
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+mod checkpoints;
 
 use super::secrets::SecretBox;
 use super::{
@@ -21,6 +27,7 @@ use super::{
     Submitted,
 };
 use crate::model::{CostGroup, Event, Job, JobState};
+use checkpoints::Checkpoints;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
@@ -112,17 +119,46 @@ const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, 
 /// The most writes one transaction takes before it commits.
 const MAX_BATCH: usize = 1024;
 
-/// A write. Given the connection, it runs inside the batch's transaction and hands back
-/// what to do once the batch's commit has succeeded (`None`) or failed (`Some(error)`).
-/// Given none, the batch failed before its turn: it runs nothing and its caller gets the
-/// error.
-type Completion = Box<dyn FnOnce(Option<StoreError>) + Send>;
-type WriteOp = Box<dyn FnOnce(Option<&Connection>) -> Completion + Send>;
+/// A write waiting for the writer thread. It may run twice (see `run_batch`), so it keeps
+/// what it was given and its latest outcome, and answers its caller once, after the
+/// batch's commit.
+trait Write: Send {
+    /// Runs the write in the batch's transaction; `false` if it failed (its outcome, kept
+    /// for its caller, says why).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: the write's outcome if its batch committed, else the batch's
+    /// error.
+    fn answer(self: Box<Self>, batch: Option<&StoreError>);
+}
+
+struct Op<T, F> {
+    f: F,
+    outcome: Option<StoreResult<T>>,
+    tx: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T: Send, F: FnMut(&Connection) -> rusqlite::Result<T> + Send> Write for Op<T, F> {
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = (self.f)(conn).map_err(db);
+        let ran = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ran
+    }
+
+    fn answer(self: Box<Self>, batch: Option<&StoreError>) {
+        let _ = self.tx.send(match (batch, self.outcome) {
+            (None, Some(outcome)) => outcome,
+            (Some(e), _) => Err(StoreError::Db(e.to_string())),
+            (None, None) => Err(StoreError::Db("the write was not run".into())),
+        });
+    }
+}
 
 pub struct SqliteStore {
-    writer: Mutex<mpsc::Sender<WriteOp>>,
+    writer: Mutex<mpsc::Sender<Box<dyn Write>>>,
     readers: Arc<ReadPool>,
     secrets: Arc<SecretBox>,
+    _checkpoints: Checkpoints,
     /// Held for the store's life: a second gateway on the same file refuses to start
     /// instead of racing this one's engine.
     _lock: std::fs::File,
@@ -141,7 +177,8 @@ impl ReadPool {
             Some(c) => c,
             None => {
                 let conn = open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                conn.pragma_update(None, "mmap_size", 1i64 << 28).map_err(db)?;
+                conn.pragma_update(None, "mmap_size", 1i64 << 28)
+                    .map_err(db)?;
                 conn
             }
         };
@@ -190,6 +227,10 @@ impl SqliteStore {
             if synchronous_full { "FULL" } else { "NORMAL" },
         )
         .map_err(db)?;
+        // A savepoint keeps the pages its write changes in a sub-journal until its release:
+        // in memory, not in a temporary file written page by page.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(db)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(db)?;
@@ -215,10 +256,17 @@ impl SqliteStore {
         }
         // Room for every statement the writer runs, each patch's shape of UPDATE included.
         conn.set_prepared_statement_cache_capacity(64);
-        let (tx, rx) = mpsc::channel::<WriteOp>();
+        // Checkpoints run on a thread of their own (see `checkpoints`), not in a commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db)?;
+        let checkpoints =
+            Checkpoints::start(open(&path_str, OpenFlags::SQLITE_OPEN_READ_WRITE)?)
+                .map_err(|e| StoreError::Db(format!("starting the checkpoint thread: {e}")))?;
+        let commits = checkpoints.commits();
+        let (tx, rx) = mpsc::channel::<Box<dyn Write>>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx))
+            .spawn(move || write_loop(conn, rx, &commits))
             .map_err(|e| StoreError::Db(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             writer: Mutex::new(tx),
@@ -227,26 +275,22 @@ impl SqliteStore {
                 idle: Mutex::new(vec![]),
             }),
             secrets: Arc::new(secrets),
+            _checkpoints: checkpoints,
             _lock: lock,
         })
     }
 
+    /// Runs `f` in the writer's next batch, once or (should another write in the batch
+    /// fail) twice, and answers once the batch has committed.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (tx, rx) = oneshot::channel::<StoreResult<T>>();
-        let op: WriteOp = Box::new(move |conn| {
-            let result = match conn {
-                Some(conn) => in_savepoint(conn, f),
-                None => Err(StoreError::Db("the batch's transaction failed".into())),
-            };
-            Box::new(move |commit_error| {
-                let _ = tx.send(match commit_error {
-                    None => result,
-                    Some(e) => Err(e),
-                });
-            })
+        let op: Box<dyn Write> = Box::new(Op {
+            f,
+            outcome: None,
+            tx,
         });
         self.writer
             .lock()
@@ -293,25 +337,25 @@ fn lock_file(path: &Path) -> StoreResult<std::fs::File> {
     }
 }
 
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT op").map_err(db)?;
-    match f(conn) {
-        Ok(v) => {
-            conn.execute_batch("RELEASE op").map_err(db)?;
-            Ok(v)
-        }
-        Err(e) => {
-            conn.execute_batch("ROLLBACK TO op; RELEASE op")
-                .map_err(db)?;
-            Err(db(e))
-        }
+/// Runs a statement the writer runs again and again (its plan is cached).
+fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(db)
+}
+
+/// Runs the write in its own savepoint: should it fail, what it wrote is undone and the
+/// transaction goes on. `Err` only when the savepoint itself fails.
+fn in_savepoint(conn: &Connection, write: &mut dyn Write) -> StoreResult<()> {
+    exec(conn, "SAVEPOINT op")?;
+    match write.run(conn) {
+        true => exec(conn, "RELEASE op"),
+        false => conn.execute_batch("ROLLBACK TO op; RELEASE op").map_err(db),
     }
 }
 
-fn write_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Write>>, commits: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -320,46 +364,71 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let (completions, outcome) = run_batch(&conn, batch);
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "sqlite batch failed; none of its writes were kept");
+        let outcome = run_batch(&conn, &mut batch);
+        match &outcome {
+            Ok(()) => _ = commits.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                tracing::error!(error = %e, "sqlite batch failed; none of its writes were kept")
+            }
         }
-        for done in completions {
-            done(
-                outcome
-                    .as_ref()
-                    .err()
-                    .map(|e| StoreError::Db(e.to_string())),
-            );
+        for write in batch {
+            write.answer(outcome.as_ref().err());
         }
     }
 }
 
-/// Runs one batch in one transaction: all of its writes are kept, or none. Should the
+/// Runs one batch in one transaction: all of its writes are kept, or none. The writes run
+/// first as they are, without savepoints (a savepoint copies each page that a write
+/// changes, the better part of a small write's cost). Should one of them fail, the
+/// transaction is rolled back and the whole batch run again with each write in its own
+/// savepoint, so that the failed write alone is undone and the others are kept.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Write>]) -> StoreResult<()> {
+    run_in_transaction(conn, batch, false).unwrap_or_else(|| {
+        let _ = conn.execute_batch("ROLLBACK");
+        run_in_transaction(conn, batch, true).unwrap_or_else(|| {
+            Err(StoreError::Db(
+                "a write failed outside its savepoint".into(),
+            ))
+        })
+    })
+}
+
+/// Runs the batch's writes in one transaction and commits it; `None` when a write failed
+/// outside a savepoint (the transaction, still open, then holds part of it). Should the
 /// transaction end early (SQLite rolls back by itself on a full disk or an I/O error), the
 /// writes after that point are not run at all, for outside a transaction each would be
 /// kept on its own while its caller is told the batch failed.
-fn run_batch(conn: &Connection, batch: Vec<WriteOp>) -> (Vec<Completion>, StoreResult<()>) {
+fn run_in_transaction(
+    conn: &Connection,
+    batch: &mut [Box<dyn Write>],
+    savepoints: bool,
+) -> Option<StoreResult<()>> {
     // Whether the batch's transaction is still open, as it must be before each write.
-    let open = |outcome: StoreResult<()>| {
-        outcome.and_then(|()| match conn.is_autocommit() {
-            false => Ok(()),
-            true => Err(StoreError::Db(
-                "the transaction was rolled back in the middle of a batch".into(),
-            )),
-        })
+    let open = || match conn.is_autocommit() {
+        false => Ok(()),
+        true => Err(StoreError::Db(
+            "the transaction was rolled back in the middle of a batch".into(),
+        )),
     };
-    let mut outcome = conn.execute_batch("BEGIN IMMEDIATE").map_err(db);
-    let mut completions = Vec::with_capacity(batch.len());
-    for op in batch {
-        outcome = open(outcome);
-        completions.push(op(outcome.is_ok().then_some(conn)));
+    let mut outcome = exec(conn, "BEGIN IMMEDIATE");
+    for write in batch.iter_mut() {
+        outcome = outcome.and_then(|()| open());
+        if outcome.is_err() {
+            break;
+        }
+        match savepoints {
+            true => outcome = in_savepoint(conn, write.as_mut()),
+            false if write.run(conn) => {}
+            false => return None,
+        }
     }
-    outcome = open(outcome).and_then(|()| conn.execute_batch("COMMIT").map_err(db));
+    outcome = outcome
+        .and_then(|()| open())
+        .and_then(|()| exec(conn, "COMMIT"));
     if outcome.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    (completions, outcome)
+    Some(outcome)
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -380,55 +449,117 @@ fn parse_json<T: serde::de::DeserializeOwned>(idx: usize, text: &str) -> rusqlit
     })
 }
 
+/// A job's row as read, its JSON, id and times not yet parsed. The writer reads the row
+/// back after each write, and its caller parses it: off the one thread that every write
+/// waits for.
+struct RawRecord {
+    id: String,
+    tenant: String,
+    state: String,
+    provider: Option<String>,
+    provider_ref: Option<String>,
+    attempts: u32,
+    launch_key: Option<String>,
+    dispatched_at: Option<i64>,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    result: Option<String>,
+    labels: String,
+    spec: String,
+    created_at: Option<i64>,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    cancel_requested_by: Option<String>,
+    released: bool,
+    excluded: String,
+    cost: Option<String>,
+}
+
+impl RawRecord {
+    /// Reads a row of `JOB_COLUMNS`.
+    fn read(row: &Row) -> rusqlite::Result<RawRecord> {
+        Ok(RawRecord {
+            id: row.get(0)?,
+            tenant: row.get(1)?,
+            state: row.get(2)?,
+            provider: row.get(3)?,
+            provider_ref: row.get(4)?,
+            attempts: row.get(5)?,
+            launch_key: row.get(6)?,
+            dispatched_at: row.get(7)?,
+            exit_code: row.get(8)?,
+            reason: row.get(9)?,
+            result: row.get(10)?,
+            labels: row.get(11)?,
+            spec: row.get(12)?,
+            created_at: row.get(13)?,
+            started_at: row.get(14)?,
+            finished_at: row.get(15)?,
+            cancel_requested_by: row.get(16)?,
+            released: row.get(17)?,
+            excluded: row.get(18)?,
+            cost: row.get(19)?,
+        })
+    }
+
+    /// The record; an error names the column (its index in `JOB_COLUMNS`) that does not
+    /// parse.
+    fn parse(self) -> rusqlite::Result<JobRecord> {
+        let state = JobState::parse(&self.state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                format!("unknown state {}", self.state).into(),
+            )
+        })?;
+        let job = Job {
+            id: self.id.parse().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+            state,
+            terminal: state.is_terminal(),
+            provider: self.provider,
+            provider_ref: self.provider_ref,
+            attempts: self.attempts,
+            exit_code: self.exit_code,
+            reason: self.reason,
+            result: self.result.map(|r| parse_json(10, &r)).transpose()?,
+            labels: parse_json(11, &self.labels)?,
+            spec: parse_json(12, &self.spec)?,
+            created_at: time(self.created_at).unwrap_or_default(),
+            started_at: time(self.started_at),
+            finished_at: time(self.finished_at),
+            cost: self.cost.map(|c| parse_json(19, &c)).transpose()?,
+        };
+        Ok(JobRecord {
+            job,
+            tenant: self.tenant,
+            launch_key: self.launch_key,
+            dispatched_at: time(self.dispatched_at),
+            cancel_requested_by: self.cancel_requested_by,
+            released: self.released,
+            excluded: parse_json(18, &self.excluded)?,
+            owner: None,
+        })
+    }
+}
+
 fn record(row: &Row) -> rusqlite::Result<JobRecord> {
-    let id: String = row.get(0)?;
-    let state: String = row.get(2)?;
-    let state = JobState::parse(&state).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            2,
-            rusqlite::types::Type::Text,
-            format!("unknown state {state}").into(),
-        )
-    })?;
-    let result: Option<String> = row.get(10)?;
-    let job = Job {
-        id: id.parse().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })?,
-        state,
-        terminal: state.is_terminal(),
-        provider: row.get(3)?,
-        provider_ref: row.get(4)?,
-        attempts: row.get(5)?,
-        exit_code: row.get(8)?,
-        reason: row.get(9)?,
-        result: result.map(|r| parse_json(10, &r)).transpose()?,
-        labels: parse_json(11, &row.get::<_, String>(11)?)?,
-        spec: parse_json(12, &row.get::<_, String>(12)?)?,
-        created_at: time(row.get(13)?).unwrap_or_default(),
-        started_at: time(row.get(14)?),
-        finished_at: time(row.get(15)?),
-        cost: row
-            .get::<_, Option<String>>(19)?
-            .map(|c| parse_json(19, &c))
-            .transpose()?,
-    };
-    Ok(JobRecord {
-        job,
-        tenant: row.get(1)?,
-        launch_key: row.get(6)?,
-        dispatched_at: time(row.get(7)?),
-        cancel_requested_by: row.get(16)?,
-        released: row.get(17)?,
-        excluded: parse_json(18, &row.get::<_, String>(18)?)?,
-        owner: None,
-    })
+    RawRecord::read(row)?.parse()
+}
+
+fn raw_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<RawRecord>> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], RawRecord::read)
+        .optional()
 }
 
 fn get_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobRecord>> {
-    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
-        .query_row([id], record)
-        .optional()
+    raw_record(conn, id)?.map(RawRecord::parse).transpose()
 }
 
 fn add_event(
@@ -466,8 +597,8 @@ impl SubmitRow {
     }
 }
 
-/// Inserts the job and its first event; the record as stored (`RETURNING`, no read-back).
-fn insert_job(conn: &Connection, row: &SubmitRow) -> rusqlite::Result<JobRecord> {
+/// Inserts the job and its first event; the row as stored (`RETURNING`, no read-back).
+fn insert_job(conn: &Connection, row: &SubmitRow) -> rusqlite::Result<RawRecord> {
     let new = &row.new;
     let id = new.id.to_string();
     let record = conn
@@ -476,14 +607,39 @@ fn insert_job(conn: &Connection, row: &SubmitRow) -> rusqlite::Result<JobRecord>
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING {JOB_COLUMNS}"
         ))?
         .query_row(
-            params![id, new.tenant, JobState::Queued.as_str(), row.labels, row.spec, row.sealed, ms(new.created_at)],
-            record,
+            params![
+                id,
+                new.tenant,
+                JobState::Queued.as_str(),
+                row.labels,
+                row.spec,
+                row.sealed,
+                ms(new.created_at)
+            ],
+            RawRecord::read,
         )?;
-    add_event(conn, &id, new.created_at, JobState::Queued, Some("submitted"))?;
+    add_event(
+        conn,
+        &id,
+        new.created_at,
+        JobState::Queued,
+        Some("submitted"),
+    )?;
     Ok(record)
 }
 
-fn submit(conn: &Connection, row: SubmitRow, secrets: &SecretBox) -> rusqlite::Result<Submitted> {
+/// What the writer hands back for a submit: the new job's row (for its caller to parse), or
+/// the answer to a key used before.
+enum SubmitOutcome {
+    Created(RawRecord),
+    Repeated(Submitted),
+}
+
+fn submit(
+    conn: &Connection,
+    row: &SubmitRow,
+    secrets: &SecretBox,
+) -> rusqlite::Result<SubmitOutcome> {
     let new = &row.new;
     if let Some(key) = &new.idempotency_key {
         let existing: Option<String> = conn
@@ -496,16 +652,16 @@ fn submit(conn: &Connection, row: SubmitRow, secrets: &SecretBox) -> rusqlite::R
             // Once a job's secrets are deleted, only their names can be compared.
             let same = record.job.spec == new.spec.redacted()
                 && stored.is_none_or(|s| s == new.spec.secret_env);
-            return Ok(if same {
+            return Ok(SubmitOutcome::Repeated(if same {
                 Submitted::Existing(Box::new(record))
             } else {
                 Submitted::Conflict(record.job.id)
-            });
+            }));
         }
         conn.prepare_cached("INSERT INTO idempotency (tenant, key, job_id) VALUES (?1, ?2, ?3)")?
             .execute(params![new.tenant, key, new.id.to_string()])?;
     }
-    Ok(Submitted::Created(Box::new(insert_job(conn, &row)?)))
+    Ok(SubmitOutcome::Created(insert_job(conn, row)?))
 }
 
 /// A job's secret values; `None` once they are deleted.
@@ -528,14 +684,109 @@ fn stored_secrets(
     }
 }
 
+/// An update's statement and values, built (its JSON serialised) before it reaches the
+/// writer thread.
+struct PatchRow {
+    /// `UPDATE jobs SET ... WHERE id = ?1 RETURNING ...`, or `None` for a patch that sets
+    /// nothing (an event alone).
+    sql: Option<String>,
+    values: Vec<Value>,
+    state: Option<JobState>,
+    /// The event's reason, should the patch add one.
+    event: Option<String>,
+    explicit_event: bool,
+}
+
+impl PatchRow {
+    fn of(patch: Patch) -> rusqlite::Result<PatchRow> {
+        let text = |v: Option<String>| v.map_or(Value::Null, Value::Text);
+        let mut sets: Vec<(&str, Value)> = vec![];
+        if let Some(s) = patch.state {
+            sets.push(("state", Value::Text(s.as_str().into())));
+        }
+        if let Some(v) = patch.provider {
+            sets.push(("provider", Value::Text(v)));
+        }
+        if let Some(v) = patch.provider_ref {
+            sets.push(("provider_ref", text(v)));
+        }
+        if let Some(v) = patch.attempts {
+            sets.push(("attempts", Value::Integer(v.into())));
+        }
+        if let Some(v) = patch.launch_key {
+            sets.push(("launch_key", Value::Text(v)));
+        }
+        if let Some(v) = patch.dispatched_at {
+            sets.push(("dispatched_at", Value::Integer(ms(v))));
+        }
+        if let Some(v) = patch.exit_code {
+            sets.push(("exit_code", Value::Integer(v.into())));
+        }
+        if let Some(v) = patch.reason.clone() {
+            sets.push(("reason", Value::Text(v)));
+        }
+        if let Some(v) = &patch.result {
+            sets.push(("result", json_value(v)?));
+        }
+        if let Some(v) = patch.started_at {
+            sets.push(("started_at", Value::Integer(ms(v))));
+        }
+        if let Some(v) = patch.finished_at {
+            sets.push(("finished_at", Value::Integer(ms(v))));
+        }
+        if let Some(v) = patch.cancel_requested_by {
+            sets.push(("cancel_requested_by", Value::Text(v)));
+        }
+        if let Some(v) = patch.log_tail {
+            sets.push(("log_tail", Value::Text(v)));
+        }
+        if let Some(v) = patch.released {
+            sets.push(("released", Value::Integer(v.into())));
+            if v {
+                // The workload is gone; nothing needs the job's secrets any more.
+                sets.push(("secret_env", Value::Text(String::new())));
+            }
+        }
+        if let Some(v) = &patch.excluded {
+            sets.push(("excluded", json_value(v)?));
+        }
+        if let Some(v) = &patch.cost {
+            sets.push(("cost", json_value(v)?));
+        }
+        let sql = (!sets.is_empty()).then(|| {
+            let clause: Vec<String> = sets
+                .iter()
+                .enumerate()
+                .map(|(i, (col, _))| format!("{col} = ?{}", i + 2))
+                .collect();
+            format!(
+                "UPDATE jobs SET {} WHERE id = ?1 RETURNING {JOB_COLUMNS}",
+                clause.join(", ")
+            )
+        });
+        Ok(PatchRow {
+            sql,
+            values: sets.into_iter().map(|(_, v)| v).collect(),
+            state: patch.state,
+            explicit_event: patch.event.is_some(),
+            event: patch.event.or(patch.reason),
+        })
+    }
+}
+
+/// A value serialised as JSON text, for a column.
+fn json_value<T: serde::Serialize>(v: &T) -> rusqlite::Result<Value> {
+    serde_json::to_string(v).map(Value::Text).map_err(json_err)
+}
+
 fn update(
     conn: &Connection,
     id: Uuid,
     expect: &[JobState],
-    patch: Patch,
-) -> rusqlite::Result<Option<JobRecord>> {
+    patch: &PatchRow,
+) -> rusqlite::Result<Option<RawRecord>> {
     let id = id.to_string();
-    // The state alone decides; the whole record is read once, after the change.
+    // The state alone decides; the whole row is read once, after the change.
     let current: Option<String> = conn
         .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
         .query_row([&id], |r| r.get(0))
@@ -553,85 +804,23 @@ fn update(
     if !expect.is_empty() && !expect.contains(&current) {
         return Ok(None);
     }
-    let mut sets: Vec<(&str, Box<dyn ToSql>)> = vec![];
-    let to_json = |v: &serde_json::Value| serde_json::to_string(v).map_err(json_err);
-    if let Some(s) = patch.state {
-        sets.push(("state", Box::new(s.as_str())));
-    }
-    if let Some(v) = &patch.provider {
-        sets.push(("provider", Box::new(v.clone())));
-    }
-    if let Some(v) = &patch.provider_ref {
-        sets.push(("provider_ref", Box::new(v.clone())));
-    }
-    if let Some(v) = patch.attempts {
-        sets.push(("attempts", Box::new(v)));
-    }
-    if let Some(v) = &patch.launch_key {
-        sets.push(("launch_key", Box::new(v.clone())));
-    }
-    if let Some(v) = patch.dispatched_at {
-        sets.push(("dispatched_at", Box::new(ms(v))));
-    }
-    if let Some(v) = patch.exit_code {
-        sets.push(("exit_code", Box::new(v)));
-    }
-    if let Some(v) = &patch.reason {
-        sets.push(("reason", Box::new(v.clone())));
-    }
-    if let Some(v) = &patch.result {
-        sets.push(("result", Box::new(to_json(v)?)));
-    }
-    if let Some(v) = patch.started_at {
-        sets.push(("started_at", Box::new(ms(v))));
-    }
-    if let Some(v) = patch.finished_at {
-        sets.push(("finished_at", Box::new(ms(v))));
-    }
-    if let Some(v) = &patch.cancel_requested_by {
-        sets.push(("cancel_requested_by", Box::new(v.clone())));
-    }
-    if let Some(v) = &patch.log_tail {
-        sets.push(("log_tail", Box::new(v.clone())));
-    }
-    if let Some(v) = patch.released {
-        sets.push(("released", Box::new(v)));
-        if v {
-            // The workload is gone; nothing needs the job's secrets any more.
-            sets.push(("secret_env", Box::new("")));
-        }
-    }
-    if let Some(v) = &patch.excluded {
-        sets.push((
-            "excluded",
-            Box::new(serde_json::to_string(v).map_err(json_err)?),
-        ));
-    }
-    if let Some(v) = &patch.cost {
-        sets.push((
-            "cost",
-            Box::new(serde_json::to_string(v).map_err(json_err)?),
-        ));
-    }
-    if !sets.is_empty() {
-        let clause: Vec<String> = sets
-            .iter()
-            .enumerate()
-            .map(|(i, (col, _))| format!("{col} = ?{}", i + 2))
-            .collect();
-        let sql = format!("UPDATE jobs SET {} WHERE id = ?1", clause.join(", "));
-        let mut values: Vec<&dyn ToSql> = vec![&id];
-        values.extend(sets.iter().map(|(_, v)| v.as_ref()));
+    let row = match &patch.sql {
         // A patch's shape repeats (a dispatch, a launch, an end): its statement is cached.
-        conn.prepare_cached(&sql)?.execute(values.as_slice())?;
-    }
+        Some(sql) => {
+            let mut values: Vec<&dyn ToSql> = vec![&id];
+            values.extend(patch.values.iter().map(|v| v as &dyn ToSql));
+            conn.prepare_cached(sql)?
+                .query_row(values.as_slice(), RawRecord::read)
+                .optional()?
+        }
+        None => raw_record(conn, &id)?,
+    };
     let state_changed = patch.state.is_some_and(|s| s != current);
-    if state_changed || patch.event.is_some() {
+    if state_changed || patch.explicit_event {
         let state = patch.state.unwrap_or(current);
-        let reason = patch.event.as_deref().or(patch.reason.as_deref());
-        add_event(conn, &id, Utc::now(), state, reason)?;
+        add_event(conn, &id, Utc::now(), state, patch.event.as_deref())?;
     }
-    get_record(conn, &id)
+    Ok(row)
 }
 
 fn list(conn: &Connection, tenant: &str, q: &ListQuery) -> rusqlite::Result<Vec<Job>> {
@@ -672,7 +861,12 @@ impl Store for SqliteStore {
         // Sealed and serialised here, off the writer thread.
         let row = SubmitRow::of(new, &self.secrets).map_err(db)?;
         let secrets = self.secrets.clone();
-        self.write(move |conn| submit(conn, row, &secrets)).await
+        match self.write(move |conn| submit(conn, &row, &secrets)).await? {
+            SubmitOutcome::Created(row) => {
+                Ok(Submitted::Created(Box::new(row.parse().map_err(db)?)))
+            }
+            SubmitOutcome::Repeated(answer) => Ok(answer),
+        }
     }
 
     /// A point read by primary key takes microseconds in WAL mode (readers never wait for
@@ -712,8 +906,12 @@ impl Store for SqliteStore {
         patch: Patch,
     ) -> StoreResult<Option<JobRecord>> {
         let expect = expect.to_vec();
-        self.write(move |conn| update(conn, id, &expect, patch))
-            .await
+        // Built here, off the writer thread.
+        let patch = PatchRow::of(patch).map_err(db)?;
+        let row = self
+            .write(move |conn| update(conn, id, &expect, &patch))
+            .await?;
+        row.map(RawRecord::parse).transpose().map_err(db)
     }
 
     async fn secrets(&self, id: Uuid) -> StoreResult<BTreeMap<String, String>> {
@@ -791,7 +989,8 @@ impl Store for SqliteStore {
         task_id: &str,
         limit: usize,
     ) -> StoreResult<Vec<u64>> {
-        let (tenant, dag_id, task_id) = (tenant.to_string(), dag_id.to_string(), task_id.to_string());
+        let (tenant, dag_id, task_id) =
+            (tenant.to_string(), dag_id.to_string(), task_id.to_string());
         self.read(move |conn| {
             // The expressions of the jobs_task_runs index, so that it is used.
             let mut stmt = conn.prepare_cached(
@@ -919,7 +1118,8 @@ mod tests {
             assert_eq!(version, VERSION);
         }
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
         drop(conn);
         let refused = SqliteStore::open(&path, false, test_box()).err().unwrap();
         assert!(refused.to_string().contains("newer"), "{refused}");
@@ -968,6 +1168,62 @@ mod tests {
             store.submit(new_job("a", "img", None)).await.unwrap(),
             Submitted::Created(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_undone_alone_and_the_rest_of_its_batch_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false, test_box()).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let mut holder = Box::pin(store.write(move |_| {
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Ok(())
+        }));
+        assert!(futures::poll!(&mut holder).is_pending());
+        tokio::task::spawn_blocking(move || held_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let (a, b) = (new_job("a", "img", None), new_job("a", "img", None));
+        let (a_id, b_id) = (a.id, b.id);
+        let mut first = Box::pin(store.submit(a));
+        // Writes a row, then fails: what it wrote must not be kept.
+        let mut failing = Box::pin(store.write(|conn| {
+            conn.execute(
+                "INSERT INTO events (job_id, at, state) VALUES ('nobody', 0, 'queued')",
+                [],
+            )?;
+            conn.execute("INSERT INTO no_such_table VALUES (1)", [])
+        }));
+        let mut second = Box::pin(store.submit(b));
+        assert!(futures::poll!(&mut first).is_pending());
+        assert!(futures::poll!(&mut failing).is_pending());
+        assert!(futures::poll!(&mut second).is_pending());
+        go_tx.send(()).unwrap();
+        holder.await.unwrap();
+        assert!(failing.await.is_err());
+        assert!(matches!(first.await.unwrap(), Submitted::Created(_)));
+        assert!(matches!(second.await.unwrap(), Submitted::Created(_)));
+        for id in [a_id, b_id] {
+            assert!(
+                store.get(id).await.unwrap().is_some(),
+                "a good write was lost"
+            );
+            // Each job's first event, once: the writes run again were not kept twice.
+            assert_eq!(store.events(id).await.unwrap().len(), 1);
+        }
+        let strays: i64 = store
+            .read(|conn| {
+                conn.query_row(
+                    "SELECT count(*) FROM events WHERE job_id = 'nobody'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(strays, 0, "the failed write's first row was kept");
     }
 
     #[tokio::test]
