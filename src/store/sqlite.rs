@@ -1125,12 +1125,14 @@ mod tests {
         assert!(refused.to_string().contains("newer"), "{refused}");
     }
 
-    #[tokio::test]
-    async fn a_batch_whose_transaction_dies_keeps_none_of_its_writes() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false, test_box()).unwrap();
-        // Hold the writer inside a first batch while three writes queue up behind it, so
-        // that the three share the next batch.
+    /// Holds the writer inside a batch of its own until the sender is used, so that the
+    /// writes sent meanwhile share the next batch.
+    async fn hold_writer(
+        store: &SqliteStore,
+    ) -> (
+        std::pin::Pin<Box<impl std::future::Future<Output = StoreResult<()>> + '_>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
         let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let mut holder = Box::pin(store.write(move |_| {
@@ -1142,6 +1144,15 @@ mod tests {
         tokio::task::spawn_blocking(move || held_rx.recv().unwrap())
             .await
             .unwrap();
+        (holder, go_tx)
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_transaction_dies_keeps_none_of_its_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false, test_box()).unwrap();
+        // Three writes queue up behind the held writer, so that the three share a batch.
+        let (holder, go_tx) = hold_writer(&store).await;
         let (a, b) = (new_job("a", "img", None), new_job("a", "img", None));
         let (a_id, b_id) = (a.id, b.id);
         let mut first = Box::pin(store.submit(a));
@@ -1174,17 +1185,7 @@ mod tests {
     async fn a_failed_write_is_undone_alone_and_the_rest_of_its_batch_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&tmp.path().join("db.sqlite"), false, test_box()).unwrap();
-        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let mut holder = Box::pin(store.write(move |_| {
-            held_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            Ok(())
-        }));
-        assert!(futures::poll!(&mut holder).is_pending());
-        tokio::task::spawn_blocking(move || held_rx.recv().unwrap())
-            .await
-            .unwrap();
+        let (holder, go_tx) = hold_writer(&store).await;
         let (a, b) = (new_job("a", "img", None), new_job("a", "img", None));
         let (a_id, b_id) = (a.id, b.id);
         let mut first = Box::pin(store.submit(a));
