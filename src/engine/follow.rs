@@ -12,7 +12,7 @@
 //! expected to end, still at least every `max_poll_interval_ms`: that bound is the longest
 //! an end can go unseen by polling.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use offload_provider::Handle;
@@ -42,7 +42,7 @@ pub(super) enum Seen {
 pub(super) struct Followed {
     base: Duration,
     max: Duration,
-    workloads: HashMap<Uuid, Workload>,
+    workloads: BTreeMap<Uuid, Workload>,
     /// Every followed workload by its next look, soonest first: a round and the poller's
     /// wake-up read only its head, however many workloads are live.
     order: BTreeSet<(Instant, Uuid)>,
@@ -53,7 +53,7 @@ impl Followed {
         Followed {
             base,
             max: max.max(base),
-            workloads: HashMap::new(),
+            workloads: BTreeMap::new(),
             order: BTreeSet::new(),
         }
     }

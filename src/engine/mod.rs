@@ -12,6 +12,12 @@
 //! provider's live workloads in batches and pokes the jobs whose observation changed; and
 //! the HTTP handlers, which only poke (a submit hands its new job's record to the first
 //! reconcile, see `fresh`).
+//!
+//! Every map here that grows with the live jobs (places, followed workloads, observations,
+//! requeue timers) is a B-tree, not a hash map: a B-tree grows a node at a time, where
+//! every per-job hash map doubled at the same job count (28,672, 57,344, ...) and rehashed
+//! all its entries at once under its lock, stalling both runtime threads for up to 60 ms
+//! in the middle of a submit burst (BENCHMARKS.md, Profiles).
 
 pub mod changes;
 mod error_policy;
@@ -26,7 +32,7 @@ mod scheduler;
 #[cfg(test)]
 mod store_faults;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -122,7 +128,7 @@ pub struct Engine {
     fresh: fresh::Fresh,
     /// The newest phase of each workload the pollers follow, by launch key (an answer
     /// about an earlier attempt can never be taken for the current one's).
-    observations: Mutex<HashMap<String, Observed>>,
+    observations: Mutex<BTreeMap<String, Observed>>,
     /// Recent run times of DAG tasks, for the expected duration of specs that give none.
     runs: RunDurations,
     /// Reconciles that failed in a row (a store or provider call), per job.

@@ -3,7 +3,7 @@
 //! oldest first. When each began to wait is kept, so that a job that has waited longer than
 //! `routing.max_wait_seconds` can be routed again to a provider with room.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,10 @@ pub(super) struct Places {
 
 #[derive(Default)]
 struct Inner {
-    held: HashSet<Uuid>,
+    held: BTreeSet<Uuid>,
     /// Waiting jobs in the order they came; an id no longer in `since` left the queue.
     queue: VecDeque<Uuid>,
-    since: HashMap<Uuid, Instant>,
+    since: BTreeMap<Uuid, Instant>,
 }
 
 impl Places {

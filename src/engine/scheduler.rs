@@ -3,7 +3,7 @@
 //! for queued jobs that no poke reached, and the per-provider poller, which observes live
 //! workloads in batches and pokes the jobs that changed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use super::{Engine, EngineError, Slot};
 #[derive(Default)]
 struct ReadyQueue {
     ready: VecDeque<Uuid>,
-    queued: HashSet<Uuid>,
+    queued: BTreeSet<Uuid>,
     running: HashSet<Uuid>,
     /// Poked while running: reconcile once more when the current one ends.
     again: HashSet<Uuid>,
@@ -61,7 +61,7 @@ impl ReadyQueue {
 pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<Uuid>) {
     let limit = engine.config.reconcile_concurrency;
     let mut delays: DelayQueue<Uuid> = DelayQueue::new();
-    let mut delay_keys: HashMap<Uuid, delay_queue::Key> = HashMap::new();
+    let mut delay_keys: BTreeMap<Uuid, delay_queue::Key> = BTreeMap::new();
     let mut queue = ReadyQueue::default();
     let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
     let mut task_jobs: HashMap<tokio::task::Id, Uuid> = HashMap::new();

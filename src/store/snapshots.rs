@@ -9,7 +9,7 @@
 //! answer, unless a change came while it read (an epoch counts the changes), so that a slow
 //! read can never put an older answer back after a newer change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -37,7 +37,10 @@ pub struct Snapshots {
 }
 
 struct Cache {
-    jobs: RwLock<HashMap<Uuid, Snapshot>>,
+    /// A B-tree, not a hash map: it grows a node at a time, where a hash map doubles and
+    /// rehashes every entry at once under the write lock that every read waits for. Ids
+    /// are UUIDv7, so its first entry is the oldest job's.
+    jobs: RwLock<BTreeMap<Uuid, Snapshot>>,
     /// Changes seen so far; a read that misses keeps its answer only if none came since.
     epoch: AtomicU64,
     max: usize,
@@ -56,7 +59,7 @@ impl Cache {
 }
 
 impl Snapshots {
-    /// Keeps at most `max` snapshots; past that, a snapshot is dropped for each new one.
+    /// Keeps at most `max` snapshots; past that, the oldest job's is dropped for each new one.
     pub fn new(inner: Arc<dyn Store>, max: usize) -> Snapshots {
         Snapshots {
             inner,
@@ -85,9 +88,7 @@ impl Snapshots {
         let mut jobs = cache.jobs.write().unwrap();
         if cache.epoch.load(Ordering::Acquire) == epoch {
             if jobs.len() >= cache.max {
-                if let Some(old) = jobs.keys().next().copied() {
-                    jobs.remove(&old);
-                }
+                jobs.pop_first();
             }
             jobs.insert(id, snapshot.clone());
         }
@@ -267,11 +268,18 @@ mod tests {
         snapshots.update(id, &[], to(JobState::Cancelled)).await.unwrap().unwrap();
         assert_eq!(state(&snapshots.job(id).await.unwrap().unwrap()), JobState::Cancelled);
         assert!(snapshots.job(Uuid::now_v7()).await.unwrap().is_none());
-        // Bounded: at most `max` are kept.
+        // Bounded: at most `max` are kept, the oldest jobs' dropped first.
+        let mut newest = id;
         for _ in 0..3 {
-            let other = new_job(&snapshots).await;
-            snapshots.job(other).await.unwrap();
+            newest = new_job(&snapshots).await;
+            snapshots.job(newest).await.unwrap();
         }
         assert_eq!(snapshots.kept(), 2);
+        // Changed behind its back: the newest job still answers from memory, the oldest
+        // (dropped) from the store.
+        inner.update(newest, &[], to(JobState::Starting)).await.unwrap().unwrap();
+        assert_eq!(state(&snapshots.job(newest).await.unwrap().unwrap()), JobState::Queued);
+        inner.update(id, &[], to(JobState::Failed)).await.unwrap().unwrap();
+        assert_eq!(state(&snapshots.job(id).await.unwrap().unwrap()), JobState::Failed);
     }
 }

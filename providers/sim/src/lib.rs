@@ -15,7 +15,7 @@
 //! that one key creates one workload whichever process asks. A test reads it as the audit
 //! trail of launches: no key may ever have two `created` lines.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -175,9 +175,10 @@ struct Workload {
 }
 
 struct State {
-    workloads: HashMap<String, Workload>,
+    /// A B-tree, as the engine's maps of live jobs are: it never rehashes all at once.
+    workloads: BTreeMap<String, Workload>,
     /// "No capacity" answers given so far, per key, for `capacity_errors`.
-    refused: HashMap<String, u32>,
+    refused: BTreeMap<String, u32>,
     record: Option<Shared>,
     rng: fastrand::Rng,
 }
@@ -258,8 +259,8 @@ impl Config {
             .seed
             .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
         let mut state = State {
-            workloads: HashMap::new(),
-            refused: HashMap::new(),
+            workloads: BTreeMap::new(),
+            refused: BTreeMap::new(),
             record,
             rng,
         };
