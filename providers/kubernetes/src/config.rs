@@ -70,6 +70,14 @@ pub struct Config {
     pub calls_per_second: u32,
     #[serde(default = "default_burst")]
     pub burst: u32,
+    /// A limit of their own on pod log reads. The API server counts `pods/log` as a
+    /// long-running request, outside its in-flight limits and its priority and fairness
+    /// (the kubelet of each pod's node serves the log), and ends come in waves: a DAG's
+    /// tasks often end together, and each end reads its pod's log tail for the result.
+    #[serde(default = "default_log_rate")]
+    pub log_reads_per_second: u32,
+    #[serde(default = "default_log_burst")]
+    pub log_burst: u32,
 }
 
 /// A Secret jobs may use for their environment (see `Config::allowed_secrets`).
@@ -118,11 +126,20 @@ fn default_rate() -> u32 {
 fn default_burst() -> u32 {
     50
 }
+fn default_log_rate() -> u32 {
+    50
+}
+fn default_log_burst() -> u32 {
+    250
+}
 
 impl Config {
     pub fn check(&self) -> Result<(), String> {
         if self.calls_per_second == 0 || self.burst == 0 {
             return Err("calls_per_second and burst must be at least 1".into());
+        }
+        if self.log_reads_per_second == 0 || self.log_burst == 0 {
+            return Err("log_reads_per_second and log_burst must be at least 1".into());
         }
         if self.namespace.is_empty() {
             return Err("namespace: must not be empty".into());

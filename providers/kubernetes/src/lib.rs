@@ -71,6 +71,7 @@ impl Config {
             pods,
             cache,
             limiter: Budget::per_second(self.calls_per_second, self.burst),
+            log_limiter: Budget::per_second(self.log_reads_per_second, self.log_burst),
             missing: Mutex::default(),
             config: self.clone(),
         })
@@ -83,6 +84,8 @@ pub struct Kubernetes {
     cache: watch::PodCache,
     /// The API server calls this gateway may make, shared among the replicas.
     limiter: Budget,
+    /// The pod log reads, apart (see `Config::log_reads_per_second`).
+    log_limiter: Budget,
     /// Pod name → poll rounds in a row it was absent from the watch's store.
     missing: Mutex<HashMap<String, u32>>,
     config: Config,
@@ -165,6 +168,7 @@ impl Provider for Kubernetes {
 
     fn set_replicas(&self, live: usize) {
         self.limiter.set_replicas(live);
+        self.log_limiter.set_replicas(live);
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -272,7 +276,7 @@ impl Provider for Kubernetes {
     }
 
     async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
-        self.ready().await;
+        self.log_limiter.ready().await;
         let params = LogParams {
             container: Some(pod::CONTAINER.into()),
             ..LogParams::default()

@@ -536,6 +536,34 @@ async fn logs_come_from_the_pod_log_api_with_a_cursor() {
     .await;
 }
 
+/// Pods of a wave end together, and each end reads its log tail for the job's result: on
+/// the API call budget (here 1 a second, burst 1) 20 reads would take 19 s at least, and
+/// the last job's end would be seen that late. Log reads have a budget of their own.
+#[tokio::test]
+async fn a_wave_of_log_reads_does_not_wait_on_the_api_call_budget() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster
+        .provider(json!({"calls_per_second": 1, "burst": 1}))
+        .await;
+    // The launch's create takes the call budget's one token.
+    let handle = k8s.launch(&launch("offload-w-1", spec())).await.unwrap();
+    cluster.api.append_log("offload-w-1", "offload-result: {}\n");
+    let started = std::time::Instant::now();
+    let whole = Default::default();
+    let reads = (0..20).map(|_| k8s.logs(&handle, &whole));
+    for chunk in futures::future::join_all(reads).await {
+        assert_eq!(chunk.unwrap().text, "offload-result: {}\n");
+    }
+    let took = started.elapsed();
+    // Half the time the shared budget would need, so the bound holds on a slow machine.
+    assert!(took < Duration::from_secs(10), "20 log reads took {took:?}");
+    // A log budget that would allow no read is refused at startup, naming its settings.
+    let refused = offload_kubernetes::Config::check(&serde_json::from_value(json!({
+        "log_burst": 0
+    })).unwrap());
+    assert_eq!(refused.unwrap_err(), "log_reads_per_second and log_burst must be at least 1");
+}
+
 #[tokio::test]
 async fn the_fake_keeps_kubernetes_conventions() {
     // The fake itself, through the real client: what the provider relies on.
