@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -27,7 +26,7 @@ use super::{
     Submitted,
 };
 use crate::model::{CostGroup, Event, Job, JobState};
-use checkpoints::Checkpoints;
+use checkpoints::{Checkpoints, Committed};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
@@ -257,16 +256,18 @@ impl SqliteStore {
         // Room for every statement the writer runs, each patch's shape of UPDATE included.
         conn.set_prepared_statement_cache_capacity(64);
         // Checkpoints run on a thread of their own (see `checkpoints`), not in a commit.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(db)?;
-        let checkpoints =
-            Checkpoints::start(open(&path_str, OpenFlags::SQLITE_OPEN_READ_WRITE)?)
-                .map_err(|e| StoreError::Db(format!("starting the checkpoint thread: {e}")))?;
-        let commits = checkpoints.commits();
+        checkpoints::prepare_writer(&conn, checkpoints::LOG_LIMIT).map_err(db)?;
+        let checkpoints = Checkpoints::start(
+            open(&path_str, OpenFlags::SQLITE_OPEN_READ_WRITE)?,
+            checkpoints::EVERY,
+            checkpoints::LOG_LIMIT,
+        )
+        .map_err(|e| StoreError::Db(format!("starting the checkpoint thread: {e}")))?;
+        let committed = checkpoints.committed();
         let (tx, rx) = mpsc::channel::<Box<dyn Write>>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx, &commits))
+            .spawn(move || write_loop(conn, rx, &committed))
             .map_err(|e| StoreError::Db(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             writer: Mutex::new(tx),
@@ -355,7 +356,7 @@ fn in_savepoint(conn: &Connection, write: &mut dyn Write) -> StoreResult<()> {
     }
 }
 
-fn write_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Write>>, commits: &AtomicU64) {
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Write>>, committed: &Committed) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -365,14 +366,15 @@ fn write_loop(conn: Connection, rx: mpsc::Receiver<Box<dyn Write>>, commits: &At
             }
         }
         let outcome = run_batch(&conn, &mut batch);
-        match &outcome {
-            Ok(()) => _ = commits.fetch_add(1, Ordering::Relaxed),
-            Err(e) => {
-                tracing::error!(error = %e, "sqlite batch failed; none of its writes were kept")
-            }
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "sqlite batch failed; none of its writes were kept");
         }
         for write in batch {
             write.answer(outcome.as_ref().err());
+        }
+        // After the answers: a checkpoint the writer runs delays no caller of this batch.
+        if outcome.is_ok() {
+            committed.after_commit(&conn);
         }
     }
 }
