@@ -120,7 +120,9 @@ fn run(
         }
         copied = committed;
         // Past the limit, passes follow one another while each finds many frames new (those
-        // committed during the pass before); then the writer copies the few left.
+        // committed during the pass before); then the writer copies the few left. After
+        // PASSES passes it copies whatever is left: a longer pause of the writes once,
+        // rather than a log that grows on.
         let mut last = None;
         for pass in 1..=PASSES {
             let log = match checkpoint(&conn) {
