@@ -32,7 +32,7 @@ use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::{Stream, StreamExt};
 use tokio_postgres::types::{Json, ToSql};
@@ -194,11 +194,11 @@ struct SubmitRow {
     owner: String,
 }
 
-/// A submit waiting for its batch: answered with its new job once the batch has committed,
-/// `None` when its idempotency key was taken, or the batch's error.
+/// A submit waiting for its batch: answered once the batch has committed, with whether its
+/// job was inserted (`false`: its idempotency key was taken), or with the batch's error.
 struct SubmitOp {
     row: SubmitRow,
-    done: tokio::sync::oneshot::Sender<StoreResult<Option<JobRecord>>>,
+    done: tokio::sync::oneshot::Sender<StoreResult<bool>>,
 }
 
 /// A tokio-postgres error with its causes, which its own `Display` leaves out.
@@ -492,9 +492,9 @@ async fn submit_loop(pool: Pool, mut queue: tokio::sync::mpsc::UnboundedReceiver
             })
             .unzip();
         match insert_batch(&pool, rows).await {
-            Ok(mut made) => {
+            Ok(made) => {
                 for (id, done) in answers {
-                    let _ = done.send(made.remove(&id).transpose());
+                    let _ = done.send(Ok(made.contains(&id)));
                 }
             }
             Err(e) => {
@@ -507,12 +507,11 @@ async fn submit_loop(pool: Pool, mut queue: tokio::sync::mpsc::UnboundedReceiver
     }
 }
 
-/// Inserts a batch in one transaction; the jobs it made, by id. Once the batch has
-/// committed, a job that does not read back is an error for its own submit only.
+/// Inserts a batch in one transaction; the ids of the jobs it made.
 async fn insert_batch(
     pool: &Pool,
     mut rows: Vec<SubmitRow>,
-) -> StoreResult<std::collections::HashMap<Uuid, StoreResult<JobRecord>>> {
+) -> StoreResult<std::collections::HashSet<Uuid>> {
     rows.sort_by(|a, b| (&a.tenant, &a.key).cmp(&(&b.tenant, &b.key)));
     let n = rows.len();
     let (mut ids, mut tenants, mut specs, mut labels, mut sealed, mut keys, mut created) = (
@@ -537,7 +536,7 @@ async fn insert_batch(
     }
     let client = pool.get().await.map_err(pool_error)?;
     let stmt = client
-        .prepare_cached(&SUBMIT_SQL)
+        .prepare_cached(SUBMIT_SQL)
         .await
         .map_err(|e| pg("preparing the submit", e))?;
     // One statement, so a transaction of its own: committed (durably) before PostgreSQL
@@ -549,10 +548,7 @@ async fn insert_batch(
         )
         .await
         .map_err(|e| pg("submitting jobs", e))?;
-    inserted
-        .iter()
-        .map(|row| Ok((get(row, 0)?, record(row))))
-        .collect()
+    inserted.iter().map(|row| get(row, 0)).collect()
 }
 
 async fn listen_loop(config: tokio_postgres::Config, tx: tokio::sync::mpsc::Sender<Change>) {
@@ -722,28 +718,55 @@ fn record(row: &Row) -> StoreResult<JobRecord> {
     })
 }
 
-/// A batch of submits in one statement. Rows come sorted by tenant and idempotency key, so
-/// that concurrent batches (of other replicas) take the key index's locks in one order and
-/// never deadlock on each other. A key already taken, by an earlier job or by an earlier
-/// row of the same batch, inserts nothing and returns no row.
-static SUBMIT_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH job AS (
+/// A batch of submits in one statement; the ids of the jobs it inserted. Rows come sorted
+/// by tenant and idempotency key, so that concurrent batches (of other replicas) take the
+/// key index's locks in one order and never deadlock on each other. A key already taken, by
+/// an earlier job or by an earlier row of the same batch, inserts nothing and returns no
+/// row. Nothing else comes back: the submit knows every value it wrote ([`new_record`]).
+const SUBMIT_SQL: &str = "WITH job AS (
             INSERT INTO jobs (id, tenant, state, spec, labels, secret_env, idempotency_key, created_at, owner)
             SELECT id, tenant, 'queued', spec::json, labels::jsonb, secret_env, idempotency_key, created_at, owner
             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])
                 WITH ORDINALITY AS input (id, tenant, spec, labels, secret_env, idempotency_key, created_at, owner, n)
             ORDER BY n
             ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING *
+            RETURNING id, created_at, state
         ), event AS (
             INSERT INTO events (job_id, at, state, reason)
             SELECT id, created_at, state, 'submitted' FROM job
         )
-        SELECT {} FROM job",
-        columns("job")
-    )
-});
+        SELECT id FROM job";
+
+/// The job a submit inserted, as [`record`] would read it back: built from the values the
+/// submit wrote instead of sent back and parsed again.
+fn new_record(row: &SubmitRow, spec: JobSpec) -> JobRecord {
+    JobRecord {
+        job: Job {
+            id: row.id,
+            state: JobState::Queued,
+            terminal: false,
+            provider: None,
+            provider_ref: None,
+            attempts: 0,
+            exit_code: None,
+            reason: None,
+            result: None,
+            labels: spec.labels.clone(),
+            spec,
+            created_at: row.created_at,
+            started_at: None,
+            finished_at: None,
+            cost: None,
+        },
+        tenant: row.tenant.clone(),
+        launch_key: None,
+        dispatched_at: None,
+        cancel_requested_by: None,
+        released: false,
+        excluded: vec![],
+        owner: Some(row.owner.clone()),
+    }
+}
 
 fn is_empty(patch: &Patch) -> bool {
     let Patch {
@@ -808,7 +831,9 @@ impl Store for PostgresStore {
             labels: serde_json::to_string(&labels).map_err(json)?,
             sealed,
             key: opt_text(&new.idempotency_key).map(Cow::into_owned),
-            created_at: new.created_at,
+            // As PostgreSQL keeps it (microseconds), so that the record below is the one
+            // every later read gives.
+            created_at: new.created_at.trunc_subsecs(6),
             owner: self.me(),
         };
         let (tenant, key) = (&row.tenant, &row.key);
@@ -821,8 +846,8 @@ impl Store for PostgresStore {
                 done,
             };
             self.submits.send(op).map_err(|_| StoreError::Closed)?;
-            if let Some(record) = made.await.map_err(|_| StoreError::Closed)?? {
-                return Ok(Submitted::Created(Box::new(record)));
+            if made.await.map_err(|_| StoreError::Closed)?? {
+                return Ok(Submitted::Created(Box::new(new_record(&row, spec))));
             }
             let Some(key) = key.as_deref() else {
                 return Err(StoreError::Db(format!(
