@@ -161,6 +161,10 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
                 }
                 Err(e) => tracing::warn!(provider = %slot.name, error = %e, "observe failed"),
             }
+            // An in-process provider (sim, local) answers without waiting, and a round can
+            // hold thousands of workloads: let the requests and reconciles waiting for this
+            // worker thread run between batches.
+            tokio::task::yield_now().await;
         }
         if answered {
             // The runtime just answered for its workloads: that is a health check passed,
@@ -470,5 +474,55 @@ mod tests {
         assert!(poked.try_recv().is_err(), "a workload seen starting poked its job");
         engine.record_observations(&slot, &chunk, vec![seen(Phase::Running)], HashMap::new());
         assert_eq!(poked.try_recv().ok(), Some(id), "a workload seen running");
+    }
+
+    /// A round of many batches lets other tasks run between them. An in-process provider
+    /// (sim, local) answers without waiting, and without a yield a round of thousands of
+    /// workloads held its worker thread, and every request queued on it, to the end.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_round_of_many_batches_lets_other_tasks_run_between_them() {
+        const WORKLOADS: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(
+            "[providers.sim]\nkind = \"sim\"\nmax_observe_batch = 1\npoll_interval_ms = 10\n",
+        )
+        .unwrap();
+        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("db"), false, key).unwrap());
+        let engine = Engine::new(&config, store).await.unwrap();
+        let slot = engine.slots[0].clone();
+        for n in 0..WORKLOADS {
+            let id = Uuid::now_v7();
+            let handle = Handle {
+                key: super::super::launch_key(id, 1),
+                provider_ref: format!("sim-{n}"),
+            };
+            slot.follow(id, handle, None);
+        }
+        // Counts the workloads looked at so far each time it gets the thread.
+        let counter = engine.clone();
+        let counts = tokio::spawn(async move {
+            let mut counts = vec![];
+            loop {
+                let n = counter.observations.lock().unwrap().len();
+                counts.push(n);
+                if n == WORKLOADS {
+                    return counts;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let poller = tokio::spawn(poll(engine.clone(), slot));
+        let mut counts = tokio::time::timeout(Duration::from_secs(30), counts)
+            .await
+            .expect("the round did not look at every workload")
+            .unwrap();
+        counts.dedup();
+        engine.shutdown.cancel();
+        poller.await.unwrap();
+        assert!(
+            counts.iter().any(|&n| n > 0 && n < WORKLOADS),
+            "nothing else ran during the round of {WORKLOADS} batches: {counts:?}"
+        );
     }
 }
