@@ -1282,6 +1282,63 @@ async fn lapse(admin: &tokio_postgres::Client, schema: &str, store: &PostgresSto
     assert_eq!(n, 1, "replica {id} is registered");
 }
 
+/// Every replica adopts at every lease renewal, so adoption reads the jobs it takes, not
+/// every unfinished job to ask whether its owner is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_adoption_reads_only_the_jobs_it_takes() {
+    let (admin, schema, url) = fresh_schema().await;
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    created(&a, job("t", None)).await;
+    // 60,000 unfinished jobs: all but three are live replica a's; those three are owned by
+    // a replica that is gone.
+    let jobs = format!("\"{schema}\".jobs");
+    let a_id = a.replica().unwrap();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO {jobs} (id, tenant, state, provider, spec, labels, created_at, owner)
+             SELECT ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid, 't', 'starting',
+                 'sim', (SELECT spec FROM {jobs} LIMIT 1), '{{}}', now(),
+                 CASE WHEN i % 20000 = 0 THEN 'gone-replica' ELSE '{a_id}' END
+             FROM generate_series(1, 60000) AS i;
+             ANALYZE {jobs};
+             SELECT pg_stat_force_next_flush();"
+        ))
+        .await
+        .unwrap();
+    // Scans of jobs, and the rows they read.
+    let counters = || async {
+        let row = admin
+            .query_one(
+                "SELECT seq_scan + COALESCE(idx_scan, 0), seq_tup_read + COALESCE(idx_tup_fetch, 0)
+                 FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'jobs'",
+                &[&schema],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
+    let before = counters().await;
+    a.renew_lease().await.unwrap();
+    let adopted = b.adopt(10).await.unwrap();
+    let gone: Vec<String> = (1..=3).map(|i| format!("00000000-0000-7000-8000-{:012}", i * 20000)).collect();
+    let ids: Vec<String> = adopted.iter().map(|r| r.job.id.to_string()).collect();
+    assert_eq!(ids, gone, "the gone replica's jobs, and only those");
+    // PostgreSQL counts the scans when b's connection next reports its statistics (within
+    // about 10 s of going idle).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = counters().await;
+        if now.0 != before.0 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the adoption's scans were never counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let read = after.1 - before.1;
+    assert!(read < 1_000, "adopting 3 jobs read {read} rows of 60,001");
+    drop(admin);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_replica_whose_jobs_were_adopted_cannot_write_them() {
     let (admin, schema, url) = fresh_schema().await;

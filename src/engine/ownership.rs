@@ -91,7 +91,9 @@ impl Engine {
             for rec in &adopted {
                 self.take_in(rec);
             }
-            if adopted.len() < ADOPT_BATCH {
+            // A batch can come short of the limit with more to adopt (jobs another replica
+            // held locked); an empty one means none is left.
+            if adopted.is_empty() {
                 return;
             }
         }
