@@ -1279,10 +1279,10 @@ impl Store for PostgresStore {
 ///
 /// Every replica runs it at each lease renewal, so it reads only the jobs it takes: the
 /// owners of unfinished jobs come from `jobs_by_owner` one step per owner (a loose index
-/// scan), and the lapsed owners' jobs from it too. Asking of every unfinished job whether its owner
-/// was live read all of them, 50 ms of the server's time each renewal with 50,000 live.
-/// The claim checks each job again once locked, so a job another replica adopted
-/// meanwhile is left alone.
+/// scan), and the lapsed owners' jobs from it too. Asking of every unfinished job whether
+/// its owner was live read all of them, 50 ms of the server's time each renewal with
+/// 50,000 live. The claim checks each job again once locked, so a job another replica
+/// adopted meanwhile is left alone.
 static ADOPT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH RECURSIVE owners (owner) AS (
