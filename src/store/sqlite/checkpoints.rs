@@ -228,7 +228,8 @@ mod tests {
             written += 80_000;
             largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         }
-        // Cut back to the limit as it starts again, the file never holds what it carried.
+        // Cut back (to four times the limit) as it starts again, the file never holds what
+        // it carried.
         assert!(
             largest < written / 2,
             "the log's file reached {largest} bytes with {written} written"
