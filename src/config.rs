@@ -150,18 +150,79 @@ fn default_lease() -> u64 {
     15
 }
 
-/// A database URL with its password (if any) replaced, for logs and `Debug`.
+/// A database connection string with every password in it replaced, for logs, errors and
+/// `Debug`: the URL's `user:password@`, its `password=` (or `sslpassword=`) query
+/// parameters, and the `password=` pairs of the `key=value` form (quoted or not), as
+/// tokio-postgres and libpq read them.
 pub fn redact_password(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(at)) if at > scheme.len() + 3 => {
-            let userinfo = &rest[..at - scheme.len() - 3];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:<redacted>{}", &url[at..]),
-                None => url.to_string(),
+    const HIDDEN: &str = "<redacted>";
+    let is_password = |key: &str| {
+        let key = key.trim().to_ascii_lowercase();
+        key == "password" || key == "sslpassword"
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // The `key=value` form: pairs split by spaces, a value quoted with '...' when it
+        // holds spaces, with \' and \\ escaped inside.
+        let mut out = String::with_capacity(url.len());
+        let mut chars = url.chars().peekable();
+        while let Some(c) = chars.next() {
+            out.push(c);
+            if c != '=' {
+                continue;
             }
+            let before = out[..out.len() - 1].trim_end();
+            let key_start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+            if !is_password(&before[key_start..]) {
+                continue;
+            }
+            while chars.peek().is_some_and(|c| *c == ' ') {
+                chars.next();
+            }
+            if chars.peek() == Some(&'\'') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\'' => break,
+                        _ => {}
+                    }
+                }
+            } else {
+                while chars.peek().is_some_and(|c| !c.is_whitespace()) {
+                    chars.next();
+                }
+            }
+            out.push_str(HIDDEN);
         }
-        _ => url.to_string(),
+        return out;
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (rest, None),
+    };
+    // The userinfo ends at the last '@' before the path.
+    let authority_end = base.find('/').unwrap_or(base.len());
+    let mut base = base.to_string();
+    if let Some(at) = base[..authority_end].rfind('@') {
+        if let Some(colon) = base[..at].find(':') {
+            base.replace_range(colon + 1..at, HIDDEN);
+        }
     }
+    let mut out = format!("{scheme}://{base}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if is_password(key) => format!("{key}={HIDDEN}"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 fn yes() -> bool {
@@ -655,6 +716,47 @@ mod tests {
         assert!(shown.contains("postgres://offload:<redacted>@db:5432/offload"), "{shown}");
         assert_eq!(redact_password("postgres://db/x"), "postgres://db/x");
         assert_eq!(redact_password("postgres://u@db/x"), "postgres://u@db/x");
+    }
+
+    /// Every form a PostgreSQL connection string can carry a password in: the URL's
+    /// userinfo (a password holding '@' too), its query parameters, and the `key=value`
+    /// form, quoted or not.
+    #[test]
+    fn every_form_of_a_database_password_is_redacted() {
+        let cases = [
+            ("postgres://u:hunter2@db/x", "postgres://u:<redacted>@db/x"),
+            ("postgres://u:hun@ter2@db/x", "postgres://u:<redacted>@db/x"),
+            (
+                "postgres://u@db/x?sslmode=require&password=hunter2",
+                "postgres://u@db/x?sslmode=require&password=<redacted>",
+            ),
+            (
+                "postgresql://db/x?PASSWORD=hunter2&user=u",
+                "postgresql://db/x?PASSWORD=<redacted>&user=u",
+            ),
+            (
+                "postgres://u:hunter2@db/x?sslpassword=hunter2",
+                "postgres://u:<redacted>@db/x?sslpassword=<redacted>",
+            ),
+            (
+                "host=db user=u password=hunter2 dbname=x",
+                "host=db user=u password=<redacted> dbname=x",
+            ),
+            (
+                "host=db password = hunter2",
+                "host=db password =<redacted>",
+            ),
+            (
+                "host=db password='hunter2 with \\' quote' dbname=x",
+                "host=db password=<redacted> dbname=x",
+            ),
+            ("host=db user=u", "host=db user=u"),
+        ];
+        for (url, shown) in cases {
+            let redacted = redact_password(url);
+            assert_eq!(redacted, shown, "{url}");
+            assert!(!redacted.contains("hunter2"), "{url}");
+        }
     }
 
     #[test]

@@ -14,6 +14,9 @@ async fn main() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a log file, journald or a log pipeline
+        // would get the escape codes as text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match offload::cli::main().await {
         Ok(code) => std::process::exit(code),

@@ -157,6 +157,73 @@ fn config_check_names_a_bad_setting() {
     );
 }
 
+/// A start that fails on its database names the database without its password, in
+/// whichever form the password was given.
+#[test]
+fn a_failed_start_never_shows_the_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "postgres://offload:hunter2@127.0.0.1:1/offload",
+        "postgres://offload@127.0.0.1:1/offload?connect_timeout=2&password=hunter2",
+        "host=127.0.0.1 port=1 user=offload password=hunter2 dbname=offload",
+        "host=127.0.0.1 port=1 password='hunter2 x' dbname=offload",
+    ] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("OFFLOAD_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("OFFLOAD_STORE__URL", url)
+            .env(
+                "OFFLOAD_STORE__SECRET_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        assert!(stderr.contains("<redacted>"), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: {stderr}");
+    }
+}
+
+/// Logs written to a file or a pipe (systemd, Kubernetes, a log shipper) carry no terminal
+/// colour codes.
+#[test]
+fn logs_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let port = free_port();
+    let mut serve = Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("OFFLOAD_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("offload is serving")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "offload serve did not start: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    serve.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
+}
+
 #[test]
 fn quote_run_and_costs_say_where_jobs_go_and_what_they_cost() {
     let dir = tempfile::tempdir().unwrap();
