@@ -196,6 +196,7 @@ contract!(
     nul_characters_are_stored,
     unknown_jobs,
     retention_purges_only_jobs_ended_and_released_before,
+    labels_at_every_limit_in_characters_and_bytes_reach_every_state,
 );
 
 async fn retention_purges_only_jobs_ended_and_released_before(f: &Fixture) {
@@ -802,6 +803,106 @@ async fn every_field_round_trips(f: &Fixture) {
     assert_eq!(after.excluded.len(), 2);
     assert_eq!(after.launch_key, Some(format!("{id}-3")));
     assert_eq!(after.job.cost, got.job.cost);
+}
+
+/// Labels as large as validation lets them be, in characters and in bytes (a character of
+/// four bytes, and CJK of three), go through a job's whole life: submitted, listed by
+/// selector, dispatched, ended in each terminal state, read back as run times and costs.
+/// On PostgreSQL the index of a DAG task's runs held the labels' values themselves, so a
+/// `dag_id` of 1,000 CJK characters made its row too big for a B-tree and the job could
+/// never be ended `succeeded`.
+async fn labels_at_every_limit_in_characters_and_bytes_reach_every_state(f: &Fixture) {
+    use offload::model::limits;
+    let store = &*f.store;
+    // Random characters of a range, which no compression shrinks (a database may compress a
+    // long index entry, and a repeated character would fit).
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |range: std::ops::Range<u32>, n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from_u32(range.start + (seed % u64::from(range.end - range.start)) as u32)
+                    .unwrap()
+            })
+            .collect()
+    };
+    let shapes = [
+        0x61..0x7b,        // a-z: one byte a character
+        0x4e00..0x9fff,    // CJK: three bytes
+        0x20000..0x2a6df,  // CJK Extension B: four bytes
+    ];
+    for (n, range) in shapes.into_iter().enumerate() {
+        let mut labels = BTreeMap::new();
+        labels.insert("dag_id".to_string(), random(range.clone(), limits::LABEL_VALUE));
+        labels.insert("task_id".to_string(), random(range.clone(), limits::LABEL_VALUE));
+        for i in labels.len()..limits::LABELS {
+            let key = format!("{i:02}{}", random(range.clone(), limits::LABEL_KEY - 2));
+            labels.insert(key, random(range.clone(), limits::LABEL_VALUE));
+        }
+        let mut s = spec("img", SECRET);
+        s.labels = labels.clone();
+        s.validate().expect("labels at the limits are valid");
+        for end in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
+            let id = created(store, new_job("a", Some(&format!("{n}-{end:?}")), s.clone())).await;
+            let selector: Vec<(String, String)> = labels.clone().into_iter().take(3).collect();
+            let listed = store
+                .list(
+                    "a",
+                    &ListQuery {
+                        labels: selector,
+                        limit: 10,
+                        ..ListQuery::default()
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(listed.iter().any(|j| j.id == id), "shape {n}: not listed by its labels");
+            let dispatch = Patch {
+                state: Some(JobState::Starting),
+                provider: Some("local".into()),
+                attempts: Some(1),
+                launch_key: Some(format!("offload-{}-1", id.simple())),
+                dispatched_at: Some(Utc::now()),
+                ..Patch::default()
+            };
+            store.update(id, &[JobState::Queued], dispatch).await.unwrap().unwrap();
+            let started = Utc::now() - chrono::Duration::seconds(3);
+            let ended = Patch {
+                state: Some(end),
+                started_at: Some(started),
+                finished_at: Some(started + chrono::Duration::seconds(3)),
+                reason: Some("done".into()),
+                ..Patch::default()
+            };
+            let after = store
+                .update(id, &[JobState::Starting], ended)
+                .await
+                .unwrap_or_else(|e| panic!("shape {n}: ending the job {end:?}: {e}"));
+            assert_eq!(after.map(|r| r.job.state), Some(end), "shape {n}");
+        }
+        let runs = store
+            .run_durations("a", &labels["dag_id"], &labels["task_id"], 5)
+            .await
+            .unwrap();
+        assert_eq!(runs, [3], "shape {n}: the succeeded run, read back by its DAG task");
+        let costs = store
+            .costs(
+                "a",
+                &CostQuery {
+                    group_by: CostGrouping::Label("dag_id".into()),
+                    since: Utc::now() - chrono::Duration::hours(1),
+                    until: Utc::now() + chrono::Duration::hours(1),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            costs.iter().any(|g| g.key == labels["dag_id"] && g.jobs == 3),
+            "shape {n}: costs by dag_id"
+        );
+    }
 }
 
 async fn cost_reports_group_finished_jobs(f: &Fixture) {

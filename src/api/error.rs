@@ -96,6 +96,14 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Refused(why) = &e {
+            // Sent again it would fail again: not the 503 that asks for a retry.
+            tracing::warn!(error = %e, "the store refused a request's write");
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the job store cannot hold this request: {why}"),
+            );
+        }
         tracing::error!(error = %e, "store error");
         ApiError {
             retry_after: Some(1),

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::routing::task_of;
 use super::{launch_key, Engine, EngineError, Slot};
 use crate::model::{extract_result, DurationSource, JobCost, JobState};
-use crate::store::{JobRecord, Patch};
+use crate::store::{JobRecord, Patch, StoreError};
 
 /// How often a live job is looked at even with no news: a safety net for lost pokes. The
 /// poller pokes a job when its workload changes, cancels poke it where it is owned, and a
@@ -71,6 +71,7 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
             engine.reconcile_errors.forget(id);
             next
         }
+        Err(EngineError::Store(StoreError::Refused(why))) => engine.refused(id, why).await,
         Err(e) => {
             let (n, wait) = engine.reconcile_errors.failed(id);
             tracing::warn!(job = %id, error = %e, failures = n, retry_in = ?wait, "reconcile failed");
@@ -640,13 +641,17 @@ impl Engine {
             None => self.log_tail(id, slot, handle).await,
         };
         let now = Utc::now();
-        let started_at = this_attempt_start(rec).unwrap_or(now);
-        let observed = run_seconds(Some(started_at), now);
-        let cost = self.final_cost(rec, reported.map(|r| r.seconds()).or(observed));
+        // When this attempt started: as seen running, else as its runtime reports. A
+        // workload that ended before it was ever seen running, on a runtime that does not
+        // say when it ran, has no known start: its run time is unknown, not 0 s.
+        let started_at = this_attempt_start(rec).or(reported.map(|r| r.started.into()));
+        let seconds = reported
+            .map(|r| r.seconds())
+            .or_else(|| run_seconds(started_at, now));
+        let cost = self.final_cost(rec, seconds.or(Some(0)));
         if let (JobState::Succeeded, Some(task), Some(s)) =
-            (state, task_of(&rec.tenant, &rec.job.spec), observed)
+            (state, task_of(&rec.tenant, &rec.job.spec), seconds)
         {
-            // As the store will give it: started_at to finished_at.
             self.runs.record(&task, s);
         }
         let patch = Patch {
@@ -656,7 +661,7 @@ impl Engine {
             reason: Some(reason),
             result: extract_result(&tail),
             log_tail: Some(tail),
-            started_at: rec.job.started_at.is_none().then_some(now),
+            started_at: started_at.filter(|_| rec.job.started_at.is_none()),
             finished_at: Some(now),
             ..Patch::default()
         };
@@ -683,6 +688,41 @@ impl Engine {
             Err(e) => {
                 tracing::warn!(job = %id, error = %e, "could not read the log tail");
                 String::new()
+            }
+        }
+    }
+
+    /// The store refused a write of this job, which it would refuse again however often it
+    /// were sent (a value too big for an index, say): ends the job `failed` with the store's
+    /// reason, through a write that carries no more than that, so that it does not hold
+    /// its place retrying forever. Its workload, if it has one, is released as any ended
+    /// job's is.
+    async fn refused(&self, id: Uuid, why: String) -> Option<Duration> {
+        tracing::error!(job = %id, error = %why, "the store refused a write of this job; ending it");
+        let reason = format!("the job store refused a write of this job: {why}");
+        let ended = async {
+            let Some(rec) = self.store.get(id).await? else {
+                return Ok(None);
+            };
+            let slot = rec.job.provider.as_deref().and_then(|p| self.slot(p)).cloned();
+            if rec.job.state.is_terminal() {
+                return Ok(Some(Duration::ZERO));
+            }
+            self.end_unlaunched(&rec, slot.as_deref(), JobState::Failed, reason)
+                .await
+        }
+        .await;
+        // Whatever became of that write, the job is done with its place here.
+        self.free_place(id, None);
+        match ended {
+            Ok(next) => {
+                self.reconcile_errors.forget(id);
+                next
+            }
+            Err(e) => {
+                let (n, wait) = self.reconcile_errors.failed(id);
+                tracing::warn!(job = %id, error = %e, failures = n, retry_in = ?wait, "could not end a job the store refused");
+                Some(wait)
             }
         }
     }

@@ -17,10 +17,13 @@ use crate::store::{
     JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult, Submitted,
 };
 
-/// A SQLite store whose next `fail_updates` updates fail, and which counts its reads.
+/// A SQLite store whose next `fail_updates` updates fail, which refuses every update to the
+/// state `refuse` (as a database refuses a row too big for an index), and which counts its
+/// reads.
 struct FlakyStore {
     inner: SqliteStore,
     fail_updates: AtomicUsize,
+    refuse: std::sync::Mutex<Option<JobState>>,
     gets: AtomicUsize,
 }
 
@@ -50,6 +53,9 @@ impl Store for FlakyStore {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if failing.is_ok() {
             return Err(StoreError::Db("injected failure".into()));
+        }
+        if patch.state.is_some() && patch.state == *self.refuse.lock().unwrap() {
+            return Err(StoreError::Refused("index row size 3032 exceeds maximum 2704".into()));
         }
         self.inner.update(id, expect, patch).await
     }
@@ -101,6 +107,7 @@ async fn engine(dir: &std::path::Path) -> (Arc<Engine>, Arc<FlakyStore>) {
     let store = Arc::new(FlakyStore {
         inner: SqliteStore::open(&dir.join("db"), false, key).unwrap(),
         fail_updates: AtomicUsize::new(0),
+        refuse: Default::default(),
         gets: AtomicUsize::new(0),
     });
     (Engine::new(&config, store.clone()).await.unwrap(), store)
@@ -257,4 +264,99 @@ async fn a_new_jobs_record_gone_stale_before_its_first_reconcile_launches_nothin
         "a cancelled job was dispatched"
     );
     assert_eq!(load(&engine), 0, "a cancelled job kept a place");
+}
+
+/// A write the store refuses, and would refuse however often it came (a job's labels too big
+/// for an index, say), ends the job `failed` with the store's reason and frees its place,
+/// instead of being retried forever while the job holds the place.
+#[tokio::test]
+async fn a_write_the_store_refuses_ends_the_job_failed_and_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let id = submit(&store, serde_json::json!({})).await;
+    reconcile(&engine, id).await;
+    let rec = store.inner.get(id).await.unwrap().unwrap();
+    assert!(rec.job.provider_ref.is_some(), "launched: {rec:?}");
+    assert_eq!(load(&engine), 1);
+    // Its workload has ended well; the store refuses to record a success.
+    let ended = super::Observed {
+        phase: offload_provider::Phase::Exited {
+            exit_code: Some(0),
+            reason: None,
+        },
+        ran: None,
+        tail: Some("done\n".into()),
+    };
+    let key = rec.launch_key.clone().unwrap();
+    engine.observations.lock().unwrap().insert(key, ended);
+    *store.refuse.lock().unwrap() = Some(JobState::Succeeded);
+    reconcile(&engine, id).await;
+    let job = store.inner.get(id).await.unwrap().unwrap().job;
+    assert_eq!(job.state, JobState::Failed);
+    let reason = job.reason.unwrap_or_default();
+    assert!(reason.contains("refused") && reason.contains("index row size"), "{reason}");
+    assert_eq!(load(&engine), 0, "the refused job kept its place");
+    // The place is free for the next job.
+    let next = submit(&store, serde_json::json!({})).await;
+    reconcile(&engine, next).await;
+    assert_eq!(
+        store.inner.get(next).await.unwrap().unwrap().job.state,
+        JobState::Starting
+    );
+}
+
+/// A workload that ended before it was ever seen running has the run time its runtime
+/// reports, and none at all where the runtime says nothing: a run of "0 s" would make the
+/// task's expected duration wrong, and routing with it.
+#[tokio::test]
+async fn a_run_never_seen_running_counts_as_reported_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let mut ended_jobs = vec![];
+    let reported = offload_provider::RunTimes {
+        started: std::time::SystemTime::now() - std::time::Duration::from_secs(42),
+        finished: std::time::SystemTime::now() - std::time::Duration::from_secs(2),
+    };
+    for ran in [None, Some(reported)] {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "image": "img", "provider": "sim",
+            "labels": {"dag_id": "d", "task_id": "t"},
+        }))
+        .unwrap();
+        let id = Uuid::now_v7();
+        let new = NewJob {
+            id,
+            tenant: "t".into(),
+            spec,
+            idempotency_key: None,
+            created_at: Utc::now(),
+        };
+        store.submit(new).await.unwrap();
+        reconcile(&engine, id).await;
+        let key = store.inner.get(id).await.unwrap().unwrap().launch_key.unwrap();
+        let exited = super::Observed {
+            phase: offload_provider::Phase::Exited {
+                exit_code: Some(0),
+                reason: None,
+            },
+            ran,
+            tail: Some(String::new()),
+        };
+        engine.observations.lock().unwrap().insert(key, exited);
+        reconcile(&engine, id).await;
+        ended_jobs.push(store.inner.get(id).await.unwrap().unwrap().job);
+    }
+    assert!(ended_jobs.iter().all(|j| j.state == JobState::Succeeded));
+    assert_eq!(ended_jobs[0].started_at, None, "a start nobody saw or reported");
+    assert_eq!(
+        ended_jobs[1].started_at.map(|t| t.timestamp_millis()),
+        Some(chrono::DateTime::<Utc>::from(reported.started).timestamp_millis()),
+        "the start its runtime reported"
+    );
+    let runs = store.inner.run_durations("t", "d", "t", 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "the unknown run was counted: {runs:?}");
+    assert!((40..=44).contains(&runs[0]), "{runs:?}");
+    // The cost is billed on the reported run: 40 s.
+    let cost = ended_jobs[1].cost.as_ref().unwrap();
+    assert_eq!(cost.billed_seconds, Some(40));
 }

@@ -142,8 +142,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not answer (unreachable, busy, a failed commit): the same call
+    /// may well succeed later.
     #[error("database error: {0}")]
     Db(String),
+    /// The database refuses this write itself (a constraint, a value or row too big for it,
+    /// data it cannot hold): sent again, it fails again.
+    #[error("the database refused the write: {0}")]
+    Refused(String),
     #[error("the store is shutting down")]
     Closed,
 }

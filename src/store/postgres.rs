@@ -100,6 +100,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "notices_per_statement",
         sql: include_str!("postgres/migrations/0008_notices_per_statement.sql"),
     },
+    Migration {
+        version: 9,
+        name: "task_runs_by_digest",
+        sql: include_str!("postgres/migrations/0009_task_runs_by_digest.sql"),
+    },
 ];
 
 /// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
@@ -201,7 +206,10 @@ struct SubmitOp {
     done: tokio::sync::oneshot::Sender<StoreResult<bool>>,
 }
 
-/// A tokio-postgres error with its causes, which its own `Display` leaves out.
+/// A tokio-postgres error with its causes, which its own `Display` leaves out. An error of
+/// the SQLSTATE classes that no retry can mend (22 data exception, 23 integrity constraint
+/// violation, 54 program limit exceeded, such as an index row too big) is
+/// [`StoreError::Refused`].
 pub(super) fn pg(context: &str, e: tokio_postgres::Error) -> StoreError {
     let mut text = format!("{context}: {e}");
     let mut source = std::error::Error::source(&e);
@@ -209,7 +217,10 @@ pub(super) fn pg(context: &str, e: tokio_postgres::Error) -> StoreError {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
     }
-    StoreError::Db(text)
+    match e.code().map(|c| &c.code()[..2]) {
+        Some("22" | "23" | "54") => StoreError::Refused(text),
+        _ => StoreError::Db(text),
+    }
 }
 
 fn pool_error(e: PoolError) -> StoreError {
@@ -1095,11 +1106,14 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreResult<Vec<u64>> {
         let client = self.client().await?;
-        // The expressions of the jobs_task_runs index, so that it is used.
+        // The expressions of the jobs_task_runs_by_digest index, so that it is used, and
+        // then the values themselves.
         let stmt = client
             .prepare_cached(
                 "SELECT ceil(extract(epoch FROM finished_at - started_at))::int8 FROM jobs \
-                 WHERE tenant = $1 AND labels->>'dag_id' = $2 AND labels->>'task_id' = $3 \
+                 WHERE tenant = $1 AND md5(labels->>'dag_id') = md5($2) \
+                   AND md5(labels->>'task_id') = md5($3) \
+                   AND labels->>'dag_id' = $2 AND labels->>'task_id' = $3 \
                    AND state = 'succeeded' AND started_at IS NOT NULL AND finished_at IS NOT NULL \
                  ORDER BY finished_at DESC LIMIT $4",
             )
@@ -1107,7 +1121,7 @@ impl Store for PostgresStore {
             .map_err(|e| pg("preparing", e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
-            .query(&stmt, &[&tenant, &dag_id, &task_id, &limit])
+            .query(&stmt, &[&tenant, &text(dag_id), &text(task_id), &limit])
             .await
             .map_err(|e| pg("reading run times", e))?;
         rows.iter()

@@ -187,8 +187,14 @@ impl ReadPool {
     }
 }
 
+/// A SQLite error; a constraint failed, a value too big for SQLite or of the wrong type is
+/// [`StoreError::Refused`], since no retry can mend it.
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Db(e.to_string())
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    match e.sqlite_error_code() {
+        Some(ConstraintViolation | TooBig | TypeMismatch) => StoreError::Refused(e.to_string()),
+        _ => StoreError::Db(e.to_string()),
+    }
 }
 
 fn open(path: &str, flags: OpenFlags) -> StoreResult<Connection> {
