@@ -70,6 +70,7 @@ fn default_providers() -> BTreeMap<String, ProviderConfig> {
         price: None,
         follower_reads_per_second: default_follower_reads(),
         health_check_seconds: default_health_check(),
+        call_timeout_seconds: default_call_timeout(),
     };
     BTreeMap::from([("local".to_string(), local)])
 }
@@ -104,6 +105,19 @@ pub struct StoreConfig {
     /// random key, mode 0600. Default: the database's path with `.key` appended.
     #[serde(default)]
     pub secret_key_file: Option<PathBuf>,
+    /// With `url`: PostgreSQL's `statement_timeout` for the gateway's sessions, in seconds
+    /// (migrations run without one).
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_seconds: u64,
+    /// With `url`: `lock_timeout`, how long a statement waits for rows another session
+    /// holds before it fails (and is retried).
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_seconds: u64,
+    /// With `url`: `idle_in_transaction_session_timeout`, after which PostgreSQL ends a
+    /// session that holds a transaction open and sends nothing (a frozen replica), so that
+    /// its locks cannot stop the others' writes.
+    #[serde(default = "default_idle_in_transaction_timeout")]
+    pub idle_in_transaction_timeout_seconds: u64,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -119,6 +133,12 @@ impl std::fmt::Debug for StoreConfig {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("secret_key_file", &self.secret_key_file)
+            .field("statement_timeout_seconds", &self.statement_timeout_seconds)
+            .field("lock_timeout_seconds", &self.lock_timeout_seconds)
+            .field(
+                "idle_in_transaction_timeout_seconds",
+                &self.idle_in_transaction_timeout_seconds,
+            )
             .finish()
     }
 }
@@ -148,6 +168,18 @@ fn default_db() -> PathBuf {
 
 fn default_lease() -> u64 {
     15
+}
+
+fn default_statement_timeout() -> u64 {
+    60
+}
+
+fn default_lock_timeout() -> u64 {
+    10
+}
+
+fn default_idle_in_transaction_timeout() -> u64 {
+    10
 }
 
 /// A database connection string with every password in it replaced, for logs, errors and
@@ -239,6 +271,9 @@ impl Default for StoreConfig {
             synchronous_full: true,
             secret_key: None,
             secret_key_file: None,
+            statement_timeout_seconds: default_statement_timeout(),
+            lock_timeout_seconds: default_lock_timeout(),
+            idle_in_transaction_timeout_seconds: default_idle_in_transaction_timeout(),
         }
     }
 }
@@ -389,10 +424,20 @@ pub struct ProviderConfig {
     /// answered round counts as a passed check, at no extra call).
     #[serde(default = "default_health_check")]
     pub health_check_seconds: u64,
+    /// How long one call to this provider (a launch, a look, a log read, a stop) may take
+    /// before the engine gives up on it as a passing fault. With several replicas it is at
+    /// most half of `store.lease_seconds`, and a replica makes a call that changes a
+    /// workload only while its lease surely outlasts it.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout_seconds: u64,
 }
 
 fn default_health_check() -> u64 {
     30
+}
+
+fn default_call_timeout() -> u64 {
+    10
 }
 
 fn default_follower_reads() -> u32 {
@@ -412,6 +457,14 @@ fn default_poll_ms() -> u64 {
 const MAX_POLL_STRETCH: u64 = 8;
 
 impl ProviderConfig {
+    /// How long one call to the provider may take: `call_timeout_seconds`, and with a store
+    /// shared by replicas (`lease` given) at most half the lease, so that a replica whose
+    /// lease was renewed a moment ago can always make a call and finish it within the lease.
+    pub fn call_deadline(&self, lease: Option<std::time::Duration>) -> std::time::Duration {
+        let own = std::time::Duration::from_secs(self.call_timeout_seconds);
+        lease.map_or(own, |lease| own.min(lease / 2))
+    }
+
     /// `max_poll_interval_ms`, or its default.
     pub fn max_poll_interval_ms(&self) -> u64 {
         self.max_poll_interval_ms.unwrap_or_else(|| {
@@ -553,6 +606,11 @@ impl Config {
                     "providers.{name}.max_concurrency must be at least 1"
                 )));
             }
+            if p.call_timeout_seconds == 0 {
+                return Err(ConfigError(format!(
+                    "providers.{name}.call_timeout_seconds must be at least 1"
+                )));
+            }
             if p.poll_interval_ms < 10 {
                 return Err(ConfigError(format!(
                     "providers.{name}.poll_interval_ms must be at least 10"
@@ -609,6 +667,16 @@ impl Config {
         }
         if self.store.lease_seconds < 3 {
             return Err(ConfigError("store.lease_seconds must be at least 3".into()));
+        }
+        let s = &self.store;
+        for (key, value) in [
+            ("statement_timeout_seconds", s.statement_timeout_seconds),
+            ("lock_timeout_seconds", s.lock_timeout_seconds),
+            ("idle_in_transaction_timeout_seconds", s.idle_in_transaction_timeout_seconds),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("store.{key} must be at least 1")));
+            }
         }
         if self.store.retention_days == Some(0) {
             return Err(ConfigError(

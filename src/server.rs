@@ -27,6 +27,11 @@ pub async fn open_store(config: &StoreConfig) -> anyhow::Result<Arc<dyn Store>> 
         Some(url) => {
             let options = PostgresOptions {
                 lease: Duration::from_secs(config.lease_seconds),
+                statement_timeout: Duration::from_secs(config.statement_timeout_seconds),
+                lock_timeout: Duration::from_secs(config.lock_timeout_seconds),
+                idle_in_transaction_timeout: Duration::from_secs(
+                    config.idle_in_transaction_timeout_seconds,
+                ),
                 ..PostgresOptions::default()
             };
             let shown = crate::config::redact_password(url);

@@ -190,3 +190,95 @@ async fn each_job_costs_its_billed_time_and_reports_add_them_up() {
     assert!((gw.metric(&spent("permin")).await - 0.12).abs() < 1e-9);
     assert!((gw.metric(&spent("solo")).await - 0.6).abs() < 1e-9);
 }
+
+/// Every attempt's cost is counted once, at the provider that ran it, and the same in every
+/// account: each job's `cost.usd`, `GET /v1/costs` by provider and the
+/// `offload_cost_usd_total` metric, to the micro-dollar. The histories: attempts lost after
+/// running (each costs its billed minute) until the job fails, plain runs, and cancels at
+/// once and while running. (A job cancelled in the queue after a lost attempt is
+/// `engine::store_faults`'s.)
+#[tokio::test]
+async fn every_attempt_is_counted_where_it_ran_in_every_account() {
+    let gw = Gateway::start(
+        r#"
+[providers.acct-cheap]
+kind = "sim"
+start_ms = 0
+run_ms = 300
+poll_interval_ms = 20
+price = { vcpu_hour = 3.6, min_billed_seconds = 60 }
+[providers.acct-dear]
+kind = "sim"
+start_ms = 0
+run_ms = 300
+poll_interval_ms = 20
+price = { vcpu_hour = 36.0, min_billed_seconds = 60 }
+"#,
+    )
+    .await;
+    let sim = |provider: &str, options: Value| {
+        let mut s = spec(provider, 1, None, None);
+        s["provider_options"] = json!({"sim": options});
+        s
+    };
+    let cancel = |id: String| {
+        let path = format!("/v1/jobs/{id}/cancel");
+        let req = gw.req(Method::POST, &path, TOKEN_A);
+        async move { assert_eq!(req.send().await.unwrap().status().as_u16(), 202) }
+    };
+    let mut ids = vec![];
+    // Lost after running, every attempt: three billed attempts, then failed.
+    for provider in ["acct-cheap", "acct-dear"] {
+        ids.push(submit(&gw, sim(provider, json!({"lost_after_ms": 300}))).await);
+    }
+    // Stopped while running: a billed minute.
+    let stopped = submit(&gw, sim("acct-dear", json!({"run_ms": 60000}))).await;
+    gw.wait_state(TOKEN_A, &stopped, "running", 20).await;
+    cancel(stopped.clone()).await;
+    ids.push(stopped);
+    // Plain runs, and cancels at once.
+    for i in 0..6 {
+        let provider = ["acct-cheap", "acct-dear"][i % 2];
+        let id = submit(&gw, sim(provider, json!({"run_ms": 50 * i}))).await;
+        if i % 3 == 0 {
+            cancel(id.clone()).await;
+        }
+        ids.push(id);
+    }
+    let micro = |x: f64| (x * 1e6).round() as i64;
+    let mut spent: std::collections::BTreeMap<String, f64> = Default::default();
+    let mut total = 0.0;
+    for id in &ids {
+        let job = gw.wait_terminal(TOKEN_A, id, 60).await;
+        let Some(cost) = job["cost"].as_object() else {
+            continue; // cancelled before dispatch
+        };
+        let earlier = cost.get("earlier").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut attempts = 0.0;
+        for a in &earlier {
+            let usd = a["usd"].as_f64().unwrap();
+            *spent.entry(a["provider"].as_str().unwrap().into()).or_default() += usd;
+            attempts += usd;
+        }
+        let job_usd = cost["usd"].as_f64().unwrap();
+        assert_eq!(micro(cost["earlier_usd"].as_f64().unwrap()), micro(attempts), "{job}");
+        *spent.entry(cost["provider"].as_str().unwrap().into()).or_default() += job_usd - attempts;
+        total += job_usd;
+    }
+    for (id, usd) in [(&ids[0], 0.18), (&ids[1], 1.8)] {
+        let lost = gw.wait_terminal(TOKEN_A, id, 1).await;
+        assert_eq!(lost["state"], "failed", "{lost}");
+        assert_eq!(lost["cost"]["earlier"].as_array().unwrap().len(), 2, "{lost}");
+        assert_eq!(micro(lost["cost"]["usd"].as_f64().unwrap()), micro(usd), "{lost}");
+    }
+
+    let (status, report) = costs(&gw, "group_by=provider").await;
+    assert_eq!(status, 200, "{report}");
+    for (provider, usd) in &spent {
+        let g = group(&report, provider);
+        assert_eq!(micro(g["usd"].as_f64().unwrap()), micro(*usd), "{provider}: {report}");
+        let metric = format!("offload_cost_usd_total{{provider=\"{provider}\"}}");
+        assert_eq!(micro(gw.metric(&metric).await), micro(*usd), "{provider}: the metric");
+    }
+    assert_eq!(micro(report["total_usd"].as_f64().unwrap()), micro(total), "{report}");
+}

@@ -69,8 +69,13 @@ impl Cluster {
         drop(admin);
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("record.jsonl");
+        // Room for every job the tests send, unless a test says otherwise.
+        let places = match sim.contains("max_concurrency") {
+            true => "",
+            false => "max_concurrency = 10000\n",
+        };
         let providers = format!(
-            "[providers.sim]\nkind = \"sim\"\nrecord = \"{}\"\nmax_concurrency = 10000\n{sim}\n",
+            "[providers.sim]\nkind = \"sim\"\nrecord = \"{}\"\n{places}{sim}\n",
             record.display()
         );
         // Longer than any long-poll the tests send (`?wait=` up to 20 s).
@@ -585,4 +590,118 @@ async fn postgres_down_for_a_while_is_a_clear_503_and_everything_recovers_by_its
     }
     let twice: Vec<_> = cluster.created().into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "{twice:?}");
+}
+
+/// Polls job `id` through replica `i` until it has ended, for at most `secs`.
+async fn ended(cluster: &Cluster, i: usize, id: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let job = cluster.get(i, &format!("/v1/jobs/{id}?wait=2")).await;
+        if job["terminal"] == true {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "not ended within {secs} s: {job}");
+    }
+}
+
+/// A job the store says is a replica's is driven by that replica even when it never heard
+/// of it: here the owner is changed under a running job, as an adoption whose answer was
+/// lost with its connection (after it had committed) leaves it. The replica's sweep of its
+/// own jobs finds it and follows it to its end; before, only a restart would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_a_replica_owns_without_knowing_it_is_driven_to_its_end() {
+    let _one = SERIAL.lock().await;
+    let (cluster, url) =
+        Cluster::start(2, "start_ms = 0\nrun_ms = 3000\npoll_interval_ms = 50").await;
+    let id = cluster.submit(1, "unknown-owner", &spec(0)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.get(1, &format!("/v1/jobs/{id}")).await["state"] != "running" {
+        assert!(Instant::now() < deadline, "{id} not running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = common::pg::admin_client(&url).await;
+    let moved = admin
+        .execute(
+            "UPDATE jobs SET owner = $1 WHERE id = $2::text::uuid",
+            &[&cluster.replicas[0].id, &id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    let job = ended(&cluster, 0, &id, 30).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+/// A provider's `max_concurrency` holds for the cluster, not for each replica: two replicas
+/// sharing 4 places never run more than 4 jobs at once between them (each job's place is
+/// held from its dispatch to its end; both are in its events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_holds_across_replicas() {
+    let _one = SERIAL.lock().await;
+    let (cluster, _) = Cluster::start(
+        2,
+        "start_ms = 0\nrun_ms = 1000\npoll_interval_ms = 50\nmax_concurrency = 4",
+    )
+    .await;
+    // Both replicas have renewed since both started (every third of the 3 s lease).
+    tokio::time::sleep(LEASE).await;
+    let mut ids = vec![];
+    for i in 0..24 {
+        ids.push(cluster.submit(i % 2, &format!("c{i}"), &spec(i)).await.unwrap());
+    }
+    let jobs = cluster.settle(120).await;
+    let mut edges = vec![];
+    for id in &ids {
+        assert_eq!(jobs[id]["state"], "succeeded", "{}", jobs[id]);
+        let events = cluster.get(0, &format!("/v1/jobs/{id}/events")).await;
+        let at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap();
+        let events = events.as_array().unwrap();
+        let dispatched = events
+            .iter()
+            .find(|e| e["reason"].as_str().unwrap_or_default().starts_with("dispatched"))
+            .map(at)
+            .unwrap();
+        let finished = chrono::DateTime::parse_from_rfc3339(jobs[id]["finished_at"].as_str().unwrap()).unwrap();
+        edges.push((dispatched, 1));
+        edges.push((finished, -1));
+    }
+    // Ends before starts at the same instant: a place freed and taken again.
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    assert!(most <= 4, "{most} jobs held places at once; the cluster has 4");
+}
+
+/// A timeout that passed while no replica owned the job is enforced when another adopts
+/// it: the workloads ran past their jobs' limit (their owner was killed before it could stop
+/// them), and the adopter, finding them ended (or ending), ends the jobs `failed` for their
+/// timeout, as a stop at the deadline would have; one that the adopter's poller saw ended
+/// before its first reconcile used to end `succeeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_that_passed_while_nobody_owned_the_job_fails_it() {
+    let _one = SERIAL.lock().await;
+    let (mut cluster, _) =
+        Cluster::start(2, "start_ms = 0\nrun_ms = 2500\npoll_interval_ms = 50").await;
+    let mut ids = vec![];
+    for i in 0..8 {
+        let mut timed = spec(i);
+        timed["timeout_seconds"] = json!(1);
+        ids.push(cluster.submit(0, &format!("timed-{i}"), &timed).await.unwrap());
+    }
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cluster.get(0, &format!("/v1/jobs/{id}")).await["state"] != "running" {
+            assert!(Instant::now() < deadline, "{id} not running");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    cluster.replicas[0].kill9();
+    for id in &ids {
+        let job = ended(&cluster, 1, id, 30).await;
+        assert_eq!(job["state"], "failed", "{job}");
+        assert!(job["reason"].as_str().unwrap().starts_with("timeout"), "{job}");
+    }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 use offload::model::{CostGroup, JobCost, JobSpec, JobState, REDACTED};
-use offload::store::postgres::{migrate, Change, PostgresOptions, PostgresStore};
+use offload::store::postgres::{configure, migrate, Change, PostgresOptions, PostgresStore};
 use offload::store::secrets::SecretBox;
 use offload::store::sqlite::SqliteStore;
 use offload::store::{
@@ -197,6 +197,8 @@ contract!(
     unknown_jobs,
     retention_purges_only_jobs_ended_and_released_before,
     labels_at_every_limit_in_characters_and_bytes_reach_every_state,
+    owned_pages_through_the_jobs_the_engine_has_work_for,
+    cost_reports_count_each_attempt_where_it_ran,
 );
 
 async fn retention_purges_only_jobs_ended_and_released_before(f: &Fixture) {
@@ -754,6 +756,7 @@ async fn every_field_round_trips(f: &Fixture) {
             billed_seconds: Some(61),
             usd: Some(0.25),
             earlier_usd: 0.125,
+            earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125 }],
         }),
         event: None,
         from_any_replica: false,
@@ -905,6 +908,108 @@ async fn labels_at_every_limit_in_characters_and_bytes_reach_every_state(f: &Fix
     }
 }
 
+/// The sweep of a replica's own jobs pages through every job its engine still has work
+/// for (as `unfinished` finds them), in id order, and nothing else.
+async fn owned_pages_through_the_jobs_the_engine_has_work_for(f: &Fixture) {
+    let store = &*f.store;
+    let mut ids = vec![];
+    for _ in 0..5 {
+        ids.push(created(store, job("t", None)).await);
+    }
+    // Ended and released: nothing left to do. Ended with a workload not yet released: its
+    // release is left.
+    let ended = |released| Patch {
+        state: Some(JobState::Succeeded),
+        provider_ref: Some(Some("w".into())),
+        released: Some(released),
+        ..Patch::default()
+    };
+    store.update(ids[1], &[], ended(true)).await.unwrap().unwrap();
+    store.update(ids[2], &[], ended(false)).await.unwrap().unwrap();
+    let first = store.owned(None, 2).await.unwrap();
+    assert_eq!(first, [ids[0], ids[2]]);
+    let rest = store.owned(first.last().copied(), 2).await.unwrap();
+    assert_eq!(rest, [ids[3], ids[4]]);
+    assert!(store.owned(Some(ids[4]), 2).await.unwrap().is_empty());
+    let mut unfinished: Vec<Uuid> = store.unfinished().await.unwrap().iter().map(|r| r.job.id).collect();
+    unfinished.sort();
+    assert_eq!(unfinished, [ids[0], ids[2], ids[3], ids[4]]);
+}
+
+/// Over random attempt histories (up to four attempts over four providers), a cost report
+/// by provider counts each attempt at the provider that ran it, to the micro-dollar, and
+/// its total is the sum of the jobs' costs; `jobs` counts each job at its last provider.
+/// Earlier attempts used to be counted at the last attempt's provider.
+async fn cost_reports_count_each_attempt_where_it_ran(f: &Fixture) {
+    use offload::model::{usd, AttemptCost};
+    let store = &*f.store;
+    let providers = ["aca", "ecs", "gke", "run"];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut spent: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total = 0.0;
+    let at = Utc::now();
+    for _ in 0..120 {
+        let attempts: Vec<(&str, f64)> = (0..=next(4))
+            .map(|_| (providers[next(4) as usize], usd(next(10_000_000) as f64 / 1e6)))
+            .collect();
+        let (final_provider, final_usd) = *attempts.last().unwrap();
+        let earlier: Vec<AttemptCost> = attempts[..attempts.len() - 1]
+            .iter()
+            .map(|(p, u)| AttemptCost {
+                provider: p.to_string(),
+                billed_seconds: 1,
+                usd: *u,
+            })
+            .collect();
+        let earlier_usd = usd(earlier.iter().map(|a| a.usd).sum());
+        let job_usd = usd(earlier_usd + final_usd);
+        for (p, u) in &attempts {
+            *spent.entry(p).or_default() += u;
+        }
+        *last.entry(final_provider).or_default() += 1;
+        total += job_usd;
+        let id = created(store, job("a", None)).await;
+        let patch = Patch {
+            state: Some(JobState::Failed),
+            provider: Some(final_provider.into()),
+            finished_at: Some(at),
+            cost: Some(JobCost {
+                provider: final_provider.into(),
+                hourly_usd: 1.0,
+                estimated_usd: 0.0,
+                billed_seconds: Some(1),
+                usd: Some(job_usd),
+                earlier_usd,
+                earlier,
+            }),
+            ..Patch::default()
+        };
+        store.update(id, &[], patch).await.unwrap().unwrap();
+    }
+    let query = CostQuery {
+        group_by: CostGrouping::Provider,
+        since: at - chrono::Duration::seconds(1),
+        until: at + chrono::Duration::seconds(1),
+    };
+    let report = store.costs("a", &query).await.unwrap();
+    let micro = |x: f64| (x * 1e6).round() as i64;
+    for group in &report {
+        let p = group.key.as_str();
+        assert_eq!(micro(group.usd), micro(spent[p]), "{p}: {report:?}");
+        assert_eq!(group.jobs, last.get(p).copied().unwrap_or(0), "{p}");
+    }
+    assert_eq!(report.len(), spent.len(), "{report:?}");
+    let reported: f64 = report.iter().map(|g| g.usd).sum();
+    assert_eq!(micro(reported), micro(total));
+}
+
 async fn cost_reports_group_finished_jobs(f: &Fixture) {
     let store = &*f.store;
     let t = |s: i64| chrono::DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
@@ -938,6 +1043,7 @@ async fn cost_reports_group_finished_jobs(f: &Fixture) {
                 billed_seconds: Some(1),
                 usd: Some(usd),
                 earlier_usd: 0.0,
+                earlier: vec![],
             }),
             ..Patch::default()
         };
@@ -1076,7 +1182,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6, 7, 8], "each migration applied once");
+    assert_eq!(versions, (1..=10).collect::<Vec<i32>>(), "each migration applied once");
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -1097,7 +1203,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let (_admin2, _schema2, url2) = fresh_schema().await;
     assert_eq!(
         migrate(&url2).await.unwrap(),
-        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates", "0008_notices_per_statement"]
+        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates", "0008_notices_per_statement", "0009_task_runs_by_digest", "0010_replica_places"]
     );
     for s in [&schema, &_schema2] {
         admin
@@ -1419,7 +1525,7 @@ async fn postgres_adoption_reads_only_the_jobs_it_takes() {
         (row.get::<_, i64>(0), row.get::<_, i64>(1))
     };
     let before = counters().await;
-    a.renew_lease().await.unwrap();
+    a.renew_lease(&BTreeMap::new()).await.unwrap();
     let adopted = b.adopt(10).await.unwrap();
     let gone: Vec<String> = (1..=3).map(|i| format!("00000000-0000-7000-8000-{:012}", i * 20000)).collect();
     let ids: Vec<String> = adopted.iter().map(|r| r.job.id.to_string()).collect();
@@ -1448,7 +1554,7 @@ async fn postgres_a_replica_whose_jobs_were_adopted_cannot_write_them() {
     assert_ne!(a_id, b_id);
     let id = created(&a, job("t", None)).await;
     assert_eq!(a.get(id).await.unwrap().unwrap().owner.as_deref(), Some(a_id.as_str()));
-    let lease = b.renew_lease().await.unwrap();
+    let lease = b.renew_lease(&BTreeMap::new()).await.unwrap();
     assert_eq!((lease.live, lease.renewed_as), (2, None));
     assert_eq!(lease.leader, b_id < a_id, "the smallest live id leads");
     assert!(b.adopt(10).await.unwrap().is_empty(), "a's lease is live");
@@ -1485,7 +1591,7 @@ async fn postgres_a_replica_whose_jobs_were_adopted_cannot_write_them() {
     assert!(a.update(id, &[JobState::Starting], cancel).await.unwrap().is_some());
 
     // a's next renewal finds its lease gone and carries on under a new id.
-    let lease = a.renew_lease().await.unwrap();
+    let lease = a.renew_lease(&BTreeMap::new()).await.unwrap();
     let new_id = lease.renewed_as.expect("a new id");
     assert_ne!(new_id, a_id);
     assert_eq!((a.replica(), lease.live), (Some(new_id), 2));
@@ -1504,7 +1610,7 @@ async fn postgres_a_stopping_replica_gives_its_jobs_up_at_once_and_pokes_reach_o
     adopted.extend(b.adopt(10).await.unwrap().iter().map(|r| r.job.id));
     adopted.sort();
     assert_eq!(adopted, ids, "in batches of the size asked, each job once");
-    assert_eq!(b.renew_lease().await.unwrap().live, 1);
+    assert_eq!(b.renew_lease(&BTreeMap::new()).await.unwrap().live, 1);
     // A poke from another replica reaches the owner's feed, naming it.
     let c = replica(&url).await;
     let rec = c.get(ids[0]).await.unwrap().unwrap();
@@ -1549,7 +1655,8 @@ async fn postgres_updates_committed_together_are_each_answered_for_themselves() 
     for (n, answer) in answers.iter().enumerate() {
         match n {
             3 => assert!(matches!(answer, Ok(None)), "{answer:?}"),
-            7 => assert!(matches!(answer, Err(StoreError::Db(_))), "{answer:?}"),
+            // Refused: sent again, it would fail again.
+            7 => assert!(matches!(answer, Err(StoreError::Refused(_))), "{answer:?}"),
             _ => {
                 let rec = answer.as_ref().unwrap().as_ref().unwrap();
                 assert_eq!((rec.job.id, rec.job.state), (ids[n], JobState::Starting));
@@ -1654,4 +1761,169 @@ async fn postgres_lists_by_state_read_the_state_index_when_the_newest_jobs_are_i
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(admin);
+}
+
+/// A replica frozen inside a transaction (SIGSTOP, a stalled VM) holds row locks; to the
+/// server it is a session idle in a transaction. The gateway's sessions end such a session
+/// after `idle_in_transaction_timeout`, so that the other replicas' writes to those rows
+/// (a cancel, here) go through instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_frozen_replica_inside_a_transaction_does_not_stop_the_others_writes() {
+    let (_admin, schema, url) = fresh_schema().await;
+    let options = PostgresOptions {
+        idle_in_transaction_timeout: Duration::from_secs(1),
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::connect_with(&url, test_box(), options.clone())
+        .await
+        .unwrap();
+    let id = created(&store, job("t", None)).await;
+    // The frozen replica: a session with the gateway's settings that locked the job's row
+    // and then sent nothing more.
+    let (frozen, connection) = configure(&url, &options)
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    frozen
+        .batch_execute(&format!(
+            "BEGIN; SELECT * FROM \"{schema}\".jobs WHERE id = '{id}' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let cancel = Patch {
+        state: Some(JobState::Cancelled),
+        from_any_replica: true,
+        ..Patch::default()
+    };
+    let started = Instant::now();
+    let done = tokio::time::timeout(Duration::from_secs(20), store.update(id, &[], cancel))
+        .await
+        .expect("the cancel waited 20 s on the frozen replica's lock");
+    assert_eq!(done.unwrap().unwrap().job.state, JobState::Cancelled);
+    println!("the cancel went through after {:?}", started.elapsed());
+    assert!(
+        frozen.simple_query("SELECT 1").await.is_err(),
+        "the frozen session was not ended"
+    );
+}
+
+/// The lease is renewed on a connection of its own: with every pooled connection busy (here
+/// the pool's one, waiting for a row lock), a renewal still goes through at once, where it
+/// used to wait for the pool and could let the lease lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_busy_pool_does_not_hold_up_the_lease() {
+    let (admin, schema, url) = fresh_schema().await;
+    let options = PostgresOptions {
+        pool_size: 1,
+        lease: Duration::from_secs(3),
+        lock_timeout: Duration::from_secs(30),
+        ..PostgresOptions::default()
+    };
+    let store = Arc::new(
+        PostgresStore::connect_with(&url, test_box(), options)
+            .await
+            .unwrap(),
+    );
+    let id = created(&*store, job("t", None)).await;
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT * FROM \"{schema}\".jobs WHERE id = '{id}' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    // The pool's one connection waits on the lock.
+    let blocked = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let patch = Patch {
+                state: Some(JobState::Cancelled),
+                from_any_replica: true,
+                ..Patch::default()
+            };
+            store.update(id, &[], patch).await
+        })
+    };
+    let waiting = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < waiting, "the update never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let renewal = tokio::time::timeout(Duration::from_secs(2), store.renew_lease(&BTreeMap::new()))
+        .await
+        .expect("the renewal waited for the busy pool");
+    assert_eq!(renewal.unwrap().renewed_as, None);
+    assert!(store.lease_left().unwrap() > Duration::from_secs(2));
+    admin.batch_execute("COMMIT").await.unwrap();
+    blocked.await.unwrap().unwrap();
+}
+
+/// Adopted rows are taken in one by one: one that cannot be read (a spec this version
+/// cannot parse) is ended `failed` with why, and released, and the others are adopted as
+/// usual, where the whole batch used to be lost, already owned by the adopter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_adopted_job_that_cannot_be_read_fails_alone() {
+    let (admin, schema, url) = fresh_schema().await;
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    let ids = [
+        created(&a, job("t", None)).await,
+        created(&a, job("t", None)).await,
+        created(&a, job("t", None)).await,
+    ];
+    admin
+        .execute(
+            &format!("UPDATE \"{schema}\".jobs SET spec = '{{\"image\": 5}}' WHERE id = $1"),
+            &[&ids[1]],
+        )
+        .await
+        .unwrap();
+    lapse(&admin, &schema, &a).await;
+    let adopted: Vec<Uuid> = b.adopt(10).await.unwrap().iter().map(|r| r.job.id).collect();
+    assert_eq!(adopted, [ids[0], ids[2]]);
+    let row = admin
+        .query_one(
+            &format!("SELECT state, reason, released, owner FROM \"{schema}\".jobs WHERE id = $1"),
+            &[&ids[1]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    let reason: String = row.get(1);
+    assert!(reason.contains("cannot be read"), "{reason}");
+    assert!(row.get::<_, bool>(2), "released, for the orphan sweep to remove its workload");
+    assert_eq!(row.get::<_, Option<String>>(3), b.replica());
+    assert!(b.unfinished().await.unwrap().iter().all(|r| r.job.id != ids[1]));
+}
+
+/// Each renewal says how many places the replica holds at each provider, and tells it what
+/// the others hold: the live ones, and one whose lease lapsed a moment ago (its workloads
+/// run until they are adopted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_renewals_tell_each_replica_the_places_the_others_hold() {
+    let (admin, schema, url) = fresh_schema().await;
+    let (a, b, c) = (replica(&url).await, replica(&url).await, replica(&url).await);
+    let held = |n: usize| BTreeMap::from([("sim".to_string(), n)]);
+    a.renew_lease(&held(5)).await.unwrap();
+    b.renew_lease(&held(2)).await.unwrap();
+    let lease = c.renew_lease(&held(1)).await.unwrap();
+    assert_eq!(lease.live, 3);
+    assert_eq!(lease.held_elsewhere, held(7));
+    let mut ids = [a.replica().unwrap(), b.replica().unwrap(), c.replica().unwrap()];
+    ids.sort();
+    assert_eq!(lease.rank, ids.iter().position(|id| *id == c.replica().unwrap()).unwrap());
+    lapse(&admin, &schema, &a).await;
+    let lease = c.renew_lease(&held(1)).await.unwrap();
+    assert_eq!(lease.live, 2);
+    assert_eq!(lease.held_elsewhere, held(7), "a's workloads still run until adopted");
 }

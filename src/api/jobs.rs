@@ -385,7 +385,7 @@ pub async fn costs(
         until,
     };
     let groups = state.store.costs(&tenant.0, &query).await?;
-    let total_usd = groups.iter().map(|g| g.usd).sum();
+    let total_usd = crate::model::usd(groups.iter().map(|g| g.usd).sum());
     Ok(Json(CostReport { groups, total_usd }))
 }
 

@@ -92,6 +92,11 @@ pub struct Slot {
     /// `offload_provider_calls_total` and `_errors_total` metrics count them).
     calls: std::sync::atomic::AtomicU64,
     errors: std::sync::atomic::AtomicU64,
+    /// How long one call may take ([`crate::config::ProviderConfig::call_deadline`]).
+    deadline: Duration,
+    /// This provider's share of the reconciles that may run at once: a provider whose calls
+    /// are slow holds at most these, and the others keep theirs.
+    reconciles: Arc<tokio::sync::Semaphore>,
 }
 
 impl Slot {
@@ -105,6 +110,15 @@ impl Slot {
     /// Whether the poller still follows `key` as `id`'s current workload.
     fn follows(&self, id: Uuid, key: &str) -> bool {
         self.followed.lock().unwrap().follows(id, key)
+    }
+
+    /// One of this provider's share of the reconciles, held while a reconcile may call it;
+    /// [`EngineError::Busy`] when all are in use.
+    fn reconcile_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, EngineError> {
+        self.reconciles
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| EngineError::Busy(self.name.clone()))
     }
 
     /// Has the poller follow `handle` as `id`'s workload (kept as it is when followed
@@ -166,12 +180,26 @@ pub enum EngineError {
         provider: String,
         source: ProviderError,
     },
+    /// A call that would change a workload was not made: the job is no longer this
+    /// replica's, or its lease may lapse before the call's deadline.
+    #[error("not made: {0}")]
+    Fenced(String),
+    /// The provider's share of the reconciles is in use (its calls are slow): look again
+    /// in a moment.
+    #[error("provider {0} is busy with other reconciles")]
+    Busy(String),
 }
 
 impl Engine {
     /// Builds every configured provider; fails on the first that cannot be built.
     pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
         let mut slots = vec![];
+        let lease = config
+            .store
+            .url
+            .is_some()
+            .then(|| Duration::from_secs(config.store.lease_seconds));
+        let share = (config.engine.reconcile_concurrency / config.providers.len().max(1)).max(1);
         for (name, p) in &config.providers {
             let provider = p
                 .kind
@@ -196,6 +224,8 @@ impl Engine {
                 )),
                 calls: Default::default(),
                 errors: Default::default(),
+                deadline: p.call_deadline(lease),
+                reconciles: Arc::new(tokio::sync::Semaphore::new(share)),
             }));
         }
         let (poke, poked) = mpsc::unbounded_channel();
@@ -511,7 +541,29 @@ impl Engine {
         }
     }
 
-    /// Makes one provider call, counting it and its errors.
+    /// Whether this replica may make a call that changes a workload of `rec`'s (or, with
+    /// no job, of the provider's, as the orphan sweep does): it owns the job, and its lease
+    /// surely outlasts the call's deadline. A replica paused past its lease, whose jobs
+    /// another adopted meanwhile, must not launch, stop or delete what is now the other's.
+    fn fence(&self, rec: Option<&JobRecord>, slot: &Slot, call: &str) -> Result<(), EngineError> {
+        if let Some(rec) = rec.filter(|rec| !self.owns(rec)) {
+            return Err(EngineError::Fenced(format!(
+                "{call} at {}: job {} is no longer this replica's",
+                slot.name, rec.job.id
+            )));
+        }
+        match self.store.lease_left() {
+            Some(left) if left < slot.deadline => Err(EngineError::Fenced(format!(
+                "{call} at {}: this replica's lease has {left:?} left, less than the call's \
+                 deadline of {:?}",
+                slot.name, slot.deadline
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes one provider call, counting it and its errors; a call that has not answered by
+    /// the provider's deadline is a passing fault.
     async fn call<T>(
         &self,
         slot: &Slot,
@@ -521,7 +573,14 @@ impl Engine {
         let labels = [("provider", slot.name.clone()), ("call", call.to_string())];
         metrics::counter!("offload_provider_calls_total", &labels).increment(1);
         slot.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        fut.await.map_err(|source| {
+        let answer = match tokio::time::timeout(slot.deadline, fut).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ProviderError::Transient(format!(
+                "no answer to {call} within {:?}",
+                slot.deadline
+            ))),
+        };
+        answer.map_err(|source| {
             slot.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let kind = match &source {
                 ProviderError::InvalidSpec(_) => "invalid_spec",

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::routing::task_of;
 use super::{launch_key, Engine, EngineError, Slot};
-use crate::model::{extract_result, DurationSource, JobCost, JobState};
+use crate::model::{extract_result, AttemptCost, DurationSource, JobCost, JobState};
 use crate::store::{JobRecord, Patch, StoreError};
 
 /// How often a live job is looked at even with no news: a safety net for lost pokes. The
@@ -33,6 +33,13 @@ use crate::store::{JobRecord, Patch, StoreError};
 const SAFETY: Duration = Duration::from_secs(300);
 
 const LIVE: [JobState; 3] = [JobState::Starting, JobState::Running, JobState::Cancelling];
+
+/// When to look again at a job whose provider's share of the reconciles is all in use.
+const BUSY_WAIT: Duration = Duration::from_millis(200);
+
+/// When to look again at a job whose provider call was fenced: by then the lease has been
+/// renewed, or the job is found to be another replica's.
+const FENCED_WAIT: Duration = Duration::from_secs(1);
 
 pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
     let result = async {
@@ -54,6 +61,12 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
             }
             return Ok(None);
         }
+        // A launched job's provider lends this reconcile one of its share (a queued job's
+        // dispatch takes one once it knows where the job goes).
+        let _permit = match rec.job.provider.as_deref().and_then(|p| engine.slot(p)) {
+            Some(slot) if rec.job.state != JobState::Queued => Some(slot.reconcile_permit()?),
+            _ => None,
+        };
         match rec.job.state {
             JobState::Queued => engine.dispatch(rec).await,
             JobState::Starting | JobState::Running | JobState::Cancelling => {
@@ -72,6 +85,15 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
             next
         }
         Err(EngineError::Store(StoreError::Refused(why))) => engine.refused(id, why).await,
+        Err(EngineError::Busy(provider)) => {
+            tracing::debug!(job = %id, %provider, "the provider's share of reconciles is in use; looking again soon");
+            Some(BUSY_WAIT)
+        }
+        Err(EngineError::Fenced(why)) => {
+            // The next look finds the job another replica's, or the lease renewed.
+            tracing::info!(job = %id, why = %why, "a provider call was not made");
+            Some(FENCED_WAIT)
+        }
         Err(e) => {
             let (n, wait) = engine.reconcile_errors.failed(id);
             tracing::warn!(job = %id, error = %e, failures = n, retry_in = ?wait, "reconcile failed");
@@ -86,8 +108,9 @@ type Step = Result<Option<Duration>, EngineError>;
 /// metrics crate counts in whole numbers).
 pub(super) fn count_cost(cost: Option<&JobCost>) {
     if let Some(c) = cost {
+        let this_attempt = crate::model::usd(c.usd.unwrap_or(c.earlier_usd) - c.earlier_usd);
         metrics::gauge!("offload_cost_usd_total", "provider" => c.provider.clone())
-            .increment(c.usd.unwrap_or(0.0) - c.earlier_usd);
+            .increment(this_attempt);
     }
 }
 
@@ -108,6 +131,16 @@ fn this_attempt_start(rec: &JobRecord) -> Option<DateTime<Utc>> {
     rec.job
         .started_at
         .filter(|s| rec.dispatched_at.is_none_or(|d| *s >= d))
+}
+
+/// The job's time limit, when its runtime reports that its workload finished after the
+/// deadline (`timeout_seconds` from dispatch) by more than a second (a workload the engine
+/// stopped at the deadline takes a moment to end).
+fn ran_past_deadline(rec: &JobRecord, ran: Option<offload_provider::RunTimes>) -> Option<u64> {
+    let limit = rec.job.spec.timeout_seconds?;
+    let deadline = rec.dispatched_at? + chrono::Duration::seconds(limit as i64 + 1);
+    let finished: DateTime<Utc> = ran?.finished.into();
+    (finished > deadline).then_some(limit)
 }
 
 /// Whole seconds from `started` (none: it never started) to `finished`, rounded up.
@@ -168,6 +201,13 @@ impl Engine {
             (slot, estimate, how) = (other, other_estimate, "max_wait");
         }
         let slot = slot.clone();
+        let _permit = match slot.reconcile_permit() {
+            Ok(permit) => permit,
+            Err(busy) => {
+                slot.places.free(id);
+                return Err(busy);
+            }
+        };
         let attempt = rec.job.attempts + 1;
         let key = launch_key(id, attempt);
         let patch = Patch {
@@ -187,11 +227,17 @@ impl Engine {
                 estimated_usd: estimate.estimated_usd,
                 billed_seconds: None,
                 usd: None,
+                // What the job cost so far (a job sent back to the queue has its usd so).
                 earlier_usd: rec
                     .job
                     .cost
                     .as_ref()
                     .map_or(0.0, |c| c.usd.unwrap_or(c.earlier_usd)),
+                earlier: rec
+                    .job
+                    .cost
+                    .as_ref()
+                    .map_or_else(Vec::new, |c| c.earlier.clone()),
             }),
             ..Patch::default()
         };
@@ -256,6 +302,7 @@ impl Engine {
             },
             fresh,
         };
+        self.fence(Some(&rec), slot, "launch")?;
         let error = match self
             .call(slot, "launch", slot.provider.launch(&launch))
             .await
@@ -424,12 +471,12 @@ impl Engine {
             provider_ref: pref,
         };
         slot.follow(id, handle.clone(), None);
-        let phase = self
+        let (phase, ran) = self
             .observations
             .lock()
             .unwrap()
             .get(&handle.key)
-            .map(|o| o.phase.clone());
+            .map_or((None, None), |o| (Some(o.phase.clone()), o.ran));
 
         if let Some(reason) = cancel_reason {
             // A workload that has ended by itself, or that its provider has lost, has
@@ -449,12 +496,23 @@ impl Engine {
                 .stop_workload(&rec, &slot, &handle, JobState::Cancelled, reason)
                 .await;
         }
-        // Past its timeout but ended by itself: its own outcome stands (below).
+        // Past its timeout but ended by itself: its own outcome stands (below), unless its
+        // runtime says it ran on past the deadline, which only a look nobody made in time
+        // could miss (its owner died, and the replica that adopted it found it ended): it
+        // ends as the stop at its deadline would have ended it.
         let ended = matches!(phase, Some(Phase::Exited { .. }));
-        if let Some(reason) = timeout_reason.filter(|_| !ended) {
-            return self
-                .stop_workload(&rec, &slot, &handle, JobState::Failed, reason)
-                .await;
+        if let Some(reason) = &timeout_reason {
+            if !ended {
+                return self
+                    .stop_workload(&rec, &slot, &handle, JobState::Failed, reason.clone())
+                    .await;
+            }
+            if let Some(limit) = ran_past_deadline(&rec, ran) {
+                let reason = format!("timeout: ran past its limit of {limit} s");
+                return self
+                    .end(&rec, &slot, &handle, JobState::Failed, None, reason)
+                    .await;
+            }
         }
         match phase {
             Some(Phase::Running) if rec.job.state == JobState::Starting => {
@@ -505,6 +563,7 @@ impl Engine {
         state: JobState,
         reason: String,
     ) -> Step {
+        self.fence(Some(rec), slot, "cancel")?;
         let stopped = self
             .call(slot, "cancel", slot.provider.cancel(handle, &reason))
             .await;
@@ -519,10 +578,12 @@ impl Engine {
     /// beside its successor.
     async fn remove_workload(
         &self,
+        rec: &JobRecord,
         slot: &Slot,
         handle: &Handle,
         reason: &str,
     ) -> Result<(), EngineError> {
+        self.fence(Some(rec), slot, "cancel")?;
         let stopped = self
             .call(slot, "cancel", slot.provider.cancel(handle, reason))
             .await;
@@ -539,7 +600,7 @@ impl Engine {
     }
 
     /// Puts a launched job back in the queue for a new attempt, after its workload was
-    /// removed: what this attempt cost is carried into the next one's `earlier_usd`.
+    /// removed: what this attempt cost, and where, goes into the job's `earlier` attempts.
     async fn requeue(
         &self,
         rec: &JobRecord,
@@ -547,18 +608,29 @@ impl Engine {
         handle: &Handle,
         patch: Patch,
     ) -> Step {
-        let cost = self.final_cost(rec, run_seconds(this_attempt_start(rec), Utc::now()));
+        let ended = self.final_cost(rec, run_seconds(this_attempt_start(rec), Utc::now()));
+        let folded = ended.clone().map(|mut cost| {
+            let total = cost.usd.unwrap_or(cost.earlier_usd);
+            cost.earlier.push(AttemptCost {
+                provider: cost.provider.clone(),
+                billed_seconds: cost.billed_seconds.unwrap_or(0),
+                usd: crate::model::usd(total - cost.earlier_usd),
+            });
+            cost.earlier_usd = total;
+            cost.usd = Some(total);
+            cost
+        });
         let patch = Patch {
             state: Some(JobState::Queued),
             provider_ref: Some(None),
-            cost: cost.clone(),
+            cost: folded,
             ..patch
         };
         if self
             .transition(rec.job.id, &[JobState::Starting, JobState::Running], patch)
             .await?
         {
-            count_cost(cost.as_ref());
+            count_cost(ended.as_ref());
         }
         slot.let_go(rec.job.id);
         self.capacity_waits.forget(rec.job.id);
@@ -569,7 +641,7 @@ impl Engine {
     /// The workload vanished: make sure it is stopped and deleted, then launch a new
     /// attempt, or fail when none are left.
     async fn lost(&self, rec: &JobRecord, slot: &Slot, handle: &Handle, reason: String) -> Step {
-        self.remove_workload(slot, handle, &reason).await?;
+        self.remove_workload(rec, slot, handle, &reason).await?;
         // Attempts that failed over for want of capacity do not count against the limit.
         let lost_attempts = rec.job.attempts.saturating_sub(rec.excluded.len() as u32);
         if lost_attempts >= self.config.max_attempts {
@@ -606,7 +678,7 @@ impl Engine {
             self.capacity_wait(rec, slot, &reason).await?;
             return Ok(Some(self.next_look(rec)));
         };
-        self.remove_workload(slot, handle, &reason).await?;
+        self.remove_workload(rec, slot, handle, &reason).await?;
         let patch = Patch {
             excluded: Some(excluded),
             event: Some(format!(
@@ -776,14 +848,21 @@ impl Engine {
     /// The job's cost once its attempt ran for `seconds` (none: it never started, and
     /// costs 0), billed under its provider's rules at the hourly price of its estimate.
     /// `None` when it was never dispatched.
+    /// A queued job has no attempt under way (one that was sent back to the queue had its
+    /// cost moved into `earlier` then): it costs what its earlier attempts cost.
     pub(super) fn final_cost(&self, rec: &JobRecord, seconds: Option<u64>) -> Option<JobCost> {
         let mut cost = rec.job.cost.clone()?;
+        if rec.job.state == JobState::Queued {
+            cost.usd = Some(cost.earlier_usd);
+            return Some(cost);
+        }
         let billed = match (seconds, self.slot(&cost.provider)) {
             (Some(s), Some(slot)) => slot.prices.billed_seconds(s),
             _ => 0,
         };
         cost.billed_seconds = Some(billed);
-        cost.usd = Some(cost.earlier_usd + cost.hourly_usd * billed as f64 / 3600.0);
+        let this = crate::model::usd(cost.hourly_usd * billed as f64 / 3600.0);
+        cost.usd = Some(crate::model::usd(cost.earlier_usd + this));
         Some(cost)
     }
 
@@ -831,6 +910,7 @@ impl Engine {
                 key: key.clone(),
                 provider_ref: pref.clone(),
             };
+            self.fence(Some(&rec), slot, "release")?;
             let released = self
                 .call(slot, "release", slot.provider.release(&handle))
                 .await;

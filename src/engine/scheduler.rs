@@ -66,6 +66,8 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
     let mut tasks: JoinSet<Option<Duration>> = JoinSet::new();
     let mut task_jobs: HashMap<tokio::task::Id, Uuid> = HashMap::new();
     let (found, mut swept) = mpsc::unbounded_channel();
+    // Where the next sweep of this replica's jobs goes on from.
+    let mut owned_after = None;
     let mut sweep = tokio::time::interval(Duration::from_secs(
         engine.config.queued_sweep_seconds.max(1),
     ));
@@ -81,16 +83,19 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
             Some(id) = poked.recv() => queue.push(id),
             _ = sweep.tick() => {
                 let (engine, found) = (engine.clone(), found.clone());
-                tokio::spawn(async move { engine.sweep_queued(found).await });
+                tokio::spawn(async move { engine.sweep(found, owned_after).await });
             }
-            // A queued job the sweep found: reconcile it unless the engine has it in hand.
-            Some(id) = swept.recv() => {
-                let waiting = engine.slots.iter().any(|s| s.places.is_waiting(id));
-                if !queue.knows(id) && !delay_keys.contains_key(&id) && !waiting {
-                    tracing::info!(job = %id, "sweep found a queued job no poke reached");
-                    queue.push(id);
+            // A job the sweep found: reconcile it unless the engine has it in hand.
+            Some(swept) = swept.recv() => match swept {
+                Swept::Job(id) => {
+                    let waiting = engine.slots.iter().any(|s| s.places.is_waiting(id));
+                    if !queue.knows(id) && !delay_keys.contains_key(&id) && !waiting {
+                        tracing::info!(job = %id, "sweep found a job of this replica's that nothing was driving");
+                        queue.push(id);
+                    }
                 }
-            }
+                Swept::Next(after) => owned_after = after,
+            },
             Some(expired) = delays.next(), if !delays.is_empty() => {
                 let id = expired.into_inner();
                 delay_keys.remove(&id);
@@ -270,19 +275,45 @@ pub(super) async fn pushed(
     }
 }
 
+/// What a sweep of the store found, for the scheduler.
+enum Swept {
+    /// A job of this replica's that may have no reconcile coming.
+    Job(Uuid),
+    /// Where the next sweep of this replica's jobs goes on from (none: from the first).
+    Next(Option<Uuid>),
+}
+
+/// Jobs a sweep reads at most, of each kind.
+const SWEEP_PAGE: usize = 10_000;
+
 impl Engine {
-    /// Sends the ids of jobs queued for longer than a sweep interval to the scheduler,
-    /// which reconciles those it does not already have in hand. A committed job is then
-    /// dispatched even when the poke after its commit never came (the client went away
-    /// mid-request, say).
-    async fn sweep_queued(&self, found: mpsc::UnboundedSender<Uuid>) {
+    /// Sends the scheduler the ids of this replica's jobs that may have nothing driving
+    /// them, and it reconciles those it does not already have in hand:
+    ///
+    /// - jobs queued for longer than a sweep interval, so that a committed job is
+    ///   dispatched even when the poke after its commit never came (the client went away
+    ///   mid-request, say);
+    /// - a page of all its unfinished jobs, the next page each sweep, so that a job the
+    ///   store says is this replica's is driven by it even when it never learnt of it (an
+    ///   adoption whose answer was lost with its connection, after it had committed).
+    async fn sweep(&self, found: mpsc::UnboundedSender<Swept>, owned_after: Option<Uuid>) {
         let age = chrono::Duration::seconds(self.config.queued_sweep_seconds as i64);
-        match self.store.queued(chrono::Utc::now() - age, 10_000).await {
-            Ok(ids) => ids.into_iter().for_each(|id| {
-                let _ = found.send(id);
-            }),
-            Err(e) => tracing::warn!(error = %e, "queued sweep: store unavailable"),
+        let queued = self.store.queued(chrono::Utc::now() - age, SWEEP_PAGE).await;
+        let owned = self.store.owned(owned_after, SWEEP_PAGE).await;
+        let (queued, owned) = match (queued, owned) {
+            (Ok(queued), Ok(owned)) => (queued, owned),
+            (Err(e), _) | (_, Err(e)) => {
+                return tracing::warn!(error = %e, "sweep: store unavailable")
+            }
+        };
+        let next = match owned.len() {
+            SWEEP_PAGE => owned.last().copied(),
+            _ => None,
+        };
+        for id in queued.into_iter().chain(owned) {
+            let _ = found.send(Swept::Job(id));
         }
+        let _ = found.send(Swept::Next(next));
     }
 
     pub(super) async fn check_health(&self, slot: &Slot) {
@@ -311,6 +342,9 @@ impl Engine {
             };
             if owned {
                 continue;
+            }
+            if let Err(e) = self.fence(None, slot, "release") {
+                return tracing::info!(provider = %slot.name, error = %e, "orphan sweep stopped");
             }
             tracing::info!(provider = %slot.name, key = %handle.key, "releasing a workload no job owns");
             if let Err(e) = self

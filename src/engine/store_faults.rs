@@ -24,6 +24,8 @@ struct FlakyStore {
     inner: SqliteStore,
     fail_updates: AtomicUsize,
     refuse: std::sync::Mutex<Option<JobState>>,
+    /// What `lease_left` answers (`None`: no lease, as with SQLite alone).
+    lease_left: std::sync::Mutex<Option<std::time::Duration>>,
     gets: AtomicUsize,
 }
 
@@ -71,6 +73,12 @@ impl Store for FlakyStore {
     async fn queued(&self, before: chrono::DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
         self.inner.queued(before, limit).await
     }
+    async fn owned(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        self.inner.owned(after, limit).await
+    }
+    fn lease_left(&self) -> Option<std::time::Duration> {
+        *self.lease_left.lock().unwrap()
+    }
     async fn costs(
         &self,
         tenant: &str,
@@ -108,6 +116,7 @@ async fn engine(dir: &std::path::Path) -> (Arc<Engine>, Arc<FlakyStore>) {
         inner: SqliteStore::open(&dir.join("db"), false, key).unwrap(),
         fail_updates: AtomicUsize::new(0),
         refuse: Default::default(),
+        lease_left: Default::default(),
         gets: AtomicUsize::new(0),
     });
     (Engine::new(&config, store.clone()).await.unwrap(), store)
@@ -359,4 +368,152 @@ async fn a_run_never_seen_running_counts_as_reported_or_not_at_all() {
     // The cost is billed on the reported run: 40 s.
     let cost = ended_jobs[1].cost.as_ref().unwrap();
     assert_eq!(cost.billed_seconds, Some(40));
+}
+
+/// A replica makes no call that changes a workload unless its lease surely outlasts the
+/// call's deadline: paused past its lease, another replica may have adopted the job and
+/// launched it, and a launch now would run it twice.
+#[tokio::test]
+async fn no_launch_while_the_lease_may_lapse_before_the_call_could_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let id = submit(&store, serde_json::json!({})).await;
+    let calls = |engine: &Engine| engine.providers()[0].calls;
+    let before = calls(&engine);
+    *store.lease_left.lock().unwrap() = Some(std::time::Duration::from_secs(1));
+    reconcile(&engine, id).await;
+    let rec = store.inner.get(id).await.unwrap().unwrap();
+    assert_eq!(rec.job.state, JobState::Starting, "dispatched (a store write)");
+    assert_eq!(calls(&engine), before, "a launch was made with 1 s of lease left");
+    assert!(rec.job.provider_ref.is_none());
+    // Renewed: the same key is launched.
+    *store.lease_left.lock().unwrap() = Some(std::time::Duration::from_secs(15));
+    reconcile(&engine, id).await;
+    let rec = store.inner.get(id).await.unwrap().unwrap();
+    assert!(rec.job.provider_ref.is_some(), "not launched once renewed: {rec:?}");
+    // Nor is a cancel's stop made without the lease.
+    engine.cancel("t", id).await.unwrap();
+    *store.lease_left.lock().unwrap() = Some(std::time::Duration::ZERO);
+    let stops = calls(&engine);
+    reconcile(&engine, id).await;
+    assert_eq!(calls(&engine), stops, "a stop was made without a lease");
+    assert_eq!(
+        store.inner.get(id).await.unwrap().unwrap().job.state,
+        JobState::Cancelling
+    );
+}
+
+/// A workload that its runtime says ran on past its job's deadline ends the job `failed`
+/// for its timeout even when it is first seen ended (its owner died before it could stop
+/// it, and the replica that adopted it found it ended): as the stop at the deadline would
+/// have ended it. One that ended before the deadline keeps its own outcome.
+#[tokio::test]
+async fn a_workload_that_ran_past_its_deadline_fails_its_job_even_when_seen_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(dir.path()).await;
+    let mut outcomes = vec![];
+    for ran_for in [3, 0] {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "image": "img", "provider": "sim", "timeout_seconds": 1,
+        }))
+        .unwrap();
+        let id = Uuid::now_v7();
+        let new = NewJob {
+            id,
+            tenant: "t".into(),
+            spec,
+            idempotency_key: None,
+            created_at: Utc::now(),
+        };
+        store.submit(new).await.unwrap();
+        reconcile(&engine, id).await;
+        // Dispatched 5 s ago; its workload ran `ran_for` seconds from then and ended.
+        let dispatched = Utc::now() - chrono::Duration::seconds(5);
+        let moved = Patch {
+            dispatched_at: Some(dispatched),
+            ..Patch::default()
+        };
+        let rec = store.inner.update(id, &[], moved).await.unwrap().unwrap();
+        let at = |s: i64| std::time::SystemTime::from(dispatched + chrono::Duration::seconds(s));
+        let exited = super::Observed {
+            phase: offload_provider::Phase::Exited {
+                exit_code: Some(0),
+                reason: None,
+            },
+            ran: Some(offload_provider::RunTimes {
+                started: at(0),
+                finished: at(ran_for),
+            }),
+            tail: Some(String::new()),
+        };
+        engine
+            .observations
+            .lock()
+            .unwrap()
+            .insert(rec.launch_key.unwrap(), exited);
+        reconcile(&engine, id).await;
+        let job = store.inner.get(id).await.unwrap().unwrap().job;
+        outcomes.push((job.state, job.reason.unwrap_or_default()));
+    }
+    assert_eq!(outcomes[0].0, JobState::Failed, "{outcomes:?}");
+    assert!(outcomes[0].1.starts_with("timeout"), "{outcomes:?}");
+    assert_eq!(outcomes[1].0, JobState::Succeeded, "{outcomes:?}");
+}
+
+/// A job whose attempt ran and was lost goes back to the queue with that attempt's cost
+/// among its `earlier` ones; cancelled there, it keeps that cost (it used to keep only the
+/// attempts before it, though the metric had counted it), at the provider that ran it.
+#[tokio::test]
+async fn a_job_cancelled_in_the_queue_after_a_lost_attempt_keeps_that_attempts_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml(
+        "[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 60000\nprice = { vcpu_hour = 36.0, min_billed_seconds = 60 }\n",
+    )
+    .unwrap();
+    let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SqliteStore::open(&dir.path().join("db"), false, key).unwrap(),
+        fail_updates: AtomicUsize::new(0),
+        refuse: Default::default(),
+        lease_left: Default::default(),
+        gets: AtomicUsize::new(0),
+    });
+    let engine = Engine::new(&config, store.clone()).await.unwrap();
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "image": "img", "provider": "sim", "resources": {"cpu": 1},
+    }))
+    .unwrap();
+    let id = Uuid::now_v7();
+    let new = NewJob {
+        id,
+        tenant: "t".into(),
+        spec,
+        idempotency_key: None,
+        created_at: Utc::now(),
+    };
+    store.submit(new).await.unwrap();
+    reconcile(&engine, id).await;
+    let key = store.inner.get(id).await.unwrap().unwrap().launch_key.unwrap();
+    let seen = |phase| super::Observed {
+        phase,
+        ran: None,
+        tail: None,
+    };
+    let observe = |phase| engine.observations.lock().unwrap().insert(key.clone(), seen(phase));
+    observe(offload_provider::Phase::Running);
+    reconcile(&engine, id).await;
+    observe(offload_provider::Phase::Lost {
+        reason: "node gone".into(),
+    });
+    reconcile(&engine, id).await;
+    let rec = store.inner.get(id).await.unwrap().unwrap();
+    assert_eq!(rec.job.state, JobState::Queued, "sent back to the queue: {rec:?}");
+    let cost = rec.job.cost.clone().unwrap();
+    assert_eq!(cost.earlier.len(), 1, "{cost:?}");
+    assert_eq!((cost.earlier[0].provider.as_str(), cost.earlier[0].usd), ("sim", 0.6));
+    engine.cancel("t", id).await.unwrap();
+    let job = store.inner.get(id).await.unwrap().unwrap().job;
+    assert_eq!(job.state, JobState::Cancelled);
+    let cost = job.cost.unwrap();
+    assert_eq!((cost.usd, cost.earlier_usd), (Some(0.6), 0.6), "{cost:?}");
 }

@@ -666,9 +666,29 @@ pub struct JobCost {
     pub billed_seconds: Option<u64>,
     /// `hourly_usd` for `billed_seconds`, plus `earlier_usd`; absent until the job ends.
     pub usd: Option<f64>,
-    /// What earlier attempts cost (workloads lost and launched again), included in `usd`.
+    /// What earlier attempts cost (workloads lost and launched again, or moved to another
+    /// provider), included in `usd`: the sum of `earlier`.
     #[serde(default)]
     pub earlier_usd: f64,
+    /// Each earlier attempt's cost, where it ran, oldest first: cost reports by provider
+    /// count each attempt where it was spent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<AttemptCost>,
+}
+
+/// What one ended attempt of a job cost, at the provider that ran it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptCost {
+    pub provider: String,
+    /// Its run time as billed (0 when it never started).
+    pub billed_seconds: u64,
+    pub usd: f64,
+}
+
+/// Dollars rounded to the micro-dollar, as every cost is kept: the same attempts then sum to
+/// the same figure to the micro-dollar whatever the order (a report, a job, the metric).
+pub fn usd(dollars: f64) -> f64 {
+    (dollars * 1e6).round() / 1e6
 }
 
 /// One group of a cost report.

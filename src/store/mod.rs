@@ -121,6 +121,12 @@ pub struct Lease {
     /// Whether this replica does the work that must happen once per cluster (the orphan
     /// sweep): the live replica with the smallest id.
     pub leader: bool,
+    /// This replica's place among the live ones, in id order (0 for the leader).
+    pub rank: usize,
+    /// The places the other replicas hold at each provider, as they last said: the live
+    /// ones, and those whose lease lapsed within the last lease (their workloads run on
+    /// until they are adopted).
+    pub held_elsewhere: BTreeMap<String, usize>,
     /// The new id this replica registered under, when its lease had lapsed (it was paused
     /// or cut off past it): it owns none of its jobs from before, which others adopt.
     pub renewed_as: Option<String>,
@@ -189,6 +195,10 @@ pub trait Store: Send + Sync + 'static {
     /// first.
     async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>>;
 
+    /// Ids of this replica's jobs that its engine still has work for (as [`Store::unfinished`]
+    /// finds them), in id order, after `after`: a page of at most `limit`.
+    async fn owned(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<Uuid>>;
+
     /// Deletes up to `limit` jobs that ended and were released before `finished_before`,
     /// with their events and idempotency keys; how many it deleted.
     async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
@@ -221,11 +231,20 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Renews this replica's lease (registering anew when it had lapsed).
-    async fn renew_lease(&self) -> StoreResult<Lease> {
+    /// How long this replica may still act as the owner of its jobs, by its own clock:
+    /// `None` for a store no other gateway shares, where it always may.
+    fn lease_left(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Renews this replica's lease (registering anew when it had lapsed), saying how many
+    /// places it `held` at each provider.
+    async fn renew_lease(&self, _held: &BTreeMap<String, usize>) -> StoreResult<Lease> {
         Ok(Lease {
             live: 1,
             leader: true,
+            rank: 0,
+            held_elsewhere: BTreeMap::new(),
             renewed_as: None,
         })
     }

@@ -105,6 +105,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "task_runs_by_digest",
         sql: include_str!("postgres/migrations/0009_task_runs_by_digest.sql"),
     },
+    Migration {
+        version: 10,
+        name: "replica_places",
+        sql: include_str!("postgres/migrations/0010_replica_places.sql"),
+    },
 ];
 
 /// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
@@ -156,15 +161,31 @@ pub struct PostgresOptions {
     pub wait_timeout: Duration,
     /// How long this replica's lease lasts without renewal (`store.lease_seconds`).
     pub lease: Duration,
+    /// PostgreSQL's `statement_timeout` for the gateway's sessions: no statement runs
+    /// longer (`store.statement_timeout_seconds`).
+    pub statement_timeout: Duration,
+    /// `lock_timeout`: no statement waits longer for a row another session holds
+    /// (`store.lock_timeout_seconds`).
+    pub lock_timeout: Duration,
+    /// `idle_in_transaction_session_timeout`: a session that holds a transaction open and
+    /// sends nothing (its process frozen, say) is ended, and its locks released, after this
+    /// (`store.idle_in_transaction_timeout_seconds`).
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
+        let store = crate::config::StoreConfig::default();
         PostgresOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(30),
-            lease: Duration::from_secs(15),
+            lease: Duration::from_secs(store.lease_seconds),
+            statement_timeout: Duration::from_secs(store.statement_timeout_seconds),
+            lock_timeout: Duration::from_secs(store.lock_timeout_seconds),
+            idle_in_transaction_timeout: Duration::from_secs(
+                store.idle_in_transaction_timeout_seconds,
+            ),
         }
     }
 }
@@ -177,6 +198,13 @@ pub struct PostgresStore {
     /// each start, and again when its lease had lapsed.
     replica: std::sync::Mutex<String>,
     lease: Duration,
+    /// Until when, by this process's clock, the lease of `replica` surely holds: when its
+    /// last renewal was sent, plus the lease. The database counts the lease from a moment
+    /// later, so the others adopt nothing of this replica's before then.
+    lease_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The connection the lease is registered and renewed on: its own, apart from the pool,
+    /// so that a pool busy with requests and reconciles never makes a renewal wait.
+    lease_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// To the task that commits submits in batches.
     submits: tokio::sync::mpsc::UnboundedSender<SubmitOp>,
     /// To the task that commits updates in batches (`updates`).
@@ -234,8 +262,10 @@ fn pool_error(e: PoolError) -> StoreError {
     }
 }
 
-/// The connection settings from `url`, with this store's defaults where it names none.
-fn configure(url: &str, options: &PostgresOptions) -> StoreResult<tokio_postgres::Config> {
+/// The connection settings from `url`, with this store's defaults where it names none, and
+/// the session settings every connection of the gateway's has (its timeouts).
+pub fn configure(url: &str, options_of: &PostgresOptions) -> StoreResult<tokio_postgres::Config> {
+    let options = options_of;
     let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
         pg(
             "the PostgreSQL URL (postgres://user:password@host:port/database)",
@@ -254,6 +284,28 @@ fn configure(url: &str, options: &PostgresOptions) -> StoreResult<tokio_postgres
         config.tcp_user_timeout(Duration::from_secs(30));
     }
     config.keepalives_idle(Duration::from_secs(30));
+    // The server's side of each session: no statement runs or waits for a lock without
+    // end, and a session whose process froze inside a transaction (a SIGSTOP, a stalled
+    // VM) is ended, so that its row locks cannot hold other replicas' writes. The server
+    // also drops a connection whose peer stops reading (a frozen listener would otherwise
+    // pin the NOTIFY queue until every notifying write failed): its `tcp_user_timeout`
+    // counts the time its data waits unacknowledged, zero-window probes included.
+    let ms = |d: Duration| d.as_millis().max(1);
+    let mut options = config.get_options().map(str::to_string).unwrap_or_default();
+    for (name, value) in [
+        ("statement_timeout", ms(options_of.statement_timeout)),
+        ("lock_timeout", ms(options_of.lock_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            ms(options_of.idle_in_transaction_timeout),
+        ),
+        ("tcp_user_timeout", 30_000),
+    ] {
+        if !options.contains(name) {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
+    }
+    config.options(options.trim());
     Ok(config)
 }
 
@@ -297,6 +349,12 @@ pub(super) async fn connect_one(
 async fn migrate_with(config: &tokio_postgres::Config) -> StoreResult<Vec<String>> {
     let (mut client, driver) = connect_one(config, "the migrations").await?;
     let outcome = async {
+        // A migration may rewrite a large table and wait for the replicas' locks: no
+        // statement or lock timeout in this session.
+        client
+            .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+            .await
+            .map_err(|e| pg("preparing the migration session", e))?;
         // A session lock: released at the end of this function, or when the connection
         // drops should this process die while it holds it.
         client
@@ -401,6 +459,8 @@ impl PostgresStore {
             secrets: Arc::new(secrets),
             replica: std::sync::Mutex::new(String::new()),
             lease: options.lease,
+            lease_until: std::sync::Mutex::new(None),
+            lease_conn: tokio::sync::Mutex::new(None),
             submits,
             updates,
         };
@@ -417,24 +477,46 @@ impl PostgresStore {
         self.replica.lock().unwrap().clone()
     }
 
+    /// Runs `sql` on the lease's own connection (made anew when it is not open), and notes
+    /// a lease that held when the statement was sent when `renews` says the answer renewed
+    /// it.
+    async fn on_lease_conn(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StoreResult<Vec<Row>> {
+        let mut conn = self.lease_conn.lock().await;
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, _driver) = connect_one(&self.config, "the lease").await?;
+            *conn = Some(client);
+        }
+        let client = conn.as_ref().expect("connected above");
+        match client.query(sql, params).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                // A new connection next time, whatever went wrong with this one.
+                *conn = None;
+                Err(pg(what, e))
+            }
+        }
+    }
+
     /// Registers this replica under a new id with a fresh lease; the id.
     async fn register(&self) -> StoreResult<String> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "offload".into());
         let host: String = host.chars().filter(char::is_ascii_alphanumeric).take(40).collect();
         let id = format!("{host}-{}", &Uuid::now_v7().simple().to_string()[20..]);
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO replicas (id, lease_until) VALUES ($1, now() + make_interval(secs => $2))",
-            )
-            .await
-            .map_err(|e| pg("preparing", e))?;
-        client
-            .execute(&stmt, &[&id, &self.lease.as_secs_f64()])
-            .await
-            .map_err(|e| pg("registering this replica", e))?;
+        let sent = std::time::Instant::now();
+        self.on_lease_conn(
+            "registering this replica",
+            "INSERT INTO replicas (id, lease_until) VALUES ($1, now() + make_interval(secs => $2))",
+            &[&id, &self.lease.as_secs_f64()],
+        )
+        .await?;
         tracing::info!(replica = %id, "registered as a replica");
         *self.replica.lock().unwrap() = id.clone();
+        *self.lease_until.lock().unwrap() = Some(sent + self.lease);
         Ok(id)
     }
 
@@ -469,6 +551,46 @@ impl PostgresStore {
             Ok((record(&row)?, sealed))
         })
         .transpose()
+    }
+
+    /// The jobs of `rows` (this replica's now), each read on its own: a row that cannot be
+    /// read (a spec this version cannot parse, say) is ended `failed` with the reason, and
+    /// released, so that the orphan sweep removes its workload, instead of failing the
+    /// rest with it or staying this replica's with nobody driving it.
+    async fn readable(&self, rows: &[Row]) -> StoreResult<Vec<JobRecord>> {
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            match record(row) {
+                Ok(rec) => jobs.push(rec),
+                Err(e) => {
+                    let id: Uuid = get(row, 0)?;
+                    tracing::error!(job = %id, error = %e, "a job of this replica's cannot be read; ending it");
+                    self.fail_unreadable(id, &e.to_string()).await?;
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Ends a job whose row cannot be read as failed, with why, in one statement that
+    /// parses nothing of it.
+    async fn fail_unreadable(&self, id: Uuid, why: &str) -> StoreResult<()> {
+        let reason = format!("the stored job cannot be read: {why}");
+        let client = self.client().await?;
+        client
+            .execute(
+                "WITH ended AS (
+                    UPDATE jobs SET state = 'failed', reason = $2, released = true,
+                        secret_env = '', finished_at = COALESCE(finished_at, now())
+                    WHERE id = $1 AND owner = $3 RETURNING id
+                )
+                INSERT INTO events (job_id, at, state, reason)
+                SELECT id, now(), 'failed', $2 FROM ended",
+                &[&id, &text(&reason), &self.me()],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| pg("ending a job that cannot be read", e))
     }
 
     /// Opens a job's sealed secrets; `None` when there are none (never given, or deleted).
@@ -1056,7 +1178,27 @@ impl Store for PostgresStore {
             .query(&stmt, &[&self.me()])
             .await
             .map_err(|e| pg("reading unfinished jobs", e))?;
-        rows.iter().map(record).collect()
+        drop(client);
+        self.readable(&rows).await
+    }
+
+    async fn owned(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE NOT released AND owner = $1 AND id > $2 \
+                   AND (state NOT IN ('succeeded', 'failed', 'cancelled') OR provider_ref IS NOT NULL) \
+                 ORDER BY id LIMIT $3",
+            )
+            .await
+            .map_err(|e| pg("preparing", e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = after.unwrap_or(Uuid::nil());
+        let rows = client
+            .query(&stmt, &[&self.me(), &after, &limit])
+            .await
+            .map_err(|e| pg("reading this replica's jobs", e))?;
+        rows.iter().map(|r| get(r, 0)).collect()
     }
 
     async fn queued(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
@@ -1134,14 +1276,34 @@ impl Store for PostgresStore {
             CostGrouping::Provider => ("COALESCE(provider, '')", String::new()),
             CostGrouping::Label(k) => ("COALESCE(labels->>$4::text, '')", k.clone()),
         };
-        let sql = format!(
-            "SELECT {key} AS k, count(*), \
-                COALESCE(sum((cost->>'usd')::float8), 0)::float8, \
-                COALESCE(sum((cost->>'estimated_usd')::float8), 0)::float8 \
-             FROM jobs WHERE tenant = $1 AND finished_at >= $2 AND finished_at < $3 \
-                AND $4::text IS NOT NULL \
-             GROUP BY 1"
-        );
+        let window =
+            "tenant = $1 AND finished_at >= $2 AND finished_at < $3 AND $4::text IS NOT NULL";
+        let sql = match &query.group_by {
+            // Each attempt where it was spent: the earlier ones at their own providers, the
+            // last at the job's.
+            CostGrouping::Provider => format!(
+                "SELECT k, sum(n)::int8, COALESCE(sum(usd), 0)::float8, COALESCE(sum(est), 0)::float8 \
+                 FROM ( \
+                    SELECT {key} AS k, 1 AS n, \
+                        COALESCE((cost->>'usd')::float8, 0) - COALESCE(( \
+                            SELECT sum((e->>'usd')::float8) \
+                            FROM jsonb_array_elements(COALESCE(cost->'earlier', '[]')) AS e), 0) AS usd, \
+                        COALESCE((cost->>'estimated_usd')::float8, 0) AS est \
+                    FROM jobs WHERE {window} \
+                    UNION ALL \
+                    SELECT e->>'provider', 0, (e->>'usd')::float8, 0 \
+                    FROM jobs, jsonb_array_elements(COALESCE(jobs.cost->'earlier', '[]')) AS e \
+                    WHERE {window} \
+                 ) AS attempts GROUP BY 1"
+            ),
+            CostGrouping::Label(_) => format!(
+                "SELECT {key} AS k, count(*), \
+                    COALESCE(sum((cost->>'usd')::float8), 0)::float8, \
+                    COALESCE(sum((cost->>'estimated_usd')::float8), 0)::float8 \
+                 FROM jobs WHERE {window} \
+                 GROUP BY 1"
+            ),
+        };
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&sql)
@@ -1157,7 +1319,7 @@ impl Store for PostgresStore {
                 Ok(CostGroup {
                     key: get(r, 0)?,
                     jobs: get::<i64>(r, 1)? as u64,
-                    usd: get(r, 2)?,
+                    usd: crate::model::usd(get(r, 2)?),
                     estimated_usd: get(r, 3)?,
                 })
             })
@@ -1205,44 +1367,68 @@ impl Store for PostgresStore {
         Some(self.me())
     }
 
-    async fn renew_lease(&self) -> StoreResult<Lease> {
+    fn lease_left(&self) -> Option<Duration> {
+        let until = *self.lease_until.lock().unwrap();
+        Some(until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(std::time::Instant::now())
+        }))
+    }
+
+    async fn renew_lease(&self, held: &BTreeMap<String, usize>) -> StoreResult<Lease> {
         let me = self.me();
-        let client = self.client().await?;
-        let renew = client
-            .prepare_cached(
-                "UPDATE replicas SET lease_until = now() + make_interval(secs => $2) \
-                 WHERE id = $1 AND lease_until >= now()",
+        let held = Json(held);
+        let sent = std::time::Instant::now();
+        let renewed = self
+            .on_lease_conn(
+                "renewing the lease",
+                "UPDATE replicas SET lease_until = now() + make_interval(secs => $2), held = $3 \
+                 WHERE id = $1 AND lease_until >= now() RETURNING id",
+                &[&me, &self.lease.as_secs_f64(), &held],
             )
-            .await
-            .map_err(|e| pg("preparing", e))?;
-        let renewed = client
-            .execute(&renew, &[&me, &self.lease.as_secs_f64()])
-            .await
-            .map_err(|e| pg("renewing the lease", e))?;
-        drop(client);
-        let renewed_as = match renewed {
-            1 => None,
+            .await?;
+        let renewed_as = match renewed.len() {
+            1 => {
+                *self.lease_until.lock().unwrap() = Some(sent + self.lease);
+                None
+            }
             _ => {
                 tracing::warn!(replica = %me, "this replica's lease had lapsed: its jobs are others' to adopt now; registering anew");
                 Some(self.register().await?)
             }
         };
         let me = self.me();
-        let client = self.client().await?;
-        let live = client
-            .prepare_cached("SELECT id FROM replicas WHERE lease_until >= now() ORDER BY id")
-            .await
-            .map_err(|e| pg("preparing", e))?;
-        let live: Vec<String> = client
-            .query(&live, &[])
-            .await
-            .map_err(|e| pg("reading the live replicas", e))?
-            .iter()
-            .map(|r| get(r, 0))
-            .collect::<StoreResult<_>>()?;
+        // The live replicas, and the places each other replica said it held: the live ones,
+        // and those that lapsed within the last lease (their jobs are being adopted, and
+        // their workloads still run meanwhile).
+        let rows = self
+            .on_lease_conn(
+                "reading the replicas",
+                "SELECT id, lease_until >= now(), held FROM replicas \
+                 WHERE lease_until >= now() - make_interval(secs => $1) ORDER BY id",
+                &[&self.lease.as_secs_f64()],
+            )
+            .await?;
+        let mut live = vec![];
+        let mut held_elsewhere: BTreeMap<String, usize> = BTreeMap::new();
+        for row in &rows {
+            let id: String = get(row, 0)?;
+            let is_live: bool = row.try_get(1).map_err(|e| pg("reading a lease", e))?;
+            let Json(held): Json<BTreeMap<String, usize>> =
+                row.try_get(2).map_err(|e| pg("reading a replica's places", e))?;
+            if id != me {
+                for (provider, n) in held {
+                    *held_elsewhere.entry(provider).or_default() += n;
+                }
+            }
+            if is_live {
+                live.push(id);
+            }
+        }
         Ok(Lease {
             live: live.len().max(1),
             leader: live.first().is_none_or(|first| *first == me),
+            rank: live.iter().position(|id| *id == me).unwrap_or(0),
+            held_elsewhere,
             renewed_as,
         })
     }
@@ -1258,7 +1444,8 @@ impl Store for PostgresStore {
             .query(&stmt, &[&self.me(), &limit])
             .await
             .map_err(|e| pg("adopting jobs", e))?;
-        rows.iter().map(record).collect()
+        drop(client);
+        self.readable(&rows).await
     }
 
     async fn release_lease(&self) -> StoreResult<()> {

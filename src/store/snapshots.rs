@@ -152,6 +152,10 @@ impl Store for Snapshots {
         self.inner.queued(before, limit).await
     }
 
+    async fn owned(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        self.inner.owned(after, limit).await
+    }
+
     async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
         let purged = self.inner.purge(finished_before, limit).await?;
         if purged > 0 {
@@ -188,8 +192,12 @@ impl Store for Snapshots {
         self.inner.replica()
     }
 
-    async fn renew_lease(&self) -> StoreResult<Lease> {
-        self.inner.renew_lease().await
+    fn lease_left(&self) -> Option<std::time::Duration> {
+        self.inner.lease_left()
+    }
+
+    async fn renew_lease(&self, held: &BTreeMap<String, usize>) -> StoreResult<Lease> {
+        self.inner.renew_lease(held).await
     }
 
     async fn adopt(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {

@@ -968,6 +968,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn owned(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<Uuid>> {
+        let after = after.map(|id| id.to_string()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM jobs WHERE released = 0 AND id > ?1 \
+                   AND (state NOT IN ('succeeded', 'failed', 'cancelled') OR provider_ref IS NOT NULL) \
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                let id: String = r.get(0)?;
+                Ok(id.parse::<Uuid>().ok())
+            })?;
+            Ok(rows.filter_map(|r| r.ok().flatten()).collect())
+        })
+        .await
+    }
+
     async fn purge(&self, finished_before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
         let before = ms(finished_before);
         self.write(move |conn| {
@@ -1025,14 +1042,31 @@ impl Store for SqliteStore {
                 k.clone(),
             ),
         };
-        let sql = format!(
-            "SELECT {key} AS k, COUNT(*), \
-                SUM(COALESCE(json_extract(cost, '$.usd'), 0.0)), \
-                SUM(COALESCE(json_extract(cost, '$.estimated_usd'), 0.0)) \
-             FROM jobs WHERE tenant = ?1 AND finished_at >= ?2 AND finished_at < ?3 \
-                AND (?4 IS NOT NULL) \
-             GROUP BY k ORDER BY k"
-        );
+        let window = "tenant = ?1 AND finished_at >= ?2 AND finished_at < ?3 AND (?4 IS NOT NULL)";
+        let sql = match &query.group_by {
+            // Each attempt where it was spent: the earlier ones at their own providers, the
+            // last at the job's.
+            CostGrouping::Provider => format!(
+                "SELECT k, SUM(n), SUM(usd), SUM(est) FROM ( \
+                    SELECT {key} AS k, 1 AS n, \
+                        COALESCE(json_extract(cost, '$.usd'), 0.0) - COALESCE(( \
+                            SELECT SUM(json_extract(e.value, '$.usd')) \
+                            FROM json_each(jobs.cost, '$.earlier') AS e), 0.0) AS usd, \
+                        COALESCE(json_extract(cost, '$.estimated_usd'), 0.0) AS est \
+                    FROM jobs WHERE {window} \
+                    UNION ALL \
+                    SELECT json_extract(e.value, '$.provider'), 0, json_extract(e.value, '$.usd'), 0.0 \
+                    FROM jobs, json_each(jobs.cost, '$.earlier') AS e WHERE {window} \
+                 ) GROUP BY k ORDER BY k"
+            ),
+            CostGrouping::Label(_) => format!(
+                "SELECT {key} AS k, COUNT(*), \
+                    SUM(COALESCE(json_extract(cost, '$.usd'), 0.0)), \
+                    SUM(COALESCE(json_extract(cost, '$.estimated_usd'), 0.0)) \
+                 FROM jobs WHERE {window} \
+                 GROUP BY k ORDER BY k"
+            ),
+        };
         let (tenant, since, until) = (tenant.to_string(), ms(query.since), ms(query.until));
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -1040,7 +1074,7 @@ impl Store for SqliteStore {
                 Ok(CostGroup {
                     key: r.get(0)?,
                     jobs: r.get::<_, i64>(1)? as u64,
-                    usd: r.get(2)?,
+                    usd: crate::model::usd(r.get(2)?),
                     estimated_usd: r.get(3)?,
                 })
             })?;

@@ -25,7 +25,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
-    ProviderError, Result, WorkloadSpec,
+    ProviderError, Result, RunTimes, WorkloadSpec,
 };
 use serde::Deserialize;
 
@@ -136,6 +136,13 @@ impl LocalProvider {
             )));
         }
         Ok(self.root.join(key))
+    }
+
+    /// When an ended workload ran: its wrapper writes `pid` as it starts and `exit_code`
+    /// as it ends.
+    fn ran(dir: &Path) -> Option<RunTimes> {
+        let written = |name| fs::metadata(dir.join(name)).and_then(|m| m.modified()).ok();
+        RunTimes::of(written("pid"), written("exit_code"))
     }
 
     fn read_pid(dir: &Path) -> Option<Pid> {
@@ -324,10 +331,13 @@ impl Provider for LocalProvider {
         handles
             .iter()
             .map(|h| {
+                let dir = self.dir(&h.key)?;
+                let phase = Self::phase(&dir);
+                let ran = phase.is_final().then(|| Self::ran(&dir)).flatten();
                 Ok(Observation {
                     handle: h.clone(),
-                    phase: Self::phase(&self.dir(&h.key)?),
-                    ran: None,
+                    phase,
+                    ran,
                 })
             })
             .collect()

@@ -109,6 +109,9 @@ struct JobOptions {
     /// The workload is not placed for this long: it answers "no capacity" (as an
     /// unschedulable pod past its limit does) until then, or until it is stopped.
     unschedulable_ms: Option<u64>,
+    /// The workload is lost after it has run this long (its node went away): an attempt
+    /// that ran, and costs what it ran, before the job's next attempt.
+    lost_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -131,6 +134,9 @@ struct Plan {
     /// How long the workload waits unplaced before it starts (`u64::MAX`: never placed).
     #[serde(default, skip_serializing_if = "is_zero")]
     unschedulable_ms: u64,
+    /// Lost after running this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lost_after_ms: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -376,6 +382,7 @@ impl SimProvider {
             ("start_ms", opts.start_ms),
             ("run_ms", opts.run_ms),
             ("unschedulable_ms", opts.unschedulable_ms),
+            ("lost_after_ms", opts.lost_after_ms),
         ];
         for (name, ms) in delays {
             if ms.is_some_and(|ms| ms > max_ms) {
@@ -409,6 +416,7 @@ impl SimProvider {
             lost: opts.lost.unwrap_or(lost),
             cancel_error: opts.cancel_error,
             unschedulable_ms: opts.unschedulable_ms.unwrap_or(0),
+            lost_after_ms: opts.lost_after_ms,
         })
     }
 
@@ -437,6 +445,13 @@ impl SimProvider {
             return Phase::Lost {
                 reason: "simulated lost workload".into(),
             };
+        }
+        if let Some(after) = w.plan.lost_after_ms {
+            if now >= started.saturating_add(after) {
+                return Phase::Lost {
+                    reason: format!("simulated workload lost after running {after} ms"),
+                };
+            }
         }
         if now < started.saturating_add(w.plan.run_ms) {
             return Phase::Running;
@@ -502,6 +517,7 @@ impl Provider for SimProvider {
                 "capacity_errors": {"type": ["integer", "null"], "minimum": 0, "maximum": self.config.max_capacity_errors},
                 "cancel_error": {"enum": ["not_found", "transient", null]},
                 "unschedulable_ms": ms,
+                "lost_after_ms": ms,
             }
         })
     }
