@@ -118,6 +118,7 @@ async fn every_job_event_and_key_reads_back_the_same_from_postgres() {
             billed_seconds: None,
             usd: None,
             earlier_usd: 0.0,
+            earlier: vec![],
         }),
         ..Patch::default()
     };
@@ -165,6 +166,7 @@ async fn every_job_event_and_key_reads_back_the_same_from_postgres() {
             billed_seconds: Some(61),
             usd: Some(0.25),
             earlier_usd: 0.125,
+            earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125 }],
         }),
         ..Patch::default()
     };
