@@ -14,9 +14,9 @@ use crate::config::StoreConfig;
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::snapshots::Snapshots;
 
-/// Job status snapshots kept in memory at most (about 1 KiB each); past it, a read of a
-/// job without one reads the store.
-const SNAPSHOTS: usize = 100_000;
+/// Bytes of job status snapshots kept in memory at most (a job's is about 1 KiB); past it,
+/// the oldest jobs' are dropped, and a read of a job without one reads the store.
+const SNAPSHOT_BYTES: usize = 128 << 20;
 use crate::store::{sqlite::SqliteStore, Store};
 
 /// The store the configuration names: PostgreSQL at `store.url`, else SQLite at
@@ -58,7 +58,7 @@ pub struct Server {
 impl Server {
     /// Opens the store, resumes the engine and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        let snapshots = Arc::new(Snapshots::new(open_store(&config.store).await?, SNAPSHOTS));
+        let snapshots = Arc::new(Snapshots::new(open_store(&config.store).await?, SNAPSHOT_BYTES));
         let engine = Engine::new(&config, snapshots.clone())
             .await
             .map_err(anyhow::Error::msg)?;

@@ -1260,7 +1260,7 @@ async fn postgres_change_feed_tells_of_every_committed_write() {
         match next_change(&mut feed).await {
             Change::Job(j) if j == second => break,
             Change::Job(j) => assert_ne!(j, id, "a notice for a write that did not happen"),
-            Change::Resync | Change::Poke { .. } => {}
+            Change::Resync | Change::Down | Change::Poke { .. } => {}
         }
     }
     drop(feed);
@@ -1457,7 +1457,7 @@ async fn postgres_going_away_is_a_db_error_and_the_store_recovers_by_itself() {
         match next_change(&mut feed).await {
             Change::Job(j) if j == third => break,
             Change::Job(j) => assert_eq!(j, second, "an unexpected notice"),
-            Change::Resync | Change::Poke { .. } => {}
+            Change::Resync | Change::Down | Change::Poke { .. } => {}
         }
     }
     drop(store);
@@ -1622,7 +1622,7 @@ async fn postgres_a_stopping_replica_gives_its_jobs_up_at_once_and_pokes_reach_o
                 assert_eq!((o, id), (owner, ids[0]));
                 break;
             }
-            Change::Job(_) | Change::Resync => {}
+            Change::Job(_) | Change::Resync | Change::Down => {}
         }
     }
 }
@@ -1926,4 +1926,30 @@ async fn postgres_renewals_tell_each_replica_the_places_the_others_hold() {
     let lease = c.renew_lease(&held(1)).await.unwrap();
     assert_eq!(lease.live, 2);
     assert_eq!(lease.held_elsewhere, held(7), "a's workloads still run until adopted");
+}
+
+/// When the change feed's connection breaks, the feed says so (`Down`) before it listens
+/// again (`Resync`): a cache of job snapshots keeps nothing in between, since another
+/// replica's change could not reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_change_feed_says_when_it_is_down_and_when_it_listens_again() {
+    let (admin, _schema, url) = fresh_schema().await;
+    let name = format!("feed-{}", Uuid::now_v7().simple());
+    let url = format!("{url}&application_name={name}");
+    let store = PostgresStore::connect(&url, test_box()).await.unwrap();
+    let mut feed = store.changes().unwrap();
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    let ended = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.get::<_, i64>(0), 1, "the feed's connection");
+    assert_eq!(next_change(&mut feed).await, Change::Down);
+    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    let id = created(&store, job("t", None)).await;
+    change_of(&mut feed, id).await;
 }

@@ -2,8 +2,8 @@
 //! what the submit has just written: a store read per job, which in a burst of 100,000
 //! submits adds up (on PostgreSQL, a round trip and a tenth of the server's time per job).
 //!
-//! Bounded: past [`MAX`] records waiting, a new job's record is not kept and its reconcile
-//! reads the store, as any other does. A kept record may have gone stale by the time its
+//! Bounded: past [`MAX`] records, or [`MAX_BYTES`] of them, waiting, a new job's record is
+//! not kept and its reconcile reads the store, as any other does. A kept record may have gone stale by the time its
 //! reconcile runs (a cancel came between): every write a reconcile makes is a
 //! compare-and-set on the stored state, so a stale record costs one refused write and a
 //! second look, which reads the store, never a wrong step.
@@ -21,22 +21,99 @@ use crate::store::JobRecord;
 /// and one job in three was read back, about 10 % more of the server's CPU per job.
 const MAX: usize = 32_768;
 
+/// The most bytes of records kept at once (by [`crate::model::JobSpec::footprint`]): a spec
+/// may be far larger than most, and a burst of large ones must not hold gigabytes.
+const MAX_BYTES: usize = 64 << 20;
+
 #[derive(Default)]
 pub(super) struct Fresh {
-    jobs: Mutex<HashMap<Uuid, JobRecord>>,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    jobs: HashMap<Uuid, (JobRecord, usize)>,
+    bytes: usize,
 }
 
 impl Fresh {
     /// Keeps a new job's record for its first reconcile, if there is room.
     pub(super) fn keep(&self, rec: JobRecord) {
-        let mut jobs = self.jobs.lock().unwrap();
-        if jobs.len() < MAX {
-            jobs.insert(rec.job.id, rec);
+        let size = rec.job.spec.footprint();
+        let mut kept = self.kept.lock().unwrap();
+        if kept.jobs.len() < MAX && kept.bytes + size <= MAX_BYTES {
+            kept.bytes += size;
+            kept.jobs.insert(rec.job.id, (rec, size));
         }
     }
 
     /// The record kept for `id`, once.
     pub(super) fn take(&self, id: Uuid) -> Option<JobRecord> {
-        self.jobs.lock().unwrap().remove(&id)
+        let mut kept = self.kept.lock().unwrap();
+        let (rec, size) = kept.jobs.remove(&id)?;
+        kept.bytes -= size;
+        Some(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(env_bytes: usize) -> JobRecord {
+        let spec = serde_json::from_value(serde_json::json!({
+            "image": "img", "env": {"BIG": "x".repeat(env_bytes)},
+        }))
+        .unwrap();
+        JobRecord {
+            job: crate::model::Job {
+                id: Uuid::now_v7(),
+                state: crate::model::JobState::Queued,
+                terminal: false,
+                provider: None,
+                provider_ref: None,
+                attempts: 0,
+                exit_code: None,
+                reason: None,
+                result: None,
+                labels: Default::default(),
+                spec,
+                created_at: chrono::Utc::now(),
+                started_at: None,
+                finished_at: None,
+                cost: None,
+            },
+            tenant: "t".into(),
+            launch_key: None,
+            dispatched_at: None,
+            cancel_requested_by: None,
+            released: false,
+            excluded: vec![],
+            owner: None,
+        }
+    }
+
+    /// Records of large specs fill the byte bound long before the count: past it, a new
+    /// job's record is not kept (its reconcile reads the store), and each one taken makes
+    /// room again.
+    #[test]
+    fn large_records_are_bounded_in_bytes() {
+        let fresh = Fresh::default();
+        let ids: Vec<Uuid> = (0..200)
+            .map(|_| {
+                let rec = record(1 << 20);
+                let id = rec.job.id;
+                fresh.keep(rec);
+                id
+            })
+            .collect();
+        let kept = ids.iter().filter(|id| fresh.kept.lock().unwrap().jobs.contains_key(id)).count();
+        assert!(kept < 64, "{kept} records of 1 MiB kept");
+        assert!(fresh.kept.lock().unwrap().bytes <= MAX_BYTES);
+        assert!(fresh.take(ids[0]).is_some());
+        let small = record(10);
+        let id = small.job.id;
+        fresh.keep(small);
+        assert!(fresh.take(id).is_some(), "room again once one was taken");
     }
 }

@@ -62,6 +62,8 @@ pub(super) async fn feed(
                 engine.changes.notify_all();
                 engine.poke_followed();
             }
+            // Waiters are woken to read again at the Resync that follows.
+            Some(Change::Down) => {}
             Some(Change::Poke { owner, id }) => {
                 if engine.store.replica().as_deref() == Some(owner.as_str()) {
                     engine.poke(id);

@@ -536,6 +536,35 @@ impl JobSpec {
         }
     }
 
+    /// About how many bytes the spec holds in memory: its strings, with a little for each
+    /// one's own header. An estimate, for caches bounded in bytes.
+    pub fn footprint(&self) -> usize {
+        fn value(v: &serde_json::Value) -> usize {
+            16 + match v {
+                serde_json::Value::String(s) => s.len(),
+                serde_json::Value::Array(a) => a.iter().map(value).sum(),
+                serde_json::Value::Object(o) => o.iter().map(|(k, v)| k.len() + value(v)).sum(),
+                _ => 0,
+            }
+        }
+        let strings = |items: &mut dyn Iterator<Item = &String>| -> usize {
+            items.map(|s| s.len() + 24).sum()
+        };
+        let maps = [&self.env, &self.secret_env, &self.labels];
+        256 + self.image.len()
+            + self.name.as_ref().map_or(0, String::len)
+            + strings(&mut self.command.iter().chain(&self.args))
+            + maps
+                .iter()
+                .map(|m| strings(&mut m.iter().flat_map(|(k, v)| [k, v])))
+                .sum::<usize>()
+            + self
+                .provider_options
+                .iter()
+                .map(|(k, v)| k.len() + value(v))
+                .sum::<usize>()
+    }
+
     /// The spec with every secret value replaced, safe to store in the open and return.
     pub fn redacted(&self) -> JobSpec {
         let mut spec = self.clone();

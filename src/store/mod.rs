@@ -140,6 +140,9 @@ pub enum Change {
     /// The feed has just (re)connected: notices sent while it was not listening are lost,
     /// so read again whatever is cached or waited on. Always the first item.
     Resync,
+    /// The feed's connection broke; a [`Change::Resync`] follows once it listens again.
+    /// Until then no change of another replica's is heard: keep nothing cached.
+    Down,
     /// A replica asks `owner` to reconcile this job soon (a cancel came to another one).
     Poke { owner: String, id: Uuid },
 }

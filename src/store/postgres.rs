@@ -693,6 +693,9 @@ async fn listen_loop(config: tokio_postgres::Config, tx: tokio::sync::mpsc::Send
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, "the PostgreSQL change feed broke; reconnecting"),
         }
+        if tx.send(Change::Down).await.is_err() {
+            return;
+        }
         if started.elapsed() > Duration::from_secs(60) {
             // It had been listening a while: a new outage, not more of the last one.
             backoff = first;

@@ -5,13 +5,17 @@
 //!
 //! [`Snapshots`] wraps the store: every write through it drops the written job's snapshot,
 //! and so does every change another replica makes (its change feed passes through here), or
-//! all of them when the feed reconnects. A read that misses reads the store and keeps the
-//! answer, unless a change came while it read (an epoch counts the changes), so that a slow
-//! read can never put an older answer back after a newer change.
+//! all of them when the feed reconnects. While the feed is down (its connection broke and
+//! is being made again), nothing is kept at all: another replica's change could not drop
+//! it. A read that misses reads the store and keeps the answer unless a change to that job
+//! came while it read (reads in flight are marked per job), so that a slow read can never
+//! put an older answer back after a newer change, and a steady stream of writes to other
+//! jobs does not stop misses from being kept. The snapshots are bounded in bytes, the
+//! oldest job's dropped first.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -31,42 +35,148 @@ pub struct Snapshot {
     pub json: Bytes,
 }
 
+impl Snapshot {
+    /// What keeping it costs: its JSON, its tenant, and the map's own share (an estimate).
+    fn bytes(&self) -> usize {
+        self.json.len() + self.tenant.len() + 128
+    }
+}
+
 pub struct Snapshots {
     inner: Arc<dyn Store>,
     cache: Arc<Cache>,
 }
 
 struct Cache {
+    kept: RwLock<Kept>,
+    /// Reads that missed and are still out, by job: whether a change to the job came since
+    /// they began. Locked before `kept` wherever both are.
+    filling: Mutex<BTreeMap<Uuid, Filling>>,
+    /// False while the change feed is down: nothing is kept then.
+    live: AtomicBool,
+    max_bytes: usize,
+}
+
+/// The snapshots kept, and their bytes.
+#[derive(Default)]
+struct Kept {
     /// A B-tree, not a hash map: it grows a node at a time, where a hash map doubles and
     /// rehashes every entry at once under the write lock that every read waits for. Ids
     /// are UUIDv7, so its first entry is the oldest job's.
-    jobs: RwLock<BTreeMap<Uuid, Snapshot>>,
-    /// Changes seen so far; a read that misses keeps its answer only if none came since.
-    epoch: AtomicU64,
-    max: usize,
+    jobs: BTreeMap<Uuid, Snapshot>,
+    bytes: usize,
+}
+
+impl Kept {
+    fn remove(&mut self, id: &Uuid) {
+        if let Some(old) = self.jobs.remove(id) {
+            self.bytes -= old.bytes();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.jobs.clear();
+        self.bytes = 0;
+    }
+}
+
+/// The reads of one job that are out.
+struct Filling {
+    readers: u32,
+    changed: bool,
 }
 
 impl Cache {
     fn changed(&self, id: Uuid) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.jobs.write().unwrap().remove(&id);
+        let mut filling = self.filling.lock().unwrap();
+        if let Some(f) = filling.get_mut(&id) {
+            f.changed = true;
+        }
+        self.kept.write().unwrap().remove(&id);
     }
 
     fn changed_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.jobs.write().unwrap().clear();
+        let mut filling = self.filling.lock().unwrap();
+        filling.values_mut().for_each(|f| f.changed = true);
+        self.kept.write().unwrap().clear();
+    }
+
+    /// The change feed broke (`false`) or is listening again (`true`): either way, what is
+    /// kept may be stale.
+    fn feed(&self, live: bool) {
+        let filling = self.filling.lock().unwrap();
+        self.live.store(live, Ordering::Release);
+        drop(filling);
+        self.changed_all();
+    }
+
+    /// A read of `id` that missed begins.
+    fn begin(&self, id: Uuid) -> ReadOut<'_> {
+        let mut filling = self.filling.lock().unwrap();
+        filling
+            .entry(id)
+            .or_insert(Filling {
+                readers: 0,
+                changed: false,
+            })
+            .readers += 1;
+        ReadOut { cache: self, id }
+    }
+}
+
+/// A read that missed, out until dropped (answered, failed, or given up by its caller).
+struct ReadOut<'a> {
+    cache: &'a Cache,
+    id: Uuid,
+}
+
+impl ReadOut<'_> {
+    /// Keeps what the read found, unless the job changed while it read or the feed is
+    /// down; drops the oldest jobs' snapshots past the byte bound.
+    fn keep(self, snapshot: &Snapshot) {
+        let cache = self.cache;
+        let filling = cache.filling.lock().unwrap();
+        let changed = filling.get(&self.id).is_none_or(|f| f.changed);
+        if changed || !cache.live.load(Ordering::Acquire) {
+            return;
+        }
+        let mut kept = cache.kept.write().unwrap();
+        kept.remove(&self.id);
+        kept.bytes += snapshot.bytes();
+        kept.jobs.insert(self.id, snapshot.clone());
+        while kept.bytes > cache.max_bytes {
+            let Some((_, oldest)) = kept.jobs.pop_first() else {
+                break;
+            };
+            kept.bytes -= oldest.bytes();
+        }
+        drop(kept);
+        drop(filling);
+    }
+}
+
+impl Drop for ReadOut<'_> {
+    fn drop(&mut self) {
+        let mut filling = self.cache.filling.lock().unwrap();
+        if let Some(f) = filling.get_mut(&self.id) {
+            f.readers -= 1;
+            if f.readers == 0 {
+                filling.remove(&self.id);
+            }
+        }
     }
 }
 
 impl Snapshots {
-    /// Keeps at most `max` snapshots; past that, the oldest job's is dropped for each new one.
-    pub fn new(inner: Arc<dyn Store>, max: usize) -> Snapshots {
+    /// Keeps at most `max_bytes` of snapshots; past that, the oldest jobs' are dropped.
+    pub fn new(inner: Arc<dyn Store>, max_bytes: usize) -> Snapshots {
         Snapshots {
             inner,
             cache: Arc::new(Cache {
-                jobs: RwLock::default(),
-                epoch: AtomicU64::new(0),
-                max: max.max(1),
+                kept: RwLock::default(),
+                filling: Mutex::default(),
+                live: AtomicBool::new(true),
+                max_bytes,
             }),
         }
     }
@@ -74,10 +184,10 @@ impl Snapshots {
     /// The job's answer as it is now: from memory when known, else from the store.
     pub async fn job(&self, id: Uuid) -> StoreResult<Option<Snapshot>> {
         let cache = &self.cache;
-        if let Some(s) = cache.jobs.read().unwrap().get(&id) {
+        if let Some(s) = cache.kept.read().unwrap().jobs.get(&id) {
             return Ok(Some(s.clone()));
         }
-        let epoch = cache.epoch.load(Ordering::Acquire);
+        let out = cache.begin(id);
         let Some(rec) = self.inner.get(id).await? else {
             return Ok(None);
         };
@@ -85,19 +195,14 @@ impl Snapshots {
             tenant: Arc::from(rec.tenant.as_str()),
             json: Bytes::from(serde_json::to_vec(&rec.job).expect("a job serialises")),
         };
-        let mut jobs = cache.jobs.write().unwrap();
-        if cache.epoch.load(Ordering::Acquire) == epoch {
-            if jobs.len() >= cache.max {
-                jobs.pop_first();
-            }
-            jobs.insert(id, snapshot.clone());
-        }
+        out.keep(&snapshot);
         Ok(Some(snapshot))
     }
 
-    /// How many snapshots are kept.
-    pub fn kept(&self) -> usize {
-        self.cache.jobs.read().unwrap().len()
+    /// How many snapshots are kept, and their bytes.
+    pub fn kept(&self) -> (usize, usize) {
+        let kept = self.cache.kept.read().unwrap();
+        (kept.jobs.len(), kept.bytes)
     }
 
     fn changed(&self, id: Uuid) {
@@ -222,7 +327,8 @@ impl Store for Snapshots {
         let cache = self.cache.clone();
         let changes = self.inner.changes()?.inspect(move |change| match change {
             Change::Job(id) => cache.changed(*id),
-            Change::Resync => cache.changed_all(),
+            Change::Resync => cache.feed(true),
+            Change::Down => cache.feed(false),
             Change::Poke { .. } => {}
         });
         Some(changes.boxed())
@@ -260,12 +366,16 @@ mod tests {
         }
     }
 
+    fn store(dir: &std::path::Path) -> Arc<SqliteStore> {
+        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        Arc::new(SqliteStore::open(&dir.join("db"), false, key).unwrap())
+    }
+
     #[tokio::test]
     async fn a_known_job_is_read_from_memory_until_a_write_through_it() {
         let dir = tempfile::tempdir().unwrap();
-        let key = SecretBox::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-        let inner = Arc::new(SqliteStore::open(&dir.path().join("db"), false, key).unwrap());
-        let snapshots = Snapshots::new(inner.clone(), 2);
+        let inner = store(dir.path());
+        let snapshots = Snapshots::new(inner.clone(), 1 << 20);
         let id = new_job(&snapshots).await;
         let s = snapshots.job(id).await.unwrap().unwrap();
         assert_eq!((&*s.tenant, state(&s)), ("t", JobState::Queued));
@@ -276,18 +386,73 @@ mod tests {
         snapshots.update(id, &[], to(JobState::Cancelled)).await.unwrap().unwrap();
         assert_eq!(state(&snapshots.job(id).await.unwrap().unwrap()), JobState::Cancelled);
         assert!(snapshots.job(Uuid::now_v7()).await.unwrap().is_none());
-        // Bounded: at most `max` are kept, the oldest jobs' dropped first.
+    }
+
+    /// Bounded in bytes, the oldest jobs' snapshots dropped first.
+    #[tokio::test]
+    async fn snapshots_are_bounded_in_bytes_and_the_oldest_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = store(dir.path());
+        let probe = Snapshots::new(inner.clone(), 1 << 20);
+        let id = new_job(&probe).await;
+        let one = probe.job(id).await.unwrap().unwrap().bytes();
+        let snapshots = Snapshots::new(inner.clone(), 2 * one + one / 2);
+        snapshots.job(id).await.unwrap();
         let mut newest = id;
         for _ in 0..3 {
             newest = new_job(&snapshots).await;
             snapshots.job(newest).await.unwrap();
         }
-        assert_eq!(snapshots.kept(), 2);
+        let (jobs, bytes) = snapshots.kept();
+        assert_eq!(jobs, 2);
+        assert!(bytes <= 2 * one + one / 2, "{bytes} bytes kept");
         // Changed behind its back: the newest job still answers from memory, the oldest
         // (dropped) from the store.
         inner.update(newest, &[], to(JobState::Starting)).await.unwrap().unwrap();
         assert_eq!(state(&snapshots.job(newest).await.unwrap().unwrap()), JobState::Queued);
         inner.update(id, &[], to(JobState::Failed)).await.unwrap().unwrap();
         assert_eq!(state(&snapshots.job(id).await.unwrap().unwrap()), JobState::Failed);
+    }
+
+    /// A read that missed is kept unless its own job changed while it read: writes to other
+    /// jobs, however many, do not stop it (one counter of every change used to, so that
+    /// under steady writes no miss was kept, just when sensors poll most).
+    #[tokio::test]
+    async fn a_miss_is_kept_unless_its_own_job_changed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::new(store(dir.path()), 1 << 20);
+        let (id, other) = (new_job(&snapshots).await, new_job(&snapshots).await);
+        let out = snapshots.cache.begin(id);
+        snapshots.changed(other);
+        let found = Snapshot {
+            tenant: Arc::from("t"),
+            json: Bytes::from_static(b"{}"),
+        };
+        out.keep(&found);
+        assert_eq!(snapshots.kept().0, 1, "a change to another job stopped the fill");
+        snapshots.changed(id);
+        let out = snapshots.cache.begin(id);
+        snapshots.changed(id);
+        out.keep(&found);
+        assert_eq!(snapshots.kept().0, 0, "a fill kept what its own job's change made stale");
+        assert!(snapshots.cache.filling.lock().unwrap().is_empty(), "reads out left behind");
+    }
+
+    /// While the change feed is down, another replica's change could not drop a snapshot:
+    /// none is kept, and those kept are dropped; once it listens again they are kept again.
+    #[tokio::test]
+    async fn nothing_is_kept_while_the_change_feed_is_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = Snapshots::new(store(dir.path()), 1 << 20);
+        let id = new_job(&snapshots).await;
+        snapshots.job(id).await.unwrap();
+        assert_eq!(snapshots.kept().0, 1);
+        snapshots.cache.feed(false);
+        assert_eq!(snapshots.kept().0, 0);
+        snapshots.job(id).await.unwrap();
+        assert_eq!(snapshots.kept().0, 0, "kept while the feed was down");
+        snapshots.cache.feed(true);
+        snapshots.job(id).await.unwrap();
+        assert_eq!(snapshots.kept().0, 1);
     }
 }
