@@ -157,6 +157,63 @@ fn config_check_names_a_bad_setting() {
     );
 }
 
+/// `offload submit` always sends an Idempotency-Key (one of its own when none is given),
+/// and sends the job again, with the same key, when the gateway answers 503: a submit
+/// whose answer was lost after the gateway committed it then gets that job back instead of
+/// making a second one.
+#[test]
+fn submit_always_sends_a_key_and_retries_with_the_same_one() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // A stand-in gateway: 503 with Retry-After: 0 to the first submit, 201 to the next.
+    let server = std::thread::spawn(move || {
+        let mut keys = vec![];
+        for answer in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut key) = (0, None);
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap(),
+                    "idempotency-key" => key = Some(value.trim().to_string()),
+                    _ => {}
+                }
+            }
+            reader.read_exact(&mut vec![0; length]).unwrap();
+            keys.push(key);
+            let (status, body) = match answer {
+                0 => ("503 Service Unavailable\r\nRetry-After: 0", r#"{"detail":"store unavailable"}"#.to_string()),
+                _ => ("201 Created", r#"{"id":"01a24f9d-762f-7139-9daf-536197e3f4c6","state":"queued"}"#.to_string()),
+            };
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+        }
+        keys
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("job.json");
+    std::fs::write(&spec, r#"{"image": "alpine", "command": ["true"]}"#).unwrap();
+    let (code, stdout, stderr) = cli(&url, &["submit", spec.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("01a24f9d-762f-7139-9daf-536197e3f4c6"), "{stdout}");
+    let keys = server.join().unwrap();
+    assert!(keys[0].as_deref().is_some_and(|k| !k.is_empty()), "no Idempotency-Key: {keys:?}");
+    assert_eq!(keys[0], keys[1], "the retry used another key");
+}
+
 /// A start that fails on its database names the database without its password, in
 /// whichever form the password was given.
 #[test]

@@ -7,6 +7,9 @@ use anyhow::{anyhow, Context};
 use futures::StreamExt;
 use reqwest::Response;
 
+/// How many times a submit is sent before its last answer is taken as it is.
+const SUBMIT_TRIES: u32 = 5;
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -76,16 +79,41 @@ impl Client {
         self.get_json(&format!("/v1/jobs/{id}"), &[]).await
     }
 
+    /// Submits `spec` under an idempotency key (`key`, or a new one), sending it again with
+    /// the same key while the gateway answers 429 or 503, or does not answer at all, up to
+    /// [`SUBMIT_TRIES`] times: an answer lost after the gateway committed the job then
+    /// returns that job, never a second one.
     pub async fn submit(
         &self,
         spec: &serde_json::Value,
         key: Option<&str>,
     ) -> anyhow::Result<serde_json::Value> {
-        let mut request = self.http.post(self.url("/v1/jobs")).bearer_auth(&self.token);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
+        let key = key.map_or_else(|| format!("offload-cli-{}", uuid::Uuid::now_v7()), String::from);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let sent = self
+                .http
+                .post(self.url("/v1/jobs"))
+                .bearer_auth(&self.token)
+                .header("Idempotency-Key", &key)
+                .json(spec)
+                .send()
+                .await;
+            let wait = match &sent {
+                Ok(r) if matches!(r.status().as_u16(), 429 | 503) => r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map_or(std::time::Duration::from_secs(1), std::time::Duration::from_secs),
+                Err(e) if !e.is_builder() => std::time::Duration::from_secs(1),
+                _ => return Ok(Self::check(sent).await?.json().await?),
+            };
+            if tries >= SUBMIT_TRIES {
+                return Ok(Self::check(sent).await?.json().await?);
+            }
+            tokio::time::sleep(wait.min(std::time::Duration::from_secs(10))).await;
         }
-        Ok(Self::check(request.json(spec).send().await).await?.json().await?)
     }
 
     pub async fn cancel(&self, id: &str) -> anyhow::Result<serde_json::Value> {
