@@ -758,3 +758,60 @@ async fn a_label_key_with_quotes_and_backslashes_is_matched_not_an_error() {
     assert_eq!(page["jobs"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(page["jobs"][0]["id"], job["id"]);
 }
+
+/// The served document bounds CPU and memory strings as it bounds CPU numbers: against the
+/// default sim provider (16 vCPUs, 64 GiB), a string the document calls valid is accepted
+/// and one it calls invalid is refused, around the bounds and with the values schemathesis
+/// found accepted by the document and refused by the server (`"191"`, `"874.10096T"`).
+#[tokio::test]
+async fn the_served_document_bounds_cpu_and_memory_strings_as_the_server_does() {
+    let gw = Gateway::start("[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 10\n").await;
+    let doc: Value = gw
+        .http
+        .get(format!("{}/openapi.json", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resources = &doc["components"]["schemas"]["ResourceSpec"]["properties"];
+    let patterns = |schema: &Value| -> Vec<regex::Regex> {
+        let mut all = vec![schema["pattern"].as_str().unwrap().to_string()];
+        for extra in schema["allOf"].as_array().into_iter().flatten() {
+            all.push(extra["pattern"].as_str().unwrap().to_string());
+        }
+        all.iter().map(|p| regex::Regex::new(p).unwrap()).collect()
+    };
+    let cpu = patterns(&resources["cpu"]["oneOf"][1]);
+    let memory = patterns(&resources["memory"]);
+    let cases = [
+        ("cpu", "191"),
+        ("cpu", "16"),
+        ("cpu", "16.000001"),
+        ("cpu", "16000m"),
+        ("cpu", "16001m"),
+        ("cpu", "0.5"),
+        ("memory", "874.10096T"),
+        ("memory", "64Gi"),
+        ("memory", "64.0000001Gi"),
+        ("memory", "68719476736"),
+        ("memory", "68719476736.000000001"),
+        ("memory", "68.719476736G"),
+        ("memory", "68.7194767361G"),
+        ("memory", "0.0625Ti"),
+        ("memory", "512Mi"),
+    ];
+    for (field, value) in cases {
+        let rules = if field == "cpu" { &cpu } else { &memory };
+        let valid = rules.iter().all(|r| r.is_match(value));
+        let spec = json!({"image": "img", "command": ["true"], "resources": {field: value}});
+        let (status, body) = gw.submit(TOKEN_A, spec).await;
+        assert_eq!(
+            valid,
+            status == 201,
+            "{field} {value:?}: the document says {}, the server answered {status} {body}",
+            if valid { "valid" } else { "invalid" }
+        );
+    }
+}

@@ -18,7 +18,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{error, jobs, ops};
 use crate::engine::Engine;
-use crate::model::{self, limits, patterns};
+use crate::model::{self, limits, patterns, quantity};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -110,8 +110,19 @@ pub fn served(engine: &Engine) -> Value {
     if slots.len() == 1 {
         routing["deny"]["maxItems"] = json!(0);
     }
+    let max_memory = slots
+        .iter()
+        .map(|s| s.provider.capabilities().max_memory_bytes)
+        .max()
+        .unwrap_or(0);
     let resources = &mut doc["components"]["schemas"]["ResourceSpec"]["properties"];
+    // Strings bounded as numbers are: a size or CPU quantity no provider takes is
+    // schema-invalid, not a 422.
     resources["cpu"]["oneOf"][0]["maximum"] = json!(max_cpu);
+    resources["cpu"]["oneOf"][1]["allOf"] = json!([{"pattern": quantity::cpus_at_most(max_cpu)}]);
+    if let Some(bound) = quantity::sizes_at_most(max_memory) {
+        resources["memory"]["allOf"] = json!([{"pattern": bound}]);
+    }
     if gpu_kinds.is_empty() {
         resources["gpu"] = json!({"type": "null", "description": "No provider here offers GPUs."});
     } else {

@@ -2,6 +2,9 @@
 //! and events. These types are the single source of the OpenAPI document.
 
 pub mod patterns;
+pub mod quantity;
+
+pub use quantity::{parse_cpu, parse_quantity};
 
 use std::collections::BTreeMap;
 
@@ -207,17 +210,6 @@ fn cpu_schema() -> utoipa::openapi::schema::Schema {
         .examples([serde_json::json!("500m")])
         .build();
     Schema::OneOf(one_of)
-}
-
-/// Parses a Kubernetes CPU quantity (`500m`, `0.5`, `2`) into vCPUs.
-pub fn parse_cpu(text: &str) -> Option<f64> {
-    if !patterns::CPU.is_match(text) {
-        return None;
-    }
-    match text.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
-        None => text.parse::<f64>().ok(),
-    }
 }
 
 /// A struct from a JSON object only: serde's derive would also take an array of its
@@ -575,34 +567,6 @@ impl JobSpec {
     }
 }
 
-/// Parses a Kubernetes-style quantity (`512Mi`, `2Gi`, `1.5G`, `1000`) into bytes, never
-/// zero; sizes past `i64::MAX` bytes (8 EiB, which no runtime has, and the most that a TOML
-/// limit or a database integer holds) come back as `i64::MAX`.
-pub fn parse_quantity(text: &str) -> Option<u64> {
-    if !patterns::QUANTITY.is_match(text) {
-        return None;
-    }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match unit {
-        "" => 1.0,
-        "k" | "K" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => (1u64 << 30) as f64,
-        "Ti" => (1u64 << 40) as f64,
-        _ => return None,
-    };
-    // A float to integer cast saturates.
-    Some(((number * factor).ceil() as i64).max(1) as u64)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -801,16 +765,6 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
-    #[test]
-    fn quantities_parse_like_kubernetes() {
-        assert_eq!(parse_quantity("512Mi"), Some(512 << 20));
-        assert_eq!(parse_quantity("2Gi"), Some(2 << 30));
-        assert_eq!(parse_quantity("1.5G"), Some(1_500_000_000));
-        assert_eq!(parse_quantity("1000"), Some(1000));
-        assert_eq!(parse_quantity("lots"), None);
-        assert_eq!(parse_quantity("2Qi"), None);
-        assert_eq!(parse_quantity(""), None);
-    }
 
     #[test]
     fn cpu_takes_numbers_and_kubernetes_quantities() {
