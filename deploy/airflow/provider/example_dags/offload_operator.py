@@ -1,7 +1,9 @@
 """Run a container job on offload with the airflow-provider-offload package.
 
-Needs `pip install airflow-provider-offload` and a connection `offload_default` of type
-offload, for example:
+Needs the airflow-provider-offload package on the workers and the triggerer (it is not on
+PyPI: build its wheel, `python -m build deploy/airflow/provider`, or install it from a
+checkout, `pip install ./deploy/airflow/provider`; see docs/airflow.md) and a connection
+`offload_default` of type offload, for example:
 
     AIRFLOW_CONN_OFFLOAD_DEFAULT='{"conn_type": "offload", "host": "http://127.0.0.1:8080",
                                    "password": "TOKEN"}'
@@ -14,7 +16,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, Param, task
+try:
+    from airflow.sdk import DAG, Param, task
+except ImportError:  # Airflow 2
+    from airflow.decorators import task
+    from airflow.models.dag import DAG
+    from airflow.models.param import Param
 
 from offload_airflow.operator import OffloadJobOperator
 
