@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: what CI runs and what a newcomer runs. It installs what the tests
-# need besides the Rust toolchain, Python 3, Node.js 20+ with npm, and kubectl (a Python
-# venv with Apache Airflow from PyPI and the airflow-provider-offload package, cached in
-# target/airflow-venv until
-# deploy/airflow/requirements.txt or the package's pyproject.toml changes; another with moto[server]
+# need besides the Rust toolchain, Python 3, Node.js 20+ with npm, and kubectl (one Python
+# venv per Airflow version the airflow-provider-offload package supports, each with that
+# Airflow from PyPI and the package, installed by uv from tests/airflow/requirements/ and
+# cached in target/airflow-venv (3.3) and target/airflow-2.11-venv ... target/airflow-3.2-venv
+# until its lock or the package's pyproject.toml changes; another with moto[server]
 # for the ECS provider, in target/moto-venv; another with schemathesis, in
 # target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh; Debian's
 # chromium and playwright-core from npm, in target/ui-node, for the dashboard, tests/ui/run.sh)
@@ -14,18 +15,34 @@ for tool in cargo python3 kubectl; do
   command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is not installed (kubectl renders the Kustomize manifests)" >&2; exit 1; }
 done
 
-venv=target/airflow-venv
-requirements=deploy/airflow/requirements.txt
-package=deploy/airflow/provider
-if ! cat "$requirements" "$package/pyproject.toml" | cmp -s - "$venv/.installed" 2>/dev/null; then
-  echo "tests/run.sh: installing $requirements and $package into $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  # Editable: the tests always run the package's current source.
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -e "$package"
-  cat "$requirements" "$package/pyproject.toml" > "$venv/.installed"
+# The Airflow venvs: one per Airflow version the operator package supports, each from its
+# lock in tests/airflow/requirements/, installed by uv (pinned there too; seconds per venv
+# where pip takes a minute). 3.3 keeps the name target/airflow-venv.
+uv_venv=target/airflow-uv-venv
+uv_requirements=tests/airflow/requirements/uv.txt
+if ! cmp -s "$uv_requirements" "$uv_venv/.installed" 2>/dev/null; then
+  echo "tests/run.sh: installing $uv_requirements into $uv_venv"
+  rm -rf "$uv_venv"
+  python3 -m venv "$uv_venv"
+  "$uv_venv/bin/pip" install --quiet --disable-pip-version-check -r "$uv_requirements"
+  cp "$uv_requirements" "$uv_venv/.installed"
 fi
+airflow_versions="3.3 2.11 3.0 3.1 3.2"
+airflow_venv() { if [ "$1" = 3.3 ]; then echo target/airflow-venv; else echo "target/airflow-$1-venv"; fi; }
+package=deploy/airflow/provider
+for version in $airflow_versions; do
+  venv=$(airflow_venv "$version")
+  lock=tests/airflow/requirements/airflow-$version.txt
+  if ! cat "$lock" "$package/pyproject.toml" | cmp -s - "$venv/.installed" 2>/dev/null; then
+    echo "tests/run.sh: installing $lock and $package into $venv"
+    rm -rf "$venv"
+    UV_PYTHON_DOWNLOADS=never "$uv_venv/bin/uv" venv --quiet --python "$(command -v python3)" "$venv"
+    VIRTUAL_ENV="$PWD/$venv" "$uv_venv/bin/uv" pip install --quiet -r "$lock"
+    # Editable: the tests always run the package's current source.
+    VIRTUAL_ENV="$PWD/$venv" "$uv_venv/bin/uv" pip install --quiet --no-deps -e "$package"
+    cat "$lock" "$package/pyproject.toml" > "$venv/.installed"
+  fi
+done
 
 # moto's ECS and CloudWatch Logs server, which the ECS provider's tests start per test.
 moto_venv=target/moto-venv
@@ -50,8 +67,23 @@ tests/pg.sh run bash -c 'cargo test --workspace --all-targets --locked &&
   2>&1 | tee "$log" || status=$?
 # schemathesis against the real binary: the OpenAPI document says exactly what it does.
 tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
-# Real Airflow against the real binary (built above).
-OFFLOAD_BIN="$PWD/target/debug/offload" "$venv/bin/python" -m pytest -p no:cacheprovider tests/airflow 2>&1 | tee -a "$log" || status=$?
+# Real Airflow against the real binary (built above): every test on 3.3; the unit tests
+# (tests/airflow/unit) and the whole-Airflow tests on 2.11; the unit tests on 3.0 to 3.2.
+# Airflow 2's LocalExecutor refuses SQLite: its whole-Airflow tests get a database on a
+# throwaway PostgreSQL (tests/pg.sh).
+for version in $airflow_versions; do
+  runner=()
+  case "$version" in
+    3.3) suites=tests/airflow ;;
+    2.11) suites="tests/airflow/unit tests/airflow/test_example_dag.py tests/airflow/test_operator.py tests/airflow/test_operator_stack.py"
+      runner=(tests/pg.sh run) ;;
+    *) suites=tests/airflow/unit ;;
+  esac
+  echo "tests/run.sh: Airflow $version: $suites"
+  # shellcheck disable=SC2086 # $suites is a list of paths
+  OFFLOAD_BIN="$PWD/target/debug/offload" ${runner[@]+"${runner[@]}"} "$(airflow_venv "$version")/bin/python" \
+    -m pytest -p no:cacheprovider $suites 2>&1 | tee -a "$log" || status=$?
+done
 # The dashboard in headless Chromium (Debian's chromium, playwright-core from npm).
 OFFLOAD_BIN="$PWD/target/debug/offload" tests/ui/run.sh 2>&1 | tee -a "$log" || status=$?
 

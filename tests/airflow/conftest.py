@@ -1,7 +1,7 @@
 """The real-Airflow harness: the real `offload serve` binary on its local provider (given a
-price, so that what a job costs is not 0) and an Airflow 3 home whose DAGs are the examples
-in deploy/airflow plus tests/airflow/dags. tests/run.sh installs Airflow and the operator
-package, then runs these tests."""
+price, so that what a job costs is not 0) and an Airflow home (of the Airflow the venv has:
+3.3 or 2.11) whose DAGs are the examples in deploy/airflow plus tests/airflow/dags.
+tests/run.sh installs Airflow and the operator package, then runs these tests."""
 
 import json
 import os
@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from importlib.metadata import version
 
 import pytest
 
@@ -19,6 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 OFFLOAD = os.path.abspath(os.environ.get("OFFLOAD_BIN", ROOT / "target" / "debug" / "offload"))
 AIRFLOW = str(pathlib.Path(sys.executable).parent / "airflow")
 TOKEN = "offload-dev-token"
+#: Airflow 2 (2.11) rather than 3: a few of its outputs and paths differ.
+AIRFLOW_2 = int(version("apache-airflow").split(".")[0]) < 3
 #: The gateway's configuration: its one provider, local, with a price sheet (local is free
 #: by default), so that a job's `cost.usd` (the operator's `cost_usd` XCom) is more than 0.
 GATEWAY_CONFIG = """\
@@ -112,7 +115,8 @@ def airflow_env(tmp_path_factory, gateway):
     for path in DAG_FILES:
         (dags / path.name).symlink_to(path)
     env = {
-        **os.environ,
+        # Nothing of the unit tests' Airflow settings (tests/airflow/unit/conftest.py).
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -148,3 +152,31 @@ def tasks_test(env, dag_id, task_id, logical_date, timeout=300):
     done = subprocess.run([AIRFLOW, "tasks", "test", dag_id, task_id, logical_date],
                           env=env, capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stdout + done.stderr
+
+
+_READ_XCOMS = """
+import json, sys
+from sqlalchemy import select
+from airflow.utils.session import create_session
+dag_id, run_id, task_id = sys.argv[1:]
+try:
+    from airflow.models.xcom import XComModel
+except ImportError:  # Airflow 2
+    from airflow.models.xcom import XCom
+    with create_session() as session:
+        keys = [key for (key,) in session.query(XCom.key).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id)]
+    values = {key: XCom.get_one(run_id=run_id, key=key, task_id=task_id, dag_id=dag_id) for key in keys}
+else:
+    with create_session() as session:
+        rows = session.scalars(select(XComModel).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id))
+        values = {row.key: XComModel.deserialize_value(row) for row in rows}
+print(json.dumps(values))
+"""
+
+
+def xcoms(env, dag_id, run_id, task_id="run"):
+    """What a task instance pushed as XCom, by key, as Airflow's database holds it."""
+    done = subprocess.run([sys.executable, "-c", _READ_XCOMS, dag_id, run_id, task_id],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,8 +1,9 @@
 """deploy/airflow/dags/offload_job.py (plain HttpOperator + HttpSensor, nothing installed)
-on real Airflow 3 against the real gateway: success, failure, timeout, Airflow giving up
-(the teardown cancels the job) and a retried submit (no second job)."""
+on real Airflow (3.3 and 2.11) against the real gateway: success (the sensor in reschedule
+mode, the job's log and result in Airflow), failure, timeout, Airflow giving up (the
+teardown cancels the job) and a retried submit (no second job)."""
 
-from conftest import LOGICAL_DATE, dags_test, tasks_test
+from conftest import LOGICAL_DATE, dags_test, tasks_test, xcoms
 
 DAG = "offload_job"
 
@@ -15,17 +16,24 @@ def newest_job(gateway):
 
 def test_success(gateway, airflow_env):
     reads_before = gateway.status_reads()
-    code, output = dags_test(airflow_env, DAG, {"command": ["sh", "-c", "sleep 10; echo hello from airflow"]})
+    command = "sleep 10; echo hello from airflow; echo 'offload-result: {\"rows\": 4}'"
+    code, output = dags_test(airflow_env, DAG, {"command": ["sh", "-c", command]})
     assert code == 0, output
     job = newest_job(gateway)
     assert (job["state"], job["exit_code"]) == ("succeeded", 0)
     assert job["labels"]["task_id"] == "submit" and job["labels"]["try_number"] == "1"
-    assert gateway.logs(job["id"]) == b"hello from airflow\n"
-    # The sensor long-polls: one answer per state change, where poking every second
+    assert gateway.logs(job["id"]).startswith(b"hello from airflow\n")
+    # The sensor gave its worker slot back between its pokes...
+    assert "Rescheduling task, marking task as UP_FOR_RESCHEDULE" in output, output
+    # ...and long-polls in each: one answer per state change, where poking every second
     # without `?wait=` would have asked at least 10 times.
     reads = gateway.status_reads() - reads_before
     print(f"status reads to wait out a 10 s job: {reads:.0f}")
     assert 1 <= reads <= 4, reads
+    # The job's log in the wait task's log, and its result as the wait task's XCom.
+    assert f"offload job {job['id']} succeeded; its log:" in output, output
+    assert "[offload] hello from airflow" in output, output
+    assert xcoms(airflow_env, DAG, job["labels"]["run_id"], "wait")["return_value"] == {"rows": 4}
 
 
 def test_failing_job_fails_the_run_with_its_reason(gateway, airflow_env):
@@ -34,6 +42,8 @@ def test_failing_job_fails_the_run_with_its_reason(gateway, airflow_env):
     job = newest_job(gateway)
     assert (job["state"], job["exit_code"], job["reason"]) == ("failed", 5, "exited with code 5")
     assert f"offload job {job['id']} failed: exited with code 5" in output
+    # The log comes into the task log before the task fails.
+    assert "[offload] boom" in output, output
 
 
 def test_timeout_stops_the_job_and_fails_the_run(gateway, airflow_env):

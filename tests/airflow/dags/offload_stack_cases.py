@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, Param
+try:
+    from airflow.sdk import DAG, Param
+except ImportError:  # Airflow 2
+    from airflow.models.dag import DAG
+    from airflow.models.param import Param
 
 from offload_airflow.operator import OffloadJobOperator
 
@@ -38,3 +42,7 @@ deferred_timeout = dag("offload_stack_timeout", deferrable=True, execution_timeo
 sync_retry = dag("offload_stack_sync", deferrable=False, retries=1, retry_delay=timedelta(seconds=0))
 #: Waits in the worker; a lost worker fails the task for good.
 sync_once = dag("offload_stack_sync_once", deferrable=False, retries=0)
+#: Waits in the worker; cleared while it waits. Airflow 2 puts a cleared running task up for
+#: retry, and with no retry delay its next try can start before the old try's process has
+#: ended, which then fails the task instance (an Airflow 2 race): the delay lets it end.
+sync_clear = dag("offload_stack_sync_clear", deferrable=False, retries=1, retry_delay=timedelta(seconds=4))
