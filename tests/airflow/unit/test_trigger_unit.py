@@ -187,3 +187,21 @@ def test_the_task_instance_state_question_on_this_airflow(monkeypatch: pytest.Mo
         assert asyncio.run(lifecycle.atask_instance_state("unit", "run", RUN_ID, 3)) == "failed"
         assert lifecycle.task_instance_state("unit", "run", RUN_ID, 3) == "failed"
         assert asked == [("unit", "run", RUN_ID, 3)] * 2
+
+
+def test_an_event_about_another_task_instances_job_is_not_taken(gateway: FakeGateway) -> None:
+    """Airflow can give a new trigger the id of one it has just deleted, and the old one's
+    event with it: the task follows its own job again instead of ending with another's."""
+    other = gateway.add_job({"dag_id": "other", "task_id": "run", "run_id": RUN_ID, "map_index": "-1"},
+                            state="cancelled")
+    own = submitted(gateway)  # running, this task instance's
+    op = operator()
+    op.deferrable = True
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute_complete(context_for(op), {"job_id": other["id"], "job": other, "log_seen": []})
+    assert deferred.value.trigger.job_id == own
+    assert f"about offload job {other['id']}, of another task instance" in op.log.text("warning")
+    # An error event is checked against the job it names.
+    with pytest.raises(TaskDeferred):
+        op.execute_complete(context_for(op), {"job_id": other["id"], "error": "gone", "refused": False})
+    assert len(gateway.submits()) == 1

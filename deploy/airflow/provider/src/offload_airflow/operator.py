@@ -260,15 +260,32 @@ class OffloadJobOperator(BaseOperator):
         """Where the task resumes once the trigger has seen the job end.
 
         Without an event the deferral was cut short (the process waiting on the trigger
-        died): start over, which reattaches to the job and defers for the time left.
+        died): start over, which reattaches to the job and defers for the time left. So
+        with an event about a job of another task instance (Airflow can hand a new trigger
+        the id of a trigger it has just deleted, and the event of the old one with it).
         """
         if event is None:
+            return self.execute(context, deadline)
+        if not self._event_is_ours(context, event):
+            self.log.warning("the trigger's event is about offload job %s, of another task instance: "
+                             "following this task instance's job again", event.get("job_id"))
             return self.execute(context, deadline)
         self.job_id = event["job_id"]
         if "error" in event:
             failure = AirflowFailException if event.get("refused") else AirflowException
             raise failure(f"waiting for offload job {self.job_id}: {event['error']}")
         return self._finish(context, event["job"], event.get("log_seen") or [])
+
+    def _event_is_ours(self, context: Context, event: dict[str, Any]) -> bool:
+        """Whether the trigger's event is about a job of this task instance."""
+        job = event.get("job")
+        if job is None:
+            try:
+                job = self.hook.get_job(event["job_id"])
+            except Exception:  # noqa: BLE001 - the event's own error says what went wrong
+                return True
+        labels = job.get("labels") or {}
+        return all(labels.get(key) == value for key, value in _task_labels(context).items())
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         # A resumed try is a new process: the job's log it copies must be masked there too.
