@@ -187,74 +187,7 @@ fn default_idle_in_transaction_timeout() -> u64 {
 /// parameters, and the `password=` pairs of the `key=value` form (quoted or not), as
 /// tokio-postgres and libpq read them.
 pub fn redact_password(url: &str) -> String {
-    const HIDDEN: &str = "<redacted>";
-    let is_password = |key: &str| {
-        let key = key.trim().to_ascii_lowercase();
-        key == "password" || key == "sslpassword"
-    };
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // The `key=value` form: pairs split by spaces, a value quoted with '...' when it
-        // holds spaces, with \' and \\ escaped inside.
-        let mut out = String::with_capacity(url.len());
-        let mut chars = url.chars().peekable();
-        while let Some(c) = chars.next() {
-            out.push(c);
-            if c != '=' {
-                continue;
-            }
-            let before = out[..out.len() - 1].trim_end();
-            let key_start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
-            if !is_password(&before[key_start..]) {
-                continue;
-            }
-            while chars.peek().is_some_and(|c| *c == ' ') {
-                chars.next();
-            }
-            if chars.peek() == Some(&'\'') {
-                chars.next();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '\'' => break,
-                        _ => {}
-                    }
-                }
-            } else {
-                while chars.peek().is_some_and(|c| !c.is_whitespace()) {
-                    chars.next();
-                }
-            }
-            out.push_str(HIDDEN);
-        }
-        return out;
-    };
-    let (base, query) = match rest.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (rest, None),
-    };
-    // The userinfo ends at the last '@' before the path.
-    let authority_end = base.find('/').unwrap_or(base.len());
-    let mut base = base.to_string();
-    if let Some(at) = base[..authority_end].rfind('@') {
-        if let Some(colon) = base[..at].find(':') {
-            base.replace_range(colon + 1..at, HIDDEN);
-        }
-    }
-    let mut out = format!("{scheme}://{base}");
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if is_password(key) => format!("{key}={HIDDEN}"),
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
-    }
-    out
+    crate::store::postgres::conninfo::ConnInfo::parse(url).redacted()
 }
 
 fn yes() -> bool {
@@ -812,7 +745,7 @@ mod tests {
             ),
             (
                 "host=db password = hunter2",
-                "host=db password =<redacted>",
+                "host=db password=<redacted>",
             ),
             (
                 "host=db password='hunter2 with \\' quote' dbname=x",

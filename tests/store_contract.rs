@@ -1450,8 +1450,15 @@ async fn postgres_going_away_is_a_db_error_and_the_store_recovers_by_itself() {
         store.submit(job("a", Some("k"))).await.unwrap(),
         Submitted::Existing(j) if j.job.id == first
     ));
-    // The change feed reconnected too, and says so before its next notices.
-    assert_eq!(next_change(&mut feed).await, Change::Resync);
+    // The change feed said it was down (once for each try to reconnect), then that it
+    // listens again, before its next notices.
+    assert_eq!(next_change(&mut feed).await, Change::Down);
+    loop {
+        match next_change(&mut feed).await {
+            Change::Down => {}
+            change => break assert_eq!(change, Change::Resync),
+        }
+    }
     let third = created(&store, job("a", None)).await;
     loop {
         match next_change(&mut feed).await {
@@ -1782,7 +1789,7 @@ async fn postgres_a_frozen_replica_inside_a_transaction_does_not_stop_the_others
     // and then sent nothing more.
     let (frozen, connection) = configure(&url, &options)
         .unwrap()
-        .connect(tokio_postgres::NoTls)
+        .connect()
         .await
         .unwrap();
     tokio::spawn(connection);
@@ -1952,4 +1959,108 @@ async fn postgres_the_change_feed_says_when_it_is_down_and_when_it_listens_again
     assert_eq!(next_change(&mut feed).await, Change::Resync);
     let id = created(&store, job("t", None)).await;
     change_of(&mut feed, id).await;
+}
+
+/// TLS to PostgreSQL as `sslmode` asks: the throwaway server is given a certificate for
+/// `localhost` signed by a CA the test makes; `verify-full` with that CA connects (and the
+/// session is encrypted), with another CA or to a host name the certificate does not name
+/// it is refused with an error that says why; `verify-ca` checks the CA only; `disable`
+/// connects in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_follows_sslmode_and_sslrootcert() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = PathBuf::from(std::env::var("OFFLOAD_PG_DIR").expect(
+        "OFFLOAD_PG_DIR is not set: this test gives the throwaway server of `tests/pg.sh run` a \
+         certificate, so run it that way",
+    ));
+    let ca = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+    };
+    let (ours, other) = (ca("offload test CA"), ca("another CA"));
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ours)
+        .unwrap();
+    // The files, owned by the server's user (a key must be, with mode 0600).
+    let owner = std::fs::metadata(dir.join("data")).unwrap();
+    let files = dir.join(format!("tls-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir(&files).unwrap();
+    let write = |name: &str, text: String| {
+        let path = files.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+        path
+    };
+    let cert = write("server.crt", server.pem());
+    let key = write("server.key", server_key.serialize_pem());
+    let ours_pem = write("ca.pem", ours.pem());
+    let other_pem = write("other.pem", other.pem());
+    std::os::unix::fs::chown(&files, Some(owner.uid()), Some(owner.gid())).unwrap();
+    let url = common::pg::database_url();
+    let admin = common::pg::admin_client(&url).await;
+    for statement in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+        "ALTER SYSTEM SET ssl = on".to_string(),
+        "SELECT pg_reload_conf()".to_string(),
+    ] {
+        admin.simple_query(&statement).await.unwrap();
+    }
+    // New sessions read the reloaded settings.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fresh = common::pg::admin_client(&url).await;
+        let ssl: String = fresh.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        if ssl == "on" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not turn ssl on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = |host: &str, params: String| {
+        let base = url.replacen("127.0.0.1", host, 1);
+        let joiner = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{joiner}{params}")
+    };
+    let encrypted = |url: String| async move {
+        let target = configure(&url, &PostgresOptions::default())?;
+        let (client, connection) = target.connect().await.map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text += &format!(": {cause}");
+                source = cause.source();
+            }
+            StoreError::Db(text)
+        })?;
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        Ok::<bool, StoreError>(row.get(0))
+    };
+    let root = |path: &PathBuf| format!("sslrootcert={}", path.display());
+    let full = |path: &PathBuf| format!("sslmode=verify-full&{}", root(path));
+    let ca_only = |path: &PathBuf| format!("sslmode=verify-ca&{}", root(path));
+    assert!(encrypted(at("localhost", full(&ours_pem))).await.unwrap());
+    let refused = encrypted(at("localhost", full(&other_pem))).await.unwrap_err().to_string();
+    assert!(refused.contains("invalid peer certificate") && refused.contains("UnknownIssuer"), "{refused}");
+    let refused = encrypted(at("127.0.0.1", full(&ours_pem))).await.unwrap_err().to_string();
+    assert!(refused.contains("not valid for name \"127.0.0.1\""), "{refused}");
+    assert!(encrypted(at("127.0.0.1", ca_only(&ours_pem))).await.unwrap());
+    assert!(encrypted(at("localhost", ca_only(&other_pem))).await.is_err());
+    assert!(!encrypted(at("localhost", "sslmode=disable".into())).await.unwrap());
+    assert!(encrypted(at("localhost", "sslmode=require".into())).await.unwrap());
+    // The whole store over verified TLS.
+    let (_admin, _schema, schema_url) = fresh_schema().await;
+    let verified = format!("{}&{}", schema_url.replacen("127.0.0.1", "localhost", 1), full(&ours_pem));
+    let store = PostgresStore::connect(&verified, test_box()).await.unwrap();
+    let id = created(&store, job("t", None)).await;
+    assert!(store.get(id).await.unwrap().is_some());
 }

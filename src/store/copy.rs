@@ -39,7 +39,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -81,19 +80,16 @@ pub async fn copy_sqlite_to_postgres(from: &Path, to_url: &str) -> anyhow::Resul
     migrate(to_url)
         .await
         .context("applying the PostgreSQL store's migrations to the target")?;
-    let mut config = tokio_postgres::Config::from_str(to_url).map_err(|e| {
-        pg(
-            "the target URL (postgres://user:password@host:port/database)",
-            e,
-        )
-    })?;
-    if config.get_application_name().is_none() {
-        config.application_name("offload store copy");
+    let mut target = super::postgres::configure(to_url, &Default::default())?;
+    if target.config.get_application_name() == Some("offload") {
+        target.config.application_name("offload store copy");
     }
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
-    let (mut client, driver) = connect_one(&config, "the copy").await?;
+    let (mut client, driver) = connect_one(&target, "the copy").await?;
+    // One transaction of large statements: no statement or lock timeout.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await
+        .context("preparing the copy's session")?;
 
     let tx = client
         .transaction()

@@ -24,7 +24,7 @@
 //!   SQL. `text` and `jsonb` cannot hold a NUL character: the spec and the result are
 //!   `json`, which keeps them as written; in other free text (a log tail, a reason, labels
 //!   as selectors match them) a NUL is stored as U+FFFD.
-//! - Connections are plain TCP for now (no TLS): keep the database on a trusted network.
+//! - TLS as the URL's `sslmode` and `sslrootcert` ask, libpq's way (`tls`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -36,7 +36,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use futures::{Stream, StreamExt};
 use tokio_postgres::types::{Json, ToSql};
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 use super::secrets::SecretBox;
@@ -47,6 +48,8 @@ use super::{
 };
 use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
+pub mod conninfo;
+pub mod tls;
 mod updates;
 
 /// The channel every change to a job is announced on, with the job's id as payload.
@@ -192,7 +195,7 @@ impl Default for PostgresOptions {
 
 pub struct PostgresStore {
     pool: Pool,
-    config: tokio_postgres::Config,
+    config: Target,
     secrets: Arc<SecretBox>,
     /// This replica's id, which its jobs are owned by and its writes fenced with: new at
     /// each start, and again when its lease had lapsed.
@@ -262,11 +265,41 @@ fn pool_error(e: PoolError) -> StoreError {
     }
 }
 
-/// The connection settings from `url`, with this store's defaults where it names none, and
-/// the session settings every connection of the gateway's has (its timeouts).
-pub fn configure(url: &str, options_of: &PostgresOptions) -> StoreResult<tokio_postgres::Config> {
+/// Where and how the gateway connects to PostgreSQL: the connection's settings, and the
+/// TLS its `sslmode` asks for.
+#[derive(Clone)]
+pub struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: MakeRustlsConnect,
+}
+
+impl Target {
+    /// One connection, driven by a task of its own.
+    pub async fn connect(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+            >,
+        ),
+        tokio_postgres::Error,
+    > {
+        self.config.connect(self.tls.clone()).await
+    }
+}
+
+/// The connection settings from `url`, with this store's defaults where it names none, the
+/// session settings every connection of the gateway's has (its timeouts), and its TLS.
+pub fn configure(url: &str, options_of: &PostgresOptions) -> StoreResult<Target> {
     let options = options_of;
-    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+    let mut conn = conninfo::ConnInfo::parse(url);
+    let tls = tls::Tls::take_from(&mut conn)
+        .and_then(|tls| tls.connector())
+        .map_err(|e| StoreError::Db(format!("the PostgreSQL URL: {e}")))?;
+    let mut config = tokio_postgres::Config::from_str(&conn.to_string()).map_err(|e| {
         pg(
             "the PostgreSQL URL (postgres://user:password@host:port/database)",
             e,
@@ -306,7 +339,7 @@ pub fn configure(url: &str, options_of: &PostgresOptions) -> StoreResult<tokio_p
         }
     }
     config.options(options.trim());
-    Ok(config)
+    Ok(Target { config, tls })
 }
 
 /// Free text as PostgreSQL can hold it: NUL characters become U+FFFD.
@@ -331,11 +364,11 @@ pub async fn migrate(url: &str) -> StoreResult<Vec<String>> {
 /// One connection outside the pool (for the migrations, or a copy), driven by a task of
 /// its own: drop the client, then await the task.
 pub(super) async fn connect_one(
-    config: &tokio_postgres::Config,
+    target: &Target,
     what: &'static str,
 ) -> StoreResult<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
-    let (client, connection) = config
-        .connect(NoTls)
+    let (client, connection) = target
+        .connect()
         .await
         .map_err(|e| pg(&format!("connecting to PostgreSQL for {what}"), e))?;
     let driver = tokio::spawn(async move {
@@ -346,8 +379,8 @@ pub(super) async fn connect_one(
     Ok((client, driver))
 }
 
-async fn migrate_with(config: &tokio_postgres::Config) -> StoreResult<Vec<String>> {
-    let (mut client, driver) = connect_one(config, "the migrations").await?;
+async fn migrate_with(target: &Target) -> StoreResult<Vec<String>> {
+    let (mut client, driver) = connect_one(target, "the migrations").await?;
     let outcome = async {
         // A migration may rewrite a large table and wait for the replicas' locks: no
         // statement or lock timeout in this session.
@@ -435,8 +468,8 @@ impl PostgresStore {
         let config = configure(url, &options)?;
         migrate_with(&config).await?;
         let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
+            config.config.clone(),
+            config.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -684,7 +717,7 @@ async fn insert_batch(
     inserted.iter().map(|row| get(row, 0)).collect()
 }
 
-async fn listen_loop(config: tokio_postgres::Config, tx: tokio::sync::mpsc::Sender<Change>) {
+async fn listen_loop(config: Target, tx: tokio::sync::mpsc::Sender<Change>) {
     let first = Duration::from_millis(100);
     let mut backoff = first;
     loop {
@@ -710,11 +743,11 @@ async fn listen_loop(config: tokio_postgres::Config, tx: tokio::sync::mpsc::Send
 
 /// Listens on one connection until it fails (`Err`) or nobody reads the feed (`Ok`).
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    config: &Target,
     tx: &tokio::sync::mpsc::Sender<Change>,
 ) -> Result<(), String> {
     let (client, mut connection) = config
-        .connect(NoTls)
+        .connect()
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     // Drives the connection and hands its notifications on, waiting for room in the
