@@ -199,6 +199,7 @@ contract!(
     labels_at_every_limit_in_characters_and_bytes_reach_every_state,
     owned_pages_through_the_jobs_the_engine_has_work_for,
     cost_reports_count_each_attempt_where_it_ran,
+    changes_since_a_position_tell_each_changed_job_once_as_it_is_now,
 );
 
 async fn retention_purges_only_jobs_ended_and_released_before(f: &Fixture) {
@@ -1008,6 +1009,62 @@ async fn cost_reports_count_each_attempt_where_it_ran(f: &Fixture) {
     assert_eq!(report.len(), spent.len(), "{report:?}");
     let reported: f64 = report.iter().map(|g| g.usd).sum();
     assert_eq!(micro(reported), micro(total));
+}
+
+/// A reader following many jobs (the Airflow executor) asks what changed since its last
+/// position: each of its tenant's jobs that match the selector once, as it is now, in the
+/// order of its latest change, pages cut at the limit and continued from `next`.
+async fn changes_since_a_position_tell_each_changed_job_once_as_it_is_now(f: &Fixture) {
+    use offload::store::ChangesQuery;
+    let store = &*f.store;
+    let labelled = |tenant: &str, exec: &str| {
+        let mut s = spec("img", SECRET);
+        s.labels = BTreeMap::from([("exec".to_string(), exec.to_string())]);
+        new_job(tenant, None, s)
+    };
+    let ours = vec![("exec".to_string(), "x".to_string())];
+    let query = |after, limit| ChangesQuery {
+        after,
+        labels: ours.clone(),
+        limit,
+    };
+    let j1 = created(store, labelled("a", "x")).await;
+    let j2 = created(store, labelled("a", "y")).await;
+    let j3 = created(store, labelled("b", "x")).await;
+    let page = store.changed_since("a", &query(0, 100)).await.unwrap();
+    let ids: Vec<Uuid> = page.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [j1], "the tenant's jobs that match, and only those");
+    assert!(!page.more);
+    for id in [j2, j3, j1] {
+        let start = Patch {
+            state: Some(JobState::Starting),
+            ..Patch::default()
+        };
+        store.update(id, &[], start).await.unwrap().unwrap();
+    }
+    let page2 = store.changed_since("a", &query(page.next, 100)).await.unwrap();
+    assert_eq!(page2.jobs.len(), 1);
+    assert_eq!((page2.jobs[0].id, page2.jobs[0].state), (j1, JobState::Starting));
+    // Nothing new: an empty page, the position unchanged.
+    let empty = store.changed_since("a", &query(page2.next, 100)).await.unwrap();
+    assert!(empty.jobs.is_empty() && !empty.more);
+    assert_eq!(empty.next, page2.next);
+    // Pages of two over five new jobs: each once, in order.
+    let mut made = vec![];
+    for _ in 0..5 {
+        made.push(created(store, labelled("a", "x")).await);
+    }
+    let (mut seen, mut after) = (vec![], page2.next);
+    loop {
+        let page = store.changed_since("a", &query(after, 2)).await.unwrap();
+        assert!(page.jobs.len() <= 2);
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        after = page.next;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, made);
 }
 
 async fn cost_reports_group_finished_jobs(f: &Fixture) {

@@ -44,6 +44,13 @@ impl Store for FlakyStore {
     async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
         self.inner.events(id).await
     }
+    async fn changed_since(
+        &self,
+        tenant: &str,
+        query: &crate::store::ChangesQuery,
+    ) -> StoreResult<crate::store::ChangesPage> {
+        self.inner.changed_since(tenant, query).await
+    }
     async fn update(
         &self,
         id: Uuid,

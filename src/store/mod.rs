@@ -86,6 +86,32 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// What changed of a tenant's jobs after a position in the store's history of events.
+#[derive(Debug, Clone, Default)]
+pub struct ChangesQuery {
+    /// The position the previous page ended at (0: from the start).
+    pub after: i64,
+    /// Equality selectors: every pair must match.
+    pub labels: Vec<(String, String)>,
+    /// Jobs a page holds at most.
+    pub limit: usize,
+}
+
+/// A page of changed jobs: each once, as it is now, in the order of its latest change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesPage {
+    pub jobs: Vec<Job>,
+    /// Where the next page goes on from: past every change this one looked at, the tenant's
+    /// or not.
+    pub next: i64,
+    /// Whether there may be more changes after `next` already.
+    pub more: bool,
+}
+
+/// Events one page of changes looks at most: a page's cost is bounded however far behind
+/// its cursor is, or however many other jobs changed.
+pub const CHANGES_SCAN: usize = 20_000;
+
 /// Changes to a job; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct Patch {
@@ -174,6 +200,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>>;
 
     async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>>;
+
+    /// The tenant's jobs that changed after `query.after` (the position of an event): at
+    /// most [`CHANGES_SCAN`] events are looked at. On PostgreSQL an event's position is
+    /// taken when it is written, not when it commits, so one can become visible after a
+    /// later one: a reader that needs every change lists what it follows now and then too.
+    async fn changed_since(&self, tenant: &str, query: &ChangesQuery) -> StoreResult<ChangesPage>;
 
     /// Applies `patch` if the job is in one of `expect` (any state when empty); returns the
     /// job as it is afterwards, or `None` when its state did not match (or it is unknown).

@@ -43,11 +43,12 @@ use uuid::Uuid;
 use super::secrets::SecretBox;
 pub use super::Change;
 use super::{
-    CostGrouping, CostQuery, JobRecord, Lease, ListQuery, NewJob, Patch, Store, StoreError,
-    StoreResult, Submitted,
+    ChangesPage, ChangesQuery, CostGrouping, CostQuery, JobRecord, Lease, ListQuery, NewJob,
+    Patch, Store, StoreError, StoreResult, Submitted,
 };
 use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
+mod changes;
 pub mod conninfo;
 pub mod tls;
 mod updates;
@@ -1132,6 +1133,10 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn changed_since(&self, tenant: &str, query: &ChangesQuery) -> StoreResult<ChangesPage> {
+        self.changes_of(tenant, query).await
     }
 
     async fn update(

@@ -225,6 +225,14 @@ impl Store for Snapshots {
         self.inner.list(tenant, query).await
     }
 
+    async fn changed_since(
+        &self,
+        tenant: &str,
+        query: &super::ChangesQuery,
+    ) -> StoreResult<super::ChangesPage> {
+        self.inner.changed_since(tenant, query).await
+    }
+
     async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
         self.inner.events(id).await
     }

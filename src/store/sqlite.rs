@@ -18,12 +18,13 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, ToSql};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+mod changes;
 mod checkpoints;
 
 use super::secrets::SecretBox;
 use super::{
-    CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Patch, Store, StoreError, StoreResult,
-    Submitted,
+    ChangesPage, ChangesQuery, CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Patch,
+    Store, StoreError, StoreResult, Submitted,
 };
 use crate::model::{CostGroup, Event, Job, JobState};
 use checkpoints::{Checkpoints, Committed};
@@ -886,6 +887,12 @@ impl Store for SqliteStore {
     async fn list(&self, tenant: &str, query: &ListQuery) -> StoreResult<Vec<Job>> {
         let (tenant, query) = (tenant.to_string(), query.clone());
         self.read(move |conn| list(conn, &tenant, &query)).await
+    }
+
+    async fn changed_since(&self, tenant: &str, query: &ChangesQuery) -> StoreResult<ChangesPage> {
+        let (tenant, query) = (tenant.to_string(), query.clone());
+        self.read(move |conn| changes::changed_since(conn, &tenant, &query))
+            .await
     }
 
     async fn events(&self, id: Uuid) -> StoreResult<Vec<Event>> {
