@@ -815,3 +815,60 @@ async fn the_served_document_bounds_cpu_and_memory_strings_as_the_server_does() 
         );
     }
 }
+
+/// `GET /v1/changes`: the caller's jobs of a selector that changed since a cursor, each
+/// once as it is now, paged, and nothing of another tenant's; a follower of many jobs reads
+/// every end with a call per page, not a read per job.
+#[tokio::test]
+async fn changes_tell_a_follower_every_end_since_its_cursor() {
+    let gw = Gateway::start("[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 100\npoll_interval_ms = 20\n").await;
+    let spec = |run: &str| json!({"image": "img", "command": ["true"], "labels": {"run": run}});
+    let changes = |token: &'static str, query: String| {
+        let gw = &gw;
+        async move { gw.get(token, &format!("/v1/changes?{query}")).await }
+    };
+    // Before any job: nothing, and a cursor to start from.
+    let (status, feed) = changes(TOKEN_A, "labels=run=r1".into()).await;
+    assert_eq!(status, 200, "{feed}");
+    assert_eq!(feed["jobs"], json!([]));
+    let mut cursor = feed["next_cursor"].as_str().unwrap().to_string();
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let (status, job) = gw.submit(TOKEN_A, spec("r1")).await;
+        assert_eq!(status, 201, "{job}");
+        ids.insert(job["id"].as_str().unwrap().to_string());
+    }
+    gw.submit(TOKEN_A, spec("r2")).await;
+    gw.submit(TOKEN_B, spec("r1")).await;
+    // Follow until every job of run r1 is seen ended: pages of two.
+    let mut ended = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ended.len() < ids.len() {
+        assert!(std::time::Instant::now() < deadline, "ended: {ended:?}");
+        let (status, feed) = changes(TOKEN_A, format!("labels=run=r1&limit=2&after={cursor}")).await;
+        assert_eq!(status, 200, "{feed}");
+        let jobs = feed["jobs"].as_array().unwrap();
+        assert!(jobs.len() <= 2, "{feed}");
+        for job in jobs {
+            let id = job["id"].as_str().unwrap().to_string();
+            assert!(ids.contains(&id), "not one of ours: {job}");
+            assert!(job.get("spec").is_none(), "{job}");
+            if job["terminal"] == true {
+                assert_eq!(job["state"], "succeeded", "{job}");
+                ended.insert(id);
+            }
+        }
+        cursor = feed["next_cursor"].as_str().unwrap().to_string();
+        if feed["more"] != true {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // Another tenant hears nothing of these.
+    let (_, feed) = changes(TOKEN_B, "labels=run=r1".into()).await;
+    assert!(feed["jobs"].as_array().unwrap().iter().all(|j| !ids.contains(j["id"].as_str().unwrap())));
+    for (query, field) in [("after=-1", "after"), ("after=x", "after"), ("limit=0", "limit"), ("labels=nokey", "labels")] {
+        let (status, problem) = changes(TOKEN_A, query.into()).await;
+        assert_eq!(status, 400, "{query}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
+    }
+}

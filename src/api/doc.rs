@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, jobs, ops};
+use super::{changes, error, jobs, ops};
 use crate::engine::Engine;
 use crate::model::{self, limits, patterns, quantity};
 
@@ -25,6 +25,7 @@ use crate::model::{self, limits, patterns, quantity};
     info(title = "offload", description = "Run container jobs on serverless runtimes from schedulers such as Airflow."),
     paths(
         jobs::create_job, jobs::quote, jobs::costs, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events,
+        changes::changes,
         ops::providers, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
@@ -32,6 +33,7 @@ use crate::model::{self, limits, patterns, quantity};
         model::JobPage, model::ProviderInfo, model::FieldError, error::Problem,
         model::RoutingSpec, model::Prefer, model::SpotPolicy, model::Quote, model::QuoteCandidate,
         model::QuoteExclusion, model::JobCost, model::CostReport, model::CostGroup,
+        model::JobChange, model::ChangeFeed, model::AttemptCost,
     )),
     modifiers(&BearerAuth),
 )]

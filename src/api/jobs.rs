@@ -281,24 +281,7 @@ pub async fn list_jobs(
         })?),
         None => None,
     };
-    if let Some(l) = p
-        .labels
-        .as_deref()
-        .filter(|l| !patterns::LABEL_SELECTOR.is_match(l))
-    {
-        return Err(bad(
-            "labels",
-            format!("{l:?} is not key=value pairs joined by commas"),
-        ));
-    }
-    let mut labels = vec![];
-    for pair in p.labels.iter().flat_map(|l| l.split(',')) {
-        let (k, v) = pair
-            .split_once("==")
-            .or_else(|| pair.split_once('='))
-            .ok_or_else(|| bad("labels", format!("{pair:?} is not key=value")))?;
-        labels.push((k.trim().to_string(), v.trim().to_string()));
-    }
+    let labels = selectors(p.labels.as_deref())?;
     let limit = match &p.limit {
         Some(l) => l
             .parse::<usize>()
@@ -331,6 +314,25 @@ pub async fn list_jobs(
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten();
     Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+/// A `labels` parameter's equality selectors (`dag_id=etl,env=prod`, `key==value` too).
+pub(super) fn selectors(labels: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let bad = |message: String| {
+        ApiError::field(StatusCode::BAD_REQUEST, FieldError::new("labels", message))
+    };
+    if let Some(l) = labels.filter(|l| !patterns::LABEL_SELECTOR.is_match(l)) {
+        return Err(bad(format!("{l:?} is not key=value pairs joined by commas")));
+    }
+    let mut pairs = vec![];
+    for pair in labels.iter().flat_map(|l| l.split(',')) {
+        let (k, v) = pair
+            .split_once("==")
+            .or_else(|| pair.split_once('='))
+            .ok_or_else(|| bad(format!("{pair:?} is not key=value")))?;
+        pairs.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(pairs)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

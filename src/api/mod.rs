@@ -2,6 +2,7 @@
 
 mod auth;
 mod body;
+mod changes;
 pub mod doc;
 mod error;
 mod jobs;
@@ -64,6 +65,7 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/quotes", post(jobs::quote))
         .route("/v1/costs", get(jobs::costs))
+        .route("/v1/changes", get(changes::changes))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/v1/jobs/{id}/logs", get(jobs::job_logs))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))

@@ -723,6 +723,50 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// A job as `GET /v1/changes` tells of it: its state and outcome, without its spec.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobChange {
+    pub id: Uuid,
+    pub state: JobState,
+    pub terminal: bool,
+    pub provider: Option<String>,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<Job> for JobChange {
+    fn from(job: Job) -> JobChange {
+        JobChange {
+            id: job.id,
+            state: job.state,
+            terminal: job.terminal,
+            provider: job.provider,
+            attempts: job.attempts,
+            exit_code: job.exit_code,
+            reason: job.reason,
+            labels: job.labels,
+            created_at: job.created_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+/// The jobs that changed since a position, each once, as it is now, oldest change first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChangeFeed {
+    pub jobs: Vec<JobChange>,
+    /// Pass as `after` to hear of the changes after these; always present.
+    pub next_cursor: String,
+    /// True when more changes may already be waiting after `next_cursor`: ask again at once.
+    pub more: bool,
+}
+
 /// A configured provider, as `GET /v1/providers` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProviderInfo {
