@@ -649,6 +649,11 @@ impl SimProvider {
         let Some(w) = state.workloads.get(&handle.key) else {
             return Ok(());
         };
+        // An ended or lost workload has nothing left to stop, whatever a stop would answer
+        // (a runtime answers a stop of a task it lost "not found", which counts as done).
+        if w.cancelled_ms.is_some() || Self::phase(w, now).is_final() {
+            return Ok(());
+        }
         match w.plan.cancel_error {
             Some(CancelError::NotFound) => {
                 return Err(ProviderError::NotFound(format!(
@@ -660,9 +665,6 @@ impl SimProvider {
                 return Err(ProviderError::Transient("simulated stop failure".into()))
             }
             None => {}
-        }
-        if w.cancelled_ms.is_some() || Self::phase(w, now).is_final() {
-            return Ok(());
         }
         state.append(RecordOp::Cancelled, &handle.key, "", now, None)?;
         if let Some(w) = state.workloads.get_mut(&handle.key) {
