@@ -1,8 +1,13 @@
-//! The Kubernetes manifests: `kubectl kustomize` renders the base and the GKE and PostgreSQL
-//! overlays, and every object must parse into its `k8s-openapi` type and serialise back
-//! unchanged (so a misspelt field fails). The ConfigMap's config must load as an offload
-//! config, and so must the compose demo's.
+//! The deployment artifacts. The Kubernetes manifests: `kubectl kustomize` renders the base
+//! and the GKE and PostgreSQL overlays, and every object must parse into its `k8s-openapi`
+//! type and serialise back unchanged (so a misspelt field fails). The ConfigMap's config
+//! must load as an offload config, and so must the compose demo's, whose Prometheus loads
+//! the shipped alert rules and whose Grafana the shipped dashboard. The alert rules and the
+//! dashboard pass promtool and read only metrics the gateway exports.
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::process::Command;
 
 use k8s_openapi::api::{apps, autoscaling, core, policy, rbac};
@@ -347,6 +352,45 @@ fn the_compose_config_loads() {
         .collect();
     targets.sort();
     assert_eq!(targets, ["offload-1:8080", "offload-2:8080"]);
+
+    // Every file a service mounts is in the repository, and Prometheus loads the shipped
+    // alert rules and Grafana the shipped dashboard from where they are mounted.
+    let mut mounts = BTreeMap::new();
+    for (name, service) in services {
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let volume = volume.as_str().unwrap();
+            let (from, to) = volume.split_once(':').unwrap();
+            if from.starts_with('.') {
+                let path = std::path::Path::new("deploy/compose").join(from);
+                assert!(path.exists(), "{name} mounts {from}, which does not exist");
+                let to = to.trim_end_matches(":ro").to_string();
+                mounts.insert(to, path.canonicalize().unwrap());
+            }
+        }
+    }
+    let canonical = |p: &str| std::path::Path::new(p).canonicalize().unwrap();
+    let rule_files: Vec<&str> = prometheus["rule_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(rule_files, ["/etc/prometheus/offload-alerts.yml"]);
+    assert_eq!(mounts[rule_files[0]], canonical("deploy/prometheus/offload-alerts.yml"));
+    let provisioning: Value = serde_norway::from_str(
+        &std::fs::read_to_string("deploy/compose/grafana/dashboards.yml").unwrap(),
+    )
+    .unwrap();
+    let folder = provisioning["providers"][0]["options"]["path"].as_str().unwrap();
+    assert_eq!(
+        mounts[&format!("{folder}/offload.json")],
+        canonical("deploy/grafana/offload.json")
+    );
+    let datasources: Value = serde_norway::from_str(
+        &std::fs::read_to_string("deploy/compose/grafana/datasources.yml").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(datasources["datasources"][0]["url"], "http://prometheus:9090");
 }
 
 #[test]
@@ -573,4 +617,115 @@ fn the_cloudrun_role_allows_the_calls_the_provider_makes() {
             (".delete_secret()", "secretmanager.secrets.delete"),
         ],
     );
+}
+
+/// Runs promtool (Debian's `prometheus` package, which tests/run.sh installs) with `args`
+/// in deploy/prometheus; panics with its output unless it succeeds.
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus"))
+        .output()
+        .expect("promtool is needed to check the alert rules (Debian package `prometheus`; tests/run.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `offload_*` series names a PromQL expression reads.
+fn offload_series(expr: &str) -> Vec<String> {
+    regex::Regex::new(r"\boffload_[a-z0-9_]+")
+        .unwrap()
+        .find_iter(expr)
+        .map(|m| m.as_str().to_string())
+        .collect()
+}
+
+/// The alert rules' expressions, by alert name.
+fn alert_rules() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string("deploy/prometheus/offload-alerts.yml").unwrap();
+    let rules: Value = serde_norway::from_str(&text).unwrap();
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .map(|r| (r["alert"].as_str().unwrap().to_string(), r["expr"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The dashboard's queries, by panel title.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/offload.json").unwrap())
+            .unwrap();
+    let mut queries = vec![];
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap().to_string();
+            queries.push((title, target["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    queries
+}
+
+/// The alert rules are valid, and each fires on the series it is for and not before its
+/// time (`promtool test rules` on offload-alerts.test.yml); the dashboard's queries are
+/// valid PromQL (checked as recording rules, Grafana's variables given values).
+#[test]
+fn the_alert_rules_and_the_dashboard_queries_pass_promtool() {
+    promtool(&["check", "rules", "offload-alerts.yml"]);
+    promtool(&["test", "rules", "offload-alerts.test.yml"]);
+
+    let rules: Vec<Value> = dashboard_queries()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, expr))| {
+            let expr = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$__range", "6h")
+                .replace("$job", ".*");
+            serde_json::json!({"record": format!("dashboard:query_{i}"), "expr": expr})
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-queries.yml");
+    let groups = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    std::fs::write(&file, serde_norway::to_string(&groups).unwrap()).unwrap();
+    promtool(&["check", "rules", file.to_str().unwrap()]);
+}
+
+/// The rules and the dashboard read only metrics the gateway exports (as its source
+/// records them), and the dashboard shows every metric an alert watches.
+#[test]
+fn the_alert_rules_and_the_dashboard_read_only_exported_metrics() {
+    let exported = common::exported::series();
+    let unknown = |queries: &[(String, String)]| -> Vec<String> {
+        queries
+            .iter()
+            .flat_map(|(what, expr)| {
+                offload_series(expr)
+                    .into_iter()
+                    .filter(|s| !exported.contains(s))
+                    .map(move |s| format!("{what}: {s}"))
+            })
+            .collect()
+    };
+    let (rules, dashboard) = (alert_rules(), dashboard_queries());
+    assert_eq!(unknown(&rules), Vec::<String>::new(), "the gateway exports {exported:?}");
+    assert_eq!(unknown(&dashboard), Vec::<String>::new(), "the gateway exports {exported:?}");
+    let shown: Vec<String> = dashboard.iter().flat_map(|(_, e)| offload_series(e)).collect();
+    for (alert, expr) in &rules {
+        for series in offload_series(expr) {
+            assert!(shown.contains(&series), "{alert} watches {series}, which no panel shows");
+        }
+    }
+    // Every alert but Prometheus' own (up) watches one of the gateway's metrics.
+    for (alert, expr) in &rules {
+        assert!(alert == "OffloadDown" || !offload_series(expr).is_empty(), "{alert}: {expr}");
+    }
 }
