@@ -149,16 +149,27 @@ impl StoreConfig {
         match &self.secret_key {
             Some(key) => SecretBox::from_base64(key)
                 .map_err(|e| ConfigError(format!("store.secret_key: {e}"))),
-            None => {
-                let path = self.secret_key_file.clone().unwrap_or_else(|| {
-                    let mut name = self.path.as_os_str().to_owned();
-                    name.push(".key");
-                    PathBuf::from(name)
-                });
-                SecretBox::from_file(&path)
-                    .map_err(|e| ConfigError(format!("store.secret_key_file: {e}")))
-            }
+            None => SecretBox::from_file(&self.key_file())
+                .map_err(|e| ConfigError(format!("store.secret_key_file: {e}"))),
         }
+    }
+
+    /// Whether the key that would seal secrets is good, making nothing: the configured key,
+    /// or the key file when there is one (a missing one is made at the first start).
+    pub fn check_secret_key(&self) -> Result<(), ConfigError> {
+        match self.secret_key.is_some() || self.key_file().exists() {
+            true => self.secret_box().map(drop),
+            false => Ok(()),
+        }
+    }
+
+    /// `secret_key_file`, or the database's path with `.key` appended.
+    fn key_file(&self) -> PathBuf {
+        self.secret_key_file.clone().unwrap_or_else(|| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(".key");
+            PathBuf::from(name)
+        })
     }
 }
 

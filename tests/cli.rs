@@ -350,3 +350,73 @@ price = { vcpu_hour = 7.2 }
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+/// `offload config check` of an ECS provider with no credentials and no `log_group`: it
+/// warns that jobs there will have no log nor `offload-result`, and names the missing
+/// credentials as an auth error, not as a passing fault.
+#[cfg(feature = "ecs")]
+#[test]
+fn config_check_of_ecs_warns_without_a_log_group_and_names_missing_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offload.toml");
+    std::fs::write(
+        &config,
+        "[providers.fargate]\nkind = \"ecs\"\ncluster = \"batch\"\nsubnets = [\"subnet-1\"]\nendpoint_url = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    // No credentials anywhere the AWS SDK looks (not the environment, no profile, no
+    // instance metadata) unless `credentials` are given; the endpoint refuses connections.
+    let check = |credentials: &[(&str, &str)]| {
+        let out = Command::new(BIN)
+            .args(["config", "check", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(credentials.iter().copied())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("FAIL  fargate (ecs)"));
+        (line.unwrap_or_else(|| panic!("{stdout}")).to_string(), text(&out.stderr))
+    };
+    let (line, stderr) = check(&[]);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("log_group"),
+        "no warning about the missing log_group: {stderr}"
+    );
+    assert!(line.contains("auth or config error") && line.contains("credentials"), "{line}");
+    assert!(!line.contains("transient"), "{line}");
+    // With credentials, the endpoint that does not answer is a passing fault.
+    let keys = [("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "secret")];
+    let (line, _) = check(&keys);
+    assert!(line.contains("transient error"), "{line}");
+}
+
+/// `offload config check` changes nothing: run where no gateway ever ran, on the defaults
+/// (the local provider, `./offload.db`), it leaves the folder as empty as it found it.
+#[test]
+fn config_check_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok    local (local)\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "config check left {left:?}");
+}

@@ -386,15 +386,33 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the configuration, builds every provider and runs its health check, making
+/// nothing where the gateway would: the store is a throwaway one with a throwaway key (the
+/// configured key is checked, not made), and the local providers work in a throwaway folder.
 async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
-    let config = Config::load(path.as_deref())?;
-    let dir = tempfile_dir()?;
+    let mut config = Config::load(path.as_deref())?;
+    config.store.check_secret_key()?;
+    let dir = std::env::temp_dir().join(format!("offload-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (name, p) in config.providers.iter_mut() {
+        if let crate::config::KindConfig::Local(local) = &mut p.kind {
+            local.workdir = dir.join(name);
+        }
+    }
+    let checked = check_providers(&config, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let failed = checked?;
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// Prints each provider's health check; whether any failed.
+async fn check_providers(config: &Config, dir: &std::path::Path) -> anyhow::Result<bool> {
     let store = std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(
         &dir.join("check.db"),
         false,
-        config.store.secret_box()?,
+        crate::store::secrets::SecretBox::random(),
     )?);
-    let engine = crate::engine::Engine::new(&config, store)
+    let engine = crate::engine::Engine::new(config, store)
         .await
         .map_err(anyhow::Error::msg)?;
     engine.check_providers().await;
@@ -408,14 +426,7 @@ async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(if failed { 1 } else { 0 })
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("offload-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    Ok(failed)
 }
 
 /// Where an ended job ran and what it cost.
