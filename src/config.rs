@@ -477,6 +477,25 @@ impl Config {
     /// Reads `file` (when given) and the environment. With neither, the defaults: listen on
     /// 127.0.0.1:8080, store in `./offload.db`, the local provider, the dev token.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let config: Config = Config::figment(file)?
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `[store]` section alone, as [`Config::load`] reads it, for the commands that
+    /// need nothing else (`offload migrate`): the rest of the configuration, the rules for
+    /// serving among it (a secret key with PostgreSQL), is not read.
+    pub fn load_store(file: Option<&Path>) -> Result<StoreConfig, ConfigError> {
+        Config::figment(file)?
+            .focus("store")
+            .extract()
+            .map_err(|e| ConfigError(format!("store: {e}")))
+    }
+
+    /// The file (when given) and the environment, merged.
+    fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut figment =
             Figment::from(Serialized::default("listen", default_listen().to_string()));
         if let Some(path) = file {
@@ -496,10 +515,7 @@ impl Config {
                 CONFIG_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
             })
             .split("__");
-        figment = figment.merge(env);
-        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+        Ok(figment.merge(env))
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {

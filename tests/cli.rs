@@ -46,8 +46,8 @@ fn serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) 
 /// Runs the CLI against `url`: its exit code, stdout and stderr.
 fn cli(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
-        .args(["--url", url])
         .args(args)
+        .env("OFFLOAD_URL", url)
         .output()
         .unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -94,7 +94,25 @@ fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {
         .args(["list", "--url", &url, "--state", "failed"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 1);
+    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0], ["ID", "STATE", "PROVIDER", "NAME"]);
+    assert_eq!(rows[1][1..], ["failed", "local", "alpine"]);
+    // The providers as a table too, like every other listing; as JSON with --json.
+    let (_, table, _) = cli(&url, &["providers"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "KIND", "HEALTH", "ACTIVE", "WAITING", "MAX", "CALLS", "ERRORS"],
+        "{table}"
+    );
+    assert_eq!(rows[1][..3], ["local", "local", "ok"], "{table}");
+    let (_, json, _) = cli(&url, &["providers", "--json"]);
+    let providers: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(providers[0]["name"], "local", "{json}");
     let bad = Command::new(BIN)
         .args(["get", "--url", &url, "nope"])
         .output()
@@ -419,4 +437,35 @@ fn config_check_leaves_nothing_behind() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "config check left {left:?}");
+}
+
+/// The gateway's `--url` and `--token` belong to the commands that talk to a gateway: the
+/// others refuse them rather than ignore them (`offload migrate --url postgres://...` once
+/// migrated whatever `store.url` said), and `migrate` needs no secret key, which seals
+/// jobs' secrets and has nothing to do with the schema.
+#[test]
+fn only_client_commands_take_the_gateway_url_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["migrate", "--url", "postgres://offload@127.0.0.1:1/offload"][..],
+        &["serve", "--url", "http://127.0.0.1:1"],
+        &["config", "check", "--token", "0123456789abcdef"],
+        &["store", "copy", "--from", "a.db", "--to", "postgres://x", "--url", "http://x"],
+    ] {
+        let out = Command::new(BIN).args(args).current_dir(dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("unexpected argument"), "{args:?}: {stderr}");
+    }
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env("OFFLOAD_STORE__URL", "postgres://offload@127.0.0.1:1/offload?connect_timeout=2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("secret_key"), "{stderr}");
+    assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "migrate made files");
 }
