@@ -1,7 +1,8 @@
 //! The real binary as a newcomer uses it: `offload serve` on its defaults (no config file),
 //! `offload run` exiting with the job's exit code and saying where it ran and what it cost,
-//! `offload quote` and `offload costs`, `offload config check`, and a graceful stop on
-//! SIGTERM.
+//! `offload quote` and `offload costs`, `offload list` and `offload providers` as tables,
+//! `offload config check` (which creates nothing), the gateway's flags only on the commands
+//! that talk to it, the metrics the alert rules watch, and a graceful stop on SIGTERM.
 
 mod common;
 
@@ -468,4 +469,45 @@ fn only_client_commands_take_the_gateway_url_and_token() {
     assert!(!stderr.contains("secret_key"), "{stderr}");
     assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "migrate made files");
+}
+
+/// The metrics the alert rules watch, from the real binary: a provider whose health check
+/// fails is `offload_provider_healthy 0` and a healthy one 1; a job waiting for a place
+/// shows in `offload_oldest_queued_seconds`; the store's error counter is there from 0.
+#[cfg(feature = "ecs")]
+#[tokio::test]
+async fn metrics_say_which_provider_is_unhealthy_and_how_long_the_oldest_job_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offload.toml");
+    // One place at `sim`, taken by a job that runs for ten minutes; ECS at an endpoint that
+    // refuses connections.
+    std::fs::write(
+        &config,
+        "[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 600000\nmax_concurrency = 1\n\
+         [providers.fargate]\nkind = \"ecs\"\ncluster = \"c\"\nsubnets = [\"s\"]\nendpoint_url = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let (mut serve, url) = serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, r#"{"image": "alpine", "provider": "sim"}"#).unwrap();
+    for _ in 0..2 {
+        let (code, _, err) = cli(&url, &["submit", spec.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let metrics = loop {
+        let text = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+        let waited = common::sample(&text, "offload_oldest_queued_seconds ");
+        let sim = common::sample(&text, "offload_provider_healthy{provider=\"sim\"}");
+        if waited >= 1.0 && sim == 1.0 {
+            break text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(metrics.contains("offload_provider_healthy{provider=\"fargate\"} 0"), "{metrics}");
+    assert!(metrics.contains("offload_store_errors_total{error=\"db\"} 0"), "{metrics}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
 }
