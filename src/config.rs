@@ -149,16 +149,27 @@ impl StoreConfig {
         match &self.secret_key {
             Some(key) => SecretBox::from_base64(key)
                 .map_err(|e| ConfigError(format!("store.secret_key: {e}"))),
-            None => {
-                let path = self.secret_key_file.clone().unwrap_or_else(|| {
-                    let mut name = self.path.as_os_str().to_owned();
-                    name.push(".key");
-                    PathBuf::from(name)
-                });
-                SecretBox::from_file(&path)
-                    .map_err(|e| ConfigError(format!("store.secret_key_file: {e}")))
-            }
+            None => SecretBox::from_file(&self.key_file())
+                .map_err(|e| ConfigError(format!("store.secret_key_file: {e}"))),
         }
+    }
+
+    /// Whether the key that would seal secrets is good, making nothing: the configured key,
+    /// or the key file when there is one (a missing one is made at the first start).
+    pub fn check_secret_key(&self) -> Result<(), ConfigError> {
+        match self.secret_key.is_some() || self.key_file().exists() {
+            true => self.secret_box().map(drop),
+            false => Ok(()),
+        }
+    }
+
+    /// `secret_key_file`, or the database's path with `.key` appended.
+    fn key_file(&self) -> PathBuf {
+        self.secret_key_file.clone().unwrap_or_else(|| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(".key");
+            PathBuf::from(name)
+        })
     }
 }
 
@@ -466,6 +477,25 @@ impl Config {
     /// Reads `file` (when given) and the environment. With neither, the defaults: listen on
     /// 127.0.0.1:8080, store in `./offload.db`, the local provider, the dev token.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let config: Config = Config::figment(file)?
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `[store]` section alone, as [`Config::load`] reads it, for the commands that
+    /// need nothing else (`offload migrate`): the rest of the configuration, the rules for
+    /// serving among it (a secret key with PostgreSQL), is not read.
+    pub fn load_store(file: Option<&Path>) -> Result<StoreConfig, ConfigError> {
+        Config::figment(file)?
+            .focus("store")
+            .extract()
+            .map_err(|e| ConfigError(format!("store: {e}")))
+    }
+
+    /// The file (when given) and the environment, merged.
+    fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut figment =
             Figment::from(Serialized::default("listen", default_listen().to_string()));
         if let Some(path) = file {
@@ -485,10 +515,7 @@ impl Config {
                 CONFIG_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
             })
             .split("__");
-        figment = figment.merge(env);
-        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+        Ok(figment.merge(env))
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {

@@ -58,6 +58,10 @@ pub struct Server {
 impl Server {
     /// Opens the store, resumes the engine and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        // The recorder first, so that what the store and the engine count from their start
+        // is kept.
+        crate::api::ops::prometheus();
+        crate::store::StoreError::count_from_zero();
         let snapshots = Arc::new(Snapshots::new(open_store(&config.store).await?, SNAPSHOT_BYTES));
         let engine = Engine::new(&config, snapshots.clone())
             .await

@@ -1,7 +1,8 @@
 //! The real binary as a newcomer uses it: `offload serve` on its defaults (no config file),
 //! `offload run` exiting with the job's exit code and saying where it ran and what it cost,
-//! `offload quote` and `offload costs`, `offload config check`, and a graceful stop on
-//! SIGTERM.
+//! `offload quote` and `offload costs`, `offload list` and `offload providers` as tables,
+//! `offload config check` (which creates nothing), the gateway's flags only on the commands
+//! that talk to it, the metrics the alert rules watch, and a graceful stop on SIGTERM.
 
 mod common;
 
@@ -46,8 +47,8 @@ fn serve(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) 
 /// Runs the CLI against `url`: its exit code, stdout and stderr.
 fn cli(url: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
-        .args(["--url", url])
         .args(args)
+        .env("OFFLOAD_URL", url)
         .output()
         .unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -94,7 +95,25 @@ fn serve_on_defaults_run_a_job_and_stop_on_sigterm() {
         .args(["list", "--url", &url, "--state", "failed"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&list.stdout).lines().count(), 1);
+    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0], ["ID", "STATE", "PROVIDER", "NAME"]);
+    assert_eq!(rows[1][1..], ["failed", "local", "alpine"]);
+    // The providers as a table too, like every other listing; as JSON with --json.
+    let (_, table, _) = cli(&url, &["providers"]);
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "KIND", "HEALTH", "ACTIVE", "WAITING", "MAX", "CALLS", "ERRORS"],
+        "{table}"
+    );
+    assert_eq!(rows[1][..3], ["local", "local", "ok"], "{table}");
+    let (_, json, _) = cli(&url, &["providers", "--json"]);
+    let providers: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(providers[0]["name"], "local", "{json}");
     let bad = Command::new(BIN)
         .args(["get", "--url", &url, "nope"])
         .output()
@@ -347,6 +366,148 @@ price = { vcpu_hour = 7.2 }
     assert_eq!((rows[1][0], rows[1][1]), ("etl", "2"), "{table}");
     assert_eq!((rows[2][0], rows[2][1]), ("ml", "1"), "{table}");
     assert_eq!(rows[3][0], "TOTAL", "{table}");
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
+
+/// `offload config check` of an ECS provider with no credentials and no `log_group`: it
+/// warns that jobs there will have no log nor `offload-result`, and names the missing
+/// credentials as an auth error, not as a passing fault.
+#[cfg(feature = "ecs")]
+#[test]
+fn config_check_of_ecs_warns_without_a_log_group_and_names_missing_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offload.toml");
+    std::fs::write(
+        &config,
+        "[providers.fargate]\nkind = \"ecs\"\ncluster = \"batch\"\nsubnets = [\"subnet-1\"]\nendpoint_url = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    // No credentials anywhere the AWS SDK looks (not the environment, no profile, no
+    // instance metadata) unless `credentials` are given; the endpoint refuses connections.
+    let check = |credentials: &[(&str, &str)]| {
+        let out = Command::new(BIN)
+            .args(["config", "check", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", dir.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(credentials.iter().copied())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("FAIL  fargate (ecs)"));
+        (line.unwrap_or_else(|| panic!("{stdout}")).to_string(), text(&out.stderr))
+    };
+    let (line, stderr) = check(&[]);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("log_group"),
+        "no warning about the missing log_group: {stderr}"
+    );
+    assert!(line.contains("auth or config error") && line.contains("credentials"), "{line}");
+    assert!(!line.contains("transient"), "{line}");
+    // With credentials, the endpoint that does not answer is a passing fault.
+    let keys = [("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "secret")];
+    let (line, _) = check(&keys);
+    assert!(line.contains("transient error"), "{line}");
+}
+
+/// `offload config check` changes nothing: run where no gateway ever ran, on the defaults
+/// (the local provider, `./offload.db`), it leaves the folder as empty as it found it.
+#[test]
+fn config_check_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok    local (local)\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "config check left {left:?}");
+}
+
+/// The gateway's `--url` and `--token` belong to the commands that talk to a gateway: the
+/// others refuse them rather than ignore them (`offload migrate --url postgres://...` once
+/// migrated whatever `store.url` said), and `migrate` needs no secret key, which seals
+/// jobs' secrets and has nothing to do with the schema.
+#[test]
+fn only_client_commands_take_the_gateway_url_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["migrate", "--url", "postgres://offload@127.0.0.1:1/offload"][..],
+        &["serve", "--url", "http://127.0.0.1:1"],
+        &["config", "check", "--token", "0123456789abcdef"],
+        &["store", "copy", "--from", "a.db", "--to", "postgres://x", "--url", "http://x"],
+    ] {
+        let out = Command::new(BIN).args(args).current_dir(dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("unexpected argument"), "{args:?}: {stderr}");
+    }
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env("OFFLOAD_STORE__URL", "postgres://offload@127.0.0.1:1/offload?connect_timeout=2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("secret_key"), "{stderr}");
+    assert!(stderr.contains("connecting to PostgreSQL"), "{stderr}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "migrate made files");
+}
+
+/// The metrics the alert rules watch, from the real binary: a provider whose health check
+/// fails is `offload_provider_healthy 0` and a healthy one 1; a job waiting for a place
+/// shows in `offload_oldest_queued_seconds`; the store's error counter is there from 0.
+#[cfg(feature = "ecs")]
+#[tokio::test]
+async fn metrics_say_which_provider_is_unhealthy_and_how_long_the_oldest_job_waited() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offload.toml");
+    // One place at `sim`, taken by a job that runs for ten minutes; ECS at an endpoint that
+    // refuses connections.
+    std::fs::write(
+        &config,
+        "[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 600000\nmax_concurrency = 1\n\
+         [providers.fargate]\nkind = \"ecs\"\ncluster = \"c\"\nsubnets = [\"s\"]\nendpoint_url = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let (mut serve, url) = serve(dir.path(), &["--config", config.to_str().unwrap()]);
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, r#"{"image": "alpine", "provider": "sim"}"#).unwrap();
+    for _ in 0..2 {
+        let (code, _, err) = cli(&url, &["submit", spec.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let metrics = loop {
+        let text = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+        let waited = common::sample(&text, "offload_oldest_queued_seconds ");
+        let sim = common::sample(&text, "offload_provider_healthy{provider=\"sim\"}");
+        if waited >= 1.0 && sim == 1.0 {
+            break text;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(metrics.contains("offload_provider_healthy{provider=\"fargate\"} 0"), "{metrics}");
+    assert!(metrics.contains("offload_store_errors_total{error=\"db\"} 0"), "{metrics}");
     serve.kill().unwrap();
     serve.wait().unwrap();
 }

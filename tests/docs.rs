@@ -6,7 +6,10 @@
 //!   others;
 //! - every relative link in the repository's Markdown files leads to a file that exists, and
 //!   its anchor, if it has one, to a heading of that file, as GitHub names headings;
-//! - every page under docs/ is linked from the README and from docs/README.md.
+//! - every page under docs/ is linked from the README and from docs/README.md;
+//! - docs/operations.md's table of metrics has each metric the code records, and no other.
+
+mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -78,6 +81,36 @@ fn the_example_config_has_each_default_the_code_has() {
             assert_eq!(written, value.to_string(), "the example config's {section}.{key}");
         }
     }
+}
+
+/// The metrics table of docs/operations.md has a row for each metric the code records, with
+/// its kind, and none for a metric it does not.
+#[test]
+fn the_operations_page_lists_every_metric_the_gateway_exports() {
+    use common::exported::Kind;
+    let page = std::fs::read_to_string("docs/operations.md").unwrap();
+    let rows: HashMap<String, String> = page
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix("`offload_")?.strip_suffix('`')?;
+            Some((format!("offload_{name}"), cells.get(2)?.to_string()))
+        })
+        .collect();
+    let exported = common::exported::metrics();
+    for (name, kind) in &exported {
+        let written = rows
+            .get(name)
+            .unwrap_or_else(|| panic!("docs/operations.md has no row for {name}"));
+        let expected = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        assert!(written.starts_with(expected), "{name} is a {expected}, the page says {written}");
+    }
+    let stale: Vec<_> = rows.keys().filter(|n| !exported.contains_key(*n)).collect();
+    assert!(stale.is_empty(), "docs/operations.md lists metrics the code does not record: {stale:?}");
 }
 
 /// The repository's root: the crate's own folder.

@@ -1,7 +1,8 @@
 //! Jobs through the gateway on the Kubernetes provider, against the fake API server of
 //! providers/kubernetes/tests/fake (the test plays the kubelet): the watch drives the job
 //! to its end, cancel deletes the pod, release and the orphan sweep (every second in the
-//! test harness) clean up.
+//! test harness) clean up. The provider is given no `namespace`: its pods go to the
+//! kubeconfig context's (`jobs`), as in a pod they go to the pod's own.
 
 mod common;
 #[cfg(feature = "kubernetes")]
@@ -31,7 +32,6 @@ mod on_the_fake {
 kind = "kubernetes"
 kubeconfig = "{}"
 context = "fake"
-namespace = "jobs"
 poll_interval_ms = {ms}
 "#,
             kubeconfig.display()

@@ -139,6 +139,14 @@ impl Cluster {
         r.json().await.unwrap()
     }
 
+    /// Replica `i`'s samples of the metric whose name and labels start with `prefix`.
+    async fn metric(&self, i: usize, prefix: &str) -> f64 {
+        let url = format!("{}/metrics", self.replicas[i].url);
+        let r = self.http.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "/metrics of replica {i}");
+        common::sample(&r.text().await.unwrap(), prefix)
+    }
+
     /// Every job of tenant a, through replica `i`.
     async fn all_jobs(&self, i: usize) -> BTreeMap<String, Value> {
         let mut jobs = BTreeMap::new();
@@ -513,6 +521,9 @@ async fn a_replica_paused_past_its_lease_writes_nothing_to_jobs_another_adopted(
     }
     let twice: Vec<_> = cluster.created().into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "{twice:?}");
+    // The lapse is counted where it happened, once, for the alert on lost leases.
+    assert_eq!(cluster.metric(0, "offload_lease_lapses_total").await, 1.0);
+    assert_eq!(cluster.metric(1, "offload_lease_lapses_total").await, 0.0);
     cluster.replicas[0].kill9();
 }
 
@@ -566,6 +577,12 @@ async fn postgres_down_for_a_while_is_a_clear_503_and_everything_recovers_by_its
         "submits while PostgreSQL is down get a 503, nothing else"
     );
     assert!(unready, "/readyz stayed ready without its store");
+    // /metrics still answers without the store, and each replica counted what its database
+    // did not answer, for the alert on store errors.
+    for i in 0..2 {
+        let errors = cluster.metric(i, "offload_store_errors_total{error=\"db\"}").await;
+        assert!(errors >= 1.0, "replica {i} counted {errors} store errors");
+    }
     pg("resume");
     // Both replicas come back by themselves: ready, taking submits, ending every job.
     for r in &cluster.replicas {

@@ -7,8 +7,8 @@
 # until its lock or the package's pyproject.toml changes; another with moto[server]
 # for the ECS provider, in target/moto-venv; another with schemathesis, in
 # target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh; Debian's
-# chromium and playwright-core from npm, in target/ui-node, for the dashboard, tests/ui/run.sh)
-# and starts every peer.
+# prometheus for promtool, which checks the alert rules; Debian's chromium and playwright-core
+# from npm, in target/ui-node, for the dashboard, tests/ui/run.sh) and starts every peer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in cargo python3 kubectl; do
@@ -53,6 +53,17 @@ if ! cmp -s "$moto_requirements" "$moto_venv/.installed" 2>/dev/null; then
   python3 -m venv "$moto_venv"
   "$moto_venv/bin/pip" install --quiet --disable-pip-version-check -r "$moto_requirements"
   cp "$moto_requirements" "$moto_venv/.installed"
+fi
+
+# promtool checks and unit-tests the alert rules and the Grafana dashboard's queries
+# (tests/deploy.rs): Debian's prometheus package.
+if ! command -v promtool >/dev/null; then
+  [[ $(id -u) == 0 ]] || { echo "tests/run.sh: promtool is not installed and only root can apt-get install prometheus" >&2; exit 1; }
+  echo "tests/run.sh: installing Debian's prometheus package (for promtool)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; } ||
+    { echo "tests/run.sh: apt-get install prometheus failed" >&2; exit 1; }
+  command -v promtool >/dev/null || { echo "tests/run.sh: no promtool after installing prometheus" >&2; exit 1; }
 fi
 
 log=$(mktemp)

@@ -6,7 +6,7 @@ mod changes;
 pub mod doc;
 mod error;
 mod jobs;
-mod ops;
+pub(crate) mod ops;
 mod ui;
 mod waiters;
 

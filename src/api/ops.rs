@@ -15,6 +15,7 @@ use super::auth::Tenant;
 use super::error::ApiError;
 use super::AppState;
 use crate::model::{JobState, ProviderInfo};
+use crate::store::StoreResult;
 
 const LATENCY: &str = "offload_http_request_duration_seconds";
 
@@ -72,7 +73,27 @@ pub async fn readyz(State(state): State<AppState>) -> Result<String, ApiError> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // While the store does not answer, the process's own metrics (its store errors among
+    // them) still do; the store's gauges keep their last values.
+    if let Err(e) = store_gauges(&state).await {
+        tracing::warn!(error = %e, "/metrics: the store did not answer; its gauges keep their last values");
+    }
+    for (map, n) in state.engine.entries() {
+        metrics::gauge!("offload_engine_entries", "map" => map).set(n as f64);
+    }
+    for p in state.engine.providers() {
+        let healthy = if p.healthy { 1.0 } else { 0.0 };
+        metrics::gauge!("offload_provider_healthy", "provider" => p.name).set(healthy);
+    }
+    let body = prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// The gauges read from the store: `offload_jobs` by provider and state, and
+/// `offload_oldest_queued_seconds`, how long the oldest job this replica holds queued
+/// (waiting for its dispatch or for a place at its provider) has waited since its submit.
+async fn store_gauges(state: &AppState) -> StoreResult<()> {
     let counts = state.store.counts().await?;
     let mut providers: Vec<String> = state
         .engine
@@ -94,11 +115,15 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             metrics::gauge!("offload_jobs", &labels).set(n as f64);
         }
     }
-    for (map, n) in state.engine.entries() {
-        metrics::gauge!("offload_engine_entries", "map" => map).set(n as f64);
-    }
-    let body = prometheus().render();
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+    let now = chrono::Utc::now();
+    let oldest = match state.store.queued(now, 1).await?.pop() {
+        // Gone between the two reads (dispatched, or purged): 0, as for none.
+        Some(id) => state.store.get(id).await?.map(|rec| rec.job.created_at),
+        None => None,
+    };
+    let waited = oldest.map_or(0.0, |at| (now - at).num_milliseconds().max(0) as f64 / 1000.0);
+    metrics::gauge!("offload_oldest_queued_seconds").set(waited);
+    Ok(())
 }
 
 #[utoipa::path(

@@ -1,5 +1,7 @@
-//! The command line: `offload serve` runs the gateway; every other command is a client of a
-//! running gateway at `OFFLOAD_URL` with `OFFLOAD_TOKEN`.
+//! The command line: `offload serve` runs the gateway, `config check`, `migrate` and `store
+//! copy` work on its configuration and store; every other command is a client of a running
+//! gateway at `--url` (`OFFLOAD_URL`) with `--token` (`OFFLOAD_TOKEN`), which only those
+//! commands take.
 
 mod client;
 
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, DEV_TOKEN};
 use crate::model::{Job, JobSpec, ResourceSpec};
@@ -22,19 +24,25 @@ use client::Client;
     about = "Run container jobs on serverless runtimes from schedulers"
 )]
 struct Cli {
-    /// The gateway to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "OFFLOAD_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    url: String,
-    /// The bearer token (the dev token of a gateway with no tokens configured by default).
-    #[arg(long, global = true, env = "OFFLOAD_TOKEN", default_value = DEV_TOKEN, hide_default_value = true, hide_env_values = true)]
-    token: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the commands that talk to a gateway find it: only they take these.
+#[derive(Args)]
+struct Gateway {
+    /// The gateway to talk to.
+    #[arg(long, env = "OFFLOAD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The bearer token (the dev token of a gateway with no tokens configured by default).
+    #[arg(long, env = "OFFLOAD_TOKEN", default_value = DEV_TOKEN, hide_default_value = true, hide_env_values = true)]
+    token: String,
+}
+
+impl Gateway {
+    fn client(&self) -> anyhow::Result<Client> {
+        Client::new(&self.url, &self.token)
+    }
 }
 
 #[derive(Subcommand)]
@@ -46,6 +54,8 @@ enum Command {
     },
     /// Submit a job, stream its logs and exit with its exit code, like `docker run`.
     Run {
+        #[command(flatten)]
+        gateway: Gateway,
         #[arg(long, default_value = "auto")]
         provider: String,
         #[arg(long, default_value_t = 0.25)]
@@ -68,6 +78,8 @@ enum Command {
     },
     /// Submit a job spec (JSON) from a file, or `-` for standard input.
     Submit {
+        #[command(flatten)]
+        gateway: Gateway,
         file: PathBuf,
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -75,6 +87,8 @@ enum Command {
     /// Where a job spec (JSON, from a file or `-`) would run and what it would cost
     /// there, best first, without submitting it.
     Quote {
+        #[command(flatten)]
+        gateway: Gateway,
         file: PathBuf,
         /// Print the gateway's answer as JSON.
         #[arg(long)]
@@ -82,6 +96,8 @@ enum Command {
     },
     /// What the jobs that finished in a period cost, by provider or by a label.
     Costs {
+        #[command(flatten)]
+        gateway: Gateway,
         /// `provider`, or `label:KEY` (`label:dag_id`).
         #[arg(long, default_value = "provider")]
         group_by: String,
@@ -96,9 +112,15 @@ enum Command {
         json: bool,
     },
     /// Show a job.
-    Get { id: String },
+    Get {
+        #[command(flatten)]
+        gateway: Gateway,
+        id: String,
+    },
     /// List jobs, newest first.
     List {
+        #[command(flatten)]
+        gateway: Gateway,
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]
@@ -111,6 +133,8 @@ enum Command {
     },
     /// Print a job's log.
     Logs {
+        #[command(flatten)]
+        gateway: Gateway,
         id: String,
         #[arg(long, short)]
         follow: bool,
@@ -118,9 +142,19 @@ enum Command {
         tail: Option<usize>,
     },
     /// Cancel a job.
-    Cancel { id: String },
-    /// Show the configured providers and their health.
-    Providers,
+    Cancel {
+        #[command(flatten)]
+        gateway: Gateway,
+        id: String,
+    },
+    /// Show the configured providers, their health, load and calls.
+    Providers {
+        #[command(flatten)]
+        gateway: Gateway,
+        /// Print the gateway's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -128,8 +162,8 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML).
     Openapi,
-    /// Apply the PostgreSQL schema versions the database at `store.url` lacks (the
-    /// gateway also does at start, under the same lock).
+    /// Apply the PostgreSQL schema versions the database at `store.url` (from the config
+    /// or OFFLOAD_STORE__URL) lacks; the gateway also does at start, under the same lock.
     Migrate {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -158,7 +192,8 @@ enum StoreCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate the configuration, build every provider and run its health check.
+    /// Validate the configuration, build every provider and run its health check, creating
+    /// nothing (no store, no key file, no work folder).
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -167,9 +202,7 @@ enum ConfigCommand {
 
 /// Runs the command line; returns the process exit code.
 pub async fn main() -> anyhow::Result<i32> {
-    let cli = Cli::parse();
-    let client = || Client::new(&cli.url, &cli.token);
-    match cli.command {
+    match Cli::parse().command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
             crate::server::Server::start(config)
@@ -191,9 +224,7 @@ pub async fn main() -> anyhow::Result<i32> {
             );
         }
         Command::Migrate { config } => {
-            let config = Config::load(config.as_deref())?;
-            let url = config
-                .store
+            let url = Config::load_store(config.as_deref())?
                 .url
                 .context("store.url is not set: only a PostgreSQL store has migrations to run")?;
             let applied = crate::store::postgres::migrate(&url).await?;
@@ -203,6 +234,7 @@ pub async fn main() -> anyhow::Result<i32> {
             }
         }
         Command::Run {
+            gateway,
             provider,
             cpu,
             memory,
@@ -230,23 +262,29 @@ pub async fn main() -> anyhow::Result<i32> {
                 labels: pairs("--label", &label)?,
                 provider_options: BTreeMap::new(),
             };
-            return run(&client()?, &spec).await;
+            return run(&gateway.client()?, &spec).await;
         }
         Command::Submit {
+            gateway,
             file,
             idempotency_key,
         } => {
             let spec = read_spec(&file)?;
-            print_json(&client()?.submit(&spec, idempotency_key.as_deref()).await?)?;
+            print_json(&gateway.client()?.submit(&spec, idempotency_key.as_deref()).await?)?;
         }
-        Command::Quote { file, json } => {
-            let quote = client()?.post_json("/v1/quotes", &read_spec(&file)?).await?;
+        Command::Quote {
+            gateway,
+            file,
+            json,
+        } => {
+            let quote = gateway.client()?.post_json("/v1/quotes", &read_spec(&file)?).await?;
             match json {
                 true => print_json(&quote)?,
                 false => print!("{}", quote_table(&quote)),
             }
         }
         Command::Costs {
+            gateway,
             group_by,
             since,
             until,
@@ -255,14 +293,15 @@ pub async fn main() -> anyhow::Result<i32> {
             let mut query = vec![("group_by", group_by)];
             query.extend(since.map(|s| ("since", s)));
             query.extend(until.map(|u| ("until", u)));
-            let report = client()?.get_json("/v1/costs", &query).await?;
+            let report = gateway.client()?.get_json("/v1/costs", &query).await?;
             match json {
                 true => print_json(&report)?,
                 false => print!("{}", cost_table(&report)),
             }
         }
-        Command::Get { id } => print_json(&client()?.job(&id).await?)?,
+        Command::Get { gateway, id } => print_json(&gateway.client()?.job(&id).await?)?,
         Command::List {
+            gateway,
             state,
             provider,
             labels,
@@ -272,29 +311,27 @@ pub async fn main() -> anyhow::Result<i32> {
             query.extend(state.map(|s| ("state", s)));
             query.extend(provider.map(|p| ("provider", p)));
             query.extend(labels.map(|l| ("labels", l)));
-            let page: serde_json::Value = client()?.get_json("/v1/jobs", &query).await?;
-            for job in page["jobs"].as_array().into_iter().flatten() {
-                println!(
-                    "{}  {:<10} {:<10} {}",
-                    job["id"].as_str().unwrap_or(""),
-                    job["state"].as_str().unwrap_or(""),
-                    job["provider"].as_str().unwrap_or("-"),
-                    job["spec"]["name"]
-                        .as_str()
-                        .or(job["spec"]["image"].as_str())
-                        .unwrap_or("")
-                );
-            }
+            let page: serde_json::Value = gateway.client()?.get_json("/v1/jobs", &query).await?;
+            print!("{}", job_table(&page));
         }
-        Command::Logs { id, follow, tail } => {
-            client()?
+        Command::Logs {
+            gateway,
+            id,
+            follow,
+            tail,
+        } => {
+            gateway
+                .client()?
                 .stream_logs(&id, follow, tail, &mut std::io::stdout())
                 .await?;
         }
-        Command::Cancel { id } => print_json(&client()?.cancel(&id).await?)?,
-        Command::Providers => {
-            let providers: serde_json::Value = client()?.get_json("/v1/providers", &[]).await?;
-            print_json(&providers)?;
+        Command::Cancel { gateway, id } => print_json(&gateway.client()?.cancel(&id).await?)?,
+        Command::Providers { gateway, json } => {
+            let providers = gateway.client()?.get_json("/v1/providers", &[]).await?;
+            match json {
+                true => print_json(&providers)?,
+                false => print!("{}", provider_table(&providers)),
+            }
         }
     }
     Ok(0)
@@ -356,6 +393,54 @@ fn quote_table(quote: &serde_json::Value) -> String {
     out
 }
 
+/// `GET /v1/jobs`' page as a table, newest first.
+fn job_table(page: &serde_json::Value) -> String {
+    let mut out = format!("{:<36}  {:<10} {:<10} {}\n", "ID", "STATE", "PROVIDER", "NAME");
+    for job in page["jobs"].as_array().into_iter().flatten() {
+        out += &format!(
+            "{:<36}  {:<10} {:<10} {}\n",
+            job["id"].as_str().unwrap_or(""),
+            job["state"].as_str().unwrap_or(""),
+            job["provider"].as_str().unwrap_or("-"),
+            job["spec"]["name"]
+                .as_str()
+                .or(job["spec"]["image"].as_str())
+                .unwrap_or("")
+        );
+    }
+    out
+}
+
+/// `GET /v1/providers`' answer as a table of health, load and calls; why a provider is
+/// unhealthy, which can be long, on a line of its own under its row.
+fn provider_table(providers: &serde_json::Value) -> String {
+    let row = |cells: [&str; 8]| {
+        format!(
+            "{:<24} {:<12} {:<6} {:>7} {:>8} {:>6} {:>8} {:>8}\n",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6], cells[7]
+        )
+    };
+    let mut out = row(["NAME", "KIND", "HEALTH", "ACTIVE", "WAITING", "MAX", "CALLS", "ERRORS"]);
+    for p in providers.as_array().into_iter().flatten() {
+        let n = |key: &str| p[key].as_u64().unwrap_or(0).to_string();
+        let why = p["health_error"].as_str();
+        out += &row([
+            p["name"].as_str().unwrap_or(""),
+            p["kind"].as_str().unwrap_or(""),
+            if why.is_none() { "ok" } else { "FAIL" },
+            &n("active"),
+            &n("waiting"),
+            &n("max_concurrency"),
+            &n("calls"),
+            &n("errors"),
+        ]);
+        if let Some(why) = why {
+            out += &format!("  {why}\n");
+        }
+    }
+    out
+}
+
 /// `GET /v1/costs`' answer as a table with its total.
 fn cost_table(report: &serde_json::Value) -> String {
     let mut out = format!(
@@ -386,15 +471,33 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads the configuration, builds every provider and runs its health check, making
+/// nothing where the gateway would: the store is a throwaway one with a throwaway key (the
+/// configured key is checked, not made), and the local providers work in a throwaway folder.
 async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
-    let config = Config::load(path.as_deref())?;
-    let dir = tempfile_dir()?;
+    let mut config = Config::load(path.as_deref())?;
+    config.store.check_secret_key()?;
+    let dir = std::env::temp_dir().join(format!("offload-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (name, p) in config.providers.iter_mut() {
+        if let crate::config::KindConfig::Local(local) = &mut p.kind {
+            local.workdir = dir.join(name);
+        }
+    }
+    let checked = check_providers(&config, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let failed = checked?;
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// Prints each provider's health check; whether any failed.
+async fn check_providers(config: &Config, dir: &std::path::Path) -> anyhow::Result<bool> {
     let store = std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(
         &dir.join("check.db"),
         false,
-        config.store.secret_box()?,
+        crate::store::secrets::SecretBox::random(),
     )?);
-    let engine = crate::engine::Engine::new(&config, store)
+    let engine = crate::engine::Engine::new(config, store)
         .await
         .map_err(anyhow::Error::msg)?;
     engine.check_providers().await;
@@ -408,14 +511,7 @@ async fn config_check(path: Option<PathBuf>) -> anyhow::Result<i32> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(if failed { 1 } else { 0 })
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("offload-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    Ok(failed)
 }
 
 /// Where an ended job ran and what it cost.

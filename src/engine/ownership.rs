@@ -32,7 +32,12 @@ use crate::store::Change;
 /// Jobs one adoption claims at most; the next batch follows at once.
 const ADOPT_BATCH: usize = 500;
 
+/// Renewals that found this replica's lease had lapsed.
+const LAPSES: &str = "offload_lease_lapses_total";
+
 pub(super) async fn lease(engine: Arc<Engine>, every: Duration) {
+    // From 0, so that the first lapse is an increase Prometheus sees.
+    metrics::counter!(LAPSES).absolute(0);
     loop {
         if engine.renew().await {
             // Bounded in time, renewing between batches: what is left waits for the next
@@ -93,6 +98,7 @@ impl Engine {
         };
         if let Some(id) = &lease.renewed_as {
             tracing::warn!(replica = %id, "lease had lapsed; carrying on as a new replica");
+            metrics::counter!(LAPSES).increment(1);
         }
         self.leader.store(lease.leader, Ordering::Relaxed);
         for slot in &self.slots {

@@ -189,6 +189,33 @@ pub enum StoreError {
     Closed,
 }
 
+/// Failed uses of the database, by `error`: `db` (it did not answer, or failed) or
+/// `refused` (it refused the write itself).
+const ERRORS: &str = "offload_store_errors_total";
+
+impl StoreError {
+    /// Counts the error in [`ERRORS`]. Each store makes the errors its database answers
+    /// through this, so that every failed use of the database counts once, whoever asked
+    /// (a request, the engine, the lease).
+    fn counted(self) -> Self {
+        let kind = match &self {
+            StoreError::Db(_) => "db",
+            StoreError::Refused(_) => "refused",
+            StoreError::Closed => return self,
+        };
+        metrics::counter!(ERRORS, "error" => kind).increment(1);
+        self
+    }
+
+    /// Makes [`ERRORS`] exist at 0 for each kind from the start: Prometheus sees no
+    /// increase in a series whose first sample is already 1.
+    pub fn count_from_zero() {
+        for kind in ["db", "refused"] {
+            metrics::counter!(ERRORS, "error" => kind).absolute(0);
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Commits a new job, honouring its idempotency key.

@@ -253,6 +253,7 @@ pub(super) fn pg(context: &str, e: tokio_postgres::Error) -> StoreError {
         Some("22" | "23" | "54") => StoreError::Refused(text),
         _ => StoreError::Db(text),
     }
+    .counted()
 }
 
 fn pool_error(e: PoolError) -> StoreError {
@@ -260,9 +261,10 @@ fn pool_error(e: PoolError) -> StoreError {
         PoolError::Backend(e) => pg("connecting to PostgreSQL", e),
         PoolError::Timeout(kind) => StoreError::Db(format!(
             "no PostgreSQL connection in time ({kind:?} timed out)"
-        )),
+        ))
+        .counted(),
         PoolError::Closed => StoreError::Closed,
-        other => StoreError::Db(format!("PostgreSQL connection pool: {other}")),
+        other => StoreError::Db(format!("PostgreSQL connection pool: {other}")).counted(),
     }
 }
 

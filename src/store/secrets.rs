@@ -45,13 +45,23 @@ impl SecretBox {
         })
     }
 
+    /// A fresh random key, base64-encoded.
+    fn new_key() -> String {
+        B64.encode(Aes256Gcm::generate_key(OsRng))
+    }
+
+    /// With a fresh random key, for a store nothing will read again.
+    pub fn random() -> SecretBox {
+        SecretBox::from_base64(&SecretBox::new_key()).expect("a fresh key is 32 bytes")
+    }
+
     /// From the key file at `path`, which is created with a fresh key if it is missing.
     pub fn from_file(path: &Path) -> Result<SecretBox, String> {
         let shown = path.display();
         match std::fs::read_to_string(path) {
             Ok(text) => SecretBox::from_base64(&text).map_err(|e| format!("{shown}: {e}")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = B64.encode(Aes256Gcm::generate_key(OsRng));
+                let key = SecretBox::new_key();
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)

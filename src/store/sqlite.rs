@@ -196,6 +196,7 @@ fn db(e: rusqlite::Error) -> StoreError {
         Some(ConstraintViolation | TooBig | TypeMismatch) => StoreError::Refused(e.to_string()),
         _ => StoreError::Db(e.to_string()),
     }
+    .counted()
 }
 
 fn open(path: &str, flags: OpenFlags) -> StoreResult<Connection> {

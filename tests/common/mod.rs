@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod exported;
+
 use std::time::Duration;
 
 use serde_json::Value;
@@ -239,13 +241,18 @@ impl Gateway {
     /// The value of a Prometheus sample whose name and labels start with `prefix`
     /// (`offload_provider_calls_total{call="logs",provider="x"`), or 0 when absent.
     pub async fn metric(&self, prefix: &str) -> f64 {
-        self.metrics_text()
-            .await
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        sample(&self.metrics_text().await, prefix)
     }
+}
+
+/// The sum of the samples in Prometheus text `metrics` whose name and labels start with
+/// `prefix`, or 0 when there are none.
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A real `offload serve` process, killed when dropped.

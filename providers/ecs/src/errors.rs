@@ -22,6 +22,12 @@ where
             let text = format!("{op}: {code}: {message}");
             classify_service(code, message, text)
         }
+        // Sending failed before any answer: the network (or a fault the client calls
+        // passing) is transient; no credentials, or a request the client could not make,
+        // is the configuration's, and sent again fails again.
+        SdkError::DispatchFailure(d) if !(d.is_io() || d.is_timeout() || d.as_other().is_some()) => {
+            ProviderError::Config(format!("{op}: {}", messages(&err)))
+        }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             ProviderError::Transient(format!("{op}: {}", messages(&err)))
         }

@@ -62,6 +62,14 @@ impl Config {
     /// task role, IMDS); nothing is called until the first request.
     pub async fn build(&self) -> std::result::Result<Ecs, String> {
         self.check()?;
+        if self.log_group.is_none() {
+            tracing::warn!(
+                cluster = %self.cluster,
+                "ecs: no log_group, so tasks write no log: jobs here will have no log, no log \
+                 tail and no offload-result; set log_group (a CloudWatch Logs group that \
+                 exists) and execution_role_arn"
+            );
+        }
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .timeout_config(

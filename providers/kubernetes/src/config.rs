@@ -14,8 +14,9 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context; its current context when unset.
     pub context: Option<String>,
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
+    /// Where jobs' pods go; without it, the kube configuration's namespace: in a pod, the
+    /// pod's own (its service account's), else the kubeconfig context's, else `default`.
+    pub namespace: Option<String>,
     /// The pods' service account (Workload Identity / IRSA for the jobs' own cloud access).
     pub service_account: Option<String>,
     #[serde(default)]
@@ -101,9 +102,6 @@ pub struct Gke {
     pub compute_class: Option<String>,
 }
 
-fn default_namespace() -> String {
-    "default".into()
-}
 fn default_max_cpu() -> f64 {
     // GKE Autopilot's general-purpose limit per pod.
     28.0
@@ -141,7 +139,7 @@ impl Config {
         if self.log_reads_per_second == 0 || self.log_burst == 0 {
             return Err("log_reads_per_second and log_burst must be at least 1".into());
         }
-        if self.namespace.is_empty() {
+        if self.namespace.as_deref() == Some("") {
             return Err("namespace: must not be empty".into());
         }
         if let Some((label, _)) = self

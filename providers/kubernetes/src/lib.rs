@@ -59,26 +59,35 @@ impl Config {
                 .await
                 .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
         };
+        let namespace = (self.namespace.clone())
+            .unwrap_or_else(|| kube_config.default_namespace.clone());
+        let config = Config {
+            namespace: Some(namespace.clone()),
+            ..self.clone()
+        };
         let client = Client::try_from(kube_config).map_err(|e| e.to_string())?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &self.namespace);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let cache = watch::PodCache::start(
             pods.clone(),
             format!("{}=offload", pod::MANAGED_BY),
             std::time::Duration::from_secs(self.relist_seconds.max(1)),
         );
         Ok(Kubernetes {
-            secrets: Api::namespaced(client, &self.namespace),
+            secrets: Api::namespaced(client, &namespace),
             pods,
             cache,
             limiter: Budget::per_second(self.calls_per_second, self.burst),
             log_limiter: Budget::per_second(self.log_reads_per_second, self.log_burst),
             missing: Mutex::default(),
-            config: self.clone(),
+            namespace,
+            config,
         })
     }
 }
 
 pub struct Kubernetes {
+    /// Where its pods go: `namespace`, or the kube configuration's (its config says the same).
+    namespace: String,
     pods: Api<Pod>,
     secrets: Api<Secret>,
     cache: watch::PodCache,
@@ -241,7 +250,7 @@ impl Provider for Kubernetes {
         let mut missing = self.missing.lock().unwrap();
         let mut seen = vec![];
         for handle in handles {
-            let key = ObjectRef::new(&handle.provider_ref).within(&self.config.namespace);
+            let key = ObjectRef::new(&handle.provider_ref).within(&self.namespace);
             let (phase, ran) = match store.get(&key) {
                 Some(pod) => {
                     missing.remove(&handle.provider_ref);

@@ -190,7 +190,7 @@ pub fn build(config: &Config, launch: &Launch, options: &Options) -> Result<Pod>
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: Some(config.namespace.clone()),
+            namespace: config.namespace.clone(),
             labels: Some(labels(config, launch)),
             annotations: (!config.annotations.is_empty()).then(|| config.annotations.clone()),
             ..ObjectMeta::default()
@@ -222,7 +222,7 @@ pub fn secret(config: &Config, launch: &Launch, pod: &Pod) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(secret_name(&pod_name)),
-            namespace: Some(config.namespace.clone()),
+            namespace: config.namespace.clone(),
             labels: Some(BTreeMap::from([
                 (MANAGED_BY.into(), "offload".into()),
                 (JOB_ID.into(), label_value(&launch.job_id)),

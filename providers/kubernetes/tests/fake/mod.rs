@@ -505,7 +505,7 @@ impl FakeApi {
         let path = dir.join("kubeconfig");
         let text = format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\nusers:\n- name: fake\n  user: {{}}\n",
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: jobs\nusers:\n- name: fake\n  user: {{}}\n",
             self.url
         );
         std::fs::write(&path, text).unwrap();
