@@ -20,9 +20,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod budget;
-pub mod timed_log;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod one_by_one;
+pub mod timed_log;
+pub mod timeouts;
 
 /// What a provider is asked to run: the job's spec, resolved for launching.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
