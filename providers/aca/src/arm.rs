@@ -1,24 +1,38 @@
 //! Azure Resource Manager calls for `Microsoft.App/jobs` through `azure_mgmt_app`, reads
 //! under the subscription's read budget (`offload_arm::Reads`). Every call is `.send()`,
 //! its status read here: the crate's long-running-operation helpers would poll for the
-//! job's provisioning, which `launch` does itself under the budget.
+//! job's provisioning, which `launch` looks at itself under the budget. A create and a
+//! start are sent once (`offload_arm::Sending::Once`), the create only if no job of the
+//! name exists.
 
-use std::sync::Arc;
-
-use azure_core::auth::TokenCredential;
 use azure_mgmt_app::package_preview_2024_08::models::Job;
 use azure_mgmt_app::package_preview_2024_08::Client;
-use offload_arm::{gone_is_fine, json, not_found_is_none, Reads};
+use offload_arm::{gone_is_fine, json, not_found_is_none, Azure, Reads, Sending};
 use offload_provider::{ProviderError, Result};
 use serde_json::Value;
 
 use crate::config::Config;
 
 pub struct Arm {
+    /// Reads, stops and deletes, sent again when they fail in passing.
     client: Client,
+    /// Creates and starts, sent once.
+    once: Client,
     subscription: String,
     group: String,
     pub reads: Reads,
+}
+
+/// How a start went.
+pub enum Start {
+    /// Container Apps started an execution (named when it answered with the name).
+    Started(Option<String>),
+    /// Container Apps refused it for now (409: the job is provisioning or changing).
+    Busy,
+    /// Container Apps refused it, so it was not carried out.
+    Refused(ProviderError),
+    /// No telling: the answer was lost, or the service failed after it had the request.
+    Unknown(ProviderError),
 }
 
 /// ARM error codes of Container Apps' that mean "not now or not here" rather than "wrong
@@ -35,17 +49,10 @@ pub fn classify(op: &str, err: azure_core::Error) -> ProviderError {
 }
 
 impl Arm {
-    pub fn new(
-        config: &Config,
-        credential: Arc<dyn TokenCredential>,
-    ) -> std::result::Result<Arm, String> {
-        let client = Client::builder(credential)
-            .endpoint(offload_arm::endpoint(&config.endpoint)?)
-            .retry(offload_arm::retry())
-            .build()
-            .map_err(|e| e.to_string())?;
+    pub fn new(config: &Config, azure: &Azure) -> std::result::Result<Arm, String> {
         Ok(Arm {
-            client,
+            client: azure.client(Sending::Again, Client::new)?,
+            once: azure.client(Sending::Once, Client::new)?,
             subscription: config.subscription_id.clone(),
             group: config.resource_group.clone(),
             reads: Reads::new(config.reads_per_second, config.read_burst),
@@ -72,36 +79,52 @@ impl Arm {
         }
     }
 
-    /// Creates (or replaces) the job; ARM answers while it is still provisioning.
-    pub async fn create(&self, name: &str, body: Value) -> Result<Value> {
+    /// Creates the job unless one of its name exists (then `None`); ARM answers while it
+    /// is still provisioning.
+    pub async fn create(&self, name: &str, body: Value) -> Result<Option<Value>> {
         let model: Job = serde_json::from_value(body)
             .map_err(|e| ProviderError::InvalidSpec(format!("job: {e}")))?;
-        let response = self
-            .client
+        let sent = self
+            .once
             .jobs_client()
             .create_or_update(&self.subscription, &self.group, name, model)
             .send()
-            .await
-            .map_err(|e| classify("create job", e))?;
-        json("create job", response.into_raw_response()).await
+            .await;
+        match sent {
+            Ok(response) => json("create job", response.into_raw_response())
+                .await
+                .map(Some),
+            Err(e) if offload_arm::exists(&e) => Ok(None),
+            Err(e) => Err(classify("create job", e)),
+        }
     }
 
-    /// Starts the job's one execution; its name, when ARM gives it in the answer (a 200),
-    /// not when it answers 202 and leaves the execution to be listed.
-    pub async fn start(&self, name: &str) -> Result<Option<String>> {
-        let response = self
-            .client
+    /// Starts the job's one execution. Its name comes in a 200's answer, not in a 202's,
+    /// which leaves the execution to be listed.
+    pub async fn start(&self, name: &str) -> Start {
+        let sent = self
+            .once
             .jobs_client()
             .start(&self.subscription, &self.group, name)
             .send()
-            .await
-            .map_err(|e| classify("start job", e))?;
-        let raw = response.into_raw_response();
-        if u16::from(raw.status()) == 202 {
-            return Ok(None);
+            .await;
+        let response = match sent {
+            Ok(response) => response.into_raw_response(),
+            Err(e)
+                if e.as_http_error()
+                    .is_some_and(|h| u16::from(h.status()) == 409) =>
+            {
+                return Start::Busy
+            }
+            Err(e) if offload_arm::refused(&e) => return Start::Refused(classify("start job", e)),
+            Err(e) => return Start::Unknown(classify("start job", e)),
+        };
+        if u16::from(response.status()) == 202 {
+            return Start::Started(None);
         }
-        let body = json("start job", raw).await?;
-        Ok(body["name"].as_str().map(str::to_string))
+        // Started: an answer whose body cannot be read still says so.
+        let body = json("start job", response).await.unwrap_or_default();
+        Start::Started(body["name"].as_str().map(str::to_string))
     }
 
     /// The job's executions, as ARM's JSON; none for a job that is gone.

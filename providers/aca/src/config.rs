@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use offload_arm::{Registry, SecretString};
+use offload_provider::timeouts::Timeouts;
 use serde::Deserialize;
 
 use crate::sizing::GPU_PROFILE_TYPES;
@@ -46,6 +47,13 @@ pub struct Config {
     pub reads_per_second: u32,
     #[serde(default = "default_read_burst")]
     pub read_burst: u32,
+    /// How long connecting to ARM or Log Analytics may take.
+    #[serde(default = "offload_provider::timeouts::connect_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// How long one request may take until its answer is read; a read that takes longer
+    /// is sent again, a create or a start is not.
+    #[serde(default = "offload_provider::timeouts::request_seconds")]
+    pub request_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +119,7 @@ impl Config {
         if self.reads_per_second == 0 || self.read_burst == 0 {
             return Err("reads_per_second and read_burst must be at least 1".into());
         }
+        self.timeouts()?;
         for (i, profile) in self.gpu_profiles.iter().enumerate() {
             if !GPU_PROFILE_TYPES
                 .iter()
@@ -130,6 +139,10 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    pub fn timeouts(&self) -> Result<Timeouts, String> {
+        Timeouts::from_seconds(self.connect_timeout_seconds, self.request_timeout_seconds)
     }
 }
 

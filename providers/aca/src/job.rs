@@ -12,6 +12,12 @@ pub const MANAGED_BY_TAG: &str = "managed-by";
 pub const JOB_ID_TAG: &str = "offload-job-id";
 /// The launch key, which the job's name is made from but cannot hold.
 pub const KEY_TAG: &str = "offload-launch-key";
+/// The mark of the provider instance that created the job, the only one that starts it
+/// (`crate::start`).
+pub const STARTER_TAG: &str = "offload-starter";
+/// When the job was created (RFC 3339): a job with no execution long after it will get
+/// none.
+pub const CREATED_TAG: &str = "offload-created-at";
 
 /// Container Apps job names are "lower case alphanumeric characters or '-', start with a
 /// letter, end with an alphanumeric character, cannot have '--', and must be less than 32
@@ -33,7 +39,14 @@ fn secret_name(i: usize) -> String {
     format!("env-{i}")
 }
 
-pub fn body(config: &Config, launch: &Launch, placement: &Placement) -> Result<Value> {
+/// The job to create for `launch`, marked as `starter`'s, created at `now`.
+pub fn body(
+    config: &Config,
+    launch: &Launch,
+    placement: &Placement,
+    starter: &str,
+    now: time::OffsetDateTime,
+) -> Result<Value> {
     let spec = &launch.spec;
     let env: Vec<Value> = spec
         .env
@@ -71,6 +84,11 @@ pub fn body(config: &Config, launch: &Launch, placement: &Placement) -> Result<V
     tags.insert(MANAGED_BY_TAG.into(), "offload".into());
     tags.insert(JOB_ID_TAG.into(), launch.job_id.clone());
     tags.insert(KEY_TAG.into(), launch.key.clone());
+    tags.insert(STARTER_TAG.into(), starter.to_string());
+    let created = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| ProviderError::Transient(format!("the time now: {e}")))?;
+    tags.insert(CREATED_TAG.into(), created);
     let replica_timeout = spec
         .timeout_seconds
         .map_or(DEFAULT_REPLICA_TIMEOUT_SECONDS, |t| {

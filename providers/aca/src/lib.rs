@@ -3,11 +3,13 @@
 //! retired GPUs on 14 July 2025, and Container Apps has serverless GPU workload profiles
 //! (NVIDIA T4 and A100) on an environment.
 //!
-//! - launch: a PUT of the job (named from the launch key, which its tags carry), then its
-//!   start. `start` has no idempotency token, so a relaunch that is not fresh looks first:
-//!   a job of its key with an execution is adopted; one without is started;
+//! - launch: a create-only PUT of the job (named from the launch key, which its tags
+//!   carry), then, once it is provisioned, its start, at most once (`start`): while the
+//!   job provisions, a launch answers `Throttled` and the engine launches the key again
+//!   later; a relaunch that is not fresh reads the job first;
 //! - observe: one read per live job (its executions), paced by ARM's read budget, which
-//!   this provider shares with the ACI provider's code (`offload_arm`);
+//!   this provider shares with the ACI provider's code (`offload_arm`), and one of the job
+//!   itself while it has no execution; a job whose read fails is left out of the round;
 //! - cancel: stop the execution; release: delete the job;
 //! - logs: a Log Analytics query (`logs`); `managed` lists jobs tagged `managed-by=offload`.
 //!
@@ -20,6 +22,7 @@ mod job;
 mod logs;
 mod pricing;
 mod sizing;
+mod start;
 mod status;
 
 use std::time::{Duration, SystemTime};
@@ -39,25 +42,27 @@ pub use sizing::GPU_PROFILE_TYPES;
 /// every look is a read against ARM's budget, as for ACI.
 pub const MAX_POLL_INTERVAL_MS: u64 = 16_000;
 
-/// How long a launch waits for a new job's provisioning before it starts it, and how often
-/// it looks: first soon, then at most every few seconds.
+/// How long after its creation a job may still be provisioning: a launch then fails (and
+/// the engine tries again, up to its launch retries). Until then a launch that finds it
+/// provisioning asks to be called again after [`PROVISIONING_LOOK`].
 const PROVISIONING_TIMEOUT: Duration = Duration::from_secs(120);
-const FIRST_PROVISIONING_LOOK: Duration = Duration::from_millis(250);
-const MAX_PROVISIONING_LOOK: Duration = Duration::from_secs(4);
+const PROVISIONING_LOOK: Duration = Duration::from_secs(2);
 
 impl Config {
     /// Credentials as DefaultAzureCredential finds them, or `access_token`; nothing is
     /// called until needed.
     pub async fn build(&self) -> std::result::Result<Aca, String> {
         self.check()?;
-        let credential = offload_arm::credential(self.access_token.as_ref())?;
+        let azure =
+            offload_arm::Azure::new(&self.endpoint, self.access_token.as_ref(), self.timeouts()?)?;
         Ok(Aca {
-            arm: arm::Arm::new(self, credential.clone())?,
+            arm: arm::Arm::new(self, &azure)?,
             logs: self
                 .log_analytics
                 .clone()
-                .map(|c| logs::Logs::new(c, credential)),
+                .map(|c| logs::Logs::new(c, azure.credential(), azure.http())),
             config: self.clone(),
+            starts: start::Starts::default(),
         })
     }
 }
@@ -66,6 +71,7 @@ pub struct Aca {
     arm: arm::Arm,
     logs: Option<logs::Logs>,
     config: Config,
+    starts: start::Starts,
 }
 
 /// The execution of a job: the newest by start time (a job of offload's has one).
@@ -79,36 +85,104 @@ fn newest(executions: Vec<Value>) -> Option<Value> {
 }
 
 impl Aca {
-    /// Waits until a new job is provisioned (ARM answers its PUT while it is still
-    /// `InProgress`): a start before then is refused.
-    async fn provisioned(&self, name: &str, mut job: Value) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + PROVISIONING_TIMEOUT;
-        let mut look = FIRST_PROVISIONING_LOOK;
-        loop {
-            match job["properties"]["provisioningState"]
-                .as_str()
-                .unwrap_or("")
-            {
-                "Succeeded" => return Ok(()),
-                "Failed" | "Canceled" => {
-                    return Err(ProviderError::InvalidSpec(format!(
-                        "job {name}: provisioning {}",
-                        job["properties"]["provisioningState"]
-                    )))
-                }
-                _ if tokio::time::Instant::now() >= deadline => {
-                    return Err(ProviderError::Transient(format!(
-                        "job {name}: still provisioning after {PROVISIONING_TIMEOUT:?}"
-                    )))
-                }
-                _ => {}
+    /// The job `launch` runs as: read (unless the launch is fresh), else created, else (a
+    /// create refused because another launch of the key made it) read.
+    async fn job(
+        &self,
+        launch: &Launch,
+        name: &str,
+        placement: &sizing::Placement,
+    ) -> Result<Value> {
+        if !launch.fresh {
+            if let Some(job) = self.arm.get(name).await? {
+                return Ok(job);
             }
-            tokio::time::sleep(look).await;
-            look = (look * 2).min(MAX_PROVISIONING_LOOK);
-            job = self.arm.get(name).await?.ok_or_else(|| {
-                ProviderError::Transient(format!("job {name} is gone while provisioning"))
-            })?;
         }
+        let body = job::body(
+            &self.config,
+            launch,
+            placement,
+            self.starts.mark(),
+            time::OffsetDateTime::now_utc(),
+        )?;
+        if let Some(created) = self.arm.create(name, body).await? {
+            return Ok(created);
+        }
+        // Another launch of this key created it a moment ago.
+        self.arm
+            .get(name)
+            .await?
+            .ok_or_else(|| ProviderError::Transient(format!("job {name} exists and then does not")))
+    }
+
+    /// Whether `job` is provisioned, so that it can be started: `Throttled` while it is
+    /// still provisioning, an error once that failed or took too long.
+    fn provisioned(&self, name: &str, job: &Value) -> Result<()> {
+        let state = job["properties"]["provisioningState"]
+            .as_str()
+            .unwrap_or("");
+        match state {
+            "Succeeded" => return Ok(()),
+            "Failed" | "Canceled" => {
+                return Err(ProviderError::InvalidSpec(format!(
+                    "job {name}: provisioning {state}"
+                )))
+            }
+            _ => {}
+        }
+        let since = created(job).and_then(|at| SystemTime::now().duration_since(at).ok());
+        if since.is_some_and(|s| s > PROVISIONING_TIMEOUT) {
+            return Err(ProviderError::Transient(format!(
+                "job {name}: still provisioning after {PROVISIONING_TIMEOUT:?}"
+            )));
+        }
+        Err(ProviderError::Throttled {
+            retry_after: PROVISIONING_LOOK,
+        })
+    }
+
+    /// What a job without an execution says: starting, until `pending_timeout_seconds`
+    /// after its creation, when no execution will come (its start was lost, or the process
+    /// that created it never started it).
+    async fn unstarted(&self, name: &str) -> Result<Phase> {
+        let Some(job) = self.arm.get(name).await? else {
+            return Ok(deleted(name));
+        };
+        let pending = Duration::from_secs(self.config.pending_timeout_seconds);
+        let waited = created(&job).and_then(|at| SystemTime::now().duration_since(at).ok());
+        Ok(match waited {
+            Some(waited) if waited <= pending => Phase::Starting {
+                reason: Some("no execution listed yet".into()),
+            },
+            _ => Phase::Lost {
+                reason: format!(
+                    "Container Apps job {name} has no execution {} s after its creation",
+                    self.config.pending_timeout_seconds
+                ),
+            },
+        })
+    }
+
+    async fn observe_one(&self, handle: &Handle) -> Result<Observation> {
+        let name = &handle.provider_ref;
+        let pending = Duration::from_secs(self.config.pending_timeout_seconds);
+        let (phase, ran) = match self.arm.executions(name).await? {
+            None => (deleted(name), None),
+            // A start's execution can be listed a moment after the start answers.
+            Some(executions) => match newest(executions) {
+                None => (self.unstarted(name).await?, None),
+                Some(execution) => {
+                    let phase = status::phase(&execution, SystemTime::now(), pending);
+                    let ran = phase.is_final().then(|| status::ran(&execution)).flatten();
+                    (phase, ran)
+                }
+            },
+        };
+        Ok(Observation {
+            handle: handle.clone(),
+            phase,
+            ran,
+        })
     }
 
     /// Where `spec` runs, or why it cannot (per-job options, or a size no profile has).
@@ -121,11 +195,19 @@ impl Aca {
         }
         sizing::place(&self.config, &spec.resources)
     }
+}
 
-    async fn start(&self, name: &str) -> Result<()> {
-        let execution = self.arm.start(name).await?;
-        tracing::info!(job = %name, execution = execution.as_deref().unwrap_or("(listed later)"), "started the Container Apps job");
-        Ok(())
+/// When the job was created, as its tag says.
+fn created(job: &Value) -> Option<SystemTime> {
+    let at = job["tags"][job::CREATED_TAG].as_str()?;
+    let at =
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(SystemTime::from(at))
+}
+
+fn deleted(name: &str) -> Phase {
+    Phase::Lost {
+        reason: format!("Container Apps job {name} was deleted"),
     }
 }
 
@@ -185,67 +267,46 @@ impl Provider for Aca {
             key: launch.key.clone(),
             provider_ref: name.clone(),
         };
-        if !launch.fresh {
-            if let Some(existing) = self.arm.get(&name).await? {
-                if existing["tags"][job::KEY_TAG] != launch.key.as_str() {
-                    return Err(ProviderError::Config(format!(
-                        "job {name} exists for another launch key than {}",
-                        launch.key
-                    )));
-                }
-                let executions = self.arm.executions(&name).await?.unwrap_or_default();
-                if executions.is_empty() {
-                    tracing::info!(job = %name, "the job of this launch key was not started: starting it");
-                    self.provisioned(&name, existing).await?;
-                    self.start(&name).await?;
-                } else {
-                    tracing::info!(job = %name, "adopting the job execution this launch key started");
-                }
-                return Ok(handle);
+        let job = self.job(launch, &name, &placement).await?;
+        if job["tags"][job::KEY_TAG] != launch.key.as_str() {
+            return Err(ProviderError::Config(format!(
+                "job {name} exists for another launch key than {}",
+                launch.key
+            )));
+        }
+        if !self.starts.mine(&job) {
+            tracing::info!(job = %name, "another process created this job and starts it, if anyone does: adopting it");
+            return Ok(handle);
+        }
+        self.provisioned(&name, &job)?;
+        if !self.starts.claim(&name) {
+            tracing::info!(job = %name, "this job's start was sent already: adopting it");
+            return Ok(handle);
+        }
+        match self.arm.start(&name).await {
+            arm::Start::Started(execution) => {
+                tracing::info!(job = %name, execution = execution.as_deref().unwrap_or("(listed later)"), "started the Container Apps job");
+                Ok(handle)
+            }
+            arm::Start::Busy => {
+                self.starts.refused(&name);
+                Err(ProviderError::Throttled {
+                    retry_after: PROVISIONING_LOOK,
+                })
+            }
+            arm::Start::Refused(e) => {
+                self.starts.refused(&name);
+                Err(e)
+            }
+            arm::Start::Unknown(e) => {
+                tracing::warn!(job = %name, error = %e, "the start's answer was lost: it is not sent again, and the job is lost if no execution appears");
+                Ok(handle)
             }
         }
-        let created = self
-            .arm
-            .create(&name, job::body(&self.config, launch, &placement)?)
-            .await?;
-        self.provisioned(&name, created).await?;
-        self.start(&name).await?;
-        Ok(handle)
     }
 
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
-        let pending = Duration::from_secs(self.config.pending_timeout_seconds);
-        let mut seen = Vec::with_capacity(handles.len());
-        for handle in handles {
-            let (phase, ran) = match self.arm.executions(&handle.provider_ref).await? {
-                None => (
-                    Phase::Lost {
-                        reason: format!("Container Apps job {} was deleted", handle.provider_ref),
-                    },
-                    None,
-                ),
-                Some(executions) => match newest(executions) {
-                    // A start's execution can be listed a moment after the start answers.
-                    None => (
-                        Phase::Starting {
-                            reason: Some("no execution listed yet".into()),
-                        },
-                        None,
-                    ),
-                    Some(execution) => {
-                        let phase = status::phase(&execution, SystemTime::now(), pending);
-                        let ran = phase.is_final().then(|| status::ran(&execution)).flatten();
-                        (phase, ran)
-                    }
-                },
-            };
-            seen.push(Observation {
-                handle: handle.clone(),
-                phase,
-                ran,
-            });
-        }
-        Ok(seen)
+        offload_provider::one_by_one::observe(handles, |h| self.observe_one(h)).await
     }
 
     /// Stops the job's execution; the job stays until `release` deletes it. Its log is in
@@ -272,7 +333,9 @@ impl Provider for Aca {
     }
 
     async fn release(&self, handle: &Handle) -> Result<()> {
-        self.arm.delete(&handle.provider_ref).await
+        self.arm.delete(&handle.provider_ref).await?;
+        self.starts.forget(&handle.provider_ref);
+        Ok(())
     }
 
     async fn check(&self) -> Result<()> {

@@ -6,10 +6,13 @@
 //! `ContainerAppConsoleLogs` for environments that log through Azure Monitor). The other
 //! way, the environment's log stream that `az containerapp job logs show` follows, is a
 //! preview of the CLI extension and serves only a running replica. So: one query through
-//! the Log Analytics query API per read, the rows of this job after the cursor, oldest
-//! first. Lines reach the workspace some time after they are written (Azure Monitor's
-//! ingestion takes seconds to minutes), so the tail read when a job ends can miss its
-//! last lines.
+//! the Log Analytics query API per read: for a follower, the rows of this job after the
+//! cursor, oldest first; for a tail with no cursor (the log kept when a job ends, whose
+//! last line may be its `offload-result:`), the rows newest first, only as many as the tail
+//! holds (a running sum of their lengths, `row_cumsum`, over rows ordered by time), however
+//! long the log. Lines reach the workspace some time after they are written (Azure
+//! Monitor's ingestion takes seconds to minutes), so the tail read when a job ends can
+//! miss its last lines.
 
 use std::sync::Arc;
 
@@ -20,7 +23,7 @@ use serde_json::{json, Value};
 
 use crate::config::LogAnalytics;
 
-/// The most rows one read returns; the cursor carries on from the last.
+/// The most rows one follower's read returns; the cursor carries on from the last.
 const MAX_ROWS: usize = 5_000;
 
 pub struct Logs {
@@ -47,12 +50,30 @@ fn plain(name: &str) -> bool {
 }
 
 impl Logs {
-    pub fn new(config: LogAnalytics, credential: Arc<dyn TokenCredential>) -> Logs {
+    /// `http` has the provider's timeouts.
+    pub fn new(
+        config: LogAnalytics,
+        credential: Arc<dyn TokenCredential>,
+        http: reqwest::Client,
+    ) -> Logs {
         Logs {
-            http: reqwest::Client::new(),
+            http,
             credential,
             config,
         }
+    }
+
+    /// The KQL for `job`'s last rows, newest first, as far as the one that brings their
+    /// characters (each line's and a newline) to `max`. A character is at least a byte,
+    /// so those rows hold at least the last `max` bytes.
+    fn tail_query(&self, job: &str, max: usize) -> String {
+        let (replica_column, log_column) = columns(&self.config.table);
+        format!(
+            "{} | where {replica_column} startswith '{job}-' | order by TimeGenerated desc \
+             | extend total = row_cumsum(strlen({log_column}) + 1) \
+             | where total - strlen({log_column}) - 1 < {max} | project TimeGenerated, {log_column}",
+            self.config.table,
+        )
     }
 
     /// The KQL for `job`'s rows from `cursor` on.
@@ -74,6 +95,14 @@ impl Logs {
             return Err(ProviderError::InvalidSpec(format!("job name {job:?}")));
         }
         let cursor = query.cursor.as_deref().and_then(Cursor::parse);
+        let tail = match (&cursor, query.tail_bytes) {
+            (None, Some(max)) => Some(max),
+            _ => None,
+        };
+        let kql = match tail {
+            Some(max) => self.tail_query(job, max),
+            None => self.query(job, cursor.as_ref()),
+        };
         let endpoint = self.config.endpoint.trim_end_matches('/');
         // The query API's audience is the Log Analytics resource, whichever host serves it.
         let token = self
@@ -88,7 +117,7 @@ impl Logs {
                 self.config.workspace_id
             ))
             .bearer_auth(token.token.secret())
-            .json(&json!({"query": self.query(job, cursor.as_ref())}))
+            .json(&json!({"query": kql}))
             .send()
             .await
             .map_err(|e| ProviderError::Transient(format!("log analytics query: {e}")))?;
@@ -114,41 +143,35 @@ impl Logs {
                 )))
             }
         }
-        Ok(chunk(
-            &body,
-            cursor,
-            query.tail_bytes,
-            columns(&self.config.table).1,
-        ))
+        let log_column = columns(&self.config.table).1;
+        Ok(match tail {
+            Some(max) => timed_log::tail(rows(&body, log_column), max),
+            None => timed_log::chunk(rows(&body, log_column), cursor, query.tail_bytes),
+        })
     }
 }
 
-/// The rows of a query's answer after `cursor`, as text, and where to carry on.
-fn chunk(
-    body: &Value,
-    cursor: Option<Cursor>,
-    tail_bytes: Option<usize>,
-    log_column: &str,
-) -> LogChunk {
+/// The rows of a query's answer, `(instant, line)`, in its order, from the columns it
+/// names.
+fn rows<'a>(body: &'a Value, log_column: &str) -> impl Iterator<Item = (&'a str, &'a str)> {
     let table = &body["tables"][0];
     let index = |name: &str| {
         table["columns"]
             .as_array()
             .and_then(|cs| cs.iter().position(|c| c["name"] == name))
     };
-    let (Some(at_i), Some(log_i)) = (index("TimeGenerated"), index(log_column)) else {
-        return LogChunk {
-            text: String::new(),
-            cursor: cursor.map(|c| c.text()),
-        };
-    };
-    let rows = table["rows"].as_array().into_iter().flatten().map(|row| {
-        (
-            row[at_i].as_str().unwrap_or_default(),
-            row[log_i].as_str().unwrap_or_default(),
-        )
-    });
-    timed_log::chunk(rows, cursor, tail_bytes)
+    let columns = index("TimeGenerated").zip(index(log_column));
+    table["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(move |row| {
+            let (at_i, log_i) = columns?;
+            Some((
+                row[at_i].as_str().unwrap_or_default(),
+                row[log_i].as_str().unwrap_or_default(),
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -165,16 +188,18 @@ mod tests {
     fn lines_come_from_the_columns_the_answer_names_and_carry_the_cursor_on() {
         let mut body = answer(&[("2026-12-02T10:00:01Z", "b"), ("2026-12-02T10:00:02Z", "c")]);
         // The columns in another order than the query projected them.
-        body["tables"][0]["columns"].as_array_mut().unwrap().reverse();
+        body["tables"][0]["columns"]
+            .as_array_mut()
+            .unwrap()
+            .reverse();
         for row in body["tables"][0]["rows"].as_array_mut().unwrap() {
             row.as_array_mut().unwrap().reverse();
         }
         let cursor = Cursor::parse("2026-12-02T10:00:01Z/1");
-        let next = chunk(&body, cursor, None, "Log_s");
+        let next = timed_log::chunk(rows(&body, "Log_s"), cursor, None);
         assert_eq!(next.text, "c\n");
         assert_eq!(next.cursor.as_deref(), Some("2026-12-02T10:00:02Z/1"));
-        let none = chunk(&json!({"tables": []}), Cursor::parse("2026-12-02T10:00:02Z/1"), None, "Log_s");
-        assert_eq!(none.cursor.as_deref(), Some("2026-12-02T10:00:02Z/1"));
+        assert_eq!(rows(&json!({"tables": []}), "Log_s").count(), 0);
     }
 
     #[test]

@@ -6,10 +6,12 @@ mod fake_apps;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fake_apps::FakeApps;
+use fake_apps::{FakeApps, Fault};
 use offload_aca::Aca;
 use offload_provider::conformance::launch;
-use offload_provider::{Gpu, Handle, Phase, Provider, ProviderError, Resources, WorkloadSpec};
+use offload_provider::{
+    Gpu, Handle, Launch, LogQuery, Phase, Provider, ProviderError, Resources, WorkloadSpec,
+};
 use serde_json::{json, Value};
 
 const ENVIRONMENT: &str =
@@ -67,6 +69,19 @@ fn gpu_spec(kind: Option<&str>) -> WorkloadSpec {
     }
 }
 
+/// Launches as the engine does: again, not fresh, after each `Throttled` (what a launch
+/// answers while its job is still provisioning). The fake finishes provisioning at the
+/// first read after the PUT, so this ends.
+async fn launched(aca: &Aca, launch: &Launch) -> Result<Handle, ProviderError> {
+    let mut launch = launch.clone();
+    loop {
+        match aca.launch(&launch).await {
+            Err(ProviderError::Throttled { .. }) => launch.fresh = false,
+            answered => return answered,
+        }
+    }
+}
+
 async fn phase(aca: &Aca, handle: &Handle) -> Phase {
     aca.observe(std::slice::from_ref(handle))
         .await
@@ -92,7 +107,7 @@ async fn a_job_runs_once_and_ends_with_its_exit_code() {
         .expect("the token and api-version are accepted");
     let mut fresh = launch("offload-a-1", spec());
     fresh.fresh = true;
-    let ok = aca.launch(&fresh).await.unwrap();
+    let ok = launched(&aca, &fresh).await.unwrap();
     let name = ok.provider_ref.clone();
     assert!(name.len() < 32 && name.starts_with("offload-"), "{name}");
     // Created, provisioned (a read of the job), then started once.
@@ -125,7 +140,9 @@ async fn a_job_runs_once_and_ends_with_its_exit_code() {
         "the execution's start and end times are its billed run"
     );
 
-    let bad = aca.launch(&launch("offload-b-1", spec())).await.unwrap();
+    let bad = launched(&aca, &launch("offload-b-1", spec()))
+        .await
+        .unwrap();
     apps.set_execution(
         &bad.provider_ref,
         "Failed",
@@ -179,7 +196,9 @@ async fn a_job_runs_once_and_ends_with_its_exit_code() {
 async fn secrets_go_in_as_job_secrets_never_as_plain_values() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({"registries": [{"server": "r.azurecr.io", "username": "u", "password": "registry-password"}]})).await;
-    let handle = aca.launch(&launch("offload-s-1", spec())).await.unwrap();
+    let handle = launched(&aca, &launch("offload-s-1", spec()))
+        .await
+        .unwrap();
     let job = apps.job(&handle.provider_ref).unwrap();
     let config = &job["properties"]["configuration"];
     // The job's secrets hold the values (ARM never returns them); the container and the
@@ -208,7 +227,9 @@ async fn secrets_go_in_as_job_secrets_never_as_plain_values() {
 async fn a_replica_past_its_timeout_fails_with_deadline_exceeded() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({})).await;
-    let handle = aca.launch(&launch("offload-d-1", spec())).await.unwrap();
+    let handle = launched(&aca, &launch("offload-d-1", spec()))
+        .await
+        .unwrap();
     // What Container Apps reports when `replicaTimeout` runs out.
     apps.set_execution(
         &handle.provider_ref,
@@ -228,7 +249,9 @@ async fn a_replica_past_its_timeout_fails_with_deadline_exceeded() {
 async fn an_image_that_cannot_be_pulled_fails_after_the_pending_timeout() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({"pending_timeout_seconds": 0})).await;
-    let handle = aca.launch(&launch("offload-p-1", spec())).await.unwrap();
+    let handle = launched(&aca, &launch("offload-p-1", spec()))
+        .await
+        .unwrap();
     apps.set_execution(
         &handle.provider_ref,
         "Processing",
@@ -250,10 +273,12 @@ async fn gpu_jobs_go_to_a_gpu_profile_and_others_are_refused_by_name() {
     let aca = provider(&apps, json!({})).await;
     let caps = aca.capabilities();
     assert_eq!(caps.gpu_kinds, vec!["nvidia-tesla-t4".to_string()]);
-    let handle = aca
-        .launch(&launch("offload-g-1", gpu_spec(Some("nvidia-tesla-t4"))))
-        .await
-        .unwrap();
+    let handle = launched(
+        &aca,
+        &launch("offload-g-1", gpu_spec(Some("nvidia-tesla-t4"))),
+    )
+    .await
+    .unwrap();
     let job = apps.job(&handle.provider_ref).unwrap();
     assert_eq!(job["properties"]["workloadProfileName"], "gpu-t4");
     assert_eq!(
@@ -295,11 +320,15 @@ async fn gpu_jobs_go_to_a_gpu_profile_and_others_are_refused_by_name() {
 async fn a_relaunch_after_a_crash_adopts_instead_of_starting_twice() {
     let apps = FakeApps::start().await;
     let first = provider(&apps, json!({})).await;
-    let handle = first.launch(&launch("offload-k-1", spec())).await.unwrap();
+    let handle = launched(&first, &launch("offload-k-1", spec()))
+        .await
+        .unwrap();
     // A gateway restarted after the start: the same key finds the job and its execution.
     let second = provider(&apps, json!({})).await;
     assert_eq!(
-        second.launch(&launch("offload-k-1", spec())).await.unwrap(),
+        launched(&second, &launch("offload-k-1", spec()))
+            .await
+            .unwrap(),
         handle
     );
     assert_eq!(calls(&apps, "PUT", &handle.provider_ref), 1);
@@ -308,35 +337,199 @@ async fn a_relaunch_after_a_crash_adopts_instead_of_starting_twice() {
 }
 
 #[tokio::test]
-async fn a_relaunch_after_a_crash_before_the_start_starts_the_job_once() {
+async fn a_job_another_process_created_is_never_started_and_is_lost_after_the_pending_timeout() {
+    let apps = FakeApps::start().await;
+    let first = provider(&apps, json!({"pending_timeout_seconds": 0})).await;
+    // A gateway creates the job, which is still provisioning, and dies before its start.
+    let mut fresh = launch("offload-c-1", spec());
+    fresh.fresh = true;
+    let err = first.launch(&fresh).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
+    let name = offload_aca::job_name("offload-c-1");
+    // The gateway that takes over never starts it: the dead one may have sent its start.
+    let second = provider(&apps, json!({"pending_timeout_seconds": 0})).await;
+    let handle = launched(&second, &launch("offload-c-1", spec()))
+        .await
+        .unwrap();
+    assert_eq!(handle.provider_ref, name);
+    assert_eq!(calls(&apps, "PUT", &name), 1, "not created again");
+    assert_eq!(calls(&apps, "POST", "/start"), 0, "not started");
+    assert!(apps.executions(&name).is_empty());
+    // No execution came within the pending timeout: the engine makes a new attempt.
+    match phase(&second, &handle).await {
+        Phase::Lost { reason } => assert!(reason.contains("no execution"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let patient = provider(&apps, json!({})).await;
+    assert!(
+        matches!(phase(&patient, &handle).await, Phase::Starting { .. }),
+        "within the pending timeout it is still starting"
+    );
+}
+
+#[tokio::test]
+async fn a_start_whose_answer_is_lost_is_never_sent_again() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({})).await;
-    // A job created, then the gateway died before its start: no execution yet.
-    let name = offload_aca::job_name("offload-c-1");
-    let body = json!({"location": "westus3", "tags": {"offload-launch-key": "offload-c-1", "managed-by": "offload"},
-        "properties": {"environmentId": ENVIRONMENT, "configuration": {"triggerType": "Manual", "replicaTimeout": 60},
-        "template": {"containers": [{"name": "main", "image": "alpine:3"}]}}});
-    reqwest::Client::new()
-        .put(format!("{}/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/offload/providers/Microsoft.App/jobs/{name}?api-version={}", apps.url, fake_apps::API_VERSION))
-        .bearer_auth(fake_apps::TOKEN)
-        .json(&body)
-        .send()
+    // Container Apps starts the execution; the answer is lost on the way back.
+    apps.fault("POST", "/start", 1, Fault::Drop);
+    let handle = launched(&aca, &launch("offload-r-1", spec()))
         .await
-        .unwrap()
-        .error_for_status()
         .unwrap();
-    aca.launch(&launch("offload-c-1", spec())).await.unwrap();
-    assert_eq!(calls(&apps, "PUT", &name), 1, "not created again");
-    assert_eq!(apps.executions(&name).len(), 1, "started once");
-    aca.launch(&launch("offload-c-1", spec())).await.unwrap();
-    assert_eq!(apps.executions(&name).len(), 1, "and not again");
+    let name = &handle.provider_ref;
+    assert_eq!(calls(&apps, "POST", "/start"), 1, "the start is sent once");
+    assert_eq!(apps.executions(name).len(), 1);
+    // Launching the key again (the engine's retry, the execution not yet listed) starts
+    // nothing either.
+    assert_eq!(
+        launched(&aca, &launch("offload-r-1", spec()))
+            .await
+            .unwrap(),
+        handle
+    );
+    assert_eq!(calls(&apps, "POST", "/start"), 1);
+    assert!(matches!(phase(&aca, &handle).await, Phase::Starting { .. }));
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_not_sent_again_and_the_job_starts_once() {
+    let apps = FakeApps::start().await;
+    let aca = provider(&apps, json!({})).await;
+    let name = offload_aca::job_name("offload-r-2");
+    apps.fault("PUT", &name, 1, Fault::Drop);
+    let mut fresh = launch("offload-r-2", spec());
+    fresh.fresh = true;
+    let err = aca.launch(&fresh).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+    // The engine launches the key again: the job is found, not replaced, and started.
+    let handle = launched(&aca, &launch("offload-r-2", spec()))
+        .await
+        .unwrap();
+    assert_eq!(calls(&apps, "PUT", &name), 1, "the create is sent once");
+    assert_eq!(apps.replaced(), 0);
+    assert_eq!(calls(&apps, "POST", "/start"), 1);
+    assert_eq!(apps.executions(&handle.provider_ref).len(), 1);
+}
+
+#[tokio::test]
+async fn two_replicas_racing_one_key_create_and_start_one_job_once() {
+    let apps = FakeApps::start().await;
+    let (a, b) = (
+        provider(&apps, json!({})).await,
+        provider(&apps, json!({})).await,
+    );
+    // Each replica believes it stored the key a moment ago (one lost its lease while
+    // paused): both launch it as fresh, at once.
+    let mut fresh = launch("offload-r-3", spec());
+    fresh.fresh = true;
+    let (from_a, from_b) = futures::join!(launched(&a, &fresh), launched(&b, &fresh));
+    let (from_a, from_b) = (from_a.unwrap(), from_b.unwrap());
+    assert_eq!(from_a, from_b);
+    let name = &from_a.provider_ref;
+    assert_eq!(
+        apps.replaced(),
+        0,
+        "the second create did not replace the first"
+    );
+    assert_eq!(calls(&apps, "POST", "/start"), 1);
+    assert_eq!(apps.executions(name).len(), 1, "one execution");
+}
+
+#[tokio::test]
+async fn one_jobs_failed_read_leaves_only_it_out_of_a_round() {
+    let apps = FakeApps::start().await;
+    let aca = provider(&apps, json!({})).await;
+    let a = launched(&aca, &launch("offload-f-1", spec()))
+        .await
+        .unwrap();
+    let b = launched(&aca, &launch("offload-f-2", spec()))
+        .await
+        .unwrap();
+    apps.set_execution(&b.provider_ref, "Running", json!({"status": "Running"}));
+    let refused = Fault::Refuse(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+    );
+    apps.fault(
+        "GET",
+        &format!("{}/executions", a.provider_ref),
+        100,
+        refused,
+    );
+    let seen = aca.observe(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((&seen[0].handle, &seen[0].phase), (&b, &Phase::Running));
+    // When every read fails, the round fails.
+    let err = aca.observe(std::slice::from_ref(&a)).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_read_that_never_answers_times_out_and_is_sent_again() {
+    let apps = FakeApps::start().await;
+    let aca = provider(&apps, json!({"request_timeout_seconds": 1})).await;
+    let handle = launched(&aca, &launch("offload-h-1", spec()))
+        .await
+        .unwrap();
+    apps.fault("GET", "/executions", 1, Fault::Hang);
+    let started = Instant::now();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(30),
+        aca.observe(std::slice::from_ref(&handle)),
+    )
+    .await
+    .expect("the hung read timed out");
+    assert!(matches!(seen.unwrap()[0].phase, Phase::Starting { .. }));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the first read waited its timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_chatty_jobs_tail_is_the_end_of_its_log() {
+    let apps = FakeApps::start().await;
+    let aca = provider(&apps, json!({})).await;
+    let handle = launched(&aca, &launch("offload-v-1", spec()))
+        .await
+        .unwrap();
+    let mut text: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+    text.push_str("offload-result: {\"rows\": 100000}\n");
+    apps.append_log(&handle.provider_ref, &text);
+    let tail = LogQuery {
+        cursor: None,
+        tail_bytes: Some(64 << 10),
+    };
+    let chunk = aca.logs(&handle, &tail).await.unwrap();
+    assert!(
+        chunk
+            .text
+            .ends_with("line 99999\noffload-result: {\"rows\": 100000}\n"),
+        "{}",
+        &chunk.text[chunk.text.len().saturating_sub(200)..]
+    );
+    assert!(
+        chunk.text.len() > 60 << 10 && chunk.text.len() <= 64 << 10,
+        "{}",
+        chunk.text.len()
+    );
+    // Its cursor is the end: a follower from it reads only what comes after.
+    let on = LogQuery {
+        cursor: chunk.cursor.clone(),
+        tail_bytes: None,
+    };
+    assert_eq!(aca.logs(&handle, &on).await.unwrap().text, "");
+    apps.append_log(&handle.provider_ref, "one more\n");
+    assert_eq!(aca.logs(&handle, &on).await.unwrap().text, "one more\n");
 }
 
 #[tokio::test]
 async fn throttling_is_waited_out_then_reported() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({})).await;
-    let handle = aca.launch(&launch("offload-t-1", spec())).await.unwrap();
+    let handle = launched(&aca, &launch("offload-t-1", spec()))
+        .await
+        .unwrap();
     // One 429 with Retry-After: the SDK waits it out and the call succeeds.
     apps.throttle(1, 1);
     let started = Instant::now();
@@ -355,7 +548,9 @@ async fn throttling_is_waited_out_then_reported() {
 async fn cancel_stops_the_execution_and_release_and_the_orphan_sweep_delete_the_job() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({})).await;
-    let handle = aca.launch(&launch("offload-x-1", spec())).await.unwrap();
+    let handle = launched(&aca, &launch("offload-x-1", spec()))
+        .await
+        .unwrap();
     apps.set_execution(
         &handle.provider_ref,
         "Running",
@@ -376,7 +571,9 @@ async fn cancel_stops_the_execution_and_release_and_the_orphan_sweep_delete_the_
     // A second cancel, after the stop went through, is no error.
     aca.cancel(&handle, "again").await.unwrap();
 
-    let other = aca.launch(&launch("offload-y-1", spec())).await.unwrap();
+    let other = launched(&aca, &launch("offload-y-1", spec()))
+        .await
+        .unwrap();
     let mut managed = aca.managed().await.unwrap();
     managed.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(managed, vec![handle.clone(), other.clone()]);
@@ -392,7 +589,9 @@ async fn cancel_stops_the_execution_and_release_and_the_orphan_sweep_delete_the_
 async fn logs_follow_with_the_cursor() {
     let apps = FakeApps::start().await;
     let aca = provider(&apps, json!({})).await;
-    let handle = aca.launch(&launch("offload-l-1", spec())).await.unwrap();
+    let handle = launched(&aca, &launch("offload-l-1", spec()))
+        .await
+        .unwrap();
     offload_provider::conformance::log_cursor_follows(&aca, &handle, |text| {
         apps.append_log(&handle.provider_ref, text);
         async {}
@@ -418,11 +617,12 @@ async fn reads_for_200_jobs_stay_inside_the_arm_budget() {
         l
     });
     let launches: Vec<_> = launches.collect();
-    let handles: Vec<Handle> = futures::future::join_all(launches.iter().map(|l| aca.launch(l)))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let handles: Vec<Handle> =
+        futures::future::join_all(launches.iter().map(|l| launched(&aca, l)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
     let started = Instant::now();
     let seen = aca.observe(&handles).await.unwrap();
     assert_eq!(seen.len(), 200);

@@ -1,14 +1,16 @@
 //! Azure Resource Manager calls through `azure_mgmt_containerinstance`, each under its
 //! budget. The crate's long-running-operation helpers poll until a 200 and fail on a 204,
 //! so every call is `.send()` and its status is read here. The SDK's own retry policy
-//! waits out a 429's Retry-After before it gives up; what still fails is throttling.
+//! waits out a 429's Retry-After before it gives up; what still fails is throttling. A
+//! create is sent once, and only if no group of the name exists
+//! (`offload_arm::Sending::Once`): sent again, a PUT replaces the group, which restarts it.
 
 use std::num::NonZeroU32;
 
 use azure_mgmt_containerinstance::package_preview_2024_10::models::ContainerGroup;
 use azure_mgmt_containerinstance::package_preview_2024_10::Client;
 use governor::Quota;
-use offload_arm::{gone_is_fine, json, Reads};
+use offload_arm::{gone_is_fine, json, Azure, Reads, Sending};
 use offload_provider::budget::Budget;
 use offload_provider::{ProviderError, Result};
 use serde_json::Value;
@@ -17,7 +19,10 @@ use crate::config::Config;
 use crate::group::CONTAINER;
 
 pub struct Arm {
+    /// Reads, stops and deletes, sent again when they fail in passing.
     client: Client,
+    /// Creates, sent once.
+    once: Client,
     subscription: String,
     group: String,
     /// ARM's reads and ACI's creates per subscription, shared among the replicas.
@@ -45,14 +50,14 @@ pub fn classify(op: &str, err: azure_core::Error) -> ProviderError {
 
 impl Arm {
     pub fn new(config: &Config) -> std::result::Result<Arm, String> {
-        let credential = offload_arm::credential(config.access_token.as_ref())?;
-        let client = Client::builder(credential)
-            .endpoint(offload_arm::endpoint(&config.endpoint)?)
-            .retry(offload_arm::retry())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let azure = Azure::new(
+            &config.endpoint,
+            config.access_token.as_ref(),
+            config.timeouts()?,
+        )?;
         Ok(Arm {
-            client,
+            client: azure.client(Sending::Again, Client::new)?,
+            once: azure.client(Sending::Once, Client::new)?,
             subscription: config.subscription_id.clone(),
             group: config.resource_group.clone(),
             reads: Reads::new(config.reads_per_second, config.read_burst),
@@ -88,17 +93,22 @@ impl Arm {
         }
     }
 
-    pub async fn create(&self, name: &str, body: Value) -> Result<()> {
+    /// Creates the group unless one of its name exists: `false` when it does.
+    pub async fn create(&self, name: &str, body: Value) -> Result<bool> {
         let model: ContainerGroup = serde_json::from_value(body)
             .map_err(|e| ProviderError::InvalidSpec(format!("container group: {e}")))?;
         self.creates.ready().await;
-        self.client
+        let sent = self
+            .once
             .container_groups_client()
             .create_or_update(&self.subscription, &self.group, name, model)
             .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("create container group", e))
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) if offload_arm::exists(&e) => Ok(false),
+            Err(e) => Err(classify("create container group", e)),
+        }
     }
 
     /// Stops the group's containers; a group already gone is no error.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use offload_arm::{Registry, SecretString};
+use offload_provider::timeouts::Timeouts;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +50,13 @@ pub struct Config {
     /// ACI allows 300 container group creates per hour.
     #[serde(default = "default_creates")]
     pub creates_per_hour: u32,
+    /// How long connecting to ARM may take.
+    #[serde(default = "offload_provider::timeouts::connect_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// How long one request may take until its answer is read; a read that takes longer
+    /// is sent again, a create is not.
+    #[serde(default = "offload_provider::timeouts::request_seconds")]
+    pub request_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
@@ -104,7 +112,11 @@ impl Config {
                 "reads_per_second, read_burst and creates_per_hour must be at least 1".into(),
             );
         }
-        Ok(())
+        self.timeouts().map(|_| ())
+    }
+
+    pub fn timeouts(&self) -> Result<Timeouts, String> {
+        Timeouts::from_seconds(self.connect_timeout_seconds, self.request_timeout_seconds)
     }
 }
 

@@ -1,12 +1,13 @@
 //! Azure Container Instances provider: each attempt of a job is one container group.
 //!
 //! - launch: unless fresh, a GET first (a relaunch after a crash finds the group of its
-//!   key), then a PUT
-//!   of the group with `restartPolicy: Never`, `secret_env` as `secureValue`s and the job
-//!   id and labels as tags;
-//! - observe: a GET per live group, paced by ARM's read budget (`arm`). Not one list of the
-//!   resource group per round: a list carries no instance view (see the published
-//!   ContainerGroupsListByResourceGroup example), so no container state or exit code;
+//!   key), then a create-only PUT (sent once; a group that exists is adopted, never
+//!   replaced) of the group with `restartPolicy: Never`, `secret_env` as `secureValue`s
+//!   and the job id and labels as tags;
+//! - observe: a GET per live group, paced by ARM's read budget (`arm`); a group whose read
+//!   fails is left out of the round. Not one list of the resource group per round: a list
+//!   carries no instance view (see the published ContainerGroupsListByResourceGroup
+//!   example), so no container state or exit code;
 //! - cancel: read the log, then stop (kept until release, so the engine reads its tail);
 //!   release: delete (groups count against ACI's quota);
 //! - logs: the container logs API (or the copy read at cancel, see `stopped`); `managed`
@@ -112,15 +113,18 @@ impl Provider for Aci {
             tracing::info!(group = %name, "adopting the container group this launch key created");
             return Ok(handle);
         }
-        self.arm
+        if !self
+            .arm
             .create(&name, group::body(&self.config, launch))
-            .await?;
+            .await?
+        {
+            tracing::info!(group = %name, "another launch of this key created the container group: adopting it");
+        }
         Ok(handle)
     }
 
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
-        let mut seen = Vec::with_capacity(handles.len());
-        for handle in handles {
+        offload_provider::one_by_one::observe(handles, |handle| async move {
             let phase = match self.arm.get(&handle.provider_ref).await? {
                 Some(group) => status::phase(&group),
                 None => offload_provider::Phase::Lost {
@@ -129,13 +133,13 @@ impl Provider for Aci {
             };
             // The group's instance view has event times, not a billed run: the engine
             // bills from its own observation.
-            seen.push(Observation {
+            Ok(Observation {
                 handle: handle.clone(),
                 phase,
                 ran: None,
-            });
-        }
-        Ok(seen)
+            })
+        })
+        .await
     }
 
     /// Stops the group and keeps it (stopped groups cost nothing) for `release` to delete.

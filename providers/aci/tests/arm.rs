@@ -6,7 +6,7 @@ mod fake_arm;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fake_arm::FakeArm;
+use fake_arm::{FakeArm, Fault};
 use offload_aci::Aci;
 use offload_provider::conformance::launch;
 use offload_provider::{
@@ -257,6 +257,89 @@ async fn a_relaunch_after_a_crash_reuses_the_group() {
         handle
     );
     assert_eq!(puts(&arm).len(), 1);
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_not_sent_again() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    // ACI creates the group; the answer is lost on the way back.
+    arm.fault("PUT", "/offload-r-1", 1, Fault::Drop);
+    let mut fresh = launch("offload-r-1", spec());
+    fresh.fresh = true;
+    let err = aci.launch(&fresh).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+    assert_eq!(puts(&arm).len(), 1, "the create is sent once");
+    // The engine launches the key again: the group is found and adopted, not replaced.
+    let handle = aci.launch(&launch("offload-r-1", spec())).await.unwrap();
+    assert_eq!(handle.provider_ref, "offload-r-1");
+    assert_eq!(puts(&arm).len(), 1);
+    assert_eq!(arm.replaced(), 0);
+}
+
+#[tokio::test]
+async fn two_replicas_racing_one_key_create_one_group() {
+    let arm = FakeArm::start().await;
+    let (a, b) = (
+        provider(&arm, json!({})).await,
+        provider(&arm, json!({})).await,
+    );
+    // Each replica believes it stored the key a moment ago (one lost its lease while
+    // paused): both launch it as fresh, at once.
+    let mut fresh = launch("offload-r-2", spec());
+    fresh.fresh = true;
+    let (from_a, from_b) = futures::join!(a.launch(&fresh), b.launch(&fresh));
+    assert_eq!(from_a.unwrap(), from_b.unwrap());
+    assert_eq!(
+        arm.replaced(),
+        0,
+        "the second create did not replace the first"
+    );
+    assert!(arm.group("offload-r-2").is_some());
+}
+
+#[tokio::test]
+async fn one_groups_failed_read_leaves_only_it_out_of_a_round() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    let a = aci.launch(&launch("offload-f-1", spec())).await.unwrap();
+    let b = aci.launch(&launch("offload-f-2", spec())).await.unwrap();
+    arm.set_state(
+        "offload-f-2",
+        "Running",
+        json!({"currentState": {"state": "Running"}}),
+    );
+    let refused = Fault::Refuse(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+    );
+    arm.fault("GET", "/offload-f-1", 100, refused);
+    let seen = aci.observe(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!((&seen[0].handle, &seen[0].phase), (&b, &Phase::Running));
+    // When every read fails, the round fails.
+    let err = aci.observe(std::slice::from_ref(&a)).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_read_that_never_answers_times_out_and_is_sent_again() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({"request_timeout_seconds": 1})).await;
+    let handle = aci.launch(&launch("offload-h-1", spec())).await.unwrap();
+    arm.fault("GET", "/offload-h-1", 1, Fault::Hang);
+    let started = Instant::now();
+    let seen = tokio::time::timeout(
+        Duration::from_secs(30),
+        aci.observe(std::slice::from_ref(&handle)),
+    )
+    .await
+    .expect("the hung read timed out");
+    assert_eq!(seen.unwrap()[0].phase, Phase::Starting { reason: None });
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the first read waited its timeout"
+    );
 }
 
 #[tokio::test]

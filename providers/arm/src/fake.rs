@@ -4,12 +4,22 @@
 //! refilled at 25 per second; an empty bucket answers 429) and sends
 //! `x-ms-ratelimit-remaining-subscription-reads` from it, and records every request.
 //! Errors have ARM's shape: `{"error": {"code", "message"}}`.
+//!
+//! A create that must not replace sends `If-None-Match: *`, and ARM answers 412
+//! `PreconditionFailed` when the resource exists ([`create_only`], [`precondition_failed`]);
+//! each fake's PUT honours it.
+//!
+//! The faults a test injects ([`Gate::fault`]) are what a network and a busy service do to
+//! a request: an answer lost after the service carried the request out (a proxy cutting
+//! the connection), an answer that never comes, an error answer. A lost answer closes the
+//! connection without a byte of it, which only a server that owns its connections can do:
+//! serve the fake with [`serve`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -21,8 +31,27 @@ pub const TOKEN: &str = "fake-arm-token";
 /// One request as the fake saw it: method, path and query, JSON body.
 pub type Recorded = (String, String, Option<Value>);
 
+/// What happens to a request a test picked out.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Carried out, and then the connection is closed without an answer.
+    Drop,
+    /// Neither carried out nor answered: the connection is held until the client gives up.
+    Hang,
+    /// Not carried out: answered with this status and ARM error code.
+    Refuse(StatusCode, &'static str),
+}
+
+struct Rule {
+    method: &'static str,
+    suffix: String,
+    times: u32,
+    fault: Fault,
+}
+
 struct Ledger {
     api_version: &'static str,
+    faults: Vec<Rule>,
     throttle: u32,
     retry_after: u64,
     read_budget: f64,
@@ -48,6 +77,7 @@ impl Gate {
     pub fn new(api_version: &'static str) -> Gate {
         Gate(Arc::new(Mutex::new(Ledger {
             api_version,
+            faults: vec![],
             throttle: 0,
             retry_after: 0,
             read_budget: 250.0,
@@ -67,6 +97,18 @@ impl Gate {
         let mut ledger = self.0.lock().unwrap();
         ledger.throttle = times;
         ledger.retry_after = seconds;
+    }
+
+    /// The next `times` requests with this method whose path ends with `suffix` meet
+    /// `fault` (after the token, api-version and throttling checks, as a request that got
+    /// through ARM's front door).
+    pub fn fault(&self, method: &'static str, suffix: &str, times: u32, fault: Fault) {
+        self.0.lock().unwrap().faults.push(Rule {
+            method,
+            suffix: suffix.to_string(),
+            times,
+            fault,
+        });
     }
 
     /// Reads ARM would have refused with 429 because the subscription's bucket was empty.
@@ -151,12 +193,97 @@ async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Respons
             .insert("retry-after", HeaderValue::from(seconds));
         return response;
     }
+    let fault = {
+        let mut ledger = gate.0.lock().unwrap();
+        let rule = ledger
+            .faults
+            .iter_mut()
+            .find(|r| r.times > 0 && r.method == method && uri.path().ends_with(&r.suffix));
+        rule.map(|r| {
+            r.times -= 1;
+            r.fault
+        })
+    };
+    match fault {
+        Some(Fault::Hang) => std::future::pending::<()>().await,
+        Some(Fault::Refuse(status, code)) => {
+            return arm_error(status, code, "The request failed; try again later.")
+        }
+        Some(Fault::Drop) | None => {}
+    }
     let mut response = next
         .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await;
+    if matches!(fault, Some(Fault::Drop)) {
+        response.extensions_mut().insert(Dropped);
+    }
     response.headers_mut().insert(
         "x-ms-ratelimit-remaining-subscription-reads",
         HeaderValue::from(remaining),
     );
     response
+}
+
+/// Whether a PUT asks to create only (`If-None-Match: *`).
+pub fn create_only(headers: &HeaderMap) -> bool {
+    headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "*")
+}
+
+/// ARM's answer to a create-only PUT of a resource that exists.
+pub fn precondition_failed(resource: &str) -> Response {
+    arm_error(
+        StatusCode::PRECONDITION_FAILED,
+        "PreconditionFailed",
+        &format!("The resource '{resource}' already exists: the If-None-Match condition failed."),
+    )
+}
+
+/// The mark of an answer the fault [`Fault::Drop`] loses.
+#[derive(Clone, Copy, Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the answer was dropped")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Serves `app` on `listener` as `axum::serve` does, except that an answer marked lost
+/// ([`Fault::Drop`]) is not sent: its connection is closed instead, so the client sees the
+/// connection end before any answer, as when a proxy cuts it.
+pub fn serve(listener: tokio::net::TcpListener, app: Router) -> tokio::task::JoinHandle<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower::ServiceExt;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let app = app.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let app = app.clone();
+                        async move {
+                            let response = app
+                                .oneshot(request.map(axum::body::Body::new))
+                                .await
+                                .unwrap_or_else(|never| match never {});
+                            match response.extensions().get::<Dropped>() {
+                                Some(dropped) => Err(*dropped),
+                                None => Ok(response),
+                            }
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
 }

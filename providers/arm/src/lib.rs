@@ -1,16 +1,19 @@
 //! What offload's Azure providers share about Azure Resource Manager, so that ACI and
-//! Container Apps say it once: how they get a bearer token, how they stay inside the
-//! subscription's read budget (which every provider on the subscription spends, and every
-//! replica), and what an ARM error means to the engine.
+//! Container Apps say it once: how they reach it (a bearer token, timeouts, what is sent
+//! again and what once: `client`), how they stay inside the subscription's read budget
+//! (which every provider on the subscription spends, and every replica), and what an ARM
+//! error means to the engine.
 //!
 //! The generated `azure_mgmt_*` clients differ per service; what they send and answer is
 //! `azure_core`'s, and that is all this crate touches.
 
+mod client;
 #[cfg(feature = "fake")]
 pub mod fake;
 
+pub use client::{exists, refused, Azure, Sending};
+
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::auth::{AccessToken, Secret, TokenCredential};
@@ -48,7 +51,7 @@ pub use offload_provider::options_refusal;
 
 /// A bearer token given in the configuration.
 #[derive(Debug)]
-struct FixedToken(SecretString);
+pub(crate) struct FixedToken(pub(crate) SecretString);
 
 #[async_trait::async_trait]
 impl TokenCredential for FixedToken {
@@ -64,26 +67,9 @@ impl TokenCredential for FixedToken {
     }
 }
 
-/// `access_token` when the configuration gives one (test servers, tokens obtained
-/// elsewhere), else DefaultAzureCredential's chain: environment, workload identity, managed
-/// identity, Azure CLI. Nothing is called until a token is needed.
-pub fn credential(
-    access_token: Option<&SecretString>,
-) -> std::result::Result<Arc<dyn TokenCredential>, String> {
-    match access_token {
-        Some(token) => Ok(Arc::new(FixedToken(token.clone()))),
-        None => azure_identity::create_default_credential().map_err(|e| e.to_string()),
-    }
-}
-
-/// The endpoint, parsed, for a client builder.
-pub fn endpoint(url: &str) -> std::result::Result<azure_core::Url, String> {
-    azure_core::Url::parse(url).map_err(|e| format!("endpoint: {e}"))
-}
-
-/// The clients' retry policy: a few exponential retries, which wait out a 429's
-/// Retry-After before they give up.
-pub fn retry() -> azure_core::RetryOptions {
+/// The retry policy of requests sent again: a few exponential retries, which wait out a
+/// 429's Retry-After before they give up.
+fn retry() -> azure_core::RetryOptions {
     azure_core::RetryOptions::exponential(
         azure_core::ExponentialRetryOptions::default().max_retries(3u32),
     )

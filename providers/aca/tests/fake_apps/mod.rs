@@ -5,7 +5,10 @@
 //! (`offload_arm::fake`: token, api-version, throttling, the read bucket, the record).
 //!
 //! As ARM does: a PUT answers 201 (200 for a replacement) with the job still
-//! `InProgress`, and the next read finds it `Succeeded`; a start before then is
+//! `InProgress`, and the next read finds it `Succeeded`; a PUT with `If-None-Match: *` of a
+//! job that exists is refused with 412 `PreconditionFailed` (ARM's conditional create, which
+//! Bicep's `@onlyIfNotExists()` sends; no Microsoft.App document confirms that Container
+//! Apps honours it); a start before then is
 //! refused with 409; a start answers 200 with the new execution's name and id
 //! (Job_Start.json); executions are listed in Job_Executions_Get.json's shape, with the
 //! container's status and exit code under `detailedStatus`; a job's secrets come back
@@ -13,10 +16,15 @@
 //! one that has ended; a delete answers 200, or 204 for a job that is not there.
 //!
 //! Log Analytics: `POST /v1/workspaces/{id}/query` with `{"query": KQL}`, answered in the
-//! query API's shape (`tables[0]` with `columns` and `rows`). The fake understands the one
-//! query form the provider sends (table, replica name prefix, `TimeGenerated >=`, `take`;
-//! a job's lines are its replica's, whose name starts with the job's), and
-//! refuses any other with 400, as the API refuses KQL it cannot parse.
+//! query API's shape (`tables[0]` with `columns` and `rows`). The fake understands the two
+//! query forms the provider sends (a job's lines are its replica's, whose name starts with
+//! the job's): oldest first from an instant (`TimeGenerated >=`, `take`), and newest first
+//! as far as a number of characters (`row_cumsum` over `strlen`); it refuses any other
+//! with 400, as the API refuses KQL it cannot parse. Each line has its own instant, later
+//! than the one before, as a container's lines have.
+//!
+//! The ARM side is served with `offload_arm::fake::serve`, so a test can lose an answer
+//! after the fake carried the request out ([`FakeApps::fault`]).
 
 #![allow(dead_code)]
 
@@ -28,8 +36,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+pub use offload_arm::fake::Fault;
 pub use offload_arm::fake::TOKEN;
-use offload_arm::fake::{arm_error, Gate};
+use offload_arm::fake::{arm_error, create_only, precondition_failed, Gate};
 use serde_json::{json, Value};
 
 pub const API_VERSION: &str = "2024-08-02-preview";
@@ -60,7 +69,11 @@ struct Inner {
     /// Each job's executions, oldest first.
     executions: BTreeMap<String, Vec<Value>>,
     logs: BTreeMap<String, Vec<Row>>,
+    /// The instant of the last log line written, so that the next is later.
+    last_line: Option<time::OffsetDateTime>,
     started: u32,
+    /// PUTs that replaced a job that existed.
+    replaced: u32,
 }
 
 #[derive(Clone, Default)]
@@ -82,10 +95,14 @@ impl Drop for FakeApps {
 /// Now, as Log Analytics and ARM write times: RFC 3339 in UTC with a fixed number of
 /// fractional digits (so that the fake compares them as text).
 fn now() -> String {
+    written(time::OffsetDateTime::now_utc())
+}
+
+fn written(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    time::OffsetDateTime::now_utc().format(&format).unwrap()
+    at.format(&format).unwrap()
 }
 
 fn not_found(what: &str) -> Response {
@@ -112,10 +129,17 @@ fn shown(job: &Value) -> Value {
 async fn put_job(
     State(shared): State<Shared>,
     Path((sub, rg, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
     let mut inner = shared.0.lock().unwrap();
     let existed = inner.jobs.contains_key(&name);
+    if existed && create_only(&headers) {
+        return precondition_failed(&format!("Microsoft.App/jobs/{name}"));
+    }
+    if existed {
+        inner.replaced += 1;
+    }
     let mut job = body;
     job["id"] = json!(format!(
         "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/jobs/{name}"
@@ -248,10 +272,21 @@ async fn stop_execution(
     StatusCode::OK.into_response()
 }
 
-/// The fake's reading of the provider's KQL: `TABLE | where COLUMN startswith 'JOB-' [| where
-/// TimeGenerated >= datetime(T)] | order by TimeGenerated asc | project TimeGenerated, LOG
-/// | take N`.
-fn parse(kql: &str) -> Option<(String, String, Option<String>, String, usize)> {
+/// Which lines of a job a query asks for.
+enum Lines {
+    /// Oldest first, from an instant, at most this many.
+    Forward { from: Option<String>, take: usize },
+    /// Newest first, until the lines (each counted as its characters and a newline) reach
+    /// this many characters: the one that reaches them is the last.
+    Backward { chars: usize },
+}
+
+/// The fake's reading of the provider's KQL: `TABLE | where COLUMN startswith 'JOB-'`, then
+/// either `[| where TimeGenerated >= datetime(T)] | order by TimeGenerated asc | project
+/// TimeGenerated, LOG | take N`, or `| order by TimeGenerated desc | extend total =
+/// row_cumsum(strlen(LOG) + 1) | where total - strlen(LOG) - 1 < N | project
+/// TimeGenerated, LOG`. Gives the job, the log column and the lines asked for.
+fn parse(kql: &str) -> Option<(String, String, Lines)> {
     let parts: Vec<&str> = kql.split('|').map(str::trim).collect();
     let table = parts.first()?.to_string();
     let (column, prefix) = parts
@@ -259,7 +294,23 @@ fn parse(kql: &str) -> Option<(String, String, Option<String>, String, usize)> {
         .strip_prefix("where ")?
         .split_once(" startswith ")?;
     let job = prefix.strip_prefix('\'')?.strip_suffix("-'")?.to_string();
+    let expected = if table.ends_with("_CL") {
+        ("ContainerGroupName_s", "Log_s")
+    } else {
+        ("ContainerGroupName", "Log")
+    };
+    (column == expected.0).then_some(())?;
+    let log = expected.1;
+    let project = format!("project TimeGenerated, {log}");
     let mut rest = &parts[2..];
+    if rest.first()? == &"order by TimeGenerated desc" {
+        let sum = format!("extend total = row_cumsum(strlen({log}) + 1)");
+        let cut = format!("where total - strlen({log}) - 1 < ");
+        (rest.get(1)? == &sum.as_str() && rest.get(3)? == &project.as_str() && rest.len() == 4)
+            .then_some(())?;
+        let chars = rest.get(2)?.strip_prefix(cut.as_str())?.parse().ok()?;
+        return Some((job, log.to_string(), Lines::Backward { chars }));
+    }
     let from = match rest
         .first()?
         .strip_prefix("where TimeGenerated >= datetime(")
@@ -270,18 +321,11 @@ fn parse(kql: &str) -> Option<(String, String, Option<String>, String, usize)> {
         }
         None => None,
     };
-    (rest.first()? == &"order by TimeGenerated asc").then_some(())?;
-    let log = rest
-        .get(1)?
-        .strip_prefix("project TimeGenerated, ")?
-        .to_string();
+    (rest.first()? == &"order by TimeGenerated asc" && rest.get(1)? == &project.as_str())
+        .then_some(())?;
     let take = rest.get(2)?.strip_prefix("take ")?.parse().ok()?;
-    let expected = if table.ends_with("_CL") {
-        ("ContainerGroupName_s", "Log_s")
-    } else {
-        ("ContainerGroupName", "Log")
-    };
-    (column == expected.0 && log == expected.1).then_some((table, job, from, log, take))
+    (rest.len() == 3).then_some(())?;
+    Some((job, log.to_string(), Lines::Forward { from, take }))
 }
 
 async fn query(
@@ -297,19 +341,31 @@ async fn query(
     if workspace != WORKSPACE {
         return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "WorkspaceNotFoundError", "message": "The workspace could not be found"}}))).into_response();
     }
-    let Some((_, job, from, log, take)) = body["query"].as_str().and_then(parse) else {
+    let Some((job, log, lines)) = body["query"].as_str().and_then(parse) else {
         return (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "BadArgumentError", "message": "The request had some invalid properties"}}))).into_response();
     };
     let inner = shared.0.lock().unwrap();
-    let rows: Vec<Value> = inner
-        .logs
-        .get(&job)
-        .into_iter()
-        .flatten()
-        .filter(|r| from.as_ref().is_none_or(|f| r.at.as_str() >= f.as_str()))
-        .take(take)
-        .map(|r| json!([r.at, r.line]))
-        .collect();
+    let all = inner.logs.get(&job).map_or(&[][..], Vec::as_slice);
+    let rows: Vec<Value> = match lines {
+        Lines::Forward { from, take } => all
+            .iter()
+            .filter(|r| from.as_ref().is_none_or(|f| r.at.as_str() >= f.as_str()))
+            .take(take)
+            .map(|r| json!([r.at, r.line]))
+            .collect(),
+        Lines::Backward { chars } => {
+            let mut total = 0;
+            all.iter()
+                .rev()
+                .take_while(|r| {
+                    let before = total;
+                    total += r.line.chars().count() + 1;
+                    before < chars
+                })
+                .map(|r| json!([r.at, r.line]))
+                .collect()
+        }
+    };
     Json(json!({"tables": [{"name": "PrimaryResult", "columns": [
         {"name": "TimeGenerated", "type": "datetime"}, {"name": log, "type": "string"}], "rows": rows}]}))
     .into_response()
@@ -338,9 +394,7 @@ impl FakeApps {
         let app = gate.guard(arm).merge(logs);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = offload_arm::fake::serve(listener, app);
         FakeApps {
             url,
             shared,
@@ -390,15 +444,38 @@ impl FakeApps {
         }
     }
 
-    /// Log Analytics receives these lines of the job's console output, all stamped now.
+    /// Log Analytics receives these lines of the job's console output, each stamped with
+    /// its own instant: now, or just after the line before.
     pub fn append_log(&self, job: &str, text: &str) {
-        let at = now();
-        let mut inner = self.shared.0.lock().unwrap();
+        let mut guard = self.shared.0.lock().unwrap();
+        let inner = &mut *guard;
         let rows = inner.logs.entry(job.to_string()).or_default();
-        rows.extend(text.lines().map(|line| Row {
-            at: at.clone(),
-            line: line.to_string(),
-        }));
+        for line in text.lines() {
+            let now = time::OffsetDateTime::now_utc();
+            let now = now
+                .replace_nanosecond(now.nanosecond() / 1000 * 1000)
+                .unwrap();
+            let at = match inner.last_line {
+                Some(last) if last >= now => last + time::Duration::microseconds(1),
+                _ => now,
+            };
+            inner.last_line = Some(at);
+            rows.push(Row {
+                at: written(at),
+                line: line.to_string(),
+            });
+        }
+    }
+
+    /// How many PUTs replaced a job that existed.
+    pub fn replaced(&self) -> u32 {
+        self.shared.0.lock().unwrap().replaced
+    }
+
+    /// The next `times` ARM requests with this method whose path ends with `suffix` meet
+    /// `fault`.
+    pub fn fault(&self, method: &'static str, suffix: &str, times: u32, fault: Fault) {
+        self.gate.fault(method, suffix, times, fault);
     }
 
     pub fn throttle(&self, times: u32, seconds: u64) {

@@ -7,6 +7,12 @@
 //! published list example shows them). A stop does
 //! what Microsoft's docs say ACI's does: it recycles the containers of a group still
 //! running (their log goes with them) and leaves a group that already ended as it is.
+//!
+//! A PUT of a group that exists replaces it (200), as ACI's does; with `If-None-Match: *` it
+//! is refused with 412 `PreconditionFailed` instead (ARM's conditional create, which
+//! Bicep's `@onlyIfNotExists()` sends; no ACI document confirms that ACI honours it). It is
+//! served with `offload_arm::fake::serve`, so that a test can lose an answer after the fake
+//! carried the request out ([`FakeArm::fault`]).
 
 #![allow(dead_code)]
 
@@ -14,12 +20,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use offload_arm::fake::{arm_error, Gate};
+pub use offload_arm::fake::Fault;
 pub use offload_arm::fake::TOKEN;
+use offload_arm::fake::{arm_error, create_only, precondition_failed, Gate};
 use serde_json::{json, Value};
 
 pub const API_VERSION: &str = "2024-10-01-preview";
@@ -31,6 +38,8 @@ struct Inner {
     /// What the next GETs of a group return instead (a published example).
     examples: BTreeMap<String, Value>,
     logs: BTreeMap<String, String>,
+    /// PUTs that replaced a group that existed.
+    replaced: u32,
 }
 
 #[derive(Clone, Default)]
@@ -56,7 +65,9 @@ pub fn fixture(name: &str) -> Value {
         "ContainerGroupsGet_Succeeded.json" => {
             include_str!("../fixtures/ContainerGroupsGet_Succeeded.json")
         }
-        "ContainerGroupsGet_Failed.json" => include_str!("../fixtures/ContainerGroupsGet_Failed.json"),
+        "ContainerGroupsGet_Failed.json" => {
+            include_str!("../fixtures/ContainerGroupsGet_Failed.json")
+        }
         "ContainerListLogs.json" => include_str!("../fixtures/ContainerListLogs.json"),
         other => panic!("the fake serves no example {other}"),
     };
@@ -85,10 +96,19 @@ fn shown(group: &Value) -> Value {
 async fn put_group(
     State(shared): State<Shared>,
     Path((sub, rg, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
     let mut inner = shared.0.lock().unwrap();
     let existed = inner.groups.contains_key(&name);
+    if existed && create_only(&headers) {
+        return precondition_failed(&format!(
+            "Microsoft.ContainerInstance/containerGroups/{name}"
+        ));
+    }
+    if existed {
+        inner.replaced += 1;
+    }
     let mut group = body;
     group["id"] = json!(format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}"));
     group["name"] = json!(name);
@@ -157,9 +177,19 @@ async fn list_groups(State(shared): State<Shared>) -> Response {
     let inner = shared.0.lock().unwrap();
     let listed = inner.groups.values().map(|group| {
         let mut group = shown(group);
-        group["properties"].as_object_mut().unwrap().remove("instanceView");
-        for c in group["properties"]["containers"].as_array_mut().into_iter().flatten() {
-            c["properties"].as_object_mut().unwrap().remove("instanceView");
+        group["properties"]
+            .as_object_mut()
+            .unwrap()
+            .remove("instanceView");
+        for c in group["properties"]["containers"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+        {
+            c["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("instanceView");
         }
         group
     });
@@ -199,9 +229,7 @@ impl FakeArm {
         let app = gate.guard(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = offload_arm::fake::serve(listener, app);
         FakeArm {
             url,
             shared,
@@ -248,6 +276,17 @@ impl FakeArm {
     /// The next `times` requests get 429 with `Retry-After: seconds`.
     pub fn throttle(&self, times: u32, seconds: u64) {
         self.gate.throttle(times, seconds);
+    }
+
+    /// How many PUTs replaced a group that existed.
+    pub fn replaced(&self) -> u32 {
+        self.shared.0.lock().unwrap().replaced
+    }
+
+    /// The next `times` requests with this method whose path ends with `suffix` meet
+    /// `fault`.
+    pub fn fault(&self, method: &'static str, suffix: &str, times: u32, fault: Fault) {
+        self.gate.fault(method, suffix, times, fault);
     }
 
     /// Reads ARM would have refused with 429 because the subscription's bucket was empty.
