@@ -764,6 +764,7 @@ fn the_cloudrun_role_allows_the_calls_the_provider_makes() {
             (".create_secret()", "secretmanager.secrets.create"),
             (".add_secret_version()", "secretmanager.versions.add"),
             (".delete_secret()", "secretmanager.secrets.delete"),
+            (".list_secrets()", "secretmanager.secrets.list"),
         ],
     );
 }

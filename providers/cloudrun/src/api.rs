@@ -63,12 +63,13 @@ pub struct Clients {
     pub secrets: Option<SecretManagerService>,
 }
 
-/// Builds a client of one kind with the configuration's endpoint and credentials and a
-/// short retry policy: the engine retries what is left.
+/// Builds a client of one kind with the configuration's endpoint, credentials and attempt
+/// timeout and a short retry policy: the engine retries what is left.
 macro_rules! client {
-    ($kind:ty, $endpoint:expr, $credentials:expr) => {{
+    ($kind:ty, $endpoint:expr, $credentials:expr, $timeout:expr) => {{
         let mut builder = <$kind>::builder()
             .with_endpoint($endpoint)
+            .with_attempt_timeout($timeout)
             .with_retry_policy(Aip194Strict.with_attempt_limit(3));
         if let Some(credentials) = $credentials.clone() {
             builder = builder.with_credentials(credentials);
@@ -87,15 +88,26 @@ impl Clients {
     pub async fn new(config: &Config) -> Result<Clients, String> {
         let credentials: Option<Credentials> =
             config.access_token.clone().map(|t| FixedToken(t).into());
+        let timeout = Duration::from_secs(config.request_timeout_seconds);
         let secrets = match &config.secret_manager {
-            Some(sm) => Some(client!(SecretManagerService, &sm.endpoint, credentials)),
+            Some(sm) => Some(client!(
+                SecretManagerService,
+                &sm.endpoint,
+                credentials,
+                timeout
+            )),
             None => None,
         };
         Ok(Clients {
-            jobs: client!(Jobs, &config.endpoint, credentials),
-            executions: client!(Executions, &config.endpoint, credentials),
-            tasks: client!(Tasks, &config.endpoint, credentials),
-            logging: client!(LoggingServiceV2, &config.logging_endpoint, credentials),
+            jobs: client!(Jobs, &config.endpoint, credentials, timeout),
+            executions: client!(Executions, &config.endpoint, credentials, timeout),
+            tasks: client!(Tasks, &config.endpoint, credentials, timeout),
+            logging: client!(
+                LoggingServiceV2,
+                &config.logging_endpoint,
+                credentials,
+                timeout
+            ),
             secrets,
         })
     }

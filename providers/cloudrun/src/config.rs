@@ -46,6 +46,10 @@ pub struct Config {
     /// fails; Cloud Run gives its reason on the job.
     #[serde(default = "default_pending_timeout")]
     pub pending_timeout_seconds: u64,
+    /// How long one attempt of a request may take, connecting included, until its answer
+    /// is read (the Google clients take no separate connect timeout).
+    #[serde(default = "offload_provider::timeouts::request_seconds")]
+    pub request_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +94,9 @@ impl Config {
         }
         for (k, v) in &self.labels {
             crate::job::label_rule(k, v).map_err(|why| format!("labels.{k}: {why}"))?;
+        }
+        if self.request_timeout_seconds == 0 {
+            return Err("request_timeout_seconds: must be at least 1".into());
         }
         Ok(())
     }

@@ -138,6 +138,88 @@ impl CloudRun {
         }
         sizing::size(&self.config, &spec.resources)
     }
+
+    /// A handle's phase from its execution in the round's list, or without one.
+    async fn observe_one(
+        &self,
+        handle: &Handle,
+        execution: Option<&Execution>,
+    ) -> Result<Observation> {
+        let pending = Duration::from_secs(self.config.pending_timeout_seconds);
+        let (phase, ran) = match execution {
+            Some(execution) => {
+                let task = match status::needs_task(execution) {
+                    true => self.task(&execution.name).await?,
+                    false => None,
+                };
+                let phase = status::phase(execution, task.as_ref());
+                let ran = phase.is_final().then(|| status::ran(execution)).flatten();
+                (phase, ran)
+            }
+            // Not listed: not started yet, failed before it started, or gone.
+            None => match self.get_job(&handle.provider_ref).await? {
+                None => (
+                    Phase::Lost {
+                        reason: format!("Cloud Run job {} was deleted", handle.provider_ref),
+                    },
+                    None,
+                ),
+                Some(job) => (
+                    status::without_execution(&job, SystemTime::now(), pending),
+                    None,
+                ),
+            },
+        };
+        Ok(Observation {
+            handle: handle.clone(),
+            phase,
+            ran,
+        })
+    }
+
+    /// A launch that failed with `error` deletes the secrets it made; a failure to delete
+    /// them leaves them to the orphan sweep. Returns `error`.
+    async fn unlaunched(&self, job: &str, error: ProviderError) -> ProviderError {
+        if let Some(sm) = &self.api.secrets {
+            if let Err(e) = secrets::delete(sm, &self.config.project, job).await {
+                tracing::warn!(job, error = %e, "could not delete the secrets of a failed launch: the orphan sweep will");
+            }
+        }
+        error
+    }
+
+    /// The jobs labelled `managed-by=offload`.
+    async fn managed_jobs(&self) -> Result<Vec<Handle>> {
+        let mut handles = vec![];
+        let mut token = String::new();
+        loop {
+            let page = api::patiently(|| {
+                self.api
+                    .jobs
+                    .list_jobs()
+                    .set_parent(self.config.parent())
+                    .set_page_token(token.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| api::classify("list jobs", e))?;
+            for job in &page.jobs {
+                if job.labels.get(job::MANAGED_BY_LABEL).map(String::as_str) != Some("offload") {
+                    continue;
+                }
+                if let Some(key) = job.labels.get(job::KEY_LABEL) {
+                    handles.push(Handle {
+                        key: key.clone(),
+                        provider_ref: short(&job.name).to_string(),
+                    });
+                }
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(handles);
+            }
+            token = page.next_page_token;
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -198,7 +280,11 @@ impl Provider for CloudRun {
         }
         let refs = match &self.api.secrets {
             Some(sm) if !launch.secret_env.is_empty() => {
-                secrets::put(sm, &self.config.project, &id, launch).await?
+                match secrets::put(sm, &self.config.project, &id, launch).await {
+                    Ok(refs) => refs,
+                    // No job was made (it is made after its secrets): none can use them.
+                    Err(e) => return Err(self.unlaunched(&id, e).await),
+                }
             }
             _ => vec![],
         };
@@ -226,54 +312,24 @@ impl Provider for CloudRun {
                     ))),
                 }
             }
-            Err(e) => {
-                let err = api::classify("create job", e);
-                if let Some(sm) = &self.api.secrets {
-                    if !refs.is_empty() {
-                        secrets::delete(sm, &self.config.project, &id).await?;
-                    }
-                }
-                Err(err)
-            }
+            // A failure that says nothing of whether the job was made leaves its secrets
+            // to it (a relaunch adopts it), or, if it was not, to the orphan sweep.
+            Err(e) => match api::classify("create job", e) {
+                e @ ProviderError::Transient(_) => Err(e),
+                refused if refs.is_empty() => Err(refused),
+                refused => Err(self.unlaunched(&id, refused).await),
+            },
         }
     }
 
+    /// One list of the region's executions, then a read of each job that needs one: a
+    /// failed execution's task, or a job not listed; a job whose read fails is left out.
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
-        let mut executions = self.executions().await?;
-        let pending = Duration::from_secs(self.config.pending_timeout_seconds);
-        let mut seen = Vec::with_capacity(handles.len());
-        for handle in handles {
-            let (phase, ran) = match executions.remove(&handle.provider_ref) {
-                Some(execution) => {
-                    let task = match status::needs_task(&execution) {
-                        true => self.task(&execution.name).await?,
-                        false => None,
-                    };
-                    let phase = status::phase(&execution, task.as_ref());
-                    let ran = phase.is_final().then(|| status::ran(&execution)).flatten();
-                    (phase, ran)
-                }
-                // Not listed: not started yet, failed before it started, or gone.
-                None => match self.get_job(&handle.provider_ref).await? {
-                    None => (
-                        Phase::Lost {
-                            reason: format!("Cloud Run job {} was deleted", handle.provider_ref),
-                        },
-                        None,
-                    ),
-                    Some(job) => (
-                        status::without_execution(&job, SystemTime::now(), pending),
-                        None,
-                    ),
-                },
-            };
-            seen.push(Observation {
-                handle: handle.clone(),
-                phase,
-                ran,
-            });
-        }
-        Ok(seen)
+        let executions = self.executions().await?;
+        offload_provider::one_by_one::observe(handles, |handle| {
+            self.observe_one(handle, executions.get(&handle.provider_ref))
+        })
+        .await
     }
 
     /// Cancels the job's execution; the job stays until `release` deletes it. A job whose
@@ -342,35 +398,20 @@ impl Provider for CloudRun {
         .map_err(|e| api::classify("list jobs", e))
     }
 
+    /// Jobs labelled `managed-by=offload`, and the launch keys of secrets offload made
+    /// whose job is gone (a launch that never made it, a release that failed half-way).
     async fn managed(&self) -> Result<Vec<Handle>> {
-        let mut handles = vec![];
-        let mut token = String::new();
-        loop {
-            let page = api::patiently(|| {
-                self.api
-                    .jobs
-                    .list_jobs()
-                    .set_parent(self.config.parent())
-                    .set_page_token(token.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| api::classify("list jobs", e))?;
-            for job in &page.jobs {
-                if job.labels.get(job::MANAGED_BY_LABEL).map(String::as_str) != Some("offload") {
-                    continue;
-                }
-                if let Some(key) = job.labels.get(job::KEY_LABEL) {
+        let mut handles = self.managed_jobs().await?;
+        if let Some(sm) = &self.api.secrets {
+            for key in secrets::orphans(sm, &self.config.project).await? {
+                if !handles.iter().any(|h| h.key == key) {
                     handles.push(Handle {
-                        key: key.clone(),
-                        provider_ref: short(&job.name).to_string(),
+                        provider_ref: job::id(&key),
+                        key,
                     });
                 }
             }
-            if page.next_page_token.is_empty() {
-                return Ok(handles);
-            }
-            token = page.next_page_token;
         }
+        Ok(handles)
     }
 }

@@ -7,10 +7,13 @@ mod fake_run;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use fake_run::FakeRun;
 use offload_cloudrun::CloudRun;
 use offload_provider::conformance::launch;
-use offload_provider::{Gpu, Handle, Phase, Provider, ProviderError, Resources, WorkloadSpec};
+use offload_provider::{
+    Gpu, Handle, LogQuery, Phase, Provider, ProviderError, Resources, WorkloadSpec,
+};
 use serde_json::{json, Value};
 
 async fn provider(run: &FakeRun, extra: Value) -> CloudRun {
@@ -412,4 +415,218 @@ async fn a_wrong_token_is_a_config_error() {
         matches!(&err, ProviderError::Config(w) if w.contains("UNAUTHENTICATED")),
         "{err:?}"
     );
+}
+
+/// A launch with two secrets, so that one can fail after the other was made.
+fn two_secrets(key: &str) -> offload_provider::Launch {
+    let mut l = launch(key, spec());
+    l.secret_env.insert("PASSWORD".into(), "hunter2".into());
+    l
+}
+
+#[tokio::test]
+async fn a_release_that_failed_half_way_deletes_the_rest_when_it_is_tried_again() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun.launch(&two_secrets("offload-s-3")).await.unwrap();
+    let job = &handle.provider_ref;
+    assert_eq!(run.secrets().len(), 2, "{:?}", run.secrets());
+    // The first release deletes the job and one secret, then fails.
+    let second = run
+        .secrets()
+        .into_iter()
+        .find(|s| s.ends_with("-env-1"))
+        .unwrap();
+    run.fail(
+        "DELETE",
+        &format!("/secrets/{second}"),
+        1,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+    );
+    cloudrun.release(&handle).await.unwrap_err();
+    assert!(run.job(job).is_none());
+    assert_eq!(run.secrets(), vec![second.clone()]);
+    // Tried again, it deletes what is left.
+    cloudrun.release(&handle).await.unwrap();
+    assert!(run.secrets().is_empty(), "{:?}", run.secrets());
+}
+
+#[tokio::test]
+async fn a_launch_refused_after_some_secrets_were_made_deletes_them() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let job = offload_cloudrun::job_id("offload-s-4");
+    // The second secret's version is refused: the first is made, with its version.
+    run.fail(
+        "POST",
+        &format!("/secrets/{job}-env-1:addVersion"),
+        1,
+        StatusCode::FORBIDDEN,
+        "PERMISSION_DENIED",
+    );
+    let err = cloudrun
+        .launch(&two_secrets("offload-s-4"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Config(_)), "{err:?}");
+    assert!(run.job(&job).is_none());
+    assert!(run.secrets().is_empty(), "{:?}", run.secrets());
+    // The same when Cloud Run refuses the job after the secrets were made.
+    run.fail(
+        "POST",
+        "/jobs?",
+        1,
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+    );
+    let err = cloudrun
+        .launch(&two_secrets("offload-s-4"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::InvalidSpec(_)), "{err:?}");
+    assert!(run.secrets().is_empty(), "{:?}", run.secrets());
+}
+
+#[tokio::test]
+async fn the_orphan_sweep_finds_secrets_no_job_owns() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    // The job's create fails with an internal error (it may have been made, so its secrets
+    // stay), and Cloud Run had not made it: its job ends unlaunched.
+    run.fail(
+        "POST",
+        "/jobs?",
+        1,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+    );
+    let err = cloudrun
+        .launch(&two_secrets("offload-s-5"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+    let job = offload_cloudrun::job_id("offload-s-5");
+    assert!(run.job(&job).is_none());
+    assert_eq!(run.secrets().len(), 2);
+    // The sweep lists them under their launch key, and releasing that deletes them.
+    let live = cloudrun
+        .launch(&launch("offload-s-6", spec()))
+        .await
+        .unwrap();
+    let mut managed = cloudrun.managed().await.unwrap();
+    managed.sort_by(|a, b| a.key.cmp(&b.key));
+    let orphan = Handle {
+        key: "offload-s-5".into(),
+        provider_ref: job.clone(),
+    };
+    assert_eq!(managed, vec![orphan.clone(), live.clone()]);
+    cloudrun.release(&orphan).await.unwrap();
+    assert_eq!(run.secrets(), vec![format!("{}-env-0", live.provider_ref)]);
+}
+
+#[tokio::test]
+async fn a_chatty_jobs_tail_is_the_end_of_its_log() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-v-1", spec()))
+        .await
+        .unwrap();
+    let mut text: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+    text.push_str("offload-result: {\"rows\": 100000}\n");
+    run.append_log(&handle.provider_ref, &text);
+    let tail = LogQuery {
+        cursor: None,
+        tail_bytes: Some(64 << 10),
+    };
+    let chunk = cloudrun.logs(&handle, &tail).await.unwrap();
+    assert!(
+        chunk
+            .text
+            .ends_with("line 99999\noffload-result: {\"rows\": 100000}\n"),
+        "{}",
+        &chunk.text[chunk.text.len().saturating_sub(200)..]
+    );
+    assert!(
+        chunk.text.len() > 32 << 10 && chunk.text.len() <= 64 << 10,
+        "{}",
+        chunk.text.len()
+    );
+    // Its cursor is the end: a follower from it reads only what comes after.
+    let on = LogQuery {
+        cursor: chunk.cursor.clone(),
+        tail_bytes: None,
+    };
+    assert_eq!(cloudrun.logs(&handle, &on).await.unwrap().text, "");
+    run.append_log(&handle.provider_ref, "one more\n");
+    assert_eq!(
+        cloudrun.logs(&handle, &on).await.unwrap().text,
+        "one more\n"
+    );
+}
+
+#[tokio::test]
+async fn one_jobs_failed_read_leaves_only_it_out_of_a_round() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({})).await;
+    // Two jobs with no execution (their images are missing): each is read on its own.
+    run.missing_image("us-docker.pkg.dev/batch-prod/jobs/gone:1");
+    let gone = WorkloadSpec {
+        image: "us-docker.pkg.dev/batch-prod/jobs/gone:1".into(),
+        ..spec()
+    };
+    let a = cloudrun
+        .launch(&launch("offload-f-1", gone.clone()))
+        .await
+        .unwrap();
+    let b = cloudrun.launch(&launch("offload-f-2", gone)).await.unwrap();
+    run.fail(
+        "GET",
+        &format!("/jobs/{}", a.provider_ref),
+        100,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+    );
+    let seen = cloudrun.observe(&[a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].handle, b);
+    assert!(
+        matches!(seen[0].phase, Phase::Exited { .. }),
+        "{:?}",
+        seen[0].phase
+    );
+    // When every read fails, the round fails.
+    let err = cloudrun
+        .observe(std::slice::from_ref(&a))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Transient(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_call_that_never_answers_times_out() {
+    let run = FakeRun::start().await;
+    let cloudrun = provider(&run, json!({"request_timeout_seconds": 1})).await;
+    let handle = cloudrun
+        .launch(&launch("offload-h-1", spec()))
+        .await
+        .unwrap();
+    run.hang("GET", "/jobs/-/executions", 1);
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        cloudrun.observe(std::slice::from_ref(&handle)),
+    )
+    .await
+    .expect("the hung call timed out");
+    assert!(
+        matches!(answer, Err(ProviderError::Transient(_))),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(matches!(
+        phase(&cloudrun, &handle).await,
+        Phase::Starting { .. }
+    ));
 }

@@ -25,9 +25,15 @@
 //!
 //! Cloud Logging: `POST /v2/entries:list` with the filter form the provider sends
 //! (`resource.type`, `resource.labels.job_name`, `resource.labels.location`, optionally
-//! `timestamp>=`), `orderBy` `timestamp asc`, `pageSize` up to 1000 (more is refused, as
-//! the API refuses it). Secret Manager: create a secret, add a version, delete a secret.
-//! The test plays Cloud Run: it moves executions on and writes log lines.
+//! `timestamp>=`), `orderBy` `timestamp asc` or `timestamp desc` (equal timestamps in
+//! `insertId` order, as the reference says), `pageSize` up to 1000 (more is refused, as the
+//! API refuses it); each line written has its own instant, later than the one before.
+//! Secret Manager: create a secret (with its labels), add a version, delete a secret, list
+//! secrets with a `name:"TEXT"` filter (the names that contain TEXT; the fake refuses other
+//! filters with 400).
+//! The test plays Cloud Run: it moves executions on and writes log lines; it can make the
+//! next requests of a kind fail with an error, or never answer ([`FakeRun::fail`],
+//! [`FakeRun::hang`]).
 
 #![allow(dead_code)]
 
@@ -52,14 +58,40 @@ struct Inner {
     executions: BTreeMap<String, Value>,
     tasks: BTreeMap<String, Value>,
     operations: BTreeMap<String, Value>,
-    /// Log entries by job id.
-    logs: BTreeMap<String, Vec<Value>>,
-    /// Secret id → version payloads (base64), oldest first.
-    secrets: BTreeMap<String, Vec<String>>,
+    /// Log lines by job id, oldest first.
+    logs: BTreeMap<String, Vec<Line>>,
+    /// The instant of the last line written, so that the next is later.
+    last_line: Option<time::OffsetDateTime>,
+    /// Secret id → the secret.
+    secrets: BTreeMap<String, Secret>,
+    faults: Vec<Rule>,
     missing_images: BTreeSet<String>,
     throttle: Option<(u32, u64)>,
     requests: Vec<(String, String, Option<Value>)>,
     serial: u64,
+}
+
+/// One line of a job's output as Cloud Logging holds it.
+struct Line {
+    at: time::OffsetDateTime,
+    text: String,
+    insert_id: String,
+}
+
+#[derive(Default)]
+struct Secret {
+    labels: Value,
+    /// Version payloads (base64), oldest first.
+    versions: Vec<String>,
+}
+
+/// The next `times` requests with this method whose path and query contain `contains`
+/// meet `fault`.
+struct Rule {
+    method: &'static str,
+    contains: String,
+    times: u32,
+    fault: Option<(StatusCode, &'static str)>,
 }
 
 #[derive(Clone, Default)]
@@ -79,10 +111,14 @@ impl Drop for FakeRun {
 
 /// Now, as Google's APIs write times: RFC 3339 in UTC.
 fn now() -> String {
+    written(time::OffsetDateTime::now_utc())
+}
+
+fn written(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
-    time::OffsetDateTime::now_utc().format(&format).unwrap()
+    at.format(&format).unwrap()
 }
 
 fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
@@ -195,7 +231,7 @@ impl Inner {
                 let known = self
                     .secrets
                     .get(secret)
-                    .is_some_and(|v| version >= 1 && version <= v.len());
+                    .is_some_and(|s| version >= 1 && version <= s.versions.len());
                 if !known {
                     return Some(format!("Secret projects/{PROJECT}/secrets/{secret}/versions/{version} was not found"));
                 }
@@ -471,15 +507,10 @@ impl Inner {
             Some(Some(t)) => Some(t),
             None => None,
         };
-        let mut entries: Vec<Value> = self
-            .logs
-            .get(&job)
-            .into_iter()
-            .flatten()
-            .filter(|e| {
-                from.is_none_or(|f| parse_time(e["timestamp"].as_str().unwrap()).unwrap() >= f)
-            })
-            .cloned()
+        let lines = self.logs.get(&job).map_or(&[][..], Vec::as_slice);
+        let mut entries: Vec<&Line> = lines
+            .iter()
+            .filter(|l| from.is_none_or(|f| l.at >= f))
             .collect();
         if body["orderBy"] == "timestamp desc" {
             entries.reverse();
@@ -489,7 +520,12 @@ impl Inner {
             .as_str()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let page: Vec<Value> = entries.iter().skip(from).take(size).cloned().collect();
+        let page: Vec<Value> = entries
+            .iter()
+            .skip(from)
+            .take(size)
+            .map(|l| entry(&job, l))
+            .collect();
         let mut answer = json!({"entries": page});
         if from + size < entries.len() {
             answer["nextPageToken"] = json!((from + size).to_string());
@@ -518,7 +554,14 @@ impl Inner {
                 if body.as_ref().is_none_or(|b| b["replication"].is_null()) {
                     return invalid("secret.replication: must be set");
                 }
-                self.secrets.insert(id.clone(), vec![]);
+                let labels = body.as_ref().map_or(Value::Null, |b| b["labels"].clone());
+                self.secrets.insert(
+                    id.clone(),
+                    Secret {
+                        labels,
+                        versions: vec![],
+                    },
+                );
                 let mut secret = body.unwrap();
                 secret["name"] = json!(format!("projects/{PROJECT}/secrets/{id}"));
                 secret["createTime"] = json!(now());
@@ -526,7 +569,7 @@ impl Inner {
             }
             ("POST", ["secrets", action]) if action.ends_with(":addVersion") => {
                 let id = action.trim_end_matches(":addVersion");
-                let Some(versions) = self.secrets.get_mut(id) else {
+                let Some(versions) = self.secrets.get_mut(id).map(|s| &mut s.versions) else {
                     return not_found(id);
                 };
                 let Some(data) = body.as_ref().and_then(|b| b["payload"]["data"].as_str()) else {
@@ -540,6 +583,27 @@ impl Inner {
                 Some(_) => Json(json!({})).into_response(),
                 None => not_found(id),
             },
+            ("GET", ["secrets"]) => {
+                let filter = query.get("filter").map(String::as_str).unwrap_or("");
+                let contains = match filter {
+                    "" => Some(""),
+                    f => f.strip_prefix("name:\"").and_then(|f| f.strip_suffix('"')),
+                };
+                let Some(contains) = contains.filter(|c| !c.contains('"')) else {
+                    return invalid(&format!("filter: the fake does not understand {filter:?}"));
+                };
+                let secrets: Vec<Value> = self
+                    .secrets
+                    .iter()
+                    .map(|(id, s)| (format!("projects/{PROJECT}/secrets/{id}"), s))
+                    .filter(|(name, _)| name.contains(contains))
+                    .map(|(name, s)| {
+                        json!({"name": name, "labels": s.labels, "createTime": "2026-12-02T10:00:00Z",
+                            "replication": {"automatic": {}}})
+                    })
+                    .collect();
+                Self::page(secrets, "secrets", query)
+            }
             _ => not_found(&rest.join("/")),
         }
     }
@@ -562,6 +626,21 @@ async fn serve(shared: Shared, request: axum::extract::Request) -> Response {
             Some((k.to_string(), percent_decode(v)))
         })
         .collect();
+    // A request held unanswered is held outside the lock.
+    match answer(&shared, parts, path, query, body) {
+        Some(response) => response,
+        None => std::future::pending().await,
+    }
+}
+
+/// The answer to a request, or `None` for one a test said never to answer.
+fn answer(
+    shared: &Shared,
+    parts: axum::http::request::Parts,
+    path: String,
+    query: BTreeMap<String, String>,
+    body: Option<Value>,
+) -> Option<Response> {
     let mut inner = shared.0.lock().unwrap();
     let shown = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -569,27 +648,48 @@ async fn serve(shared: Shared, request: axum::extract::Request) -> Response {
     };
     inner
         .requests
-        .push((parts.method.to_string(), shown, body.clone()));
+        .push((parts.method.to_string(), shown.clone(), body.clone()));
     if !authorized(&parts.headers) {
-        return error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.",
-        );
+        ));
+    }
+    let fault = inner
+        .faults
+        .iter_mut()
+        .find(|r| r.times > 0 && r.method == parts.method.as_str() && shown.contains(&r.contains))
+        .map(|r| {
+            r.times -= 1;
+            r.fault
+        });
+    match fault {
+        Some(Some((status, code))) => {
+            return Some(error(
+                status,
+                code,
+                "The service encountered an error; try again later.",
+            ))
+        }
+        Some(None) => return None,
+        None => {}
     }
     if let Some((left, seconds)) = inner.throttle {
         inner.throttle = (left > 1).then_some((left - 1, seconds));
         let body = json!({"error": {"code": 429, "message": "Quota exceeded for quota metric 'Read requests'", "status": "RESOURCE_EXHAUSTED",
             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{seconds}s")}]}});
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("retry-after", seconds.to_string())],
-            Json(body),
-        )
-            .into_response();
+        return Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", seconds.to_string())],
+                Json(body),
+            )
+                .into_response(),
+        );
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segments.as_slice() {
+    Some(match segments.as_slice() {
         ["v2", "projects", p, "locations", l, rest @ ..] if *p == PROJECT && *l == REGION => {
             inner.run(&parts.method, rest, &query, body)
         }
@@ -600,7 +700,7 @@ async fn serve(shared: Shared, request: axum::extract::Request) -> Response {
             inner.secret_manager(&parts.method, rest, &query, body)
         }
         _ => not_found(&path),
-    }
+    })
 }
 
 fn percent_decode(text: &str) -> String {
@@ -625,6 +725,17 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A line as an entry of `entries.list`'s answer.
+fn entry(job: &str, line: &Line) -> Value {
+    let at = written(line.at);
+    json!({
+        "logName": format!("projects/{PROJECT}/logs/run.googleapis.com%2Fstdout"),
+        "resource": {"type": "cloud_run_job", "labels": {"project_id": PROJECT, "job_name": job, "location": REGION}},
+        "labels": {"run.googleapis.com/execution_name": format!("{job}-run"), "run.googleapis.com/task_index": "0", "run.googleapis.com/task_attempt": "0"},
+        "textPayload": line.text, "timestamp": at, "receiveTimestamp": at, "insertId": line.insert_id, "severity": "DEFAULT",
+    })
 }
 
 fn authorized(headers: &HeaderMap) -> bool {
@@ -706,34 +817,77 @@ impl FakeRun {
         });
     }
 
-    /// Cloud Logging receives these lines of the job's output, all stamped now.
+    /// Cloud Logging receives these lines of the job's output, each stamped with its own
+    /// instant: now, or just after the line before.
     pub fn append_log(&self, job: &str, text: &str) {
         self.with(|i| {
-            let at = now();
             for line in text.lines() {
-                let insert = i.serial();
-                let execution = format!("{job}-run");
-                i.logs.entry(job.to_string()).or_default().push(json!({
-                    "logName": format!("projects/{PROJECT}/logs/run.googleapis.com%2Fstdout"),
-                    "resource": {"type": "cloud_run_job", "labels": {"project_id": PROJECT, "job_name": job, "location": REGION}},
-                    "labels": {"run.googleapis.com/execution_name": execution, "run.googleapis.com/task_index": "0", "run.googleapis.com/task_attempt": "0"},
-                    "textPayload": line, "timestamp": at, "receiveTimestamp": at, "insertId": insert, "severity": "DEFAULT",
-                }));
+                let now = time::OffsetDateTime::now_utc();
+                let now = now
+                    .replace_nanosecond(now.nanosecond() / 1000 * 1000)
+                    .unwrap();
+                let at = match i.last_line {
+                    Some(last) if last >= now => last + time::Duration::microseconds(1),
+                    _ => now,
+                };
+                i.last_line = Some(at);
+                let insert_id = i.serial();
+                i.logs.entry(job.to_string()).or_default().push(Line {
+                    at,
+                    text: line.to_string(),
+                    insert_id,
+                });
             }
+        });
+    }
+
+    /// The next `times` requests with this method whose path and query contain `contains`
+    /// answer this error (a `google.rpc.Status` with `code`), and are not carried out.
+    pub fn fail(
+        &self,
+        method: &'static str,
+        contains: &str,
+        times: u32,
+        status: StatusCode,
+        code: &'static str,
+    ) {
+        self.with(|i| {
+            i.faults.push(Rule {
+                method,
+                contains: contains.to_string(),
+                times,
+                fault: Some((status, code)),
+            })
+        });
+    }
+
+    /// The next `times` requests with this method whose path and query contain `contains`
+    /// are neither carried out nor answered: the connection is held until the client gives up.
+    pub fn hang(&self, method: &'static str, contains: &str, times: u32) {
+        self.with(|i| {
+            i.faults.push(Rule {
+                method,
+                contains: contains.to_string(),
+                times,
+                fault: None,
+            })
         });
     }
 
     /// The secret's versions' values, decoded.
     pub fn secret(&self, id: &str) -> Option<Vec<String>> {
         use base64::Engine as _;
-        self.with(|i| i.secrets.get(id).cloned()).map(|vs| {
-            vs.iter()
-                .map(|v| {
-                    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v).unwrap())
+        self.with(|i| i.secrets.get(id).map(|s| s.versions.clone()))
+            .map(|vs| {
+                vs.iter()
+                    .map(|v| {
+                        String::from_utf8(
+                            base64::engine::general_purpose::STANDARD.decode(v).unwrap(),
+                        )
                         .unwrap()
-                })
-                .collect()
-        })
+                    })
+                    .collect()
+            })
     }
 
     pub fn secrets(&self) -> Vec<String> {
