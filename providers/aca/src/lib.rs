@@ -85,17 +85,18 @@ fn newest(executions: Vec<Value>) -> Option<Value> {
 }
 
 impl Aca {
-    /// The job `launch` runs as: read (unless the launch is fresh), else created, else (a
-    /// create refused because another launch of the key made it) read.
+    /// The job `launch` runs as, and whether this call made it: read (unless the launch
+    /// is fresh), else created, else (a create refused because another launch of the key
+    /// made it) read.
     async fn job(
         &self,
         launch: &Launch,
         name: &str,
         placement: &sizing::Placement,
-    ) -> Result<Value> {
+    ) -> Result<(Value, bool)> {
         if !launch.fresh {
             if let Some(job) = self.arm.get(name).await? {
-                return Ok(job);
+                return Ok((job, false));
             }
         }
         let body = job::body(
@@ -106,13 +107,13 @@ impl Aca {
             time::OffsetDateTime::now_utc(),
         )?;
         if let Some(created) = self.arm.create(name, body).await? {
-            return Ok(created);
+            return Ok((created, true));
         }
         // Another launch of this key created it a moment ago.
-        self.arm
-            .get(name)
-            .await?
-            .ok_or_else(|| ProviderError::Transient(format!("job {name} exists and then does not")))
+        let job = self.arm.get(name).await?.ok_or_else(|| {
+            ProviderError::Transient(format!("job {name} exists and then does not"))
+        })?;
+        Ok((job, false))
     }
 
     /// Whether `job` is provisioned, so that it can be started: `Throttled` while it is
@@ -267,16 +268,18 @@ impl Provider for Aca {
             key: launch.key.clone(),
             provider_ref: name.clone(),
         };
-        let job = self.job(launch, &name, &placement).await?;
-        if job["tags"][job::KEY_TAG] != launch.key.as_str() {
-            return Err(ProviderError::Config(format!(
-                "job {name} exists for another launch key than {}",
-                launch.key
-            )));
-        }
-        if !self.starts.mine(&job) {
-            tracing::info!(job = %name, "another process created this job and starts it, if anyone does: adopting it");
-            return Ok(handle);
+        let (job, made) = self.job(launch, &name, &placement).await?;
+        if !made {
+            if job["tags"][job::KEY_TAG] != launch.key.as_str() {
+                return Err(ProviderError::Config(format!(
+                    "job {name} exists for another launch key than {}",
+                    launch.key
+                )));
+            }
+            if !self.starts.mine(&job) {
+                tracing::info!(job = %name, "another process created this job and starts it, if anyone does: adopting it");
+                return Ok(handle);
+            }
         }
         self.provisioned(&name, &job)?;
         if !self.starts.claim(&name) {
