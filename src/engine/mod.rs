@@ -570,14 +570,25 @@ impl Engine {
         call: &'static str,
         fut: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, EngineError> {
+        self.call_within(slot, call, slot.deadline, fut).await
+    }
+
+    /// [`Engine::call`] with a deadline of its own: an observe of many workloads that its
+    /// provider reads one by one, at a read budget's pace, takes longer than one call.
+    async fn call_within<T>(
+        &self,
+        slot: &Slot,
+        call: &'static str,
+        deadline: Duration,
+        fut: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, EngineError> {
         let labels = [("provider", slot.name.clone()), ("call", call.to_string())];
         metrics::counter!("offload_provider_calls_total", &labels).increment(1);
         slot.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answer = match tokio::time::timeout(slot.deadline, fut).await {
+        let answer = match tokio::time::timeout(deadline, fut).await {
             Ok(answer) => answer,
             Err(_) => Err(ProviderError::Transient(format!(
-                "no answer to {call} within {:?}",
-                slot.deadline
+                "no answer to {call} within {deadline:?}"
             ))),
         };
         answer.map_err(|source| {

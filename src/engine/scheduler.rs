@@ -147,7 +147,12 @@ pub(super) async fn poll(engine: Arc<Engine>, slot: Arc<Slot>) {
         for chunk in round.chunks(batch) {
             let handles: Vec<_> = chunk.iter().map(|(_, h)| h.clone()).collect();
             match engine
-                .call(&slot, "observe", slot.provider.observe(&handles))
+                .call_within(
+                    &slot,
+                    "observe",
+                    observe_deadline(slot.deadline, handles.len()),
+                    slot.provider.observe(&handles),
+                )
                 .await
             {
                 Ok(observations) => {
@@ -273,6 +278,13 @@ pub(super) async fn pushed(
         let followed = [(id, o.handle.clone())];
         engine.record_observations(&slot, &followed, vec![o], HashMap::new());
     }
+}
+
+/// How long an observe of `workloads` may take: a call's deadline for every 10 of them
+/// (ACA and ACI read each at ARM's read budget, which with three replicas is about 8 a
+/// second: a batch of 100 takes over 12 s, and a call's deadline would lose every round).
+fn observe_deadline(call: Duration, workloads: usize) -> Duration {
+    call * workloads.div_ceil(10).max(1) as u32
 }
 
 /// What a sweep of the store found, for the scheduler.
