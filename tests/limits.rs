@@ -234,3 +234,28 @@ async fn json_nested_past_serdes_limit_is_a_400_and_whole_floats_count_as_intege
         "{problem}"
     );
 }
+
+/// Whatever methods clients invent, the latency metric records the standard ones by name
+/// and the rest as "other": a client without a token cannot grow `/metrics`.
+#[tokio::test]
+async fn invented_methods_add_no_metric_series() {
+    let gw = Gateway::start(LIMITS).await;
+    for i in 0..50 {
+        let method = Method::from_bytes(format!("XYZ{i}").as_bytes()).unwrap();
+        let r = gw
+            .http
+            .request(method, format!("{}/healthz", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let text = gw.metrics_text().await;
+    assert!(!text.contains("method=\"XYZ"), "invented methods became series");
+    assert!(
+        text.lines().any(|l| l.starts_with("offload_http_request_duration_seconds_count")
+            && l.contains("method=\"other\"")
+            && l.contains("route=\"/healthz\"")),
+        "no series for other methods"
+    );
+}
