@@ -259,3 +259,77 @@ async fn invented_methods_add_no_metric_series() {
         "no series for other methods"
     );
 }
+
+/// A label filter longer than a spec can have labels is a 400 naming `labels`, not a
+/// database error.
+#[tokio::test]
+async fn a_label_filter_past_the_limit_is_a_400() {
+    let gw = Gateway::start(LIMITS).await;
+    let selector: Vec<String> = (0..1000).map(|i| format!("k{i}=v")).collect();
+    let r = gw
+        .req(
+            Method::GET,
+            &format!("/v1/jobs?labels={}", selector.join(",")),
+            TOKEN_A,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "labels", "{problem}");
+    let ok: Vec<String> = (0..64).map(|i| format!("k{i}=v")).collect();
+    let r = gw
+        .req(Method::GET, &format!("/v1/jobs?labels={}", ok.join(",")), TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A list page stops at its byte budget, however many jobs it may hold, and hands a cursor
+/// on: following the cursors gives every job once.
+#[tokio::test]
+async fn list_pages_are_bounded_in_bytes() {
+    let gw = Gateway::start(LIMITS).await;
+    let value = "x".repeat(30_000);
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..24 {
+        let (status, job) = gw
+            .submit(
+                TOKEN_A,
+                json!({"image": "i", "provider": "sim", "env": {"A": value, "B": value}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{job}");
+        ids.insert(job["id"].as_str().unwrap().to_string());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/jobs?limit=500&cursor={c}"),
+            None => "/v1/jobs?limit=500".to_string(),
+        };
+        let r = gw.req(Method::GET, &path, TOKEN_A).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.bytes().await.unwrap();
+        assert!(
+            body.len() <= (1 << 20) + 200_000,
+            "a page of {} bytes",
+            body.len()
+        );
+        let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for job in page["jobs"].as_array().unwrap() {
+            assert!(seen.insert(job["id"].as_str().unwrap().to_string()), "a job twice");
+        }
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    assert!(pages > 1, "one page of {} jobs of 60 KB", ids.len());
+}

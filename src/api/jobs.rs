@@ -23,7 +23,7 @@ use super::AppState;
 use crate::engine::changes::Waiter;
 use crate::engine::CancelOutcome;
 use crate::model::{
-    patterns, CostReport, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote,
+    limits, patterns, CostReport, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote,
 };
 use crate::store::{CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Submitted};
 
@@ -250,12 +250,13 @@ pub struct ListParams {
     state: Option<String>,
     /// Only jobs routed to this provider.
     provider: Option<String>,
-    /// Equality label selector: `dag_id=etl,env=prod`.
+    /// Equality label selector: `dag_id=etl,env=prod`, at most 64 pairs.
     labels: Option<String>,
     /// The `next_cursor` of the previous page.
     #[param(value_type = Option<Uuid>)]
     cursor: Option<String>,
-    /// Page size, 1 to 500 (default 50).
+    /// Page size, 1 to 500 (default 50). A page also ends once its jobs take about 1 MiB
+    /// as JSON; `next_cursor` then continues after it.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
 }
@@ -309,11 +310,11 @@ pub async fn list_jobs(
         before,
         limit,
     };
-    let jobs = state.store.list(&tenant.0, &query).await?;
-    let next_cursor = (jobs.len() == limit)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
-    Ok(Json(JobPage { jobs, next_cursor }))
+    let page = super::listing::page(&*state.store, &tenant.0, &query).await?;
+    Ok(Json(JobPage {
+        jobs: page.jobs,
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
 }
 
 /// A `labels` parameter's equality selectors (`dag_id=etl,env=prod`, `key==value` too).
@@ -323,6 +324,12 @@ pub(super) fn selectors(labels: Option<&str>) -> Result<Vec<(String, String)>, A
     };
     if let Some(l) = labels.filter(|l| !patterns::LABEL_SELECTOR.is_match(l)) {
         return Err(bad(format!("{l:?} is not key=value pairs joined by commas")));
+    }
+    if labels.iter().flat_map(|l| l.split(',')).count() > limits::LABEL_SELECTORS {
+        return Err(bad(format!(
+            "more than {} selectors (no job has more labels)",
+            limits::LABEL_SELECTORS
+        )));
     }
     let mut pairs = vec![];
     for pair in labels.iter().flat_map(|l| l.split(',')) {

@@ -6,6 +6,7 @@ mod changes;
 pub mod doc;
 mod error;
 mod jobs;
+mod listing;
 mod ops;
 mod ui;
 mod waiters;

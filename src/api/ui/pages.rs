@@ -165,15 +165,10 @@ async fn list(
         before: parse_id(&f.cursor).ok(),
         limit: PAGE,
     };
-    let jobs = state
-        .store
-        .list(&session.tenant, &query)
+    let page = crate::api::listing::page(&*state.store, &session.tenant, &query)
         .await
         .map_err(|e| e.to_string())?;
-    let next = (jobs.len() == PAGE)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
-    Ok((jobs, next))
+    Ok((page.jobs, page.next.map(|id| id.to_string())))
 }
 
 fn query_string(f: &JobFilters) -> String {
