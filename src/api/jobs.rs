@@ -442,7 +442,8 @@ pub async fn job_events(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogParams {
-    /// Only the last N lines (of the first chunk, when following), at most 100000.
+    /// Only the last N lines, at most 100000, of the log's last MiB (when following, of
+    /// what is there when the follow starts).
     #[param(value_type = Option<u32>, minimum = 0, maximum = 100000)]
     tail: Option<String>,
     /// `true` streams the log until the job ends.
@@ -452,6 +453,8 @@ pub struct LogParams {
 
 /// The most lines `tail` may ask for.
 const MAX_TAIL: usize = 100_000;
+/// How much of a live log's end `tail` reads: its lines are the last ones within it.
+const TAIL_READ_BYTES: usize = 1 << 20;
 
 pub(super) fn last_lines(text: &str, n: usize) -> &str {
     let trimmed = text.strip_suffix('\n').unwrap_or(text);
@@ -498,9 +501,13 @@ pub async fn job_logs(
     };
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !follow {
+        let query = LogQuery {
+            cursor: None,
+            tail_bytes: tail.map(|_| TAIL_READ_BYTES),
+        };
         let chunk = state
             .engine
-            .logs(&rec, &LogQuery::default())
+            .logs(&rec, &query)
             .await
             .map_err(|e| {
                 ApiError::new(
@@ -563,9 +570,13 @@ impl Follower {
             if !at_provider && self.streamed {
                 return None;
             }
+            // The first read of a follower asked for a tail reads the log's end.
             let query = LogQuery {
                 cursor: self.cursor.clone(),
-                tail_bytes: None,
+                tail_bytes: self
+                    .tail
+                    .filter(|_| self.cursor.is_none())
+                    .map(|_| TAIL_READ_BYTES),
             };
             let chunk = match self.state.engine.follow_logs(&rec, &query).await {
                 Ok(c) => c,
