@@ -57,3 +57,27 @@ async fn tail_of_a_long_running_log_is_its_end() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A provider error a tenant sees names no path of the gateway's host.
+#[tokio::test]
+async fn errors_name_no_server_paths() {
+    let gw = Gateway::start(PROVIDERS).await;
+    let id = gw.submitted(sh("echo hi; sleep 60")).await;
+    let key = gw.launched(&id).await;
+    gw.wait_state(TOKEN_A, &id, "running", 20).await;
+    // The log file turns into something no read can take.
+    let log = gw.dir.path().join("local").join(&key).join("output.log");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let r = gw
+        .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let problem: Value = r.json().await.unwrap();
+    let root = gw.dir.path().display().to_string();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(!detail.contains(&root), "{detail}");
+    assert!(!detail.contains("/local/"), "{detail}");
+}

@@ -123,11 +123,16 @@ pub struct LocalProvider {
     capabilities: Capabilities,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> ProviderError {
-    ProviderError::Transient(format!("{what} {}: {e}", path.display()))
-}
-
 impl LocalProvider {
+    /// A file error as a tenant may see it (a job's reason, a failed log read): the path
+    /// is named from the workdir, whose place on the host is the operator's business and
+    /// goes to the gateway's log only.
+    fn io_err(&self, what: &str, path: &Path, e: std::io::Error) -> ProviderError {
+        tracing::warn!(path = %path.display(), error = %e, "local provider: {what} failed");
+        let shown = path.strip_prefix(&self.root).unwrap_or(Path::new("(workdir)"));
+        ProviderError::Transient(format!("{what} {}: {e}", shown.display()))
+    }
+
     fn dir(&self, key: &str) -> Result<PathBuf> {
         // Keys come from the engine, but a path must never escape the root.
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -210,12 +215,12 @@ impl LocalProvider {
 
     fn spawn(&self, dir: &Path, launch: &Launch) -> Result<()> {
         let work = dir.join("work");
-        fs::create_dir_all(&work).map_err(|e| io_err("creating", &work, e))?;
+        fs::create_dir_all(&work).map_err(|e| self.io_err("creating", &work, e))?;
         let log_path = dir.join("output.log");
-        let log = fs::File::create(&log_path).map_err(|e| io_err("creating", &log_path, e))?;
+        let log = fs::File::create(&log_path).map_err(|e| self.io_err("creating", &log_path, e))?;
         let log2 = log
             .try_clone()
-            .map_err(|e| io_err("opening", &log_path, e))?;
+            .map_err(|e| self.io_err("opening", &log_path, e))?;
         let spec = &launch.spec;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
@@ -295,7 +300,17 @@ impl Provider for LocalProvider {
         if let Some(why) = self.capabilities.refusal(&spec.resources) {
             return Err(ProviderError::InvalidSpec(why));
         }
-        Ok(())
+        match &spec.provider_options {
+            None => Ok(()),
+            Some(serde_json::Value::Object(options)) if options.is_empty() => Ok(()),
+            Some(_) => Err(ProviderError::InvalidSpec(
+                "provider_options.local: the local provider takes no options; leave it out".into(),
+            )),
+        }
+    }
+
+    fn options_schema(&self) -> serde_json::Value {
+        serde_json::json!({"type": "object", "additionalProperties": false})
     }
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
@@ -305,7 +320,7 @@ impl Provider for LocalProvider {
             key: launch.key.clone(),
             provider_ref: launch.key.clone(),
         };
-        fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        fs::create_dir_all(&dir).map_err(|e| self.io_err("creating", &dir, e))?;
         let marker = dir.join("launched");
         match OpenOptions::new()
             .write(true)
@@ -317,7 +332,7 @@ impl Provider for LocalProvider {
                 tracing::info!(key = %launch.key, "adopting an existing local workload");
                 return Ok(handle);
             }
-            Err(e) => return Err(io_err("creating", &marker, e)),
+            Err(e) => return Err(self.io_err("creating", &marker, e)),
         }
         if let Err(e) = self.spawn(&dir, launch) {
             // Nothing started: let a retry of the same key try again.
@@ -374,11 +389,11 @@ impl Provider for LocalProvider {
         let mut file = match fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogChunk::default()),
-            Err(e) => return Err(io_err("opening", &path, e)),
+            Err(e) => return Err(self.io_err("opening", &path, e)),
         };
         let len = file
             .metadata()
-            .map_err(|e| io_err("reading", &path, e))?
+            .map_err(|e| self.io_err("reading", &path, e))?
             .len();
         let from = match (&query.cursor, query.tail_bytes) {
             (Some(c), _) => c
@@ -390,10 +405,10 @@ impl Provider for LocalProvider {
         let to = len.min(from.saturating_add(MAX_CHUNK));
         let mut bytes = Vec::with_capacity(to.saturating_sub(from) as usize);
         file.seek(SeekFrom::Start(from))
-            .map_err(|e| io_err("reading", &path, e))?;
+            .map_err(|e| self.io_err("reading", &path, e))?;
         file.take(to.saturating_sub(from))
             .read_to_end(&mut bytes)
-            .map_err(|e| io_err("reading", &path, e))?;
+            .map_err(|e| self.io_err("reading", &path, e))?;
         Ok(LogChunk {
             text: String::from_utf8_lossy(&bytes).into_owned(),
             cursor: Some(to.max(from).to_string()),
@@ -409,17 +424,15 @@ impl Provider for LocalProvider {
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", &dir, e)),
+            Err(e) => Err(self.io_err("removing", &dir, e)),
         }
     }
 
     async fn check(&self) -> Result<()> {
         let probe = self.root.join(".check");
         fs::write(&probe, b"ok").map_err(|e| {
-            ProviderError::Config(format!(
-                "workdir {} is not writable: {e}",
-                self.root.display()
-            ))
+            tracing::warn!(workdir = %self.root.display(), error = %e, "local provider: the workdir is not writable");
+            ProviderError::Config(format!("the workdir is not writable: {e}"))
         })?;
         let _ = fs::remove_file(probe);
         Ok(())
@@ -609,6 +622,30 @@ mod tests {
                 reason: Some("killed by signal 15".into())
             }
         );
+    }
+
+    /// The local provider takes no options: anything under `provider_options.local` is a
+    /// mistake the job's author hears about, not something silently ignored.
+    #[tokio::test]
+    async fn options_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        for options in [
+            serde_json::json!("fast"),
+            serde_json::json!({"workdir": "/"}),
+            serde_json::json!([1]),
+        ] {
+            let mut l = launch("k6", "true");
+            l.spec.provider_options = Some(options.clone());
+            assert!(
+                matches!(p.validate(&l.spec), Err(ProviderError::InvalidSpec(m)) if m.contains("provider_options.local")),
+                "{options}"
+            );
+        }
+        let mut l = launch("k6", "true");
+        l.spec.provider_options = Some(serde_json::json!({}));
+        assert!(p.validate(&l.spec).is_ok());
+        assert_eq!(p.options_schema()["additionalProperties"], false);
     }
 
     #[tokio::test]
