@@ -27,6 +27,23 @@ fn sh(script: &str) -> Value {
     json!({"image": "alpine", "command": ["sh", "-c", script], "provider": "local"})
 }
 
+/// The database, its WAL and its key hold every tenant's specs and log tails: only the
+/// gateway's user may read them.
+#[tokio::test]
+async fn the_store_files_are_private_to_the_gateways_user() {
+    if std::env::var("OFFLOAD_TEST_STORE").as_deref() == Ok("postgres") {
+        return;
+    }
+    let gw = Gateway::start(PROVIDERS).await;
+    // A write makes SQLite create its WAL.
+    gw.submitted(json!({"image": "i", "provider": "sim"})).await;
+    for name in ["offload.db", "offload.db-wal", "offload.db.key"] {
+        let path = gw.dir.path().join(name);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+    }
+}
+
 /// `tail=N` of a running job whose output is past what one read returns gives the end of
 /// the log, not lines from its beginning.
 #[tokio::test]
