@@ -217,10 +217,19 @@ impl Default for StoreConfig {
 pub struct HttpConfig {
     /// A request's headers must arrive within this many seconds of its first byte.
     pub header_timeout_seconds: u64,
-    /// A request's body must arrive within this many seconds (408 otherwise).
+    /// A request's body must arrive in full within this many seconds of its headers (408
+    /// otherwise): a total, not a gap between bytes.
     pub body_timeout_seconds: u64,
-    /// Open connections at most; past it a new connection is answered 503 and closed.
+    /// A connection with no request in flight for this many seconds is closed, HTTP/1 and
+    /// HTTP/2 alike (an HTTP/2 connection that only answers PINGs too).
+    pub idle_timeout_seconds: u64,
+    /// Open connections at most. At the cap, a new connection closes the oldest one that
+    /// has made no authenticated request; when every one has, it is answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections from one client address at most; past it, that address's oldest
+    /// connection without an authenticated request is closed to make room (or the new one
+    /// is answered 503).
+    pub max_connections_per_address: usize,
     /// Long-polls (`?wait=`) and log followers one tenant may hold open at once; past it,
     /// 429 with Retry-After.
     pub max_waiters_per_tenant: usize,
@@ -233,7 +242,9 @@ impl Default for HttpConfig {
         HttpConfig {
             header_timeout_seconds: 10,
             body_timeout_seconds: 30,
+            idle_timeout_seconds: 60,
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
             max_waiters_per_tenant: 1_000,
             drain_seconds: 20,
         }
@@ -583,11 +594,13 @@ impl Config {
         let h = &self.http;
         if h.header_timeout_seconds == 0
             || h.body_timeout_seconds == 0
+            || h.idle_timeout_seconds == 0
             || h.max_connections == 0
+            || h.max_connections_per_address == 0
             || h.max_waiters_per_tenant == 0
         {
             return Err(ConfigError(
-                "http.header_timeout_seconds, body_timeout_seconds, max_connections and max_waiters_per_tenant must be at least 1".into(),
+                "http.header_timeout_seconds, body_timeout_seconds, idle_timeout_seconds, max_connections, max_connections_per_address and max_waiters_per_tenant must be at least 1".into(),
             ));
         }
         if self.store.url.is_some()

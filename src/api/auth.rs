@@ -58,7 +58,12 @@ impl FromRequestParts<AppState> for Tenant {
             .or_else(|| presented.strip_prefix(b"bearer "))
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
         match state.tokens.tenant(token) {
-            Some(tenant) => Ok(Tenant(tenant.to_string())),
+            Some(tenant) => {
+                if let Some(client) = parts.extensions.get::<crate::http::Client>() {
+                    client.trust();
+                }
+                Ok(Tenant(tenant.to_string()))
+            }
             None => Err(unauthorized("unknown token")),
         }
     }

@@ -3,6 +3,7 @@
 mod auth;
 mod body;
 mod changes;
+mod deadline;
 pub mod doc;
 mod error;
 mod jobs;
@@ -19,7 +20,6 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::config::HttpConfig;
 use crate::engine::Engine;
@@ -81,8 +81,12 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .merge(ui::router())
         .layer(axum::middleware::from_fn(ops::track_latency))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
-            http.body_timeout_seconds,
-        )))
+        .layer(axum::middleware::from_fn_with_state(
+            deadline::BodyLimits {
+                deadline: Duration::from_secs(http.body_timeout_seconds),
+                max_bytes: body_limit,
+            },
+            deadline::read_whole_body,
+        ))
         .with_state(state)
 }

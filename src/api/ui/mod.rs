@@ -69,10 +69,15 @@ impl FromRequestParts<AppState> for Session {
             .as_deref()
             .and_then(|t| state.tokens.tenant(t).map(|tenant| (t, tenant)))
         {
-            Some((token, tenant)) => Ok(Session {
+            Some((token, tenant)) => {
+                if let Some(client) = parts.extensions.get::<crate::http::Client>() {
+                    client.trust();
+                }
+                Ok(Session {
                 tenant: tenant.to_string(),
                 csrf: csrf_of(token),
-            }),
+            })
+            }
             None => Err(Redirect::to("/ui/signin").into_response()),
         }
     }
