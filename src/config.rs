@@ -251,11 +251,37 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Failed authentications (a wrong bearer token, or one at the dashboard's sign-in) one
+    /// client address may make per minute, up to this many at once; past them, 429 with
+    /// Retry-After.
+    #[serde(default = "default_failures")]
+    pub failures_per_minute: u32,
+    /// How long a dashboard session lasts after its sign-in.
+    #[serde(default = "default_session")]
+    pub session_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: vec![],
+            failures_per_minute: default_failures(),
+            session_seconds: default_session(),
+        }
+    }
+}
+
+fn default_failures() -> u32 {
+    30
+}
+
+fn default_session() -> u64 {
+    12 * 3600
 }
 
 #[derive(Clone, Deserialize)]
@@ -528,6 +554,11 @@ impl Config {
                     "auth.tokens[{i}].tenant must not be empty"
                 )));
             }
+        }
+        if self.auth.failures_per_minute == 0 || self.auth.session_seconds == 0 {
+            return Err(ConfigError(
+                "auth.failures_per_minute and auth.session_seconds must be at least 1".into(),
+            ));
         }
         if self.providers.is_empty() {
             return Err(ConfigError(

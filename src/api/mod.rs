@@ -6,6 +6,7 @@ mod changes;
 mod deadline;
 pub mod doc;
 mod error;
+mod failures;
 mod jobs;
 mod listing;
 mod ops;
@@ -21,7 +22,7 @@ use axum::Router;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::HttpConfig;
+use crate::config::{AuthConfig, HttpConfig};
 use crate::engine::Engine;
 use crate::store::snapshots::Snapshots;
 use crate::store::Store;
@@ -34,6 +35,10 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     pub engine: Arc<Engine>,
     tokens: Arc<auth::Tokens>,
+    /// Failed authentications per client address (`auth.failures_per_minute`).
+    failures: Arc<failures::Failures>,
+    /// The dashboard's sessions.
+    sessions: Arc<ui::sessions::Sessions>,
     /// Cancelled when the server starts to shut down: long-polls answer and log followers
     /// close at once, so that shutdown fits in a pod's grace period.
     pub draining: CancellationToken,
@@ -45,6 +50,7 @@ impl AppState {
         snapshots: Arc<Snapshots>,
         engine: Arc<Engine>,
         tokens: Vec<(String, String)>,
+        auth: &AuthConfig,
         draining: CancellationToken,
         max_waiters_per_tenant: usize,
     ) -> Self {
@@ -53,6 +59,10 @@ impl AppState {
             snapshots,
             engine,
             tokens: Arc::new(auth::Tokens::new(tokens)),
+            failures: Arc::new(failures::Failures::new(auth.failures_per_minute)),
+            sessions: Arc::new(ui::sessions::Sessions::new(Duration::from_secs(
+                auth.session_seconds,
+            ))),
             draining,
             waiters: Arc::new(waiters::Waiters::new(max_waiters_per_tenant)),
         }

@@ -78,17 +78,18 @@ fn bare(title: &str, body: Markup) -> Markup {
     }
 }
 
-pub fn signin(error: Option<&str>) -> Markup {
+pub fn signin(csrf: &str, error: Option<&str>) -> Markup {
     bare(
         "Sign in",
         html! {
             h1 { "Sign in to offload" }
             @if let Some(e) = error { p.error { (e) } }
             form #signin method="post" action="/ui/signin" {
+                input type="hidden" name="csrf" value=(csrf);
                 label { "Gateway token" input type="password" name="token" autocomplete="current-password" required; }
                 button type="submit" { "Sign in" }
             }
-            p.muted { "The token is kept in an HttpOnly cookie for this site only." }
+            p.muted { "Signing in starts a session kept in an HttpOnly cookie for this site only; the token itself is not kept." }
         },
     )
 }
