@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{Gateway, TOKEN_A};
+use common::{Gateway, TOKEN_A, TOKEN_B};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -97,4 +97,103 @@ async fn errors_name_no_server_paths() {
     let detail = problem["detail"].as_str().unwrap();
     assert!(!detail.contains(&root), "{detail}");
     assert!(!detail.contains("/local/"), "{detail}");
+}
+
+/// Reads `path` as a stream until its first bytes arrive; how long that took.
+async fn first_bytes(gw: &Gateway, token: &str, path: &str) -> Duration {
+    use futures::StreamExt;
+    let started = tokio::time::Instant::now();
+    let r = gw.req(Method::GET, path, token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    loop {
+        let chunk = body.next().await.expect("the follow ended").unwrap();
+        if !chunk.is_empty() {
+            return started.elapsed();
+        }
+    }
+}
+
+/// A tenant holding many log followers on one provider takes at most its share of the
+/// provider's follower reads: another tenant's follower gets its first bytes at once.
+#[tokio::test]
+async fn one_tenants_followers_do_not_starve_anothers() {
+    let gw = Gateway::start(
+        r#"
+[providers.sim]
+kind = "sim"
+start_ms = 10
+run_ms = 600000
+poll_interval_ms = 20
+follower_reads_per_second = 2
+"#,
+    )
+    .await;
+    let spec = json!({"image": "i", "provider": "sim"});
+    let a = gw.submitted(spec.clone()).await;
+    gw.wait_state(TOKEN_A, &a, "running", 10).await;
+    let (status, b) = gw.submit(TOKEN_B, spec).await;
+    assert_eq!(status, 201);
+    let b = b["id"].as_str().unwrap().to_string();
+    gw.wait_state(TOKEN_B, &b, "running", 10).await;
+    // Forty followers of tenant A, each wanting a read at once and again every second:
+    // twenty times the provider's follower budget.
+    let mut held = vec![];
+    for _ in 0..40 {
+        let r = gw
+            .req(Method::GET, &format!("/v1/jobs/{a}/logs?follow=true"), TOKEN_A)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let waited = first_bytes(&gw, TOKEN_B, &format!("/v1/jobs/{b}/logs?follow=true")).await;
+    assert!(
+        waited < Duration::from_secs(5),
+        "tenant B's follower waited {waited:?} behind tenant A's"
+    );
+    drop(held);
+}
+
+/// The dashboard's live view of a job reads its log as a follower does, and counts against
+/// the tenant's cap on long-polls and followers.
+#[tokio::test]
+async fn dashboard_live_views_count_against_the_waiter_cap() {
+    let gw = Gateway::start(
+        r#"
+[http]
+max_waiters_per_tenant = 2
+[providers.sim]
+kind = "sim"
+start_ms = 10
+run_ms = 600000
+poll_interval_ms = 20
+"#,
+    )
+    .await;
+    let id = gw.submitted(json!({"image": "i", "provider": "sim"})).await;
+    gw.wait_state(TOKEN_A, &id, "running", 10).await;
+    let cookie = gw.dashboard_session(TOKEN_A).await;
+    let live = || {
+        gw.http
+            .get(format!("{}/ui/jobs/{id}/live", gw.url))
+            .header(reqwest::header::COOKIE, &cookie)
+            .send()
+    };
+    assert_eq!(live().await.unwrap().status(), 200);
+    let mut held = vec![];
+    for _ in 0..2 {
+        let r = gw
+            .req(Method::GET, &format!("/v1/jobs/{id}/logs?follow=true"), TOKEN_A)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        held.push(r);
+    }
+    let refused = live().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    drop(held);
 }
