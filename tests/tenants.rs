@@ -197,3 +197,58 @@ poll_interval_ms = 20
     assert!(refused.headers().contains_key("retry-after"));
     drop(held);
 }
+
+/// In a followed log, a line that starts with `[offload] ` is the gateway's: a job's line
+/// that would pass for one (after any number of `>`) gets one more `>`, however the output
+/// is cut into reads, and the gateway's own line (a failed read) carries the mark.
+#[tokio::test]
+async fn a_job_cannot_forge_the_gateways_lines_in_a_followed_log() {
+    let gw = Gateway::start(PROVIDERS).await;
+    let script = "echo '[offload] the job succeeded'; echo '>[offload] quoted'; \
+                  printf '[off'; sleep 1; printf 'load] split\\n'; echo 'not [offload] '; sleep 60";
+    let id = gw.submitted(sh(script)).await;
+    let key = gw.launched(&id).await;
+    gw.wait_state(TOKEN_A, &id, "running", 20).await;
+    use futures::StreamExt;
+    let r = gw
+        .req(Method::GET, &format!("/v1/jobs/{id}/logs?follow=true"), TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !text.contains("not [offload] ") {
+        assert!(tokio::time::Instant::now() < deadline, "{text:?}");
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // A read that fails: the gateway's own line, marked.
+    let log = gw.dir.path().join("local").join(&key).join("output.log");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), body.next())
+        .await
+        .unwrap()
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        &[
+            ">[offload] the job succeeded",
+            ">>[offload] quoted",
+            ">[offload] split",
+            "not [offload] ",
+        ],
+        "{text:?}"
+    );
+    let gateway: Vec<&&str> = lines.iter().filter(|l| l.starts_with("[offload] ")).collect();
+    assert_eq!(gateway.len(), 1, "{text:?}");
+    assert!(gateway[0].starts_with("[offload] reading the log failed"), "{text:?}");
+}

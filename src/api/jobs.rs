@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::auth::Tenant;
 use super::body::JsonBody;
 use super::error::{ApiError, Problem};
+use super::marks::Quoter;
 use super::waiters::WaiterPlace;
 use super::AppState;
 use crate::engine::changes::Waiter;
@@ -527,6 +528,7 @@ pub async fn job_logs(
         id: rec.job.id,
         cursor: None,
         tail,
+        quoter: Quoter::default(),
         streamed: false,
         done: false,
     };
@@ -546,6 +548,8 @@ struct Follower {
     id: Uuid,
     cursor: Option<String>,
     tail: Option<usize>,
+    /// Marks the job's lines that would pass for the gateway's.
+    quoter: Quoter,
     /// Whether anything was read from the provider (then the stored tail would repeat it).
     streamed: bool,
     done: bool,
@@ -555,11 +559,15 @@ impl Follower {
     async fn next(mut self) -> Option<(Result<String, std::io::Error>, Self)> {
         loop {
             if self.done || self.state.draining.is_cancelled() {
-                return None;
+                let rest = self.quoter.finish();
+                return (!rest.is_empty()).then_some((Ok(rest), self));
             }
             let rec = match self.state.store.get(self.id).await {
                 Ok(Some(r)) => r,
-                _ => return None,
+                _ => {
+                    self.done = true;
+                    continue;
+                }
             };
             let at_provider = rec.job.provider_ref.is_some() && !rec.released;
             if !at_provider && !rec.job.terminal {
@@ -568,7 +576,8 @@ impl Follower {
                 continue;
             }
             if !at_provider && self.streamed {
-                return None;
+                self.done = true;
+                continue;
             }
             // The first read of a follower asked for a tail reads the log's end.
             let query = LogQuery {
@@ -582,10 +591,10 @@ impl Follower {
                 Ok(c) => c,
                 Err(e) => {
                     self.done = true;
-                    return Some((
-                        Ok(format!("\n[offload: reading the log failed: {e}]\n")),
-                        self,
-                    ));
+                    let line = self
+                        .quoter
+                        .gateway_line(&format!("reading the log failed: {e}"));
+                    return Some((Ok(line), self));
                 }
             };
             // An ended job read from the start gets its stored tail, which is the whole answer.
@@ -596,11 +605,13 @@ impl Follower {
                 Some(n) => last_lines(&chunk.text, n).to_string(),
                 None => chunk.text,
             };
+            let text = self.quoter.push(&text);
             if !text.is_empty() {
                 return Some((Ok(text), self));
             }
             if rec.job.terminal {
-                return None;
+                self.done = true;
+                continue;
             }
             self.pause().await;
         }

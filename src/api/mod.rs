@@ -9,6 +9,7 @@ mod error;
 mod failures;
 mod jobs;
 mod listing;
+mod marks;
 mod ops;
 mod ui;
 mod waiters;

@@ -2,6 +2,7 @@
 //! running gateway at `OFFLOAD_URL` with `OFFLOAD_TOKEN`.
 
 mod client;
+mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -243,7 +244,7 @@ pub async fn main() -> anyhow::Result<i32> {
             let quote = client()?.post_json("/v1/quotes", &read_spec(&file)?).await?;
             match json {
                 true => print_json(&quote)?,
-                false => print!("{}", quote_table(&quote)),
+                false => print!("{}", on_stdout(&quote_table(&quote))),
             }
         }
         Command::Costs {
@@ -258,7 +259,7 @@ pub async fn main() -> anyhow::Result<i32> {
             let report = client()?.get_json("/v1/costs", &query).await?;
             match json {
                 true => print_json(&report)?,
-                false => print!("{}", cost_table(&report)),
+                false => print!("{}", on_stdout(&cost_table(&report))),
             }
         }
         Command::Get { id } => print_json(&client()?.job(&id).await?)?,
@@ -273,22 +274,25 @@ pub async fn main() -> anyhow::Result<i32> {
             query.extend(provider.map(|p| ("provider", p)));
             query.extend(labels.map(|l| ("labels", l)));
             let page: serde_json::Value = client()?.get_json("/v1/jobs", &query).await?;
+            let tty = std::io::stdout().is_terminal();
             for job in page["jobs"].as_array().into_iter().flatten() {
+                let name = job["spec"]["name"]
+                    .as_str()
+                    .or(job["spec"]["image"].as_str())
+                    .unwrap_or("");
                 println!(
                     "{}  {:<10} {:<10} {}",
                     job["id"].as_str().unwrap_or(""),
                     job["state"].as_str().unwrap_or(""),
                     job["provider"].as_str().unwrap_or("-"),
-                    job["spec"]["name"]
-                        .as_str()
-                        .or(job["spec"]["image"].as_str())
-                        .unwrap_or("")
+                    terminal::shown(name, tty)
                 );
             }
         }
         Command::Logs { id, follow, tail } => {
+            let tty = std::io::stdout().is_terminal();
             client()?
-                .stream_logs(&id, follow, tail, &mut std::io::stdout())
+                .stream_logs(&id, follow, tail, std::io::stdout(), tty)
                 .await?;
         }
         Command::Cancel { id } => print_json(&client()?.cancel(&id).await?)?,
@@ -298,6 +302,17 @@ pub async fn main() -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Text for standard output, escaped if that is a terminal (see `terminal`).
+fn on_stdout(text: &str) -> std::borrow::Cow<'_, str> {
+    terminal::shown(text, std::io::stdout().is_terminal())
+}
+
+/// Text for standard error, escaped if that is a terminal: errors quote the gateway's
+/// problems, which may quote a tenant's text.
+pub fn on_stderr(text: &str) -> std::borrow::Cow<'_, str> {
+    terminal::shown(text, std::io::stderr().is_terminal())
 }
 
 /// `KEY=VALUE` arguments of `flag` as a map.
@@ -458,7 +473,7 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
         bar.finish_and_clear();
     }
     client
-        .stream_logs(&id, true, None, &mut std::io::stdout())
+        .stream_logs(&id, true, None, std::io::stdout(), std::io::stdout().is_terminal())
         .await?;
     loop {
         job = serde_json::from_value(client.job(&id).await?)?;
@@ -474,7 +489,7 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
             eprintln!(
                 "offload: job {id} {}: {}",
                 state.as_str(),
-                job.reason.as_deref().unwrap_or("no reason given")
+                on_stderr(job.reason.as_deref().unwrap_or("no reason given"))
             );
             Ok(code.filter(|c| *c != 0).unwrap_or(1))
         }
