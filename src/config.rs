@@ -598,6 +598,34 @@ impl Config {
                 )));
             }
             if let KindConfig::Local(local) = &p.kind {
+                let tenants: std::collections::BTreeSet<&str> =
+                    self.auth.tokens.iter().map(|t| t.tenant.as_str()).collect();
+                if tenants.len() > 1 && !local.allow_several_tenants {
+                    return Err(ConfigError(format!(
+                        "providers.{name}: the local provider runs every tenant's jobs on this host, \
+                         as the gateway's user, kept apart only by its sandbox; with {} tenants \
+                         configured it is refused unless providers.{name}.allow_several_tenants = true",
+                        tenants.len()
+                    )));
+                }
+                let key = self.store.secret_key_file.clone().unwrap_or_else(|| {
+                    let mut name = self.store.path.as_os_str().to_owned();
+                    name.push(".key");
+                    PathBuf::from(name)
+                });
+                let database = self.store.url.is_none().then_some(&self.store.path);
+                for (what, path) in database
+                    .map(|d| ("the database", d))
+                    .into_iter()
+                    .chain([("the secret key file", &key)])
+                {
+                    if local.exposes(path) {
+                        return Err(ConfigError(format!(
+                            "providers.{name}: {what} {} lies under one of read_paths, where every local job could read it",
+                            path.display()
+                        )));
+                    }
+                }
                 if !self.listen.ip().is_loopback() && !local.allow_non_loopback {
                     return Err(ConfigError(format!(
                         "providers.{name}: the local provider runs jobs as the gateway's own user, \
@@ -743,6 +771,13 @@ mod tests {
         let allowed =
             format!("{remote}[providers.local]\nkind = \"local\"\nallow_non_loopback = true\n");
         assert!(Config::from_toml(&allowed).is_ok());
+        let two = "[[auth.tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"a\"\n[[auth.tokens]]\ntoken = \"fedcba9876543210\"\ntenant = \"b\"\n";
+        assert!(
+            err(two).contains("allow_several_tenants"),
+            "the default local provider with two tenants"
+        );
+        let exposed = "[store]\npath = \"/etc/offload.db\"\n";
+        assert!(err(exposed).contains("the database /etc/offload.db"));
         assert!(err("[routing]\ndefault_duration_seconds = 0").contains("default_duration_seconds"));
         assert!(err("[routing]\ndefault_spot = \"sometimes\"").contains("sometimes"));
         assert!(err("[store]\nurl = \"postgres://db/offload\"").contains("store.secret_key"));

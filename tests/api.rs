@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 const PROVIDERS: &str = r#"
 [providers.local]
 kind = "local"
+allow_several_tenants = true
 workdir = "$DIR/local"
 grace_seconds = 1
 poll_interval_ms = 100
@@ -380,19 +381,16 @@ async fn list_filters_by_state_provider_labels_and_pages() {
 #[tokio::test]
 async fn cancel_is_idempotent_then_conflicts_once_ended() {
     let gw = Gateway::start(PROVIDERS).await;
-    let pid_file = gw.dir.path().join("pid");
     let (_, job) = gw
         .submit(
             TOKEN_A,
             // Ignoring SIGTERM keeps the job cancelling until SIGKILL after the grace period.
-            sh(&format!(
-                "trap '' TERM; echo $$ > {}; sleep 60",
-                pid_file.display()
-            )),
+            sh("trap '' TERM; echo $$; sleep 60"),
         )
         .await;
     let id = job["id"].as_str().unwrap();
     gw.wait_state(TOKEN_A, id, "running", 20).await;
+    let pid = job_pid(&gw, id).await;
     let cancel = || {
         gw.req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A)
             .send()
@@ -402,10 +400,6 @@ async fn cancel_is_idempotent_then_conflicts_once_ended() {
     let job = gw.wait_terminal(TOKEN_A, id, 20).await;
     assert_eq!(job["state"], "cancelled");
     assert_eq!(job["reason"], "cancelled by tenant a");
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_string();
     assert!(!process_alive(&pid), "process {pid} outlived the cancel");
     let (s, p) = problem(cancel().await.unwrap()).await;
     assert_eq!(s, 409, "{p}");
@@ -427,6 +421,26 @@ async fn cancel_is_idempotent_then_conflicts_once_ended() {
     );
 }
 
+/// The pid a running job printed as its first line (`echo $$`).
+async fn job_pid(gw: &Gateway, id: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = gw
+            .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let Some(pid) = log.lines().next() {
+            return pid.trim().to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the job printed no pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn process_alive(pid: &str) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(')')
@@ -436,22 +450,17 @@ fn process_alive(pid: &str) -> bool {
 #[tokio::test]
 async fn timeout_stops_the_job_and_fails_it() {
     let gw = Gateway::start(PROVIDERS).await;
-    let pid_file = gw.dir.path().join("pid");
-    let mut spec = sh(&format!("echo $$ > {}; sleep 60", pid_file.display()));
+    let mut spec = sh("echo $$; sleep 60");
     spec["timeout_seconds"] = json!(1);
     let (_, job) = gw.submit(TOKEN_A, spec).await;
-    let job = gw
-        .wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20)
-        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let pid = job_pid(&gw, &id).await;
+    let job = gw.wait_terminal(TOKEN_A, &id, 20).await;
     assert_eq!(job["state"], "failed");
     assert!(
         job["reason"].as_str().unwrap().starts_with("timeout"),
         "{job}"
     );
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_string();
     assert!(!process_alive(&pid), "process {pid} outlived the timeout");
 }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 const PROVIDERS: &str = r#"
 [providers.local]
 kind = "local"
+allow_several_tenants = true
 workdir = "$DIR/local"
 grace_seconds = 1
 poll_interval_ms = 50
@@ -251,4 +252,72 @@ async fn a_job_cannot_forge_the_gateways_lines_in_a_followed_log() {
     let gateway: Vec<&&str> = lines.iter().filter(|l| l.starts_with("[offload] ")).collect();
     assert_eq!(gateway.len(), 1, "{text:?}");
     assert!(gateway[0].starts_with("[offload] reading the log failed"), "{text:?}");
+}
+
+/// A `local` job of one tenant, run beside another tenant's, tries what the issue saw
+/// work: reading the other job's secret environment, the gateway's database and key,
+/// writing the other job's exit code and output, and its own pid file with a foreign pid
+/// so that its release signals an unrelated process group. None of it may work.
+#[tokio::test]
+async fn a_local_job_reaches_nothing_of_another_tenants_nor_the_gateways() {
+    let gw = Gateway::start(PROVIDERS).await;
+    let mut other = sh("sleep 60");
+    other["secret_env"] = json!({"SECRET_B": "hunter2-of-b"});
+    let (status, b) = gw.submit(TOKEN_B, other).await;
+    assert_eq!(status, 201, "{b}");
+    let b = b["id"].as_str().unwrap().to_string();
+    let b_key = gw
+        .wait_for(TOKEN_B, &b, 20, "running", |j| j["state"] == "running")
+        .await["provider_ref"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An unrelated process group the job will try to have the gateway kill.
+    let mut victim = std::process::Command::new("sleep");
+    victim.arg("300");
+    std::os::unix::process::CommandExt::process_group(&mut victim, 0);
+    let mut victim = victim.spawn().unwrap();
+    let root = gw.dir.path();
+    let script = r#"
+for f in /proc/[0-9]*/environ; do
+  tr '\0' '\n' < "$f" 2>/dev/null | grep -q '^SECRET_B=' && echo "LEAK environ $f"
+done
+head -c 16 "$DB" 2>/dev/null | grep -q SQLite && echo "LEAK database"
+[ -n "$(cat "$DB.key" 2>/dev/null)" ] && echo "LEAK key"
+echo 0 2>/dev/null > "$OTHER/exit_code" && echo "LEAK exit_code"
+echo 'offload-result: {"forged": true}' 2>/dev/null >> "$OTHER/output.log" && echo "LEAK output"
+echo "$VICTIM" 2>/dev/null > ../pid && echo "LEAK pid"
+echo done
+"#;
+    let mut spec = sh(script);
+    spec["env"] = json!({
+        "DB": root.join("offload.db").display().to_string(),
+        "OTHER": root.join("local").join(&b_key).display().to_string(),
+        "VICTIM": victim.id().to_string(),
+    });
+    let a = gw.submitted(spec).await;
+    let job = gw.wait_terminal(TOKEN_A, &a, 30).await;
+    let log = gw
+        .req(Method::GET, &format!("/v1/jobs/{a}/logs"), TOKEN_A)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains("done"), "{job} {log}");
+    assert!(!log.contains("LEAK"), "{log}");
+    // Released, the job's group is gone, and the unrelated process is not.
+    let dir = root.join("local").join(job["provider_ref"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while dir.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(victim.try_wait().unwrap().is_none(), "the unrelated process was killed");
+    let _ = victim.kill();
+    let _ = victim.wait();
+    // The other tenant's job is untouched: still running, its log its own.
+    let (_, b_job) = gw.get(TOKEN_B, &format!("/v1/jobs/{b}")).await;
+    assert_eq!(b_job["state"], "running", "{b_job}");
 }
