@@ -56,7 +56,11 @@ async fn failed_tokens_are_limited_per_address_and_logged_without_the_token() {
             .unwrap();
         statuses.push(r.status().as_u16());
         if r.status() == 429 {
-            assert_eq!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().is_ok(), true);
+            assert!(r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .is_ok());
             assert_eq!(r.headers()["content-type"], "application/problem+json");
         }
     }
@@ -88,10 +92,16 @@ async fn failed_tokens_are_limited_per_address_and_logged_without_the_token() {
     assert_eq!(elsewhere.status(), 401);
 
     let text = std::fs::read_to_string(&log).unwrap();
-    let audit: Vec<&str> = text.lines().filter(|l| l.contains("offload::audit")).collect();
+    let audit: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("offload::audit"))
+        .collect();
     assert!(audit.len() >= 21, "{} audit lines:\n{text}", audit.len());
     assert!(audit.iter().any(|l| l.contains("127.0.0.2")), "{text}");
-    assert!(!text.contains("wrong-token"), "a token reached the log:\n{text}");
+    assert!(
+        !text.contains("wrong-token"),
+        "a token reached the log:\n{text}"
+    );
 }
 
 /// The CSRF token of a fresh sign-in form, and the cookie that goes with it.
@@ -221,7 +231,10 @@ async fn signout_revokes_the_session_and_sessions_expire() {
     assert!(signed_in(&http, &gw.url, &session).await);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while signed_in(&http, &gw.url, &session).await {
-        assert!(tokio::time::Instant::now() < deadline, "the session never expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never expired"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

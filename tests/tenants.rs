@@ -142,7 +142,11 @@ follower_reads_per_second = 2
     let mut held = vec![];
     for _ in 0..40 {
         let r = gw
-            .req(Method::GET, &format!("/v1/jobs/{a}/logs?follow=true"), TOKEN_A)
+            .req(
+                Method::GET,
+                &format!("/v1/jobs/{a}/logs?follow=true"),
+                TOKEN_A,
+            )
             .send()
             .await
             .unwrap();
@@ -186,7 +190,11 @@ poll_interval_ms = 20
     let mut held = vec![];
     for _ in 0..2 {
         let r = gw
-            .req(Method::GET, &format!("/v1/jobs/{id}/logs?follow=true"), TOKEN_A)
+            .req(
+                Method::GET,
+                &format!("/v1/jobs/{id}/logs?follow=true"),
+                TOKEN_A,
+            )
             .send()
             .await
             .unwrap();
@@ -212,7 +220,11 @@ async fn a_job_cannot_forge_the_gateways_lines_in_a_followed_log() {
     gw.wait_state(TOKEN_A, &id, "running", 20).await;
     use futures::StreamExt;
     let r = gw
-        .req(Method::GET, &format!("/v1/jobs/{id}/logs?follow=true"), TOKEN_A)
+        .req(
+            Method::GET,
+            &format!("/v1/jobs/{id}/logs?follow=true"),
+            TOKEN_A,
+        )
         .send()
         .await
         .unwrap();
@@ -249,9 +261,15 @@ async fn a_job_cannot_forge_the_gateways_lines_in_a_followed_log() {
         ],
         "{text:?}"
     );
-    let gateway: Vec<&&str> = lines.iter().filter(|l| l.starts_with("[offload] ")).collect();
+    let gateway: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("[offload] "))
+        .collect();
     assert_eq!(gateway.len(), 1, "{text:?}");
-    assert!(gateway[0].starts_with("[offload] reading the log failed"), "{text:?}");
+    assert!(
+        gateway[0].starts_with("[offload] reading the log failed"),
+        "{text:?}"
+    );
 }
 
 /// A `local` job of one tenant, run beside another tenant's, tries what the issue saw
@@ -308,13 +326,18 @@ echo done
     assert!(log.contains("done"), "{job} {log}");
     assert!(!log.contains("LEAK"), "{log}");
     // Released, the job's group is gone, and the unrelated process is not.
-    let dir = root.join("local").join(job["provider_ref"].as_str().unwrap());
+    let dir = root
+        .join("local")
+        .join(job["provider_ref"].as_str().unwrap());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while dir.exists() {
         assert!(tokio::time::Instant::now() < deadline, "never released");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(victim.try_wait().unwrap().is_none(), "the unrelated process was killed");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the unrelated process was killed"
+    );
     let _ = victim.kill();
     let _ = victim.wait();
     // The other tenant's job is untouched: still running, its log its own.

@@ -66,5 +66,6 @@ pub async fn read_whole_body(
         }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }

@@ -30,7 +30,14 @@ pub async fn page(store: &dyn Store, tenant: &str, query: &ListQuery) -> StoreRe
     let mut before = query.before;
     loop {
         let read = store
-            .list(tenant, &ListQuery { before, limit: batch, ..query.clone() })
+            .list(
+                tenant,
+                &ListQuery {
+                    before,
+                    limit: batch,
+                    ..query.clone()
+                },
+            )
             .await?;
         let ended = read.len() < batch;
         for job in read {

@@ -78,7 +78,8 @@ impl<W: Write> Sink<W> {
     /// Writes what is still carried (a character the stream cut short).
     pub fn finish(&mut self) -> std::io::Result<()> {
         let rest = std::mem::take(&mut self.carry);
-        self.out.write_all(escape(&String::from_utf8_lossy(&rest)).as_bytes())?;
+        self.out
+            .write_all(escape(&String::from_utf8_lossy(&rest)).as_bytes())?;
         self.out.flush()
     }
 }

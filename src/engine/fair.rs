@@ -59,7 +59,11 @@ impl FairShare {
             if queue.is_empty() {
                 waiting.round.push_back(tenant.to_string());
             }
-            waiting.by_tenant.get_mut(tenant).expect("just made").push_back(tx);
+            waiting
+                .by_tenant
+                .get_mut(tenant)
+                .expect("just made")
+                .push_back(tx);
         }
         self.inner.arrived.notify_one();
         // An error means the budget is gone (the engine is shutting down): go ahead.
@@ -72,7 +76,10 @@ impl Waiting {
     /// round's end.
     fn next(&mut self) -> Option<oneshot::Sender<()>> {
         while let Some(tenant) = self.round.pop_front() {
-            let queue = self.by_tenant.get_mut(&tenant).expect("a tenant in the round waits");
+            let queue = self
+                .by_tenant
+                .get_mut(&tenant)
+                .expect("a tenant in the round waits");
             let found = std::iter::from_fn(|| queue.pop_front()).find(|tx| !tx.is_closed());
             if queue.is_empty() {
                 self.by_tenant.remove(&tenant);

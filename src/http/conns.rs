@@ -152,7 +152,10 @@ mod tests {
         third.client.trust();
         assert!(conns.admit(a).is_none(), "every place is trusted");
         drop(first);
-        assert!(conns.admit(a).is_none(), "an evicted place is not freed twice");
+        assert!(
+            conns.admit(a).is_none(),
+            "an evicted place is not freed twice"
+        );
         drop(third);
         assert!(conns.admit(a).is_some());
     }

@@ -127,7 +127,9 @@ mod tests {
         let token = digest(b"a-token");
         let id = sessions.start("a", token);
         assert!(!sessions.open.lock().unwrap().contains_key(id.as_bytes()));
-        assert!(sessions.find(&id, |t, tenant| *t == token && tenant == "a").is_some());
+        assert!(sessions
+            .find(&id, |t, tenant| *t == token && tenant == "a")
+            .is_some());
         assert!(sessions.find("another id", |_, _| true).is_none());
         // The token was removed from the configuration.
         assert!(sessions.find(&id, |_, _| false).is_none());
