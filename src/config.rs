@@ -228,10 +228,19 @@ impl Default for StoreConfig {
 pub struct HttpConfig {
     /// A request's headers must arrive within this many seconds of its first byte.
     pub header_timeout_seconds: u64,
-    /// A request's body must arrive within this many seconds (408 otherwise).
+    /// A request's body must arrive in full within this many seconds of its headers (408
+    /// otherwise): a total, not a gap between bytes.
     pub body_timeout_seconds: u64,
-    /// Open connections at most; past it a new connection is answered 503 and closed.
+    /// A connection with no request in flight for this many seconds is closed, HTTP/1 and
+    /// HTTP/2 alike (an HTTP/2 connection that only answers PINGs too).
+    pub idle_timeout_seconds: u64,
+    /// Open connections at most. At the cap, a new connection closes the oldest one that
+    /// has made no authenticated request; when every one has, it is answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections from one client address at most; past it, that address's oldest
+    /// connection without an authenticated request is closed to make room (or the new one
+    /// is answered 503).
+    pub max_connections_per_address: usize,
     /// Long-polls (`?wait=`) and log followers one tenant may hold open at once; past it,
     /// 429 with Retry-After.
     pub max_waiters_per_tenant: usize,
@@ -244,18 +253,46 @@ impl Default for HttpConfig {
         HttpConfig {
             header_timeout_seconds: 10,
             body_timeout_seconds: 30,
+            idle_timeout_seconds: 60,
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
             max_waiters_per_tenant: 1_000,
             drain_seconds: 20,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Failed authentications (a wrong bearer token, or one at the dashboard's sign-in) one
+    /// client address may make per minute, up to this many at once; past them, 429 with
+    /// Retry-After.
+    #[serde(default = "default_failures")]
+    pub failures_per_minute: u32,
+    /// How long a dashboard session lasts after its sign-in.
+    #[serde(default = "default_session")]
+    pub session_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens: vec![],
+            failures_per_minute: default_failures(),
+            session_seconds: default_session(),
+        }
+    }
+}
+
+fn default_failures() -> u32 {
+    30
+}
+
+fn default_session() -> u64 {
+    12 * 3600
 }
 
 #[derive(Clone, Deserialize)]
@@ -545,6 +582,11 @@ impl Config {
                 )));
             }
         }
+        if self.auth.failures_per_minute == 0 || self.auth.session_seconds == 0 {
+            return Err(ConfigError(
+                "auth.failures_per_minute and auth.session_seconds must be at least 1".into(),
+            ));
+        }
         if self.providers.is_empty() {
             return Err(ConfigError(
                 "providers: configure at least one provider".into(),
@@ -583,6 +625,34 @@ impl Config {
                 )));
             }
             if let KindConfig::Local(local) = &p.kind {
+                let tenants: std::collections::BTreeSet<&str> =
+                    self.auth.tokens.iter().map(|t| t.tenant.as_str()).collect();
+                if tenants.len() > 1 && !local.allow_several_tenants {
+                    return Err(ConfigError(format!(
+                        "providers.{name}: the local provider runs every tenant's jobs on this host, \
+                         as the gateway's user, kept apart only by its sandbox; with {} tenants \
+                         configured it is refused unless providers.{name}.allow_several_tenants = true",
+                        tenants.len()
+                    )));
+                }
+                let key = self.store.secret_key_file.clone().unwrap_or_else(|| {
+                    let mut name = self.store.path.as_os_str().to_owned();
+                    name.push(".key");
+                    PathBuf::from(name)
+                });
+                let database = self.store.url.is_none().then_some(&self.store.path);
+                for (what, path) in database
+                    .map(|d| ("the database", d))
+                    .into_iter()
+                    .chain([("the secret key file", &key)])
+                {
+                    if local.exposes(path) {
+                        return Err(ConfigError(format!(
+                            "providers.{name}: {what} {} lies under one of read_paths, where every local job could read it",
+                            path.display()
+                        )));
+                    }
+                }
                 if !self.listen.ip().is_loopback() && !local.allow_non_loopback {
                     return Err(ConfigError(format!(
                         "providers.{name}: the local provider runs jobs as the gateway's own user, \
@@ -610,11 +680,13 @@ impl Config {
         let h = &self.http;
         if h.header_timeout_seconds == 0
             || h.body_timeout_seconds == 0
+            || h.idle_timeout_seconds == 0
             || h.max_connections == 0
+            || h.max_connections_per_address == 0
             || h.max_waiters_per_tenant == 0
         {
             return Err(ConfigError(
-                "http.header_timeout_seconds, body_timeout_seconds, max_connections and max_waiters_per_tenant must be at least 1".into(),
+                "http.header_timeout_seconds, body_timeout_seconds, idle_timeout_seconds, max_connections, max_connections_per_address and max_waiters_per_tenant must be at least 1".into(),
             ));
         }
         if self.store.url.is_some()
@@ -726,6 +798,13 @@ mod tests {
         let allowed =
             format!("{remote}[providers.local]\nkind = \"local\"\nallow_non_loopback = true\n");
         assert!(Config::from_toml(&allowed).is_ok());
+        let two = "[[auth.tokens]]\ntoken = \"0123456789abcdef\"\ntenant = \"a\"\n[[auth.tokens]]\ntoken = \"fedcba9876543210\"\ntenant = \"b\"\n";
+        assert!(
+            err(two).contains("allow_several_tenants"),
+            "the default local provider with two tenants"
+        );
+        let exposed = "[store]\npath = \"/etc/offload.db\"\n";
+        assert!(err(exposed).contains("the database /etc/offload.db"));
         assert!(err("[routing]\ndefault_duration_seconds = 0").contains("default_duration_seconds"));
         assert!(err("[routing]\ndefault_spot = \"sometimes\"").contains("sometimes"));
         assert!(err("[store]\nurl = \"postgres://db/offload\"").contains("store.secret_key"));

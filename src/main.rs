@@ -21,7 +21,7 @@ async fn main() {
     match offload::cli::main().await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("offload: {e:#}");
+            eprintln!("offload: {}", offload::cli::on_stderr(&format!("{e:#}")));
             std::process::exit(1);
         }
     }

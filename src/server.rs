@@ -87,6 +87,7 @@ impl Server {
                 snapshots,
                 engine.clone(),
                 config.tokens(),
+                &config.auth,
                 stop.clone(),
                 config.http.max_waiters_per_tenant,
             ),

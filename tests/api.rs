@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 const PROVIDERS: &str = r#"
 [providers.local]
 kind = "local"
+allow_several_tenants = true
 workdir = "$DIR/local"
 grace_seconds = 1
 poll_interval_ms = 100
@@ -380,19 +381,16 @@ async fn list_filters_by_state_provider_labels_and_pages() {
 #[tokio::test]
 async fn cancel_is_idempotent_then_conflicts_once_ended() {
     let gw = Gateway::start(PROVIDERS).await;
-    let pid_file = gw.dir.path().join("pid");
     let (_, job) = gw
         .submit(
             TOKEN_A,
             // Ignoring SIGTERM keeps the job cancelling until SIGKILL after the grace period.
-            sh(&format!(
-                "trap '' TERM; echo $$ > {}; sleep 60",
-                pid_file.display()
-            )),
+            sh("trap '' TERM; echo $$; sleep 60"),
         )
         .await;
     let id = job["id"].as_str().unwrap();
     gw.wait_state(TOKEN_A, id, "running", 20).await;
+    let pid = job_pid(&gw, id).await;
     let cancel = || {
         gw.req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A)
             .send()
@@ -402,10 +400,6 @@ async fn cancel_is_idempotent_then_conflicts_once_ended() {
     let job = gw.wait_terminal(TOKEN_A, id, 20).await;
     assert_eq!(job["state"], "cancelled");
     assert_eq!(job["reason"], "cancelled by tenant a");
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_string();
     assert!(!process_alive(&pid), "process {pid} outlived the cancel");
     let (s, p) = problem(cancel().await.unwrap()).await;
     assert_eq!(s, 409, "{p}");
@@ -427,6 +421,26 @@ async fn cancel_is_idempotent_then_conflicts_once_ended() {
     );
 }
 
+/// The pid a running job printed as its first line (`echo $$`).
+async fn job_pid(gw: &Gateway, id: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = gw
+            .req(Method::GET, &format!("/v1/jobs/{id}/logs"), TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let Some(pid) = log.lines().next() {
+            return pid.trim().to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the job printed no pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn process_alive(pid: &str) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(')')
@@ -436,22 +450,17 @@ fn process_alive(pid: &str) -> bool {
 #[tokio::test]
 async fn timeout_stops_the_job_and_fails_it() {
     let gw = Gateway::start(PROVIDERS).await;
-    let pid_file = gw.dir.path().join("pid");
-    let mut spec = sh(&format!("echo $$ > {}; sleep 60", pid_file.display()));
+    let mut spec = sh("echo $$; sleep 60");
     spec["timeout_seconds"] = json!(1);
     let (_, job) = gw.submit(TOKEN_A, spec).await;
-    let job = gw
-        .wait_terminal(TOKEN_A, job["id"].as_str().unwrap(), 20)
-        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let pid = job_pid(&gw, &id).await;
+    let job = gw.wait_terminal(TOKEN_A, &id, 20).await;
     assert_eq!(job["state"], "failed");
     assert!(
         job["reason"].as_str().unwrap().starts_with("timeout"),
         "{job}"
     );
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_string();
     assert!(!process_alive(&pid), "process {pid} outlived the timeout");
 }
 
@@ -871,4 +880,41 @@ async fn changes_tell_a_follower_every_end_since_its_cursor() {
         assert_eq!(status, 400, "{query}: {problem}");
         assert_eq!(problem["errors"][0]["field"], field, "{query}: {problem}");
     }
+}
+
+/// A page of changes holds about 1 MiB of jobs at most, however many its limit allows:
+/// jobs with labels at their limits fill it long before 1,000 of them.
+#[tokio::test]
+async fn a_page_of_changes_is_bounded_in_bytes() {
+    let gw = Gateway::start("[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 100000\n").await;
+    let mut labels = serde_json::Map::new();
+    labels.insert("run".into(), json!("big"));
+    for i in 0..63 {
+        labels.insert(format!("k{i:02}"), json!("v".repeat(1024)));
+    }
+    for _ in 0..20 {
+        let (status, job) = gw
+            .submit(TOKEN_A, json!({"image": "img", "command": ["true"], "labels": labels}))
+            .await;
+        assert_eq!(status, 201, "{job}");
+    }
+    let (mut after, mut seen, mut pages) = ("0".to_string(), 0, 0);
+    loop {
+        let response = gw
+            .req(Method::GET, &format!("/v1/changes?labels=run=big&limit=1000&after={after}"), TOKEN_A)
+            .send()
+            .await
+            .unwrap();
+        let body = response.bytes().await.unwrap();
+        assert!(body.len() < (1 << 20) + 100_000, "a page of {} bytes", body.len());
+        let feed: Value = serde_json::from_slice(&body).unwrap();
+        seen += feed["jobs"].as_array().unwrap().len();
+        pages += 1;
+        after = feed["next_cursor"].as_str().unwrap().to_string();
+        if feed["more"] != true {
+            break;
+        }
+    }
+    assert!(pages > 1, "all in one page");
+    assert!(seen >= 20, "{seen} jobs seen");
 }

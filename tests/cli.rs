@@ -511,3 +511,60 @@ async fn metrics_say_which_provider_is_unhealthy_and_how_long_the_oldest_job_wai
     serve.kill().unwrap();
     serve.wait().unwrap();
 }
+
+/// Runs `offload ARGS` against `url` with its standard output on a terminal (a pty that
+/// `script` opens); what the terminal got.
+fn on_a_terminal(url: &str, args: &[&str]) -> String {
+    let mut line = BIN.to_string();
+    for a in args {
+        line += &format!(" '{a}'");
+    }
+    line += &format!(" --url {url}");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A job's output and name reach a terminal with their control characters escaped, so a
+/// job cannot clear the screen, set the title or write the clipboard (OSC 52); to a pipe
+/// they pass unchanged.
+#[test]
+fn a_terminal_gets_a_jobs_control_characters_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut serve, url) = serve(dir.path(), &[]);
+    let script = r"printf '\033]52;c;aGk=\007\033[2J\033]0;pwned\007done\n'";
+    let run = Command::new(BIN)
+        .args(["run", "--url", &url, "alpine", "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0));
+    // To a pipe, the bytes the job wrote.
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "\x1b]52;c;aGk=\x07\x1b[2J\x1b]0;pwned\x07done\n"
+    );
+    let (_, list, _) = cli(&url, &["list"]);
+    // Under the header, the newest job first.
+    let id = list.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap().to_string();
+    let shown = on_a_terminal(&url, &["logs", &id]);
+    assert!(!shown.contains('\x1b') && !shown.contains('\x07'), "{shown:?}");
+    assert!(shown.contains("^[]52;c;aGk=^G^[[2J^[]0;pwned^Gdone"), "{shown:?}");
+
+    // A name with an escape sequence, in `offload list`.
+    let spec = dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"image": "alpine", "name": "evil\u001b]0;title\u0007", "command": ["true"]}"#,
+    )
+    .unwrap();
+    let (code, _, err) = cli(&url, &["submit", spec.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed = on_a_terminal(&url, &["list"]);
+    assert!(listed.contains("evil^[]0;title^G"), "{listed:?}");
+    assert!(!listed.contains('\x1b'), "{listed:?}");
+    serve.kill().unwrap();
+    let _ = serve.wait();
+}

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 const PROVIDERS: &str = r#"
 [providers.box]
 kind = "local"
+allow_several_tenants = true
 workdir = "$DIR/local"
 price = { vcpu_hour = 10.0 }
 [providers.cheap]

@@ -4,7 +4,7 @@
 # venv per Airflow version the airflow-provider-offload package supports, each with that
 # Airflow from PyPI and the package, installed by uv from tests/airflow/requirements/ and
 # cached in target/airflow-venv (3.3) and target/airflow-2.11-venv ... target/airflow-3.2-venv
-# until its lock or the package's pyproject.toml changes; another with moto[server]
+# until its lock, the package's pyproject.toml or its version changes; another with moto[server]
 # for the ECS provider, in target/moto-venv; another with schemathesis, in
 # target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh; Debian's
 # prometheus for promtool, which checks the alert rules; Debian's chromium and playwright-core
@@ -30,17 +30,20 @@ fi
 airflow_versions="3.3 2.11 3.0 3.1 3.2"
 airflow_venv() { if [ "$1" = 3.3 ]; then echo target/airflow-venv; else echo "target/airflow-$1-venv"; fi; }
 package=deploy/airflow/provider
+# What a venv was installed from: the lock, pyproject.toml and the package's version (the
+# editable install's metadata carries the version it had when installed).
+installed_from() { cat "$1" "$package/pyproject.toml"; grep '^__version__' "$package/src/offload_airflow/__init__.py"; }
 for version in $airflow_versions; do
   venv=$(airflow_venv "$version")
   lock=tests/airflow/requirements/airflow-$version.txt
-  if ! cat "$lock" "$package/pyproject.toml" | cmp -s - "$venv/.installed" 2>/dev/null; then
+  if ! installed_from "$lock" | cmp -s - "$venv/.installed" 2>/dev/null; then
     echo "tests/run.sh: installing $lock and $package into $venv"
     rm -rf "$venv"
     UV_PYTHON_DOWNLOADS=never "$uv_venv/bin/uv" venv --quiet --python "$(command -v python3)" "$venv"
     VIRTUAL_ENV="$PWD/$venv" "$uv_venv/bin/uv" pip install --quiet -r "$lock"
     # Editable: the tests always run the package's current source.
     VIRTUAL_ENV="$PWD/$venv" "$uv_venv/bin/uv" pip install --quiet --no-deps -e "$package"
-    cat "$lock" "$package/pyproject.toml" > "$venv/.installed"
+    installed_from "$lock" > "$venv/.installed"
   fi
 done
 
@@ -78,8 +81,10 @@ tests/pg.sh run bash -c 'cargo test --workspace --all-targets --locked &&
   2>&1 | tee "$log" || status=$?
 # schemathesis against the real binary: the OpenAPI document says exactly what it does.
 tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
-# Real Airflow against the real binary (built above): every test on 3.3; the unit tests
-# (tests/airflow/unit) and the whole-Airflow tests on 2.11; the unit tests on 3.0 to 3.2.
+# Real Airflow against the real binary (built above): every test on 3.3 (OffloadExecutor's
+# whole-Airflow tests, tests/airflow/test_executor_stack.py, on 3.3 only); the unit tests
+# (tests/airflow/unit) and the operator's whole-Airflow tests on 2.11; the unit tests on 3.0
+# to 3.2.
 # Airflow 2's LocalExecutor refuses SQLite: its whole-Airflow tests get a database on a
 # throwaway PostgreSQL (tests/pg.sh).
 for version in $airflow_versions; do

@@ -1032,7 +1032,7 @@ async fn changes_since_a_position_tell_each_changed_job_once_as_it_is_now(f: &Fi
     let j2 = created(store, labelled("a", "y")).await;
     let j3 = created(store, labelled("b", "x")).await;
     let page = store.changed_since("a", &query(0, 100)).await.unwrap();
-    let ids: Vec<Uuid> = page.jobs.iter().map(|j| j.id).collect();
+    let ids: Vec<Uuid> = page.jobs.iter().map(|(j, _)| j.id).collect();
     assert_eq!(ids, [j1], "the tenant's jobs that match, and only those");
     assert!(!page.more);
     for id in [j2, j3, j1] {
@@ -1044,7 +1044,7 @@ async fn changes_since_a_position_tell_each_changed_job_once_as_it_is_now(f: &Fi
     }
     let page2 = store.changed_since("a", &query(page.next, 100)).await.unwrap();
     assert_eq!(page2.jobs.len(), 1);
-    assert_eq!((page2.jobs[0].id, page2.jobs[0].state), (j1, JobState::Starting));
+    assert_eq!((page2.jobs[0].0.id, page2.jobs[0].0.state), (j1, JobState::Starting));
     // Nothing new: an empty page, the position unchanged.
     let empty = store.changed_since("a", &query(page2.next, 100)).await.unwrap();
     assert!(empty.jobs.is_empty() && !empty.more);
@@ -1058,7 +1058,7 @@ async fn changes_since_a_position_tell_each_changed_job_once_as_it_is_now(f: &Fi
     loop {
         let page = store.changed_since("a", &query(after, 2)).await.unwrap();
         assert!(page.jobs.len() <= 2);
-        seen.extend(page.jobs.iter().map(|j| j.id));
+        seen.extend(page.jobs.iter().map(|(j, _)| j.id));
         after = page.next;
         if !page.more {
             break;

@@ -1,7 +1,8 @@
 //! `GET /v1/changes`: what changed of the caller's jobs since a cursor, for a client that
 //! follows many jobs at once (the Airflow executor, at each scheduler heartbeat): one call
 //! tells of every job of a label selector that changed, however many it follows, instead of
-//! a read per job.
+//! a read per job. An answer holds at most `limit` jobs and about
+//! [`limits::PAGE_BYTES`] of them as JSON.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -12,7 +13,7 @@ use utoipa::IntoParams;
 use super::auth::Tenant;
 use super::error::{ApiError, Problem};
 use super::AppState;
-use crate::model::{ChangeFeed, FieldError};
+use crate::model::{limits, ChangeFeed, FieldError, JobChange};
 use crate::store::ChangesQuery;
 
 /// Jobs one answer holds at most.
@@ -71,9 +72,26 @@ pub async fn changes(
         limit,
     };
     let page = state.store.changed_since(&tenant.0, &query).await?;
+    // At most limits::PAGE_BYTES of JSON (at least one job): the next answer goes on after
+    // the last job this one holds.
+    let (mut jobs, mut bytes) = (vec![], 0);
+    let (mut next, mut more) = (page.next, page.more);
+    for (job, position) in page.jobs {
+        let change = JobChange::from(job);
+        bytes += serde_json::to_vec(&change).map_or(0, |j| j.len());
+        if bytes > limits::PAGE_BYTES && !jobs.is_empty() {
+            more = true;
+            break;
+        }
+        jobs.push(change);
+        next = position;
+    }
+    if !more {
+        next = page.next;
+    }
     Ok(Json(ChangeFeed {
-        jobs: page.jobs.into_iter().map(Into::into).collect(),
-        next_cursor: page.next.to_string(),
-        more: page.more,
+        jobs,
+        next_cursor: next.to_string(),
+        more,
     }))
 }

@@ -140,6 +140,12 @@ pub fn served(engine: &Engine) -> Value {
 /// Writes the spec's limits and patterns into its schemas.
 fn constrain(doc: &mut Value) {
     let schemas = &mut doc["components"]["schemas"];
+    let whole = format!(
+        "{} As JSON, secret values included, at most {} bytes.",
+        schemas["JobSpec"]["description"].as_str().unwrap_or_default(),
+        limits::SPEC_BYTES
+    );
+    schemas["JobSpec"]["description"] = json!(whole);
     let spec = &mut schemas["JobSpec"]["properties"];
     spec["image"]["minLength"] = json!(1);
     spec["image"]["maxLength"] = json!(limits::IMAGE);
@@ -148,6 +154,14 @@ fn constrain(doc: &mut Value) {
     for env in ["env", "secret_env"] {
         spec[env]["maxProperties"] = json!(limits::ENV);
         spec[env]["propertyNames"] = json!({"type": "string", "pattern": patterns::ENV_NAME.text});
+        spec[env]["additionalProperties"] = json!({
+            "type": "string", "maxLength": limits::ENV_VALUE, "pattern": patterns::NO_NUL.text
+        });
+    }
+    for list in ["command", "args"] {
+        spec[list]["maxItems"] = json!(limits::ARGS);
+        spec[list]["items"]["maxLength"] = json!(limits::ARG);
+        spec[list]["items"]["pattern"] = json!(patterns::NO_NUL.text);
     }
     spec["labels"]["maxProperties"] = json!(limits::LABELS);
     spec["labels"]["propertyNames"] =

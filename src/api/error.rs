@@ -49,6 +49,17 @@ impl ApiError {
         }
     }
 
+    /// 429: the client has failed to authenticate too often; it may retry after `wait`.
+    pub fn too_many_failures(wait: std::time::Duration) -> Self {
+        ApiError {
+            retry_after: Some(wait.as_secs() + 1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address; retry later",
+            )
+        }
+    }
+
     pub fn invalid(errors: Vec<FieldError>) -> Self {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         ApiError {

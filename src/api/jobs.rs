@@ -18,12 +18,13 @@ use uuid::Uuid;
 use super::auth::Tenant;
 use super::body::JsonBody;
 use super::error::{ApiError, Problem};
+use super::marks::Quoter;
 use super::waiters::WaiterPlace;
 use super::AppState;
 use crate::engine::changes::Waiter;
 use crate::engine::CancelOutcome;
 use crate::model::{
-    patterns, CostReport, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote,
+    limits, patterns, CostReport, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote,
 };
 use crate::store::{CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Submitted};
 
@@ -250,12 +251,13 @@ pub struct ListParams {
     state: Option<String>,
     /// Only jobs routed to this provider.
     provider: Option<String>,
-    /// Equality label selector: `dag_id=etl,env=prod`.
+    /// Equality label selector: `dag_id=etl,env=prod`, at most 64 pairs.
     labels: Option<String>,
     /// The `next_cursor` of the previous page.
     #[param(value_type = Option<Uuid>)]
     cursor: Option<String>,
-    /// Page size, 1 to 500 (default 50).
+    /// Page size, 1 to 500 (default 50). A page also ends once its jobs take about 1 MiB
+    /// as JSON; `next_cursor` then continues after it.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
 }
@@ -309,11 +311,11 @@ pub async fn list_jobs(
         before,
         limit,
     };
-    let jobs = state.store.list(&tenant.0, &query).await?;
-    let next_cursor = (jobs.len() == limit)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
-    Ok(Json(JobPage { jobs, next_cursor }))
+    let page = super::listing::page(&*state.store, &tenant.0, &query).await?;
+    Ok(Json(JobPage {
+        jobs: page.jobs,
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
 }
 
 /// A `labels` parameter's equality selectors (`dag_id=etl,env=prod`, `key==value` too).
@@ -323,6 +325,12 @@ pub(super) fn selectors(labels: Option<&str>) -> Result<Vec<(String, String)>, A
     };
     if let Some(l) = labels.filter(|l| !patterns::LABEL_SELECTOR.is_match(l)) {
         return Err(bad(format!("{l:?} is not key=value pairs joined by commas")));
+    }
+    if labels.iter().flat_map(|l| l.split(',')).count() > limits::LABEL_SELECTORS {
+        return Err(bad(format!(
+            "more than {} selectors (no job has more labels)",
+            limits::LABEL_SELECTORS
+        )));
     }
     let mut pairs = vec![];
     for pair in labels.iter().flat_map(|l| l.split(',')) {
@@ -435,7 +443,8 @@ pub async fn job_events(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogParams {
-    /// Only the last N lines (of the first chunk, when following), at most 100000.
+    /// Only the last N lines, at most 100000, of the log's last MiB (when following, of
+    /// what is there when the follow starts).
     #[param(value_type = Option<u32>, minimum = 0, maximum = 100000)]
     tail: Option<String>,
     /// `true` streams the log until the job ends.
@@ -445,6 +454,8 @@ pub struct LogParams {
 
 /// The most lines `tail` may ask for.
 const MAX_TAIL: usize = 100_000;
+/// How much of a live log's end `tail` reads: its lines are the last ones within it.
+const TAIL_READ_BYTES: usize = 1 << 20;
 
 pub(super) fn last_lines(text: &str, n: usize) -> &str {
     let trimmed = text.strip_suffix('\n').unwrap_or(text);
@@ -491,9 +502,13 @@ pub async fn job_logs(
     };
     let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     if !follow {
+        let query = LogQuery {
+            cursor: None,
+            tail_bytes: tail.map(|_| TAIL_READ_BYTES),
+        };
         let chunk = state
             .engine
-            .logs(&rec, &LogQuery::default())
+            .logs(&rec, &query)
             .await
             .map_err(|e| {
                 ApiError::new(
@@ -513,6 +528,7 @@ pub async fn job_logs(
         id: rec.job.id,
         cursor: None,
         tail,
+        quoter: Quoter::default(),
         streamed: false,
         done: false,
     };
@@ -532,6 +548,8 @@ struct Follower {
     id: Uuid,
     cursor: Option<String>,
     tail: Option<usize>,
+    /// Marks the job's lines that would pass for the gateway's.
+    quoter: Quoter,
     /// Whether anything was read from the provider (then the stored tail would repeat it).
     streamed: bool,
     done: bool,
@@ -541,11 +559,15 @@ impl Follower {
     async fn next(mut self) -> Option<(Result<String, std::io::Error>, Self)> {
         loop {
             if self.done || self.state.draining.is_cancelled() {
-                return None;
+                let rest = self.quoter.finish();
+                return (!rest.is_empty()).then_some((Ok(rest), self));
             }
             let rec = match self.state.store.get(self.id).await {
                 Ok(Some(r)) => r,
-                _ => return None,
+                _ => {
+                    self.done = true;
+                    continue;
+                }
             };
             let at_provider = rec.job.provider_ref.is_some() && !rec.released;
             if !at_provider && !rec.job.terminal {
@@ -554,20 +576,25 @@ impl Follower {
                 continue;
             }
             if !at_provider && self.streamed {
-                return None;
+                self.done = true;
+                continue;
             }
+            // The first read of a follower asked for a tail reads the log's end.
             let query = LogQuery {
                 cursor: self.cursor.clone(),
-                tail_bytes: None,
+                tail_bytes: self
+                    .tail
+                    .filter(|_| self.cursor.is_none())
+                    .map(|_| TAIL_READ_BYTES),
             };
             let chunk = match self.state.engine.follow_logs(&rec, &query).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.done = true;
-                    return Some((
-                        Ok(format!("\n[offload: reading the log failed: {e}]\n")),
-                        self,
-                    ));
+                    let line = self
+                        .quoter
+                        .gateway_line(&format!("reading the log failed: {e}"));
+                    return Some((Ok(line), self));
                 }
             };
             // An ended job read from the start gets its stored tail, which is the whole answer.
@@ -578,11 +605,13 @@ impl Follower {
                 Some(n) => last_lines(&chunk.text, n).to_string(),
                 None => chunk.text,
             };
+            let text = self.quoter.push(&text);
             if !text.is_empty() {
                 return Some((Ok(text), self));
             }
             if rec.job.terminal {
-                return None;
+                self.done = true;
+                continue;
             }
             self.pause().await;
         }

@@ -3,9 +3,13 @@
 mod auth;
 mod body;
 mod changes;
+mod deadline;
 pub mod doc;
 mod error;
+mod failures;
 mod jobs;
+mod listing;
+mod marks;
 pub(crate) mod ops;
 mod ui;
 mod waiters;
@@ -18,9 +22,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::config::HttpConfig;
+use crate::config::{AuthConfig, HttpConfig};
 use crate::engine::Engine;
 use crate::store::snapshots::Snapshots;
 use crate::store::Store;
@@ -33,6 +36,10 @@ pub struct AppState {
     pub snapshots: Arc<Snapshots>,
     pub engine: Arc<Engine>,
     tokens: Arc<auth::Tokens>,
+    /// Failed authentications per client address (`auth.failures_per_minute`).
+    failures: Arc<failures::Failures>,
+    /// The dashboard's sessions.
+    sessions: Arc<ui::sessions::Sessions>,
     /// Cancelled when the server starts to shut down: long-polls answer and log followers
     /// close at once, so that shutdown fits in a pod's grace period.
     pub draining: CancellationToken,
@@ -44,6 +51,7 @@ impl AppState {
         snapshots: Arc<Snapshots>,
         engine: Arc<Engine>,
         tokens: Vec<(String, String)>,
+        auth: &AuthConfig,
         draining: CancellationToken,
         max_waiters_per_tenant: usize,
     ) -> Self {
@@ -52,6 +60,10 @@ impl AppState {
             snapshots,
             engine,
             tokens: Arc::new(auth::Tokens::new(tokens)),
+            failures: Arc::new(failures::Failures::new(auth.failures_per_minute)),
+            sessions: Arc::new(ui::sessions::Sessions::new(Duration::from_secs(
+                auth.session_seconds,
+            ))),
             draining,
             waiters: Arc::new(waiters::Waiters::new(max_waiters_per_tenant)),
         }
@@ -80,8 +92,12 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .merge(ui::router())
         .layer(axum::middleware::from_fn(ops::track_latency))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
-            http.body_timeout_seconds,
-        )))
+        .layer(axum::middleware::from_fn_with_state(
+            deadline::BodyLimits {
+                deadline: Duration::from_secs(http.body_timeout_seconds),
+                max_bytes: body_limit,
+            },
+            deadline::read_whole_body,
+        ))
         .with_state(state)
 }

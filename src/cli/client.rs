@@ -7,6 +7,8 @@ use anyhow::{anyhow, Context};
 use futures::StreamExt;
 use reqwest::Response;
 
+use super::terminal::Sink;
+
 /// How many times a submit is sent before its last answer is taken as it is.
 const SUBMIT_TRIES: u32 = 5;
 
@@ -127,12 +129,15 @@ impl Client {
         Ok(response.json().await?)
     }
 
+    /// Writes the job's log to `out`, its control characters escaped when `out` is a
+    /// terminal (`terminal`).
     pub async fn stream_logs(
         &self,
         id: &str,
         follow: bool,
         tail: Option<usize>,
-        out: &mut impl Write,
+        out: impl Write,
+        terminal: bool,
     ) -> anyhow::Result<()> {
         let mut query = vec![("follow", follow.to_string())];
         query.extend(tail.map(|t| ("tail", t.to_string())));
@@ -144,10 +149,11 @@ impl Client {
             .send()
             .await;
         let mut body = Self::check(response).await?.bytes_stream();
+        let mut sink = Sink::new(out, terminal);
         while let Some(chunk) = body.next().await {
-            out.write_all(&chunk?)?;
-            out.flush()?;
+            sink.write(&chunk?)?;
         }
+        sink.finish()?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! commands take.
 
 mod client;
+mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -280,7 +281,7 @@ pub async fn main() -> anyhow::Result<i32> {
             let quote = gateway.client()?.post_json("/v1/quotes", &read_spec(&file)?).await?;
             match json {
                 true => print_json(&quote)?,
-                false => print!("{}", quote_table(&quote)),
+                false => print!("{}", on_stdout(&quote_table(&quote))),
             }
         }
         Command::Costs {
@@ -296,7 +297,7 @@ pub async fn main() -> anyhow::Result<i32> {
             let report = gateway.client()?.get_json("/v1/costs", &query).await?;
             match json {
                 true => print_json(&report)?,
-                false => print!("{}", cost_table(&report)),
+                false => print!("{}", on_stdout(&cost_table(&report))),
             }
         }
         Command::Get { gateway, id } => print_json(&gateway.client()?.job(&id).await?)?,
@@ -312,7 +313,7 @@ pub async fn main() -> anyhow::Result<i32> {
             query.extend(provider.map(|p| ("provider", p)));
             query.extend(labels.map(|l| ("labels", l)));
             let page: serde_json::Value = gateway.client()?.get_json("/v1/jobs", &query).await?;
-            print!("{}", job_table(&page));
+            print!("{}", on_stdout(&job_table(&page)));
         }
         Command::Logs {
             gateway,
@@ -320,9 +321,10 @@ pub async fn main() -> anyhow::Result<i32> {
             follow,
             tail,
         } => {
+            let tty = std::io::stdout().is_terminal();
             gateway
                 .client()?
-                .stream_logs(&id, follow, tail, &mut std::io::stdout())
+                .stream_logs(&id, follow, tail, std::io::stdout(), tty)
                 .await?;
         }
         Command::Cancel { gateway, id } => print_json(&gateway.client()?.cancel(&id).await?)?,
@@ -330,11 +332,22 @@ pub async fn main() -> anyhow::Result<i32> {
             let providers = gateway.client()?.get_json("/v1/providers", &[]).await?;
             match json {
                 true => print_json(&providers)?,
-                false => print!("{}", provider_table(&providers)),
+                false => print!("{}", on_stdout(&provider_table(&providers))),
             }
         }
     }
     Ok(0)
+}
+
+/// Text for standard output, escaped if that is a terminal (see `terminal`).
+fn on_stdout(text: &str) -> std::borrow::Cow<'_, str> {
+    terminal::shown(text, std::io::stdout().is_terminal())
+}
+
+/// Text for standard error, escaped if that is a terminal: errors quote the gateway's
+/// problems, which may quote a tenant's text.
+pub fn on_stderr(text: &str) -> std::borrow::Cow<'_, str> {
+    terminal::shown(text, std::io::stderr().is_terminal())
 }
 
 /// `KEY=VALUE` arguments of `flag` as a map.
@@ -554,7 +567,7 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
         bar.finish_and_clear();
     }
     client
-        .stream_logs(&id, true, None, &mut std::io::stdout())
+        .stream_logs(&id, true, None, std::io::stdout(), std::io::stdout().is_terminal())
         .await?;
     loop {
         job = serde_json::from_value(client.job(&id).await?)?;
@@ -570,7 +583,7 @@ async fn run(client: &Client, spec: &JobSpec) -> anyhow::Result<i32> {
             eprintln!(
                 "offload: job {id} {}: {}",
                 state.as_str(),
-                job.reason.as_deref().unwrap_or("no reason given")
+                on_stderr(job.reason.as_deref().unwrap_or("no reason given"))
             );
             Ok(code.filter(|c| *c != 0).unwrap_or(1))
         }

@@ -22,6 +22,7 @@
 
 pub mod changes;
 mod error_policy;
+mod fair;
 mod follow;
 mod fresh;
 mod history;
@@ -34,12 +35,10 @@ mod scheduler;
 mod store_faults;
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use offload_provider::{
     Handle, LogChunk, LogQuery, Phase, PriceSheet, Provider, ProviderError, RunTimes,
 };
@@ -86,8 +85,8 @@ pub struct Slot {
     /// How long recent jobs took from dispatch to running here, for `prefer = speed`.
     starts: StartLatency,
     /// Log followers' reads of this provider: a budget of their own, so that followers
-    /// cannot use up the calls that launches and status need.
-    follower_reads: DefaultDirectRateLimiter,
+    /// cannot use up the calls that launches and status need, shared fairly by tenant.
+    follower_reads: fair::FairShare,
     /// Calls made to the provider since the gateway started, and how many failed (as the
     /// `offload_provider_calls_total` and `_errors_total` metrics count them).
     calls: std::sync::atomic::AtomicU64,
@@ -219,9 +218,7 @@ impl Engine {
                 new_workload: tokio::sync::Notify::new(),
                 health: Mutex::new(Some("not checked yet".into())),
                 starts: StartLatency::default(),
-                follower_reads: RateLimiter::direct(Quota::per_second(
-                    NonZeroU32::new(p.follower_reads_per_second.max(1)).expect("at least 1"),
-                )),
+                follower_reads: fair::FairShare::new(p.follower_reads_per_second),
                 calls: Default::default(),
                 errors: Default::default(),
                 deadline: p.call_deadline(lease),
@@ -428,8 +425,9 @@ impl Engine {
         self.read_log(rec, query, false).await
     }
 
-    /// [`Engine::logs`] for a follower: a read of the provider waits for the provider's
-    /// follower budget (`follower_reads_per_second`), apart from the engine's own calls.
+    /// [`Engine::logs`] for a follower: a read of the provider waits for its tenant's turn
+    /// of the provider's follower budget (`follower_reads_per_second`), apart from the
+    /// engine's own calls.
     pub async fn follow_logs(
         &self,
         rec: &JobRecord,
@@ -470,7 +468,7 @@ impl Engine {
             provider_ref: pref.clone(),
         };
         if follower {
-            slot.follower_reads.until_ready().await;
+            slot.follower_reads.turn(&rec.tenant).await;
         }
         match self
             .call(slot, "logs", slot.provider.logs(&handle, query))

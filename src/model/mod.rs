@@ -326,6 +326,19 @@ pub mod limits {
     pub const IMAGE: usize = 1024;
     /// Variables in `env`, and again in `secret_env`.
     pub const ENV: usize = 512;
+    /// Characters in one value of `env` or `secret_env`.
+    pub const ENV_VALUE: usize = 32 * 1024;
+    /// Items in `command`, and again in `args`.
+    pub const ARGS: usize = 1024;
+    /// Characters in one item of `command` or `args`.
+    pub const ARG: usize = 32 * 1024;
+    /// Bytes of the whole spec as JSON, secret values included: what one job may make the
+    /// gateway keep, copy and send back (its caches and list pages are counted in these).
+    pub const SPEC_BYTES: usize = 64 * 1024;
+    /// Selectors in one label filter (`GET /v1/jobs?labels=`): no job has more labels.
+    pub const LABEL_SELECTORS: usize = LABELS;
+    /// Bytes of jobs (as JSON) past which a list page ends early, with a cursor to the next.
+    pub const PAGE_BYTES: usize = 1 << 20;
     pub const LABELS: usize = 64;
     pub const LABEL_KEY: usize = 253;
     pub const LABEL_VALUE: usize = 1024;
@@ -350,6 +363,39 @@ fn depth(v: &serde_json::Value) -> usize {
 
 fn chars(s: &str) -> usize {
     s.chars().count()
+}
+
+/// Checks a value that reaches the workload's process: at most `max` characters, no NUL.
+fn check_text(check: &mut impl FnMut(bool, &str, String), value: &str, max: usize, field: &str) {
+    check(
+        chars(value) <= max,
+        field,
+        format!("is longer than {max} characters"),
+    );
+    check(
+        patterns::NO_NUL.is_match(value),
+        field,
+        "must not contain a NUL character".into(),
+    );
+}
+
+/// How many bytes `value` takes as compact JSON, counted without building the text.
+pub fn json_bytes(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 impl JobSpec {
@@ -384,14 +430,34 @@ impl JobSpec {
                 field,
                 format!("more than {} variables", limits::ENV),
             );
-            for key in map.keys() {
+            for (key, value) in map {
                 check(
                     patterns::ENV_NAME.is_match(key),
                     &format!("{field}.{key}"),
                     "is not a valid environment variable name".into(),
                 );
+                check_text(&mut check, value, limits::ENV_VALUE, &format!("{field}.{key}"));
             }
         }
+        for (list, field) in [(&self.command, "command"), (&self.args, "args")] {
+            check(
+                list.len() <= limits::ARGS,
+                field,
+                format!("more than {} items", limits::ARGS),
+            );
+            for (i, item) in list.iter().enumerate() {
+                check_text(&mut check, item, limits::ARG, &format!("{field}[{i}]"));
+            }
+        }
+        let bytes = json_bytes(self);
+        check(
+            bytes <= limits::SPEC_BYTES,
+            "(body)",
+            format!(
+                "the spec is {bytes} bytes as JSON, more than {}",
+                limits::SPEC_BYTES
+            ),
+        );
         check(
             self.labels.len() <= limits::LABELS,
             "labels",
@@ -876,6 +942,43 @@ mod tests {
             !shown.contains("hunter2") && shown.contains(REDACTED),
             "{shown}"
         );
+    }
+
+    /// Every value that reaches a process is bounded and free of NUL, and so is the spec as
+    /// a whole: one tenant cannot make the gateway keep and copy megabytes per job, nor
+    /// submit a job no process can start.
+    #[test]
+    fn values_that_reach_the_process_are_bounded_and_free_of_nul() {
+        let fields = |s: JobSpec| -> Vec<String> {
+            s.validate()
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        let long = "x".repeat(limits::ENV_VALUE + 1);
+        let s = spec(serde_json::json!({
+            "image": "a",
+            "command": ["sh", "a\0b"],
+            "args": [long],
+            "env": {"BIG": "x".repeat(limits::ENV_VALUE + 1), "NUL": "a\0"},
+            "secret_env": {"S": "\0"},
+        }));
+        assert_eq!(
+            fields(s),
+            ["env.BIG", "env.NUL", "secret_env.S", "command[1]", "args[0]", "(body)"]
+        );
+        let many = spec(serde_json::json!({"image": "a", "args": vec!["x"; limits::ARGS + 1]}));
+        assert_eq!(fields(many), ["args"]);
+        // Each value within its limit, the whole past its own.
+        let env: BTreeMap<String, String> = (0..3)
+            .map(|i| (format!("V{i}"), "x".repeat(limits::ENV_VALUE)))
+            .collect();
+        let whole = spec(serde_json::json!({"image": "a", "env": env}));
+        assert_eq!(fields(whole), ["(body)"]);
+        let fine = spec(serde_json::json!({"image": "a", "command": ["echo", "x".repeat(1000)]}));
+        assert!(fine.validate().is_ok());
     }
 
     #[test]

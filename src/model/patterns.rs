@@ -47,6 +47,12 @@ pattern!(
 );
 
 pattern!(
+    /// Text without a NUL character: what reaches a process (its command, arguments and
+    /// environment) cannot hold one, nor can a PostgreSQL text value.
+    NO_NUL = r"^[^\x00]*$"
+);
+
+pattern!(
     /// Something other than white space, somewhere. Not `\S`: Rust's white space has
     /// U+0085 and ECMA-262's has U+FEFF, and Python's (which schema tools may use) has
     /// U+001C-U+001F too; all of them count as white space here, for every reader alike.

@@ -97,10 +97,11 @@ pub struct ChangesQuery {
     pub limit: usize,
 }
 
-/// A page of changed jobs: each once, as it is now, in the order of its latest change.
+/// A page of changed jobs: each once, as it is now, in the order of its latest change,
+/// with the position of that change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangesPage {
-    pub jobs: Vec<Job>,
+    pub jobs: Vec<(Job, i64)>,
     /// Where the next page goes on from: past every change this one looked at, the tenant's
     /// or not.
     pub next: i64,

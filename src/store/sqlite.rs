@@ -9,6 +9,7 @@
 //! readers see the last commit).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -222,6 +223,19 @@ impl SqliteStore {
         }
         let path_str = path.to_string_lossy().into_owned();
         let lock = lock_file(path)?;
+        // Created private before SQLite opens it: SQLite gives the WAL and shared-memory
+        // files it makes the database's mode, and all of them hold every tenant's specs
+        // and log tails.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::Db(format!("creating {path_str}: {e}"))),
+        }
         let conn = open(
             &path_str,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -330,6 +344,7 @@ fn lock_file(path: &Path) -> StoreResult<std::fs::File> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(|e| StoreError::Db(format!("opening {}: {e}", lock_path.display())))?;
     match file.try_lock() {

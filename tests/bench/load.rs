@@ -414,11 +414,7 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
 /// The dashboard's jobs page (`/ui/jobs`, signed in), newest first and filtered, read one
 /// after another with `live` jobs in the store: its p50 and p99.
 async fn dashboard(http: &reqwest::Client, base: &str, live: usize) -> String {
-    use base64::Engine as _;
-    let cookie = format!(
-        "offload_session={}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(TOKEN_A)
-    );
+    let cookie = dashboard_session(base).await;
     let mut figures = vec![];
     for query in ["", "?state=starting&provider=sim"] {
         let mut took = vec![];
@@ -433,6 +429,42 @@ async fn dashboard(http: &reqwest::Client, base: &str, live: usize) -> String {
         figures.push(format!("`/ui/jobs{query}` p50 {:.1} ms, p99 {:.1} ms", took[100], took[197]));
     }
     format!("the dashboard's jobs page with {live} jobs in the store, 200 reads each: {}", figures.join("; "))
+}
+
+/// Signs in to the dashboard as tenant A, as a browser does (the form's CSRF token and its
+/// cookie); the session cookie.
+async fn dashboard_session(base: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let first_cookie = |r: &reqwest::Response| {
+        r.headers()[reqwest::header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let form = http.get(format!("{base}/ui/signin")).send().await.unwrap();
+    let signin_cookie = first_cookie(&form);
+    let page = form.text().await.unwrap();
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in form has a CSRF token")
+        .to_string();
+    let signed_in = http
+        .post(format!("{base}/ui/signin"))
+        .header(reqwest::header::COOKIE, signin_cookie)
+        .form(&[("token", TOKEN_A), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    first_cookie(&signed_in)
 }
 
 /// The heading of BENCHMARKS.md's hand-written profiles, which a new run keeps.

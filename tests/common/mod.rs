@@ -182,6 +182,42 @@ impl Gateway {
         job["id"].as_str().unwrap().to_string()
     }
 
+    /// Signs in to the dashboard with `token`, as a browser does (the form's CSRF token
+    /// and its cookie); the session cookie, as a `Cookie` header's value.
+    pub async fn dashboard_session(&self, token: &str) -> String {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let first_cookie = |r: &reqwest::Response| {
+            r.headers()[reqwest::header::SET_COOKIE]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let form = http.get(format!("{}/ui/signin", self.url)).send().await.unwrap();
+        let signin_cookie = first_cookie(&form);
+        let page = form.text().await.unwrap();
+        let csrf = page
+            .split(r#"name="csrf" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the sign-in form has a CSRF token")
+            .to_string();
+        let signed_in = http
+            .post(format!("{}/ui/signin", self.url))
+            .header(reqwest::header::COOKIE, signin_cookie)
+            .form(&[("token", token), ("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), 303);
+        first_cookie(&signed_in)
+    }
+
     /// Waits for tenant A's job to be launched; its workload's `provider_ref`.
     pub async fn launched(&self, id: &str) -> String {
         let job = self

@@ -93,6 +93,7 @@ token = "${TOKEN_B}"
 tenant = "b"
 [providers.local]
 kind = "local"
+allow_several_tenants = true
 poll_interval_ms = 100
 [providers.sim]
 kind = "sim"

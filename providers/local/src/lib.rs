@@ -3,20 +3,29 @@
 //!
 //! The image is recorded but never pulled; the command runs with the host's tools.
 //!
-//! Each launch key owns a directory `<workdir>/<key>/` that holds everything the provider
-//! knows, so a gateway that is killed and restarted re-adopts its workloads from disk:
+//! Each launch key owns a directory `<workdir>/<key>/` (mode 0700, as is the workdir) that
+//! holds everything the provider knows, so a gateway that is killed and restarted
+//! re-adopts its workloads from disk:
 //!
 //! - `launched`: created exclusively before the process starts; its presence makes a
 //!   second launch of the same key adopt instead of starting again;
-//! - `pid`: written by the wrapper shell, which leads the workload's process group;
+//! - `pid` and `exit_code`: written by the job's supervisor (`supervise`), which leads the
+//!   job's process group and outlives a gateway crash;
 //! - `output.log`: stdout and stderr, interleaved;
-//! - `exit_code`: written by the wrapper when the command ends;
-//! - `work/`: the job's fresh working directory (also its `HOME`).
+//! - `work/`: the job's fresh working directory (also its `HOME`, with `TMPDIR` in it).
 //!
-//! The wrapper runs in its own process group, so it outlives a gateway crash, and cancel
-//! signals the whole group: SIGTERM, then SIGKILL after a grace period.
+//! The job runs in a Landlock sandbox (`sandbox`) that leaves it only its `work/` and the
+//! host's programs: the control files, the gateway's files and other jobs are out of its
+//! reach. Before the process group is signalled (a cancel: SIGTERM, then SIGKILL after a
+//! grace period; a release: SIGKILL for what is left), its leader is checked to be the
+//! supervisor that wrote the pid file, so a pid number reused by another process is never
+//! signalled.
+
+mod sandbox;
+mod supervise;
 
 use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -27,20 +36,14 @@ use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
     ProviderError, Result, RunTimes, WorkloadSpec,
 };
+use sandbox::Sandbox;
 use serde::Deserialize;
 
-/// The wrapper: records its pid, runs the command, records the exit code. A trap (not an
-/// ignore, which children would inherit) keeps the shell alive through SIGTERM so that it
-/// can record the code of a command that exits on that signal.
-const WRAPPER: &str = r#"d=$1; shift
-echo $$ > "$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"
-trap : TERM INT HUP
-"$@" < /dev/null
-code=$?
-echo $code > "$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit_code"
-"#;
+/// How a job's command is started: through `sh`, so that a command not found is the job's
+/// exit code 127 and a message in its log, as in a shell.
+const EXEC: &str = r#"exec "$@""#;
 
-/// How long a launch may go without its wrapper writing a pid before it counts as lost.
+/// How long a launch may go without its supervisor writing a pid before it counts as lost.
 const START_GRACE: Duration = Duration::from_secs(30);
 
 /// The most log bytes one [`Provider::logs`] call returns.
@@ -65,6 +68,15 @@ pub struct Config {
     /// with this provider on a non-loopback address unless this is set.
     #[serde(default)]
     pub allow_non_loopback: bool,
+    /// Several tenants' jobs on one host share its processes and files but for the
+    /// sandbox: the gateway refuses this provider when more than one tenant is configured
+    /// unless this is set, and then needs the full sandbox (Landlock ABI 6, Linux 6.12).
+    #[serde(default)]
+    pub allow_several_tenants: bool,
+    /// What jobs may read and run of the host (besides their own `work/`); the workdir,
+    /// the database and its key must not lie under any of them.
+    #[serde(default = "sandbox::default_read_paths")]
+    pub read_paths: Vec<PathBuf>,
 }
 
 fn default_workdir() -> PathBuf {
@@ -83,16 +95,46 @@ impl Default for Config {
             max_cpu: None,
             max_memory_bytes: None,
             allow_non_loopback: false,
+            allow_several_tenants: false,
+            read_paths: sandbox::default_read_paths(),
         }
     }
 }
 
 impl Config {
+    /// Whether jobs could read `path` (it lies under a read path); relative paths count
+    /// from the current directory, as the gateway opens them.
+    pub fn exposes(&self, path: &Path) -> bool {
+        let absolute = std::env::current_dir().map_or(path.to_path_buf(), |d| d.join(path));
+        Sandbox::new(self.read_paths.clone()).exposes(&absolute)
+    }
+
     pub fn build(&self) -> std::io::Result<LocalProvider> {
+        let refuse = |why: String| std::io::Error::other(why);
+        let sandbox = Sandbox::new(self.read_paths.clone());
+        if self.allow_several_tenants && !sandbox.full() {
+            return Err(refuse(format!(
+                "allow_several_tenants needs the full sandbox, Landlock ABI {} (Linux 6.12), and this kernel has {}",
+                sandbox::FULL_ABI,
+                sandbox::kernel_abi()
+            )));
+        }
+        if !sandbox.enforced() {
+            tracing::warn!("the kernel has no Landlock: local jobs run unsandboxed, able to reach the gateway's files");
+        }
         fs::create_dir_all(&self.workdir)?;
+        fs::set_permissions(&self.workdir, fs::Permissions::from_mode(0o700))?;
+        let root = fs::canonicalize(&self.workdir)?;
+        if sandbox.exposes(&root) {
+            return Err(refuse(format!(
+                "the workdir {} lies under one of read_paths, where every job could read it",
+                root.display()
+            )));
+        }
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         Ok(LocalProvider {
-            root: fs::canonicalize(&self.workdir)?,
+            root,
+            sandbox,
             grace: Duration::from_secs(self.grace_seconds),
             capabilities: Capabilities {
                 max_cpu: self.max_cpu.unwrap_or(host_cpus),
@@ -119,15 +161,21 @@ fn host_memory_bytes() -> u64 {
 /// Runs workloads as host processes; see the module docs.
 pub struct LocalProvider {
     root: PathBuf,
+    sandbox: Sandbox,
     grace: Duration,
     capabilities: Capabilities,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> ProviderError {
-    ProviderError::Transient(format!("{what} {}: {e}", path.display()))
-}
-
 impl LocalProvider {
+    /// A file error as a tenant may see it (a job's reason, a failed log read): the path
+    /// is named from the workdir, whose place on the host is the operator's business and
+    /// goes to the gateway's log only.
+    fn io_err(&self, what: &str, path: &Path, e: std::io::Error) -> ProviderError {
+        tracing::warn!(path = %path.display(), error = %e, "local provider: {what} failed");
+        let shown = path.strip_prefix(&self.root).unwrap_or(Path::new("(workdir)"));
+        ProviderError::Transient(format!("{what} {}: {e}", shown.display()))
+    }
+
     fn dir(&self, key: &str) -> Result<PathBuf> {
         // Keys come from the engine, but a path must never escape the root.
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -146,7 +194,7 @@ impl LocalProvider {
     }
 
     fn read_pid(dir: &Path) -> Option<Pid> {
-        let text = fs::read_to_string(dir.join("pid")).ok()?;
+        let text = fs::read_to_string(dir.join(supervise::PID)).ok()?;
         text.trim()
             .parse::<i32>()
             .ok()
@@ -155,11 +203,30 @@ impl LocalProvider {
     }
 
     fn read_exit(dir: &Path) -> Option<i32> {
-        fs::read_to_string(dir.join("exit_code"))
+        fs::read_to_string(dir.join(supervise::EXIT_CODE))
             .ok()?
             .trim()
             .parse()
             .ok()
+    }
+
+    /// The process group of the launch in `dir`, while its supervisor lives: the process
+    /// the pid file names leads its own group and started between the launch and the pid
+    /// file's writing, so the number is not another process's that came after it.
+    fn group(dir: &Path) -> Option<Pid> {
+        let pid = Self::read_pid(dir)?;
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (state, pgrp, started) = supervise::proc_stat(&stat)?;
+        if state == 'Z' || pgrp != pid.as_raw() {
+            return None;
+        }
+        let started = boot_time()? + Duration::from_millis(started * 1000 / clock_ticks());
+        let modified = |name: &str| fs::metadata(dir.join(name)).and_then(|m| m.modified()).ok();
+        // The boot time is known to the second.
+        let slack = Duration::from_secs(2);
+        let ours = started + slack >= modified("launched")?
+            && started <= modified(supervise::PID)? + slack;
+        ours.then_some(pid)
     }
 
     /// Whether any process of the workload's group is still alive (zombies do not count).
@@ -169,7 +236,8 @@ impl LocalProvider {
         };
         entries.flatten().any(|e| {
             let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            proc_stat(&stat).is_some_and(|(state, pgrp)| state != 'Z' && pgrp == pgid.as_raw())
+            supervise::proc_stat(&stat)
+                .is_some_and(|(state, pgrp, _)| state != 'Z' && pgrp == pgid.as_raw())
         })
     }
 
@@ -182,46 +250,51 @@ impl LocalProvider {
         if let Some(code) = Self::read_exit(dir) {
             return exited(code);
         }
-        match Self::read_pid(dir) {
-            Some(pid) if wrapper_alive(pid) => Phase::Running,
-            // The wrapper may have written the code between the two reads.
-            Some(_) => match Self::read_exit(dir) {
-                Some(code) => exited(code),
-                None => Phase::Lost {
-                    reason: "the process died without reporting an exit code".into(),
-                },
-            },
-            None => {
-                let age = fs::metadata(dir.join("launched"))
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok())
-                    .unwrap_or_default();
-                if age > START_GRACE {
-                    Phase::Lost {
-                        reason: "the process never started".into(),
-                    }
-                } else {
-                    Phase::Starting { reason: None }
-                }
+        if Self::group(dir).is_some() {
+            return Phase::Running;
+        }
+        // The supervisor may have written the code between the two reads.
+        if let Some(code) = Self::read_exit(dir) {
+            return exited(code);
+        }
+        if Self::read_pid(dir).is_some() {
+            return Phase::Lost {
+                reason: "the process died without reporting an exit code".into(),
+            };
+        }
+        let age = fs::metadata(dir.join("launched"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        if age > START_GRACE {
+            Phase::Lost {
+                reason: "the process never started".into(),
             }
+        } else {
+            Phase::Starting { reason: None }
         }
     }
 
     fn spawn(&self, dir: &Path, launch: &Launch) -> Result<()> {
         let work = dir.join("work");
-        fs::create_dir_all(&work).map_err(|e| io_err("creating", &work, e))?;
+        let tmp = work.join("tmp");
+        fs::create_dir_all(&tmp).map_err(|e| self.io_err("creating", &tmp, e))?;
         let log_path = dir.join("output.log");
-        let log = fs::File::create(&log_path).map_err(|e| io_err("creating", &log_path, e))?;
+        let log = fs::File::create(&log_path).map_err(|e| self.io_err("creating", &log_path, e))?;
         let log2 = log
             .try_clone()
-            .map_err(|e| io_err("opening", &log_path, e))?;
+            .map_err(|e| self.io_err("opening", &log_path, e))?;
+        let ruleset = self
+            .sandbox
+            .ruleset(&work)
+            .map_err(ProviderError::Transient)?;
+        let plan = supervise::Plan::new(dir, ruleset).map_err(|e| self.io_err("preparing", dir, e))?;
         let spec = &launch.spec;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(WRAPPER)
-            .arg("offload-local")
-            .arg(dir)
+            .arg(EXEC)
+            .arg("offload-job")
             .args(&spec.command)
             .args(&spec.args)
             .current_dir(&work)
@@ -231,6 +304,7 @@ impl LocalProvider {
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
             )
             .env("HOME", &work)
+            .env("TMPDIR", &tmp)
             .env("OFFLOAD_JOB_ID", &launch.job_id)
             .envs(&spec.env)
             .envs(&launch.secret_env)
@@ -238,30 +312,41 @@ impl LocalProvider {
             .stdout(log)
             .stderr(log2)
             .process_group(0);
-        let mut child = cmd
+        // SAFETY: `in_child` makes system calls only, on what `Plan::new` prepared.
+        unsafe {
+            cmd.pre_exec(move || plan.in_child());
+        }
+        let mut supervisor = cmd
             .spawn()
-            .map_err(|e| ProviderError::Transient(format!("spawning /bin/sh: {e}")))?;
-        // Reap the wrapper so that a finished one never lingers as a zombie.
+            .map_err(|e| ProviderError::Transient(format!("starting the job: {e}")))?;
+        // Reap the supervisor so that a finished one never lingers as a zombie.
         tokio::spawn(async move {
-            let _ = child.wait().await;
+            let _ = supervisor.wait().await;
         });
         Ok(())
     }
 }
 
-/// Whether the wrapper shell (the group leader) is alive and not a zombie.
-fn wrapper_alive(pid: Pid) -> bool {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    proc_stat(&stat).is_some_and(|(state, _)| state != 'Z')
+/// When the host booted (`btime` of `/proc/stat`).
+fn boot_time() -> Option<SystemTime> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// A process's state letter and process group, from `/proc/PID/stat`
-/// (`pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses).
-fn proc_stat(stat: &str) -> Option<(char, i32)> {
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
+/// Clock ticks per second, the unit of a process's start time.
+fn clock_ticks() -> u64 {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
 }
 
 fn exited(code: i32) -> Phase {
@@ -295,7 +380,17 @@ impl Provider for LocalProvider {
         if let Some(why) = self.capabilities.refusal(&spec.resources) {
             return Err(ProviderError::InvalidSpec(why));
         }
-        Ok(())
+        match &spec.provider_options {
+            None => Ok(()),
+            Some(serde_json::Value::Object(options)) if options.is_empty() => Ok(()),
+            Some(_) => Err(ProviderError::InvalidSpec(
+                "provider_options.local: the local provider takes no options; leave it out".into(),
+            )),
+        }
+    }
+
+    fn options_schema(&self) -> serde_json::Value {
+        serde_json::json!({"type": "object", "additionalProperties": false})
     }
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
@@ -305,7 +400,11 @@ impl Provider for LocalProvider {
             key: launch.key.clone(),
             provider_ref: launch.key.clone(),
         };
-        fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)
+            .map_err(|e| self.io_err("creating", &dir, e))?;
         let marker = dir.join("launched");
         match OpenOptions::new()
             .write(true)
@@ -317,7 +416,7 @@ impl Provider for LocalProvider {
                 tracing::info!(key = %launch.key, "adopting an existing local workload");
                 return Ok(handle);
             }
-            Err(e) => return Err(io_err("creating", &marker, e)),
+            Err(e) => return Err(self.io_err("creating", &marker, e)),
         }
         if let Err(e) = self.spawn(&dir, launch) {
             // Nothing started: let a retry of the same key try again.
@@ -345,23 +444,25 @@ impl Provider for LocalProvider {
 
     async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
         let dir = self.dir(&handle.key)?;
-        let Some(pgid) = Self::read_pid(&dir) else {
+        // The supervisor lives as long as any of the job's processes: while it does, the
+        // group is the job's, and once it has gone there is nothing left to stop.
+        let Some(pgid) = Self::group(&dir) else {
             return Ok(());
         };
-        if !Self::group_alive(pgid) {
-            return Ok(());
-        }
         tracing::info!(key = %handle.key, %reason, "stopping local workload");
         let _ = killpg(pgid, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + self.grace;
         while tokio::time::Instant::now() < deadline {
-            if !Self::group_alive(pgid) {
+            if !Self::group_alive(pgid) || Self::group(&dir).is_none() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = killpg(pgid, Signal::SIGKILL);
+        if Self::group(&dir).is_some() {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
         while Self::group_alive(pgid)
+            && Self::group(&dir).is_some()
             && tokio::time::Instant::now() < deadline + Duration::from_secs(5)
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -374,11 +475,11 @@ impl Provider for LocalProvider {
         let mut file = match fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogChunk::default()),
-            Err(e) => return Err(io_err("opening", &path, e)),
+            Err(e) => return Err(self.io_err("opening", &path, e)),
         };
         let len = file
             .metadata()
-            .map_err(|e| io_err("reading", &path, e))?
+            .map_err(|e| self.io_err("reading", &path, e))?
             .len();
         let from = match (&query.cursor, query.tail_bytes) {
             (Some(c), _) => c
@@ -390,10 +491,10 @@ impl Provider for LocalProvider {
         let to = len.min(from.saturating_add(MAX_CHUNK));
         let mut bytes = Vec::with_capacity(to.saturating_sub(from) as usize);
         file.seek(SeekFrom::Start(from))
-            .map_err(|e| io_err("reading", &path, e))?;
+            .map_err(|e| self.io_err("reading", &path, e))?;
         file.take(to.saturating_sub(from))
             .read_to_end(&mut bytes)
-            .map_err(|e| io_err("reading", &path, e))?;
+            .map_err(|e| self.io_err("reading", &path, e))?;
         Ok(LogChunk {
             text: String::from_utf8_lossy(&bytes).into_owned(),
             cursor: Some(to.max(from).to_string()),
@@ -403,23 +504,21 @@ impl Provider for LocalProvider {
     async fn release(&self, handle: &Handle) -> Result<()> {
         let dir = self.dir(&handle.key)?;
         // Stragglers the command left in the background go with it.
-        if let Some(pgid) = Self::read_pid(&dir) {
+        if let Some(pgid) = Self::group(&dir) {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", &dir, e)),
+            Err(e) => Err(self.io_err("removing", &dir, e)),
         }
     }
 
     async fn check(&self) -> Result<()> {
         let probe = self.root.join(".check");
         fs::write(&probe, b"ok").map_err(|e| {
-            ProviderError::Config(format!(
-                "workdir {} is not writable: {e}",
-                self.root.display()
-            ))
+            tracing::warn!(workdir = %self.root.display(), error = %e, "local provider: the workdir is not writable");
+            ProviderError::Config(format!("the workdir is not writable: {e}"))
         })?;
         let _ = fs::remove_file(probe);
         Ok(())
@@ -538,8 +637,15 @@ mod tests {
     async fn relaunching_a_key_adopts_instead_of_starting_again() {
         let tmp = tempfile::tempdir().unwrap();
         let p = provider(tmp.path(), 5);
-        let l = launch("k2", "echo started >> ../../runs; sleep 0.3");
+        let l = launch("k2", "echo started; sleep 0.5");
         let h1 = p.launch(&l).await.unwrap();
+        let dir = p.root.join("k2");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while LocalProvider::read_pid(&dir).is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "no pid");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first = LocalProvider::read_pid(&dir);
         // A fresh provider on the same directory stands for a restarted gateway.
         let p2 = provider(tmp.path(), 5);
         let h2 = p2.launch(&l).await.unwrap();
@@ -551,10 +657,9 @@ mod tests {
                 reason: None
             }
         );
-        assert_eq!(
-            fs::read_to_string(tmp.path().join("runs")).unwrap(),
-            "started\n"
-        );
+        // One process started: the same supervisor, and the job's output once.
+        assert_eq!(LocalProvider::read_pid(&dir), first);
+        assert_eq!(p2.logs(&h2, &LogQuery::default()).await.unwrap().text, "started\n");
     }
 
     #[tokio::test]
@@ -586,8 +691,9 @@ mod tests {
             !LocalProvider::group_alive(pgid),
             "process group {pgid} survived cancel"
         );
+        let stat = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
         assert!(
-            !wrapper_alive(Pid::from_raw(child)),
+            supervise::proc_stat(&stat).is_none_or(|(state, _, _)| state == 'Z'),
             "background child {child} survived cancel"
         );
         p.release(&h).await.unwrap();
@@ -609,6 +715,30 @@ mod tests {
                 reason: Some("killed by signal 15".into())
             }
         );
+    }
+
+    /// The local provider takes no options: anything under `provider_options.local` is a
+    /// mistake the job's author hears about, not something silently ignored.
+    #[tokio::test]
+    async fn options_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        for options in [
+            serde_json::json!("fast"),
+            serde_json::json!({"workdir": "/"}),
+            serde_json::json!([1]),
+        ] {
+            let mut l = launch("k6", "true");
+            l.spec.provider_options = Some(options.clone());
+            assert!(
+                matches!(p.validate(&l.spec), Err(ProviderError::InvalidSpec(m)) if m.contains("provider_options.local")),
+                "{options}"
+            );
+        }
+        let mut l = launch("k6", "true");
+        l.spec.provider_options = Some(serde_json::json!({}));
+        assert!(p.validate(&l.spec).is_ok());
+        assert_eq!(p.options_schema()["additionalProperties"], false);
     }
 
     #[tokio::test]

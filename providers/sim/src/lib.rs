@@ -48,9 +48,11 @@ pub struct Config {
     /// `billing_increment_seconds`), so tests can model any runtime. Free by default.
     pub price: PriceSheet,
     pub seed: Option<u64>,
-    /// The longest `start_ms` or `run_ms` a job may ask for in its options.
+    /// The longest `start_ms`, `run_ms` or `unschedulable_ms` a job may ask for in its
+    /// options; by default a week, the longest a job may last.
     pub max_option_ms: u64,
-    /// The most `capacity_errors` a job may ask for in its options.
+    /// The most `capacity_errors` a job may ask for in its options; by default a million,
+    /// which stands for "never" in any test.
     pub max_capacity_errors: u32,
 }
 
@@ -69,8 +71,8 @@ impl Default for Config {
             max_observe_batch: 100,
             price: PriceSheet::default(),
             seed: None,
-            max_option_ms: u64::MAX,
-            max_capacity_errors: u32::MAX,
+            max_option_ms: 7 * 24 * 3600 * 1000,
+            max_capacity_errors: 1_000_000,
         }
     }
 }
@@ -938,6 +940,30 @@ mod tests {
             futures_lite_block(lost.launch(&launch("a", Some(serde_json::json!({"start_ms": 0})))))
                 .unwrap();
         assert!(matches!(phase_of(&lost, &h), Phase::Lost { .. }));
+    }
+
+    /// Out of the box a job cannot ask for a run longer than a job may last, nor for
+    /// endless capacity errors: the bounds that apply are in the options' schema too.
+    #[test]
+    fn job_options_are_bounded_by_default() {
+        let p = Config::default().build().unwrap();
+        for options in [
+            serde_json::json!({"run_ms": u64::MAX}),
+            serde_json::json!({"start_ms": 604_800_001u64}),
+            serde_json::json!({"unschedulable_ms": u64::MAX}),
+            serde_json::json!({"capacity_errors": u32::MAX}),
+        ] {
+            let refused = p.validate(&launch("x", Some(options.clone())).spec);
+            assert!(
+                matches!(&refused, Err(ProviderError::InvalidSpec(m)) if m.contains("at most")),
+                "{options}: {refused:?}"
+            );
+        }
+        let week = serde_json::json!({"run_ms": 604_800_000u64, "capacity_errors": 1_000_000});
+        assert!(p.validate(&launch("y", Some(week)).spec).is_ok());
+        let schema = p.options_schema();
+        assert_eq!(schema["properties"]["run_ms"]["maximum"], 604_800_000u64);
+        assert_eq!(schema["properties"]["capacity_errors"]["maximum"], 1_000_000);
     }
 
     #[tokio::test]

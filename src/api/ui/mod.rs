@@ -2,14 +2,18 @@
 //! the API, with htmx (vendored in `assets/`) re-fetching the live parts. No separate
 //! server, and nothing but `cargo build` to build it.
 //!
-//! Sign-in takes a gateway token and keeps it in an HttpOnly, SameSite=Strict cookie
-//! (Secure when the request came over TLS, as a proxy's `X-Forwarded-Proto: https` says);
-//! every page acts for that token's tenant, as the API does for a bearer token. A form
-//! that changes state carries a CSRF token derived from the session, besides the cookie's
-//! SameSite. Every answer carries a Content-Security-Policy with scripts and styles from
-//! the gateway only: no inline script or style anywhere.
+//! Sign-in takes a gateway token, checked against the form's CSRF token (a random value
+//! the sign-in page sets both in a SameSite=Strict cookie and in the form, so that no other
+//! site can sign a browser in), and starts a session (`sessions`): the HttpOnly,
+//! SameSite=Strict cookie holds a random session id, never the token (Secure when the
+//! request came over TLS, as a proxy's `X-Forwarded-Proto: https` says). Every page acts for
+//! the session's tenant, as the API does for a bearer token. A form that changes state
+//! carries the session's CSRF token, besides the cookie's SameSite. Every answer carries a
+//! Content-Security-Policy with scripts and styles from the gateway only: no inline script
+//! or style anywhere.
 
 mod pages;
+pub mod sessions;
 
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -17,62 +21,62 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
-use base64::Engine as _;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
+use crate::http::Client;
 
 const COOKIE: &str = "offload_session";
+/// The sign-in form's CSRF cookie.
+const SIGNIN_COOKIE: &str = "offload_signin";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 pub const HTMX: &str = "/ui/assets/htmx-2.0.11.min.js";
 pub const CSS: &str = "/ui/assets/app.css";
 pub const ICON: &str = "/ui/assets/favicon.svg";
 
-/// A signed-in browser: the tenant its token maps to, and the CSRF token its forms carry.
+/// A signed-in browser: the tenant its session acts for, and the CSRF token its forms carry.
 pub struct Session {
     pub tenant: String,
     pub csrf: String,
+    /// The session id, as its cookie holds it.
+    id: String,
 }
 
-fn csrf_of(token: &[u8]) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"offload-ui-csrf\0")
-        .chain_update(token)
-        .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn session_token(headers: &HeaderMap) -> Option<Vec<u8>> {
+/// The value of the cookie `name`, among all the request's cookies.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .and_then(|(_, value)| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(value)
-                .ok()
-        })
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
 }
 
 impl FromRequestParts<AppState> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let token = session_token(&parts.headers);
-        match token
-            .as_deref()
-            .and_then(|t| state.tokens.tenant(t).map(|tenant| (t, tenant)))
-        {
-            Some((token, tenant)) => Ok(Session {
-                tenant: tenant.to_string(),
-                csrf: csrf_of(token),
-            }),
+        let found = cookie(&parts.headers, COOKIE).and_then(|id| {
+            let session = state
+                .sessions
+                .find(id, |token, tenant| state.tokens.still_maps(token, tenant))?;
+            Some((id.to_string(), session))
+        });
+        match found {
+            Some((id, found)) => {
+                if let Some(client) = parts.extensions.get::<Client>() {
+                    client.trust();
+                }
+                Ok(Session {
+                    tenant: found.tenant,
+                    csrf: found.csrf,
+                    id,
+                })
+            }
             None => Err(Redirect::to("/ui/signin").into_response()),
         }
     }
@@ -82,6 +86,17 @@ impl Session {
     /// Whether a form's `csrf` field is this session's.
     fn checks(&self, presented: &str) -> bool {
         bool::from(self.csrf.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+/// Whether the request came over TLS, as a proxy in front says.
+fn secure(headers: &HeaderMap) -> &'static str {
+    match headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    {
+        true => "; Secure",
+        false => "",
     }
 }
 
@@ -151,37 +166,83 @@ async fn asset(kind: &'static str, bytes: &'static [u8]) -> Response {
         .into_response()
 }
 
-async fn signin_page() -> Response {
-    pages::signin(None).into_response()
+/// The sign-in form, with a fresh CSRF token in it and in its cookie.
+fn signin_form(status: StatusCode, headers: &HeaderMap, error: Option<&str>) -> Response {
+    let csrf = sessions::random_token();
+    let cookie = format!(
+        "{SIGNIN_COOKIE}={csrf}; Path=/ui/signin; HttpOnly; SameSite=Strict{}",
+        secure(headers)
+    );
+    let mut response = (status, pages::signin(&csrf, error)).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("base64url is a valid header"),
+    );
+    response
+}
+
+async fn signin_page(headers: HeaderMap) -> Response {
+    signin_form(StatusCode::OK, &headers, None)
 }
 
 #[derive(Deserialize)]
 struct SignIn {
     token: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 async fn signin(
     State(state): State<AppState>,
+    client: Option<axum::Extension<Client>>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
-    if state.tokens.tenant(form.token.as_bytes()).is_none() {
+    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes())) {
+        return forbidden();
+    }
+    let client = client.map_or_else(Client::unknown, |c| c.0);
+    let Some(tenant) = state.tokens.tenant(form.token.as_bytes()) else {
+        if let Some(wait) = state
+            .failures
+            .failed(&client, "/ui/signin", "unknown token")
+        {
+            let mut r = signin_form(
+                StatusCode::TOO_MANY_REQUESTS,
+                &headers,
+                Some("Too many failed sign-ins from this address; try again later."),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, (wait.as_secs() + 1).into());
+            return r;
+        }
         // Answered 200 with the form again: the page, not the request, failed (a 401
         // would show as a console error of the page).
-        return pages::signin(Some("That token is not one of this gateway's.")).into_response();
-    }
-    let secure = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(form.token.as_bytes());
-    let cookie = format!(
-        "{COOKIE}={value}; Path=/ui; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
+        return signin_form(
+            StatusCode::OK,
+            &headers,
+            Some("That token is not one of this gateway's."),
+        );
+    };
+    client.trust();
+    let id = state
+        .sessions
+        .start(tenant, sessions::digest(form.token.as_bytes()));
+    let session = format!(
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        state.sessions.lasts().as_secs(),
+        secure(&headers)
     );
     let mut response = Redirect::to("/ui/jobs").into_response();
-    response.headers_mut().insert(
+    let h = response.headers_mut();
+    h.append(
         header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("base64 is a valid header"),
+        HeaderValue::from_str(&session).expect("base64url is a valid header"),
+    );
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("offload_signin=; Path=/ui/signin; HttpOnly; SameSite=Strict; Max-Age=0"),
     );
     response
 }
@@ -203,10 +264,15 @@ fn forbidden() -> Response {
         .into_response()
 }
 
-async fn signout(session: Session, Form(form): Form<Csrf>) -> Response {
+async fn signout(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<Csrf>,
+) -> Response {
     if !session.checks(&form.csrf) {
         return forbidden();
     }
+    state.sessions.end(&session.id);
     let mut response = Redirect::to("/ui/signin").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -262,15 +328,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_session_cookie_is_read_among_others_and_the_csrf_token_is_the_sessions() {
+    fn a_cookie_is_read_among_others() {
         let mut headers = HeaderMap::new();
-        let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"tok;en");
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_str(&format!("a=b; {COOKIE}={value}; c=d")).unwrap(),
+            HeaderValue::from_static("a=b; offload_session=abc; c=d"),
         );
-        assert_eq!(session_token(&headers).as_deref(), Some(&b"tok;en"[..]));
-        assert_ne!(csrf_of(b"one"), csrf_of(b"two"));
-        assert_eq!(csrf_of(b"one").len(), 64);
+        headers.append(header::COOKIE, HeaderValue::from_static("offload_signin=xyz"));
+        assert_eq!(cookie(&headers, COOKIE), Some("abc"));
+        assert_eq!(cookie(&headers, SIGNIN_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, "missing"), None);
     }
 }

@@ -78,17 +78,18 @@ fn bare(title: &str, body: Markup) -> Markup {
     }
 }
 
-pub fn signin(error: Option<&str>) -> Markup {
+pub fn signin(csrf: &str, error: Option<&str>) -> Markup {
     bare(
         "Sign in",
         html! {
             h1 { "Sign in to offload" }
             @if let Some(e) = error { p.error { (e) } }
             form #signin method="post" action="/ui/signin" {
+                input type="hidden" name="csrf" value=(csrf);
                 label { "Gateway token" input type="password" name="token" autocomplete="current-password" required; }
                 button type="submit" { "Sign in" }
             }
-            p.muted { "The token is kept in an HttpOnly cookie for this site only." }
+            p.muted { "Signing in starts a session kept in an HttpOnly cookie for this site only; the token itself is not kept." }
         },
     )
 }
@@ -165,15 +166,10 @@ async fn list(
         before: parse_id(&f.cursor).ok(),
         limit: PAGE,
     };
-    let jobs = state
-        .store
-        .list(&session.tenant, &query)
+    let page = crate::api::listing::page(&*state.store, &session.tenant, &query)
         .await
         .map_err(|e| e.to_string())?;
-    let next = (jobs.len() == PAGE)
-        .then(|| jobs.last().map(|j| j.id.to_string()))
-        .flatten();
-    Ok((jobs, next))
+    Ok((page.jobs, page.next.map(|id| id.to_string())))
 }
 
 fn query_string(f: &JobFilters) -> String {
@@ -263,18 +259,41 @@ pub async fn job_rows(
     }
 }
 
+/// 429: the tenant holds as many long-polls, followers and live views as it may.
+fn too_many_views() -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        message(
+            "Too many open views",
+            "This tenant holds as many log followers and live views open as it may; close some or try again shortly.",
+        ),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, 1.into());
+    response
+}
+
 /// The parts of a job's page that change while it runs: re-fetched every second until
-/// the job ends.
-async fn live(state: &AppState, rec: &JobRecord) -> Markup {
+/// the job ends. Its log is read as a follower reads it, so the view holds one of the
+/// tenant's places for long-polls and followers meanwhile (429 when there is none).
+async fn live(state: &AppState, rec: &JobRecord) -> Result<Markup, Response> {
+    let _place = state
+        .waiters
+        .enter(&rec.tenant)
+        .map_err(|_| too_many_views())?;
     let job = &rec.job;
     let events: Vec<Event> = state.store.events(job.id).await.unwrap_or_default();
     let query = LogQuery {
         cursor: None,
         tail_bytes: Some(LOG_TAIL_BYTES),
     };
-    let log = match state.engine.follow_logs(rec, &query).await {
-        Ok(chunk) => chunk.text,
-        Err(e) => format!("[the log could not be read: {e}]"),
+    // The gateway's own word goes beside the log, never in it: nothing in the log's text
+    // can pass for it.
+    let (log, log_error) = match state.engine.follow_logs(rec, &query).await {
+        Ok(chunk) => (chunk.text, None),
+        Err(e) => (String::new(), Some(format!("The log could not be read: {e}"))),
     };
     let cost = job.cost.as_ref().map(|c| match c.usd {
         Some(v) => format!("{} on {} ({}/h)", usd(v), c.provider, usd(c.hourly_usd)),
@@ -286,7 +305,7 @@ async fn live(state: &AppState, rec: &JobRecord) -> Markup {
         ),
     });
     let result = job.result.as_ref().map(|r| r.to_string());
-    html! {
+    Ok(html! {
         div #live hx-get={ "/ui/jobs/" (job.id) "/live" } hx-trigger=[(!job.terminal).then_some(EVERY)] hx-swap="outerHTML" {
             dl #summary {
                 dt { "State" } dd #state { (state_cell(job.state)) }
@@ -310,9 +329,10 @@ async fn live(state: &AppState, rec: &JobRecord) -> Markup {
                 }
             }
             h2 { "Log" @if !job.terminal { span.muted { " (following)" } } }
+            @if let Some(e) = &log_error { p.error #log-error { (e) } }
             pre #log { (log) }
         }
-    }
+    })
 }
 
 pub async fn job(
@@ -324,9 +344,13 @@ pub async fn job(
         return not_found();
     };
     let spec = serde_json::to_string_pretty(&rec.job.spec).unwrap_or_default();
+    let live = match live(&state, &rec).await {
+        Ok(live) => live,
+        Err(refused) => return refused,
+    };
     let body = html! {
         h1 { (name(&rec.job)) " " span.muted { (rec.job.id) } }
-        (live(&state, &rec).await)
+        (live)
         h2 { "Spec" span.muted { " (secret values redacted)" } }
         pre #spec { (spec) }
     };
@@ -339,7 +363,10 @@ pub async fn job_live(
     Path(id): Path<String>,
 ) -> Response {
     match job_of(&state, &session, &id).await {
-        Some(rec) => live(&state, &rec).await.into_response(),
+        Some(rec) => match live(&state, &rec).await {
+            Ok(live) => live.into_response(),
+            Err(refused) => refused,
+        },
         None => not_found(),
     }
 }

@@ -75,8 +75,8 @@ impl PostgresStore {
         let mut jobs = Vec::with_capacity(rows.len());
         let mut latest = q.after;
         for row in &rows {
-            jobs.push(record(row)?.job);
             latest = get(row, latest_column)?;
+            jobs.push((record(row)?.job, latest));
         }
         let full = jobs.len() as i64 >= limit;
         Ok(ChangesPage {

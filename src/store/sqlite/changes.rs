@@ -60,7 +60,7 @@ pub(super) fn changed_since(
         _ => last,
     };
     Ok(ChangesPage {
-        jobs: rows.into_iter().map(|(job, _)| job).collect(),
+        jobs: rows,
         next,
         more: full || scanned as usize >= CHANGES_SCAN,
     })

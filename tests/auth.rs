@@ -1,0 +1,240 @@
+//! Failed authentication and the dashboard's sessions: wrong tokens are limited per client
+//! address and logged (never the token), sign-in needs the form's CSRF token, and a
+//! session is a random id that sign-out and expiry end.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::{config_text, free_port, wait_ready, Binary, Gateway, TOKEN_A};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+
+const SIM: &str = r#"
+[auth]
+failures_per_minute = 5
+session_seconds = 3
+[providers.sim]
+kind = "sim"
+"#;
+
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<IpAddr>().unwrap())
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Wrong bearer tokens from one address past its budget get 429 with Retry-After; a right
+/// token from there, and wrong ones from elsewhere, are answered as before; each refusal is
+/// an audit line that names the address and never the token.
+#[tokio::test]
+async fn failed_tokens_are_limited_per_address_and_logged_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("offload.toml");
+    std::fs::write(
+        &config,
+        config_text(dir.path(), &format!("127.0.0.1:{port}"), SIM),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let _server = Binary::start(&config, &log);
+    wait_ready(&reqwest::Client::new(), &url, &log).await;
+
+    let guesser = client_from("127.0.0.2");
+    let mut statuses = vec![];
+    for i in 0..20 {
+        let r = guesser
+            .get(format!("{url}/v1/providers"))
+            .bearer_auth(format!("wrong-token-{i:04}-0123456789"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .is_ok());
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The dashboard's sign-in shares the budget of the address.
+    let (cookie, csrf) = signin_form(&guesser, &url).await;
+    let signin = guesser
+        .post(format!("{url}/ui/signin"))
+        .header(COOKIE, cookie)
+        .form(&[("token", "wrong-token-signin-0123456789"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signin.status(), 429);
+    let right = guesser
+        .get(format!("{url}/v1/providers"))
+        .bearer_auth(TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    let elsewhere = client_from("127.0.0.3")
+        .get(format!("{url}/v1/providers"))
+        .bearer_auth("wrong-token-elsewhere-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 401);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let audit: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("offload::audit"))
+        .collect();
+    assert!(audit.len() >= 21, "{} audit lines:\n{text}", audit.len());
+    assert!(audit.iter().any(|l| l.contains("127.0.0.2")), "{text}");
+    assert!(
+        !text.contains("wrong-token"),
+        "a token reached the log:\n{text}"
+    );
+}
+
+/// The CSRF token of a fresh sign-in form, and the cookie that goes with it.
+async fn signin_form(http: &reqwest::Client, base: &str) -> (String, String) {
+    let r = http.get(format!("{base}/ui/signin")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let page = r.text().await.unwrap();
+    let csrf = regex::Regex::new(r#"name="csrf" value="([^"]+)""#)
+        .unwrap()
+        .captures(&page)
+        .expect("the sign-in form has a CSRF token")[1]
+        .to_string();
+    (cookie, csrf)
+}
+
+/// The session cookie a sign-in answer sets.
+fn session_cookie(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .find(|c| c.starts_with("offload_session=") && c.len() > "offload_session=".len())
+}
+
+/// Whether `cookie` opens the jobs page (rather than being sent to sign in).
+async fn signed_in(http: &reqwest::Client, base: &str, cookie: &str) -> bool {
+    let r = http
+        .get(format!("{base}/ui/jobs"))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    match r.status().as_u16() {
+        200 => true,
+        303 => {
+            assert_eq!(r.headers()[LOCATION], "/ui/signin");
+            false
+        }
+        other => panic!("the jobs page answered {other}"),
+    }
+}
+
+#[tokio::test]
+async fn signin_needs_the_forms_csrf_token_and_the_cookie_is_a_session_not_the_token() {
+    let gw = Gateway::start(SIM).await;
+    let http = client_from("127.0.0.1");
+    // A page elsewhere posting a token: no CSRF token, no session.
+    let forged = http
+        .post(format!("{}/ui/signin", gw.url))
+        .header("origin", "https://elsewhere.example")
+        .form(&[("token", TOKEN_A)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(session_cookie(&forged).is_none());
+
+    let (cookie, csrf) = signin_form(&http, &gw.url).await;
+    let r = http
+        .post(format!("{}/ui/signin", gw.url))
+        .header(COOKIE, &cookie)
+        .form(&[("token", TOKEN_A), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = session_cookie(&r).expect("a session cookie");
+    use base64::Engine as _;
+    let value = session.trim_start_matches("offload_session=");
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .unwrap_or_default();
+    assert!(!value.contains(TOKEN_A) && decoded != TOKEN_A.as_bytes());
+    assert!(signed_in(&http, &gw.url, &session).await);
+}
+
+#[tokio::test]
+async fn signout_revokes_the_session_and_sessions_expire() {
+    let gw = Gateway::start(SIM).await;
+    let http = client_from("127.0.0.1");
+    let sign_in = || async {
+        let (cookie, csrf) = signin_form(&http, &gw.url).await;
+        let r = http
+            .post(format!("{}/ui/signin", gw.url))
+            .header(COOKIE, &cookie)
+            .form(&[("token", TOKEN_A), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        session_cookie(&r).expect("a session cookie")
+    };
+    let session = sign_in().await;
+    let page = http
+        .get(format!("{}/ui/jobs", gw.url))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = regex::Regex::new(r#"name="csrf" value="([^"]+)""#)
+        .unwrap()
+        .captures(&page)
+        .unwrap()[1]
+        .to_string();
+    let out = http
+        .post(format!("{}/ui/signout", gw.url))
+        .header(COOKIE, &session)
+        .form(&[("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    // The cookie replayed after sign-out opens nothing.
+    assert!(!signed_in(&http, &gw.url, &session).await);
+
+    // Another session ends by itself after session_seconds.
+    let session = sign_in().await;
+    assert!(signed_in(&http, &gw.url, &session).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while signed_in(&http, &gw.url, &session).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
