@@ -20,7 +20,8 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 8] = [
+const CONFIG_KEYS: [&str; 9] = [
+    "tenants",
     "listen",
     "http",
     "store",
@@ -51,6 +52,27 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default = "default_providers")]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// `[tenants.NAME]`: how each tenant shares the providers' places.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// `[tenants.NAME]`: a tenant's share of each provider's places. A tenant not named has
+/// weight 1 and no limit of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Its weight in the fair share of each provider's places: a freed place goes to the
+    /// waiting tenant that holds the fewest for its weight.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// The most places it holds at each provider at once, whatever is free.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 fn default_listen() -> SocketAddr {
@@ -586,6 +608,13 @@ impl Config {
             return Err(ConfigError(
                 "auth.failures_per_minute and auth.session_seconds must be at least 1".into(),
             ));
+        }
+        for (name, t) in &self.tenants {
+            if t.weight == 0 || t.max_concurrency == Some(0) {
+                return Err(ConfigError(format!(
+                    "tenants.{name}: weight and max_concurrency must be at least 1"
+                )));
+            }
         }
         if self.providers.is_empty() {
             return Err(ConfigError(

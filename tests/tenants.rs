@@ -344,3 +344,52 @@ echo done
     let (_, b_job) = gw.get(TOKEN_B, &format!("/v1/jobs/{b}")).await;
     assert_eq!(b_job["state"], "running", "{b_job}");
 }
+
+/// A provider's places go to tenants by fair share: behind tenant a's burst of 200 jobs
+/// for 4 places, tenant b's one job gets one of the next places to free, not the place
+/// after a's last (it used to wait behind all of them, oldest first whoever sent them).
+#[tokio::test]
+async fn a_tenants_job_is_not_queued_behind_another_tenants_burst() {
+    let gw = Gateway::start(
+        "[providers.fair]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 300\npoll_interval_ms = 20\nmax_concurrency = 4\n",
+    )
+    .await;
+    let job = json!({"image": "img", "command": ["true"], "labels": {"burst": "yes"}});
+    let mut burst = vec![];
+    for _ in 0..200 {
+        let (status, body) = gw.submit(TOKEN_A, job.clone()).await;
+        assert_eq!(status, 201, "{body}");
+        burst.push(body["id"].as_str().unwrap().to_string());
+    }
+    let (status, body) = gw.submit(TOKEN_B, job.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let b = body["id"].as_str().unwrap().to_string();
+    let submitted_b = chrono::DateTime::parse_from_rfc3339(body["created_at"].as_str().unwrap()).unwrap();
+    let done = gw.wait_terminal(TOKEN_B, &b, 60).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let dispatched = |events: &Value| {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["reason"].as_str().unwrap_or_default().starts_with("dispatched"))
+            .map(|e| chrono::DateTime::parse_from_rfc3339(e["at"].as_str().unwrap()).unwrap())
+    };
+    let (_, events) = gw.get(TOKEN_B, &format!("/v1/jobs/{b}/events")).await;
+    let b_dispatched = dispatched(&events).unwrap();
+    // a's jobs dispatched after b came and before b was: those that were taking the places
+    // as b's first reconcile ran, and no more.
+    let mut ahead = 0;
+    for id in &burst {
+        let (_, events) = gw.get(TOKEN_A, &format!("/v1/jobs/{id}/events")).await;
+        if let Some(at) = dispatched(&events) {
+            if at > submitted_b && at < b_dispatched {
+                ahead += 1;
+            }
+        }
+    }
+    assert!(ahead <= 8, "{ahead} of tenant a's jobs were dispatched between b's submit and its dispatch");
+    for id in &burst {
+        gw.req(Method::POST, &format!("/v1/jobs/{id}/cancel"), TOKEN_A).send().await.unwrap();
+    }
+}

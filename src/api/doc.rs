@@ -168,6 +168,8 @@ fn constrain(doc: &mut Value) {
         json!({"type": "string", "minLength": 1, "maxLength": limits::LABEL_KEY});
     spec["labels"]["additionalProperties"] =
         json!({"type": "string", "maxLength": limits::LABEL_VALUE});
+    spec["priority"]["minimum"] = json!(i32::MIN);
+    spec["priority"]["maximum"] = json!(i32::MAX);
     spec["timeout_seconds"]["minimum"] = json!(1);
     spec["timeout_seconds"]["maximum"] = json!(limits::TIMEOUT_SECONDS);
     spec["provider"]["pattern"] = json!("^(auto|[a-z0-9-]{1,40})$");

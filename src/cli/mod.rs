@@ -261,6 +261,7 @@ pub async fn main() -> anyhow::Result<i32> {
                 provider,
                 routing: None,
                 labels: pairs("--label", &label)?,
+                priority: 0,
                 provider_options: BTreeMap::new(),
             };
             return run(&gateway.client()?, &spec).await;

@@ -136,8 +136,10 @@ pub struct Engine {
     config: EngineConfig,
     /// The defaults of a spec's `routing` block.
     routing: RoutingConfig,
-    poke: mpsc::UnboundedSender<Uuid>,
-    poked: Mutex<Option<mpsc::UnboundedReceiver<Uuid>>>,
+    /// Jobs to reconcile soon, each with its lane in the scheduler (a tenant's new jobs, or
+    /// none).
+    poke: mpsc::UnboundedSender<(Uuid, Option<Arc<str>>)>,
+    poked: Mutex<Option<mpsc::UnboundedReceiver<(Uuid, Option<Arc<str>>)>>>,
     /// New jobs' records, for their first reconcile.
     fresh: fresh::Fresh,
     /// The newest phase of each workload the pollers follow, by launch key (an answer
@@ -199,6 +201,7 @@ impl Engine {
             .is_some()
             .then(|| Duration::from_secs(config.store.lease_seconds));
         let share = (config.engine.reconcile_concurrency / config.providers.len().max(1)).max(1);
+        let tenancy = Arc::new(places::Tenancy::new(config.tenants.clone()));
         for (name, p) in &config.providers {
             let provider = p
                 .kind
@@ -210,7 +213,7 @@ impl Engine {
                 prices: p.price.clone().unwrap_or_else(|| provider.price_sheet()),
                 provider,
                 health_every: Duration::from_secs(p.health_check_seconds.max(1)),
-                places: Places::new(p.max_concurrency),
+                places: Places::new(p.max_concurrency, tenancy.clone()),
                 followed: Mutex::new(Followed::new(
                     Duration::from_millis(p.poll_interval_ms),
                     Duration::from_millis(p.max_poll_interval_ms()),
@@ -260,14 +263,14 @@ impl Engine {
 
     /// Asks for a reconcile of `id` soon.
     pub fn poke(&self, id: Uuid) {
-        let _ = self.poke.send(id);
+        let _ = self.poke.send((id, None));
     }
 
     /// Asks for the first reconcile of a job just submitted, handing it the record.
     pub fn submitted(&self, rec: JobRecord) {
-        let id = rec.job.id;
+        let (id, tenant) = (rec.job.id, Arc::from(rec.tenant.as_str()));
         self.fresh.keep(rec);
-        self.poke(id);
+        let _ = self.poke.send((id, Some(tenant)));
     }
 
     /// Pokes every job whose workload a poller follows here.
@@ -328,7 +331,7 @@ impl Engine {
             holds_place,
             rec.job.provider.as_deref().and_then(|p| self.slot(p)),
         ) {
-            slot.places.hold(rec.job.id);
+            slot.places.hold(rec.job.id, &rec.tenant);
             if let (Some(key), Some(pref)) = (&rec.launch_key, &rec.job.provider_ref) {
                 let handle = Handle {
                     key: key.clone(),

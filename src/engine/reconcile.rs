@@ -178,14 +178,15 @@ impl Engine {
             "failover"
         };
         let mut event = String::new();
-        if !slot.places.take(id) {
-            let waited = slot.places.wait(id);
+        let tenant = rec.tenant.as_str();
+        if !slot.places.take(id, tenant) {
+            let waited = slot.places.wait(id, tenant, rec.job.spec.priority);
             let max_wait = Duration::from_secs(self.routing.max_wait_seconds);
             if !auto {
                 return Ok(None); // woken when a place frees
             }
             let elsewhere = match waited >= max_wait {
-                true => ranked[1..].iter().find(|(s, _)| s.places.take(id)),
+                true => ranked[1..].iter().find(|(s, _)| s.places.take(id, tenant)),
                 false => None,
             };
             let Some(&(other, other_estimate)) = elsewhere else {
@@ -437,7 +438,7 @@ impl Engine {
             let why = format!("provider {:?} is no longer configured", rec.job.provider);
             return self.end_unlaunched(&rec, None, JobState::Failed, why).await;
         };
-        slot.places.hold(id);
+        slot.places.hold(id, &rec.tenant);
         let cancel_reason = (rec.job.state == JobState::Cancelling).then(|| {
             let who = rec.cancel_requested_by.as_deref().unwrap_or("the gateway");
             format!("cancelled by {who}")

@@ -19,21 +19,35 @@ use super::follow::Seen;
 use super::{Engine, EngineError, Slot};
 
 /// Jobs ready for a reconcile, and the rule that one job has one reconcile at a time.
+///
+/// In lanes, taken in turn: one per tenant for the jobs it just submitted, one for every
+/// other poke (an observation, a timer, a sweep). A tenant's burst of 100,000 submits then
+/// waits in its own lane, and another tenant's next job is reconciled (and queued for a
+/// place by its fair share) after a few of the burst's, not after all of them.
 #[derive(Default)]
 struct ReadyQueue {
-    ready: VecDeque<Uuid>,
+    lanes: BTreeMap<Lane, VecDeque<Uuid>>,
+    /// The lanes with jobs, in the order their turns come.
+    turns: VecDeque<Lane>,
     queued: BTreeSet<Uuid>,
     running: HashSet<Uuid>,
     /// Poked while running: reconcile once more when the current one ends.
     again: HashSet<Uuid>,
 }
 
+/// A lane: a tenant's new jobs, or (`None`) every other poke.
+type Lane = Option<Arc<str>>;
+
 impl ReadyQueue {
-    fn push(&mut self, id: Uuid) {
+    fn push(&mut self, id: Uuid, lane: Lane) {
         if self.running.contains(&id) {
             self.again.insert(id);
         } else if self.queued.insert(id) {
-            self.ready.push_back(id);
+            let jobs = self.lanes.entry(lane.clone()).or_default();
+            if jobs.is_empty() {
+                self.turns.push_back(lane);
+            }
+            jobs.push_back(id);
         }
     }
 
@@ -41,7 +55,15 @@ impl ReadyQueue {
         if self.running.len() >= limit {
             return None;
         }
-        let id = self.ready.pop_front()?;
+        let lane = self.turns.pop_front()?;
+        let jobs = self.lanes.get_mut(&lane).expect("a lane with a turn has jobs");
+        let id = jobs.pop_front().expect("a lane with a turn has jobs");
+        match jobs.is_empty() {
+            true => {
+                self.lanes.remove(&lane);
+            }
+            false => self.turns.push_back(lane),
+        }
         self.queued.remove(&id);
         self.running.insert(id);
         Some(id)
@@ -58,7 +80,7 @@ impl ReadyQueue {
     }
 }
 
-pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<Uuid>) {
+pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<(Uuid, Lane)>) {
     let limit = engine.config.reconcile_concurrency;
     let mut delays: DelayQueue<Uuid> = DelayQueue::new();
     let mut delay_keys: BTreeMap<Uuid, delay_queue::Key> = BTreeMap::new();
@@ -80,7 +102,7 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
         }
         tokio::select! {
             _ = engine.shutdown.cancelled() => break,
-            Some(id) = poked.recv() => queue.push(id),
+            Some((id, lane)) = poked.recv() => queue.push(id, lane),
             _ = sweep.tick() => {
                 let (engine, found) = (engine.clone(), found.clone());
                 tokio::spawn(async move { engine.sweep(found, owned_after).await });
@@ -91,7 +113,7 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
                     let waiting = engine.slots.iter().any(|s| s.places.is_waiting(id));
                     if !queue.knows(id) && !delay_keys.contains_key(&id) && !waiting {
                         tracing::info!(job = %id, "sweep found a job of this replica's that nothing was driving");
-                        queue.push(id);
+                        queue.push(id, None);
                     }
                 }
                 Swept::Next(after) => owned_after = after,
@@ -99,7 +121,7 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
             Some(expired) = delays.next(), if !delays.is_empty() => {
                 let id = expired.into_inner();
                 delay_keys.remove(&id);
-                queue.push(id);
+                queue.push(id, None);
             }
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let (task, requeue) = match done {
@@ -114,13 +136,13 @@ pub(super) async fn run(engine: Arc<Engine>, mut poked: mpsc::UnboundedReceiver<
                     delays.remove(&key);
                 }
                 if queue.finish(id) {
-                    queue.push(id);
+                    queue.push(id, None);
                 } else if let Some(after) = requeue {
                     delay_keys.insert(id, delays.insert(id, after));
                 }
                 for slot in &engine.slots {
-                    for waiting in slot.places.next_waiting() {
-                        queue.push(waiting);
+                    for (waiting, tenant) in slot.places.next_waiting() {
+                        queue.push(waiting, Some(tenant));
                     }
                 }
             }
@@ -519,7 +541,7 @@ mod tests {
         engine.record_observations(&slot, &chunk, vec![seen(starting)], HashMap::new());
         assert!(poked.try_recv().is_err(), "a workload seen starting poked its job");
         engine.record_observations(&slot, &chunk, vec![seen(Phase::Running)], HashMap::new());
-        assert_eq!(poked.try_recv().ok(), Some(id), "a workload seen running");
+        assert_eq!(poked.try_recv().ok().map(|(id, _)| id), Some(id), "a workload seen running");
     }
 
     /// A round of many batches lets other tasks run between them. An in-process provider

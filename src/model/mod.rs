@@ -59,6 +59,10 @@ pub struct JobSpec {
     /// Airflow puts dag_id, task_id, run_id and try_number here.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Among the caller's jobs waiting for a place at a provider, one of a higher priority
+    /// gets the next place first (Airflow's `priority_weight`); 0 by default.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
     /// Per-kind options (`{"ecs": {...}, "sim": {...}}`), validated by that kind's provider.
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -67,6 +71,10 @@ pub struct JobSpec {
 
 fn auto() -> String {
     "auto".into()
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// The `routing` block of a spec: every field optional.
