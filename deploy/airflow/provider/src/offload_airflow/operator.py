@@ -60,13 +60,24 @@ MAX_NAME_LENGTH = 253
 FINAL_LOG_READ_SECONDS = 30.0
 
 
-def idempotency_key(dag_id: str, task_id: str, run_id: str, map_index: int, try_number: int) -> str:
+def idempotency_key(dag_id: str, task_id: str, run_id: str, map_index: int, try_number: int, *,
+                    scope: str | None = None, launch: int = 1) -> str:
     """The Idempotency-Key of one try of a task instance: the SHA-256 (64 hex digits) of the
     JSON array `[dag_id, task_id, run_id, map_index, try_number]`, written compactly
     (`json.dumps(..., separators=(",", ":"))`). It fits the gateway's 255 characters however
     long the ids, and two task instances never share one (a dot in an id cannot shift one
-    part into the next). deploy/airflow/dags/offload_job.py makes the same key."""
-    array = json.dumps([dag_id, task_id, run_id, int(map_index), int(try_number)], separators=(",", ":"))
+    part into the next). deploy/airflow/dags/offload_job.py makes the same key.
+
+    `scope` keeps another user of the same try apart (OffloadExecutor's job that runs the
+    try, which may itself be an OffloadJobOperator submitting its own job): the array starts
+    with it. `launch` (2, 3, ...) ends the array for the further launches of one try (a
+    deferred task resumed, a sensor rescheduled); the first launch's key has none."""
+    parts: list[object] = [dag_id, task_id, run_id, int(map_index), int(try_number)]
+    if scope is not None:
+        parts.insert(0, scope)
+    if launch != 1:
+        parts.append(int(launch))
+    array = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(array.encode()).hexdigest()
 
 
