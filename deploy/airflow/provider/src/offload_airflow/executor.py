@@ -133,14 +133,21 @@ RESERVED = ("command", "args", "secret_env", "name")
 
 #: The job's command after the interpreter: runs `execute_workload`'s own entry point with
 #: `--json-string`, the token put back into the workload from the secret variable (and out
-#: of the environment the task process inherits).
+#: of the environment the task process inherits). Once the workload is done (its state
+#: reported, its log written and uploaded), the process ends at once, its output flushed:
+#: the interpreter's own teardown of Airflow's modules would keep the job, and its slot at
+#: the runtime, for seconds more.
 LAUNCHER = (
-    "import json, os, sys\n"
+    "import json, logging, os, sys\n"
     "workload = json.loads(sys.argv[1])\n"
     f"workload['token'] = os.environ.pop({TOKEN_VARIABLE!r}, '')\n"
     "sys.argv = ['execute_workload', '--json-string', json.dumps(workload)]\n"
     "from airflow.sdk.execution_time.execute_workload import main\n"
     "main()\n"
+    "logging.shutdown()\n"
+    "sys.stdout.flush()\n"
+    "sys.stderr.flush()\n"
+    "os._exit(0)\n"
 )
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
