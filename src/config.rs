@@ -385,6 +385,10 @@ pub struct RoutingConfig {
     /// How many times a "no capacity" answer may move an `auto` job to the next-best
     /// provider (a new attempt each time); past it the job waits where it is.
     pub max_hops: u32,
+    /// How many times a job may be preempted on spot capacity; each preemption launches
+    /// it again (a new attempt), on spot until this many, after that only where nothing is
+    /// spot.
+    pub max_preemptions: u32,
 }
 
 impl Default for RoutingConfig {
@@ -394,6 +398,7 @@ impl Default for RoutingConfig {
             default_duration_seconds: 600,
             max_wait_seconds: 60,
             max_hops: 3,
+            max_preemptions: 2,
         }
     }
 }

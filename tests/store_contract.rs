@@ -741,6 +741,7 @@ async fn every_field_round_trips(f: &Fixture) {
         attempts: Some(3),
         launch_key: Some(format!("{id}-3")),
         dispatched_at: Some(t(1_700_000_000_123)),
+        first_dispatched_at: Some(t(1_699_999_000_001)),
         exit_code: Some(-9),
         reason: Some("cancelled by a user".into()),
         result: Some(serde_json::json!({"rows": 10, "ok": true, "x": 0.1})),
@@ -757,7 +758,7 @@ async fn every_field_round_trips(f: &Fixture) {
             billed_seconds: Some(61),
             usd: Some(0.25),
             earlier_usd: 0.125,
-            earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125 }],
+            earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125, preempted: true }],
         }),
         event: None,
         from_any_replica: false,
@@ -771,6 +772,7 @@ async fn every_field_round_trips(f: &Fixture) {
     assert_eq!(got.job.attempts, 3);
     assert_eq!(got.launch_key, Some(format!("{id}-3")));
     assert_eq!(got.dispatched_at, Some(t(1_700_000_000_123)));
+    assert_eq!(got.first_dispatched_at, Some(t(1_699_999_000_001)));
     assert_eq!(got.job.exit_code, Some(-9));
     assert_eq!(got.job.reason.as_deref(), Some("cancelled by a user"));
     assert_eq!(
@@ -841,11 +843,19 @@ async fn labels_at_every_limit_in_characters_and_bytes_reach_every_state(f: &Fix
         let mut labels = BTreeMap::new();
         labels.insert("dag_id".to_string(), random(range.clone(), limits::LABEL_VALUE));
         labels.insert("task_id".to_string(), random(range.clone(), limits::LABEL_VALUE));
+        // As many more labels at their limits as the spec's own limit in bytes leaves room
+        // for.
+        let mut s = spec("img", SECRET);
         for i in labels.len()..limits::LABELS {
             let key = format!("{i:02}{}", random(range.clone(), limits::LABEL_KEY - 2));
-            labels.insert(key, random(range.clone(), limits::LABEL_VALUE));
+            let mut more = labels.clone();
+            more.insert(key, random(range.clone(), limits::LABEL_VALUE));
+            s.labels = more.clone();
+            if s.validate().is_err() {
+                break;
+            }
+            labels = more;
         }
-        let mut s = spec("img", SECRET);
         s.labels = labels.clone();
         s.validate().expect("labels at the limits are valid");
         for end in [JobState::Succeeded, JobState::Failed, JobState::Cancelled] {
@@ -967,6 +977,7 @@ async fn cost_reports_count_each_attempt_where_it_ran(f: &Fixture) {
                 provider: p.to_string(),
                 billed_seconds: 1,
                 usd: *u,
+                preempted: false,
             })
             .collect();
         let earlier_usd = usd(earlier.iter().map(|a| a.usd).sum());
@@ -1239,7 +1250,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, (1..=10).collect::<Vec<i32>>(), "each migration applied once");
+    assert_eq!(versions, (1..=11).collect::<Vec<i32>>(), "each migration applied once");
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -1260,7 +1271,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let (_admin2, _schema2, url2) = fresh_schema().await;
     assert_eq!(
         migrate(&url2).await.unwrap(),
-        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates", "0008_notices_per_statement", "0009_task_runs_by_digest", "0010_replica_places"]
+        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates", "0008_notices_per_statement", "0009_task_runs_by_digest", "0010_replica_places", "0011_first_dispatch"]
     );
     for s in [&schema, &_schema2] {
         admin

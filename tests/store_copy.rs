@@ -166,7 +166,7 @@ async fn every_job_event_and_key_reads_back_the_same_from_postgres() {
             billed_seconds: Some(61),
             usd: Some(0.25),
             earlier_usd: 0.125,
-            earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125 }],
+            earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125, preempted: true }],
         }),
         ..Patch::default()
     };

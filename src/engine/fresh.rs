@@ -86,6 +86,7 @@ mod tests {
             tenant: "t".into(),
             launch_key: None,
             dispatched_at: None,
+            first_dispatched_at: None,
             cancel_requested_by: None,
             released: false,
             excluded: vec![],

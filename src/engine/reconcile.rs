@@ -138,9 +138,23 @@ fn this_attempt_start(rec: &JobRecord) -> Option<DateTime<Utc>> {
 /// stopped at the deadline takes a moment to end).
 fn ran_past_deadline(rec: &JobRecord, ran: Option<offload_provider::RunTimes>) -> Option<u64> {
     let limit = rec.job.spec.timeout_seconds?;
-    let deadline = rec.dispatched_at? + chrono::Duration::seconds(limit as i64 + 1);
+    let deadline = deadline_base(rec)? + chrono::Duration::seconds(limit as i64 + 1);
     let finished: DateTime<Utc> = ran?.finished.into();
     (finished > deadline).then_some(limit)
+}
+
+/// When the job's timeout began: its first dispatch (a job stored before that was kept
+/// has its current attempt's).
+fn deadline_base(rec: &JobRecord) -> Option<DateTime<Utc>> {
+    rec.first_dispatched_at.or(rec.dispatched_at)
+}
+
+/// How many of the job's attempts so far were preempted.
+pub(super) fn preemptions(rec: &JobRecord) -> u32 {
+    rec.job
+        .cost
+        .as_ref()
+        .map_or(0, |c| c.earlier.iter().filter(|a| a.preempted).count() as u32)
 }
 
 /// Whole seconds from `started` (none: it never started) to `finished`, rounded up.
@@ -218,6 +232,7 @@ impl Engine {
             attempts: Some(attempt),
             launch_key: Some(key),
             dispatched_at: Some(Utc::now()),
+            first_dispatched_at: rec.first_dispatched_at.is_none().then(Utc::now),
             event: Some(format!(
                 "{event}dispatched to {} (attempt {attempt})",
                 slot.name
@@ -443,7 +458,7 @@ impl Engine {
             let who = rec.cancel_requested_by.as_deref().unwrap_or("the gateway");
             format!("cancelled by {who}")
         });
-        let timeout_reason = match (rec.dispatched_at, rec.job.spec.timeout_seconds) {
+        let timeout_reason = match (deadline_base(&rec), rec.job.spec.timeout_seconds) {
             (Some(at), Some(limit))
                 if Utc::now() >= at + chrono::Duration::seconds(limit as i64) =>
             {
@@ -485,7 +500,7 @@ impl Engine {
             // cancelling).
             let gone = match phase {
                 Some(Phase::Exited { exit_code, .. }) => Some(exit_code),
-                Some(Phase::Lost { .. }) => Some(None),
+                Some(Phase::Lost { .. } | Phase::Preempted { .. }) => Some(None),
                 _ => None,
             };
             if let Some(exit_code) = gone {
@@ -549,6 +564,9 @@ impl Engine {
                     .await;
             }
             Some(Phase::Lost { reason }) => return self.lost(&rec, &slot, &handle, reason).await,
+            Some(Phase::Preempted { reason }) => {
+                return self.preempted(&rec, &slot, &handle, reason).await
+            }
             _ => {}
         }
         Ok(Some(self.next_look(&rec)))
@@ -608,6 +626,7 @@ impl Engine {
         slot: &Slot,
         handle: &Handle,
         patch: Patch,
+        preempted: bool,
     ) -> Step {
         let ended = self.final_cost(rec, run_seconds(this_attempt_start(rec), Utc::now()));
         let folded = ended.clone().map(|mut cost| {
@@ -616,6 +635,7 @@ impl Engine {
                 provider: cost.provider.clone(),
                 billed_seconds: cost.billed_seconds.unwrap_or(0),
                 usd: crate::model::usd(total - cost.earlier_usd),
+                preempted,
             });
             cost.earlier_usd = total;
             cost.usd = Some(total);
@@ -643,8 +663,13 @@ impl Engine {
     /// attempt, or fail when none are left.
     async fn lost(&self, rec: &JobRecord, slot: &Slot, handle: &Handle, reason: String) -> Step {
         self.remove_workload(rec, slot, handle, &reason).await?;
-        // Attempts that failed over for want of capacity do not count against the limit.
-        let lost_attempts = rec.job.attempts.saturating_sub(rec.excluded.len() as u32);
+        // Attempts that failed over for want of capacity, or were preempted, do not count
+        // against the limit.
+        let lost_attempts = rec
+            .job
+            .attempts
+            .saturating_sub(rec.excluded.len() as u32)
+            .saturating_sub(preemptions(rec));
         if lost_attempts >= self.config.max_attempts {
             let why = format!(
                 "workload lost ({reason}) on the last of {} attempts",
@@ -661,7 +686,36 @@ impl Engine {
             )),
             ..Patch::default()
         };
-        self.requeue(rec, slot, handle, patch).await
+        self.requeue(rec, slot, handle, patch, false).await
+    }
+
+    /// The runtime took the workload back (a spot interruption): not the job's failure.
+    /// It is counted, its workload removed, and the job launched again as a new attempt
+    /// (its cost so far kept): on spot again until `routing.max_preemptions`, after that
+    /// only where nothing is spot.
+    async fn preempted(
+        &self,
+        rec: &JobRecord,
+        slot: &Slot,
+        handle: &Handle,
+        reason: String,
+    ) -> Step {
+        self.remove_workload(rec, slot, handle, &reason).await?;
+        metrics::counter!("offload_preemptions_total", "provider" => slot.name.clone())
+            .increment(1);
+        let (n, max) = (preemptions(rec) + 1, self.routing.max_preemptions);
+        let next = match n >= max {
+            true => "launching a new attempt where nothing is spot",
+            false => "launching a new attempt",
+        };
+        let patch = Patch {
+            event: Some(format!(
+                "preempted at {} ({reason}): preemption {n} of {max} on spot; {next}",
+                slot.name
+            )),
+            ..Patch::default()
+        };
+        self.requeue(rec, slot, handle, patch, true).await
     }
 
     /// The provider accepted the workload but cannot place it (a pod unschedulable past
@@ -688,7 +742,7 @@ impl Engine {
             )),
             ..Patch::default()
         };
-        self.requeue(rec, slot, handle, patch).await
+        self.requeue(rec, slot, handle, patch, false).await
     }
 
     /// Ends a launched job: keeps its log tail and result, then frees its place.
@@ -934,8 +988,7 @@ impl Engine {
 
     /// When to look at a live job again without news: its timeout, or the safety net.
     fn next_look(&self, rec: &JobRecord) -> Duration {
-        let timeout = rec
-            .dispatched_at
+        let timeout = deadline_base(rec)
             .zip(rec.job.spec.timeout_seconds)
             .map(|(at, limit)| {
                 (at + chrono::Duration::seconds(limit as i64) - Utc::now())

@@ -140,7 +140,16 @@ impl Engine {
         rec: &JobRecord,
         seconds: u64,
     ) -> Result<Vec<(&Arc<Slot>, Estimate)>, String> {
-        match self.rank(&rec.job.spec, &rec.excluded, seconds) {
+        // Preempted as often as allowed: only where nothing is spot, from now on.
+        let spec = match super::reconcile::preemptions(rec) >= self.routing.max_preemptions {
+            true => {
+                let mut spec = rec.job.spec.clone();
+                spec.routing.get_or_insert_with(Default::default).spot = Some(SpotPolicy::Never);
+                std::borrow::Cow::Owned(spec)
+            }
+            false => std::borrow::Cow::Borrowed(&rec.job.spec),
+        };
+        match self.rank(&spec, &rec.excluded, seconds) {
             Ok(r) if r.candidates.is_empty() => {
                 let why: Vec<_> = r
                     .refusals

@@ -438,6 +438,7 @@ async fn a_workload_that_ran_past_its_deadline_fails_its_job_even_when_seen_ende
         let dispatched = Utc::now() - chrono::Duration::seconds(5);
         let moved = Patch {
             dispatched_at: Some(dispatched),
+            first_dispatched_at: Some(dispatched),
             ..Patch::default()
         };
         let rec = store.inner.update(id, &[], moved).await.unwrap().unwrap();

@@ -750,6 +750,9 @@ pub struct AttemptCost {
     /// Its run time as billed (0 when it never started).
     pub billed_seconds: u64,
     pub usd: f64,
+    /// Whether the runtime took it back (a spot interruption), rather than the job failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preempted: bool,
 }
 
 /// Dollars rounded to the micro-dollar, as every cost is kept: the same attempts then sum to

@@ -289,6 +289,7 @@ struct JobRow {
     excluded: String,
     /// JSON text without NUL characters, for the `jsonb` column.
     cost: Option<String>,
+    first_dispatched_at: Option<DateTime<Utc>>,
 }
 
 struct EventRow {
@@ -313,7 +314,8 @@ struct Skipped {
 const SELECT_JOBS: &str =
     "SELECT id, tenant, state, provider, provider_ref, attempts, launch_key, \
     dispatched_at, exit_code, reason, result, labels, spec, secret_env, created_at, started_at, \
-    finished_at, cancel_requested_by, log_tail, released, excluded, cost FROM jobs ORDER BY id";
+    finished_at, cancel_requested_by, log_tail, released, excluded, cost, first_dispatched_at \
+    FROM jobs ORDER BY id";
 
 const SELECT_EVENTS: &str = "SELECT seq, job_id, at, state, reason FROM events ORDER BY seq";
 
@@ -478,6 +480,7 @@ fn job_row(
         released: row.get(19)?,
         excluded: serde_json::to_string(&excluded)?,
         cost,
+        first_dispatched_at: row.get::<_, Option<i64>>(22)?.and_then(time),
     })
 }
 
@@ -537,7 +540,7 @@ fn scrub(value: serde_json::Value) -> serde_json::Value {
 const INSERT_JOBS: &str = "INSERT INTO jobs (id, tenant, state, provider, provider_ref, attempts, \
         launch_key, dispatched_at, exit_code, reason, result, spec, labels, secret_env, \
         idempotency_key, created_at, started_at, finished_at, cancel_requested_by, log_tail, \
-        released, excluded, cost)
+        released, excluded, cost, first_dispatched_at)
     SELECT input.id, input.tenant, input.state, input.provider, input.provider_ref, input.attempts,
         input.launch_key, input.dispatched_at, input.exit_code, input.reason, input.result::json,
         input.spec::json, input.labels::jsonb, input.secret_env, input.idempotency_key,
@@ -545,15 +548,16 @@ const INSERT_JOBS: &str = "INSERT INTO jobs (id, tenant, state, provider, provid
         input.log_tail, input.released,
         ARRAY(SELECT x.elem FROM jsonb_array_elements_text(input.excluded_json::jsonb)
                 WITH ORDINALITY AS x (elem, pos) ORDER BY x.pos),
-        input.cost::jsonb
+        input.cost::jsonb, input.first_dispatched_at
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
             $7::text[], $8::timestamptz[], $9::int4[], $10::text[], $11::text[], $12::text[],
             $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[],
-            $18::timestamptz[], $19::text[], $20::text[], $21::bool[], $22::text[], $23::text[])
+            $18::timestamptz[], $19::text[], $20::text[], $21::bool[], $22::text[], $23::text[],
+            $24::timestamptz[])
         WITH ORDINALITY AS input (id, tenant, state, provider, provider_ref, attempts,
             launch_key, dispatched_at, exit_code, reason, result, spec, labels, secret_env,
             idempotency_key, created_at, started_at, finished_at, cancel_requested_by, log_tail,
-            released, excluded_json, cost, n)
+            released, excluded_json, cost, first_dispatched_at, n)
     ORDER BY input.n";
 
 /// A batch of events in one statement, keeping their numbers.
@@ -593,6 +597,7 @@ async fn insert_jobs(
     let mut released = Vec::with_capacity(n);
     let mut excluded = Vec::with_capacity(n);
     let mut costs = Vec::with_capacity(n);
+    let mut first_dispatched = Vec::with_capacity(n);
     for row in rows {
         ids.push(row.id);
         tenants.push(row.tenant);
@@ -617,6 +622,7 @@ async fn insert_jobs(
         released.push(row.released);
         excluded.push(row.excluded);
         costs.push(row.cost);
+        first_dispatched.push(row.first_dispatched_at);
     }
     let inserted = tx
         .execute(
@@ -645,6 +651,7 @@ async fn insert_jobs(
                 &released,
                 &excluded,
                 &costs,
+                &first_dispatched,
             ],
         )
         .await

@@ -30,8 +30,11 @@ pub struct JobRecord {
     pub tenant: String,
     /// The key of the current attempt's launch, stored before the provider is called.
     pub launch_key: Option<String>,
-    /// When the current attempt was handed to a provider; the timeout counts from here.
+    /// When the current attempt was handed to a provider.
     pub dispatched_at: Option<DateTime<Utc>>,
+    /// When the job's first attempt was: its timeout counts from here, whatever attempts
+    /// follow (a lost workload, a failover, a preemption).
+    pub first_dispatched_at: Option<DateTime<Utc>>,
     pub cancel_requested_by: Option<String>,
     /// Whether the finished workload has been deleted at its provider.
     pub released: bool,
@@ -122,6 +125,7 @@ pub struct Patch {
     pub attempts: Option<u32>,
     pub launch_key: Option<String>,
     pub dispatched_at: Option<DateTime<Utc>>,
+    pub first_dispatched_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub result: Option<serde_json::Value>,

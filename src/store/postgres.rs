@@ -114,6 +114,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "replica_places",
         sql: include_str!("postgres/migrations/0010_replica_places.sql"),
     },
+    Migration {
+        version: 11,
+        name: "first_dispatch",
+        sql: include_str!("postgres/migrations/0011_first_dispatch.sql"),
+    },
 ];
 
 /// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
@@ -123,7 +128,7 @@ pub const POKES: &str = "offload_pokes";
 const MIGRATION_LOCK: i64 = 0x6f66_666c_6f61_6401;
 
 /// The columns [`record`] reads, in its order.
-const JOB_COLUMNS: [&str; 20] = [
+const JOB_COLUMNS: [&str; 21] = [
     "id",
     "tenant",
     "state",
@@ -144,6 +149,7 @@ const JOB_COLUMNS: [&str; 20] = [
     "excluded",
     "cost",
     "owner",
+    "first_dispatched_at",
 ];
 
 fn columns(table: &str) -> String {
@@ -883,6 +889,7 @@ fn record(row: &Row) -> StoreResult<JobRecord> {
         tenant: get(row, 1)?,
         launch_key: get(row, 6)?,
         dispatched_at: get(row, 7)?,
+        first_dispatched_at: get(row, 20)?,
         cancel_requested_by: get(row, 15)?,
         released: get(row, 16)?,
         excluded: get(row, 17)?,
@@ -933,6 +940,7 @@ fn new_record(row: &SubmitRow, spec: JobSpec) -> JobRecord {
         tenant: row.tenant.clone(),
         launch_key: None,
         dispatched_at: None,
+        first_dispatched_at: None,
         cancel_requested_by: None,
         released: false,
         excluded: vec![],
@@ -948,6 +956,7 @@ fn is_empty(patch: &Patch) -> bool {
         attempts,
         launch_key,
         dispatched_at,
+        first_dispatched_at,
         exit_code,
         reason,
         result,
@@ -967,6 +976,7 @@ fn is_empty(patch: &Patch) -> bool {
         && attempts.is_none()
         && launch_key.is_none()
         && dispatched_at.is_none()
+        && first_dispatched_at.is_none()
         && exit_code.is_none()
         && reason.is_none()
         && result.is_none()

@@ -110,12 +110,20 @@ PRAGMA user_version = 5;
 COMMIT;
 "#;
 
+/// Version 6: when each job's first attempt was dispatched, which its timeout counts from.
+const MIGRATION_6: &str = r#"
+BEGIN;
+ALTER TABLE jobs ADD COLUMN first_dispatched_at INTEGER;
+PRAGMA user_version = 6;
+COMMIT;
+"#;
+
 /// The schema version this code writes.
-pub(crate) const VERSION: i64 = 5;
+pub(crate) const VERSION: i64 = 6;
 
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
-    released, excluded, cost";
+    released, excluded, cost, first_dispatched_at";
 
 /// The most writes one transaction takes before it commits.
 const MAX_BATCH: usize = 1024;
@@ -274,6 +282,9 @@ impl SqliteStore {
         }
         if version < 5 {
             conn.execute_batch(MIGRATION_5).map_err(db)?;
+        }
+        if version < 6 {
+            conn.execute_batch(MIGRATION_6).map_err(db)?;
         }
         // Room for every statement the writer runs, each patch's shape of UPDATE included.
         conn.set_prepared_statement_cache_capacity(64);
@@ -498,6 +509,7 @@ struct RawRecord {
     released: bool,
     excluded: String,
     cost: Option<String>,
+    first_dispatched_at: Option<i64>,
 }
 
 impl RawRecord {
@@ -524,6 +536,7 @@ impl RawRecord {
             released: row.get(17)?,
             excluded: row.get(18)?,
             cost: row.get(19)?,
+            first_dispatched_at: row.get(20)?,
         })
     }
 
@@ -565,6 +578,7 @@ impl RawRecord {
             tenant: self.tenant,
             launch_key: self.launch_key,
             dispatched_at: time(self.dispatched_at),
+            first_dispatched_at: time(self.first_dispatched_at),
             cancel_requested_by: self.cancel_requested_by,
             released: self.released,
             excluded: parse_json(18, &self.excluded)?,
@@ -743,6 +757,9 @@ impl PatchRow {
         }
         if let Some(v) = patch.dispatched_at {
             sets.push(("dispatched_at", Value::Integer(ms(v))));
+        }
+        if let Some(v) = patch.first_dispatched_at {
+            sets.push(("first_dispatched_at", Value::Integer(ms(v))));
         }
         if let Some(v) = patch.exit_code {
             sets.push(("exit_code", Value::Integer(v.into())));

@@ -111,6 +111,12 @@ pub enum Phase {
     Lost {
         reason: String,
     },
+    /// The runtime took the workload back (a spot interruption, a preemption, an
+    /// eviction): not the job's doing, so not its failure. The engine launches a new
+    /// attempt.
+    Preempted {
+        reason: String,
+    },
     /// Accepted, but the runtime cannot place it for want of capacity and has given up
     /// trying soon (a pod unschedulable past the provider's limit). Not final: the engine
     /// may stop it and move the job to another provider, or leave it waiting here.
@@ -121,7 +127,10 @@ pub enum Phase {
 
 impl Phase {
     pub fn is_final(&self) -> bool {
-        matches!(self, Phase::Exited { .. } | Phase::Lost { .. })
+        matches!(
+            self,
+            Phase::Exited { .. } | Phase::Lost { .. } | Phase::Preempted { .. }
+        )
     }
 }
 

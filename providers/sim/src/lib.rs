@@ -93,6 +93,9 @@ pub struct Faults {
     /// A created workload is never placed: it answers "no capacity" until it is stopped,
     /// as a pod that stays unschedulable does.
     pub unschedulable: f64,
+    /// A created workload is preempted halfway through its run, as a spot one is taken
+    /// back: not its job's failure.
+    pub preempt: f64,
 }
 
 /// What a job may ask of the simulator through `provider_options.sim`.
@@ -114,6 +117,9 @@ struct JobOptions {
     /// The workload is lost after it has run this long (its node went away): an attempt
     /// that ran, and costs what it ran, before the job's next attempt.
     lost_after_ms: Option<u64>,
+    /// The workload is preempted after it has run this long, as a spot workload is taken
+    /// back by its runtime.
+    preempt_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -139,6 +145,9 @@ struct Plan {
     /// Lost after running this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lost_after_ms: Option<u64>,
+    /// Preempted after running this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    preempt_after_ms: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -385,6 +394,7 @@ impl SimProvider {
             ("run_ms", opts.run_ms),
             ("unschedulable_ms", opts.unschedulable_ms),
             ("lost_after_ms", opts.lost_after_ms),
+            ("preempt_after_ms", opts.preempt_after_ms),
         ];
         for (name, ms) in delays {
             if ms.is_some_and(|ms| ms > max_ms) {
@@ -419,6 +429,7 @@ impl SimProvider {
             cancel_error: opts.cancel_error,
             unschedulable_ms: opts.unschedulable_ms.unwrap_or(0),
             lost_after_ms: opts.lost_after_ms,
+            preempt_after_ms: opts.preempt_after_ms,
         })
     }
 
@@ -447,6 +458,13 @@ impl SimProvider {
             return Phase::Lost {
                 reason: "simulated lost workload".into(),
             };
+        }
+        if let Some(after) = w.plan.preempt_after_ms {
+            if now >= started.saturating_add(after) {
+                return Phase::Preempted {
+                    reason: format!("simulated preemption after running {after} ms"),
+                };
+            }
         }
         if let Some(after) = w.plan.lost_after_ms {
             if now >= started.saturating_add(after) {
@@ -520,6 +538,7 @@ impl Provider for SimProvider {
                 "cancel_error": {"enum": ["not_found", "transient", null]},
                 "unschedulable_ms": ms,
                 "lost_after_ms": ms,
+                "preempt_after_ms": ms,
             }
         })
     }
@@ -573,6 +592,9 @@ impl Provider for SimProvider {
         let mut plan = self.plan(&launch.spec, lost)?;
         if state.roll(faults.unschedulable) {
             plan.unschedulable_ms = u64::MAX;
+        }
+        if state.roll(faults.preempt) {
+            plan.preempt_after_ms = Some(plan.run_ms / 2);
         }
         state.append(
             RecordOp::Created,

@@ -42,11 +42,11 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
                 $6::text[], $7::integer[], $8::text[], $9::timestamptz[], $10::integer[],
                 $11::text[], $12::json[], $13::timestamptz[], $14::timestamptz[], $15::text[],
                 $16::text[], $17::bool[], $18::jsonb[], $19::timestamptz[], $20::text[],
-                $21::bool[], $22::jsonb[], $23::bool[], $24::text[])
+                $21::bool[], $22::jsonb[], $23::bool[], $24::text[], $25::timestamptz[])
             AS i (id, expect, state, provider, sets_ref, provider_ref, attempts, launch_key,
                 dispatched_at, exit_code, reason, result, started_at, finished_at,
                 cancel_requested_by, log_tail, released, excluded, at, event_reason,
-                has_event, cost, from_any_replica, me)
+                has_event, cost, from_any_replica, me, first_dispatched_at)
         ), before AS (
             SELECT jobs.id, jobs.state FROM jobs WHERE jobs.id IN (SELECT id FROM input)
             ORDER BY jobs.id FOR UPDATE
@@ -58,6 +58,7 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
                 attempts = COALESCE(input.attempts, jobs.attempts),
                 launch_key = COALESCE(input.launch_key, jobs.launch_key),
                 dispatched_at = COALESCE(input.dispatched_at, jobs.dispatched_at),
+                first_dispatched_at = COALESCE(input.first_dispatched_at, jobs.first_dispatched_at),
                 exit_code = COALESCE(input.exit_code, jobs.exit_code),
                 reason = COALESCE(input.reason, jobs.reason),
                 result = COALESCE(input.result, jobs.result),
@@ -100,6 +101,7 @@ pub(super) struct UpdateRow {
     attempts: Option<i32>,
     launch_key: Option<String>,
     dispatched_at: Option<DateTime<Utc>>,
+    first_dispatched_at: Option<DateTime<Utc>>,
     exit_code: Option<i32>,
     reason: Option<String>,
     result: Option<Json<serde_json::Value>>,
@@ -139,6 +141,7 @@ impl UpdateRow {
             attempts: patch.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX)),
             launch_key: owned(&patch.launch_key),
             dispatched_at: patch.dispatched_at,
+            first_dispatched_at: patch.first_dispatched_at,
             exit_code: patch.exit_code,
             reason: owned(&patch.reason),
             result: patch.result.map(Json),
@@ -191,6 +194,7 @@ fn arrays<'a>(rows: &[&'a UpdateRow]) -> Vec<Box<dyn ToSql + Sync + Send + 'a>> 
         each(rows, |r| r.cost.as_ref()),
         each(rows, |r| r.from_any_replica),
         each(rows, |r| r.me.as_str()),
+        each(rows, |r| r.first_dispatched_at),
     ]
 }
 

@@ -1,0 +1,81 @@
+//! Spot capacity: a preemption is the runtime's doing, not the job's failure. A preempted
+//! job is launched again as a new attempt, on spot until `routing.max_preemptions`, then
+//! where nothing is spot; every attempt's cost stays in the job's.
+
+mod common;
+
+use common::{Gateway, TOKEN_A};
+use serde_json::{json, Value};
+
+/// `spotty` is spot, cheap, and preempts every workload halfway through its run; `steady`
+/// is on-demand and dearer. Both bill a minute at least.
+const PROVIDERS: &str = r#"
+[providers.spotty]
+kind = "sim"
+spot = true
+start_ms = 0
+run_ms = 400
+poll_interval_ms = 20
+faults = { preempt = 1.0 }
+price = { vcpu_hour = 3.6, min_billed_seconds = 60 }
+[providers.steady]
+kind = "sim"
+start_ms = 0
+run_ms = 400
+poll_interval_ms = 20
+price = { vcpu_hour = 7.2, min_billed_seconds = 60 }
+"#;
+
+fn spot_job() -> Value {
+    json!({"image": "img", "command": ["true"], "resources": {"cpu": 1},
+           "routing": {"spot": "preferred"}})
+}
+
+/// Preempted twice on spot, a job ends `succeeded` on on-demand with three attempts, and
+/// the cost of all three: each preemption an event and a count in
+/// `offload_preemptions_total`.
+#[tokio::test]
+async fn a_spot_job_preempted_twice_succeeds_on_demand_with_every_attempts_cost() {
+    let gw = Gateway::start(PROVIDERS).await;
+    let (status, job) = gw.submit(TOKEN_A, spot_job()).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let job = gw.wait_terminal(TOKEN_A, &id, 30).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3, "{job}");
+    assert_eq!(job["provider"], "steady", "{job}");
+    let earlier = job["cost"]["earlier"].as_array().unwrap();
+    assert_eq!(earlier.len(), 2, "{job}");
+    for attempt in earlier {
+        assert_eq!(attempt["provider"], "spotty", "{job}");
+        assert_eq!(attempt["preempted"], true, "{job}");
+        // A minute at $3.60 a vCPU-hour.
+        assert!((attempt["usd"].as_f64().unwrap() - 0.06).abs() < 1e-9, "{job}");
+    }
+    // And its own minute on steady, $0.12.
+    assert!((job["cost"]["usd"].as_f64().unwrap() - 0.24).abs() < 1e-9, "{job}");
+    let reasons = gw.event_reasons(TOKEN_A, &id).await;
+    let preemptions: Vec<_> = reasons.iter().filter(|r| r.starts_with("preempted at spotty")).collect();
+    assert_eq!(preemptions.len(), 2, "{reasons:?}");
+    assert!(preemptions[1].contains("where nothing is spot"), "{reasons:?}");
+    assert_eq!(gw.metric("offload_preemptions_total{provider=\"spotty\"}").await, 2.0);
+}
+
+/// A job's timeout counts from its first dispatch, whatever attempts follow: preempted
+/// again and again (here up to 10 times on spot), it fails for its timeout a second after
+/// it was first dispatched, where each new attempt used to start the count again.
+#[tokio::test]
+async fn the_timeout_counts_from_the_first_dispatch_across_preemptions() {
+    // Its own provider names: the metric of the test above counts `spotty`'s preemptions.
+    let providers = PROVIDERS.replace("spotty", "spotty-timed");
+    let gw = Gateway::start(&format!("[routing]\nmax_preemptions = 10\n{providers}")).await;
+    let mut job = spot_job();
+    job["timeout_seconds"] = json!(1);
+    let (status, job) = gw.submit(TOKEN_A, job).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let job = gw.wait_terminal(TOKEN_A, &id, 30).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["reason"].as_str().unwrap().starts_with("timeout"), "{job}");
+    assert!(job["attempts"].as_u64().unwrap() < 10, "{job}");
+}
