@@ -79,3 +79,24 @@ async fn the_timeout_counts_from_the_first_dispatch_across_preemptions() {
     assert!(job["reason"].as_str().unwrap().starts_with("timeout"), "{job}");
     assert!(job["attempts"].as_u64().unwrap() < 10, "{job}");
 }
+
+/// Preempted past the preemptions allowed on spot, where there is nowhere else to go, a
+/// job ends `failed` once its attempts are used up, instead of being launched again for
+/// ever (each preemption past them counts as a lost workload does).
+#[tokio::test]
+async fn preemptions_past_those_allowed_use_up_the_attempts_and_fail_the_job() {
+    let gw = Gateway::start(
+        "[providers.evicting]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 400\npoll_interval_ms = 20\n",
+    )
+    .await;
+    let job = json!({"image": "img", "command": ["true"],
+                     "provider_options": {"sim": {"preempt_after_ms": 0}}});
+    let (status, job) = gw.submit(TOKEN_A, job).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let job = gw.wait_terminal(TOKEN_A, &id, 30).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["reason"].as_str().unwrap().contains("preempted"), "{job}");
+    // Two preemptions allowed, then the three attempts of engine.max_attempts.
+    assert_eq!(job["attempts"], 5, "{job}");
+}

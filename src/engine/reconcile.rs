@@ -663,14 +663,7 @@ impl Engine {
     /// attempt, or fail when none are left.
     async fn lost(&self, rec: &JobRecord, slot: &Slot, handle: &Handle, reason: String) -> Step {
         self.remove_workload(rec, slot, handle, &reason).await?;
-        // Attempts that failed over for want of capacity, or were preempted, do not count
-        // against the limit.
-        let lost_attempts = rec
-            .job
-            .attempts
-            .saturating_sub(rec.excluded.len() as u32)
-            .saturating_sub(preemptions(rec));
-        if lost_attempts >= self.config.max_attempts {
+        if self.counted_attempts(rec) >= self.config.max_attempts {
             let why = format!(
                 "workload lost ({reason}) on the last of {} attempts",
                 self.config.max_attempts
@@ -689,6 +682,15 @@ impl Engine {
         self.requeue(rec, slot, handle, patch, false).await
     }
 
+    /// The attempts that count against `engine.max_attempts`: all but those that failed
+    /// over for want of capacity and the preemptions allowed on spot.
+    fn counted_attempts(&self, rec: &JobRecord) -> u32 {
+        rec.job
+            .attempts
+            .saturating_sub(rec.excluded.len() as u32)
+            .saturating_sub(preemptions(rec).min(self.routing.max_preemptions))
+    }
+
     /// The runtime took the workload back (a spot interruption): not the job's failure.
     /// It is counted, its workload removed, and the job launched again as a new attempt
     /// (its cost so far kept): on spot again until `routing.max_preemptions`, after that
@@ -704,6 +706,17 @@ impl Engine {
         metrics::counter!("offload_preemptions_total", "provider" => slot.name.clone())
             .increment(1);
         let (n, max) = (preemptions(rec) + 1, self.routing.max_preemptions);
+        // Past the preemptions allowed on spot, a preemption counts as a lost attempt does
+        // (where nothing is spot, or on a named provider, one may still come).
+        if n > max && self.counted_attempts(rec) >= self.config.max_attempts {
+            let why = format!(
+                "preempted at {} ({reason}) {n} times, on the last of {} attempts",
+                slot.name, self.config.max_attempts
+            );
+            return self
+                .end_unlaunched(rec, Some(slot), JobState::Failed, why)
+                .await;
+        }
         let next = match n >= max {
             true => "launching a new attempt where nothing is spot",
             false => "launching a new attempt",

@@ -25,7 +25,8 @@ OFFLOAD_LISTEN="127.0.0.1:$port" OFFLOAD_STORE__PATH="$dir/offload.db" \
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
 status=0
-"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+"$venv/bin/schemathesis" --config-file tests/schemathesis/schemathesis.toml \
+  run "http://127.0.0.1:$port/openapi.json" \
   --wait-for-schema 60 --checks all --max-time "${SCHEMATHESIS_SECONDS:-60}" \
   --request-timeout 130 --max-response-time 125 \
   -H "Authorization: Bearer schemathesis-token-0123456789" > "$dir/report.txt" 2>&1 || status=$?
