@@ -76,8 +76,12 @@ status=0
 # The tests that need PostgreSQL (the store contract, several replicas, the copy from SQLite)
 # get a throwaway server (Debian's postgresql, installed if missing) unless DATABASE_URL names
 # one; the API-level suites then run a second time with their gateways on PostgreSQL.
-tests/pg.sh run bash -c 'cargo test --workspace --all-targets --locked &&
-  OFFLOAD_TEST_STORE=postgres cargo test --locked --test api --test routing --test failover --test costs' \
+# Every test binary runs, and both passes, whatever fails first: a run reports every failure.
+tests/pg.sh run bash -c 'status=0
+  cargo test --workspace --all-targets --locked --no-fail-fast || status=$?
+  OFFLOAD_TEST_STORE=postgres cargo test --locked --no-fail-fast --test api --test routing \
+    --test failover --test costs --test spot --test tenants || status=$?
+  exit $status' \
   2>&1 | tee "$log" || status=$?
 # schemathesis against the real binary: the OpenAPI document says exactly what it does.
 tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
