@@ -171,12 +171,8 @@ class Stack:
             "AIRFLOW__OFFLOAD_EXECUTOR__FULL_SYNC_SECONDS": "5",
             # The jobs' Airflow home is their own (~/airflow in the job's working directory):
             # their logs are not where the api-server reads (a runtime without shared logs).
-            "AIRFLOW__OFFLOAD_EXECUTOR__ENV": json.dumps({
-                # The worker parses the DAG file too: the executors its tasks name must be known.
-                "AIRFLOW__CORE__EXECUTOR": "offload_airflow.executor.OffloadExecutor,LocalExecutor",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            }),
+            # They get the scheduler's DAG folder and executors from the executor itself.
+            "AIRFLOW__OFFLOAD_EXECUTOR__ENV": json.dumps({"AIRFLOW__CORE__LOAD_EXAMPLES": "False"}),
         }
 
     def start(self, name, *args):

@@ -111,6 +111,11 @@ if AIRFLOW_V_3_1_PLUS:
 
     def test_a_workload_becomes_one_job_that_runs_it(make: Any, xgateway: ExecutorGateway) -> None:
         executor = make(env='{"TEAM": "data"}', labels='{"team": "data", "dag_id": "not-this"}')
+        overriding = make(env='{"AIRFLOW__CORE__DAGS_FOLDER": "/opt/airflow/dags"}')
+        run(overriding, workload(task_id="elsewhere"))
+        (elsewhere,) = xgateway.submits()
+        assert body(elsewhere)["env"]["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags"
+        xgateway.requests.clear()
         item = workload(dag_id="etl", task_id="load", run_id="manual__1", try_number=2, map_index=3,
                         executor_config={"offload": {"resources": {"cpu": 2}, "env": {"EXTRA": "1"}}})
         run(executor, item)
@@ -125,12 +130,20 @@ if AIRFLOW_V_3_1_PLUS:
         assert "token" not in json.loads(args) and item.token not in args
         assert spec["secret_env"] == {"OFFLOAD_AIRFLOW_TOKEN": item.token}
         assert spec["image"] == "registry.test/airflow:3" and spec["provider"] == "auto"
-        assert spec["env"] == {"TEAM": "data", "EXTRA": "1", "AIRFLOW_IS_EXECUTOR_CONTAINER": "true",
-                               "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://airflow.test:8080/execution/"}
+        from airflow.configuration import conf
+
+        # What the worker shares with the scheduler to find and parse the DAG, then the
+        # configured and the task's variables, then the way back to the API server.
+        assert spec["env"] == {
+            "AIRFLOW__CORE__DAGS_FOLDER": conf.get("core", "dags_folder"),
+            "AIRFLOW__CORE__EXECUTOR": conf.get("core", "executor"),
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": conf.get("dag_processor", "dag_bundle_config_list"),
+            "TEAM": "data", "EXTRA": "1", "AIRFLOW_IS_EXECUTOR_CONTAINER": "true",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://airflow.test:8080/execution/"}
         assert spec["labels"] == {"team": "data", "dag_id": "etl", "task_id": "load", "run_id": "manual__1",
                                   "map_index": "3", "try_number": "2", "airflow_executor": "unit", "launch": "1"}
         assert spec["resources"] == {"cpu": 2} and spec["name"] == "etl.load[3]"
-        job_id = next(iter(xgateway.jobs))
+        (job_id,) = [j["id"] for j in xgateway.jobs.values() if j["labels"]["task_id"] == "load"]
         # The job's id becomes the task instance's external_executor_id.
         assert events(executor) == {item.ti.key: ("running", job_id)}
         assert item.ti.key in executor.running

@@ -262,6 +262,10 @@ class Settings:
     copy_logs: bool = True
     cancel_on_end: bool = False
     task_queued_timeout: float = 600.0
+    #: What the worker must share with the scheduler to find and parse the DAG: `[core]
+    #: dags_folder`, `[core] executor` (the executors tasks name) and `[dag_processor]
+    #: dag_bundle_config_list`, as environment variables (`env` overrides them).
+    scheduler_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, conf: Any) -> Settings:
@@ -277,6 +281,11 @@ class Settings:
         env = _json_option(option("env"), "env", dict) or {}
         labels = _json_option(option("labels"), "labels", dict) or {}
         timeout = option("timeout_seconds")
+        shared = {
+            "AIRFLOW__CORE__DAGS_FOLDER": get("core", "dags_folder"),
+            "AIRFLOW__CORE__EXECUTOR": get("core", "executor"),
+            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": get("dag_processor", "dag_bundle_config_list"),
+        }
         return cls(
             conn_id=option("conn_id") or OffloadHook.default_conn_name,
             image=option("image") or f"apache/airflow:{airflow_version()}",
@@ -298,6 +307,7 @@ class Settings:
             copy_logs=_flag_option(option("copy_logs"), True),
             cancel_on_end=_flag_option(option("cancel_on_end"), False),
             task_queued_timeout=_number_option(get("scheduler", "task_queued_timeout"), "task_queued_timeout", 600.0),
+            scheduler_env={k: str(v) for k, v in shared.items() if v},
         )
 
 
@@ -592,7 +602,7 @@ class OffloadExecutor(BaseExecutor):
         spec: dict[str, Any] = {
             "image": settings.image,
             "provider": settings.provider,
-            "env": dict(settings.env),
+            "env": {**settings.scheduler_env, **settings.env},
             "labels": dict(settings.labels),
         }
         for option in ("resources", "routing", "provider_options"):
