@@ -403,6 +403,11 @@ def descends_from(pid, ancestor):
     return False
 
 
+#: How long a deferred task's stop may take to reach its job: the triggerer's syncs, then
+#: its on_kill_timeout (30 s by default), with room for a loaded machine.
+KILL_SECONDS = 60
+
+
 def running_job(stack, dag_id, run_id):
     """Waits until the run's job runs at the gateway."""
     return stack.wait_job(dag_id, run_id, {"running"}, seconds=60)
@@ -478,7 +483,9 @@ def test_marked_failed_while_deferred_cancels_the_job(stack):
     trigger_follows(stack, dag_id, run_id, "waiting")
     stack.api.set_state(dag_id, run_id, "failed")
     # The triggerer kills the trigger; its on_kill sees the task instance failed for good.
-    job = stack.wait_job(dag_id, run_id, {"cancelled", "failed", "succeeded"}, seconds=30)
+    # Within the triggerer's next syncs plus its on_kill_timeout (30 s), which the question
+    # to Airflow (up to 20 s on a loaded machine) and the cancel run under.
+    job = stack.wait_job(dag_id, run_id, {"cancelled", "failed", "succeeded"}, seconds=KILL_SECONDS)
     assert job["state"] == "cancelled", stack.report(dag_id, run_id)
     assert len(stack.jobs(dag_id, run_id)) == 1
     assert stack.ti_state(dag_id, run_id) == "failed"
@@ -495,7 +502,7 @@ def test_marked_success_or_dag_run_failed_while_deferred_cancels_the_job(stack):
     stack.api.set_state(dag_id, marked_success, "success")
     stack.api.set_run_state(dag_id, run_failed, "failed")
     for run_id, state in ((marked_success, "success"), (run_failed, "failed")):
-        job = stack.wait_job(dag_id, run_id, {"cancelled", "failed", "succeeded"}, seconds=30)
+        job = stack.wait_job(dag_id, run_id, {"cancelled", "failed", "succeeded"}, seconds=KILL_SECONDS)
         assert job["state"] == "cancelled", stack.report(dag_id, run_id)
         assert len(stack.jobs(dag_id, run_id)) == 1
         assert stack.ti_state(dag_id, run_id) == state
