@@ -236,10 +236,12 @@ price = { vcpu_hour = 36.0, min_billed_seconds = 60 }
     gw.wait_state(TOKEN_A, &stopped, "running", 20).await;
     cancel(stopped.clone()).await;
     ids.push(stopped);
-    // Plain runs, and cancels at once.
+    // Plain runs, and cancels at once (of jobs that would run a minute, so that the cancel
+    // never comes after their end: queued, starting or running, whichever it meets).
     for i in 0..6 {
         let provider = ["acct-cheap", "acct-dear"][i % 2];
-        let id = submit(&gw, sim(provider, json!({"run_ms": 50 * i}))).await;
+        let run_ms = if i % 3 == 0 { 60_000 } else { 50 * i };
+        let id = submit(&gw, sim(provider, json!({"run_ms": run_ms}))).await;
         if i % 3 == 0 {
             cancel(id.clone()).await;
         }
