@@ -20,8 +20,9 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 9] = [
+const CONFIG_KEYS: [&str; 10] = [
     "tenants",
+    "budgets",
     "listen",
     "http",
     "store",
@@ -55,6 +56,9 @@ pub struct Config {
     /// `[tenants.NAME]`: how each tenant shares the providers' places.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// `[[budgets]]`: spend limits per tenant or per label value, per day and per month.
+    #[serde(default)]
+    pub budgets: Vec<crate::model::budget::Budget>,
 }
 
 /// `[tenants.NAME]`: a tenant's share of each provider's places. A tenant not named has
@@ -322,6 +326,10 @@ fn default_session() -> u64 {
 pub struct TokenConfig {
     pub token: String,
     pub tenant: String,
+    /// Whether the token may also set and remove every tenant's budgets
+    /// (`PUT`/`DELETE /v1/budgets`) and read them all.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -614,6 +622,20 @@ impl Config {
                 "auth.failures_per_minute and auth.session_seconds must be at least 1".into(),
             ));
         }
+        let mut budget_ids = std::collections::BTreeSet::new();
+        for (i, b) in self.budgets.iter().enumerate() {
+            if let Err(errors) = b.validate() {
+                let e = &errors[0];
+                return Err(ConfigError(format!("budgets[{i}].{}: {}", e.field, e.message)));
+            }
+            if !budget_ids.insert(b.id()) {
+                return Err(ConfigError(format!(
+                    "budgets[{i}]: a second budget for tenant {:?}{}; one budget per tenant and label",
+                    b.tenant,
+                    b.label.as_deref().map(|l| format!(" and label {l:?}")).unwrap_or_default()
+                )));
+            }
+        }
         for (name, t) in &self.tenants {
             if t.weight == 0 || t.max_concurrency == Some(0) {
                 return Err(ConfigError(format!(
@@ -765,15 +787,17 @@ impl Config {
     }
 
     /// The tenant of each accepted bearer token.
-    pub fn tokens(&self) -> Vec<(String, String)> {
+    /// The accepted tokens: those configured, or the dev token (an admin: it is only
+    /// accepted on loopback).
+    pub fn tokens(&self) -> Vec<TokenConfig> {
         if self.auth.tokens.is_empty() {
-            return vec![(DEV_TOKEN.into(), DEV_TENANT.into())];
+            return vec![TokenConfig {
+                token: DEV_TOKEN.into(),
+                tenant: DEV_TENANT.into(),
+                admin: true,
+            }];
         }
-        self.auth
-            .tokens
-            .iter()
-            .map(|t| (t.token.clone(), t.tenant.clone()))
-            .collect()
+        self.auth.tokens.clone()
     }
 }
 
@@ -786,10 +810,10 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.listen, default_listen());
         assert!(matches!(c.providers["local"].kind, KindConfig::Local(_)));
-        assert_eq!(
-            c.tokens(),
-            vec![(DEV_TOKEN.to_string(), DEV_TENANT.to_string())]
-        );
+        let tokens = c.tokens();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!((tokens[0].token.as_str(), tokens[0].tenant.as_str()), (DEV_TOKEN, DEV_TENANT));
+        assert!(tokens[0].admin, "the dev token, on loopback only, is an admin's");
     }
 
     #[test]

@@ -58,12 +58,17 @@ pub struct Server {
 impl Server {
     /// Opens the store, resumes the engine and starts listening.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        Server::start_with_clock(config, crate::clock::Clock::system()).await
+    }
+
+    /// [`Server::start`] with budgets' days and months read from `clock` (a test's).
+    pub async fn start_with_clock(config: Config, clock: crate::clock::Clock) -> anyhow::Result<Server> {
         // The recorder first, so that what the store and the engine count from their start
         // is kept.
         crate::api::ops::prometheus();
         crate::store::StoreError::count_from_zero();
         let snapshots = Arc::new(Snapshots::new(open_store(&config.store).await?, SNAPSHOT_BYTES));
-        let engine = Engine::new(&config, snapshots.clone())
+        let engine = Engine::with_clock(&config, snapshots.clone(), clock)
             .await
             .map_err(anyhow::Error::msg)?;
         let engine_done = engine.start().await.context("resuming unfinished jobs")?;

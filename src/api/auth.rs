@@ -14,42 +14,97 @@ use crate::http::Client;
 /// The tenant a request acts for.
 pub struct Tenant(pub String);
 
-/// The accepted tokens, each with its tenant and the token's SHA-256 (what a dashboard
-/// session keeps of the token it signed in with).
-pub struct Tokens(Vec<(Vec<u8>, String, [u8; 32])>);
+/// A request whose token is an admin's (`admin = true`): it may act on every tenant's
+/// budgets. Any other token is refused with 403.
+pub struct Admin(pub Tenant);
+
+/// A request with any accepted token, and whether that token is an admin's.
+pub struct Caller {
+    pub tenant: Tenant,
+    pub admin: bool,
+}
+
+/// One accepted token: its tenant, whether it is an admin's, and its SHA-256 (what a
+/// dashboard session keeps of the token it signed in with).
+struct Known {
+    token: Vec<u8>,
+    tenant: String,
+    admin: bool,
+    digest: [u8; 32],
+}
+
+/// The accepted tokens.
+pub struct Tokens(Vec<Known>);
 
 impl Tokens {
-    pub fn new(tokens: Vec<(String, String)>) -> Self {
+    pub fn new(tokens: Vec<crate::config::TokenConfig>) -> Self {
         Tokens(
             tokens
                 .into_iter()
-                .map(|(t, tenant)| {
-                    let digest = super::ui::sessions::digest(t.as_bytes());
-                    (t.into_bytes(), tenant, digest)
+                .map(|t| Known {
+                    digest: super::ui::sessions::digest(t.token.as_bytes()),
+                    token: t.token.into_bytes(),
+                    tenant: t.tenant,
+                    admin: t.admin,
                 })
                 .collect(),
         )
     }
 
-    pub(super) fn tenant(&self, presented: &[u8]) -> Option<&str> {
+    fn find(&self, presented: &[u8]) -> Option<&Known> {
         let mut found = None;
-        for (token, tenant, _) in &self.0 {
-            if bool::from(token.as_slice().ct_eq(presented)) {
-                found = Some(tenant.as_str());
+        for known in &self.0 {
+            if bool::from(known.token.as_slice().ct_eq(presented)) {
+                found = Some(known);
             }
         }
         found
+    }
+
+    pub(super) fn tenant(&self, presented: &[u8]) -> Option<&str> {
+        self.find(presented).map(|k| k.tenant.as_str())
     }
 
     /// Whether the token with this digest is still accepted, for this tenant.
     pub(super) fn still_maps(&self, digest: &[u8; 32], tenant: &str) -> bool {
         self.0
             .iter()
-            .any(|(_, t, d)| bool::from(d.ct_eq(digest)) && t == tenant)
+            .any(|k| bool::from(k.digest.ct_eq(digest)) && k.tenant == tenant)
     }
 }
 
 impl FromRequestParts<AppState> for Tenant {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Caller::from_request_parts(parts, state).await.map(|c| c.tenant)
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.admin {
+            true => Ok(Admin(caller.tenant)),
+            false => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this call needs an admin token (auth.tokens[].admin = true)",
+            )
+            .into_response()),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = axum::response::Response;
 
     async fn from_request_parts(
@@ -84,10 +139,13 @@ impl FromRequestParts<AppState> for Tenant {
             .strip_prefix(b"Bearer ")
             .or_else(|| presented.strip_prefix(b"bearer "))
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
-        match state.tokens.tenant(token) {
-            Some(tenant) => {
+        match state.tokens.find(token) {
+            Some(known) => {
                 client.trust();
-                Ok(Tenant(tenant.to_string()))
+                Ok(Caller {
+                    tenant: Tenant(known.tenant.clone()),
+                    admin: known.admin,
+                })
             }
             None => Err(unauthorized("unknown token")),
         }

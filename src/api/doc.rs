@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{changes, error, jobs, ops};
+use super::{budgets, changes, error, jobs, ops};
 use crate::engine::Engine;
 use crate::model::{self, limits, patterns, quantity};
 
@@ -26,6 +26,7 @@ use crate::model::{self, limits, patterns, quantity};
     paths(
         jobs::create_job, jobs::quote, jobs::costs, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events,
         changes::changes,
+        budgets::list, budgets::put, budgets::delete,
         ops::providers, ops::healthz, ops::readyz, ops::metrics,
     ),
     components(schemas(
@@ -34,6 +35,9 @@ use crate::model::{self, limits, patterns, quantity};
         model::RoutingSpec, model::Prefer, model::SpotPolicy, model::Quote, model::QuoteCandidate,
         model::QuoteExclusion, model::JobCost, model::CostReport, model::CostGroup,
         model::JobChange, model::ChangeFeed, model::AttemptCost,
+        model::budget::Budget, model::budget::BudgetAction, model::budget::BudgetStatus,
+        model::budget::BudgetSource, model::budget::PeriodStatus, model::budget::PeriodKind,
+        model::budget::BudgetList,
     )),
     modifiers(&BearerAuth),
 )]

@@ -100,6 +100,15 @@ impl ApiError {
         }
     }
 
+    /// 422 or 429 (with Retry-After): a budget refuses the job.
+    pub fn budget(refusal: crate::engine::budgets::Refusal) -> Self {
+        let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+        ApiError {
+            retry_after: refusal.retry_after,
+            ..ApiError::new(status, refusal.detail)
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }

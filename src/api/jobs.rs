@@ -94,6 +94,9 @@ pub async fn create_job(
         .engine
         .check_spec(&spec)
         .map_err(ApiError::unroutable)?;
+    if let Some(refusal) = state.engine.budget_refusal(&tenant.0, &spec).await {
+        return Err(ApiError::budget(refusal));
+    }
     let new = NewJob {
         id: Uuid::now_v7(),
         tenant: tenant.0,

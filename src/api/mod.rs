@@ -2,6 +2,7 @@
 
 mod auth;
 mod body;
+mod budgets;
 mod changes;
 mod deadline;
 pub mod doc;
@@ -50,7 +51,7 @@ impl AppState {
     pub fn new(
         snapshots: Arc<Snapshots>,
         engine: Arc<Engine>,
-        tokens: Vec<(String, String)>,
+        tokens: Vec<crate::config::TokenConfig>,
         auth: &AuthConfig,
         draining: CancellationToken,
         max_waiters_per_tenant: usize,
@@ -78,6 +79,10 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .route("/v1/quotes", post(jobs::quote))
         .route("/v1/costs", get(jobs::costs))
         .route("/v1/changes", get(changes::changes))
+        .route(
+            "/v1/budgets",
+            get(budgets::list).put(budgets::put).delete(budgets::delete),
+        )
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/v1/jobs/{id}/logs", get(jobs::job_logs))
         .route("/v1/jobs/{id}/events", get(jobs::job_events))

@@ -20,6 +20,7 @@
 //! milliseconds in the middle of a submit burst (a durable submit's p99 in that second:
 //! 18-62 ms, against 8-12 ms in the others; BENCHMARKS.md, Profiles).
 
+pub mod budgets;
 pub mod changes;
 mod error_policy;
 mod fair;
@@ -53,7 +54,7 @@ use follow::Followed;
 use places::Places;
 
 use crate::config::{Config, EngineConfig, RoutingConfig};
-use crate::model::{JobState, ProviderInfo};
+use crate::model::{JobSpec, JobState, ProviderInfo};
 use crate::store::{JobRecord, Patch, Store, StoreError};
 
 /// The newest look at one followed workload.
@@ -162,6 +163,8 @@ pub struct Engine {
     lease_every: Duration,
     /// `store.retention_days`.
     retention: Option<chrono::Duration>,
+    /// Spend limits, checked as jobs are first dispatched.
+    budgets: budgets::Budgets,
     shutdown: CancellationToken,
 }
 
@@ -194,6 +197,15 @@ pub enum EngineError {
 impl Engine {
     /// Builds every configured provider; fails on the first that cannot be built.
     pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
+        Engine::with_clock(config, store, crate::clock::Clock::system()).await
+    }
+
+    /// [`Engine::new`] with budgets' days and months read from `clock`.
+    pub async fn with_clock(
+        config: &Config,
+        store: Arc<dyn Store>,
+        clock: crate::clock::Clock,
+    ) -> Result<Arc<Engine>, String> {
         let mut slots = vec![];
         let lease = config
             .store
@@ -229,6 +241,7 @@ impl Engine {
             }));
         }
         let (poke, poked) = mpsc::unbounded_channel();
+        let budgets = budgets::Budgets::new(store.clone(), clock, config.budgets.clone());
         Ok(Arc::new(Engine {
             store,
             slots,
@@ -249,8 +262,25 @@ impl Engine {
                 .store
                 .retention_days
                 .map(|d| chrono::Duration::days(d.min(100_000) as i64)),
+            budgets,
             shutdown: CancellationToken::new(),
         }))
+    }
+
+    /// The budgets, for the API.
+    pub fn budgets(&self) -> &budgets::Budgets {
+        &self.budgets
+    }
+
+    /// Why a submit of `spec` by `tenant` is refused by its budgets, if it is: at the
+    /// estimate of where it would go first.
+    pub async fn budget_refusal(&self, tenant: &str, spec: &JobSpec) -> Option<budgets::Refusal> {
+        if !self.budgets.covers(tenant, spec) {
+            return None;
+        }
+        let quote = self.quote(tenant, spec).await.ok()?;
+        let best = quote.candidates.first()?;
+        self.budgets.refusal(tenant, spec, best.estimated_usd)
     }
 
     pub fn slots(&self) -> &[Arc<Slot>] {
@@ -289,6 +319,7 @@ impl Engine {
     /// Rebuilds the in-memory view from the store and starts the scheduler and pollers.
     /// Returns a handle that finishes when the engine has stopped.
     pub async fn start(self: &Arc<Self>) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+        self.budgets.start().await?;
         let unfinished = self.store.unfinished().await?;
         tracing::info!(jobs = unfinished.len(), "engine resuming unfinished jobs");
         for rec in &unfinished {
@@ -308,6 +339,7 @@ impl Engine {
                 tasks.spawn(scheduler::pushed(self.clone(), slot.clone(), pushed));
             }
         }
+        tasks.spawn(budgets::run(self.clone()));
         if let Some(keep) = self.retention {
             tasks.spawn(scheduler::retention(self.clone(), keep));
         }
@@ -369,11 +401,27 @@ impl Engine {
     /// Records a cancel request: a queued job ends at once, a launched one is stopped at
     /// its provider by the next reconcile.
     pub async fn cancel(&self, tenant: &str, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        self.cancel_as(id, Some(tenant), format!("tenant {tenant}")).await
+    }
+
+    /// Stops a job for the gateway's own reason `why` (a hard budget), as a cancel.
+    async fn stop_for(&self, id: Uuid, why: &str) -> Result<CancelOutcome, StoreError> {
+        self.cancel_as(id, None, why.to_string()).await
+    }
+
+    /// A cancel by `who`, of a job of `tenant` (any tenant's: `None`).
+    async fn cancel_as(
+        &self,
+        id: Uuid,
+        tenant: Option<&str>,
+        who: String,
+    ) -> Result<CancelOutcome, StoreError> {
         loop {
-            let Some(rec) = self.store.get(id).await?.filter(|r| r.tenant == tenant) else {
+            let found = self.store.get(id).await?;
+            let Some(rec) = found.filter(|r| tenant.is_none_or(|t| r.tenant == t)) else {
                 return Ok(CancelOutcome::NotFound);
             };
-            let who = format!("tenant {tenant}");
+            let who = who.clone();
             let (expect, patch) = match rec.job.state {
                 s if s.is_terminal() => return Ok(CancelOutcome::AlreadyTerminal(Box::new(rec))),
                 JobState::Cancelling => return Ok(CancelOutcome::Accepted(Box::new(rec))),

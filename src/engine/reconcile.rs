@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use offload_provider::{Handle, Launch, LogQuery, Phase, ProviderError};
 use uuid::Uuid;
 
+use super::budgets::Admission;
 use super::routing::task_of;
 use super::{launch_key, Engine, EngineError, Slot};
 use crate::model::{extract_result, AttemptCost, DurationSource, JobCost, JobState};
@@ -184,6 +185,15 @@ impl Engine {
             Err(why) => return self.end_unlaunched(&rec, None, JobState::Failed, why).await,
         };
         let (mut slot, mut estimate) = ranked[0];
+        // Its first dispatch is admitted by its budgets, at the estimate where it goes
+        // first; later attempts were admitted with it.
+        let mut budget_note = None;
+        if deadline_base(&rec).is_none() {
+            match self.budgets.admit(&rec, estimate.estimated_usd).await? {
+                Admission::Admitted(note) => budget_note = note,
+                Admission::Wait(reason) => return self.wait_for_budget(&rec, reason).await,
+            }
+        }
         let mut how = if !auto {
             "named"
         } else if rec.excluded.is_empty() {
@@ -225,6 +235,10 @@ impl Engine {
         };
         let attempt = rec.job.attempts + 1;
         let key = launch_key(id, attempt);
+        let mut dispatched = format!("{event}dispatched to {} (attempt {attempt})", slot.name);
+        if let Some(note) = budget_note {
+            dispatched = format!("{dispatched}; {note}");
+        }
         let patch = Patch {
             state: Some(JobState::Starting),
             provider: Some(slot.name.clone()),
@@ -233,10 +247,9 @@ impl Engine {
             launch_key: Some(key),
             dispatched_at: Some(Utc::now()),
             first_dispatched_at: rec.first_dispatched_at.is_none().then(Utc::now),
-            event: Some(format!(
-                "{event}dispatched to {} (attempt {attempt})",
-                slot.name
-            )),
+            // A reason it waited for (a budget) no longer holds.
+            reason: rec.job.reason.is_some().then(|| dispatched.clone()),
+            event: Some(dispatched),
             cost: Some(JobCost {
                 provider: slot.name.clone(),
                 hourly_usd: estimate.hourly_usd,
@@ -278,6 +291,22 @@ impl Engine {
                 Err(e.into())
             }
         }
+    }
+
+    /// Keeps a job queued for its budgets, with `reason` as its reason (stored once: it
+    /// waits until its budgets' round wakes it).
+    async fn wait_for_budget(&self, rec: &JobRecord, reason: String) -> Step {
+        if rec.job.reason.as_deref() != Some(reason.as_str()) {
+            let patch = Patch {
+                reason: Some(reason.clone()),
+                event: Some(reason),
+                ..Patch::default()
+            };
+            if self.store.update(rec.job.id, &[JobState::Queued], patch).await?.is_some() {
+                self.changed(rec.job.id);
+            }
+        }
+        Ok(None)
     }
 
     /// Launches the job's current key; `fresh` when the key was stored just now, in this
@@ -951,6 +980,7 @@ impl Engine {
     /// Frees any place `id` holds: at `provider` when known, else at every provider. A job
     /// that has ended or is back in the queue holds none, whatever failed on its way there.
     pub(super) fn free_place(&self, id: Uuid, provider: Option<&str>) {
+        self.budgets.unpark(id);
         for slot in self
             .slots
             .iter()

@@ -108,6 +108,10 @@ impl Store for FlakyStore {
     async fn counts(&self) -> StoreResult<Vec<(String, JobState, u64)>> {
         self.inner.counts().await
     }
+    fn ledger(&self) -> &dyn crate::store::ledger::Ledger {
+        self.inner.ledger()
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }

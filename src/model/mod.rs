@@ -1,6 +1,7 @@
 //! The job as the API speaks it: the spec a client posts, the job it gets back, its states
 //! and events. These types are the single source of the OpenAPI document.
 
+pub mod budget;
 pub mod patterns;
 pub mod quantity;
 

@@ -85,6 +85,16 @@ pattern!(
     COST_GROUP_BY = r"^(provider|label:[^,]{1,253})$"
 );
 
+pattern!(
+    /// The tenant a budget is for: no control character, NUL included.
+    BUDGET_TENANT = r"^[^\x00-\x1f\x7f]{1,253}$"
+);
+
+pattern!(
+    /// The label a budget is for: `KEY=VALUE`, as a job's labels have them.
+    BUDGET_LABEL = r"^[^=\x00]{1,253}=[^\x00]{0,1024}$"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //!   database's clock; the jobs of a replica whose lease lapsed are adopted by the others.
 
 pub mod copy;
+pub mod ledger;
 pub mod postgres;
 pub mod secrets;
 pub mod snapshots;
@@ -291,6 +292,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The budgets and their spend, kept in the same database.
+    fn ledger(&self) -> &dyn ledger::Ledger;
 
     /// The id this replica's writes are fenced with and its jobs are owned by; `None` for
     /// a store only one gateway opens (SQLite), where every job is that gateway's.

@@ -50,6 +50,7 @@ use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
 mod changes;
 pub mod conninfo;
+mod ledger;
 pub mod tls;
 mod updates;
 
@@ -118,6 +119,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 11,
         name: "first_dispatch",
         sql: include_str!("postgres/migrations/0011_first_dispatch.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "budgets",
+        sql: include_str!("postgres/migrations/0012_budgets.sql"),
     },
 ];
 
@@ -1405,6 +1411,10 @@ impl Store for PostgresStore {
                 ))
             })
             .collect()
+    }
+
+    fn ledger(&self) -> &dyn crate::store::ledger::Ledger {
+        self
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -297,6 +297,10 @@ impl Store for Snapshots {
         self.inner.costs(tenant, query).await
     }
 
+    fn ledger(&self) -> &dyn crate::store::ledger::Ledger {
+        self.inner.ledger()
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 mod changes;
 mod checkpoints;
+mod ledger;
 
 use super::secrets::SecretBox;
 use super::{
@@ -119,7 +120,7 @@ COMMIT;
 "#;
 
 /// The schema version this code writes.
-pub(crate) const VERSION: i64 = 6;
+pub(crate) const VERSION: i64 = 7;
 
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
@@ -285,6 +286,9 @@ impl SqliteStore {
         }
         if version < 6 {
             conn.execute_batch(MIGRATION_6).map_err(db)?;
+        }
+        if version < 7 {
+            conn.execute_batch(ledger::MIGRATION_7).map_err(db)?;
         }
         // Room for every statement the writer runs, each patch's shape of UPDATE included.
         conn.set_prepared_statement_cache_capacity(64);
@@ -1139,6 +1143,10 @@ impl Store for SqliteStore {
             rows.collect()
         })
         .await
+    }
+
+    fn ledger(&self) -> &dyn crate::store::ledger::Ledger {
+        self
     }
 
     async fn ping(&self) -> StoreResult<()> {

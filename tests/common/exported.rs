@@ -18,7 +18,8 @@ pub enum Kind {
 /// Every metric the code records, with its kind.
 pub fn metrics() -> BTreeMap<String, Kind> {
     let macro_call =
-        Regex::new(r#"metrics::(counter|gauge|histogram)!\(\s*(?:"([a-z0-9_]+)"|([A-Z_]+))"#).unwrap();
+        Regex::new(r#"metrics::(counter|gauge|histogram)!\(\s*(?:"([a-z0-9_]+)"|([A-Z_]+))"#)
+            .unwrap();
     let constant = Regex::new(r#"const ([A-Z_]+): &str = "([a-z0-9_]+)";"#).unwrap();
     let mut found = BTreeMap::new();
     for file in rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src")) {
@@ -36,12 +37,19 @@ pub fn metrics() -> BTreeMap<String, Kind> {
             let name = match (c.get(2), c.get(3)) {
                 (Some(literal), _) => literal.as_str(),
                 (None, Some(name)) => constants.get(name.as_str()).unwrap_or_else(|| {
-                    panic!("{}: the metric name {} is no &str constant of that file", file.display(), name.as_str())
+                    panic!(
+                        "{}: the metric name {} is no &str constant of that file",
+                        file.display(),
+                        name.as_str()
+                    )
                 }),
                 (None, None) => unreachable!(),
             };
             let before = found.insert(name.to_string(), kind);
-            assert!(before.is_none_or(|k| k == kind), "{name} is recorded as two kinds");
+            assert!(
+                before.is_none_or(|k| k == kind),
+                "{name} is recorded as two kinds"
+            );
         }
     }
     found
@@ -53,7 +61,9 @@ pub fn series() -> Vec<String> {
     metrics()
         .into_iter()
         .flat_map(|(name, kind)| match kind {
-            Kind::Histogram => ["_bucket", "_sum", "_count"].map(|s| format!("{name}{s}")).to_vec(),
+            Kind::Histogram => ["_bucket", "_sum", "_count"]
+                .map(|s| format!("{name}{s}"))
+                .to_vec(),
             _ => vec![name],
         })
         .collect()

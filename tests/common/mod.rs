@@ -10,6 +10,8 @@ use serde_json::Value;
 
 pub const TOKEN_A: &str = "tenant-a-token-0123456789";
 pub const TOKEN_B: &str = "tenant-b-token-0123456789";
+/// An admin's token (`admin = true`), of tenant `ops`: it may set every tenant's budgets.
+pub const TOKEN_ADMIN: &str = "admin-token-0123456789abc";
 
 /// Config text for a test gateway in `dir` listening on a free port; `providers` is
 /// appended as TOML.
@@ -56,6 +58,10 @@ tenant = "a"
 [[auth.tokens]]
 token = "{TOKEN_B}"
 tenant = "b"
+[[auth.tokens]]
+token = "{TOKEN_ADMIN}"
+tenant = "ops"
+admin = true
 {providers}
 "#
     )
@@ -77,6 +83,15 @@ impl Gateway {
     /// on SQLite; or, with `OFFLOAD_TEST_STORE=postgres`, on a fresh schema of the
     /// PostgreSQL database at DATABASE_URL, so that a suite runs against either store.
     pub async fn start_with(synchronous_full: &str, providers: &str) -> Gateway {
+        Gateway::start_clocked(synchronous_full, providers, offload::clock::Clock::system()).await
+    }
+
+    /// [`Gateway::start_with`] with budgets' days and months read from `clock`.
+    pub async fn start_clocked(
+        synchronous_full: &str,
+        providers: &str,
+        clock: offload::clock::Clock,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let providers = providers.replace("$DIR", &dir.path().display().to_string());
         let text = match std::env::var("OFFLOAD_TEST_STORE").as_deref() {
@@ -89,8 +104,19 @@ impl Gateway {
             }
             Ok(other) => panic!("OFFLOAD_TEST_STORE={other:?}: use sqlite or postgres"),
         };
-        let config = offload::config::Config::from_toml(&text).unwrap();
-        let server = offload::server::Server::start(config).await.unwrap();
+        Gateway::start_text(dir, &text, clock).await
+    }
+
+    /// A gateway on the config `text` (which may name files in `dir`).
+    pub async fn start_text(
+        dir: tempfile::TempDir,
+        text: &str,
+        clock: offload::clock::Clock,
+    ) -> Gateway {
+        let config = offload::config::Config::from_toml(text).unwrap();
+        let server = offload::server::Server::start_with_clock(config, clock)
+            .await
+            .unwrap();
         Gateway {
             url: format!("http://{}", server.addr),
             http: reqwest::Client::new(),
@@ -167,10 +193,18 @@ impl Gateway {
         loop {
             let (status, providers) = self.get(TOKEN_A, "/v1/providers").await;
             assert_eq!(status, 200, "{providers}");
-            if providers.as_array().unwrap().iter().all(|p| p["healthy"] == true) {
+            if providers
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["healthy"] == true)
+            {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "providers not healthy: {providers}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "providers not healthy: {providers}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -198,7 +232,11 @@ impl Gateway {
                 .unwrap()
                 .to_string()
         };
-        let form = http.get(format!("{}/ui/signin", self.url)).send().await.unwrap();
+        let form = http
+            .get(format!("{}/ui/signin", self.url))
+            .send()
+            .await
+            .unwrap();
         let signin_cookie = first_cookie(&form);
         let page = form.text().await.unwrap();
         let csrf = page
@@ -221,7 +259,9 @@ impl Gateway {
     /// Waits for tenant A's job to be launched; its workload's `provider_ref`.
     pub async fn launched(&self, id: &str) -> String {
         let job = self
-            .wait_for(TOKEN_A, id, 20, "launched", |j| j["provider_ref"].is_string())
+            .wait_for(TOKEN_A, id, 20, "launched", |j| {
+                j["provider_ref"].is_string()
+            })
             .await;
         job["provider_ref"].as_str().unwrap().to_string()
     }
@@ -302,7 +342,11 @@ impl Binary {
         Binary::start_with(config, log, &[])
     }
 
-    pub fn start_with(config: &std::path::Path, log: &std::path::Path, env: &[(&str, &str)]) -> Binary {
+    pub fn start_with(
+        config: &std::path::Path,
+        log: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Binary {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
