@@ -316,6 +316,13 @@ price = { vcpu_hour = 3.6 }
 [providers.dear]
 kind = "sim"
 price = { vcpu_hour = 7.2 }
+[providers.spotty]
+kind = "sim"
+spot = true
+start_ms = 0
+run_ms = 300
+poll_interval_ms = 20
+price = { vcpu_hour = 1.8 }
 "#,
     )
     .unwrap();
@@ -366,6 +373,18 @@ price = { vcpu_hour = 7.2 }
     assert_eq!((rows[1][0], rows[1][1]), ("etl", "2"), "{table}");
     assert_eq!((rows[2][0], rows[2][1]), ("ml", "1"), "{table}");
     assert_eq!(rows[3][0], "TOTAL", "{table}");
+    // --spot and --prefer become the job's routing: spot allowed, the cheapest is the
+    // spot provider the runs above (spot never, the default) were kept from.
+    let (code, _, err) = cli(&url, &["run", "--spot", "preferred", "--prefer", "speed", "alpine", "--", "true"]);
+    assert_eq!(code, Some(0), "{err}");
+    let line = err.lines().find(|l| l.contains(" ran on ")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("ran on spotty: "), "{line}");
+    let (_, job, _) = cli(&url, &["get", line.split_whitespace().nth(2).unwrap()]);
+    let job: serde_json::Value = serde_json::from_str(&job).unwrap();
+    assert_eq!(job["spec"]["routing"], serde_json::json!({"spot": "preferred", "prefer": "speed"}), "{job}");
+    let (code, _, err) = cli(&url, &["run", "--spot", "sometimes", "alpine", "--", "true"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--spot") && err.contains("never, allowed, preferred"), "{err}");
     serve.kill().unwrap();
     serve.wait().unwrap();
 }

@@ -94,6 +94,48 @@ poll_interval_ms = {ms}
         println!("pushed by the watch: running seen after {running:?}, the end after {ended:?}");
     }
 
+    /// A pod Kubernetes takes down for reasons of its own (a GKE Spot node's shutdown: the
+    /// DisruptionTarget condition) is a preemption, not the job's failure: the job runs
+    /// again in a new pod, a new attempt, and ends with the outcome of that one; the
+    /// preempted attempt is an event and stays in its cost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_taken_down_by_a_node_shutdown_runs_again_as_a_new_attempt() {
+        let (api, _dir, gw) = start().await;
+        let (status, created) = gw
+            .submit(TOKEN_A, json!({"image": "alpine:3", "command": ["true"], "provider": "gke"}))
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let first = until(&gw, id, "the pod", |j| j["provider_ref"].is_string()).await;
+        let first = first["provider_ref"].as_str().unwrap().to_string();
+        api.set_status(&first, json!({"phase": "Running"}));
+        until(&gw, id, "running", |j| j["state"] == "running").await;
+        api.set_status(
+            &first,
+            json!({"phase": "Failed", "reason": "Terminated",
+                   "message": "Pod was terminated in response to imminent node shutdown.",
+                   "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                                   "message": "Pod was terminated in response to imminent node shutdown."}]}),
+        );
+        let again = until(&gw, id, "a second pod", |j| {
+            j["attempts"] == 2 && j["provider_ref"].as_str().is_some_and(|p| p != first)
+        })
+        .await;
+        let second = again["provider_ref"].as_str().unwrap().to_string();
+        api.set_status(&second, terminated("Succeeded", 0));
+        let done = until(&gw, id, "the end", |j| j["terminal"] == true).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["attempts"], 2, "{done}");
+        let earlier = done["cost"]["earlier"].as_array().unwrap();
+        assert_eq!(earlier.len(), 1, "{done}");
+        assert_eq!(earlier[0]["preempted"], true, "{done}");
+        let reasons = gw.event_reasons(TOKEN_A, id).await;
+        assert!(
+            reasons.iter().any(|r| r.starts_with("preempted at gke") && r.contains("TerminationByKubelet")),
+            "{reasons:?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_runs_as_a_pod_and_is_released() {
         let (api, _dir, gw) = start().await;

@@ -57,8 +57,16 @@ enum Command {
     Run {
         #[command(flatten)]
         gateway: Gateway,
+        /// A provider's name, or `auto` (the gateway routes the job).
         #[arg(long, default_value = "auto")]
         provider: String,
+        /// Whether spot providers may run the job (the job's `routing.spot`); unset: the
+        /// gateway's `routing.default_spot`.
+        #[arg(long, value_enum)]
+        spot: Option<crate::model::SpotPolicy>,
+        /// What `auto` routing weighs first (the job's `routing.prefer`).
+        #[arg(long, value_enum)]
+        prefer: Option<crate::model::Prefer>,
         #[arg(long, default_value_t = 0.25)]
         cpu: f64,
         #[arg(long, default_value = "512Mi")]
@@ -237,6 +245,8 @@ pub async fn main() -> anyhow::Result<i32> {
         Command::Run {
             gateway,
             provider,
+            spot,
+            prefer,
             cpu,
             memory,
             env,
@@ -259,7 +269,11 @@ pub async fn main() -> anyhow::Result<i32> {
                 },
                 timeout_seconds: timeout,
                 provider,
-                routing: None,
+                routing: (spot.is_some() || prefer.is_some()).then(|| crate::model::RoutingSpec {
+                    spot,
+                    prefer,
+                    ..Default::default()
+                }),
                 labels: pairs("--label", &label)?,
                 priority: 0,
                 provider_options: BTreeMap::new(),

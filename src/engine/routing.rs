@@ -28,6 +28,10 @@ use crate::model::{
 };
 use crate::store::JobRecord;
 
+/// Why a spot provider cannot run a job that allows no spot, and what would change that.
+const SPOT_NEVER: &str = "it is a spot provider (all or part of its capacity is spot) and routing.spot is never: \
+     allow spot (the job's routing.spot, or routing.default_spot) or give the provider no spot capacity";
+
 /// Start latencies closer than this are a tie (which cost breaks).
 const LATENCY_STEP_MS: u64 = 500;
 
@@ -331,7 +335,7 @@ impl Engine {
         }
         let spot = slot.provider.capabilities().spot;
         if spot && wants.spot == SpotPolicy::Never {
-            return Err("it is a spot provider and routing.spot is never".into());
+            return Err(SPOT_NEVER.into());
         }
         let workload = spec.workload(resources.clone(), kind);
         slot.provider

@@ -59,7 +59,10 @@ fn stopped(task: &Task, container: &str) -> Phase {
     };
     match task.stop_code() {
         Some(TaskStopCode::TaskFailedToStart) => failed(because("failed to start")),
-        Some(TaskStopCode::SpotInterruption) => failed(because("Fargate Spot interruption")),
+        // AWS took the Spot capacity back: not the job's doing, so a new attempt follows.
+        Some(TaskStopCode::SpotInterruption) => Phase::Preempted {
+            reason: because("Fargate Spot interruption").unwrap_or_default(),
+        },
         Some(TaskStopCode::UserInitiated) => failed(because("stopped by StopTask")),
         Some(TaskStopCode::ServiceSchedulerInitiated) | Some(TaskStopCode::TerminationNotice) => {
             failed(because("stopped by ECS"))
@@ -163,8 +166,11 @@ mod tests {
             Some(0),
             "Your Spot Task was interrupted.",
         );
-        assert!(
-            matches!(phase(&spot), Phase::Exited { exit_code: None, reason: Some(r) } if r.starts_with("Fargate Spot interruption"))
+        assert_eq!(
+            phase(&spot),
+            Phase::Preempted {
+                reason: "Fargate Spot interruption: Your Spot Task was interrupted.".into()
+            }
         );
         let mut oom = task("STOPPED", Some(exited), Some(137), "");
         oom.containers = Some(vec![Container::builder()

@@ -104,6 +104,27 @@ fn failed(pod: &Pod, state: &ContainerState) -> Phase {
     let status = pod.status.as_ref();
     let pod_reason = status.and_then(|s| s.reason.clone());
     let pod_message = status.and_then(|s| s.message.clone()).unwrap_or_default();
+    // Kubernetes marks a pod it takes down for reasons of its own with the DisruptionTarget
+    // condition: a GKE Spot node's shutdown (TerminationByKubelet), a preemption by a pod
+    // of higher priority, a NoExecute taint, a drain, a node gone. Not the job's doing, so
+    // a new attempt follows; except a node-pressure eviction (pod reason `Evicted`), which
+    // the job's own disk or memory use may have caused.
+    let disruption = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    if let Some(c) = disruption.filter(|_| pod_reason.as_deref() != Some("Evicted")) {
+        let why = [c.reason.as_deref(), pod_reason.as_deref(), c.message.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        return Phase::Preempted {
+            reason: format!("preempted by Kubernetes: {why}"),
+        };
+    }
     match (&pod_reason, &state.terminated) {
         // The pod as a whole was stopped: activeDeadlineSeconds, eviction, preemption.
         (Some(reason), _) => Phase::Exited {
@@ -192,6 +213,32 @@ mod tests {
             phase(&deadline, at(0), LIMIT),
             Phase::Exited { exit_code: None, reason: Some("DeadlineExceeded: Pod was active on the node longer than the specified deadline".into()) }
         );
+    }
+
+    #[test]
+    fn pods_kubernetes_took_down_are_preempted_but_evictions_for_pressure_fail() {
+        let shutdown = pod(json!({"phase": "Failed", "reason": "Terminated",
+            "message": "Pod was terminated in response to imminent node shutdown.",
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet",
+                            "message": "Pod was terminated in response to imminent node shutdown."}]}));
+        assert_eq!(
+            phase(&shutdown, at(0), LIMIT),
+            Phase::Preempted {
+                reason: "preempted by Kubernetes: TerminationByKubelet: Terminated: Pod was terminated in response to imminent node shutdown.".into()
+            }
+        );
+        let preempted = pod(json!({"phase": "Failed",
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                            "message": "default-scheduler: preempting to accommodate a higher priority pod"}]}));
+        assert!(matches!(phase(&preempted, at(0), LIMIT), Phase::Preempted { .. }));
+        let pressure = pod(json!({"phase": "Failed", "reason": "Evicted",
+            "message": "Pod ephemeral local storage usage exceeds the total limit of containers 1Gi.",
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}]}));
+        assert!(matches!(phase(&pressure, at(0), LIMIT), Phase::Exited { reason: Some(r), .. } if r.starts_with("Evicted: Pod ephemeral")));
+        // A condition that is not (or no longer) true changes nothing.
+        let cleared = pod(json!({"phase": "Failed", "reason": "DeadlineExceeded",
+            "conditions": [{"type": "DisruptionTarget", "status": "False", "reason": "PreemptionByScheduler"}]}));
+        assert!(matches!(phase(&cleared, at(0), LIMIT), Phase::Exited { .. }));
     }
 
     #[test]
