@@ -397,6 +397,10 @@ pub struct RoutingConfig {
     /// it again (a new attempt), on spot until this many, after that only where nothing is
     /// spot.
     pub max_preemptions: u32,
+    /// The provider an `auto` job's savings are measured against, when it can run the
+    /// job; unset (or when it cannot), the dearest that can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_provider: Option<String>,
 }
 
 impl Default for RoutingConfig {
@@ -407,6 +411,7 @@ impl Default for RoutingConfig {
             max_wait_seconds: 60,
             max_hops: 3,
             max_preemptions: 2,
+            reference_provider: None,
         }
     }
 }
@@ -782,6 +787,13 @@ impl Config {
                 "routing.default_duration_seconds must be from 1 to {}",
                 limits::EXPECTED_DURATION_SECONDS
             )));
+        }
+        if let Some(name) = &self.routing.reference_provider {
+            if !self.providers.contains_key(name) {
+                return Err(ConfigError(format!(
+                    "routing.reference_provider: {name:?} is not a configured provider"
+                )));
+            }
         }
         Ok(())
     }

@@ -350,6 +350,8 @@ price = { vcpu_hour = 1.8 }
         assert_eq!(code, Some(0), "{err}");
         let line = err.lines().find(|l| l.contains(" ran on ")).unwrap_or_else(|| panic!("{err}"));
         assert!(line.contains("ran on cheap: ") && line.contains(" USD (estimated "), "{line}");
+        // Against the dearest that could have run it (the spot provider could not).
+        assert!(line.contains(" USD at reference dear, saved "), "{line}");
         ids.push(line.split_whitespace().nth(2).unwrap().to_string());
     }
     let usd = |id: &str| {

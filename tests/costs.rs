@@ -163,10 +163,16 @@ async fn each_job_costs_its_billed_time_and_reports_add_them_up() {
     )
     .await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report, json!({"groups": [], "total_usd": 0.0}));
+    assert_eq!(
+        report,
+        json!({"groups": [], "total_usd": 0.0, "total_reference_usd": 0.0, "total_saved_usd": 0.0})
+    );
     let (status, report) = gw.get(TOKEN_B, "/v1/costs?group_by=provider").await;
     assert_eq!(status, 200, "{report}");
-    assert_eq!(report, json!({"groups": [], "total_usd": 0.0}));
+    assert_eq!(
+        report,
+        json!({"groups": [], "total_usd": 0.0, "total_reference_usd": 0.0, "total_saved_usd": 0.0})
+    );
 
     for (query, field) in [
         ("group_by=dag_id", "group_by"),
@@ -283,4 +289,79 @@ price = { vcpu_hour = 36.0, min_billed_seconds = 60 }
         assert_eq!(micro(gw.metric(&metric).await), micro(*usd), "{provider}: the metric");
     }
     assert_eq!(micro(report["total_usd"].as_f64().unwrap()), micro(total), "{report}");
+}
+
+/// `save-cheap`: $3.60 per vCPU-hour, at least 60 s; `save-half`: $7.20, at least 30 s in
+/// 30 s steps; `save-dear`: $36, at least 60 s. Every job runs 200 ms, so each bills its
+/// minimum.
+const SAVINGS: &str = r#"
+[providers.save-cheap]
+kind = "sim"
+start_ms = 0
+run_ms = 200
+poll_interval_ms = 50
+price = { vcpu_hour = 3.6, min_billed_seconds = 60 }
+[providers.save-half]
+kind = "sim"
+start_ms = 0
+run_ms = 200
+poll_interval_ms = 50
+price = { vcpu_hour = 7.2, min_billed_seconds = 30, billing_increment_seconds = 30 }
+[providers.save-dear]
+kind = "sim"
+start_ms = 0
+run_ms = 200
+poll_interval_ms = 50
+price = { vcpu_hour = 36.0, min_billed_seconds = 60 }
+"#;
+
+/// Each job carries what the same run would have cost at its reference (the dearest
+/// provider that could run it, or the one it named, or `routing.reference_provider`),
+/// under that provider's own billing rules; the cost report's `reference_usd` and
+/// `saved_usd`, and `offload_reference_usd_total` less `offload_cost_usd_total`, add up
+/// the same figures to the micro-dollar.
+#[tokio::test]
+async fn savings_are_measured_against_the_reference_and_add_up_everywhere() {
+    let gw = Gateway::start(SAVINGS).await;
+    // auto: to save-cheap ($0.06 for its minute), against save-dear's minute ($0.60).
+    let auto = submit(&gw, spec("auto", 1, Some("etl"), None)).await;
+    // Named: its own reference, nothing saved.
+    let named = submit(&gw, spec("save-half", 1, Some("ml"), None)).await;
+    let auto = gw.wait_terminal(TOKEN_A, &auto, 20).await;
+    let named = gw.wait_terminal(TOKEN_A, &named, 20).await;
+    check(&auto, "save-cheap", 3.6, 0.6, 60, 0.06);
+    assert_eq!(auto["cost"]["reference"]["provider"], "save-dear", "{auto}");
+    assert!(close(&auto["cost"]["reference"]["hourly_usd"], 36.0), "{auto}");
+    assert!(close(&auto["cost"]["reference"]["usd"], 0.6), "{auto}");
+    assert_eq!(named["cost"]["reference"]["provider"], "save-half", "{named}");
+    // Its 30 s at $7.20 an hour, as it cost.
+    assert!(close(&named["cost"]["reference"]["usd"], 0.06), "{named}");
+    assert!(close(&named["cost"]["usd"], 0.06), "{named}");
+
+    let (status, report) = costs(&gw, "group_by=label:dag_id").await;
+    assert_eq!(status, 200, "{report}");
+    let etl = group(&report, "etl");
+    assert!(close(&etl["reference_usd"], 0.6) && close(&etl["saved_usd"], 0.54), "{report}");
+    let ml = group(&report, "ml");
+    assert!(close(&ml["reference_usd"], 0.06) && close(&ml["saved_usd"], 0.0), "{report}");
+    assert!(close(&report["total_reference_usd"], 0.66), "{report}");
+    assert!(close(&report["total_saved_usd"], 0.54), "{report}");
+    let (_, by_provider) = costs(&gw, "group_by=provider").await;
+    assert!(close(&by_provider["total_saved_usd"], 0.54), "{by_provider}");
+    let mut metric_saved = 0.0;
+    for provider in ["save-cheap", "save-half"] {
+        metric_saved += gw.metric(&format!("offload_reference_usd_total{{provider=\"{provider}\"}}")).await
+            - gw.metric(&format!("offload_cost_usd_total{{provider=\"{provider}\"}}")).await;
+    }
+    assert!((metric_saved - 0.54).abs() < 1e-9, "{metric_saved}");
+
+    // With routing.reference_provider, savings are measured against it.
+    let gw = Gateway::start(&format!("[routing]\nreference_provider = \"save-half\"\n{SAVINGS}")).await;
+    let id = submit(&gw, spec("auto", 1, None, None)).await;
+    let job = gw.wait_terminal(TOKEN_A, &id, 20).await;
+    assert_eq!(job["cost"]["provider"], "save-cheap", "{job}");
+    assert_eq!(job["cost"]["reference"]["provider"], "save-half", "{job}");
+    assert!(close(&job["cost"]["reference"]["usd"], 0.06), "{job}");
+    let (_, report) = costs(&gw, "group_by=provider").await;
+    assert!(close(&report["total_saved_usd"], 0.0), "{report}");
 }

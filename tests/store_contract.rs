@@ -759,6 +759,7 @@ async fn every_field_round_trips(f: &Fixture) {
             usd: Some(0.25),
             earlier_usd: 0.125,
             earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125, preempted: true }],
+            reference: Some(offload::model::ReferenceCost { provider: "ecs".into(), hourly_usd: 0.2, usd: Some(0.5) }),
         }),
         event: None,
         from_any_replica: false,
@@ -1000,6 +1001,7 @@ async fn cost_reports_count_each_attempt_where_it_ran(f: &Fixture) {
                 usd: Some(job_usd),
                 earlier_usd,
                 earlier,
+                reference: None,
             }),
             ..Patch::default()
         };
@@ -1112,6 +1114,12 @@ async fn cost_reports_group_finished_jobs(f: &Fixture) {
                 usd: Some(usd),
                 earlier_usd: 0.0,
                 earlier: vec![],
+                // Twice the price: each job saved what it cost.
+                reference: Some(offload::model::ReferenceCost {
+                    provider: "dear".into(),
+                    hourly_usd: 2.0,
+                    usd: Some(2.0 * usd),
+                }),
             }),
             ..Patch::default()
         };
@@ -1124,6 +1132,8 @@ async fn cost_reports_group_finished_jobs(f: &Fixture) {
         jobs,
         usd,
         estimated_usd,
+        reference_usd: 2.0 * usd,
+        saved_usd: usd,
     };
     let query = |group_by| CostQuery {
         group_by,
@@ -1250,7 +1260,9 @@ async fn postgres_replicas_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, (1..=11).collect::<Vec<i32>>(), "each migration applied once");
+    // One version per migration file the code ships.
+    let shipped = migration_files();
+    assert_eq!(versions, (1..=shipped.len() as i32).collect::<Vec<i32>>(), "each migration applied once");
     assert!(migrate(&url).await.unwrap().is_empty());
     // Every replica sees every other's writes.
     let id = created(&stores[0], job("a", None)).await;
@@ -1271,7 +1283,7 @@ async fn postgres_replicas_starting_together_migrate_once() {
     let (_admin2, _schema2, url2) = fresh_schema().await;
     assert_eq!(
         migrate(&url2).await.unwrap(),
-        vec!["0001_jobs", "0002_cost", "0003_task_runs", "0004_replicas", "0005_retention", "0006_list_by_state", "0007_cheaper_updates", "0008_notices_per_statement", "0009_task_runs_by_digest", "0010_replica_places", "0011_first_dispatch"]
+        shipped
     );
     for s in [&schema, &_schema2] {
         admin
@@ -2131,4 +2143,17 @@ async fn postgres_tls_follows_sslmode_and_sslrootcert() {
     let store = PostgresStore::connect(&verified, test_box()).await.unwrap();
     let id = created(&store, job("t", None)).await;
     assert!(store.get(id).await.unwrap().is_some());
+}
+
+/// The PostgreSQL migrations the code ships, by file name without `.sql`, in order.
+fn migration_files() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/postgres/migrations");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

@@ -119,6 +119,7 @@ async fn every_job_event_and_key_reads_back_the_same_from_postgres() {
             usd: None,
             earlier_usd: 0.0,
             earlier: vec![],
+            reference: None,
         }),
         ..Patch::default()
     };
@@ -167,6 +168,7 @@ async fn every_job_event_and_key_reads_back_the_same_from_postgres() {
             usd: Some(0.25),
             earlier_usd: 0.125,
             earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125, preempted: true }],
+            reference: Some(offload::model::ReferenceCost { provider: "ecs".into(), hourly_usd: 0.2, usd: Some(0.5) }),
         }),
         ..Patch::default()
     };

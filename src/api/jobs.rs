@@ -399,7 +399,13 @@ pub async fn costs(
     };
     let groups = state.store.costs(&tenant.0, &query).await?;
     let total_usd = crate::model::usd(groups.iter().map(|g| g.usd).sum());
-    Ok(Json(CostReport { groups, total_usd }))
+    let total_reference_usd = crate::model::usd(groups.iter().map(|g| g.reference_usd).sum());
+    Ok(Json(CostReport {
+        groups,
+        total_usd,
+        total_reference_usd,
+        total_saved_usd: crate::model::usd(total_reference_usd - total_usd),
+    }))
 }
 
 #[utoipa::path(

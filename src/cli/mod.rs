@@ -545,13 +545,22 @@ async fn check_providers(config: &Config, dir: &std::path::Path) -> anyhow::Resu
 /// Where an ended job ran and what it cost.
 fn where_and_cost(job: &Job) -> String {
     match &job.cost {
-        Some(c) => format!(
-            "ran on {}: {:.6} USD (estimated {:.6} USD, billed {} s)",
-            c.provider,
-            c.usd.unwrap_or(0.0),
-            c.estimated_usd,
-            c.billed_seconds.unwrap_or(0)
-        ),
+        Some(c) => {
+            let usd = c.usd.unwrap_or(0.0);
+            let saved = match c.reference.as_ref().and_then(|r| Some((&r.provider, r.usd?))) {
+                Some((at, reference)) => format!(
+                    "; {reference:.6} USD at reference {at}, saved {:.6} USD",
+                    reference - usd
+                ),
+                None => String::new(),
+            };
+            format!(
+                "ran on {}: {usd:.6} USD (estimated {:.6} USD, billed {} s){saved}",
+                c.provider,
+                c.estimated_usd,
+                c.billed_seconds.unwrap_or(0)
+            )
+        }
         None => "never reached a provider: no cost".into(),
     }
 }

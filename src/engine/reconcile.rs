@@ -115,6 +115,17 @@ pub(super) fn count_cost(cost: Option<&JobCost>) {
     }
 }
 
+/// Counts what an ended job would have cost at its reference in
+/// `offload_reference_usd_total`, at the provider it ended on (one without a reference, at
+/// what it cost), so that what routing saved is that sum less `offload_cost_usd_total`'s.
+pub(super) fn count_reference(cost: Option<&JobCost>) {
+    if let Some(c) = cost {
+        let reference = c.reference.as_ref().and_then(|r| r.usd).or(c.usd).unwrap_or(0.0);
+        metrics::gauge!("offload_reference_usd_total", "provider" => c.provider.clone())
+            .increment(reference);
+    }
+}
+
 /// Counts a job's end in `offload_jobs_ended_total`: the store's counts (`offload_jobs`)
 /// cover a job only until its workload is released.
 pub(super) fn count_end(provider: Option<&str>, state: JobState) {
@@ -267,6 +278,7 @@ impl Engine {
                     .cost
                     .as_ref()
                     .map_or_else(Vec::new, |c| c.earlier.clone()),
+                reference: self.reference(&rec.job.spec, &ranked),
             }),
             ..Patch::default()
         };
@@ -836,6 +848,7 @@ impl Engine {
         };
         if self.store.update(id, &LIVE, patch).await?.is_some() {
             count_cost(cost.as_ref());
+            count_reference(cost.as_ref());
             count_end(Some(&slot.name), state);
         }
         self.ended(id, slot);
@@ -930,6 +943,7 @@ impl Engine {
             .await?;
         if ended.is_some() {
             count_cost(cost.as_ref());
+            count_reference(cost.as_ref());
             count_end(rec.job.provider.as_deref(), state);
         }
         match slot {
@@ -960,6 +974,14 @@ impl Engine {
         cost.billed_seconds = Some(billed);
         let this = crate::model::usd(cost.hourly_usd * billed as f64 / 3600.0);
         cost.usd = Some(crate::model::usd(cost.earlier_usd + this));
+        // The same run at the reference, under its own billing rules.
+        if let Some(reference) = cost.reference.as_mut() {
+            let billed = match (seconds, self.slot(&reference.provider)) {
+                (Some(s), Some(slot)) => slot.prices.billed_seconds(s),
+                _ => 0,
+            };
+            reference.usd = Some(crate::model::usd(reference.hourly_usd * billed as f64 / 3600.0));
+        }
         Some(cost)
     }
 

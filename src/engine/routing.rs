@@ -24,7 +24,7 @@ use super::{Engine, Slot};
 use crate::config::RoutingConfig;
 use crate::model::{
     DurationSource, FieldError, JobSpec, Prefer, Quote, QuoteCandidate, QuoteExclusion,
-    SpotPolicy,
+    ReferenceCost, SpotPolicy,
 };
 use crate::store::JobRecord;
 
@@ -176,6 +176,31 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join("; ")),
         }
+    }
+
+    /// The provider a job's savings are measured against, among `ranked` (where it may
+    /// go, best first), with its price for the job: the one the spec named, else
+    /// `routing.reference_provider` when it is among them, else the dearest of them.
+    pub(super) fn reference(&self, spec: &JobSpec, ranked: &[(&Arc<Slot>, Estimate)]) -> Option<ReferenceCost> {
+        let named = |name: &str| ranked.iter().find(|(s, _)| s.name == name);
+        let (slot, estimate) = match spec.provider.as_str() {
+            "auto" => self
+                .routing
+                .reference_provider
+                .as_deref()
+                .and_then(named)
+                .or_else(|| {
+                    ranked
+                        .iter()
+                        .max_by(|a, b| a.1.hourly_usd.total_cmp(&b.1.hourly_usd))
+                })?,
+            name => named(name)?,
+        };
+        Some(ReferenceCost {
+            provider: slot.name.clone(),
+            hourly_usd: estimate.hourly_usd,
+            usd: None,
+        })
     }
 
     /// Whether `auto` routing has a provider for `spec` besides the `excluded` ones.

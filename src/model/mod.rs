@@ -746,6 +746,25 @@ pub struct JobCost {
     /// count each attempt where it was spent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier: Vec<AttemptCost>,
+    /// What the same run would have cost on the reference provider, which savings are
+    /// measured against (see [`ReferenceCost`]); absent for jobs dispatched before
+    /// savings were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceCost>,
+}
+
+/// The run of a job priced at the reference provider: the one the spec named, else
+/// `routing.reference_provider` when it can run the job, else the dearest that can. Its
+/// `usd` minus the job's is what routing (and spot) saved; it is negative when the job
+/// cost more than the reference would have (preempted attempts, say).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReferenceCost {
+    pub provider: String,
+    /// The reference's dollars per hour for the size it would launch.
+    pub hourly_usd: f64,
+    /// The job's last attempt's run time billed under the reference's rules, at its
+    /// price; absent until the job ends.
+    pub usd: Option<f64>,
 }
 
 /// What one ended attempt of a job cost, at the provider that ran it.
@@ -778,6 +797,26 @@ pub struct CostGroup {
     pub usd: f64,
     /// What they were estimated to cost when dispatched.
     pub estimated_usd: f64,
+    /// What the same runs would have cost on their reference providers (jobs without a
+    /// reference count at what they cost).
+    pub reference_usd: f64,
+    /// `reference_usd - usd`: what routing and spot saved (negative: lost).
+    pub saved_usd: f64,
+}
+
+impl CostGroup {
+    /// A group from the sums a store read, rounded as every cost is kept.
+    pub fn new(key: String, jobs: u64, usd_sum: f64, estimated_usd: f64, reference_sum: f64) -> Self {
+        let (usd_sum, reference_usd) = (usd(usd_sum), usd(reference_sum));
+        CostGroup {
+            key,
+            jobs,
+            usd: usd_sum,
+            estimated_usd,
+            reference_usd,
+            saved_usd: usd(reference_usd - usd_sum),
+        }
+    }
 }
 
 /// The cost of a tenant's jobs that finished in a period, by group.
@@ -785,6 +824,8 @@ pub struct CostGroup {
 pub struct CostReport {
     pub groups: Vec<CostGroup>,
     pub total_usd: f64,
+    pub total_reference_usd: f64,
+    pub total_saved_usd: f64,
 }
 
 /// One transition in a job's history.

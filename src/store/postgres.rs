@@ -1337,20 +1337,24 @@ impl Store for PostgresStore {
         };
         let window =
             "tenant = $1 AND finished_at >= $2 AND finished_at < $3 AND $4::text IS NOT NULL";
+        // A job's reference cost; one without a reference counts at what it cost.
+        let reference = "COALESCE((cost->'reference'->>'usd')::float8, (cost->>'usd')::float8, 0)";
         let sql = match &query.group_by {
             // Each attempt where it was spent: the earlier ones at their own providers, the
             // last at the job's.
             CostGrouping::Provider => format!(
-                "SELECT k, sum(n)::int8, COALESCE(sum(usd), 0)::float8, COALESCE(sum(est), 0)::float8 \
+                "SELECT k, sum(n)::int8, COALESCE(sum(usd), 0)::float8, COALESCE(sum(est), 0)::float8, \
+                    COALESCE(sum(ref), 0)::float8 \
                  FROM ( \
                     SELECT {key} AS k, 1 AS n, \
                         COALESCE((cost->>'usd')::float8, 0) - COALESCE(( \
                             SELECT sum((e->>'usd')::float8) \
                             FROM jsonb_array_elements(COALESCE(cost->'earlier', '[]')) AS e), 0) AS usd, \
-                        COALESCE((cost->>'estimated_usd')::float8, 0) AS est \
+                        COALESCE((cost->>'estimated_usd')::float8, 0) AS est, \
+                        {reference} AS ref \
                     FROM jobs WHERE {window} \
                     UNION ALL \
-                    SELECT e->>'provider', 0, (e->>'usd')::float8, 0 \
+                    SELECT e->>'provider', 0, (e->>'usd')::float8, 0, 0 \
                     FROM jobs, jsonb_array_elements(COALESCE(jobs.cost->'earlier', '[]')) AS e \
                     WHERE {window} \
                  ) AS attempts GROUP BY 1"
@@ -1358,7 +1362,8 @@ impl Store for PostgresStore {
             CostGrouping::Label(_) => format!(
                 "SELECT {key} AS k, count(*), \
                     COALESCE(sum((cost->>'usd')::float8), 0)::float8, \
-                    COALESCE(sum((cost->>'estimated_usd')::float8), 0)::float8 \
+                    COALESCE(sum((cost->>'estimated_usd')::float8), 0)::float8, \
+                    COALESCE(sum({reference}), 0)::float8 \
                  FROM jobs WHERE {window} \
                  GROUP BY 1"
             ),
@@ -1375,12 +1380,13 @@ impl Store for PostgresStore {
         let mut groups = rows
             .iter()
             .map(|r| {
-                Ok(CostGroup {
-                    key: get(r, 0)?,
-                    jobs: get::<i64>(r, 1)? as u64,
-                    usd: crate::model::usd(get(r, 2)?),
-                    estimated_usd: get(r, 3)?,
-                })
+                Ok(CostGroup::new(
+                    get(r, 0)?,
+                    get::<i64>(r, 1)? as u64,
+                    get(r, 2)?,
+                    get(r, 3)?,
+                    get(r, 4)?,
+                ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
         // In byte order, as SQLite gives them, whatever the database's collation.

@@ -1087,26 +1087,30 @@ impl Store for SqliteStore {
             ),
         };
         let window = "tenant = ?1 AND finished_at >= ?2 AND finished_at < ?3 AND (?4 IS NOT NULL)";
+        // A job's reference cost; one without a reference counts at what it cost.
+        let reference = "COALESCE(json_extract(cost, '$.reference.usd'), json_extract(cost, '$.usd'), 0.0)";
         let sql = match &query.group_by {
             // Each attempt where it was spent: the earlier ones at their own providers, the
             // last at the job's.
             CostGrouping::Provider => format!(
-                "SELECT k, SUM(n), SUM(usd), SUM(est) FROM ( \
+                "SELECT k, SUM(n), SUM(usd), SUM(est), SUM(ref) FROM ( \
                     SELECT {key} AS k, 1 AS n, \
                         COALESCE(json_extract(cost, '$.usd'), 0.0) - COALESCE(( \
                             SELECT SUM(json_extract(e.value, '$.usd')) \
                             FROM json_each(jobs.cost, '$.earlier') AS e), 0.0) AS usd, \
-                        COALESCE(json_extract(cost, '$.estimated_usd'), 0.0) AS est \
+                        COALESCE(json_extract(cost, '$.estimated_usd'), 0.0) AS est, \
+                        {reference} AS ref \
                     FROM jobs WHERE {window} \
                     UNION ALL \
-                    SELECT json_extract(e.value, '$.provider'), 0, json_extract(e.value, '$.usd'), 0.0 \
+                    SELECT json_extract(e.value, '$.provider'), 0, json_extract(e.value, '$.usd'), 0.0, 0.0 \
                     FROM jobs, json_each(jobs.cost, '$.earlier') AS e WHERE {window} \
                  ) GROUP BY k ORDER BY k"
             ),
             CostGrouping::Label(_) => format!(
                 "SELECT {key} AS k, COUNT(*), \
                     SUM(COALESCE(json_extract(cost, '$.usd'), 0.0)), \
-                    SUM(COALESCE(json_extract(cost, '$.estimated_usd'), 0.0)) \
+                    SUM(COALESCE(json_extract(cost, '$.estimated_usd'), 0.0)), \
+                    SUM({reference}) \
                  FROM jobs WHERE {window} \
                  GROUP BY k ORDER BY k"
             ),
@@ -1115,12 +1119,13 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![tenant, since, until, label], |r| {
-                Ok(CostGroup {
-                    key: r.get(0)?,
-                    jobs: r.get::<_, i64>(1)? as u64,
-                    usd: crate::model::usd(r.get(2)?),
-                    estimated_usd: r.get(3)?,
-                })
+                Ok(CostGroup::new(
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
             })?;
             rows.collect()
         })

@@ -24,8 +24,11 @@ def only_job(gateway, dag_id):
 def cost_line(job):
     """The task log's line on where the ended job ran and what it cost."""
     cost = job["cost"]
+    reference = cost["reference"]
     return (f"[offload] job {job['id']} ran on {job['provider']}: {cost['usd']:.6f} USD "
-            f"(estimated {cost['estimated_usd']:.6f} USD, billed {cost['billed_seconds']} s)")
+            f"(estimated {cost['estimated_usd']:.6f} USD, billed {cost['billed_seconds']} s); "
+            f"{reference['usd']:.6f} USD at reference {reference['provider']}, "
+            f"saved {reference['usd'] - cost['usd']:.6f} USD")
 
 
 def test_deferred_success_returns_the_result_and_copies_the_log_and_cost(gateway, airflow_env):

@@ -487,13 +487,24 @@ class OffloadJobOperator(BaseOperator):
         if cost is None:
             self.log.info("[offload] job %s never dispatched, no cost", job["id"])
         else:
-            self.log.info("[offload] job %s ran on %s: %s USD (estimated %s USD, billed %s s)", job["id"],
+            self.log.info("[offload] job %s ran on %s: %s USD (estimated %s USD, billed %s s)%s", job["id"],
                           provider, _usd(cost.get("usd")), _usd(cost.get("estimated_usd")),
-                          "unknown" if cost.get("billed_seconds") is None else cost["billed_seconds"])
+                          "unknown" if cost.get("billed_seconds") is None else cost["billed_seconds"],
+                          _saved(cost))
         if self.do_xcom_push:
             ti = context["ti"]
             ti.xcom_push(key="cost_usd", value=None if cost is None or cost.get("usd") is None else float(cost["usd"]))
             ti.xcom_push(key="provider", value=provider)
+
+
+def _saved(cost: dict[str, Any]) -> str:
+    """What the same run would have cost at the reference provider, and what routing saved
+    (the gateway's `cost.reference`), for the cost line; "" for a gateway that keeps none."""
+    reference = cost.get("reference") or {}
+    if reference.get("usd") is None or cost.get("usd") is None:
+        return ""
+    saved = float(reference["usd"]) - float(cost["usd"])
+    return f"; {_usd(reference['usd'])} USD at reference {reference['provider']}, saved {_usd(saved)} USD"
 
 
 def _usd(amount: float | None) -> str:
