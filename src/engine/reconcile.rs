@@ -954,7 +954,7 @@ impl Engine {
             return Some(cost);
         }
         let billed = match (seconds, self.slot(&cost.provider)) {
-            (Some(s), Some(slot)) => slot.prices.billed_seconds(s),
+            (Some(s), Some(slot)) => slot.pricing().sheet.billed_seconds(s),
             _ => 0,
         };
         cost.billed_seconds = Some(billed);

@@ -869,6 +869,12 @@ pub struct ProviderInfo {
     pub capabilities: serde_json::Value,
     #[schema(value_type = Object)]
     pub prices: serde_json::Value,
+    /// Where each figure the sheet was built from came from, by figure name: the catalog
+    /// entry it was read from (`source`, `sku`, `region`, `quoted`, `effective`,
+    /// `read_at`, ...), `{"source": "default"}` for the provider's built-in figure, or
+    /// `{"source": "config"}` for `[providers.NAME.price]`.
+    #[schema(value_type = Object)]
+    pub price_sources: serde_json::Value,
     /// Calls the gateway made to the provider since it started.
     pub calls: u64,
     /// Of those, how many failed (any error the provider answered, throttling included).
