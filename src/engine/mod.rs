@@ -214,7 +214,8 @@ pub enum EngineError {
 }
 
 impl Engine {
-    /// Builds every configured provider; fails on the first that cannot be built.
+    /// Builds every configured provider, priced with the price file's figures; fails on the
+    /// first provider that cannot be built, or on a price file that is not one.
     pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
         Engine::with_clock(config, store, crate::clock::Clock::system()).await
     }
@@ -225,7 +226,10 @@ impl Engine {
         store: Arc<dyn Store>,
         clock: crate::clock::Clock,
     ) -> Result<Arc<Engine>, String> {
-        let read = ReadPrices::default();
+        let read = match &config.prices.file {
+            Some(path) => crate::prices::file::load(path)?,
+            None => ReadPrices::default(),
+        };
         let mut slots = vec![];
         let lease = config
             .store
