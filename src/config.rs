@@ -1040,4 +1040,24 @@ mod tests {
             offload_aca::MAX_POLL_INTERVAL_MS
         );
     }
+
+    #[test]
+    fn a_bad_prices_section_is_refused_naming_the_key_and_the_api_key_never_shows() {
+        let err = |text: &str| Config::from_toml(text).err().unwrap().to_string();
+        let e = err("[prices]\nrefresh_every_hours = 24");
+        assert!(e.contains("prices.refresh_every_hours") && e.contains("prices.file"), "{e}");
+        let e = err("[prices]\nfile = \"p.json\"\nazure_url = \"ftp://prices.example\"");
+        assert!(e.contains("prices.azure_url: ftp:"), "{e}");
+        let e = err("[prices]\ngoogle_url = \"not a url\"");
+        assert!(e.contains("prices.google_url: "), "{e}");
+        let e = err("[prices]\nrefresh_daily = true");
+        assert!(e.contains("refresh_daily"), "{e}");
+        let c = Config::from_toml(
+            "[prices]\nfile = \"p.json\"\nrefresh_at_start = true\ngoogle_api_key = \"AIza-secret\"",
+        )
+        .unwrap();
+        assert_eq!(c.prices.google_api_key.as_deref(), Some("AIza-secret"));
+        assert!(!format!("{c:?}").contains("AIza-secret"));
+        assert!(!serde_json::to_string(&c.prices).unwrap().contains("AIza-secret"));
+    }
 }

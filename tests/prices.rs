@@ -445,6 +445,22 @@ price = {{ vcpu_hour = 0.01 }}
     )
 }
 
+/// `GET /v1/providers` once the gateway's first price refresh has ended, well or not.
+async fn after_refresh(gw: &Gateway) -> std::collections::BTreeMap<String, Value> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = providers(gw).await;
+        if listed.values().all(|p| !p["price_refresh"].is_null()) {
+            return listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no price refresh ended: {listed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET /v1/providers`, by name.
 async fn providers(gw: &Gateway) -> std::collections::BTreeMap<String, Value> {
     let (status, list) = gw.get(TOKEN_A, "/v1/providers").await;
@@ -466,17 +482,11 @@ async fn a_refresh_at_start_reprices_the_providers_and_a_configured_price_still_
         "refresh_at_start = true",
     ))
     .await;
-    // The refresh runs once the gateway has started; wait for its figures.
-    let mut listed = providers(&gw).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while listed["aci"]["price_sources"]["vcpu_hour"]["source"] != "azure-retail-prices" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            listed["aci"]
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        listed = providers(&gw).await;
+    // The refresh runs once the gateway has started; wait for it.
+    let listed = after_refresh(&gw).await;
+    for (name, p) in &listed {
+        assert_eq!(p["price_refresh"]["ok"], true, "{name}: {p}");
+        assert!(p["price_refresh"].get("error").is_none(), "{name}: {p}");
     }
     let aci = &listed["aci"];
     assert!(
@@ -554,18 +564,42 @@ async fn a_gateway_starts_with_the_files_figures_and_a_failed_refresh_keeps_them
         "refresh_at_start = true",
     ))
     .await;
-    let failed = || async {
-        gw.metric("offload_price_refreshes_total{outcome=\"failed\"}")
-            .await
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while failed().await < 1.0 {
+    let listed = after_refresh(&gw).await;
+    // It failed, and says so beside each provider, which keeps the file's prices.
+    for (name, p) in &listed {
+        assert_eq!(p["price_refresh"]["ok"], false, "{name}: {p}");
+        let error = p["price_refresh"]["error"].as_str().unwrap();
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "the refresh at start never failed"
+            error.contains("azure-retail-prices") && error.contains("503"),
+            "{error}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    assert_eq!(
+        gw.metric("offload_price_refreshes_total{outcome=\"failed\"}")
+            .await,
+        1.0
+    );
+    // The dashboard says so too, and where the figures came from.
+    let cookie = gw.dashboard_session(TOKEN_A).await;
+    let page = gw
+        .http
+        .get(format!("{}/ui/providers", gw.url))
+        .header(reqwest::header::COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("failed, these are the last good prices"),
+        "{page}"
+    );
+    assert!(
+        page.contains("read from azure-retail-prices (gb_hour, vcpu_hour)"),
+        "{page}"
+    );
+    assert!(page.contains("default (gpu_hour.K80)"), "{page}");
     let listed = providers(&gw).await;
     let aci = &listed["aci"];
     assert!(
@@ -583,4 +617,70 @@ async fn a_gateway_starts_with_the_files_figures_and_a_failed_refresh_keeps_them
     );
     assert_eq!(aci["prices"]["gpu_hour"]["K80"], 1.71);
     assert_eq!(std::fs::read(&path).unwrap(), good);
+}
+
+/// `offload prices refresh` as an operator runs it: the Google key from the environment,
+/// the figures as a table and where they went; a failure exits 1 and says the file was
+/// kept; the key shows nowhere.
+#[tokio::test]
+async fn the_refresh_command_prints_what_it_read_and_fails_keeping_the_file() {
+    let catalogs = Catalogs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("offload.toml");
+    std::fs::write(
+        &file,
+        format!("{}{PROVIDERS}", prices_section(&catalogs, dir.path(), "")),
+    )
+    .unwrap();
+    let run = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_offload"))
+            .args(["prices", "refresh", "--config"])
+            .arg(&file)
+            .env("OFFLOAD_PRICES__GOOGLE_API_KEY", GOOGLE_KEY)
+            .env("NO_COLOR", "1")
+            .output()
+            .await
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = run().await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let prices = dir.path().join("prices.json");
+    assert!(
+        stdout.contains(&format!("wrote 14 figures to {}", prices.display())),
+        "{stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("kubernetes  asia-east1") && l.contains(" vcpu_hour "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        row.contains("0.051500") && row.contains("google-cloud-billing"),
+        "{row}"
+    );
+    // What was not read is said on stderr: a figure keeps its default.
+    assert!(
+        stderr.contains("\"K80 vGPU Duration\": gpu_hour.K80 keeps its default"),
+        "{stderr}"
+    );
+    let good = std::fs::read(&prices).unwrap();
+
+    catalogs.break_as(Some(Broken::AzureDown));
+    let (code, stdout, stderr) = run().await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the price refresh failed, {} is kept as it was",
+            prices.display()
+        )) && stderr.contains("503"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&prices).unwrap(), good);
+    assert!(!stdout.contains(GOOGLE_KEY) && !stderr.contains(GOOGLE_KEY));
+    // The key went to the catalog, and only there.
+    assert!(catalogs
+        .requests()
+        .iter()
+        .any(|r| r.contains(&format!("key={GOOGLE_KEY}"))));
 }

@@ -185,6 +185,8 @@ pub struct Engine {
     /// Spend limits, checked as jobs are first dispatched.
     budgets: budgets::Budgets,
     shutdown: CancellationToken,
+    /// How the last price refresh went, for `GET /v1/providers`.
+    price_refresh: Mutex<Option<crate::model::PriceRefresh>>,
 }
 
 /// What a cancel request found.
@@ -291,6 +293,7 @@ impl Engine {
                 .map(|d| chrono::Duration::days(d.min(100_000) as i64)),
             budgets,
             shutdown: CancellationToken::new(),
+            price_refresh: Mutex::default(),
         }))
     }
 
@@ -321,6 +324,18 @@ impl Engine {
             let pricing = Arc::new(slot.price(read));
             *slot.pricing.write().unwrap() = pricing;
         }
+        self.price_refreshed(None);
+    }
+
+    /// Notes how a price refresh went: `None` when it repriced the providers, else why it
+    /// failed (the providers keep their prices).
+    pub fn price_refreshed(&self, error: Option<String>) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        *self.price_refresh.lock().unwrap() = Some(crate::model::PriceRefresh {
+            at,
+            ok: error.is_none(),
+            error,
+        });
     }
 
     fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
@@ -598,6 +613,7 @@ impl Engine {
                     prices: serde_json::to_value(&s.pricing().sheet).unwrap_or_default(),
                     price_sources: serde_json::to_value(&s.pricing().sources)
                         .unwrap_or_default(),
+                    price_refresh: self.price_refresh.lock().unwrap().clone(),
                     calls: s.calls.load(std::sync::atomic::Ordering::Relaxed),
                     errors: s.errors.load(std::sync::atomic::Ordering::Relaxed),
                 }

@@ -213,6 +213,7 @@ pub async fn keep_fresh(engine: Arc<Engine>, config: Config, stop: CancellationT
             Err(e) => {
                 metrics::counter!(REFRESHES, "outcome" => "failed").increment(1);
                 tracing::warn!("price refresh failed, keeping the last good prices: {e}");
+                engine.price_refreshed(Some(e));
             }
         }
     }
