@@ -121,11 +121,15 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
         }
         path if path.starts_with("/v1/services/") => {
             if param("key") != GOOGLE_KEY {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    r#"{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT"}}"#,
-                )
-                    .into_response();
+                // Google's answer does not quote the key; this one does, to show that an
+                // answer that did would not put it in an error.
+                let message = format!(
+                    "API key not valid ({}). Please pass a valid API key.",
+                    param("key")
+                );
+                let body = serde_json::json!({"error": {"code": 400, "message": message,
+                    "status": "INVALID_ARGUMENT"}});
+                return (StatusCode::BAD_REQUEST, body.to_string()).into_response();
             }
             let first: Value =
                 serde_json::from_str(include_str!("prices/google-cloud-run-skus-page1.json"))
@@ -378,7 +382,7 @@ async fn a_failed_refresh_keeps_the_last_good_file_and_says_why() {
     catalogs.break_as(None);
     let wrong = Config::from_toml(&format!(
         "{}{PROVIDERS}",
-        prices_section(&catalogs, dir.path(), "google_api_key = \"wrong\"")
+        prices_section(&catalogs, dir.path(), "google_api_key = \"AIza-wrong-key\"")
     ))
     .unwrap();
     let e = offload::prices::refresh(&wrong).await.err().unwrap();
@@ -386,7 +390,8 @@ async fn a_failed_refresh_keeps_the_last_good_file_and_says_why() {
         e.contains("google-cloud-billing") && e.contains("API key not valid"),
         "{e}"
     );
-    assert!(!e.contains("wrong"), "the key is never shown: {e}");
+    assert!(!e.contains("AIza-wrong-key"), "the key is never shown: {e}");
+    assert!(e.contains("(<the API key>)"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), good);
 }
 

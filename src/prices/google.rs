@@ -140,7 +140,10 @@ pub(super) async fn read(
                     base.trim_end_matches('/')
                 ))
                 .query(&query);
-            let answer: Page = fetch(request, &format!("services/{id}/skus, page {page}")).await?;
+            // An error answer that quoted the key back would put it in the logs: not so.
+            let answer: Page = fetch(request, &format!("services/{id}/skus, page {page}"))
+                .await
+                .map_err(|e| e.replace(key, "<the API key>"))?;
             skus.extend(answer.skus);
             token = answer.next_page_token;
             if token.is_empty() {
