@@ -182,23 +182,8 @@ pub async fn refresh(config: &Config) -> Result<Refreshed, String> {
 /// keeping their sheets when it fails; until `stop`.
 pub async fn keep_fresh(engine: Arc<Engine>, config: Config, stop: CancellationToken) {
     let every = Duration::from_secs(config.prices.refresh_every_hours.saturating_mul(3600));
-    let mut first = config.prices.refresh_at_start;
-    loop {
-        if !first {
-            if every.is_zero() {
-                return;
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
-        }
-        first = false;
-        let refreshed = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = refresh(&config) => r,
-        };
-        match refreshed {
+    let once = || async {
+        match refresh(&config).await {
             Ok(r) => {
                 metrics::counter!(REFRESHES, "outcome" => "ok").increment(1);
                 for note in &r.notes {
@@ -215,6 +200,33 @@ pub async fn keep_fresh(engine: Arc<Engine>, config: Config, stop: CancellationT
                 tracing::warn!("price refresh failed, keeping the last good prices: {e}");
                 engine.price_refreshed(Some(e));
             }
+        }
+    };
+    schedule(config.prices.refresh_at_start, every, stop, once).await
+}
+
+/// Runs `once` at once when `first`, then every `every` (never again when it is zero),
+/// until `stop`.
+async fn schedule<F, Fut>(first: bool, every: Duration, stop: CancellationToken, mut once: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut first = first;
+    loop {
+        if !first {
+            if every.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        first = false;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = once() => {}
         }
     }
 }
@@ -245,4 +257,70 @@ async fn fetch<T: DeserializeOwned>(
         let path = e.path().to_string();
         format!("{what}: the answer's {path}: {}", e.into_inner())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// Runs `schedule` in the background: when each run was, and the task.
+    fn runs(
+        first: bool,
+        every: Duration,
+        stop: &CancellationToken,
+    ) -> (
+        mpsc::UnboundedReceiver<Instant>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (ran, runs) = mpsc::unbounded_channel();
+        let task = tokio::spawn(schedule(first, every, stop.clone(), move || {
+            let ran = ran.clone();
+            async move {
+                let _ = ran.send(Instant::now());
+            }
+        }));
+        (runs, task)
+    }
+
+    /// The task's end, which must come (a bound, not a pause: it ends at once).
+    async fn ended(task: tokio::task::JoinHandle<()>) {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the schedule ended")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn refreshes_run_at_start_then_each_period_until_stopped() {
+        let every = Duration::from_millis(300);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let (mut ran, task) = runs(true, every, &stop);
+        let first = ran.recv().await.unwrap();
+        assert!(first - started < every, "at start: {:?}", first - started);
+        let second = ran.recv().await.unwrap();
+        assert!(
+            second - first >= every,
+            "a period later: {:?}",
+            second - first
+        );
+        stop.cancel();
+        ended(task).await;
+        // Its sender gone with the task, nothing more ran or will.
+        assert_eq!(ran.recv().await, None);
+
+        // No period: only the one at start, and the task ends by itself.
+        let stop = CancellationToken::new();
+        let (mut ran, task) = runs(true, Duration::ZERO, &stop);
+        ended(task).await;
+        assert!(ran.recv().await.is_some());
+        assert_eq!(ran.recv().await, None);
+        // Neither at start nor periodically: nothing runs.
+        let (mut ran, task) = runs(false, Duration::ZERO, &stop);
+        ended(task).await;
+        assert_eq!(ran.recv().await, None);
+    }
 }
