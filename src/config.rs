@@ -20,9 +20,10 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 10] = [
+const CONFIG_KEYS: [&str; 11] = [
     "tenants",
     "budgets",
+    "prices",
     "listen",
     "http",
     "store",
@@ -59,6 +60,66 @@ pub struct Config {
     /// `[[budgets]]`: spend limits per tenant or per label value, per day and per month.
     #[serde(default)]
     pub budgets: Vec<crate::model::budget::Budget>,
+    /// `[prices]`: the price file, and reading it from the clouds' catalogs.
+    #[serde(default)]
+    pub prices: PricesConfig,
+}
+
+/// `[prices]`: where the figures read from the clouds' price catalogs are kept, when they
+/// are read again, and where the catalogs are (see [`crate::prices`]).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricesConfig {
+    /// The price file: `offload prices refresh` writes it, the gateway reads it at start,
+    /// and the providers' sheets use its figures over their defaults. None: the defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Read the catalogs as soon as the gateway has started (in the background: the
+    /// sheets are the file's until it is done).
+    pub refresh_at_start: bool,
+    /// Read them again every this many hours while the gateway runs; 0: never.
+    pub refresh_every_hours: u64,
+    /// The Google Cloud Billing Catalog API's key; best given as
+    /// `OFFLOAD_PRICES__GOOGLE_API_KEY`. Without one, that catalog is skipped (and says so).
+    #[serde(skip_serializing)]
+    pub google_api_key: Option<String>,
+    /// Where the Azure Retail Prices API is.
+    pub azure_url: String,
+    /// Where the AWS Price List Bulk API's offer files are.
+    pub aws_url: String,
+    /// Where the Google Cloud Billing Catalog API is.
+    pub google_url: String,
+}
+
+impl Default for PricesConfig {
+    fn default() -> Self {
+        PricesConfig {
+            file: None,
+            refresh_at_start: false,
+            refresh_every_hours: 0,
+            google_api_key: None,
+            azure_url: "https://prices.azure.com".into(),
+            aws_url: "https://pricing.us-east-1.amazonaws.com".into(),
+            google_url: "https://cloudbilling.googleapis.com".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PricesConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PricesConfig")
+            .field("file", &self.file)
+            .field("refresh_at_start", &self.refresh_at_start)
+            .field("refresh_every_hours", &self.refresh_every_hours)
+            .field(
+                "google_api_key",
+                &self.google_api_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("azure_url", &self.azure_url)
+            .field("aws_url", &self.aws_url)
+            .field("google_url", &self.google_url)
+            .finish()
+    }
 }
 
 /// `[tenants.NAME]`: a tenant's share of each provider's places. A tenant not named has
@@ -776,6 +837,22 @@ impl Config {
                 "store.retention_days must be at least 1 (leave it out to keep every job)".into(),
             ));
         }
+        let p = &self.prices;
+        if (p.refresh_at_start || p.refresh_every_hours > 0) && p.file.is_none() {
+            return Err(ConfigError(
+                "prices.refresh_at_start and prices.refresh_every_hours need prices.file, where the figures read are kept".into(),
+            ));
+        }
+        for (key, url) in [
+            ("azure_url", &p.azure_url),
+            ("aws_url", &p.aws_url),
+            ("google_url", &p.google_url),
+        ] {
+            let parsed = reqwest::Url::parse(url).map_err(|e| ConfigError(format!("prices.{key}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError(format!("prices.{key}: {url} is not an http(s) URL")));
+            }
+        }
         if self.engine.max_attempts == 0 || self.engine.reconcile_concurrency == 0 {
             return Err(ConfigError(
                 "engine.max_attempts and engine.reconcile_concurrency must be at least 1".into(),
@@ -974,5 +1051,25 @@ mod tests {
             bound("[providers.x]\nkind = \"aca\"\nsubscription_id = \"s\"\nresource_group = \"g\"\nlocation = \"l\"\nenvironment_id = \"e\""),
             offload_aca::MAX_POLL_INTERVAL_MS
         );
+    }
+
+    #[test]
+    fn a_bad_prices_section_is_refused_naming_the_key_and_the_api_key_never_shows() {
+        let err = |text: &str| Config::from_toml(text).err().unwrap().to_string();
+        let e = err("[prices]\nrefresh_every_hours = 24");
+        assert!(e.contains("prices.refresh_every_hours") && e.contains("prices.file"), "{e}");
+        let e = err("[prices]\nfile = \"p.json\"\nazure_url = \"ftp://prices.example\"");
+        assert!(e.contains("prices.azure_url: ftp:"), "{e}");
+        let e = err("[prices]\ngoogle_url = \"not a url\"");
+        assert!(e.contains("prices.google_url: "), "{e}");
+        let e = err("[prices]\nrefresh_daily = true");
+        assert!(e.contains("refresh_daily"), "{e}");
+        let c = Config::from_toml(
+            "[prices]\nfile = \"p.json\"\nrefresh_at_start = true\ngoogle_api_key = \"AIza-secret\"",
+        )
+        .unwrap();
+        assert_eq!(c.prices.google_api_key.as_deref(), Some("AIza-secret"));
+        assert!(!format!("{c:?}").contains("AIza-secret"));
+        assert!(!serde_json::to_string(&c.prices).unwrap().contains("AIza-secret"));
     }
 }

@@ -11,5 +11,6 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod model;
+pub mod prices;
 pub mod server;
 pub mod store;

@@ -99,6 +99,14 @@ impl Server {
             &config.http,
             config.body_limit_bytes,
         );
+        let prices = &config.prices;
+        if prices.refresh_at_start || prices.refresh_every_hours > 0 {
+            tokio::spawn(crate::prices::keep_fresh(
+                engine.clone(),
+                config.clone(),
+                stop.clone(),
+            ));
+        }
         let stopped = stop.clone();
         let http = config.http.clone();
         let done = tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! The documentation tells the truth about the code and about itself:
 //!
-//! - each key of the `[http]`, `[engine]` and `[routing]` sections, with the default the code
+//! - each key of the `[http]`, `[engine]`, `[routing]` and `[prices]` sections, with the default the code
 //!   gives it, has its row in docs/configuration.md's table and its line in
 //!   deploy/offload.example.toml, so a default changed in one place cannot go stale in the
 //!   others;
@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use offload::config::{EngineConfig, HttpConfig, RoutingConfig};
+use offload::config::{EngineConfig, HttpConfig, PricesConfig, RoutingConfig};
 use regex::Regex;
 use serde_json::Value;
 
@@ -27,6 +27,7 @@ fn sections() -> Vec<(&'static str, serde_json::Map<String, Value>)> {
         ("http", map(serde_json::to_value(HttpConfig::default()).unwrap())),
         ("engine", map(serde_json::to_value(EngineConfig::default()).unwrap())),
         ("routing", map(serde_json::to_value(RoutingConfig::default()).unwrap())),
+        ("prices", map(serde_json::to_value(PricesConfig::default()).unwrap())),
     ]
 }
 

@@ -31,7 +31,7 @@ use crate::model::{self, limits, patterns, quantity};
     ),
     components(schemas(
         model::JobSpec, model::ResourceSpec, model::GpuSpec, model::Job, model::JobState, model::Event,
-        model::JobPage, model::ProviderInfo, model::FieldError, error::Problem,
+        model::JobPage, model::ProviderInfo, model::PriceRefresh, model::FieldError, error::Problem,
         model::RoutingSpec, model::Prefer, model::SpotPolicy, model::Quote, model::QuoteCandidate,
         model::QuoteExclusion, model::JobCost, model::CostReport, model::CostGroup,
         model::JobChange, model::ChangeFeed, model::AttemptCost,

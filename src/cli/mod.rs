@@ -1,5 +1,6 @@
-//! The command line: `offload serve` runs the gateway, `config check`, `migrate` and `store
-//! copy` work on its configuration and store; every other command is a client of a running
+//! The command line: `offload serve` runs the gateway, `config check`, `migrate`, `store
+//! copy` and `prices refresh` work on its configuration, store and price file; every other
+//! command is a client of a running
 //! gateway at `--url` (`OFFLOAD_URL`) with `--token` (`OFFLOAD_TOKEN`), which only those
 //! commands take.
 
@@ -182,6 +183,22 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Price tools.
+    Prices {
+        #[command(subcommand)]
+        command: PricesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PricesCommand {
+    /// Read the configured providers' prices from their clouds' public catalogs into
+    /// `prices.file`, which the gateway's sheets use over their defaults; a refresh that
+    /// fails anywhere keeps the file as it was and exits 1.
+    Refresh {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,6 +249,9 @@ pub async fn main() -> anyhow::Result<i32> {
                 c.jobs, c.events, c.idempotency_keys
             );
         }
+        Command::Prices {
+            command: PricesCommand::Refresh { config },
+        } => prices_refresh(&Config::load(config.as_deref())?).await?,
         Command::Migrate { config } => {
             let url = Config::load_store(config.as_deref())?
                 .url
@@ -540,6 +560,41 @@ async fn check_providers(config: &Config, dir: &std::path::Path) -> anyhow::Resu
         }
     }
     Ok(failed)
+}
+
+/// `offload prices refresh`: reads the catalogs, prints each figure read and what was not
+/// read, and writes the price file; an error (the file kept as it was) otherwise.
+async fn prices_refresh(config: &Config) -> anyhow::Result<()> {
+    let file = config.prices.file.as_deref().map(|f| f.display().to_string());
+    let refreshed = crate::prices::refresh(config).await.map_err(|e| match &file {
+        Some(file) => anyhow::anyhow!("the price refresh failed, {file} is kept as it was: {e}"),
+        None => anyhow::anyhow!("{e}"),
+    })?;
+    print!("{}", on_stdout(&figure_table(&refreshed.figures)));
+    for note in &refreshed.notes {
+        eprintln!("offload: {}", on_stderr(note));
+    }
+    println!(
+        "wrote {} figures to {}",
+        refreshed.figures.all().count(),
+        file.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The figures of a price file as a table.
+fn figure_table(figures: &offload_provider::figures::ReadPrices) -> String {
+    let mut out = format!(
+        "{:<11} {:<16} {:<26} {:>12}  {:<21} {}\n",
+        "KIND", "REGION", "FIGURE", "USD/HOUR", "SOURCE", "SKU"
+    );
+    for f in figures.all() {
+        out += &format!(
+            "{:<11} {:<16} {:<26} {:>12.6}  {:<21} {}\n",
+            f.kind, f.region, f.figure, f.usd_per_hour, f.source, f.sku
+        );
+    }
+    out
 }
 
 /// Where an ended job ran and what it cost.

@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
     Handle, LogChunk, LogQuery, Phase, PriceSheet, Provider, ProviderError, RunTimes,
 };
@@ -73,7 +74,11 @@ pub struct Slot {
     pub provider: Arc<dyn Provider>,
     /// How often the health check runs while no observe round answers.
     health_every: Duration,
-    pub prices: PriceSheet,
+    /// Its price sheet and where each figure came from: replaced whole when a price refresh
+    /// reprices the providers.
+    pricing: std::sync::RwLock<Arc<Pricing>>,
+    /// `[providers.NAME.price]`, which replaces the provider's own sheet, read figures and all.
+    configured_price: Option<PriceSheet>,
     /// Who holds one of the `max_concurrency` places, and who waits for one.
     places: Places,
     /// Launched workloads the poller observes, and when it next looks at each.
@@ -100,6 +105,20 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Its price sheet now, and where each figure came from.
+    pub fn pricing(&self) -> Arc<Pricing> {
+        self.pricing.read().unwrap().clone()
+    }
+
+    /// Its sheet from `read`: the configured `price`, else the provider's own with the read
+    /// figures over its defaults.
+    fn price(&self, read: &ReadPrices) -> Pricing {
+        match &self.configured_price {
+            Some(sheet) => Pricing::configured(sheet.clone()),
+            None => self.provider.price_sheet(read),
+        }
+    }
+
     /// The job is done here (ended, moved on, or back in the queue): frees its place,
     /// takes it out of the wait queue, and stops observing its workload.
     fn let_go(&self, id: Uuid) {
@@ -166,6 +185,8 @@ pub struct Engine {
     /// Spend limits, checked as jobs are first dispatched.
     budgets: budgets::Budgets,
     shutdown: CancellationToken,
+    /// How the last price refresh went, for `GET /v1/providers`.
+    price_refresh: Mutex<Option<crate::model::PriceRefresh>>,
 }
 
 /// What a cancel request found.
@@ -195,7 +216,8 @@ pub enum EngineError {
 }
 
 impl Engine {
-    /// Builds every configured provider; fails on the first that cannot be built.
+    /// Builds every configured provider, priced with the price file's figures; fails on the
+    /// first provider that cannot be built, or on a price file that is not one.
     pub async fn new(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Engine>, String> {
         Engine::with_clock(config, store, crate::clock::Clock::system()).await
     }
@@ -206,6 +228,10 @@ impl Engine {
         store: Arc<dyn Store>,
         clock: crate::clock::Clock,
     ) -> Result<Arc<Engine>, String> {
+        let read = match &config.prices.file {
+            Some(path) => crate::prices::file::load(path)?,
+            None => ReadPrices::default(),
+        };
         let mut slots = vec![];
         let lease = config
             .store
@@ -220,9 +246,10 @@ impl Engine {
                 .build()
                 .await
                 .map_err(|e| format!("providers.{name}: {e}"))?;
-            slots.push(Arc::new(Slot {
+            let slot = Slot {
                 name: name.clone(),
-                prices: p.price.clone().unwrap_or_else(|| provider.price_sheet()),
+                pricing: Default::default(),
+                configured_price: p.price.clone(),
                 provider,
                 health_every: Duration::from_secs(p.health_check_seconds.max(1)),
                 places: Places::new(p.max_concurrency, tenancy.clone()),
@@ -238,7 +265,9 @@ impl Engine {
                 errors: Default::default(),
                 deadline: p.call_deadline(lease),
                 reconciles: Arc::new(tokio::sync::Semaphore::new(share)),
-            }));
+            };
+            *slot.pricing.write().unwrap() = Arc::new(slot.price(&read));
+            slots.push(Arc::new(slot));
         }
         let (poke, poked) = mpsc::unbounded_channel();
         let budgets = budgets::Budgets::new(store.clone(), clock, config.budgets.clone());
@@ -264,6 +293,7 @@ impl Engine {
                 .map(|d| chrono::Duration::days(d.min(100_000) as i64)),
             budgets,
             shutdown: CancellationToken::new(),
+            price_refresh: Mutex::default(),
         }))
     }
 
@@ -285,6 +315,27 @@ impl Engine {
 
     pub fn slots(&self) -> &[Arc<Slot>] {
         &self.slots
+    }
+
+    /// Prices every provider again from `read`, the figures a refresh read; a provider with
+    /// a configured `price` keeps it.
+    pub fn reprice(&self, read: &ReadPrices) {
+        for slot in &self.slots {
+            let pricing = Arc::new(slot.price(read));
+            *slot.pricing.write().unwrap() = pricing;
+        }
+        self.price_refreshed(None);
+    }
+
+    /// Notes how a price refresh went: `None` when it repriced the providers, else why it
+    /// failed (the providers keep their prices).
+    pub fn price_refreshed(&self, error: Option<String>) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        *self.price_refresh.lock().unwrap() = Some(crate::model::PriceRefresh {
+            at,
+            ok: error.is_none(),
+            error,
+        });
     }
 
     fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
@@ -559,7 +610,10 @@ impl Engine {
                     start_latency_ms: s.starts.expected_ms(),
                     capabilities: serde_json::to_value(s.provider.capabilities())
                         .unwrap_or_default(),
-                    prices: serde_json::to_value(&s.prices).unwrap_or_default(),
+                    prices: serde_json::to_value(&s.pricing().sheet).unwrap_or_default(),
+                    price_sources: serde_json::to_value(&s.pricing().sources)
+                        .unwrap_or_default(),
+                    price_refresh: self.price_refresh.lock().unwrap().clone(),
                     calls: s.calls.load(std::sync::atomic::Ordering::Relaxed),
                     errors: s.errors.load(std::sync::atomic::Ordering::Relaxed),
                 }

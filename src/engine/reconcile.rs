@@ -968,7 +968,7 @@ impl Engine {
             return Some(cost);
         }
         let billed = match (seconds, self.slot(&cost.provider)) {
-            (Some(s), Some(slot)) => slot.prices.billed_seconds(s),
+            (Some(s), Some(slot)) => slot.pricing().sheet.billed_seconds(s),
             _ => 0,
         };
         cost.billed_seconds = Some(billed);
@@ -977,7 +977,7 @@ impl Engine {
         // The same run at the reference, under its own billing rules.
         if let Some(reference) = cost.reference.as_mut() {
             let billed = match (seconds, self.slot(&reference.provider)) {
-                (Some(s), Some(slot)) => slot.prices.billed_seconds(s),
+                (Some(s), Some(slot)) => slot.pricing().sheet.billed_seconds(s),
                 _ => 0,
             };
             reference.usd = Some(crate::model::usd(reference.hourly_usd * billed as f64 / 3600.0));

@@ -368,7 +368,8 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         let billed = slot.provider.billed_resources(resources);
         let estimate = slot
-            .prices
+            .pricing()
+            .sheet
             .estimate(&billed, wants.seconds)
             .ok_or_else(|| "no price for this GPU kind".to_string())?;
         if let Some(max) = wants.max_hourly_usd {

@@ -910,10 +910,33 @@ pub struct ProviderInfo {
     pub capabilities: serde_json::Value,
     #[schema(value_type = Object)]
     pub prices: serde_json::Value,
+    /// Where each figure the sheet was built from came from, by figure name: the catalog
+    /// entry it was read from (`source`, `sku`, `region`, `quoted`, `effective`,
+    /// `read_at`, ...), `{"source": "default"}` for the provider's built-in figure, or
+    /// `{"source": "config"}` for `[providers.NAME.price]`.
+    #[schema(value_type = Object)]
+    pub price_sources: serde_json::Value,
+    /// The gateway's last price refresh (`[prices] refresh_at_start`,
+    /// `refresh_every_hours`); null before its first since the gateway started. After
+    /// one that failed, `prices` are the last good ones (the price file's, or the defaults).
+    pub price_refresh: Option<PriceRefresh>,
     /// Calls the gateway made to the provider since it started.
     pub calls: u64,
     /// Of those, how many failed (any error the provider answered, throttling included).
     pub errors: u64,
+}
+
+/// How the gateway's last price refresh went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PriceRefresh {
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// True when it read the catalogs and repriced the providers; false when it failed and
+    /// the providers kept their prices.
+    pub ok: bool,
+    /// Why it failed: the catalog and what went wrong (never an API key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Finds the job's result: the JSON of the last `offload-result: ` line of its output.

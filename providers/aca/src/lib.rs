@@ -27,8 +27,9 @@ mod status;
 
 use std::time::{Duration, SystemTime};
 
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
-    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, Provider,
     ProviderError, Resources, Result, WorkloadSpec,
 };
 use serde_json::Value;
@@ -245,8 +246,8 @@ impl Provider for Aca {
         }
     }
 
-    fn price_sheet(&self) -> PriceSheet {
-        pricing::sheet(&self.config)
+    fn price_sheet(&self, read: &ReadPrices) -> Pricing {
+        pricing::sheet(&self.config, read)
     }
 
     /// The size the replica runs at: what Container Apps bills.

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use offload_provider::figures::{self, Pricing, ReadPrices};
 use offload_provider::PriceSheet;
 
 use crate::config::Config;
@@ -52,19 +53,26 @@ pub const GPU_SECOND: [(&str, f64); 2] = [
     ("nvidia-tesla-a100", 0.000635),
 ];
 
-pub fn sheet(config: &Config) -> PriceSheet {
+/// The sheet for `config`: each figure read from the Azure Retail Prices API for its
+/// `location` where the price file has it (meters in `offload::prices::azure`), else the
+/// default above.
+pub fn sheet(config: &Config, read: &ReadPrices) -> Pricing {
+    let mut f = read.figures("aca", &config.location);
+    let vcpu_hour = f.get(figures::VCPU_HOUR, VCPU_SECOND * 3600.0);
+    let gb_hour = f.get(figures::GB_HOUR, GIB_SECOND * 3600.0);
     let kinds: Vec<&str> = sizing::gpu_profiles(config).map(|(_, t)| t.kind).collect();
-    PriceSheet {
-        vcpu_hour: VCPU_SECOND * 3600.0,
-        gb_hour: GIB_SECOND * 3600.0,
-        gpu_hour: GPU_SECOND
-            .iter()
-            .filter(|(kind, _)| kinds.contains(kind))
-            .map(|(kind, price)| (kind.to_string(), price * 3600.0))
-            .collect::<BTreeMap<_, _>>(),
+    let gpu_hour = GPU_SECOND
+        .iter()
+        .filter(|(kind, _)| kinds.contains(kind))
+        .map(|(kind, price)| (kind.to_string(), f.get(&figures::gpu_hour(kind), price * 3600.0)))
+        .collect::<BTreeMap<_, _>>();
+    f.pricing(PriceSheet {
+        vcpu_hour,
+        gb_hour,
+        gpu_hour,
         min_billed_seconds: MIN_BILLED_SECONDS,
         billing_increment_seconds: BILLING_INCREMENT_SECONDS,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -102,7 +110,7 @@ mod tests {
     #[test]
     fn a_replica_is_billed_per_second_at_its_consumption_pair() {
         let config = config(serde_json::json!([]));
-        let sheet = sheet(&config);
+        let sheet = sheet(&config, &ReadPrices::default()).sheet;
         assert!(sheet.gpu_hour.is_empty(), "no GPU profiles, no GPU prices");
         // 0.3 vCPU and 1.5 GiB run as 0.75 vCPU with 1.5 GiB.
         let placed = crate::sizing::place(&config, &req(0.3, 1536 << 20, None)).unwrap();
@@ -122,7 +130,7 @@ mod tests {
             {"name": "t4", "type": "Consumption-GPU-NC8as-T4"},
             {"name": "a100", "type": "Consumption-GPU-NC24-A100"},
         ]));
-        let sheet = sheet(&config);
+        let sheet = sheet(&config, &ReadPrices::default()).sheet;
         let est = sheet
             .estimate(&req(4.0, 16 * GIB, Some("nvidia-tesla-a100")), 3600)
             .unwrap();

@@ -26,9 +26,10 @@ mod pricing;
 mod status;
 mod stopped;
 
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
-    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, PriceSheet, Provider,
-    ProviderError, Resources, Result, WorkloadSpec,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Provider, ProviderError,
+    Resources, Result, WorkloadSpec,
 };
 
 pub use config::{Config, Dns, Priority};
@@ -81,8 +82,8 @@ impl Provider for Aci {
         }
     }
 
-    fn price_sheet(&self) -> PriceSheet {
-        pricing::sheet(&self.config)
+    fn price_sheet(&self, read: &ReadPrices) -> Pricing {
+        pricing::sheet(&self.config, read)
     }
 
     /// The container group's allocation, at least ACI's group minimum: what ACI bills.

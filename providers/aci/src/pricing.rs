@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use offload_provider::figures::{self, Pricing, ReadPrices};
 use offload_provider::{PriceSheet, Resources};
 
 use crate::config::{Config, Priority};
@@ -64,22 +65,39 @@ pub const SPOT_SHARE_OF_REGULAR: f64 = 0.3;
 /// `price.gpu_hour`.
 pub const GPUS: [(&str, f64); 3] = [("K80", 1.71), ("P100", 2.43), ("V100", 3.06)];
 
-pub fn sheet(config: &Config) -> PriceSheet {
-    let share = match config.priority {
-        Priority::Regular => 1.0,
-        Priority::Spot => SPOT_SHARE_OF_REGULAR,
+/// The sheet for `config`: each figure read from the Azure Retail Prices API for its
+/// `location` where the price file has it (meters in `offload::prices::azure`), else the
+/// default above.
+pub fn sheet(config: &Config, read: &ReadPrices) -> Pricing {
+    let mut f = read.figures("aci", &config.location);
+    let (vcpu_hour, gb_hour) = match config.priority {
+        Priority::Regular => (
+            f.get(figures::VCPU_HOUR, VCPU_SECOND * 3600.0),
+            f.get(figures::GB_HOUR, GB_SECOND * 3600.0),
+        ),
+        Priority::Spot => (
+            f.get(
+                figures::SPOT_VCPU_HOUR,
+                VCPU_SECOND * 3600.0 * SPOT_SHARE_OF_REGULAR,
+            ),
+            f.get(
+                figures::SPOT_GB_HOUR,
+                GB_SECOND * 3600.0 * SPOT_SHARE_OF_REGULAR,
+            ),
+        ),
     };
-    PriceSheet {
-        vcpu_hour: VCPU_SECOND * 3600.0 * share,
-        gb_hour: GB_SECOND * 3600.0 * share,
-        gpu_hour: GPUS
-            .iter()
-            .filter(|(sku, _)| config.gpu_skus.iter().any(|s| s == sku))
-            .map(|(sku, price)| (sku.to_string(), *price))
-            .collect::<BTreeMap<_, _>>(),
+    let gpu_hour = GPUS
+        .iter()
+        .filter(|(sku, _)| config.gpu_skus.iter().any(|s| s == sku))
+        .map(|(sku, price)| (sku.to_string(), f.get(&figures::gpu_hour(sku), *price)))
+        .collect::<BTreeMap<_, _>>();
+    f.pricing(PriceSheet {
+        vcpu_hour,
+        gb_hour,
+        gpu_hour,
         min_billed_seconds: MIN_BILLED_SECONDS,
         billing_increment_seconds: BILLING_INCREMENT_SECONDS,
-    }
+    })
 }
 
 /// The allocation ACI bills for `resources`: the group's CPU and memory as they are sent
@@ -154,7 +172,7 @@ mod tests {
 
     #[test]
     fn aci_bills_per_second_with_no_minimum() {
-        let sheet = sheet(&config(Priority::Regular, &[]));
+        let sheet = sheet(&config(Priority::Regular, &[]), &ReadPrices::default()).sheet;
         assert_eq!(sheet.billed_seconds(10), 10);
         assert_eq!(sheet.billed_seconds(61), 61);
         // 0.3 vCPU for 10 s is billed as 1 CPU + 1 GB for 10 s.
@@ -179,14 +197,14 @@ mod tests {
 
     #[test]
     fn spot_groups_and_gpus() {
-        let spot = sheet(&config(Priority::Spot, &[]));
+        let spot = sheet(&config(Priority::Spot, &[]), &ReadPrices::default()).sheet;
         assert!(close(spot.vcpu_hour, 0.0486 * 0.3) && close(spot.gb_hour, 0.0054 * 0.3));
         assert!(
             spot.gpu_hour.is_empty(),
             "no GPU SKUs configured, none priced"
         );
 
-        let gpus = sheet(&config(Priority::Regular, &["V100"]));
+        let gpus = sheet(&config(Priority::Regular, &["V100"]), &ReadPrices::default()).sheet;
         let v100 = Gpu {
             count: 2,
             kind: Some("V100".into()),
@@ -203,5 +221,55 @@ mod tests {
         let hourly = 6.0 * 0.0486 + 112.0 * 0.0054 + 2.0 * 3.06;
         assert!(close(est.hourly_usd, hourly), "{est:?}");
         assert!(close(est.estimated_usd, hourly / 2.0), "{est:?}");
+    }
+
+    fn read(figures: &[(&str, f64)]) -> ReadPrices {
+        ReadPrices::new(
+            figures
+                .iter()
+                .map(|(name, usd)| figures::ReadFigure {
+                    kind: "aci".into(),
+                    region: "eastus".into(),
+                    figure: name.to_string(),
+                    usd_per_hour: *usd,
+                    source: "azure-retail-prices".into(),
+                    sku: "meter".into(),
+                    quoted: "quoted".into(),
+                    effective: "2021-06-08T00:00:00Z".into(),
+                    read_at: "2026-12-03T10:00:00Z".into(),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn figures_read_for_its_location_replace_the_defaults() {
+        let read = read(&[
+            (figures::VCPU_HOUR, 0.0405),
+            (figures::SPOT_VCPU_HOUR, 0.01215),
+            (&figures::gpu_hour("V100"), 3.0),
+        ]);
+        let regular = sheet(&config(Priority::Regular, &["V100", "K80"]), &read);
+        assert!(close(regular.sheet.vcpu_hour, 0.0405));
+        assert!(close(regular.sheet.gb_hour, 0.0054), "not read: the default");
+        assert_eq!(regular.sheet.gpu_hour["V100"], 3.0);
+        assert_eq!(regular.sheet.gpu_hour["K80"], 1.71);
+        let source = |p: &Pricing, name: &str| match &p.sources[name] {
+            figures::FigureSource::Read(f) => f.source.clone(),
+            figures::FigureSource::Given { source } => source.to_string(),
+        };
+        assert_eq!(source(&regular, figures::VCPU_HOUR), "azure-retail-prices");
+        assert_eq!(source(&regular, figures::GB_HOUR), "default");
+        assert_eq!(source(&regular, "gpu_hour.K80"), "default");
+        // Spot groups use the Spot meters, not a share of the regular price.
+        let spot = sheet(&config(Priority::Spot, &[]), &read);
+        assert!(close(spot.sheet.vcpu_hour, 0.01215));
+        assert!(close(spot.sheet.gb_hour, 0.0054 * 0.3));
+        assert_eq!(spot.sources.len(), 2, "only the figures it used: {:?}", spot.sources);
+        // Another location reads nothing of East US's.
+        let mut elsewhere = config(Priority::Regular, &[]);
+        elsewhere.location = "westeurope".into();
+        assert!(close(sheet(&elsewhere, &read).sheet.vcpu_hour, 0.0486));
     }
 }

@@ -29,8 +29,9 @@ use std::time::{Duration, SystemTime};
 
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_run_v2::model::{Execution, Job, Task};
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
-    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, Provider,
     ProviderError, Resources, Result, WorkloadSpec,
 };
 
@@ -240,8 +241,8 @@ impl Provider for CloudRun {
         }
     }
 
-    fn price_sheet(&self) -> PriceSheet {
-        pricing::sheet(&self.config)
+    fn price_sheet(&self, read: &ReadPrices) -> Pricing {
+        pricing::sheet(&self.config, read)
     }
 
     /// The size the task runs at: what Cloud Run bills.

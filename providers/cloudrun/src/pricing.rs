@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use offload_provider::figures::{self, Pricing, ReadPrices};
 use offload_provider::PriceSheet;
 
 use crate::config::Config;
@@ -38,25 +39,37 @@ pub const GIB_SECOND: f64 = 0.000002;
 /// zonal redundancy pricing (in preview)".
 pub const GPU_SECOND: [(&str, f64, f64); 1] = [("nvidia-l4", 0.0001867, 0.0002333)];
 
-pub fn sheet(config: &Config) -> PriceSheet {
-    PriceSheet {
-        vcpu_hour: VCPU_SECOND * 3600.0,
-        gb_hour: GIB_SECOND * 3600.0,
-        gpu_hour: GPU_SECOND
-            .iter()
-            .filter(|(kind, _, _)| config.gpu_kinds.iter().any(|k| k == kind))
-            .map(|(kind, plain, redundant)| {
-                let per_second = if config.gpu_zonal_redundancy {
-                    redundant
-                } else {
-                    plain
-                };
-                (kind.to_string(), per_second * 3600.0)
-            })
-            .collect::<BTreeMap<_, _>>(),
+/// Cloud Run GPU figures with zonal redundancy are named so; without it, as
+/// [`figures::gpu_hour`].
+fn redundant_gpu_hour(kind: &str) -> String {
+    format!("zonal_redundant_gpu_hour.{kind}")
+}
+
+/// The sheet for `config`: each figure read from the Google Cloud Billing Catalog for its
+/// `region` where the price file has it (SKUs in `offload::prices::google`), else the
+/// default above.
+pub fn sheet(config: &Config, read: &ReadPrices) -> Pricing {
+    let mut f = read.figures("cloudrun", &config.region);
+    let vcpu_hour = f.get(figures::VCPU_HOUR, VCPU_SECOND * 3600.0);
+    let gb_hour = f.get(figures::GB_HOUR, GIB_SECOND * 3600.0);
+    let gpu_hour = GPU_SECOND
+        .iter()
+        .filter(|(kind, _, _)| config.gpu_kinds.iter().any(|k| k == kind))
+        .map(|(kind, plain, redundant)| {
+            let price = match config.gpu_zonal_redundancy {
+                true => f.get(&redundant_gpu_hour(kind), redundant * 3600.0),
+                false => f.get(&figures::gpu_hour(kind), plain * 3600.0),
+            };
+            (kind.to_string(), price)
+        })
+        .collect::<BTreeMap<_, _>>();
+    f.pricing(PriceSheet {
+        vcpu_hour,
+        gb_hour,
+        gpu_hour,
         min_billed_seconds: MIN_BILLED_SECONDS,
         billing_increment_seconds: BILLING_INCREMENT_SECONDS,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -88,7 +101,10 @@ mod tests {
         let billed = crate::sizing::size(&config, &request)
             .unwrap()
             .billed(&request);
-        let est = sheet(&config).estimate(&billed, 61).unwrap();
+        let est = sheet(&config, &ReadPrices::default())
+            .sheet
+            .estimate(&billed, 61)
+            .unwrap();
         assert_eq!(est.billed_seconds, 61);
         let per_second = 4.0 * 0.000018 + 16.0 * 0.000002 + 0.0001867;
         assert!(close(est.estimated_usd, per_second * 61.0), "{est:?}");
@@ -96,7 +112,7 @@ mod tests {
             {"project": "p", "region": "us-central1", "gpu_zonal_redundancy": true}))
         .unwrap();
         assert!(close(
-            sheet(&redundant).gpu_hour["nvidia-l4"],
+            sheet(&redundant, &ReadPrices::default()).sheet.gpu_hour["nvidia-l4"],
             0.0002333 * 3600.0
         ));
     }

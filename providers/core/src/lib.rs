@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod budget;
+pub mod figures;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod one_by_one;
@@ -413,8 +414,10 @@ pub trait Provider: Send + Sync + 'static {
 
     fn capabilities(&self) -> Capabilities;
 
-    /// What this runtime costs and how it bills time, from its published list prices.
-    fn price_sheet(&self) -> PriceSheet;
+    /// What this runtime costs and how it bills time: its built-in list prices, each
+    /// replaced by the figure `read` from its cloud's catalog where there is one, with
+    /// where each figure came from.
+    fn price_sheet(&self, read: &figures::ReadPrices) -> figures::Pricing;
 
     /// The size this runtime bills for a request: the size it would launch. Fargate bills
     /// the task size it rounds the request up to, ACI its container group's allocation;

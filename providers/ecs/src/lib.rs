@@ -33,8 +33,9 @@ use aws_sdk_ecs::types::{
     Tag, TaskDefinitionField, TaskOverride,
 };
 use offload_provider::budget::Budget;
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
-    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, Provider,
     ProviderError, Resources, Result, WorkloadSpec,
 };
 
@@ -287,8 +288,8 @@ impl Provider for Ecs {
         }
     }
 
-    fn price_sheet(&self) -> PriceSheet {
-        pricing::sheet(&self.config)
+    fn price_sheet(&self, read: &ReadPrices) -> Pricing {
+        pricing::sheet(&self.config, read)
     }
 
     /// The Fargate task size the request is rounded up to: what Fargate bills.

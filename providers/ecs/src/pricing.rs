@@ -18,6 +18,7 @@
 //! rate table as quoted, identically, by several independent write-ups; they are marked
 //! UNCONFIRMED until someone reads them on the live page.
 
+use offload_provider::figures::{self, Figures, Pricing, ReadPrices};
 use offload_provider::{PriceSheet, Resources};
 
 use crate::config::{Arch, CapacityProvider, Config};
@@ -63,35 +64,51 @@ pub const ARM_GB_HOUR: f64 = 0.00356;
 /// cheapest Spot can be, not what it costs today.
 pub const SPOT_SHARE_OF_ON_DEMAND: f64 = 0.3;
 
-/// (vCPU-hour, GB-hour) in US dollars.
-fn list_price(arch: Arch, capacity: CapacityProvider) -> (f64, f64) {
-    match (arch, capacity) {
-        (Arch::X86_64, CapacityProvider::Fargate) => (X86_VCPU_HOUR, X86_GB_HOUR),
-        (Arch::Arm64, CapacityProvider::Fargate) => (ARM_VCPU_HOUR, ARM_GB_HOUR),
-        (_, CapacityProvider::FargateSpot) => (
-            X86_VCPU_HOUR * SPOT_SHARE_OF_ON_DEMAND,
-            X86_GB_HOUR * SPOT_SHARE_OF_ON_DEMAND,
-        ),
-    }
-}
+/// The figure of the Fargate Spot share, which no catalog gives: the AWS price list has no
+/// Fargate Spot prices (they float, and are published only on the pricing page).
+const SPOT_SHARE: &str = "spot_share_of_on_demand";
 
-/// The weighted mean over the configured capacity providers, with Fargate's billing rules.
-pub fn sheet(config: &Config) -> PriceSheet {
+/// The weighted mean over the configured capacity providers, with Fargate's billing rules:
+/// each On-Demand figure read from the AWS price list for the config's `region` where the
+/// price file has it (usage types in `offload::prices::aws`), else the default above; Spot
+/// at its share of the (read or default) x86 On-Demand price.
+pub fn sheet(config: &Config, read: &ReadPrices) -> Pricing {
+    let mut f = read.figures("ecs", &config.region);
     let shares: Vec<_> = config.capacity.iter().filter(|c| c.weight > 0).collect();
     let total: f64 = shares.iter().map(|c| c.weight as f64).sum();
     let (mut vcpu, mut gb) = (0.0, 0.0);
     for share in shares {
-        let (v, g) = list_price(config.cpu_architecture, share.provider);
+        let (v, g) = match (config.cpu_architecture, share.provider) {
+            (Arch::X86_64, CapacityProvider::Fargate) => x86(&mut f),
+            (Arch::Arm64, CapacityProvider::Fargate) => (
+                f.get(figures::ARM_VCPU_HOUR, ARM_VCPU_HOUR),
+                f.get(figures::ARM_GB_HOUR, ARM_GB_HOUR),
+            ),
+            // ECS refuses ARM64 on Spot: Spot is x86's.
+            (_, CapacityProvider::FargateSpot) => {
+                let (v, g) = x86(&mut f);
+                let spot = f.get(SPOT_SHARE, SPOT_SHARE_OF_ON_DEMAND);
+                (v * spot, g * spot)
+            }
+        };
         vcpu += v * share.weight as f64 / total;
         gb += g * share.weight as f64 / total;
     }
-    PriceSheet {
+    f.pricing(PriceSheet {
         vcpu_hour: vcpu,
         gb_hour: gb,
         gpu_hour: Default::default(),
         min_billed_seconds: MIN_BILLED_SECONDS,
         billing_increment_seconds: BILLING_INCREMENT_SECONDS,
-    }
+    })
+}
+
+/// Linux/X86 On-Demand (vCPU-hour, GB-hour).
+fn x86(f: &mut Figures) -> (f64, f64) {
+    (
+        f.get(figures::VCPU_HOUR, X86_VCPU_HOUR),
+        f.get(figures::GB_HOUR, X86_GB_HOUR),
+    )
 }
 
 /// The task size Fargate would launch, and bill, for `resources`; a request no Fargate size
@@ -133,7 +150,11 @@ mod tests {
     }
 
     fn on_demand() -> PriceSheet {
-        sheet(&config(Arch::X86_64, &[(CapacityProvider::Fargate, 1)]))
+        priced(Arch::X86_64, &[(CapacityProvider::Fargate, 1)])
+    }
+
+    fn priced(arch: Arch, capacity: &[(CapacityProvider, i32)]) -> PriceSheet {
+        sheet(&config(arch, capacity), &ReadPrices::default()).sheet
     }
 
     fn req(cpu: f64, memory_bytes: u64) -> Resources {
@@ -201,22 +222,22 @@ mod tests {
 
     #[test]
     fn arm_spot_and_mixes_are_priced_from_the_list() {
-        let arm = sheet(&config(Arch::Arm64, &[(CapacityProvider::Fargate, 1)]));
+        let arm = priced(Arch::Arm64, &[(CapacityProvider::Fargate, 1)]);
         assert!(close(arm.vcpu_hour, 0.03238) && close(arm.gb_hour, 0.00356));
         assert_eq!(arm.min_billed_seconds, 60);
 
-        let spot = sheet(&config(Arch::X86_64, &[(CapacityProvider::FargateSpot, 1)]));
+        let spot = priced(Arch::X86_64, &[(CapacityProvider::FargateSpot, 1)]);
         assert!(close(spot.vcpu_hour, 0.012144), "{spot:?}");
         assert!(close(spot.gb_hour, 0.0013335), "{spot:?}");
 
         // Three Spot tasks to one On-Demand: the weighted mean.
-        let mix = sheet(&config(
+        let mix = priced(
             Arch::X86_64,
             &[
                 (CapacityProvider::Fargate, 1),
                 (CapacityProvider::FargateSpot, 3),
             ],
-        ));
+        );
         assert!(
             close(mix.vcpu_hour, (0.04048 + 3.0 * 0.012144) / 4.0),
             "{mix:?}"

@@ -91,8 +91,8 @@ pub struct AllowedSecret {
     pub keys: Vec<String>,
 }
 
-/// GKE's scheduling knobs.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// GKE's scheduling knobs, and where its prices are.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Gke {
     /// Run on Spot capacity (`cloud.google.com/gke-spot`).
@@ -100,6 +100,25 @@ pub struct Gke {
     pub spot: bool,
     /// An Autopilot compute class (`cloud.google.com/compute-class`).
     pub compute_class: Option<String>,
+    /// The cluster's region, whose Autopilot prices the sheet uses (and `offload prices
+    /// refresh` reads).
+    #[serde(default = "default_gke_region")]
+    pub region: String,
+}
+
+impl Default for Gke {
+    fn default() -> Self {
+        Gke {
+            spot: false,
+            compute_class: None,
+            region: default_gke_region(),
+        }
+    }
+}
+
+/// The region the built-in Autopilot prices are for ([`crate::pricing`]).
+fn default_gke_region() -> String {
+    "us-central1".into()
 }
 
 fn default_max_cpu() -> f64 {

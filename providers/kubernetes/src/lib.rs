@@ -25,9 +25,10 @@ use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client};
 use offload_provider::budget::Budget;
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, ObservationStream, Phase,
-    PriceSheet, Provider, ProviderError, Result, WorkloadSpec,
+    Provider, ProviderError, Result, WorkloadSpec,
 };
 
 pub use config::{AllowedSecret, Config, Gke};
@@ -193,8 +194,8 @@ impl Provider for Kubernetes {
         }
     }
 
-    fn price_sheet(&self) -> PriceSheet {
-        pricing::sheet(&self.config)
+    fn price_sheet(&self, read: &ReadPrices) -> Pricing {
+        pricing::sheet(&self.config, read)
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {

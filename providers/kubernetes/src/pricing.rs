@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use offload_provider::figures::{self, Pricing, ReadPrices};
 use offload_provider::PriceSheet;
 
 use crate::config::Config;
@@ -60,30 +61,45 @@ pub const GPUS: [(&str, f64, f64); 4] = [
     ("nvidia-h100-80gb", 11.06, 4.42),
 ];
 
-pub fn sheet(config: &Config) -> PriceSheet {
+/// Spot GPU figures are named so; on-demand ones as [`figures::gpu_hour`].
+fn spot_gpu_hour(kind: &str) -> String {
+    format!("spot_gpu_hour.{kind}")
+}
+
+/// The sheet for `config`: each figure read from the Google Cloud Billing Catalog for
+/// `gke.region` where the price file has it (SKUs in `offload::prices::google`), else the
+/// default above.
+pub fn sheet(config: &Config, read: &ReadPrices) -> Pricing {
+    let mut f = read.figures("kubernetes", &config.gke.region);
     let spot = config.gke.spot;
-    let (vcpu_hour, gb_hour) = if spot {
-        (SPOT_VCPU_HOUR, SPOT_GB_HOUR)
-    } else {
-        (VCPU_HOUR, GB_HOUR)
+    let (vcpu_hour, gb_hour) = match spot {
+        true => (
+            f.get(figures::SPOT_VCPU_HOUR, SPOT_VCPU_HOUR),
+            f.get(figures::SPOT_GB_HOUR, SPOT_GB_HOUR),
+        ),
+        false => (
+            f.get(figures::VCPU_HOUR, VCPU_HOUR),
+            f.get(figures::GB_HOUR, GB_HOUR),
+        ),
     };
     let gpu_hour: BTreeMap<String, f64> = GPUS
         .iter()
         .filter(|(kind, ..)| config.gpu_kinds.iter().any(|k| k == kind))
         .map(|(kind, on_demand, spot_price)| {
-            (
-                kind.to_string(),
-                if spot { *spot_price } else { *on_demand },
-            )
+            let price = match spot {
+                true => f.get(&spot_gpu_hour(kind), *spot_price),
+                false => f.get(&figures::gpu_hour(kind), *on_demand),
+            };
+            (kind.to_string(), price)
         })
         .collect();
-    PriceSheet {
+    f.pricing(PriceSheet {
         vcpu_hour,
         gb_hour,
         gpu_hour,
         min_billed_seconds: MIN_BILLED_SECONDS,
         billing_increment_seconds: BILLING_INCREMENT_SECONDS,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -116,7 +132,7 @@ mod tests {
 
     #[test]
     fn autopilot_bills_per_second_with_no_minimum() {
-        let sheet = sheet(&config(false, &[]));
+        let sheet = sheet(&config(false, &[]), &ReadPrices::default()).sheet;
         assert_eq!(sheet.billed_seconds(1), 1);
         assert_eq!(sheet.billed_seconds(10), 10);
         assert_eq!(sheet.billed_seconds(61), 61);
@@ -129,7 +145,11 @@ mod tests {
 
     #[test]
     fn gpus_are_priced_per_gpu_hour_for_the_kinds_the_cluster_has() {
-        let sheet = sheet(&config(false, &["nvidia-l4", "nvidia-tesla-t4"]));
+        let sheet = sheet(
+            &config(false, &["nvidia-l4", "nvidia-tesla-t4"]),
+            &ReadPrices::default(),
+        )
+        .sheet;
         assert_eq!(sheet.gpu_hour.len(), 2);
         let two_l4 = Gpu {
             count: 2,
@@ -159,7 +179,7 @@ mod tests {
 
     #[test]
     fn spot_pods_use_spot_prices() {
-        let sheet = sheet(&config(true, &["nvidia-tesla-t4"]));
+        let sheet = sheet(&config(true, &["nvidia-tesla-t4"]), &ReadPrices::default()).sheet;
         assert!(close(sheet.vcpu_hour, 0.0133) && close(sheet.gb_hour, 0.0014767));
         assert_eq!(sheet.gpu_hour["nvidia-tesla-t4"], 0.14);
         assert_eq!(sheet.min_billed_seconds, 0);

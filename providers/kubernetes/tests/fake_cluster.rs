@@ -187,7 +187,7 @@ async fn gpu_and_spot_work_lands_on_the_right_nodes() {
     });
     assert!(k8s.validate(&gpu).is_err());
     assert!(k8s.capabilities().spot);
-    assert!(k8s.price_sheet().gpu_hour.contains_key("nvidia-tesla-t4"));
+    assert!(k8s.price_sheet(&Default::default()).sheet.gpu_hour.contains_key("nvidia-tesla-t4"));
 }
 
 #[tokio::test]

@@ -32,8 +32,9 @@ use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
-    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet, Provider,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, Provider,
     ProviderError, Result, RunTimes, WorkloadSpec,
 };
 use sandbox::Sandbox;
@@ -367,8 +368,8 @@ impl Provider for LocalProvider {
         self.capabilities.clone()
     }
 
-    fn price_sheet(&self) -> PriceSheet {
-        PriceSheet::default()
+    fn price_sheet(&self, _read: &ReadPrices) -> Pricing {
+        Pricing::default()
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {

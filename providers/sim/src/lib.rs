@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
     tail_str, Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, PriceSheet,
     Provider, ProviderError, Result, RunTimes, WorkloadSpec,
@@ -518,8 +519,8 @@ impl Provider for SimProvider {
         }
     }
 
-    fn price_sheet(&self) -> PriceSheet {
-        self.config.price.clone()
+    fn price_sheet(&self, _read: &ReadPrices) -> Pricing {
+        Pricing::configured(self.config.price.clone())
     }
 
     fn options_schema(&self) -> serde_json::Value {
@@ -873,7 +874,7 @@ mod tests {
         .unwrap();
         let p = config.build().unwrap();
         assert!(p.capabilities().spot);
-        let sheet = p.price_sheet();
+        let sheet = p.price_sheet(&ReadPrices::default()).sheet;
         assert_eq!(sheet.min_billed_seconds, 60);
         let resources = Resources {
             cpu: 0.3,
@@ -892,11 +893,11 @@ mod tests {
             "price": {"vcpu_hour": 0.06, "billing_increment_seconds": 60},
         }))
         .unwrap();
-        let sheet = per_minute.build().unwrap().price_sheet();
+        let sheet = per_minute.build().unwrap().price_sheet(&ReadPrices::default()).sheet;
         assert_eq!((sheet.billed_seconds(61), sheet.gb_hour), (120, 0.0));
 
         // Without a table the simulator is free and bills per second.
-        let free = Config::default().build().unwrap().price_sheet();
+        let free = Config::default().build().unwrap().price_sheet(&ReadPrices::default()).sheet;
         assert_eq!(free.billed_seconds(10), 10);
         assert_eq!(free.estimate(&resources, 10).unwrap().estimated_usd, 0.0);
 

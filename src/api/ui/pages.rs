@@ -1,6 +1,7 @@
 //! The dashboard's pages and their live fragments, written with maud, which escapes every
 //! value it is given: a job named `<script>` shows as text.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
@@ -409,7 +410,15 @@ pub async fn providers(State(state): State<AppState>, session: Session) -> Respo
                         td.health { @match &p.health_error { None => "healthy", Some(e) => { "unhealthy: " (e) } } }
                         td.load { (p.active) " of " (p.max_concurrency) @if p.waiting > 0 { ", " (p.waiting) " waiting" } }
                         td.capabilities { (capabilities(&p.capabilities)) }
-                        td.price { (prices(&p.prices)) }
+                        td.price {
+                            (prices(&p.prices))
+                            br;
+                            span.muted { (price_sources(&p.price_sources)) }
+                            @if let Some(r) = p.price_refresh.as_ref().filter(|r| !r.ok) {
+                                br;
+                                span.error { "the price refresh at " (r.at) " failed, these are the last good prices: " (r.error.as_deref().unwrap_or_default()) }
+                            }
+                        }
                         td.latency { @match p.start_latency_ms { Some(ms) => { (ms) " ms" }, None => span.muted { "no start yet" } } }
                         td.errors { (p.errors) " of " (p.calls) " calls" }
                     }
@@ -431,6 +440,25 @@ fn capabilities(c: &serde_json::Value) -> String {
         text.push_str("; spot");
     }
     text
+}
+
+/// Where the sheet's figures came from: `read from azure-retail-prices (vcpu_hour,
+/// gb_hour); default (gpu_hour.K80)`.
+fn price_sources(sources: &serde_json::Value) -> String {
+    let mut by_source: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (figure, source) in sources.as_object().into_iter().flatten() {
+        let from = match (source["source"].as_str(), source.get("sku")) {
+            (Some(catalog), Some(_)) => format!("read from {catalog}"),
+            (Some(given), None) => given.to_string(),
+            _ => continue,
+        };
+        by_source.entry(from).or_default().push(figure);
+    }
+    let parts: Vec<String> = by_source
+        .into_iter()
+        .map(|(from, figures)| format!("{from} ({})", figures.join(", ")))
+        .collect();
+    parts.join("; ")
 }
 
 fn prices(p: &serde_json::Value) -> String {
