@@ -277,6 +277,13 @@ test("the cost page's totals equal the API's", async () => {
     const rows = await page.$$eval('table#costs tr[data-group]', rs => rs.map(r => [r.dataset.group, r.querySelector('td.usd').textContent]));
     assert.deepEqual(rows, report.groups.map(g => [g.key, `$${g.usd.toFixed(6)}`]));
     assert.ok(await page.$('svg#chart rect'));
+    assert.equal(await page.textContent('#total-reference'), `$${report.total_reference_usd.toFixed(6)}`);
+    assert.equal(await page.textContent('#total-saved'), `$${report.total_saved_usd.toFixed(6)}`);
+    // The days' bars add up to the period's total, each part one provider's.
+    const parts = await page.$$eval('svg#daily rect[data-usd]', rs => rs.map(r => [r.dataset.provider, Number(r.dataset.usd)]));
+    assert.ok(parts.length > 0);
+    const sum = parts.reduce((s, [, usd]) => s + usd, 0);
+    assert.ok(Math.abs(sum - report.total_usd) < 1e-6 * (parts.length + 1), `${sum} against ${report.total_usd}`);
     if (groupBy === 'label:dag_id') await shot(page, 'costs');
   }
   assert.deepEqual(errors, []);

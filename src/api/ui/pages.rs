@@ -492,6 +492,73 @@ fn week() -> i64 {
     7
 }
 
+/// Each UTC day of `query`'s period (the first and last cut at its ends), with what the
+/// tenant's jobs that finished in it cost, by provider: the cost report's figures day by
+/// day, so that the days add up to the period's total.
+async fn daily_spend(
+    state: &AppState,
+    tenant: &str,
+    query: &CostQuery,
+) -> Result<Vec<(chrono::NaiveDate, Vec<crate::model::CostGroup>)>, crate::store::StoreError> {
+    let mut days = vec![];
+    let mut start = query.since;
+    while start < query.until {
+        let midnight = (start.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc();
+        let end = midnight.min(query.until);
+        let day = CostQuery {
+            group_by: CostGrouping::Provider,
+            since: start,
+            until: end,
+        };
+        days.push((start.date_naive(), state.store.costs(tenant, &day).await?));
+        start = end;
+    }
+    Ok(days)
+}
+
+/// A bar per day, stacked by provider (each provider keeps its colour across days), with a
+/// legend; each bar's part carries its dollars in `data-usd`.
+fn daily_chart(days: &[(chrono::NaiveDate, Vec<crate::model::CostGroup>)]) -> Markup {
+    let providers: std::collections::BTreeSet<&str> = days
+        .iter()
+        .flat_map(|(_, groups)| groups.iter().map(|g| g.key.as_str()))
+        .collect();
+    let colour = |p: &str| providers.iter().position(|q| *q == p).unwrap_or(0) % 8;
+    let most = days
+        .iter()
+        .map(|(_, groups)| groups.iter().map(|g| g.usd).sum::<f64>())
+        .fold(0.0, f64::max);
+    let (height, top, width) = (160.0, 8.0, 720.0);
+    let step = (width - 60.0) / days.len().max(1) as f64;
+    html! {
+        svg #daily xmlns="http://www.w3.org/2000/svg" viewBox={ "0 0 720 " (height + 40.0) } role="img" aria-label="spend per day, by provider" {
+            @for (i, (day, groups)) in days.iter().enumerate() {
+                @let x = 50.0 + i as f64 * step;
+                @let mut y = top + height;
+                @for g in groups.iter().filter(|g| g.usd > 0.0) {
+                    @let h = if most > 0.0 { height * g.usd / most } else { 0.0 };
+                    @let _ = { y -= h; };
+                    rect class={ "s" (colour(&g.key)) } x=(format!("{x:.1}")) y=(format!("{y:.1}")) width=(format!("{:.1}", (step - 2.0).max(1.0))) height=(format!("{h:.1}")) data-day=(day) data-provider=(g.key) data-usd=(g.usd) {
+                        title { (day) " " (if g.key.is_empty() { "(none)" } else { &g.key }) ": " (usd(g.usd)) }
+                    }
+                }
+                @if days.len() <= 31 && (i % 7 == 0 || days.len() <= 7) {
+                    text x=(format!("{x:.1}")) y=(height + top + 16.0) { (day.format("%m-%d")) }
+                }
+            }
+            text x="4" y=(top + 10.0) { (usd(most)) }
+        }
+        p.legend {
+            @for p in &providers {
+                span { svg.swatch xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10" { rect class={ "s" (colour(p)) } width="10" height="10" {} } " " (if p.is_empty() { "(none)" } else { p }) }
+            }
+        }
+    }
+}
+
 /// The groupings the page offers; the API takes any `label:KEY`.
 const GROUPINGS: [(&str, &str); 4] = [
     ("provider", "provider"),
@@ -520,8 +587,14 @@ pub async fn costs(
         Ok(g) => g,
         Err(e) => return failure(&e.to_string()),
     };
-    // As the API sums it, so that the two totals agree.
-    let total: f64 = groups.iter().map(|g| g.usd).sum();
+    let daily = match daily_spend(&state, &session.tenant, &query).await {
+        Ok(d) => d,
+        Err(e) => return failure(&e.to_string()),
+    };
+    // As the API sums them, so that the totals agree.
+    let total = crate::model::usd(groups.iter().map(|g| g.usd).sum());
+    let reference = crate::model::usd(groups.iter().map(|g| g.reference_usd).sum());
+    let saved = crate::model::usd(reference - total);
     let most = groups.iter().map(|g| g.usd).fold(0.0, f64::max);
     let bar = 24;
     let height = bar * groups.len().max(1) + 8;
@@ -546,7 +619,7 @@ pub async fn costs(
             }
         }
         table #costs {
-            thead { tr { th { "Group" } th.num { "Jobs" } th.num { "Cost" } th.num { "Estimated" } } }
+            thead { tr { th { "Group" } th.num { "Jobs" } th.num { "Cost" } th.num { "Estimated" } th.num { "At reference" } th.num { "Saved" } } }
             tbody {
                 @for g in &groups {
                     tr data-group=(g.key) {
@@ -554,12 +627,16 @@ pub async fn costs(
                         td.num { (g.jobs) }
                         td.num.usd { (usd(g.usd)) }
                         td.num { (usd(g.estimated_usd)) }
+                        td.num { (usd(g.reference_usd)) }
+                        td.num.saved { (usd(g.saved_usd)) }
                     }
                 }
             }
-            tfoot { tr { th { "Total" } th {} th.num #total-usd { (usd(total)) } th {} } }
+            tfoot { tr { th { "Total" } th {} th.num #total-usd { (usd(total)) } th {} th.num #total-reference { (usd(reference)) } th.num #total-saved { (usd(saved)) } } }
         }
-        p.muted { "Jobs that finished between " (when(&query.since)) " and " (when(&query.until)) ", as " code { "GET /v1/costs" } " reports them." }
+        p.muted { "Jobs that finished between " (when(&query.since)) " and " (when(&query.until)) ", as " code { "GET /v1/costs" } " reports them. \"At reference\" is what the same runs would have cost at each job's reference provider (the one it named, " code { "routing.reference_provider" } ", or the dearest that could run it); \"Saved\" is that less what they cost." }
+        h2 { "Spend per day, by provider" }
+        (daily_chart(&daily))
     };
     layout("Cost", &session, "/ui/costs", body).into_response()
 }
