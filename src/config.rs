@@ -20,11 +20,13 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 11] = [
+const CONFIG_KEYS: [&str; 13] = [
     "tenants",
     "budgets",
     "prices",
     "listen",
+    "staging",
+    "tes",
     "http",
     "store",
     "auth",
@@ -63,6 +65,10 @@ pub struct Config {
     /// `[prices]`: the price file, and reading it from the clouds' catalogs.
     #[serde(default)]
     pub prices: PricesConfig,
+    #[serde(default)]
+    pub staging: StagingConfig,
+    #[serde(default)]
+    pub tes: TesConfig,
 }
 
 /// `[prices]`: where the figures read from the clouds' price catalogs are kept, when they
@@ -119,6 +125,70 @@ impl std::fmt::Debug for PricesConfig {
             .field("aws_url", &self.aws_url)
             .field("google_url", &self.google_url)
             .finish()
+    }
+}
+
+
+/// `[staging]`: what the filer may reach for each tenant's inputs and outputs. It acts with
+/// the deployment's credentials, so nothing is reachable unless listed here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagingConfig {
+    /// Whether `http(s)` inputs may reach loopback, link-local (cloud metadata) and private
+    /// addresses.
+    pub allow_private_addresses: bool,
+    /// Per tenant: the URL prefixes (`s3://bucket/in/`, `https://example.org/data/`,
+    /// `file:///srv/shared/`) its jobs' inputs may be read from (`read`) and outputs
+    /// written to (`write`).
+    pub tenants: BTreeMap<String, TenantStaging>,
+}
+
+/// `[staging.tenants.NAME]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantStaging {
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+}
+
+impl StagingConfig {
+    /// What `tenant`'s jobs may reach.
+    pub fn policy(&self, tenant: &str) -> crate::staging::Policy {
+        let lists = self.tenants.get(tenant).cloned().unwrap_or_default();
+        crate::staging::Policy {
+            read: lists.read,
+            write: lists.write,
+            private_addresses: self.allow_private_addresses,
+        }
+    }
+}
+
+/// `[tes]`: the GA4GH TES API at `/ga4gh/tes/v1`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TesConfig {
+    /// `service-info`'s `id`: this service, in reverse domain notation.
+    pub service_id: String,
+    /// `service-info`'s `organization`: who runs this gateway, and their web site.
+    pub organization_name: String,
+    pub organization_url: String,
+    /// The tenant a TES request without an `Authorization` header acts for; unset, such a
+    /// request gets 401 as on `/v1`. For TES clients that send no token (the GA4GH
+    /// compliance suite); only allowed on a loopback address.
+    pub anonymous_tenant: Option<String>,
+    /// The `storage` that `service-info` lists (where this deployment's tasks keep files).
+    pub storage: Vec<String>,
+}
+
+impl Default for TesConfig {
+    fn default() -> Self {
+        TesConfig {
+            service_id: "org.offload.tes".into(),
+            organization_name: "offload".into(),
+            organization_url: "http://localhost/".into(),
+            anonymous_tenant: None,
+            storage: vec![],
+        }
     }
 }
 
@@ -462,6 +532,9 @@ pub struct RoutingConfig {
     /// job; unset (or when it cannot), the dearest that can.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_provider: Option<String>,
+    /// Zones by name, each with the providers (names or kinds) in it, for a spec's
+    /// `routing.zones` (a TES task's `resources.zones`): `{ "eu-west-1" = ["fargate"] }`.
+    pub zones: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for RoutingConfig {
@@ -473,6 +546,7 @@ impl Default for RoutingConfig {
             max_hops: 3,
             max_preemptions: 2,
             reference_provider: None,
+            zones: BTreeMap::new(),
         }
     }
 }
@@ -576,6 +650,24 @@ pub enum KindConfig {
 }
 
 impl KindConfig {
+    /// The kind's tag, as `kind = "..."` names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KindConfig::Local(_) => "local",
+            KindConfig::Sim(_) => "sim",
+            #[cfg(feature = "ecs")]
+            KindConfig::Ecs(_) => "ecs",
+            #[cfg(feature = "kubernetes")]
+            KindConfig::Kubernetes(_) => "kubernetes",
+            #[cfg(feature = "aci")]
+            KindConfig::Aci(_) => "aci",
+            #[cfg(feature = "aca")]
+            KindConfig::Aca(_) => "aca",
+            #[cfg(feature = "cloudrun")]
+            KindConfig::Cloudrun(_) => "cloudrun",
+        }
+    }
+
     /// The kind's own default for `max_poll_interval_ms`, where its cloud's costs call for one.
     fn max_poll_interval_ms(&self) -> Option<u64> {
         match self {
@@ -831,6 +923,35 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("store.{key} must be at least 1")));
             }
+        }
+        for (zone, members) in &self.routing.zones {
+            for name in members {
+                let known = self.providers.iter().any(|(n, p)| {
+                    n == name || p.kind.name() == name
+                });
+                if !known {
+                    return Err(ConfigError(format!(
+                        "routing.zones.{zone}: {name:?} is neither a configured provider nor a configured kind"
+                    )));
+                }
+            }
+        }
+        for (tenant, lists) in &self.staging.tenants {
+            for (list, prefixes) in [("read", &lists.read), ("write", &lists.write)] {
+                for (i, prefix) in prefixes.iter().enumerate() {
+                    if let Some(why) = crate::staging::prefix_problem(prefix) {
+                        return Err(ConfigError(format!(
+                            "staging.tenants.{tenant}.{list}[{i}]: {why}"
+                        )));
+                    }
+                }
+            }
+        }
+        if self.tes.anonymous_tenant.is_some() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "tes.anonymous_tenant lets any client act for a tenant without a token; it is only allowed on a loopback address, not {}",
+                self.listen
+            )));
         }
         if self.store.retention_days == Some(0) {
             return Err(ConfigError(

@@ -13,4 +13,6 @@ pub mod http;
 pub mod model;
 pub mod prices;
 pub mod server;
+pub mod staging;
 pub mod store;
+pub mod tes;

@@ -95,6 +95,7 @@ impl Server {
                 &config.auth,
                 stop.clone(),
                 config.http.max_waiters_per_tenant,
+                config.tes.clone(),
             ),
             &config.http,
             config.body_limit_bytes,

@@ -200,6 +200,7 @@ contract!(
     owned_pages_through_the_jobs_the_engine_has_work_for,
     cost_reports_count_each_attempt_where_it_ran,
     changes_since_a_position_tell_each_changed_job_once_as_it_is_now,
+    list_filters_by_name_prefix_label_keys_exit_codes_and_reasons,
 );
 
 async fn retention_purges_only_jobs_ended_and_released_before(f: &Fixture) {
@@ -761,6 +762,13 @@ async fn every_field_round_trips(f: &Fixture) {
             earlier: vec![offload::model::AttemptCost { provider: "ecs".into(), billed_seconds: 60, usd: 0.125, preempted: true }],
             reference: Some(offload::model::ReferenceCost { provider: "ecs".into(), hourly_usd: 0.2, usd: Some(0.5) }),
         }),
+        steps: Some(vec![offload::model::steps::StepLog {
+            role: offload_provider::StepRole::StageIn,
+            exit_code: Some(1),
+            started_at: Some(t(1_700_000_001_500)),
+            finished_at: None,
+            log: "offload-filer: s3://b/k: not found\n".into(),
+        }]),
         event: None,
         from_any_replica: false,
     };
@@ -790,6 +798,10 @@ async fn every_field_round_trips(f: &Fixture) {
     assert_eq!((cost.hourly_usd, cost.estimated_usd), (0.1, 0.0166));
     assert_eq!((cost.billed_seconds, cost.usd), (Some(61), Some(0.25)));
     assert_eq!(cost.earlier_usd, 0.125);
+    assert_eq!(got.job.steps.len(), 1);
+    assert_eq!(got.job.steps[0].exit_code, Some(1));
+    assert_eq!(got.job.steps[0].started_at, Some(t(1_700_000_001_500)));
+    assert_eq!(got.job.steps[0].log, "offload-filer: s3://b/k: not found\n");
     assert_eq!(got.job.spec, s.redacted());
     assert_eq!(
         store.log_tail(id).await.unwrap().as_deref(),
@@ -810,6 +822,66 @@ async fn every_field_round_trips(f: &Fixture) {
     assert_eq!(after.excluded.len(), 2);
     assert_eq!(after.launch_key, Some(format!("{id}-3")));
     assert_eq!(after.job.cost, got.job.cost);
+    assert_eq!(after.job.steps, got.job.steps);
+}
+
+/// What TES lists by: a name's prefix (taken as text, `%` and `_` too), labels present
+/// whatever their value, an exit code or none, a reason that starts (or does not start)
+/// with a text.
+async fn list_filters_by_name_prefix_label_keys_exit_codes_and_reasons(f: &Fixture) {
+    let store = &*f.store;
+    let mut ids = vec![];
+    for (name, label, exit, reason) in [
+        ("alpha_1", Some(""), Some(0), Some("exited with code 0")),
+        ("alpha%2", None, None, Some("Fargate Spot interruption: gone")),
+        ("beta", Some("x"), None, None),
+    ] {
+        let mut s = spec("img", SECRET);
+        s.name = Some(name.into());
+        if let Some(v) = label {
+            s.labels.insert("tag".into(), v.into());
+        }
+        let id = created(store, new_job("a", None, s)).await;
+        let patch = Patch {
+            exit_code: exit,
+            reason: reason.map(String::from),
+            ..Patch::default()
+        };
+        store.update(id, &[], patch).await.unwrap().unwrap();
+        ids.push(id);
+    }
+    let list = |q: ListQuery| async move {
+        let q = ListQuery { limit: 10, ..q };
+        let mut got: Vec<Uuid> = store.list("a", &q).await.unwrap().into_iter().map(|j| j.id).collect();
+        got.reverse();
+        got
+    };
+    let prefix = |p: &str| ListQuery { name_prefix: Some(p.into()), ..ListQuery::default() };
+    assert_eq!(list(prefix("alpha")).await, [ids[0], ids[1]]);
+    assert_eq!(list(prefix("alpha%")).await, [ids[1]]);
+    assert_eq!(list(prefix("alpha_")).await, [ids[0]]);
+    assert_eq!(list(prefix("lpha")).await, Vec::<Uuid>::new());
+    let keys = ListQuery { label_keys: vec!["tag".into()], ..ListQuery::default() };
+    assert_eq!(list(keys).await, [ids[0], ids[2]]);
+    let coded = ListQuery { has_exit_code: Some(true), ..ListQuery::default() };
+    assert_eq!(list(coded).await, [ids[0]]);
+    let spot = ListQuery {
+        has_exit_code: Some(false),
+        reason_prefix: Some(("Fargate Spot".into(), true)),
+        ..ListQuery::default()
+    };
+    assert_eq!(list(spot).await, [ids[1]]);
+    let other = ListQuery {
+        has_exit_code: Some(false),
+        reason_prefix: Some(("Fargate Spot".into(), false)),
+        ..ListQuery::default()
+    };
+    assert_eq!(list(other).await, [ids[2]]);
+    assert!(store.list("b", &keys_of("tag")).await.unwrap().is_empty());
+}
+
+fn keys_of(key: &str) -> ListQuery {
+    ListQuery { label_keys: vec![key.into()], limit: 10, ..ListQuery::default() }
 }
 
 /// Labels as large as validation lets them be, in characters and in bytes (a character of

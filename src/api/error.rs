@@ -109,6 +109,25 @@ impl ApiError {
         }
     }
 
+    /// The same problem with another status (TES answers a 400 where `/v1` answers 422).
+    pub fn with_status(self, status: StatusCode) -> Self {
+        ApiError { status, ..self }
+    }
+
+    /// The same problem with each field renamed by `rename` (in `errors` and in `detail`).
+    pub fn map_fields(mut self, rename: impl Fn(&str) -> String) -> Self {
+        for e in &mut self.errors {
+            let renamed = rename(&e.field);
+            self.detail = self.detail.replace(&e.field, &renamed);
+            e.field = renamed;
+        }
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub fn not_found(what: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }

@@ -30,7 +30,7 @@ use crate::store::{CostGrouping, CostQuery, JobRecord, ListQuery, NewJob, Submit
 
 const MAX_PAGE: usize = 500;
 
-pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     let hyphenated = patterns::JOB_ID.is_match(id).then_some(id);
     hyphenated
         .and_then(|id| Uuid::parse_str(id).ok())
@@ -43,7 +43,7 @@ pub(super) fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 }
 
 /// The tenant's job, or 404 (also for another tenant's job: its existence is not told).
-pub(super) async fn job_of(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<JobRecord, ApiError> {
+pub(crate) async fn job_of(state: &AppState, tenant: &Tenant, id: Uuid) -> Result<JobRecord, ApiError> {
     state
         .store
         .get(id)
@@ -89,7 +89,44 @@ pub async fn create_job(
             Some(key.to_string())
         }
     };
+    let submitted = submit(&state, tenant, spec, idempotency_key).await?;
+    match submitted {
+        Submitted::Created(rec) => {
+            let location = format!("/v1/jobs/{}", rec.job.id);
+            Ok((
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                Json(rec.job),
+            )
+                .into_response())
+        }
+        Submitted::Existing(rec) => Ok((StatusCode::OK, Json(rec.job)).into_response()),
+        Submitted::Conflict(id) => Err(ApiError::field(
+            StatusCode::CONFLICT,
+            FieldError::new(
+                "Idempotency-Key",
+                format!("was already used for job {id} with a different body"),
+            ),
+        )),
+    }
+}
+
+/// Checks a spec (its fields, what the tenant's filer may reach, whether some provider can
+/// run it) and commits it as the tenant's job: what `POST /v1/jobs` and TES's `POST /tasks`
+/// share. A refusal is a 422 naming the fields, which TES answers as a 400.
+pub(crate) async fn submit(
+    state: &AppState,
+    tenant: Tenant,
+    spec: JobSpec,
+    idempotency_key: Option<String>,
+) -> Result<Submitted, ApiError> {
     spec.validate().map_err(ApiError::invalid)?;
+    if let Some(steps) = &spec.steps {
+        let refused = state.engine.staging.policy(&tenant.0).problems(steps);
+        if !refused.is_empty() {
+            return Err(ApiError::invalid(refused));
+        }
+    }
     state
         .engine
         .check_spec(&spec)
@@ -123,25 +160,7 @@ pub async fn create_job(
             "the submit did not finish; retry with the same Idempotency-Key",
         )
     })?;
-    match submitted? {
-        Submitted::Created(rec) => {
-            let location = format!("/v1/jobs/{}", rec.job.id);
-            Ok((
-                StatusCode::CREATED,
-                [(header::LOCATION, location)],
-                Json(rec.job),
-            )
-                .into_response())
-        }
-        Submitted::Existing(rec) => Ok((StatusCode::OK, Json(rec.job)).into_response()),
-        Submitted::Conflict(id) => Err(ApiError::field(
-            StatusCode::CONFLICT,
-            FieldError::new(
-                "Idempotency-Key",
-                format!("was already used for job {id} with a different body"),
-            ),
-        )),
-    }
+    Ok(submitted?)
 }
 
 /// Where a job would run and what it would cost there, without submitting it.
@@ -313,6 +332,7 @@ pub async fn list_jobs(
         labels,
         before,
         limit,
+        ..ListQuery::default()
     };
     let page = super::listing::page(&*state.store, &tenant.0, &query).await?;
     Ok(Json(JobPage {

@@ -1,15 +1,15 @@
 //! The HTTP API (axum): routes, auth, body parsing, errors, and the OpenAPI document.
 
-mod auth;
-mod body;
+pub(crate) mod auth;
+pub(crate) mod body;
 mod budgets;
 mod changes;
 mod deadline;
 pub mod doc;
-mod error;
+pub(crate) mod error;
 mod failures;
-mod jobs;
-mod listing;
+pub(crate) mod jobs;
+pub(crate) mod listing;
 mod marks;
 pub(crate) mod ops;
 mod ui;
@@ -45,6 +45,8 @@ pub struct AppState {
     /// close at once, so that shutdown fits in a pod's grace period.
     pub draining: CancellationToken,
     waiters: Arc<waiters::Waiters>,
+    /// The TES API's settings.
+    pub tes: Arc<crate::config::TesConfig>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
         auth: &AuthConfig,
         draining: CancellationToken,
         max_waiters_per_tenant: usize,
+        tes: crate::config::TesConfig,
     ) -> Self {
         AppState {
             store: snapshots.clone(),
@@ -67,6 +70,7 @@ impl AppState {
             ))),
             draining,
             waiters: Arc::new(waiters::Waiters::new(max_waiters_per_tenant)),
+            tes: Arc::new(tes),
         }
     }
 }
@@ -91,6 +95,7 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi_json))
+        .nest("/ga4gh/tes/v1", crate::tes::router())
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(axum::middleware::from_fn(error::problems_only))
         // The dashboard's pages answer in HTML, errors too.

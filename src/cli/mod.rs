@@ -170,8 +170,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Print the OpenAPI document (YAML).
-    Openapi,
+    /// Print the OpenAPI document (YAML): `/v1`'s, or with `--tes` the TES API's.
+    Openapi {
+        #[arg(long)]
+        tes: bool,
+    },
     /// Apply the PostgreSQL schema versions the database at `store.url` (from the config
     /// or OFFLOAD_STORE__URL) lacks; the gateway also does at start, under the same lock.
     Migrate {
@@ -182,6 +185,13 @@ enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// The filer step of a job with inputs or outputs (`stage-in` or `stage-out`), which a
+    /// provider runs with the plan in OFFLOAD_FILER_PLAN; not for people.
+    #[command(hide = true)]
+    Filer {
+        #[arg(value_parser = ["stage-in", "stage-out"])]
+        verb: String,
     },
     /// Price tools.
     Prices {
@@ -239,7 +249,9 @@ pub async fn main() -> anyhow::Result<i32> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => return config_check(config).await,
-        Command::Openapi => print!("{}", crate::api::doc::openapi_yaml()),
+        Command::Openapi { tes: false } => print!("{}", crate::api::doc::openapi_yaml()),
+        Command::Openapi { tes: true } => print!("{}", crate::tes::doc::openapi_yaml()),
+        Command::Filer { verb } => return Ok(crate::staging::filer::main(&verb).await),
         Command::Store {
             command: StoreCommand::Copy { from, to },
         } => {
@@ -297,6 +309,8 @@ pub async fn main() -> anyhow::Result<i32> {
                 labels: pairs("--label", &label)?,
                 priority: 0,
                 provider_options: BTreeMap::new(),
+                description: None,
+                steps: None,
             };
             return run(&gateway.client()?, &spec).await;
         }

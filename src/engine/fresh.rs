@@ -82,6 +82,7 @@ mod tests {
                 started_at: None,
                 finished_at: None,
                 cost: None,
+                steps: vec![],
             },
             tenant: "t".into(),
             launch_key: None,

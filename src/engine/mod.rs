@@ -68,6 +68,9 @@ struct Observed {
     tail: Option<String>,
 }
 
+/// How much of each step's output a job of several steps keeps when it ends.
+pub const STEP_TAIL_BYTES: usize = 8 << 10;
+
 /// One configured provider instance and the engine's bookkeeping for it.
 pub struct Slot {
     pub name: String,
@@ -160,6 +163,8 @@ pub struct Engine {
     /// none).
     poke: mpsc::UnboundedSender<(Uuid, Option<Arc<str>>)>,
     poked: Mutex<Option<mpsc::UnboundedReceiver<(Uuid, Option<Arc<str>>)>>>,
+    /// What each tenant's filer steps may reach.
+    pub staging: crate::config::StagingConfig,
     /// New jobs' records, for their first reconcile.
     fresh: fresh::Fresh,
     /// The newest phase of each workload the pollers follow, by launch key (an answer
@@ -276,6 +281,7 @@ impl Engine {
             slots,
             config: config.engine.clone(),
             routing: config.routing.clone(),
+            staging: config.staging.clone(),
             poke,
             fresh: fresh::Fresh::default(),
             poked: Mutex::new(Some(poked)),

@@ -351,7 +351,11 @@ impl Engine {
             key,
             job_id: id.to_string(),
             attempt: rec.job.attempts,
-            spec: rec.job.spec.workload(resources, slot.provider.kind()),
+            spec: rec.job.spec.workload(
+                resources,
+                slot.provider.kind(),
+                &self.staging.policy(&rec.tenant),
+            ),
             // The stored spec names its secrets (their values redacted): none, no read.
             secret_env: match rec.job.spec.secret_env.is_empty() {
                 true => Default::default(),
@@ -821,6 +825,20 @@ impl Engine {
             Some(tail) => tail,
             None => self.log_tail(id, slot, handle).await,
         };
+        // A job of several steps keeps how each went, and the end of each one's output.
+        let steps = match rec.job.spec.steps.is_some() {
+            true => match self
+                .call(slot, "logs", slot.provider.step_runs(handle, super::STEP_TAIL_BYTES))
+                .await
+            {
+                Ok(runs) => Some(runs.into_iter().map(Into::into).collect()),
+                Err(e) => {
+                    tracing::warn!(job = %id, error = %e, "could not read how the steps went");
+                    None
+                }
+            },
+            false => None,
+        };
         let now = Utc::now();
         // When this attempt started: as seen running, else as its runtime reports. A
         // workload that ended before it was ever seen running, on a runtime that does not
@@ -842,6 +860,7 @@ impl Engine {
             reason: Some(reason),
             result: extract_result(&tail),
             log_tail: Some(tail),
+            steps,
             started_at: started_at.filter(|_| rec.job.started_at.is_none()),
             finished_at: Some(now),
             ..Patch::default()

@@ -81,13 +81,23 @@ struct Wants<'a> {
     allow: &'a [String],
     deny: &'a [String],
     max_hourly_usd: Option<f64>,
+    /// The providers (names or kinds) of the zones the spec asks for; `None` for any.
+    zones: Option<Vec<&'a String>>,
     seconds: u64,
 }
 
 impl<'a> Wants<'a> {
-    fn of(spec: &'a JobSpec, defaults: &RoutingConfig, seconds: u64) -> Self {
+    fn of(spec: &'a JobSpec, defaults: &'a RoutingConfig, seconds: u64) -> Self {
         let r = spec.routing.as_ref();
+        let zones = r.filter(|r| !r.zones.is_empty()).map(|r| {
+            r.zones
+                .iter()
+                .filter_map(|z| defaults.zones.get(z))
+                .flatten()
+                .collect()
+        });
         Wants {
+            zones,
             prefer: r.and_then(|r| r.prefer).unwrap_or_default(),
             spot: r.and_then(|r| r.spot).unwrap_or(defaults.default_spot),
             allow: r.map(|r| r.allow.as_slice()).unwrap_or_default(),
@@ -280,6 +290,16 @@ impl Engine {
             ));
         }
         let wants = Wants::of(spec, &self.routing, seconds);
+        let zones = spec.routing.as_ref().map(|r| r.zones.as_slice()).unwrap_or_default();
+        for (i, zone) in zones.iter().enumerate() {
+            if !self.routing.zones.contains_key(zone) {
+                let known: Vec<_> = self.routing.zones.keys().map(String::as_str).collect();
+                errors.push(FieldError::new(
+                    format!("routing.zones[{i}]"),
+                    format!("{zone:?} is not a configured zone (routing.zones: {})", known.join(", ")),
+                ));
+            }
+        }
         for (list, field) in [(wants.allow, "routing.allow"), (wants.deny, "routing.deny")] {
             for (i, name) in list.iter().enumerate() {
                 let known = self
@@ -358,11 +378,17 @@ impl Engine {
         if named(wants.deny) {
             return Err("in routing.deny".into());
         }
+        if let Some(zoned) = &wants.zones {
+            if !zoned.iter().any(|n| **n == slot.name || *n == kind) {
+                return Err("in none of the zones of routing.zones".into());
+            }
+        }
         let spot = slot.provider.capabilities().spot;
         if spot && wants.spot == SpotPolicy::Never {
             return Err(SPOT_NEVER.into());
         }
-        let workload = spec.workload(resources.clone(), kind);
+        // The tenant's filer policy changes nothing a provider checks.
+        let workload = spec.workload(resources.clone(), kind, &Default::default());
         slot.provider
             .validate(&workload)
             .map_err(|e| e.to_string())?;

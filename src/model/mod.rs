@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod patterns;
 pub mod quantity;
+pub mod steps;
 
 pub use quantity::{parse_cpu, parse_quantity};
 
@@ -25,7 +26,11 @@ pub struct JobSpec {
     /// A human-readable name; not unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// What the job is for, in the author's words (a TES task's `description`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// The container image. The local provider records it but runs `command` on the host.
+    /// With `steps`, the first executor's image, which the job is listed by.
     pub image: String,
     /// The entrypoint; empty means the image's own.
     #[serde(default)]
@@ -68,6 +73,16 @@ pub struct JobSpec {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub provider_options: BTreeMap<String, serde_json::Value>,
+    /// Several executors run one after another in one workload, sharing volumes, with
+    /// inputs staged before them and outputs after (a GA4GH TES task); `command` and
+    /// `args` are then left empty. Only providers that run steps take such a job (local,
+    /// kubernetes).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
+    pub steps: Option<steps::StepsSpec>,
 }
 
 fn auto() -> String {
@@ -98,6 +113,10 @@ pub struct RoutingSpec {
     /// Never these providers, by name or kind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// Only providers in one of these zones, as the gateway's `routing.zones` places them
+    /// (a TES task's `resources.zones`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     /// Providers whose price for this job's size is higher than this many US dollars per
     /// hour are excluded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -364,6 +383,14 @@ pub mod limits {
     pub const ROUTING_NAMES: usize = 64;
     /// `routing.expected_duration_seconds` at most: a week.
     pub const EXPECTED_DURATION_SECONDS: u64 = 7 * 24 * 3600;
+    /// Characters in a path of a job of several steps (a file, a folder, a workdir).
+    pub const PATH: usize = 4096;
+    /// Executors in a job of several steps.
+    pub const EXECUTORS: usize = 64;
+    /// Inputs, and again outputs, of a job of several steps.
+    pub const FILES: usize = 1024;
+    /// Volumes of a job of several steps.
+    pub const VOLUMES: usize = 64;
 }
 
 fn depth(v: &serde_json::Value) -> usize {
@@ -437,6 +464,16 @@ impl JobSpec {
                 format!("is longer than {} characters", limits::NAME),
             );
         }
+        if let Some(steps) = &self.steps {
+            check(
+                self.command.is_empty() && self.args.is_empty(),
+                "command",
+                "a job with steps gives each executor its command; leave command and args out".into(),
+            );
+            for e in steps.problems() {
+                check(false, &e.field, e.message);
+            }
+        }
         for (map, field) in [(&self.env, "env"), (&self.secret_env, "secret_env")] {
             check(
                 map.len() <= limits::ENV,
@@ -509,6 +546,7 @@ impl JobSpec {
             for (list, field) in [
                 (&routing.allow, "routing.allow"),
                 (&routing.deny, "routing.deny"),
+                (&routing.zones, "routing.zones"),
             ] {
                 check(
                     list.len() <= limits::ROUTING_NAMES,
@@ -519,7 +557,7 @@ impl JobSpec {
                     check(
                         patterns::PROVIDER_NAME.is_match(name),
                         &format!("{field}[{i}]"),
-                        "is not a provider name or kind (1 to 40 of a-z, 0-9 and '-')".into(),
+                        "is not a name (1 to 40 of a-z, 0-9 and '-')".into(),
                     );
                 }
             }
@@ -586,20 +624,31 @@ impl JobSpec {
         })
     }
 
-    /// The spec as a provider of `kind` sees it.
-    pub fn workload(&self, resources: Resources, kind: &str) -> WorkloadSpec {
+    /// The spec as a provider of `kind` sees it; a job of several steps gets its filer
+    /// steps with what `policy` lets the tenant's files reach.
+    pub fn workload(
+        &self,
+        resources: Resources,
+        kind: &str,
+        policy: &crate::staging::Policy,
+    ) -> WorkloadSpec {
+        // A name also in secret_env takes the secret value, which is passed apart.
+        let env: BTreeMap<String, String> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !self.secret_env.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         WorkloadSpec {
             name: self.name.clone(),
             image: self.image.clone(),
             command: self.command.clone(),
             args: self.args.clone(),
-            // A name also in secret_env takes the secret value, which is passed apart.
-            env: self
-                .env
-                .iter()
-                .filter(|(k, _)| !self.secret_env.contains_key(*k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            steps: self
+                .steps
+                .as_ref()
+                .map(|s| s.plan(&env, policy)),
+            env,
             resources,
             timeout_seconds: self.timeout_seconds,
             labels: self.labels.clone(),
@@ -721,6 +770,9 @@ pub struct Job {
     /// What the job is expected to cost and, once it has ended, what it cost; absent
     /// until the job is dispatched.
     pub cost: Option<JobCost>,
+    /// A job of several steps: how each step of its last attempt went, once it has ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<steps::StepLog>,
 }
 
 /// A job's cost under its provider's price sheet and billing rules.

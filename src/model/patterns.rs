@@ -42,6 +42,12 @@ pattern!(
 );
 
 pattern!(
+    /// An absolute path of a job of several steps: `/` and segments, none of them `.` or
+    /// `..`, no NUL.
+    ABSOLUTE_PATH = r"^(/([^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)?)+$"
+);
+
+pattern!(
     /// An environment variable name.
     ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 );

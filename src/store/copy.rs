@@ -290,6 +290,8 @@ struct JobRow {
     /// JSON text without NUL characters, for the `jsonb` column.
     cost: Option<String>,
     first_dispatched_at: Option<DateTime<Utc>>,
+    /// How each step of a job of several steps went: JSON text without NUL characters.
+    steps: Option<String>,
 }
 
 struct EventRow {
@@ -314,8 +316,8 @@ struct Skipped {
 const SELECT_JOBS: &str =
     "SELECT id, tenant, state, provider, provider_ref, attempts, launch_key, \
     dispatched_at, exit_code, reason, result, labels, spec, secret_env, created_at, started_at, \
-    finished_at, cancel_requested_by, log_tail, released, excluded, cost, first_dispatched_at \
-    FROM jobs ORDER BY id";
+    finished_at, cancel_requested_by, log_tail, released, excluded, cost, first_dispatched_at, \
+    steps FROM jobs ORDER BY id";
 
 const SELECT_EVENTS: &str = "SELECT seq, job_id, at, state, reason FROM events ORDER BY seq";
 
@@ -450,6 +452,14 @@ fn job_row(
                 .map(|v| scrub(v).to_string())
         })
         .transpose()?;
+    let steps: Option<String> = row.get(23)?;
+    let steps = steps
+        .map(|s| {
+            serde_json::from_str::<serde_json::Value>(&s)
+                .context("its steps are not JSON")
+                .map(|v| scrub(v).to_string())
+        })
+        .transpose()?;
     let key = keys.remove(&(tenant.clone(), id_text.to_string()));
     Ok(JobRow {
         id,
@@ -481,6 +491,7 @@ fn job_row(
         excluded: serde_json::to_string(&excluded)?,
         cost,
         first_dispatched_at: row.get::<_, Option<i64>>(22)?.and_then(time),
+        steps,
     })
 }
 
@@ -540,7 +551,7 @@ fn scrub(value: serde_json::Value) -> serde_json::Value {
 const INSERT_JOBS: &str = "INSERT INTO jobs (id, tenant, state, provider, provider_ref, attempts, \
         launch_key, dispatched_at, exit_code, reason, result, spec, labels, secret_env, \
         idempotency_key, created_at, started_at, finished_at, cancel_requested_by, log_tail, \
-        released, excluded, cost, first_dispatched_at)
+        released, excluded, cost, first_dispatched_at, steps)
     SELECT input.id, input.tenant, input.state, input.provider, input.provider_ref, input.attempts,
         input.launch_key, input.dispatched_at, input.exit_code, input.reason, input.result::json,
         input.spec::json, input.labels::jsonb, input.secret_env, input.idempotency_key,
@@ -548,16 +559,16 @@ const INSERT_JOBS: &str = "INSERT INTO jobs (id, tenant, state, provider, provid
         input.log_tail, input.released,
         ARRAY(SELECT x.elem FROM jsonb_array_elements_text(input.excluded_json::jsonb)
                 WITH ORDINALITY AS x (elem, pos) ORDER BY x.pos),
-        input.cost::jsonb, input.first_dispatched_at
+        input.cost::jsonb, input.first_dispatched_at, input.steps::jsonb
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[],
             $7::text[], $8::timestamptz[], $9::int4[], $10::text[], $11::text[], $12::text[],
             $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::timestamptz[],
             $18::timestamptz[], $19::text[], $20::text[], $21::bool[], $22::text[], $23::text[],
-            $24::timestamptz[])
+            $24::timestamptz[], $25::text[])
         WITH ORDINALITY AS input (id, tenant, state, provider, provider_ref, attempts,
             launch_key, dispatched_at, exit_code, reason, result, spec, labels, secret_env,
             idempotency_key, created_at, started_at, finished_at, cancel_requested_by, log_tail,
-            released, excluded_json, cost, first_dispatched_at, n)
+            released, excluded_json, cost, first_dispatched_at, steps, n)
     ORDER BY input.n";
 
 /// A batch of events in one statement, keeping their numbers.
@@ -598,6 +609,7 @@ async fn insert_jobs(
     let mut excluded = Vec::with_capacity(n);
     let mut costs = Vec::with_capacity(n);
     let mut first_dispatched = Vec::with_capacity(n);
+    let mut steps = Vec::with_capacity(n);
     for row in rows {
         ids.push(row.id);
         tenants.push(row.tenant);
@@ -623,6 +635,7 @@ async fn insert_jobs(
         excluded.push(row.excluded);
         costs.push(row.cost);
         first_dispatched.push(row.first_dispatched_at);
+        steps.push(row.steps);
     }
     let inserted = tx
         .execute(
@@ -652,6 +665,7 @@ async fn insert_jobs(
                 &excluded,
                 &costs,
                 &first_dispatched,
+                &steps,
             ],
         )
         .await

@@ -85,6 +85,15 @@ pub struct ListQuery {
     pub provider: Option<String>,
     /// Equality selectors: every pair must match.
     pub labels: Vec<(String, String)>,
+    /// Labels that must be present, whatever their value.
+    pub label_keys: Vec<String>,
+    /// Only jobs whose `name` starts with this.
+    pub name_prefix: Option<String>,
+    /// Only jobs with (`true`) or without (`false`) an exit code.
+    pub has_exit_code: Option<bool>,
+    /// Only jobs whose reason starts with (`true`), or does not start with (`false`),
+    /// this text (a job without a reason does not start with it).
+    pub reason_prefix: Option<(String, bool)>,
     /// Only jobs older than this one (the previous page's last id).
     pub before: Option<Uuid>,
     pub limit: usize,
@@ -137,6 +146,8 @@ pub struct Patch {
     pub released: Option<bool>,
     pub excluded: Option<Vec<String>>,
     pub cost: Option<JobCost>,
+    /// How each step of a job of several steps went, in its last attempt.
+    pub steps: Option<Vec<crate::model::steps::StepLog>>,
     /// Appends an event with this reason even when the state does not change. A state
     /// change always appends one, with `reason` (or this) as its reason.
     pub event: Option<String>,

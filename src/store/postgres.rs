@@ -46,6 +46,7 @@ use super::{
     ChangesPage, ChangesQuery, CostGrouping, CostQuery, JobRecord, Lease, ListQuery, NewJob,
     Patch, Store, StoreError, StoreResult, Submitted,
 };
+use crate::model::steps::StepLog;
 use crate::model::{CostGroup, Event, Job, JobCost, JobSpec, JobState};
 
 mod changes;
@@ -125,6 +126,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "budgets",
         sql: include_str!("postgres/migrations/0012_budgets.sql"),
     },
+    Migration {
+        version: 13,
+        name: "steps",
+        sql: include_str!("postgres/migrations/0013_steps.sql"),
+    },
 ];
 
 /// The channel a replica asks another to reconcile a job on, with `owner job-id` as payload.
@@ -134,7 +140,7 @@ pub const POKES: &str = "offload_pokes";
 const MIGRATION_LOCK: i64 = 0x6f66_666c_6f61_6401;
 
 /// The columns [`record`] reads, in its order.
-const JOB_COLUMNS: [&str; 21] = [
+const JOB_COLUMNS: [&str; 22] = [
     "id",
     "tenant",
     "state",
@@ -156,6 +162,7 @@ const JOB_COLUMNS: [&str; 21] = [
     "cost",
     "owner",
     "first_dispatched_at",
+    "steps",
 ];
 
 fn columns(table: &str) -> String {
@@ -888,6 +895,9 @@ fn record(row: &Row) -> StoreResult<JobRecord> {
         started_at: get(row, 13)?,
         finished_at: get(row, 14)?,
         cost: get::<Option<Json<JobCost>>>(row, 18)?.map(|Json(c)| c),
+        steps: get::<Option<Json<Vec<StepLog>>>>(row, 21)?
+            .map(|Json(s)| s)
+            .unwrap_or_default(),
     };
     let owner: Option<String> = get(row, 19)?;
     Ok(JobRecord {
@@ -942,6 +952,7 @@ fn new_record(row: &SubmitRow, spec: JobSpec) -> JobRecord {
             started_at: None,
             finished_at: None,
             cost: None,
+            steps: vec![],
         },
         tenant: row.tenant.clone(),
         launch_key: None,
@@ -973,6 +984,7 @@ fn is_empty(patch: &Patch) -> bool {
         released,
         excluded,
         cost,
+        steps,
         event,
         from_any_replica: _,
     } = patch;
@@ -993,6 +1005,7 @@ fn is_empty(patch: &Patch) -> bool {
         && released.is_none()
         && excluded.is_none()
         && cost.is_none()
+        && steps.is_none()
         && event.is_none()
 }
 
@@ -1108,6 +1121,32 @@ impl Store for PostgresStore {
         if !q.labels.is_empty() {
             values.push(&labels);
             sql += &format!(" AND labels @> ${}::jsonb", values.len());
+        }
+        let label_keys: Vec<Cow<str>> = q.label_keys.iter().map(|k| text(k)).collect();
+        for k in &label_keys {
+            values.push(k);
+            sql += &format!(" AND labels ? ${}", values.len());
+        }
+        let name_prefix = opt_text(&q.name_prefix);
+        if let Some(prefix) = &name_prefix {
+            values.push(prefix);
+            sql += &format!(" AND starts_with(spec->>'name', ${})", values.len());
+        }
+        match q.has_exit_code {
+            Some(true) => sql += " AND exit_code IS NOT NULL",
+            Some(false) => sql += " AND exit_code IS NULL",
+            None => {}
+        }
+        let reason_prefix = q.reason_prefix.as_ref().map(|(p, starts)| (text(p), *starts));
+        if let Some((prefix, starts)) = &reason_prefix {
+            values.push(prefix);
+            sql += &match starts {
+                true => format!(" AND starts_with(reason, ${})", values.len()),
+                false => format!(
+                    " AND (reason IS NULL OR NOT starts_with(reason, ${}))",
+                    values.len()
+                ),
+            };
         }
         if let Some(before) = &q.before {
             values.push(before);

@@ -119,12 +119,20 @@ PRAGMA user_version = 6;
 COMMIT;
 "#;
 
+/// Version 8: how each step of a job of several steps went (JSON).
+const MIGRATION_8: &str = r#"
+BEGIN;
+ALTER TABLE jobs ADD COLUMN steps TEXT;
+PRAGMA user_version = 8;
+COMMIT;
+"#;
+
 /// The schema version this code writes.
-pub(crate) const VERSION: i64 = 7;
+pub(crate) const VERSION: i64 = 8;
 
 const JOB_COLUMNS: &str = "id, tenant, state, provider, provider_ref, attempts, launch_key, dispatched_at, \
     exit_code, reason, result, labels, spec, created_at, started_at, finished_at, cancel_requested_by, \
-    released, excluded, cost, first_dispatched_at";
+    released, excluded, cost, first_dispatched_at, steps";
 
 /// The most writes one transaction takes before it commits.
 const MAX_BATCH: usize = 1024;
@@ -289,6 +297,9 @@ impl SqliteStore {
         }
         if version < 7 {
             conn.execute_batch(ledger::MIGRATION_7).map_err(db)?;
+        }
+        if version < 8 {
+            conn.execute_batch(MIGRATION_8).map_err(db)?;
         }
         // Room for every statement the writer runs, each patch's shape of UPDATE included.
         conn.set_prepared_statement_cache_capacity(64);
@@ -514,6 +525,7 @@ struct RawRecord {
     excluded: String,
     cost: Option<String>,
     first_dispatched_at: Option<i64>,
+    steps: Option<String>,
 }
 
 impl RawRecord {
@@ -541,6 +553,7 @@ impl RawRecord {
             excluded: row.get(18)?,
             cost: row.get(19)?,
             first_dispatched_at: row.get(20)?,
+            steps: row.get(21)?,
         })
     }
 
@@ -576,6 +589,11 @@ impl RawRecord {
             started_at: time(self.started_at),
             finished_at: time(self.finished_at),
             cost: self.cost.map(|c| parse_json(19, &c)).transpose()?,
+            steps: self
+                .steps
+                .map(|s| parse_json(20, &s))
+                .transpose()?
+                .unwrap_or_default(),
         };
         Ok(JobRecord {
             job,
@@ -799,6 +817,9 @@ impl PatchRow {
         if let Some(v) = &patch.cost {
             sets.push(("cost", json_value(v)?));
         }
+        if let Some(v) = &patch.steps {
+            sets.push(("steps", json_value(v)?));
+        }
         let sql = (!sets.is_empty()).then(|| {
             let clause: Vec<String> = sets
                 .iter()
@@ -890,6 +911,34 @@ fn list(conn: &Connection, tenant: &str, q: &ListQuery) -> rusqlite::Result<Vec<
             values.len() - 1,
             values.len()
         );
+    }
+    for k in &q.label_keys {
+        values.push(k.clone());
+        sql += &format!(
+            " AND EXISTS (SELECT 1 FROM json_each(labels) WHERE key = ?{})",
+            values.len()
+        );
+    }
+    // Compared as text, not with LIKE, whose `%` and `_` a prefix may hold.
+    if let Some(prefix) = &q.name_prefix {
+        values.push(prefix.clone());
+        sql += &format!(
+            " AND substr(json_extract(spec, '$.name'), 1, length(?{0})) = ?{0}",
+            values.len()
+        );
+    }
+    match q.has_exit_code {
+        Some(true) => sql += " AND exit_code IS NOT NULL",
+        Some(false) => sql += " AND exit_code IS NULL",
+        None => {}
+    }
+    if let Some((prefix, starts)) = &q.reason_prefix {
+        values.push(prefix.clone());
+        let test = format!("substr(reason, 1, length(?{0})) = ?{0}", values.len());
+        sql += &match starts {
+            true => format!(" AND {test}"),
+            false => format!(" AND (reason IS NULL OR NOT {test})"),
+        };
     }
     if let Some(before) = q.before {
         values.push(before.to_string());

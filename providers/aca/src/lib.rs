@@ -259,6 +259,7 @@ impl Provider for Aca {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        offload_provider::refuse_steps(self.kind(), spec)?;
         self.placement(spec).map(|_| ())
     }
 

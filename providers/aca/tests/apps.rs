@@ -51,6 +51,7 @@ fn spec() -> WorkloadSpec {
         timeout_seconds: Some(600),
         labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
         provider_options: None,
+        steps: None,
     }
 }
 

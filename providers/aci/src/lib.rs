@@ -92,6 +92,7 @@ impl Provider for Aci {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        offload_provider::refuse_steps(self.kind(), spec)?;
         match group::refusal(&self.config, &spec.resources)
             .or_else(|| {
                 let settings = "subnets, identity and registries";

@@ -45,6 +45,7 @@ fn spec() -> WorkloadSpec {
         timeout_seconds: None,
         labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
         provider_options: None,
+        steps: None,
     }
 }
 

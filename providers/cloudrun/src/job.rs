@@ -199,6 +199,7 @@ mod tests {
                 timeout_seconds: Some(600),
                 labels: [("dag_id".to_string(), "Nightly.Train".to_string())].into(),
                 provider_options: None,
+                steps: None,
             },
             secret_env: [("TOKEN".to_string(), "hunter2".to_string())].into(),
             fresh: true,

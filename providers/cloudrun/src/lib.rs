@@ -254,6 +254,7 @@ impl Provider for CloudRun {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        offload_provider::refuse_steps(self.kind(), spec)?;
         // `secret_env` is not part of the spec here; `launch` checks it.
         self.refusal(spec, false).map(|_| ())?;
         let timeout_only = Launch {

@@ -40,6 +40,87 @@ pub struct WorkloadSpec {
     pub labels: BTreeMap<String, String>,
     /// The per-kind escape hatch, already picked out for this provider's kind.
     pub provider_options: Option<serde_json::Value>,
+    /// Several containers run one after another in this one workload (a GA4GH TES task's
+    /// executors, with the gateway's filer around them); `None` for a workload of one
+    /// container, `image` with `command` and `args`. Only providers that say so
+    /// ([`Provider::runs_steps`]) take it; the others refuse it ([`refuse_steps`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<StepPlan>,
+}
+
+/// The containers of a workload of several steps, in the order they run, and what they share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepPlan {
+    pub steps: Vec<Step>,
+    /// Absolute directories every step sees at the same path, empty when the workload
+    /// starts: the task's volumes and the folders of its inputs and outputs.
+    pub volumes: Vec<String>,
+}
+
+/// One container of a workload of several steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub role: StepRole,
+    /// The image; empty for the filer, whose image (or program) is the provider's.
+    pub image: String,
+    /// argv; for the filer, the arguments after its program (`filer stage-in`).
+    pub command: Vec<String>,
+    /// Where the command runs (absolute); the image's own directory when absent.
+    pub workdir: Option<String>,
+    pub env: BTreeMap<String, String>,
+    /// Absolute paths: a file piped to stdin, files that take stdout and stderr.
+    pub stdin: Option<String>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    /// A non-zero exit is recorded and the next step runs all the same.
+    pub ignore_error: bool,
+    /// For the filer: folders of the gateway's host it may read and write (the tenant's
+    /// `file://` allow-lists), which only a provider on that host gives it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_reads: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_writes: Vec<String>,
+}
+
+/// Whose a step is: the task's own command, or the gateway's filer, which acts with the
+/// deployment's credentials (given to it alone) and whose failure is not the task's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRole {
+    /// Downloads the inputs before the first executor.
+    StageIn,
+    Executor,
+    /// Uploads the outputs after the last executor.
+    StageOut,
+}
+
+impl StepRole {
+    pub fn is_filer(self) -> bool {
+        self != StepRole::Executor
+    }
+}
+
+/// How one step of an ended (or running) workload went, as its provider saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRun {
+    pub role: StepRole,
+    pub exit_code: Option<i32>,
+    pub started: Option<std::time::SystemTime>,
+    pub finished: Option<std::time::SystemTime>,
+    /// The end of its output (stdout and stderr interleaved, where they were not sent to
+    /// files), as much as asked for.
+    pub log: String,
+}
+
+/// Why a provider that runs one container per workload refuses `spec`, naming the field.
+pub fn refuse_steps(kind: &str, spec: &WorkloadSpec) -> Result<()> {
+    match &spec.steps {
+        None => Ok(()),
+        Some(_) => Err(ProviderError::InvalidSpec(format!(
+            "steps: the {kind} provider runs one container per job; several executors, staged \
+             inputs and outputs or volumes need a provider that runs steps (local, kubernetes)"
+        ))),
+    }
 }
 
 /// Compute a workload asks for, already parsed into numbers.
@@ -429,6 +510,9 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Checks a spec before anything is launched; kind-specific rules go here.
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        if !self.runs_steps() {
+            refuse_steps(self.kind(), spec)?;
+        }
         match self.capabilities().refusal(&spec.resources) {
             Some(why) => Err(ProviderError::InvalidSpec(why)),
             None => Ok(()),
@@ -470,6 +554,18 @@ pub trait Provider: Send + Sync + 'static {
         _max_bytes: usize,
     ) -> Result<std::collections::HashMap<String, String>> {
         Ok(Default::default())
+    }
+
+    /// Whether this provider runs workloads of several steps ([`WorkloadSpec::steps`]).
+    fn runs_steps(&self) -> bool {
+        false
+    }
+
+    /// How each step of a workload of several steps went, in order, with the last
+    /// `tail_bytes` of each one's output; none for a workload of one container, or where
+    /// the provider runs no steps.
+    async fn step_runs(&self, _handle: &Handle, _tail_bytes: usize) -> Result<Vec<StepRun>> {
+        Ok(vec![])
     }
 
     /// Deletes a finished workload once its outcome and log tail are stored.

@@ -298,6 +298,7 @@ impl Provider for Ecs {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
+        offload_provider::refuse_steps(self.kind(), spec)?;
         self.checked(spec).map(|_| ())
     }
 

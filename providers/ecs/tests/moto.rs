@@ -27,6 +27,7 @@ fn spec(image: &str, cpu: f64, memory_mib: u64) -> WorkloadSpec {
         timeout_seconds: None,
         labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
         provider_options: None,
+        steps: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn spec() -> WorkloadSpec {
         timeout_seconds: Some(600),
         labels: BTreeMap::from([("run_id".into(), "manual__2026-01-02T03:04:05+00:00".into())]),
         provider_options: None,
+        steps: None,
     }
 }
 

@@ -22,6 +22,7 @@
 //! signalled.
 
 mod sandbox;
+mod steps;
 mod supervise;
 
 use std::fs::{self, OpenOptions};
@@ -35,7 +36,7 @@ use nix::unistd::Pid;
 use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, Provider,
-    ProviderError, Result, RunTimes, WorkloadSpec,
+    ProviderError, Result, RunTimes, StepRun, WorkloadSpec,
 };
 use sandbox::Sandbox;
 use serde::Deserialize;
@@ -78,6 +79,10 @@ pub struct Config {
     /// the database and its key must not lie under any of them.
     #[serde(default = "sandbox::default_read_paths")]
     pub read_paths: Vec<PathBuf>,
+    /// The program run as the filer step of a job with inputs or outputs (`PROGRAM filer
+    /// stage-in`): default, the gateway's own executable.
+    #[serde(default)]
+    pub filer: Option<PathBuf>,
 }
 
 fn default_workdir() -> PathBuf {
@@ -98,6 +103,7 @@ impl Default for Config {
             allow_non_loopback: false,
             allow_several_tenants: false,
             read_paths: sandbox::default_read_paths(),
+            filer: None,
         }
     }
 }
@@ -133,9 +139,17 @@ impl Config {
             )));
         }
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let filer = match &self.filer {
+            Some(path) => Some(fs::canonicalize(path).map_err(|e| {
+                refuse(format!("the filer {}: {e}", path.display()))
+            })?),
+            None => std::env::current_exe().ok(),
+        };
         Ok(LocalProvider {
             root,
             sandbox,
+            namespaces: namespaces_work(),
+            filer,
             grace: Duration::from_secs(self.grace_seconds),
             capabilities: Capabilities {
                 max_cpu: self.max_cpu.unwrap_or(host_cpus),
@@ -159,10 +173,33 @@ fn host_memory_bytes() -> u64 {
         .map_or(8 << 30, |kib| kib * 1024)
 }
 
+/// Whether this process may make the mount namespace a step of a workload of several
+/// steps runs in (as root, or through an unprivileged user namespace): a child tries.
+fn namespaces_work() -> bool {
+    use std::os::unix::process::CommandExt;
+    let user = unsafe { libc::getuid() } != 0;
+    let mut probe = std::process::Command::new("/bin/true");
+    // SAFETY: a system call only, between fork and exec.
+    unsafe {
+        probe.pre_exec(move || {
+            let flags = libc::CLONE_NEWNS | if user { libc::CLONE_NEWUSER } else { 0 };
+            match libc::unshare(flags) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    probe.status().is_ok_and(|s| s.success())
+}
+
 /// Runs workloads as host processes; see the module docs.
 pub struct LocalProvider {
     root: PathBuf,
     sandbox: Sandbox,
+    /// Whether steps can have their mount namespace here.
+    namespaces: bool,
+    /// The filer's program.
+    filer: Option<PathBuf>,
     grace: Duration,
     capabilities: Capabilities,
 }
@@ -249,14 +286,14 @@ impl LocalProvider {
             };
         }
         if let Some(code) = Self::read_exit(dir) {
-            return exited(code);
+            return Self::ended(dir, code);
         }
         if Self::group(dir).is_some() {
             return Phase::Running;
         }
         // The supervisor may have written the code between the two reads.
         if let Some(code) = Self::read_exit(dir) {
-            return exited(code);
+            return Self::ended(dir, code);
         }
         if Self::read_pid(dir).is_some() {
             return Phase::Lost {
@@ -277,6 +314,18 @@ impl LocalProvider {
         }
     }
 
+    /// How a workload that exited with `code` ended: a failed filer step is not the job's
+    /// own failure, and has no exit code of the job's.
+    fn ended(dir: &Path, code: i32) -> Phase {
+        match (code, steps::filer_failure(dir)) {
+            (0, _) | (_, None) => exited(code),
+            (_, Some(why)) => Phase::Exited {
+                exit_code: None,
+                reason: Some(why),
+            },
+        }
+    }
+
     fn spawn(&self, dir: &Path, launch: &Launch) -> Result<()> {
         let work = dir.join("work");
         let tmp = work.join("tmp");
@@ -288,9 +337,15 @@ impl LocalProvider {
             .map_err(|e| self.io_err("opening", &log_path, e))?;
         let ruleset = self
             .sandbox
-            .ruleset(&work)
+            .ruleset(&work, &[], &[])
             .map_err(ProviderError::Transient)?;
-        let plan = supervise::Plan::new(dir, ruleset).map_err(|e| self.io_err("preparing", dir, e))?;
+        let mut plan =
+            supervise::Plan::new(dir, ruleset).map_err(|e| self.io_err("preparing", dir, e))?;
+        if let Some(steps) = &launch.spec.steps {
+            let prepared = steps::prepare(dir, launch, steps, &self.sandbox, self.filer.as_deref())
+                .map_err(|e| self.io_err("preparing the steps in", dir, e))?;
+            plan = plan.with_steps(prepared);
+        }
         let spec = &launch.spec;
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
@@ -325,6 +380,44 @@ impl LocalProvider {
             let _ = supervisor.wait().await;
         });
         Ok(())
+    }
+}
+
+impl LocalProvider {
+    /// A workload of several steps' log: its steps' logs one after another, the cursor an
+    /// offset into them all.
+    fn joined_logs(&self, logs: &[PathBuf], query: &LogQuery) -> Result<LogChunk> {
+        let sizes: Vec<u64> = logs
+            .iter()
+            .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+            .collect();
+        let len: u64 = sizes.iter().sum();
+        let from = match (&query.cursor, query.tail_bytes) {
+            (Some(c), _) => c
+                .parse::<u64>()
+                .map_err(|_| ProviderError::InvalidSpec(format!("bad log cursor {c:?}")))?,
+            (None, Some(tail)) => len.saturating_sub(tail as u64),
+            (None, None) => 0,
+        };
+        let to = len.min(from.saturating_add(MAX_CHUNK));
+        let mut bytes = vec![];
+        let mut start = 0u64;
+        for (path, size) in logs.iter().zip(sizes) {
+            let (lo, hi) = (from.max(start), to.min(start + size));
+            if lo < hi {
+                let mut file = fs::File::open(path).map_err(|e| self.io_err("opening", path, e))?;
+                file.seek(SeekFrom::Start(lo - start))
+                    .map_err(|e| self.io_err("reading", path, e))?;
+                file.take(hi - lo)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| self.io_err("reading", path, e))?;
+            }
+            start += size;
+        }
+        Ok(LogChunk {
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            cursor: Some(to.max(from).to_string()),
+        })
     }
 }
 
@@ -372,8 +465,20 @@ impl Provider for LocalProvider {
         Pricing::default()
     }
 
+    fn runs_steps(&self) -> bool {
+        true
+    }
+
+    async fn step_runs(&self, handle: &Handle, tail_bytes: usize) -> Result<Vec<StepRun>> {
+        Ok(steps::runs(&self.dir(&handle.key)?, tail_bytes))
+    }
+
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
-        if spec.command.is_empty() {
+        if let Some(plan) = &spec.steps {
+            if let Some(why) = steps::refusal(plan, self.namespaces, self.filer.as_deref()) {
+                return Err(ProviderError::InvalidSpec(why));
+            }
+        } else if spec.command.is_empty() {
             return Err(ProviderError::InvalidSpec(
                 "the local provider runs `command` on the host and never pulls the image: give a command".into(),
             ));
@@ -472,7 +577,12 @@ impl Provider for LocalProvider {
     }
 
     async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
-        let path = self.dir(&handle.key)?.join("output.log");
+        let dir = self.dir(&handle.key)?;
+        let step_logs = steps::logs(&dir);
+        if !step_logs.is_empty() {
+            return self.joined_logs(&step_logs, query);
+        }
+        let path = dir.join("output.log");
         let mut file = match fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LogChunk::default()),
@@ -562,6 +672,7 @@ mod tests {
                 timeout_seconds: None,
                 labels: BTreeMap::new(),
                 provider_options: None,
+                steps: None,
             },
             secret_env: [("TOKEN".to_string(), "s3cret".to_string())].into(),
             fresh: false,
@@ -767,5 +878,80 @@ mod tests {
         assert!(
             matches!(p.launch(&l).await, Err(ProviderError::InvalidSpec(m)) if m.contains("command"))
         );
+    }
+
+    fn step(command: &str, ignore_error: bool) -> offload_provider::Step {
+        offload_provider::Step {
+            role: offload_provider::StepRole::Executor,
+            image: "alpine".into(),
+            command: vec!["sh".into(), "-c".into(), command.into()],
+            workdir: Some("/vol/A".into()),
+            env: [("STEP".to_string(), "x".to_string())].into(),
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            ignore_error,
+            host_reads: vec![],
+            host_writes: vec![],
+        }
+    }
+
+    /// Executors run in order at the task's own paths, sharing its volume; a failure that
+    /// ignores errors lets the next one run, one that does not stops the rest; each step's
+    /// exit code, times and output are the supervisor's record.
+    #[tokio::test]
+    async fn steps_run_in_order_sharing_volumes_at_their_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        let mut l = launch("k7", "unused");
+        l.spec.command.clear();
+        let mut first = step("echo one > /vol/A/shared; pwd; echo $STEP $TOKEN; exit 3", true);
+        first.stdout = None;
+        let mut second = step("cat /vol/A/shared; cat /vol/A/shared >&2", false);
+        second.stderr = Some("/vol/A/err.txt".into());
+        let third = step("exit 5", false);
+        let fourth = step("echo never", false);
+        l.spec.steps = Some(offload_provider::StepPlan {
+            steps: vec![first, second, third, fourth],
+            volumes: vec!["/vol/A".into()],
+        });
+        p.validate(&l.spec).unwrap();
+        let h = p.launch(&l).await.unwrap();
+        let phase = wait_final(&p, &h).await;
+        assert_eq!(
+            phase,
+            Phase::Exited {
+                exit_code: Some(5),
+                reason: None
+            }
+        );
+        let runs = p.step_runs(&h, 1024).await.unwrap();
+        let codes: Vec<_> = runs.iter().map(|r| r.exit_code).collect();
+        assert_eq!(codes, [Some(3), Some(0), Some(5), None]);
+        assert_eq!(runs[0].log, "/vol/A\nx s3cret\n");
+        assert_eq!(runs[1].log, "one\n");
+        assert!(runs[2].started.is_some() && runs[2].finished >= runs[2].started);
+        assert!(runs[3].started.is_none());
+        assert_eq!(
+            fs::read_to_string(p.root.join("k7/work/vol/A/err.txt")).unwrap(),
+            "one\n"
+        );
+        let log = p.logs(&h, &LogQuery::default()).await.unwrap();
+        assert_eq!(log.text, "/vol/A\nx s3cret\none\n");
+        // The host's own /vol was never touched.
+        assert!(!Path::new("/vol/A/shared").exists());
+    }
+
+    #[tokio::test]
+    async fn steps_under_the_hosts_folders_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = provider(tmp.path(), 5);
+        let mut l = launch("k8", "unused");
+        l.spec.steps = Some(offload_provider::StepPlan {
+            steps: vec![step("true", false)],
+            volumes: vec!["/usr/local/data".into()],
+        });
+        let err = p.validate(&l.spec).unwrap_err().to_string();
+        assert!(err.contains("steps.volumes[0]") && err.contains("/usr"), "{err}");
     }
 }

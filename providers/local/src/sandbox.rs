@@ -102,8 +102,15 @@ impl Sandbox {
     }
 
     /// The ruleset of a job whose working folder is `work`, for the job's process to
-    /// enforce on itself; `None` where the kernel has no Landlock.
-    pub fn ruleset(&self, work: &Path) -> Result<Option<OwnedFd>, String> {
+    /// enforce on itself; `None` where the kernel has no Landlock. `reads` and `writes` are
+    /// more folders (or files) it may read (and run), or change: the filer's program and
+    /// the tenant's `file://` folders, for the filer step alone.
+    pub fn ruleset(
+        &self,
+        work: &Path,
+        reads: &[PathBuf],
+        writes: &[PathBuf],
+    ) -> Result<Option<OwnedFd>, String> {
         if !self.enforced() {
             return Ok(None);
         }
@@ -134,6 +141,16 @@ impl Sandbox {
             ))
             .map_err(fail)?
             .add_rules(path_beneath_rules([work], AccessFs::from_all(abi)))
+            .map_err(fail)?
+            .add_rules(path_beneath_rules(
+                existing(reads.to_vec()),
+                AccessFs::from_read(abi),
+            ))
+            .map_err(fail)?
+            .add_rules(path_beneath_rules(
+                existing(writes.to_vec()),
+                AccessFs::from_all(abi),
+            ))
             .map_err(fail)?;
         Ok(ruleset.into())
     }

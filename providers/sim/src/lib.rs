@@ -747,6 +747,7 @@ mod tests {
                 timeout_seconds: None,
                 labels: Default::default(),
                 provider_options: options,
+                steps: None,
             },
             secret_env: Default::default(),
             fresh: false,

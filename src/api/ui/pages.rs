@@ -166,6 +166,7 @@ async fn list(
         labels,
         before: parse_id(&f.cursor).ok(),
         limit: PAGE,
+        ..ListQuery::default()
     };
     let page = crate::api::listing::page(&*state.store, &session.tenant, &query)
         .await

@@ -25,6 +25,7 @@ use tokio_postgres::{GenericClient, Row, Statement};
 use uuid::Uuid;
 
 use super::{columns, opt_text, pg, pool_error, record, text};
+use crate::model::steps::StepLog;
 use crate::model::JobCost;
 use crate::model::JobState;
 use crate::store::{JobRecord, Patch, StoreResult};
@@ -42,11 +43,12 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
                 $6::text[], $7::integer[], $8::text[], $9::timestamptz[], $10::integer[],
                 $11::text[], $12::json[], $13::timestamptz[], $14::timestamptz[], $15::text[],
                 $16::text[], $17::bool[], $18::jsonb[], $19::timestamptz[], $20::text[],
-                $21::bool[], $22::jsonb[], $23::bool[], $24::text[], $25::timestamptz[])
+                $21::bool[], $22::jsonb[], $23::bool[], $24::text[], $25::timestamptz[], $26::jsonb[])
             AS i (id, expect, state, provider, sets_ref, provider_ref, attempts, launch_key,
                 dispatched_at, exit_code, reason, result, started_at, finished_at,
                 cancel_requested_by, log_tail, released, excluded, at, event_reason,
-                has_event, cost, from_any_replica, me, first_dispatched_at)
+                has_event, cost, from_any_replica, me, first_dispatched_at,
+                steps)
         ), before AS (
             SELECT jobs.id, jobs.state FROM jobs WHERE jobs.id IN (SELECT id FROM input)
             ORDER BY jobs.id FOR UPDATE
@@ -71,7 +73,8 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
                 secret_env = CASE WHEN input.released THEN '' ELSE jobs.secret_env END,
                 excluded = CASE WHEN input.excluded IS NULL THEN jobs.excluded
                     ELSE ARRAY(SELECT jsonb_array_elements_text(input.excluded)) END,
-                cost = COALESCE(input.cost, jobs.cost)
+                cost = COALESCE(input.cost, jobs.cost),
+                steps = COALESCE(input.steps, jobs.steps)
             FROM input, before
             WHERE jobs.id = input.id AND before.id = input.id
                 -- The expected states, comma-separated; '' for any.
@@ -117,6 +120,7 @@ pub(super) struct UpdateRow {
     cost: Option<Json<JobCost>>,
     from_any_replica: bool,
     me: String,
+    steps: Option<Json<Vec<StepLog>>>,
 }
 
 impl UpdateRow {
@@ -157,6 +161,7 @@ impl UpdateRow {
             cost: patch.cost.map(Json),
             from_any_replica: patch.from_any_replica,
             me,
+            steps: patch.steps.map(Json),
         }
     }
 }
@@ -195,6 +200,7 @@ fn arrays<'a>(rows: &[&'a UpdateRow]) -> Vec<Box<dyn ToSql + Sync + Send + 'a>> 
         each(rows, |r| r.from_any_replica),
         each(rows, |r| r.me.as_str()),
         each(rows, |r| r.first_dispatched_at),
+        each(rows, |r| r.steps.as_ref()),
     ]
 }
 
