@@ -79,6 +79,20 @@ pub struct Config {
     pub log_reads_per_second: u32,
     #[serde(default = "default_log_burst")]
     pub log_burst: u32,
+    /// The image the filer steps of a job with inputs or outputs run (the gateway's own
+    /// image, which has `offload`); without it, such jobs are refused.
+    pub filer_image: Option<String>,
+    /// The filer's program in that image, before `filer stage-in` or `filer stage-out`.
+    #[serde(default = "default_filer_command")]
+    pub filer_command: Vec<String>,
+    /// A Secret whose keys (`AWS_ACCESS_KEY_ID`, ...) the filer steps alone get as their
+    /// environment: the deployment's credentials for the object stores. The executors of
+    /// the same pod do not get it.
+    pub filer_secret: Option<String>,
+}
+
+fn default_filer_command() -> Vec<String> {
+    vec!["offload".into()]
 }
 
 /// A Secret jobs may use for their environment (see `Config::allowed_secrets`).

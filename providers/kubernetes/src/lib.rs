@@ -14,6 +14,7 @@ mod options;
 mod pod;
 mod pricing;
 mod status;
+mod steps;
 mod watch;
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use offload_provider::budget::Budget;
 use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, ObservationStream, Phase,
-    Provider, ProviderError, Result, WorkloadSpec,
+    Provider, ProviderError, Result, StepRun, WorkloadSpec,
 };
 
 pub use config::{AllowedSecret, Config, Gke};
@@ -127,6 +128,9 @@ impl Kubernetes {
         if let Some(why) = self.capabilities().refusal(&spec.resources) {
             return Err(ProviderError::InvalidSpec(why));
         }
+        if let Some(why) = spec.steps.as_ref().and_then(|p| steps::refusal(&self.config, p)) {
+            return Err(ProviderError::InvalidSpec(why));
+        }
         options::Options::allowed(spec.provider_options.as_ref(), &self.config)
     }
 
@@ -200,6 +204,30 @@ impl Provider for Kubernetes {
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
         self.checked_options(spec).map(|_| ())
+    }
+
+    fn runs_steps(&self) -> bool {
+        true
+    }
+
+    /// From the pod the watch holds, and each step's container log.
+    async fn step_runs(&self, handle: &Handle, tail_bytes: usize) -> Result<Vec<StepRun>> {
+        let key = ObjectRef::new(&handle.provider_ref).within(&self.namespace);
+        let Some(pod) = self.cache.store()?.get(&key) else {
+            return Ok(vec![]);
+        };
+        let read = |container: String| async move {
+            self.log_limiter.ready().await;
+            let params = LogParams {
+                container: Some(container),
+                ..LogParams::default()
+            };
+            self.pods
+                .logs(&handle.provider_ref, &params)
+                .await
+                .unwrap_or_default()
+        };
+        Ok(steps::runs(&pod, tail_bytes, read).await)
     }
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {

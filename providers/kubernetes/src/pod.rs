@@ -187,15 +187,26 @@ pub fn build(config: &Config, launch: &Launch, options: &Options) -> Result<Pod>
         }),
         ..Container::default()
     };
+    let mut annotations = config.annotations.clone();
+    let (init, container, volumes) = match &spec.steps {
+        Some(plan) => {
+            annotations.insert(crate::steps::ROLES.into(), crate::steps::roles_annotation(plan));
+            let (init, main, volumes) = crate::steps::containers(config, plan, &container);
+            (Some(init).filter(|i| !i.is_empty()), main, Some(volumes).filter(|v| !v.is_empty()))
+        }
+        None => (None, container, None),
+    };
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: config.namespace.clone(),
             labels: Some(labels(config, launch)),
-            annotations: (!config.annotations.is_empty()).then(|| config.annotations.clone()),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {
+            init_containers: init,
+            volumes,
             containers: vec![container],
             restart_policy: Some("Never".into()),
             active_deadline_seconds: spec.timeout_seconds.map(|s| s as i64),

@@ -35,7 +35,11 @@ pub fn phase(pod: &Pod, now: DateTime<Utc>, pending_timeout: chrono::Duration) -
             exit_code: Some(terminated_code(&state).unwrap_or(0)),
             reason: None,
         },
-        Some("Failed") => failed(pod, &state),
+        // A steps pod that failed by itself failed in one of its steps; one the pod's own
+        // reason stopped (a deadline, an eviction) did not.
+        Some("Failed") => crate::steps::failed(pod)
+            .filter(|_| status.reason.is_none())
+            .unwrap_or_else(|| failed(pod, &state)),
         // Pending, Unknown, or not yet set.
         _ => {
             let created = pod

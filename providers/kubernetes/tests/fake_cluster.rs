@@ -602,3 +602,131 @@ async fn the_fake_keeps_kubernetes_conventions() {
     let text = pods.logs("p", &Default::default()).await.unwrap();
     assert_eq!(text, "hello\n");
 }
+
+fn step(role: &str, command: &[&str]) -> offload_provider::Step {
+    serde_json::from_value(json!({
+        "role": role, "image": "alpine:3", "command": command, "workdir": null, "env": {},
+        "stdin": null, "stdout": null, "stderr": null, "ignore_error": false,
+    }))
+    .unwrap()
+}
+
+fn terminated_at(name: &str, code: i32, message: &str) -> Value {
+    json!({"name": name, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": code, "message": message,
+            "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:02Z"}}})
+}
+
+/// A workload of several steps is one pod: the filer and every executor but the last are
+/// init containers in order, the last is `main`; each mounts the shared emptyDir volumes at
+/// the task's folders; the filer runs the filer image with the deployment's Secret, which
+/// the executors do not get; an executor that ignores errors or redirects runs through sh.
+/// How each step went comes from the containers' statuses and logs; a failed filer is no
+/// exit code of the job's, and its reason is its own line.
+#[tokio::test]
+async fn steps_are_init_containers_in_order_sharing_empty_dirs() {
+    let cluster = Cluster::start().await;
+    let k8s = cluster
+        .provider(json!({"filer_image": "offload:latest", "filer_secret": "filer-credentials"}))
+        .await;
+    let mut plain = spec();
+    plain.command.clear();
+    plain.args.clear();
+    let mut second = step("executor", &["sh", "-c", "cat /vol/A/x"]);
+    second.ignore_error = true;
+    second.stdout = Some("/vol/A/out.txt".into());
+    second.workdir = Some("/vol/A".into());
+    plain.steps = Some(offload_provider::StepPlan {
+        steps: vec![
+            step("stage_in", &["filer", "stage-in"]),
+            step("executor", &["sh", "-c", "echo x > /vol/A/x"]),
+            second,
+            step("stage_out", &["filer", "stage-out"]),
+        ],
+        volumes: vec!["/data".into(), "/vol/A".into()],
+    });
+    k8s.validate(&plain).unwrap();
+    let handle = k8s.launch(&launch("offload-steps-1", plain.clone())).await.unwrap();
+    let pod = cluster.api.pod("offload-steps-1").unwrap();
+    let spec = &pod["spec"];
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(&spec["initContainers"]), ["step-0", "step-1", "step-2"]);
+    assert_eq!(names(&spec["containers"]), ["main"]);
+    assert_eq!(
+        spec["volumes"],
+        json!([{"name": "steps-0", "emptyDir": {}}, {"name": "steps-1", "emptyDir": {}}])
+    );
+    let mounts = json!([{"name": "steps-0", "mountPath": "/data"}, {"name": "steps-1", "mountPath": "/vol/A"}]);
+    for c in spec["initContainers"].as_array().unwrap().iter().chain([&spec["containers"][0]]) {
+        assert_eq!(c["volumeMounts"], mounts, "{c}");
+    }
+    let filer = &spec["initContainers"][0];
+    assert_eq!(filer["image"], "offload:latest");
+    assert_eq!(filer["command"], json!(["offload", "filer", "stage-in"]));
+    assert_eq!(filer["envFrom"], json!([{"secretRef": {"name": "filer-credentials", "optional": false}}]));
+    assert_eq!(filer["terminationMessagePolicy"], "FallbackToLogsOnError");
+    let executor = &spec["initContainers"][1];
+    assert_eq!(executor["image"], "alpine:3");
+    assert_eq!(executor["command"], json!(["sh", "-c", "echo x > /vol/A/x"]));
+    assert!(executor.get("envFrom").is_none(), "{executor}");
+    assert!(executor["env"].as_array().unwrap().iter().any(|e| e["name"] == "GREETING"));
+    let wrapped = &spec["initContainers"][2];
+    assert_eq!(wrapped["workingDir"], "/vol/A");
+    assert_eq!(wrapped["command"][0], "/bin/sh");
+    assert_eq!(wrapped["command"].as_array().unwrap()[4..], json!(["sh", "-c", "cat /vol/A/x"]).as_array().unwrap()[..]);
+    assert!(wrapped["command"][2].as_str().unwrap().contains(r#"> "$OFFLOAD_STDOUT""#));
+    assert_eq!(spec["containers"][0]["command"], json!(["offload", "filer", "stage-out"]));
+    assert_eq!(
+        pod["metadata"]["annotations"]["offload.dev/steps"],
+        "stage_in,executor,executor,stage_out"
+    );
+
+    // All ended: each step's code (the wrapped one's own), times and log.
+    cluster.api.append_container_log("offload-steps-1", "step-1", "one\n");
+    cluster
+        .api
+        .append_container_log("offload-steps-1", "step-2", "no\noffload-step-exit: 3\n");
+    cluster.api.append_log("offload-steps-1", "offload-output: {}\n");
+    cluster.api.set_status(
+        "offload-steps-1",
+        json!({"phase": "Succeeded",
+            "initContainerStatuses": [terminated_at("step-0", 0, ""), terminated_at("step-1", 0, ""), terminated_at("step-2", 0, "")],
+            "containerStatuses": [terminated_at("main", 0, "")]}),
+    );
+    until(&k8s, std::slice::from_ref(&handle), |p| p.is_final()).await;
+    let runs = k8s.step_runs(&handle, 1024).await.unwrap();
+    let codes: Vec<_> = runs.iter().map(|r| r.exit_code).collect();
+    assert_eq!(codes, [Some(0), Some(0), Some(3), Some(0)]);
+    assert_eq!(runs[1].log, "one\n");
+    assert_eq!(runs[3].log, "offload-output: {}\n");
+    assert!(runs[1].finished > runs[1].started);
+
+    // A filer that failed: no exit code of the job's, and the filer's own line.
+    let failing = k8s.launch(&launch("offload-steps-2", plain.clone())).await.unwrap();
+    cluster.api.set_status(
+        "offload-steps-2",
+        json!({"phase": "Failed",
+            "initContainerStatuses": [terminated_at("step-0", 1, "some output\noffload-filer: s3://b/k: not found\n")]}),
+    );
+    let phases = until(&k8s, &[failing], |p| p.is_final()).await;
+    assert_eq!(
+        phases[0],
+        Phase::Exited { exit_code: None, reason: Some("staging the inputs failed: s3://b/k: not found".into()) }
+    );
+    // An executor that failed: its exit code.
+    let exec_failed = k8s.launch(&launch("offload-steps-3", plain.clone())).await.unwrap();
+    cluster.api.set_status(
+        "offload-steps-3",
+        json!({"phase": "Failed",
+            "initContainerStatuses": [terminated_at("step-0", 0, ""), terminated_at("step-1", 7, "")]}),
+    );
+    let phases = until(&k8s, &[exec_failed], |p| p.is_final()).await;
+    assert_eq!(phases[0], Phase::Exited { exit_code: Some(7), reason: Some("exited with code 7".into()) });
+
+    // Without a filer image, a plan with a filer is refused naming steps.
+    let bare = cluster.provider(json!({})).await;
+    let err = bare.validate(&plain).unwrap_err().to_string();
+    assert!(err.contains("steps") && err.contains("filer_image"), "{err}");
+}

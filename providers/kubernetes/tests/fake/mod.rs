@@ -371,11 +371,16 @@ async fn pod_log(
     Path((_ns, name)): Path<(String, String)>,
     Query(params): Params,
 ) -> Response {
+    // Each container has its log; `main`'s is the pod's own, as a test appends it.
+    let log_key = match params.get("container").map(String::as_str) {
+        Some(c) if c != "main" => format!("{name}/{c}"),
+        _ => name.clone(),
+    };
     let (exists, text) = {
         let inner = shared.inner.lock().unwrap();
         (
             inner.pods.contains_key(&name),
-            inner.logs.get(&name).cloned().unwrap_or_default(),
+            inner.logs.get(&log_key).cloned().unwrap_or_default(),
         )
     };
     if !exists {
@@ -530,6 +535,11 @@ impl FakeApi {
         pod["metadata"]["resourceVersion"] = json!(rv.to_string());
         let pod = pod.clone();
         shared.record(&mut inner, "MODIFIED", pod);
+    }
+
+    /// Appends to the log of one container of a pod other than `main` (an init container).
+    pub fn append_container_log(&self, name: &str, container: &str, text: &str) {
+        self.append_log(&format!("{name}/{container}"), text);
     }
 
     pub fn append_log(&self, name: &str, text: &str) {

@@ -1,0 +1,306 @@
+//! Workloads of several steps as one pod: every step but the last is an init container, in
+//! order (Kubernetes starts each once the one before it has exited 0), and the last is the
+//! pod's `main` container; every container mounts the same emptyDir volumes at the task's
+//! shared folders. The filer's steps run `filer_image` with the deployment's credentials
+//! from `filer_secret` (an `envFrom` on them alone, not the executors); an executor that
+//! ignores errors, or names files for stdin, stdout or stderr, runs through `/bin/sh`, which
+//! its image must have (TESK does the same), and prints its exit code as
+//! `offload-step-exit: N`. The pod's annotation `offload.dev/steps` keeps the steps' roles,
+//! so that a failed pod says whose step failed: a filer's is no exit code of the job's, and
+//! its reason is the filer's own line (its container's termination message, taken from its
+//! log's end on error).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, SecretEnvSource, Volume,
+    VolumeMount,
+};
+use offload_provider::{Phase, StepPlan, StepRole, StepRun};
+
+use crate::config::Config;
+use crate::pod::CONTAINER;
+
+/// The pod annotation with the steps' roles, comma-separated.
+pub const ROLES: &str = "offload.dev/steps";
+/// The line a wrapped executor prints with its exit code.
+const EXIT_MARK: &str = "offload-step-exit: ";
+
+/// Why this provider cannot run `plan`.
+pub fn refusal(config: &Config, plan: &StepPlan) -> Option<String> {
+    if plan.steps.iter().any(|s| s.role.is_filer()) && config.filer_image.is_none() {
+        return Some(
+            "steps: inputs and outputs need the filer, and this kubernetes provider has no filer_image".into(),
+        );
+    }
+    None
+}
+
+/// The name of step `i`'s container.
+pub fn container_name(plan: &StepPlan, i: usize) -> String {
+    match i + 1 == plan.steps.len() {
+        true => CONTAINER.to_string(),
+        false => format!("step-{i}"),
+    }
+}
+
+fn shell_wrapper(step: &offload_provider::Step) -> Option<(Vec<String>, Vec<EnvVar>)> {
+    let redirects = [
+        ("OFFLOAD_STDIN", &step.stdin, "<"),
+        ("OFFLOAD_STDOUT", &step.stdout, ">"),
+        ("OFFLOAD_STDERR", &step.stderr, "2>"),
+    ];
+    if !step.ignore_error && redirects.iter().all(|(_, p, _)| p.is_none()) {
+        return None;
+    }
+    let mut script = r#""$@""#.to_string();
+    let mut env = vec![];
+    for (var, path, op) in redirects {
+        if let Some(p) = path {
+            script += &format!(r#" {op} "${var}""#);
+            env.push(EnvVar {
+                name: var.into(),
+                value: Some(p.clone()),
+                ..EnvVar::default()
+            });
+        }
+    }
+    script = match step.ignore_error {
+        true => format!(r#"{script}; echo "{EXIT_MARK}$?" >&2; exit 0"#),
+        false => format!("exec {script}"),
+    };
+    let command = ["/bin/sh", "-c", &script, "offload-step"]
+        .into_iter()
+        .map(String::from)
+        .chain(step.command.iter().cloned())
+        .collect();
+    Some((command, env))
+}
+
+/// The pod's containers for `plan`: the init containers and the main one. `base` is the
+/// container a one-step workload would have (its resources and the job's env and secrets),
+/// which each executor starts from.
+pub fn containers(
+    config: &Config,
+    plan: &StepPlan,
+    base: &Container,
+) -> (Vec<Container>, Container, Vec<Volume>) {
+    let volumes: Vec<Volume> = plan
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, _)| Volume {
+            name: format!("steps-{i}"),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        })
+        .collect();
+    let mounts: Vec<VolumeMount> = plan
+        .volumes
+        .iter()
+        .enumerate()
+        .map(|(i, path)| VolumeMount {
+            name: format!("steps-{i}"),
+            mount_path: path.clone(),
+            ..VolumeMount::default()
+        })
+        .collect();
+    let mut all: Vec<Container> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let env_of = |vars: &BTreeMap<String, String>| -> Vec<EnvVar> {
+                vars.iter()
+                    .map(|(k, v)| EnvVar {
+                        name: k.clone(),
+                        value: Some(v.clone()),
+                        ..EnvVar::default()
+                    })
+                    .collect()
+            };
+            let mut c = match step.role.is_filer() {
+                true => Container {
+                    image: config.filer_image.clone(),
+                    command: Some(
+                        config
+                            .filer_command
+                            .iter()
+                            .chain(&step.command)
+                            .cloned()
+                            .collect(),
+                    ),
+                    env: Some(
+                        env_of(&step.env)
+                            .into_iter()
+                            .chain([EnvVar {
+                                name: "OFFLOAD_FILER_ROOT".into(),
+                                value: Some("/".into()),
+                                ..EnvVar::default()
+                            }])
+                            .collect(),
+                    ),
+                    env_from: config.filer_secret.as_ref().map(|name| {
+                        vec![EnvFromSource {
+                            secret_ref: Some(SecretEnvSource {
+                                name: name.clone(),
+                                optional: Some(false),
+                            }),
+                            ..EnvFromSource::default()
+                        }]
+                    }),
+                    resources: base.resources.clone(),
+                    termination_message_policy: Some("FallbackToLogsOnError".into()),
+                    ..Container::default()
+                },
+                false => {
+                    // The job's env and secrets (as the one container would have them),
+                    // then the executor's own.
+                    let mut env: Vec<EnvVar> = base.env.clone().unwrap_or_default();
+                    env.retain(|e| !step.env.contains_key(&e.name));
+                    env.extend(env_of(&step.env));
+                    let (command, extra) = match shell_wrapper(step) {
+                        Some((command, extra)) => (command, extra),
+                        None => (step.command.clone(), vec![]),
+                    };
+                    env.extend(extra);
+                    Container {
+                        image: Some(step.image.clone()),
+                        command: Some(command),
+                        working_dir: step.workdir.clone(),
+                        env: Some(env),
+                        env_from: base.env_from.clone(),
+                        ..base.clone()
+                    }
+                }
+            };
+            c.name = container_name(plan, i);
+            c.args = None;
+            c.volume_mounts = (!mounts.is_empty()).then(|| mounts.clone());
+            c
+        })
+        .collect();
+    let main = all.pop().expect("a plan has steps");
+    (all, main, volumes)
+}
+
+/// The roles of a steps pod, from its annotation; none for a pod of one container.
+pub fn roles(pod: &Pod) -> Vec<StepRole> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROLES))
+        .map(|text| {
+            text.split(',')
+                .filter_map(|r| serde_json::from_value(serde_json::Value::String(r.into())).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The annotation's value for `plan`.
+pub fn roles_annotation(plan: &StepPlan) -> String {
+    plan.steps
+        .iter()
+        .filter_map(|s| serde_json::to_value(s.role).ok())
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Each step's container status, in order (init containers, then `main`).
+fn statuses(pod: &Pod) -> Vec<Option<k8s_openapi::api::core::v1::ContainerStatus>> {
+    let roles = roles(pod);
+    let status = pod.status.clone().unwrap_or_default();
+    let init = status.init_container_statuses.unwrap_or_default();
+    let main = status.container_statuses.unwrap_or_default();
+    (0..roles.len())
+        .map(|i| {
+            let name = match i + 1 == roles.len() {
+                true => CONTAINER.to_string(),
+                false => format!("step-{i}"),
+            };
+            init.iter().chain(&main).find(|c| c.name == name).cloned()
+        })
+        .collect()
+}
+
+/// A failed steps pod's phase: whose step failed, and why.
+pub fn failed(pod: &Pod) -> Option<Phase> {
+    let roles = roles(pod);
+    if roles.is_empty() {
+        return None;
+    }
+    for (role, status) in roles.iter().zip(statuses(pod)) {
+        let Some(done) = status
+            .and_then(|s| s.state)
+            .and_then(|s| s.terminated)
+            .filter(|t| t.exit_code != 0)
+        else {
+            continue;
+        };
+        return Some(match role {
+            StepRole::Executor => Phase::Exited {
+                exit_code: Some(done.exit_code),
+                reason: Some(format!("exited with code {}", done.exit_code)),
+            },
+            filer => {
+                let message = done.message.unwrap_or_default();
+                let line = message
+                    .lines()
+                    .rev()
+                    .find_map(|l| l.strip_prefix("offload-filer: "))
+                    .or_else(|| message.lines().rev().find(|l| !l.trim().is_empty()))
+                    .unwrap_or("the filer said nothing")
+                    .to_string();
+                let what = match filer {
+                    StepRole::StageIn => "staging the inputs failed",
+                    _ => "staging the outputs failed",
+                };
+                Phase::Exited {
+                    exit_code: None,
+                    reason: Some(format!("{what}: {line}")),
+                }
+            }
+        });
+    }
+    None
+}
+
+/// How each step went, from the pod's statuses; `log` reads a container's log.
+pub async fn runs<F, Fut>(pod: &Pod, tail: usize, log: F) -> Vec<StepRun>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let roles = roles(pod);
+    let mut runs = vec![];
+    for (i, (role, status)) in roles.iter().zip(statuses(pod)).enumerate() {
+        let done = status.and_then(|s| s.state).and_then(|s| s.terminated);
+        let time = |t: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            t.map(|t| std::time::SystemTime::from(t.0))
+        };
+        let name = match i + 1 == roles.len() {
+            true => CONTAINER.to_string(),
+            false => format!("step-{i}"),
+        };
+        let text = match &done {
+            Some(_) => log(name).await,
+            None => String::new(),
+        };
+        // A wrapped executor that ignores errors says its own code.
+        let said = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(EXIT_MARK))
+            .and_then(|c| c.trim().parse::<i32>().ok());
+        runs.push(StepRun {
+            role: *role,
+            exit_code: said.or(done.as_ref().map(|d| d.exit_code)),
+            started: time(done.as_ref().and_then(|d| d.started_at.as_ref())),
+            finished: time(done.as_ref().and_then(|d| d.finished_at.as_ref())),
+            log: offload_provider::tail_str(&text, tail).to_string(),
+        });
+    }
+    runs
+}
