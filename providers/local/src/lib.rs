@@ -475,7 +475,9 @@ impl Provider for LocalProvider {
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
         if let Some(plan) = &spec.steps {
-            if let Some(why) = steps::refusal(plan, self.namespaces, self.filer.as_deref()) {
+            if let Some(why) =
+                steps::refusal(plan, self.namespaces, self.filer.as_deref(), &self.sandbox)
+            {
                 return Err(ProviderError::InvalidSpec(why));
             }
         } else if spec.command.is_empty() {

@@ -92,6 +92,11 @@ impl Sandbox {
         self.abi >= FULL_ABI
     }
 
+    /// The read paths that exist, as given.
+    pub fn read_paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.read.iter().filter(|p| p.exists())
+    }
+
     /// Whether `path` is readable by jobs (it lies under a read path).
     pub fn exposes(&self, path: &Path) -> bool {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

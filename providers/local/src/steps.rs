@@ -77,8 +77,23 @@ fn paths(plan: &StepPlan) -> Vec<(String, &str)> {
     all
 }
 
+/// The top folders of the read paths outside the host's system folders (a read path such
+/// as `/srv/tools/bin`, which an executor's root then holds too).
+fn read_tops(sandbox: &super::sandbox::Sandbox) -> BTreeSet<String> {
+    sandbox
+        .read_paths()
+        .filter_map(|p| p.to_str().and_then(top).map(String::from))
+        .filter(|t| !SYSTEM.contains(&t.as_str()) && t != "proc")
+        .collect()
+}
+
 /// Why the local provider cannot run `plan`, naming the field.
-pub fn refusal(plan: &StepPlan, namespaces: bool, filer: Option<&Path>) -> Option<String> {
+pub fn refusal(
+    plan: &StepPlan,
+    namespaces: bool,
+    filer: Option<&Path>,
+    sandbox: &super::sandbox::Sandbox,
+) -> Option<String> {
     if !namespaces {
         return Some(
             "steps: the local provider puts a task's files at its paths in a mount namespace, \
@@ -86,8 +101,9 @@ pub fn refusal(plan: &StepPlan, namespaces: bool, filer: Option<&Path>) -> Optio
                 .into(),
         );
     }
+    let shared = read_tops(sandbox);
     for (field, path) in paths(plan) {
-        if let Some(t) = top(path).filter(|t| SYSTEM.contains(t)) {
+        if let Some(t) = top(path).filter(|t| SYSTEM.contains(t) || shared.contains(*t)) {
             return Some(format!(
                 "{field}: {path:?} lies in /{t}, a folder the local provider shares from the host; use another folder"
             ));
@@ -166,10 +182,29 @@ pub fn prepare(
     for t in &tops {
         binds.push((c_path(&work.join(t))?, c_path(&root.join(t))?));
     }
+    // Read paths elsewhere (a tool's folder), at their own paths, their folders made first.
+    let mut dirs = vec![];
+    for read in sandbox.read_paths() {
+        let outside = read
+            .to_str()
+            .and_then(top)
+            .is_some_and(|t| !SYSTEM.contains(&t) && t != "proc");
+        if !outside {
+            continue;
+        }
+        let relative = read.strip_prefix("/").unwrap_or(read);
+        let mut at = root.clone();
+        for part in relative.parent().into_iter().flat_map(|p| p.components()) {
+            at.push(part);
+            dirs.push(c_path(&at)?);
+        }
+        binds.push((c_path(read)?, c_path(&root.join(relative))?));
+    }
     let uid = unsafe { libc::getuid() };
     let gid = unsafe { libc::getgid() };
     let namespace = Mounts {
         root: c_path(&root)?,
+        dirs,
         binds,
         user: (uid != 0).then(|| {
             (

@@ -37,6 +37,8 @@ pub struct Plan {
 /// each bind (`source` on the host, `target` under `root`), then the step's root.
 pub struct Mounts {
     pub root: CString,
+    /// Folders made in the root, in order, before the binds.
+    pub dirs: Vec<CString>,
     pub binds: Vec<(CString, CString)>,
     /// For a gateway not run as root: a user namespace, with these uid and gid maps.
     pub user: Option<(CString, CString)>,
@@ -375,6 +377,9 @@ unsafe fn enter_namespace(m: &Mounts) {
     let tmpfs = c"tmpfs";
     if libc::mount(tmpfs.as_ptr(), m.root.as_ptr(), tmpfs.as_ptr(), 0, c"mode=0755".as_ptr().cast()) != 0 {
         give_up(b"its root");
+    }
+    for dir in &m.dirs {
+        libc::mkdir(dir.as_ptr(), 0o755);
     }
     for (source, target) in &m.binds {
         libc::mkdir(target.as_ptr(), 0o755);

@@ -544,6 +544,11 @@ impl Provider for SimProvider {
         })
     }
 
+    /// A simulated workload of several steps runs as one: nothing runs anyway.
+    fn runs_steps(&self) -> bool {
+        true
+    }
+
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
         if let Some(why) = self.capabilities().refusal(&spec.resources) {
             return Err(ProviderError::InvalidSpec(why));
