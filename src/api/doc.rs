@@ -38,6 +38,8 @@ use crate::model::{self, limits, patterns, quantity};
         model::budget::Budget, model::budget::BudgetAction, model::budget::BudgetStatus,
         model::budget::BudgetSource, model::budget::PeriodStatus, model::budget::PeriodKind,
         model::budget::BudgetList,
+        model::steps::StepsSpec, model::steps::Executor, model::steps::Input,
+        model::steps::Output, model::steps::FileType, model::steps::StepLog,
     )),
     modifiers(&BearerAuth),
 )]
@@ -116,6 +118,15 @@ pub fn served(engine: &Engine) -> Value {
     if slots.len() == 1 {
         routing["deny"]["maxItems"] = json!(0);
     }
+    // Zones are the configured ones; with none, a spec names none.
+    let zones = engine.zones();
+    routing["zones"]["items"]
+        .as_object_mut()
+        .map(|p| p.remove("pattern"));
+    match zones.is_empty() {
+        true => routing["zones"]["maxItems"] = json!(0),
+        false => routing["zones"]["items"]["enum"] = json!(zones),
+    }
     let max_memory = slots
         .iter()
         .map(|s| s.provider.capabilities().max_memory_bytes)
@@ -138,11 +149,102 @@ pub fn served(engine: &Engine) -> Value {
             .chain([None])
             .collect::<Vec<_>>());
     }
+    serve_staging(&mut doc, engine);
     doc
+}
+
+/// The limits and patterns of a job of several steps (`StepsSpec` and the executors,
+/// inputs and outputs TES's document shares), from `model::limits` and `model::patterns`.
+pub(crate) fn constrain_steps(schemas: &mut Value) {
+    let steps = &mut schemas["StepsSpec"]["properties"];
+    steps["executors"]["minItems"] = json!(1);
+    steps["executors"]["maxItems"] = json!(limits::EXECUTORS);
+    for files in ["inputs", "outputs"] {
+        steps[files]["maxItems"] = json!(limits::FILES);
+    }
+    steps["volumes"]["maxItems"] = json!(limits::VOLUMES);
+    let path = json!({"type": "string", "pattern": patterns::ABSOLUTE_PATH.text, "maxLength": limits::PATH});
+    steps["volumes"]["items"] = path.clone();
+    let executor = &mut schemas["Executor"]["properties"];
+    executor["image"]["minLength"] = json!(1);
+    executor["image"]["maxLength"] = json!(limits::IMAGE);
+    executor["image"]["pattern"] = json!(patterns::NOT_BLANK.text);
+    executor["command"]["minItems"] = json!(1);
+    executor["command"]["maxItems"] = json!(limits::ARGS);
+    executor["command"]["items"]["maxLength"] = json!(limits::ARG);
+    executor["command"]["items"]["pattern"] = json!(patterns::NO_NUL.text);
+    for field in ["workdir", "stdin", "stdout", "stderr"] {
+        executor[field]["pattern"] = json!(patterns::ABSOLUTE_PATH.text);
+        executor[field]["maxLength"] = json!(limits::PATH);
+    }
+    executor["env"]["maxProperties"] = json!(limits::ENV);
+    executor["env"]["propertyNames"] = json!({"type": "string", "pattern": patterns::ENV_NAME.text});
+    executor["env"]["additionalProperties"] =
+        json!({"type": "string", "maxLength": limits::ENV_VALUE, "pattern": patterns::NO_NUL.text});
+    for file in ["Input", "Output"] {
+        let props = &mut schemas[file]["properties"];
+        props["path"]["pattern"] = json!(patterns::FILE_PATH.text);
+        props["path"]["maxLength"] = json!(limits::PATH);
+    }
+    let scheme = |schemes: &[&str]| format!("^({})://[^\\x00]+$", schemes.join("|"));
+    let input = &mut schemas["Input"];
+    input["properties"]["content"]["pattern"] = json!(patterns::NO_NUL.text);
+    input["properties"]["url"]["pattern"] = json!(scheme(&model::steps::INPUT_SCHEMES));
+    // One of them given, and not as null.
+    input["anyOf"] = json!([
+        {"required": ["url"], "properties": {"url": {"type": "string"}}},
+        {"required": ["content"], "properties": {"content": {"type": "string"}}},
+    ]);
+    let output = &mut schemas["Output"]["properties"];
+    output["url"]["pattern"] = json!(scheme(&model::steps::OUTPUT_SCHEMES));
+    output["path_prefix"]["pattern"] = json!(patterns::ABSOLUTE_PATH.text);
+    output["path_prefix"]["maxLength"] = json!(limits::PATH);
+}
+
+/// What this deployment's tenants may stage, in a served document: an input's URL is under
+/// some tenant's `read` prefixes (an `http(s)` one only where its literal address may be
+/// reached), an output's under some `write` prefix; with none, no input has a URL and no
+/// job has outputs. `outputs` are the schemas' properties that hold outputs.
+pub(crate) fn staging_schemas(schemas: &mut Value, staging: &crate::config::StagingConfig, outputs: &[(&str, &str)]) {
+    let reads: Vec<String> = staging
+        .tenants
+        .values()
+        .flat_map(|t| t.read.clone())
+        .filter(|p| {
+            crate::staging::net::literal_host_allowed(p, staging.allow_private_addresses).is_ok()
+        })
+        .collect();
+    let writes: Vec<String> = staging.tenants.values().flat_map(|t| t.write.clone()).collect();
+    match crate::staging::url_pattern(&reads) {
+        Some(pattern) => schemas["Input"]["properties"]["url"]["pattern"] = json!(pattern),
+        None => {
+            schemas["Input"]["properties"]["url"] = json!({"not": {}, "description": "No tenant here may read from a URL: give content."});
+            schemas["Input"]["required"] = json!(["path", "content"]);
+            schemas["Input"]["properties"]["content"]["type"] = json!("string");
+        }
+    }
+    match crate::staging::url_pattern(&writes) {
+        Some(pattern) => schemas["Output"]["properties"]["url"]["pattern"] = json!(pattern),
+        None => {
+            for (schema, property) in outputs {
+                schemas[*schema]["properties"][*property]["maxItems"] = json!(0);
+            }
+        }
+    }
+}
+
+fn serve_staging(doc: &mut Value, engine: &Engine) {
+    staging_schemas(&mut doc["components"]["schemas"], &engine.staging, &[("StepsSpec", "outputs")]);
 }
 
 /// Writes the spec's limits and patterns into its schemas.
 fn constrain(doc: &mut Value) {
+    constrain_steps(&mut doc["components"]["schemas"]);
+    // A job with steps gives each executor its command, and none of its own.
+    doc["components"]["schemas"]["JobSpec"]["if"] =
+        json!({"required": ["steps"], "properties": {"steps": {"type": "object"}}});
+    doc["components"]["schemas"]["JobSpec"]["then"] =
+        json!({"properties": {"command": {"maxItems": 0}, "args": {"maxItems": 0}}});
     let schemas = &mut doc["components"]["schemas"];
     let whole = format!(
         "{} As JSON, secret values included, at most {} bytes.",
@@ -179,7 +281,7 @@ fn constrain(doc: &mut Value) {
     spec["provider"]["pattern"] = json!("^(auto|[a-z0-9-]{1,40})$");
     spec["provider_options"]["additionalProperties"] = json!({"type": "object"});
     let routing = &mut schemas["RoutingSpec"]["properties"];
-    for list in ["allow", "deny"] {
+    for list in ["allow", "deny", "zones"] {
         routing[list]["maxItems"] = json!(limits::ROUTING_NAMES);
         routing[list]["items"]["pattern"] = json!(patterns::PROVIDER_NAME.text);
     }
@@ -214,7 +316,7 @@ fn constrain(doc: &mut Value) {
 }
 
 /// Adds to each operation the problems the layers around its handler can answer.
-fn add_problems(doc: &mut Value) {
+pub(crate) fn add_problems(doc: &mut Value) {
     for op in operations(doc) {
         let params: Vec<String> = op
             .get("parameters")

@@ -213,6 +213,11 @@ impl Engine {
         })
     }
 
+    /// The configured zones' names.
+    pub fn zones(&self) -> Vec<String> {
+        self.routing.zones.keys().cloned().collect()
+    }
+
     /// Whether `auto` routing has a provider for `spec` besides the `excluded` ones.
     pub(super) fn alternative(&self, spec: &JobSpec, excluded: &[String]) -> bool {
         self.rank(spec, excluded, self.routing.default_duration_seconds)

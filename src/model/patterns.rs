@@ -42,9 +42,15 @@ pattern!(
 );
 
 pattern!(
-    /// An absolute path of a job of several steps: `/` and segments, none of them `.` or
-    /// `..`, no NUL.
-    ABSOLUTE_PATH = r"^(/([^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)?)+$"
+    /// An absolute path of a job of several steps (a folder, a workdir): at least one
+    /// segment, none of them `.` or `..`, no NUL.
+    ABSOLUTE_PATH = r"^(/+([^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+))+/*$"
+);
+
+pattern!(
+    /// The path of an input or output: an absolute path in a folder (two segments or more),
+    /// since each one's folder is shared between the steps as a volume, and `/` cannot be.
+    FILE_PATH = r"^/+([^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)(/+([^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+))+/*$"
 );
 
 pattern!(

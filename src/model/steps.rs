@@ -127,6 +127,18 @@ impl Output {
     pub fn is_pattern(&self) -> bool {
         self.path.contains(['*', '?', '['])
     }
+
+    /// What is cut from each match's path before it is appended to `url`: `path_prefix`
+    /// when `path` starts with it, else the folders of `path` before its first wildcard.
+    pub fn prefix(&self) -> &str {
+        match &self.path_prefix {
+            Some(p) if self.path.starts_with(p.as_str()) => p.trim_end_matches('/'),
+            _ => {
+                let wild = self.path.find(['*', '?', '[']).unwrap_or(self.path.len());
+                self.path[..wild].rsplit_once('/').map_or("", |(dir, _)| dir)
+            }
+        }
+    }
 }
 
 /// URL schemes the filer reads inputs from.
@@ -159,14 +171,16 @@ fn path_problem(path: &str) -> Option<String> {
     None
 }
 
-/// Why a file's path is not in a folder of its own, or a directory's is `/` (each is
-/// shared between the steps as a folder, and `/` cannot be).
-fn folder_problem(path: &str, kind: FileType) -> Option<String> {
-    let folder = match kind {
-        FileType::File => parent(path),
-        FileType::Directory => path.trim_end_matches('/'),
-    };
-    (folder == "/" || folder.is_empty()).then(|| "must be in a folder, not at /".into())
+/// Why an input's or output's path is not one: absolute, in a folder (its folder is
+/// shared between the steps, and `/` cannot be).
+fn file_path_problem(path: &str) -> Option<String> {
+    if !patterns::FILE_PATH.is_match(path) {
+        return Some(format!(
+            "{path:?} is not an absolute path in a folder (/data/x), without . or .. segments"
+        ));
+    }
+    (path.chars().count() > limits::PATH)
+        .then(|| format!("must have at most {} characters", limits::PATH))
 }
 
 /// The parent folder of an absolute path (`/data` for `/data/x`).
@@ -245,17 +259,12 @@ impl StepsSpec {
         );
         for (i, input) in self.inputs.iter().enumerate() {
             let at = |f: &str| format!("steps.inputs[{i}].{f}");
-            let path = path_problem(&input.path).or_else(|| folder_problem(&input.path, input.kind));
+            let path = file_path_problem(&input.path);
             if let Some(why) = path {
                 check(false, at("path"), why);
             }
             match (&input.content, &input.url) {
                 (Some(content), _) => {
-                    check(
-                        input.kind.is_file(),
-                        at("type"),
-                        "an input with content is a FILE".into(),
-                    );
                     check(
                         patterns::NO_NUL.is_match(content),
                         at("content"),
@@ -275,10 +284,7 @@ impl StepsSpec {
         }
         for (i, output) in self.outputs.iter().enumerate() {
             let at = |f: &str| format!("steps.outputs[{i}].{f}");
-            let path = path_problem(&output.path).or_else(|| match output.is_pattern() {
-                true => None,
-                false => folder_problem(&output.path, output.kind),
-            });
+            let path = file_path_problem(&output.path);
             if let Some(why) = path {
                 check(false, at("path"), why);
             }
@@ -291,24 +297,8 @@ impl StepsSpec {
                     OUTPUT_SCHEMES.join(", ")
                 ),
             );
-            if output.is_pattern() {
-                match &output.path_prefix {
-                    None => check(
-                        false,
-                        at("path_prefix"),
-                        "is required when path has wildcards".into(),
-                    ),
-                    Some(prefix) => {
-                        let problem = path_problem(prefix).or_else(|| {
-                            (prefix.contains(['*', '?', '['])
-                                || !output.path.starts_with(prefix.as_str()))
-                            .then(|| "must be a folder without wildcards that path starts with".into())
-                        });
-                        if let Some(why) = problem {
-                            check(false, at("path_prefix"), why);
-                        }
-                    }
-                }
+            if let Some(why) = output.path_prefix.as_deref().and_then(path_problem) {
+                check(false, at("path_prefix"), why);
             }
         }
         check(
@@ -331,13 +321,13 @@ impl StepsSpec {
     /// are in (a directory's own path; a pattern's prefix), without any that lies in another.
     pub fn shared_folders(&self) -> Vec<String> {
         let inputs = self.inputs.iter().map(|i| match i.kind {
-            FileType::File => parent(&i.path),
-            FileType::Directory => i.path.trim_end_matches('/'),
+            FileType::Directory if i.content.is_none() => i.path.trim_end_matches('/'),
+            _ => parent(&i.path),
         });
-        let outputs = self.outputs.iter().map(|o| match (&o.path_prefix, o.kind) {
-            (Some(prefix), _) if o.is_pattern() => prefix.trim_end_matches('/'),
-            (_, FileType::File) => parent(&o.path),
-            (_, FileType::Directory) => o.path.trim_end_matches('/'),
+        let outputs = self.outputs.iter().map(|o| match o.kind {
+            _ if o.is_pattern() => o.prefix(),
+            FileType::File => parent(&o.path),
+            FileType::Directory => o.path.trim_end_matches('/'),
         });
         let mut all: Vec<&str> = self
             .volumes
@@ -468,7 +458,7 @@ mod tests {
                 {"path": "/data/b"},
                 {"url": "s3://b/../k", "path": "/x"},
             ],
-            "outputs": [{"url": "https://x/y", "path": "/out/*.txt"}],
+            "outputs": [{"url": "https://x/y", "path": "/out/*.txt", "path_prefix": "out"}],
             "volumes": ["rel", "/"],
         }));
         let fields: Vec<_> = s.problems().into_iter().map(|e| e.field).collect();
@@ -498,7 +488,7 @@ mod tests {
             "inputs": [
                 {"url": "s3://b/k", "path": "/data/in/a.txt"},
                 {"content": "x", "path": "/tmp/run.sh"},
-                {"url": "s3://b/d", "path": "/ref/", "type": "DIRECTORY"},
+                {"url": "s3://b/d", "path": "/ref/d/", "type": "DIRECTORY"},
             ],
             "outputs": [
                 {"url": "s3://b/o", "path": "/data/out.txt"},
@@ -507,7 +497,7 @@ mod tests {
             "volumes": ["/data/", "/vol/A"],
         }));
         assert!(s.problems().is_empty(), "{:?}", s.problems());
-        assert_eq!(s.shared_folders(), ["/data", "/ref", "/tmp", "/vol/A", "/work/out"]);
+        assert_eq!(s.shared_folders(), ["/data", "/ref/d", "/tmp", "/vol/A", "/work/out"]);
         let plan = s.plan(&BTreeMap::new(), &Default::default());
         let roles: Vec<_> = plan.steps.iter().map(|s| s.role).collect();
         assert_eq!(roles, [StepRole::StageIn, StepRole::Executor, StepRole::StageOut]);

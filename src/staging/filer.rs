@@ -143,6 +143,7 @@ fn store_for(url: &str) -> Result<(Arc<dyn ObjectStore>, StorePath), Failure> {
 async fn stage_in(plan: &Plan, root: &Path) -> Result<(), Failure> {
     for input in &plan.inputs {
         let target = local(root, &input.path);
+        // Content is a file's, whatever `type` says.
         if let Some(content) = &input.content {
             write_file(&target, content.as_bytes(), &input.path)?;
             continue;
@@ -284,7 +285,7 @@ fn matches(root: &Path, output: &Output) -> Result<Vec<(PathBuf, String, String)
         format!("{base}/{rel}")
     };
     if output.is_pattern() {
-        let prefix = local(root, output.path_prefix.as_deref().unwrap_or("/"));
+        let prefix = local(root, output.prefix());
         let pattern = local(root, &output.path);
         let mut found = vec![];
         let paths = glob::glob(&pattern.to_string_lossy())

@@ -10,7 +10,7 @@
 //! `staging.allow_private_addresses` says so.
 
 pub mod filer;
-mod net;
+pub(crate) mod net;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,31 +27,32 @@ pub struct Policy {
 }
 
 /// Whether `url` lies under one of `prefixes`: equal to one, or under it as a folder (a
-/// prefix `s3://b/in` takes `s3://b/in/x`, not `s3://b/inx`). Schemes and hosts compare
-/// without case.
+/// prefix `s3://b/in` takes `s3://b/in/x`, not `s3://b/inx`). Compared as text, case and
+/// all, as the served OpenAPI document's pattern ([`url_pattern`]) compares.
 pub fn allowed(prefixes: &[String], url: &str) -> bool {
-    let (url_head, url_rest) = split_head(url);
     prefixes.iter().any(|prefix| {
-        let (head, rest) = split_head(prefix);
-        head == url_head
-            && (url_rest == rest
-                || url_rest.strip_prefix(rest.as_str()).is_some_and(|tail| {
-                    rest.ends_with('/') || rest.is_empty() || tail.starts_with('/')
-                }))
+        url == prefix
+            || url.strip_prefix(prefix.as_str()).is_some_and(|tail| {
+                prefix.ends_with('/') || tail.starts_with('/')
+            })
     })
 }
 
-/// `scheme://host` lowercased, and the rest of the URL as it is.
-fn split_head(url: &str) -> (String, String) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (host, path) = match rest.find('/') {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    (
-        format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()),
-        path.to_string(),
-    )
+/// A pattern (ECMA-262 and Rust alike) of the URLs under `prefixes` as [`allowed`] takes
+/// them, without `.` or `..` segments; `None` when there are none.
+pub fn url_pattern(prefixes: &[String]) -> Option<String> {
+    const SEGMENT: &str = r"([^/\x00.?#][^/\x00?#]*|\.[^/\x00.?#][^/\x00?#]*|\.\.[^/\x00?#]+)?";
+    let alternatives: Vec<String> = prefixes
+        .iter()
+        .map(|p| {
+            let escaped = regex::escape(p);
+            match p.ends_with('/') {
+                true => format!("{escaped}{SEGMENT}(/{SEGMENT})*"),
+                false => format!("{escaped}(/{SEGMENT})*"),
+            }
+        })
+        .collect();
+    (!alternatives.is_empty()).then(|| format!("^({})([?#][^\x00]*)?$", alternatives.join("|")))
 }
 
 impl Policy {
@@ -135,7 +136,7 @@ mod tests {
     fn prefixes_are_folders_and_compare_schemes_and_hosts_without_case() {
         let list = vec!["s3://bucket/in".to_string(), "file:///srv/data/".to_string()];
         assert!(allowed(&list, "s3://bucket/in/x"));
-        assert!(allowed(&list, "S3://BUCKET/in/x"));
+        assert!(!allowed(&list, "S3://BUCKET/in/x"));
         assert!(allowed(&list, "s3://bucket/in"));
         assert!(!allowed(&list, "s3://bucket/inx"));
         assert!(!allowed(&list, "s3://bucket/In/x"));
@@ -144,8 +145,25 @@ mod tests {
         assert!(!allowed(&list, "file:///srv/database"));
         assert!(!allowed(&[], "s3://bucket/in/x"), "nothing by default");
         let whole = vec!["gs://b".to_string()];
+        assert!(allowed(&whole, "gs://b"));
         assert!(allowed(&whole, "gs://b/any/thing"));
         assert!(!allowed(&whole, "gs://bb/x"));
+    }
+
+    /// The served document's pattern takes what the server takes, and no more.
+    #[test]
+    fn the_url_pattern_agrees_with_the_allow_list() {
+        let list = vec!["s3://bucket/in".to_string(), "file:///srv/data/".to_string()];
+        let pattern = regex::Regex::new(&url_pattern(&list).unwrap()).unwrap();
+        for url in [
+            "s3://bucket/in", "s3://bucket/in/x", "s3://bucket/in/a/b.txt", "file:///srv/data/x",
+            "s3://bucket/inx", "s3://bucket/in/../x", "s3://bucket/in/./x", "S3://bucket/in/x",
+            "file:///srv/data/..", "s3://bucket/in/.hidden", "s3://bucket/in/..x",
+        ] {
+            let normal = !url.split('/').any(|s| s == "." || s == "..");
+            assert_eq!(pattern.is_match(url), allowed(&list, url) && normal, "{url}");
+        }
+        assert_eq!(url_pattern(&[]), None);
     }
 
     #[test]

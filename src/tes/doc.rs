@@ -45,21 +45,7 @@ pub fn openapi() -> Value {
     let mut doc = serde_json::to_value(TesDoc::openapi()).expect("the document serialises");
     let schemas = &mut doc["components"]["schemas"];
     schemas["TesTask"]["required"] = json!(["executors"]);
-    let executor = &mut schemas["Executor"]["properties"];
-    executor["image"]["minLength"] = json!(1);
-    executor["image"]["maxLength"] = json!(limits::IMAGE);
-    executor["image"]["pattern"] = json!(patterns::NOT_BLANK.text);
-    executor["command"]["minItems"] = json!(1);
-    executor["command"]["maxItems"] = json!(limits::ARGS);
-    executor["command"]["items"]["maxLength"] = json!(limits::ARG);
-    executor["command"]["items"]["pattern"] = json!(patterns::NO_NUL.text);
-    for path in ["workdir", "stdin", "stdout", "stderr"] {
-        executor[path]["pattern"] = json!(patterns::ABSOLUTE_PATH.text);
-    }
-    executor["env"]["maxProperties"] = json!(limits::ENV);
-    executor["env"]["propertyNames"] = json!({"type": "string", "pattern": patterns::ENV_NAME.text});
-    executor["env"]["additionalProperties"] =
-        json!({"type": "string", "maxLength": limits::ENV_VALUE, "pattern": patterns::NO_NUL.text});
+    crate::api::doc::constrain_steps(schemas);
     let task = &mut schemas["TesTask"]["properties"];
     task["executors"]["minItems"] = json!(1);
     task["executors"]["maxItems"] = json!(limits::EXECUTORS);
@@ -70,12 +56,10 @@ pub fn openapi() -> Value {
     task["tags"]["additionalProperties"] =
         json!({"type": "string", "maxLength": limits::LABEL_VALUE});
     task["volumes"]["maxItems"] = json!(limits::VOLUMES);
-    task["volumes"]["items"]["pattern"] = json!(patterns::ABSOLUTE_PATH.text);
+    task["volumes"]["items"] =
+        json!({"type": "string", "pattern": patterns::ABSOLUTE_PATH.text, "maxLength": limits::PATH});
     for files in ["inputs", "outputs"] {
         task[files]["maxItems"] = json!(limits::FILES);
-    }
-    for file in ["Input", "Output"] {
-        schemas[file]["properties"]["path"]["pattern"] = json!(patterns::ABSOLUTE_PATH.text);
     }
     let resources = &mut schemas["TesResources"]["properties"];
     resources["cpu_cores"]["minimum"] = json!(1);
@@ -84,6 +68,18 @@ pub fn openapi() -> Value {
         resources[gb]["exclusiveMinimum"] = json!(0);
         resources[gb]["maximum"] = json!(1_000_000);
     }
+    crate::api::doc::add_problems(&mut doc);
+    doc
+}
+
+/// The document for this deployment: which URLs its tenants may stage (as `/v1`'s).
+pub fn served(staging: &crate::config::StagingConfig) -> Value {
+    let mut doc = openapi();
+    crate::api::doc::staging_schemas(
+        &mut doc["components"]["schemas"],
+        staging,
+        &[("TesTask", "outputs"), ("StepsSpec", "outputs")],
+    );
     doc
 }
 

@@ -336,7 +336,8 @@ pub async fn list_tasks(
     }))
 }
 
-/// The TES document (OpenAPI 3.1), as `openapi/tes.v1.yaml` has it.
-pub async fn openapi_json() -> Response {
-    Json(doc::openapi()).into_response()
+/// The TES document (OpenAPI 3.1), as `openapi/tes.v1.yaml` has it, with what this
+/// deployment's tenants may stage.
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
+    Json(doc::served(&state.engine.staging)).into_response()
 }
