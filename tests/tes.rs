@@ -137,6 +137,19 @@ async fn a_task_is_a_job_created_read_in_every_view_and_completed() {
     assert_eq!(r.status(), 404);
     let (status, _) = gw.get("wrong-token-0123456789", &format!("{TES}/tasks")).await;
     assert_eq!(status, 401);
+
+    // A task is read with GET, cancelled with POST to its :cancel: each refuses the
+    // other's methods with its own Allow.
+    for (method, path, allow) in [
+        (Method::POST, format!("{TES}/tasks/{id}"), "GET,HEAD"),
+        (Method::DELETE, format!("{TES}/tasks/{id}"), "GET,HEAD"),
+        (Method::GET, format!("{TES}/tasks/{id}:cancel"), "POST"),
+        (Method::PUT, format!("{TES}/tasks/{id}:cancel"), "POST"),
+    ] {
+        let r = gw.req(method.clone(), &path, TOKEN_A).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
 }
 
 #[tokio::test]

@@ -39,7 +39,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/service-info", get(service_info))
         .route("/tasks", get(list_tasks).post(create_task))
-        .route("/tasks/{id}", get(get_task).post(cancel_task))
+        .route(
+            "/tasks/{id}",
+            get(get_task).post(cancel_task).fallback(wrong_method),
+        )
         .route("/openapi.json", get(openapi_json))
 }
 
@@ -187,7 +190,10 @@ pub async fn get_task(
     TesTenant(tenant): TesTenant,
     Path(id): Path<String>,
     Query(p): Query<ViewParams>,
-) -> Result<Json<TesTask>, ApiError> {
+) -> Result<Response, ApiError> {
+    if id.ends_with(":cancel") {
+        return Ok(method_not_allowed(&id));
+    }
     let view = view_of(p.view.as_deref())?;
     let id = crate::api::jobs::parse_id(&id)?;
     let rec = crate::api::jobs::job_of(&state, &tenant, id).await?;
@@ -197,7 +203,23 @@ pub async fn get_task(
         true => state.store.log_tail(id).await?,
         false => None,
     };
-    Ok(Json(TesTask::of(job, view, tail.as_deref())))
+    Ok(Json(TesTask::of(job, view, tail.as_deref())).into_response())
+}
+
+/// `/tasks/{id}` and `/tasks/{id}:cancel` are two resources (a task, read with GET; its
+/// cancel, POST) that axum routes as one path: each answers the other's methods, and any
+/// other, with 405 and its own `Allow`.
+fn method_not_allowed(id_or_path: &str) -> Response {
+    let allow = match id_or_path.ends_with(":cancel") {
+        true => "POST",
+        false => "GET,HEAD",
+    };
+    let problem = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, allow)], problem).into_response()
+}
+
+async fn wrong_method(uri: axum::http::Uri) -> Response {
+    method_not_allowed(uri.path())
 }
 
 #[utoipa::path(
@@ -213,14 +235,14 @@ pub async fn cancel_task(
     State(state): State<AppState>,
     TesTenant(tenant): TesTenant,
     Path(id_action): Path<String>,
-) -> Result<Json<TesCancelTaskResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let Some(id) = id_action.strip_suffix(":cancel") else {
-        return Err(ApiError::not_found("route"));
+        return Ok(method_not_allowed(&id_action));
     };
     let id = crate::api::jobs::parse_id(id)?;
     match state.engine.cancel(&tenant.0, id).await? {
         CancelOutcome::Accepted(_) | CancelOutcome::AlreadyTerminal(_) => {
-            Ok(Json(TesCancelTaskResponse {}))
+            Ok(Json(TesCancelTaskResponse {}).into_response())
         }
         CancelOutcome::NotFound => Err(ApiError::not_found("task")),
     }
