@@ -199,6 +199,16 @@ async fn malformed_tasks_are_refused_naming_the_field() {
                    "inputs": [{"url": "file:///etc/passwd", "path": "/data/p"}]}),
             "inputs[0].url",
         ),
+        // serde's derive would take a struct as an array of its fields; the schema does not.
+        (
+            json!({"executors": [{"image": "a", "command": ["true"]}], "resources": [null, null]}),
+            "resources",
+        ),
+        (json!({"executors": [["a", ["true"]]]}), "executors[0]"),
+        (
+            json!({"executors": [{"image": "a", "command": ["true"]}], "inputs": [["/data/x"]]}),
+            "inputs[0]",
+        ),
     ];
     for (body, field) in cases {
         let (status, problem) = create(&gw, TOKEN_A, body.clone()).await;

@@ -260,8 +260,35 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
     }
 }
 
-fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(de: D) -> Result<T, D::Error> {
+pub(crate) fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    de: D,
+) -> Result<T, D::Error> {
     de.deserialize_map(ObjectOnly(std::marker::PhantomData))
+}
+
+/// An item of a list of structs, from a JSON object only (see [`ObjectOnly`]).
+struct Item<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Item<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        object(de).map(Item)
+    }
+}
+
+/// A list of structs, each from a JSON object only.
+pub(crate) fn objects<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    de: D,
+) -> Result<Vec<T>, D::Error> {
+    let items: Vec<Item<T>> = Deserialize::deserialize(de)?;
+    Ok(items.into_iter().map(|i| i.0).collect())
+}
+
+/// A list of structs, each from a JSON object only, or null.
+pub(crate) fn objects_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    de: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    let items: Option<Vec<Item<T>>> = Deserialize::deserialize(de)?;
+    Ok(items.map(|items| items.into_iter().map(|i| i.0).collect()))
 }
 
 struct ObjectOrNull<T>(std::marker::PhantomData<T>);
@@ -286,7 +313,7 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
     }
 }
 
-fn object_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn object_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     de: D,
 ) -> Result<Option<T>, D::Error> {
     de.deserialize_option(ObjectOrNull(std::marker::PhantomData))

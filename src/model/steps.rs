@@ -22,12 +22,13 @@ use super::{limits, patterns, FieldError};
 pub struct StepsSpec {
     /// Run one after another; the first that fails (unless it says `ignore_error`) ends
     /// the job.
+    #[serde(deserialize_with = "super::objects")]
     pub executors: Vec<Executor>,
     /// Files downloaded (or written from `content`) before the first executor.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::objects")]
     pub inputs: Vec<Input>,
     /// Files uploaded after the last executor.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::objects")]
     pub outputs: Vec<Output>,
     /// Absolute directories every executor sees at the same path, empty at the start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -112,10 +113,11 @@ pub struct Output {
     /// or a pattern, the folder its files go under.
     pub url: String,
     /// The absolute path the executors leave it at; may hold POSIX wildcards (`*`, `?`,
-    /// `[...]`), which need `path_prefix`.
+    /// `[...]`), each match then uploaded under `url`.
     pub path: String,
     /// With wildcards in `path`: what is cut from each match's path before it is appended
-    /// to `url`.
+    /// to `url`; when absent, or when `path` does not start with it, `path`'s folders
+    /// before its first wildcard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
     #[serde(default, rename = "type", skip_serializing_if = "FileType::is_file")]
