@@ -4,8 +4,8 @@
 //! - `EXECUTOR_ERROR`: an executor exited non-zero (the job has an exit code);
 //! - `SYSTEM_ERROR`: anything else (a failed download or upload, a workload lost on its last
 //!   attempt, a launch the provider refused, a timeout's stop): no exit code;
-//! - `PREEMPTED`: a spot interruption that failed the job, by its reason
-//!   ([`PREEMPTION_REASON`]).
+//! - `PREEMPTED`: preemptions (spot interruptions) that used up the job's attempts, by its
+//!   reason ([`PREEMPTION_REASON`]).
 //!
 //! `PAUSED` is never used; `UNKNOWN` neither.
 
@@ -15,11 +15,10 @@ use utoipa::ToSchema;
 use crate::model::{Job, JobState};
 use crate::store::ListQuery;
 
-/// The reason a job ends with when its runtime took the capacity back: today only ECS
-/// reports it (its stop code `SpotInterruption`). Issue 38 makes a preemption an outcome of
-/// its own, retried on other capacity: the job then goes back to `queued` (QUEUED here), and
-/// a preemption that ends it should be matched here.
-pub const PREEMPTION_REASON: &str = "Fargate Spot interruption";
+/// How the reason of a job that preemptions ended starts: a preempted workload is launched
+/// again (QUEUED here meanwhile), and the job fails only when the preemptions past
+/// `routing.max_preemptions` have used up its attempts (`engine::reconcile`'s `preempted`).
+pub const PREEMPTION_REASON: &str = "preempted at ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -118,5 +117,42 @@ impl TesState {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason the engine ends a job with when preemptions used up its attempts is
+    /// PREEMPTED; any other failure without an exit code is SYSTEM_ERROR.
+    #[test]
+    fn preemptions_that_end_a_job_are_preempted() {
+        let spec: crate::model::JobSpec =
+            serde_json::from_value(serde_json::json!({"image": "a", "command": ["true"]})).unwrap();
+        let mut job = Job {
+            id: uuid::Uuid::nil(),
+            state: JobState::Failed,
+            terminal: true,
+            provider: None,
+            provider_ref: None,
+            exit_code: None,
+            reason: None,
+            result: None,
+            labels: Default::default(),
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            attempts: 3,
+            spec,
+            cost: None,
+            steps: vec![],
+        };
+        job.reason = Some("preempted at fargate (SpotInterruption) 3 times, on the last of 3 attempts".into());
+        assert_eq!(TesState::of(&job), TesState::Preempted);
+        job.reason = Some("workload lost on the last of 3 attempts".into());
+        assert_eq!(TesState::of(&job), TesState::SystemError);
+        job.exit_code = Some(2);
+        assert_eq!(TesState::of(&job), TesState::ExecutorError);
     }
 }
