@@ -6,7 +6,9 @@
 # cached in target/airflow-venv (3.3) and target/airflow-2.11-venv ... target/airflow-3.2-venv
 # until its lock, the package's pyproject.toml or its version changes; another with moto[server]
 # for the ECS provider, in target/moto-venv; another with schemathesis, in
-# target/schemathesis-venv; Debian's postgresql for a throwaway server, tests/pg.sh; Debian's
+# target/schemathesis-venv; others with py-tes, and with Snakemake and its TES executor
+# plugin, for the TES clients, in target/tes-clients-venv and target/snakemake-venv
+# (tests/tes_clients/run.sh); Debian's postgresql for a throwaway server, tests/pg.sh; Debian's
 # prometheus for promtool, which checks the alert rules; Debian's chromium and playwright-core
 # from npm, in target/ui-node, for the dashboard, tests/ui/run.sh) and starts every peer.
 set -euo pipefail
@@ -85,6 +87,10 @@ tests/pg.sh run bash -c 'status=0
   2>&1 | tee "$log" || status=$?
 # schemathesis against the real binary: the OpenAPI document says exactly what it does.
 tests/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
+# GA4GH TES clients against the real binary: py-tes, and a Snakemake workflow through
+# snakemake-executor-plugin-tes with its files in moto's S3 (venvs in target/, see the script).
+OFFLOAD_BIN="$PWD/target/debug/offload" OFFLOAD_MOTO_PYTHON="$PWD/$moto_venv/bin/python" \
+  tests/tes_clients/run.sh 2>&1 | tee -a "$log" || status=$?
 # Real Airflow against the real binary (built above): every test on 3.3 (OffloadExecutor's
 # whole-Airflow tests, tests/airflow/test_executor_stack.py, on 3.3 only); the unit tests
 # (tests/airflow/unit) and the operator's whole-Airflow tests on 2.11; the unit tests on 3.0
