@@ -82,7 +82,7 @@ status=0
 tests/pg.sh run bash -c 'status=0
   cargo test --workspace --all-targets --locked --no-fail-fast || status=$?
   OFFLOAD_TEST_STORE=postgres cargo test --locked --no-fail-fast --test api --test routing \
-    --test failover --test costs --test spot --test tenants --test budgets || status=$?
+    --test failover --test costs --test spot --test tenants --test budgets --test tes || status=$?
   exit $status' \
   2>&1 | tee "$log" || status=$?
 # schemathesis against the real binary: the OpenAPI document says exactly what it does.
