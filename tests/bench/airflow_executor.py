@@ -7,7 +7,7 @@ queued-to-running latency (queued_dttm to start_date: median, p95, max), and for
 OffloadExecutor the gateway requests per scheduler heartbeat (its sync's, from the
 executor's own counts; submits and the rest from the gateway's metrics).
 
-Not run by CI (tests/run.sh).
+Not run by CI (tests/run.sh): BENCHMARKS.md has its figures.
 
     OFFLOAD_BIN=target/debug/offload target/airflow-venv/bin/python tests/bench/airflow_executor.py \\
         [--tasks 200] [--parallelism 16]
