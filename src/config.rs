@@ -10,10 +10,14 @@ use std::sync::Arc;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use offload_provider::{PriceSheet, Provider};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{limits, SpotPolicy};
 use crate::store::secrets::SecretBox;
+
+pub mod reference;
+pub mod schema;
 
 /// The token accepted when no tokens are configured; only allowed on a loopback address.
 pub const DEV_TOKEN: &str = "offload-dev-token";
@@ -36,24 +40,38 @@ const CONFIG_KEYS: [&str; 13] = [
     "providers",
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+/// offload.toml, the gateway's configuration. Every key is optional: with none, the gateway
+/// listens on 127.0.0.1:8080, keeps its store in ./offload.db, runs jobs on the local
+/// provider and accepts the dev token.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "offload.toml")]
 pub struct Config {
+    /// The address the API and the dashboard listen on. A non-loopback address needs
+    /// `auth.tokens` or `auth.tokens_file`, and no `local` provider unless it allows it.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// `[store]`: where jobs are kept.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[auth]`: bearer tokens, their tenants, and the dashboard's sessions.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[engine]`: how jobs are driven to their end.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// `[routing]`: the defaults of a job spec's `routing` block.
     #[serde(default)]
     pub routing: RoutingConfig,
-    /// Largest request body, in bytes.
+    /// The largest request body, in bytes; a larger one is answered 413.
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
+    /// `[http]`: limits on what one client may hold.
     #[serde(default)]
     pub http: HttpConfig,
+    /// `[providers.NAME]`: the runtimes jobs run on, each a named instance of a `kind`
+    /// (the name is what a job's `provider` says). Names are 1 to 40 of a-z, 0-9 and '-',
+    /// and not `auto`. With none configured, one `local` provider named `local`.
     #[serde(default = "default_providers")]
     pub providers: BTreeMap<String, ProviderConfig>,
     /// `[tenants.NAME]`: how each tenant shares the providers' places.
@@ -73,25 +91,31 @@ pub struct Config {
 
 /// `[prices]`: where the figures read from the clouds' price catalogs are kept, when they
 /// are read again, and where the catalogs are (see [`crate::prices`]).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PricesConfig {
-    /// The price file: `offload prices refresh` writes it, the gateway reads it at start,
-    /// and the providers' sheets use its figures over their defaults. None: the defaults.
+    /// The price file: `offload prices refresh` (and the gateway's own refreshes) write the
+    /// figures read from the clouds' catalogs to it, whole or not at all, and the gateway
+    /// reads it at start; the providers' sheets use its figures over their defaults. A file
+    /// that is not a price file fails the start, naming the key; none yet: the defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
-    /// Read the catalogs as soon as the gateway has started (in the background: the
-    /// sheets are the file's until it is done).
+    /// Read the catalogs once the gateway has started, in the background (the sheets are
+    /// the file's until it ends); needs `file`.
     pub refresh_at_start: bool,
-    /// Read them again every this many hours while the gateway runs; 0: never.
+    /// Read them again every this many hours while the gateway runs (`24`: daily); `0`:
+    /// never. A refresh that fails keeps the last good file and prices, and says so in the
+    /// log and in `GET /v1/providers` (`price_refresh`); needs `file`.
     pub refresh_every_hours: u64,
-    /// The Google Cloud Billing Catalog API's key; best given as
-    /// `OFFLOAD_PRICES__GOOGLE_API_KEY`. Without one, that catalog is skipped (and says so).
+    /// The Google Cloud Billing Catalog API's key (`cloudrun`, and `kubernetes` on GKE
+    /// Autopilot); best given as `OFFLOAD_PRICES__GOOGLE_API_KEY`. Never logged nor shown;
+    /// without one that catalog is skipped, the refresh says so, and those providers keep
+    /// the file's figures or their defaults.
     #[serde(skip_serializing)]
     pub google_api_key: Option<String>,
-    /// Where the Azure Retail Prices API is.
+    /// Where the Azure Retail Prices API is (`aci`, `aca`; no credentials).
     pub azure_url: String,
-    /// Where the AWS Price List Bulk API's offer files are.
+    /// Where the AWS Price List Bulk API's offer files are (`ecs`; no credentials).
     pub aws_url: String,
     /// Where the Google Cloud Billing Catalog API is.
     pub google_url: String,
@@ -194,7 +218,7 @@ impl Default for TesConfig {
 
 /// `[tenants.NAME]`: a tenant's share of each provider's places. A tenant not named has
 /// weight 1 and no limit of its own.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Its weight in the fair share of each provider's places: a freed place goes to the
@@ -232,26 +256,35 @@ fn default_providers() -> BTreeMap<String, ProviderConfig> {
     BTreeMap::from([("local".to_string(), local)])
 }
 
-#[derive(Clone, Deserialize)]
+/// `[store]`: where jobs are kept: a SQLite file for one gateway, or a PostgreSQL
+/// database that several replicas share.
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The SQLite database file (when `url` is not set).
+    /// The SQLite database (WAL mode), when `url` is not set. It is created mode 0600, and
+    /// so are its WAL, shared-memory and lock files, for it holds every tenant's specs and
+    /// log tails; the lock file `PATH.lock` beside it stops a second gateway from opening
+    /// it.
     #[serde(default = "default_db")]
     pub path: PathBuf,
-    /// A PostgreSQL database (`postgres://user:password@host:port/database`) to share with
-    /// other replicas, instead of the SQLite file at `path`.
+    /// A PostgreSQL database (`postgres://user:password@host:port/database`) shared by
+    /// several replicas, instead of the SQLite file at `path`. TLS as its `sslmode` and
+    /// `sslrootcert` say (`verify-full` for a managed database). Needs `secret_key` or
+    /// `secret_key_file`, the same on every replica.
     #[serde(default)]
     pub url: Option<String>,
-    /// With `url`: how long a replica's lease on its jobs lasts without renewal; it renews
-    /// every third of it, and once it lapses the other replicas adopt its jobs.
+    /// With `url`: how long a replica's lease on its jobs lasts without renewal, in seconds
+    /// (at least 3); it renews every third of it, and once it lapses the other replicas
+    /// adopt its jobs.
     #[serde(default = "default_lease")]
     pub lease_seconds: u64,
     /// Jobs that ended (and whose workloads were released) longer ago than this many days
-    /// are deleted, with their events and idempotency keys, once an hour; kept forever
-    /// when unset.
+    /// are deleted, with their events and idempotency keys, once an hour, by one replica
+    /// (the leader); unset, every job is kept.
     #[serde(default)]
     pub retention_days: Option<u64>,
-    /// Sync every commit to disk (survives power loss); off, a commit survives a crash only.
+    /// SQLite: sync every commit to disk (it survives power loss); `false`, a commit
+    /// survives a crash of the process only. Group commit keeps syncing cheap.
     #[serde(default = "yes")]
     pub synchronous_full: bool,
     /// The key that seals `secret_env` at rest: 32 bytes, base64-encoded (`openssl rand
@@ -259,20 +292,21 @@ pub struct StoreConfig {
     #[serde(default)]
     pub secret_key: Option<String>,
     /// Where the key is kept when `secret_key` is not given: created on first start with a
-    /// random key, mode 0600. Default: the database's path with `.key` appended.
+    /// random key, mode 0600. Unset, the database's path with `.key` appended
+    /// (`offload.db.key`).
     #[serde(default)]
     pub secret_key_file: Option<PathBuf>,
-    /// With `url`: PostgreSQL's `statement_timeout` for the gateway's sessions, in seconds
+    /// With `url`: PostgreSQL's `statement_timeout` on the gateway's sessions, in seconds
     /// (migrations run without one).
     #[serde(default = "default_statement_timeout")]
     pub statement_timeout_seconds: u64,
     /// With `url`: `lock_timeout`, how long a statement waits for rows another session
-    /// holds before it fails (and is retried).
+    /// holds before it fails (and the write is retried), in seconds.
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout_seconds: u64,
     /// With `url`: `idle_in_transaction_session_timeout`, after which PostgreSQL ends a
     /// session that holds a transaction open and sends nothing (a frozen replica), so that
-    /// its locks cannot stop the others' writes.
+    /// its locks cannot stop the others' writes; in seconds.
     #[serde(default = "default_idle_in_transaction_timeout")]
     pub idle_in_transaction_timeout_seconds: u64,
 }
@@ -380,28 +414,30 @@ impl Default for StoreConfig {
 }
 
 /// `[http]`: limits on what one client may hold.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// A request's headers must arrive within this many seconds of its first byte.
+    /// A request's headers must arrive within this many seconds of its first byte, or the
+    /// connection is closed.
     pub header_timeout_seconds: u64,
     /// A request's body must arrive in full within this many seconds of its headers (408
     /// otherwise): a total, not a gap between bytes.
     pub body_timeout_seconds: u64,
     /// A connection with no request in flight for this many seconds is closed, HTTP/1 and
-    /// HTTP/2 alike (an HTTP/2 connection that only answers PINGs too).
+    /// HTTP/2 alike (PINGs do not keep an HTTP/2 connection open).
     pub idle_timeout_seconds: u64,
     /// Open connections at most. At the cap, a new connection closes the oldest one that
-    /// has made no authenticated request; when every one has, it is answered 503 and closed.
+    /// has made no authenticated request; when every one has, it is answered 503 with
+    /// Retry-After and closed.
     pub max_connections: usize,
     /// Open connections from one client address at most; past it, that address's oldest
     /// connection without an authenticated request is closed to make room (or the new one
     /// is answered 503).
     pub max_connections_per_address: usize,
-    /// Long-polls (`?wait=`) and log followers one tenant may hold open at once; past it,
-    /// 429 with Retry-After.
+    /// Long-polls (`?wait=`), log followers and dashboard live views one tenant may hold
+    /// open at once; past it, 429 with `Retry-After: 1`.
     pub max_waiters_per_tenant: usize,
-    /// On shutdown, how long requests in flight get to finish.
+    /// On shutdown, how many seconds requests in flight get to finish.
     pub drain_seconds: u64,
 }
 
@@ -419,17 +455,21 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[auth]`: who may call the API, as which tenant.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// The bearer tokens, each with its tenant. With neither these nor `tokens_file`, the
+    /// dev token `offload-dev-token` (tenant `dev`, an admin's) is accepted, and only on a loopback
+    /// address.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
     /// Failed authentications (a wrong bearer token, or one at the dashboard's sign-in) one
-    /// client address may make per minute, up to this many at once; past them, 429 with
-    /// Retry-After.
+    /// client address (an IPv6 /64) may make per minute, up to this many at once; past
+    /// them, 429 with Retry-After.
     #[serde(default = "default_failures")]
     pub failures_per_minute: u32,
-    /// How long a dashboard session lasts after its sign-in.
+    /// How long a dashboard session lasts after its sign-in, in seconds.
     #[serde(default = "default_session")]
     pub session_seconds: u64,
 }
@@ -452,10 +492,13 @@ fn default_session() -> u64 {
     12 * 3600
 }
 
-#[derive(Clone, Deserialize)]
+/// A bearer token and the tenant it acts for.
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
+    /// The token, at least 16 characters (`openssl rand -hex 24`). Never logged or shown.
     pub token: String,
+    /// The tenant whose jobs the token sees and submits.
     pub tenant: String,
     /// Whether the token may also set and remove every tenant's budgets
     /// (`PUT`/`DELETE /v1/budgets`) and read them all.
@@ -472,7 +515,8 @@ impl std::fmt::Debug for TokenConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[engine]`: how jobs are driven to their end.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
     /// Launches a job may have for workloads that got lost (each lost workload takes
@@ -480,16 +524,24 @@ pub struct EngineConfig {
     pub max_attempts: u32,
     /// Transient launch errors in a row before the job fails.
     pub launch_retries: u32,
-    /// How much of a finished job's log is kept in the store.
+    /// How much of a finished job's log is kept in the store, in bytes.
     pub log_tail_bytes: usize,
-    /// How long a finished workload is kept at its provider before it is released, so that
-    /// log followers can read its end.
+    /// How long a finished workload is kept at its provider before it is released
+    /// (deleted), in seconds, so that log followers can read its end.
     pub release_after_seconds: u64,
-    /// Reconciles running at once.
+    /// Reconciles running at once: more lets dispatch keep pace with a burst of submits,
+    /// at some cost to their intake on few cores. Each provider holds at most an equal
+    /// share of them, so that a provider whose calls are slow keeps only its share
+    /// waiting on it.
     pub reconcile_concurrency: usize,
-    /// How often each provider's managed workloads are checked for ones no job owns.
+    /// How often, in seconds, each provider's managed workloads (those that can be
+    /// listed: Kubernetes pods, ACI groups) are checked; one no job owns (its job is gone,
+    /// it is not the job's current attempt, or it was released already) is released.
     pub orphan_sweep_seconds: u64,
-    /// How often the store is swept for jobs queued longer than this that no poke reached.
+    /// How often, in seconds, the store is swept for jobs queued longer than this that the
+    /// engine does not have in hand (so a committed job is dispatched even if the poke
+    /// after its commit was lost), and for a page of 10,000 of the replica's other
+    /// unfinished jobs, the next page each time.
     pub queued_sweep_seconds: u64,
 }
 
@@ -508,7 +560,7 @@ impl Default for EngineConfig {
 }
 
 /// `[routing]`: the defaults of a job spec's `routing` block.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Whether spot providers may run a job whose spec does not say (`routing.spot`):
@@ -518,8 +570,8 @@ pub struct RoutingConfig {
     /// (`routing.expected_duration_seconds`) and whose DAG task (`dag_id` and `task_id`
     /// labels) has no successful run yet, for its cost estimate: 1 to 604800.
     pub default_duration_seconds: u64,
-    /// An `auto` job that has waited this long for a place at the provider it was routed
-    /// to is routed again among the providers with room.
+    /// An `auto` job that has waited this many seconds for a place at the provider it was
+    /// routed to is routed again among the providers with room.
     pub max_wait_seconds: u64,
     /// How many times a "no capacity" answer may move an `auto` job to the next-best
     /// provider (a new attempt each time); past it the job waits where it is.
@@ -552,38 +604,47 @@ impl Default for RoutingConfig {
 }
 
 /// `[providers.NAME]`: the settings every kind shares, plus the kind's own.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct ProviderConfig {
+    /// The kind of runtime, whose own settings go beside the shared ones.
     #[serde(flatten)]
     pub kind: KindConfig,
-    /// Jobs that may hold a slot (starting, running, cancelling) at once.
+    /// Jobs that may hold a place (starting, running, cancelling) at once; the rest wait
+    /// queued.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
-    /// How soon a live workload is observed after its launch; the interval doubles with
-    /// each look, up to `max_poll_interval_ms`.
+    /// How soon a live workload is observed after its launch, in milliseconds (at least
+    /// 10); each workload's interval then doubles with each look, so that an end is seen
+    /// within about as long as the workload has run. The workloads due are observed
+    /// together in batched calls.
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
-    /// The longest interval between two observations of a live workload: the longest its
-    /// end can go unseen by polling. Unset, the kind's own bound (ECS and ACI:
-    /// `MAX_POLL_INTERVAL_MS` in their crates), else [`MAX_POLL_STRETCH`] times
+    /// The longest interval between two observations of a live workload, in milliseconds:
+    /// the longest its end can go unseen by polling (Kubernetes pushes ends at once). A
+    /// running workload whose run time is known is next observed when it is expected to
+    /// end, within this bound. Unset: the kind's own bound where it has one (`ecs`, `aci`
+    /// and `aca`, whose looks are billed or budgeted reads: see their tables), else 8 times
     /// `poll_interval_ms`; never below `poll_interval_ms`.
     #[serde(default)]
     pub max_poll_interval_ms: Option<u64>,
-    /// Overrides the provider's own price sheet.
+    /// The provider's price sheet, which replaces the kind's own default sheet whole,
+    /// billing rules included.
     #[serde(default)]
     pub price: Option<PriceSheet>,
-    /// Log reads per second that all of this provider's log followers (`logs?follow`,
-    /// `offload run`) may make together, apart from the engine's own calls.
+    /// Log reads per second that all of this provider's log followers (`logs?follow=true`,
+    /// `offload run`, the dashboard's live views) may make together, a budget apart from
+    /// the engine's own calls, shared fairly by tenant.
     #[serde(default = "default_follower_reads")]
     pub follower_reads_per_second: u32,
-    /// How often the provider's health check runs while no observe round has answered (an
-    /// answered round counts as a passed check, at no extra call).
+    /// How often, in seconds, the provider's health check (ECS: ListTasks; Kubernetes: a
+    /// pod list; ACI: a group list) runs while no observe round has answered; an answered
+    /// round counts as a passed check, so a busy provider costs no health calls.
     #[serde(default = "default_health_check")]
     pub health_check_seconds: u64,
-    /// How long one call to this provider (a launch, a look, a log read, a stop) may take
-    /// before the engine gives up on it as a passing fault. With several replicas it is at
-    /// most half of `store.lease_seconds`, and a replica makes a call that changes a
-    /// workload only while its lease surely outlasts it.
+    /// How long one call to this provider (a launch, a look, a log read, a stop) may take,
+    /// in seconds, before the engine counts it a passing fault and tries again later. With
+    /// several replicas it is at most half of `store.lease_seconds`, and a replica makes a
+    /// call that changes a workload only while its lease surely outlasts it.
     #[serde(default = "default_call_timeout")]
     pub call_timeout_seconds: u64,
 }
@@ -609,8 +670,19 @@ fn default_poll_ms() -> u64 {
 }
 
 /// How far a workload's poll interval stretches while nothing changes, unless
-/// `max_poll_interval_ms` says.
+/// `max_poll_interval_ms` says (whose doc comment says this number).
 const MAX_POLL_STRETCH: u64 = 8;
+
+/// The kinds with a `max_poll_interval_ms` default of their own, where each look is a
+/// billed or budgeted read and workloads take tens of seconds to start.
+pub(crate) const OWN_POLL_BOUNDS: &[(&str, u64)] = &[
+    #[cfg(feature = "ecs")]
+    ("ecs", offload_ecs::MAX_POLL_INTERVAL_MS),
+    #[cfg(feature = "aci")]
+    ("aci", offload_aci::MAX_POLL_INTERVAL_MS),
+    #[cfg(feature = "aca")]
+    ("aca", offload_aca::MAX_POLL_INTERVAL_MS),
+];
 
 impl ProviderConfig {
     /// How long one call to the provider may take: `call_timeout_seconds`, and with a store
@@ -632,7 +704,8 @@ impl ProviderConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A provider's kind, with its own settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum KindConfig {
     Local(offload_local::Config),
@@ -670,15 +743,10 @@ impl KindConfig {
 
     /// The kind's own default for `max_poll_interval_ms`, where its cloud's costs call for one.
     fn max_poll_interval_ms(&self) -> Option<u64> {
-        match self {
-            #[cfg(feature = "ecs")]
-            KindConfig::Ecs(_) => Some(offload_ecs::MAX_POLL_INTERVAL_MS),
-            #[cfg(feature = "aci")]
-            KindConfig::Aci(_) => Some(offload_aci::MAX_POLL_INTERVAL_MS),
-            #[cfg(feature = "aca")]
-            KindConfig::Aca(_) => Some(offload_aca::MAX_POLL_INTERVAL_MS),
-            _ => None,
-        }
+        OWN_POLL_BOUNDS
+            .iter()
+            .find(|(kind, _)| *kind == self.name())
+            .map(|(_, bound)| *bound)
     }
 
     pub async fn build(&self) -> Result<Arc<dyn Provider>, String> {

@@ -1,8 +1,10 @@
 //! The documentation tells the truth about the code and about itself:
 //!
-//! - each key of the `[http]`, `[engine]`, `[routing]` and `[prices]` sections, with the default the code
-//!   gives it, has its row in docs/configuration.md's table and its line in
-//!   deploy/offload.example.toml, so a default changed in one place cannot go stale in the
+//! - deploy/offload.schema.json and docs/configuration.md are what the code makes of its
+//!   config types (`offload config schema`, `offload config reference`), the page has a row
+//!   with the code's default for each key that has one, and deploy/offload.example.toml
+//!   names the schema and shows the `[http]`, `[engine]`, `[routing]` and `[prices]` keys
+//!   at the code's defaults, so a default changed in one place cannot go stale in the
 //!   others;
 //! - every relative link in the repository's Markdown files leads to a file that exists, and
 //!   its anchor, if it has one, to a heading of that file, as GitHub names headings;
@@ -20,6 +22,8 @@ use serde_json::Value;
 
 /// The page with the configuration table.
 const CONFIGURATION: &str = "docs/configuration.md";
+/// The configuration's JSON Schema, which the example config names.
+const SCHEMA: &str = "deploy/offload.schema.json";
 
 fn sections() -> Vec<(&'static str, serde_json::Map<String, Value>)> {
     let map = |v: Value| v.as_object().unwrap().clone();
@@ -31,32 +35,83 @@ fn sections() -> Vec<(&'static str, serde_json::Map<String, Value>)> {
     ]
 }
 
-/// A value as the configuration table writes it: `10`, `never`.
-fn plain(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+#[test]
+fn the_committed_schema_is_the_codes() {
+    let committed = std::fs::read_to_string(SCHEMA).unwrap_or_default();
+    assert!(
+        committed == offload::config::schema::schema_json(),
+        "{SCHEMA} is stale; regenerate it with `cargo run -q -- config schema > {SCHEMA}`"
+    );
+}
+
+#[test]
+fn the_configuration_page_is_the_codes() {
+    let committed = std::fs::read_to_string(CONFIGURATION).unwrap_or_default();
+    assert!(
+        committed == offload::config::reference::page(),
+        "{CONFIGURATION} is stale; regenerate it with \
+         `cargo run -q -- config reference > {CONFIGURATION}` (its prose is in src/config/configuration.md.in)"
+    );
+}
+
+/// Every key of the schema that has a default has a row on the page with that default:
+/// the generator leaves none out. The keys are walked here on their own, not as the
+/// generator walks them.
+#[test]
+fn the_configuration_page_has_each_default_the_code_has() {
+    let schema = serde_json::to_value(offload::config::schema::schema()).unwrap();
+    let page = std::fs::read_to_string(CONFIGURATION).unwrap();
+    let defs = schema["definitions"].as_object().unwrap();
+    let mut defaults = vec![];
+    // (path, schema) pairs still to look into.
+    let mut todo = vec![(String::new(), &schema)];
+    while let Some((path, s)) = todo.pop() {
+        let s = match s["$ref"]
+            .as_str()
+            .or(s["allOf"][0]["$ref"].as_str())
+            .or(s["anyOf"][0]["$ref"].as_str())
+        {
+            Some(r) => &defs[r.trim_start_matches("#/definitions/")],
+            None => s,
+        };
+        for (key, p) in s["properties"].as_object().into_iter().flatten() {
+            let name = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            match p.get("default") {
+                Some(v) if !v.is_object() && !v.is_null() => defaults.push((name.clone(), v.clone())),
+                _ => {}
+            }
+            todo.push((name, p));
+        }
+        for (key, variant) in [("NAME", &s["additionalProperties"])] {
+            if variant.is_object() {
+                todo.push((format!("{path}.{key}"), variant));
+            }
+        }
+        for variant in s["oneOf"].as_array().into_iter().flatten() {
+            todo.push((path.clone(), variant));
+        }
+    }
+    assert!(defaults.len() > 100, "only {} defaults found", defaults.len());
+    for (key, value) in defaults {
+        let written = match &value {
+            Value::String(s) => s.clone(),
+            Value::Array(a) if a.is_empty() => "[]".into(),
+            other if !other.is_array() => other.to_string(),
+            _ => continue, // lists of values: their row is checked below by key alone
+        };
+        let name = format!("| `{key}` |");
+        assert!(
+            page.lines().any(|l| l.starts_with(&name)
+                && l.split(" | ").nth(2) == Some(format!("`{written}`").as_str())),
+            "{CONFIGURATION} has no row for {key} with its default `{written}`"
+        );
     }
 }
 
 #[test]
-fn the_configuration_table_has_each_default_the_code_has() {
-    let page = std::fs::read_to_string(CONFIGURATION).unwrap();
-    for (section, keys) in sections() {
-        for (key, value) in keys {
-            let name = format!("| `{section}.{key}` |");
-            let row = page
-                .lines()
-                .find(|l| l.starts_with(&name))
-                .unwrap_or_else(|| panic!("{CONFIGURATION} has no row for {section}.{key}"));
-            let default = row[name.len()..].split('|').next().unwrap().trim();
-            assert_eq!(
-                default,
-                format!("`{}`", plain(&value)),
-                "{CONFIGURATION}'s default for {section}.{key}"
-            );
-        }
-    }
+fn the_example_config_names_the_schema() {
+    let text = std::fs::read_to_string("deploy/offload.example.toml").unwrap();
+    assert_eq!(text.lines().next(), Some("#:schema ./offload.schema.json"));
 }
 
 #[test]

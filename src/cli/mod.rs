@@ -234,6 +234,11 @@ enum ConfigCommand {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the JSON Schema of offload.toml (draft 7), from which editors (Taplo, Even
+    /// Better TOML) complete and check a config file that names it in a `#:schema` line.
+    Schema,
+    /// Print docs/configuration.md, the reference of every key, made from the schema.
+    Reference,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -249,6 +254,12 @@ pub async fn main() -> anyhow::Result<i32> {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => return config_check(config).await,
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => print!("{}", crate::config::schema::schema_json()),
+        Command::Config {
+            command: ConfigCommand::Reference,
+        } => print!("{}", crate::config::reference::page()),
         Command::Openapi { tes: false } => print!("{}", crate::api::doc::openapi_yaml()),
         Command::Openapi { tes: true } => print!("{}", crate::tes::doc::openapi_yaml()),
         Command::Filer { verb } => return Ok(crate::staging::filer::main(&verb).await),

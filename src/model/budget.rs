@@ -14,7 +14,7 @@ pub const MAX_USD: f64 = 1e9;
 /// A spend limit. Admission charges each job's estimate against every budget it falls
 /// under (its tenant's, and those whose label it carries) before it is dispatched; the
 /// job's cost replaces the estimate once it ends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// The tenant whose jobs count.
@@ -40,7 +40,9 @@ pub struct Budget {
     pub hard: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetAction {
     #[default]

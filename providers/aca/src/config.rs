@@ -8,12 +8,15 @@ use serde::Deserialize;
 
 use crate::sizing::GPU_PROFILE_TYPES;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AcaConfig")]
 pub struct Config {
+    /// The Azure subscription (its id) the jobs are created in.
     pub subscription_id: String,
-    /// Where the jobs are created.
+    /// The resource group the jobs are created in.
     pub resource_group: String,
+    /// The Azure region of the jobs, the environment's (`westus3`).
     pub location: String,
     /// The Container Apps environment (its resource id) the jobs run in. Its workload
     /// profiles are the ones `gpu_profiles` names.
@@ -22,7 +25,7 @@ pub struct Config {
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// A fixed bearer token instead of DefaultAzureCredential's chain (environment,
-    /// workload identity, managed identity, Azure CLI): for test servers.
+    /// workload identity, managed identity, Azure CLI): for test servers. Never shown.
     pub access_token: Option<SecretString>,
     /// The environment's workload profile for jobs without a GPU.
     #[serde(default = "consumption")]
@@ -30,10 +33,13 @@ pub struct Config {
     /// The environment's serverless GPU workload profiles, by name, with their type.
     #[serde(default)]
     pub gpu_profiles: Vec<GpuProfile>,
+    /// Registries the jobs' images may come from, each with a password or a managed
+    /// identity that may pull from it.
     #[serde(default)]
     pub registries: Vec<Registry>,
     /// A user-assigned managed identity (resource id) for the jobs.
     pub managed_identity: Option<String>,
+    /// Tags put on every job; jobs set nothing through `provider_options.aca`.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// Where the environment sends its console logs; without it a job's log cannot be read.
@@ -42,9 +48,11 @@ pub struct Config {
     /// start) before its job fails: a registry may be briefly unreachable.
     #[serde(default = "default_pending_timeout")]
     pub pending_timeout_seconds: u64,
-    /// ARM's read budget per subscription: a bucket of 250 refilled at 25 per second.
+    /// ARM reads per second, ARM's read budget per subscription (a bucket of 250 refilled
+    /// at 25 per second), shared with any `aci` provider on the subscription.
     #[serde(default = "default_reads")]
     pub reads_per_second: u32,
+    /// The most ARM reads at once, the bucket `reads_per_second` refills.
     #[serde(default = "default_read_burst")]
     pub read_burst: u32,
     /// How long connecting to ARM or Log Analytics may take.
@@ -56,7 +64,8 @@ pub struct Config {
     pub request_timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A serverless GPU workload profile of the environment.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GpuProfile {
     /// The profile's name in the environment, which a job's `workloadProfileName` gives.
@@ -66,7 +75,8 @@ pub struct GpuProfile {
     pub profile_type: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The Log Analytics workspace the environment sends its console logs to.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogAnalytics {
     /// The workspace's id (its customer id, a GUID), not its resource id.

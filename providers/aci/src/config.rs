@@ -4,50 +4,64 @@ use std::collections::BTreeMap;
 
 use offload_arm::{Registry, SecretString};
 use offload_provider::timeouts::Timeouts;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AciConfig")]
 pub struct Config {
+    /// The Azure subscription (its id) the container groups are created in.
     pub subscription_id: String,
+    /// The resource group the container groups are created in.
     pub resource_group: String,
+    /// The Azure region of the container groups (`westeurope`).
     pub location: String,
     /// Azure Resource Manager; another for sovereign clouds or a test server.
     #[serde(default = "default_endpoint")]
     pub endpoint: String,
     /// A fixed bearer token instead of DefaultAzureCredential's chain (environment,
     /// workload identity, managed identity, Azure CLI): for test servers and tokens
-    /// obtained elsewhere.
+    /// obtained elsewhere. Never shown.
     pub access_token: Option<SecretString>,
+    /// The groups' operating system: `Linux` or `Windows`.
     #[serde(default = "linux")]
     pub os_type: String,
     /// VNet subnets (full resource ids) for the groups.
     #[serde(default)]
     pub subnet_ids: Vec<String>,
+    /// Registries the jobs' images may come from, each with a password or a managed
+    /// identity that may pull from it.
     #[serde(default)]
     pub registries: Vec<Registry>,
     /// A user-assigned managed identity (resource id) for the groups.
     pub managed_identity: Option<String>,
+    /// `Regular`, or `Spot` (evictable groups at a lower price; such evictions are
+    /// preemptions, not the job's failure).
     #[serde(default)]
     pub priority: Priority,
+    /// The groups' DNS settings, for groups in a VNet.
     pub dns: Option<Dns>,
+    /// Tags put on every group; jobs set nothing through `provider_options.aci`.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// GPU SKUs (K80, P100, V100) this deployment may request. Empty by default: Azure
     /// retired ACI GPU on 14 July 2025; only deployments that still have it set this.
     #[serde(default)]
     pub gpu_skus: Vec<String>,
-    /// ACI's per-group limits in this region.
+    /// The most vCPUs one group may have: ACI's per-group limit in this region.
     #[serde(default = "default_max_cpu")]
     pub max_cpu: f64,
+    /// The most memory one group may have, in GB: ACI's per-group limit in this region.
     #[serde(default = "default_max_memory_gb")]
     pub max_memory_gb: f64,
-    /// ARM's read budget per subscription: a bucket of 250 refilled at 25 per second.
+    /// ARM reads per second, ARM's read budget per subscription (a bucket of 250 refilled
+    /// at 25 per second), shared with any `aca` provider on the subscription.
     #[serde(default = "default_reads")]
     pub reads_per_second: u32,
+    /// The most ARM reads at once, the bucket `reads_per_second` refills.
     #[serde(default = "default_read_burst")]
     pub read_burst: u32,
-    /// ACI allows 300 container group creates per hour.
+    /// Container group creates per hour at most: ACI allows 300.
     #[serde(default = "default_creates")]
     pub creates_per_hour: u32,
     /// How long connecting to ARM may take.
@@ -59,18 +73,23 @@ pub struct Config {
     pub request_timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+/// A container group's priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Priority {
     #[default]
     Regular,
     Spot,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A container group's DNS settings.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
+    /// The DNS servers' addresses.
     pub name_servers: Vec<String>,
+    /// The search domains, separated by spaces.
     pub search_domains: Option<String>,
+    /// resolv.conf options, separated by spaces.
     pub options: Option<String>,
 }
 

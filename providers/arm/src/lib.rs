@@ -37,11 +37,15 @@ pub use offload_provider::SecretString;
 
 /// A container registry the operator lets jobs pull from, as both Azure providers take
 /// it: a password (kept as the service's secret), or a managed identity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
+    /// The registry's host name (`myregistry.azurecr.io`).
     pub server: String,
+    /// The user name to pull with, with `password`.
     pub username: Option<String>,
+    /// The password to pull with, with `username`; kept as the service's secret, never
+    /// shown.
     pub password: Option<SecretString>,
     /// A managed identity (resource id; `system` on Container Apps) that may pull from it.
     pub identity: Option<String>,

@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 use crate::sizing::GPU_KINDS;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CloudrunConfig")]
 pub struct Config {
     /// The Google Cloud project the jobs are created in.
     pub project: String,
@@ -22,7 +23,7 @@ pub struct Config {
     pub logging_endpoint: String,
     /// A fixed bearer token instead of Application Default Credentials (Workload Identity
     /// on GKE and Cloud Composer, the metadata server, `GOOGLE_APPLICATION_CREDENTIALS`, or
-    /// gcloud's): for test servers.
+    /// gcloud's): for test servers. Never shown.
     pub access_token: Option<SecretString>,
     /// The service account the jobs run as (its email); the project's default compute
     /// service account otherwise.
@@ -52,7 +53,8 @@ pub struct Config {
     pub request_timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Where jobs' `secret_env` values are kept.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretManager {
     /// The Secret Manager API; another for a test server.

@@ -350,20 +350,23 @@ impl Capabilities {
 ///
 /// `[providers.NAME.price]` deserialises this table; every field has a default, so a
 /// table that only sets prices bills per second with no minimum.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceSheet {
+    /// USD per hour of one vCPU.
     #[serde(default)]
     pub vcpu_hour: f64,
+    /// USD per hour of one GiB of memory.
     #[serde(default)]
     pub gb_hour: f64,
-    /// Per GPU-hour, by GPU kind.
+    /// USD per hour of one GPU, by GPU kind (`nvidia-l4 = 0.67`).
     #[serde(default)]
     pub gpu_hour: BTreeMap<String, f64>,
-    /// A run shorter than this is billed as this long (60 on Fargate).
+    /// A run shorter than this many seconds is billed as this long (60 on Fargate).
     #[serde(default)]
     pub min_billed_seconds: u64,
-    /// Billed time is rounded up to a multiple of this (1: per second). 0 counts as 1.
+    /// Billed time is rounded up to a multiple of this many seconds (1: per second); 0
+    /// counts as 1.
     #[serde(default = "one_second")]
     pub billing_increment_seconds: u64,
 }
@@ -596,7 +599,7 @@ pub fn is_dns_label(name: &str) -> bool {
 
 /// A secret from a provider's configuration (a token, a registry password): used as it
 /// is, never shown by Debug (or in logs).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct SecretString(pub String);
 

@@ -2,43 +2,56 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "EcsConfig")]
 pub struct Config {
+    /// The AWS region of the cluster.
     #[serde(default = "default_region")]
     pub region: String,
     /// Another endpoint than AWS's (moto in the tests, a VPC endpoint in production).
     pub endpoint_url: Option<String>,
+    /// The ECS cluster the tasks run in (its name or ARN).
     pub cluster: String,
-    /// awsvpc networking: at least one subnet.
+    /// The subnets of the tasks' awsvpc network interfaces: at least one.
     pub subnets: Vec<String>,
+    /// The security groups of the tasks' network interfaces (the VPC's default when
+    /// empty).
     #[serde(default)]
     pub security_groups: Vec<String>,
+    /// Give each task a public IP: needed to pull images in subnets with no NAT gateway.
     #[serde(default)]
     pub assign_public_ip: bool,
-    /// Lets ECS pull private images and write logs; needed with `log_group`.
+    /// The execution role, which lets ECS pull private images and write logs; needed with
+    /// `log_group`.
     pub execution_role_arn: Option<String>,
     /// The role the job's code runs as.
     pub task_role_arn: Option<String>,
-    /// CloudWatch Logs group for the `awslogs` driver; without it jobs have no logs.
+    /// The CloudWatch Logs group of the `awslogs` driver; it must exist. Without it jobs
+    /// have no log, and so no `offload-result` either.
     pub log_group: Option<String>,
+    /// The prefix of the tasks' log streams (`PREFIX/CONTAINER/TASK_ID`).
     #[serde(default = "default_prefix")]
     pub log_stream_prefix: String,
-    /// Fargate platform version (`LATEST` when unset).
+    /// The Fargate platform version (`LATEST` when unset).
     pub platform_version: Option<String>,
-    /// FARGATE, FARGATE_SPOT, or both with weights.
+    /// The capacity providers: `FARGATE`, `FARGATE_SPOT`, or both with weights (Fargate
+    /// Spot needs them on the cluster).
     #[serde(default = "on_demand")]
     pub capacity: Vec<CapacityShare>,
+    /// `X86_64` or `ARM64` (which has no Fargate Spot).
     #[serde(default)]
     pub cpu_architecture: Arch,
     /// Tags on every task (and on the task definitions offload registers).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    /// Client-side limit on ECS calls; ECS allows Fargate RunTask 20/s with a burst of 100.
+    /// ECS calls per second at most, a client-side token bucket every call waits on: ECS
+    /// allows Fargate RunTask 20 a second with a burst of 100.
     #[serde(default = "default_rate")]
     pub calls_per_second: u32,
+    /// The most ECS calls at once, the bucket `calls_per_second` refills.
     #[serde(default = "default_burst")]
     pub burst: u32,
     /// Poll rounds a task may be missing from DescribeTasks before its job fails.
@@ -55,17 +68,22 @@ pub struct Config {
     pub allowed_task_roles: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One capacity provider of a task's capacity provider strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CapacityShare {
+    /// `FARGATE` or `FARGATE_SPOT`.
     pub provider: CapacityProvider,
+    /// Its share of the tasks beyond the bases.
     #[serde(default = "one")]
     pub weight: i32,
+    /// The tasks it runs before the weights apply.
     #[serde(default)]
     pub base: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+/// A Fargate capacity provider.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum CapacityProvider {
     #[serde(rename = "FARGATE")]
     Fargate,
@@ -82,7 +100,8 @@ impl CapacityProvider {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+/// A task's CPU architecture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Arch {
     #[default]
     #[serde(rename = "X86_64")]

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "KubernetesConfig")]
 pub struct Config {
     /// A kubeconfig file; without it, kube's inference (KUBECONFIG, ~/.kube/config, or the
     /// in-cluster service account).
@@ -19,18 +20,27 @@ pub struct Config {
     pub namespace: Option<String>,
     /// The pods' service account (Workload Identity / IRSA for the jobs' own cloud access).
     pub service_account: Option<String>,
+    /// Secrets (of type `kubernetes.io/dockerconfigjson`) the pods pull their images with.
     #[serde(default)]
     pub image_pull_secrets: Vec<String>,
+    /// Node labels every pod must match.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
+    /// Tolerations on every pod.
     #[serde(default)]
+    #[schemars(schema_with = "tolerations")]
     pub tolerations: Vec<Toleration>,
+    /// An affinity on every pod, as a pod spec's `affinity`.
+    #[serde(default)]
+    #[schemars(schema_with = "affinity")]
     pub affinity: Option<Affinity>,
-    /// Extra labels and annotations on every pod.
+    /// Extra labels on every pod.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Extra annotations on every pod.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// GKE's scheduling settings.
     #[serde(default)]
     pub gke: Gke,
     /// Existing Secrets a job may name in `provider_options.kubernetes.env_from_secrets`:
@@ -47,12 +57,16 @@ pub struct Config {
     /// Tolerations a job may add in `provider_options.kubernetes.tolerations`; a job's
     /// toleration must equal one of these field for field. None by default.
     #[serde(default)]
+    #[schemars(schema_with = "tolerations")]
     pub allowed_tolerations: Vec<Toleration>,
     /// GPU kinds (`cloud.google.com/gke-accelerator` values) the cluster has.
     #[serde(default)]
     pub gpu_kinds: Vec<String>,
+    /// The most vCPUs one pod may ask for (GKE Autopilot's general-purpose limit by
+    /// default).
     #[serde(default = "default_max_cpu")]
     pub max_cpu: f64,
+    /// The most memory one pod may ask for, in bytes.
     #[serde(default = "default_max_memory")]
     pub max_memory_bytes: u64,
     /// A pod stuck pending on an image pull or config error fails after this; one
@@ -63,12 +77,13 @@ pub struct Config {
     /// A fresh watch (with a fresh list) is started this often, as a safety net.
     #[serde(default = "default_relist")]
     pub relist_seconds: u64,
-    /// Grace period for a cancelled pod.
+    /// The grace period of a cancelled pod, in seconds.
     #[serde(default = "default_grace")]
     pub grace_seconds: u32,
-    /// Client-side limit on API calls (kube has none).
+    /// API calls per second at most, log reads apart: a client-side limit (kube has none).
     #[serde(default = "default_rate")]
     pub calls_per_second: u32,
+    /// The most API calls at once, the bucket `calls_per_second` refills.
     #[serde(default = "default_burst")]
     pub burst: u32,
     /// A limit of their own on pod log reads. The API server counts `pods/log` as a
@@ -77,6 +92,7 @@ pub struct Config {
     /// tasks often end together, and each end reads its pod's log tail for the result.
     #[serde(default = "default_log_rate")]
     pub log_reads_per_second: u32,
+    /// The most pod log reads at once, the bucket `log_reads_per_second` refills.
     #[serde(default = "default_log_burst")]
     pub log_burst: u32,
     /// The image the filer steps of a job with inputs or outputs run (the gateway's own
@@ -95,10 +111,43 @@ fn default_filer_command() -> Vec<String> {
     vec!["offload".into()]
 }
 
+/// A pod toleration's schema, as Kubernetes writes it (k8s-openapi's types have none).
+fn tolerations(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "key": { "type": "string" },
+                "operator": { "enum": ["Exists", "Equal"] },
+                "value": { "type": "string" },
+                "effect": { "enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"] },
+                "tolerationSeconds": { "type": "integer" }
+            },
+            "additionalProperties": false
+        }
+    })
+}
+
+/// A pod affinity's schema: a table as a pod spec's `affinity` (nodeAffinity,
+/// podAffinity, podAntiAffinity), which Kubernetes checks.
+fn affinity(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "nodeAffinity": { "type": "object" },
+            "podAffinity": { "type": "object" },
+            "podAntiAffinity": { "type": "object" }
+        },
+        "additionalProperties": false
+    })
+}
+
 /// A Secret jobs may use for their environment (see `Config::allowed_secrets`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllowedSecret {
+    /// The Secret's name, in the jobs' namespace.
     pub name: String,
     /// The keys jobs may read, one by one; empty: the whole Secret.
     #[serde(default)]
@@ -106,7 +155,7 @@ pub struct AllowedSecret {
 }
 
 /// GKE's scheduling knobs, and where its prices are.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Gke {
     /// Run on Spot capacity (`cloud.google.com/gke-spot`).

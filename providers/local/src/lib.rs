@@ -52,18 +52,20 @@ const START_GRACE: Duration = Duration::from_secs(30);
 const MAX_CHUNK: u64 = 1 << 20;
 
 /// `[providers.NAME]` settings for `kind = "local"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "LocalConfig")]
 pub struct Config {
-    /// Where each launch gets its directory.
+    /// Where each launch gets its directory (made mode 0700); it must not lie under
+    /// `read_paths`.
     #[serde(default = "default_workdir")]
     pub workdir: PathBuf,
-    /// Seconds between SIGTERM and SIGKILL on cancel.
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[serde(default = "default_grace")]
     pub grace_seconds: u64,
-    /// The largest job routing may send here; defaults to the host's CPUs.
+    /// The most vCPUs a job sent here may ask for; unset, the host's CPUs.
     pub max_cpu: Option<f64>,
-    /// The largest memory request, in bytes; defaults to the host's memory.
+    /// The most memory a job sent here may ask for, in bytes; unset, the host's memory.
     pub max_memory_bytes: Option<u64>,
     /// Jobs run as the gateway's own user, beside its store and its config: fine on a
     /// laptop, not for a gateway other machines can reach. The gateway refuses to start

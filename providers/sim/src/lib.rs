@@ -30,24 +30,36 @@ use offload_provider::{
 use serde::{Deserialize, Serialize};
 
 /// `[providers.NAME]` settings for `kind = "sim"`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(rename = "SimConfig")]
 pub struct Config {
+    /// How long a workload takes to start, in milliseconds.
     pub start_ms: u64,
+    /// How long a workload runs once started, in milliseconds.
     pub run_ms: u64,
+    /// The exit code a workload ends with.
     pub exit_code: i32,
     /// Where launches are recorded; without it the simulator forgets everything on restart.
     pub record: Option<PathBuf>,
+    /// Faults to inject, each a probability from 0 to 1.
     pub faults: Faults,
+    /// The most vCPUs a job sent here may ask for.
     pub max_cpu: f64,
+    /// The most memory a job sent here may ask for, in bytes.
     pub max_memory_bytes: u64,
+    /// The GPU kinds the simulated runtime has.
     pub gpu_kinds: Vec<String>,
+    /// Whether the simulated runtime is spot capacity.
     pub spot: bool,
+    /// The most workloads one observe call looks at.
     pub max_observe_batch: usize,
     /// What the simulated runtime costs and how it bills, in the same table as every
     /// provider's `price` (`vcpu_hour`, `gb_hour`, `gpu_hour`, `min_billed_seconds`,
     /// `billing_increment_seconds`), so tests can model any runtime. Free by default.
     pub price: PriceSheet,
+    /// The seed of the fault injection's random numbers, for runs that repeat; unset, a
+    /// random one.
     pub seed: Option<u64>,
     /// The longest `start_ms`, `run_ms` or `unschedulable_ms` a job may ask for in its
     /// options; by default a week, the longest a job may last.
@@ -79,11 +91,12 @@ impl Default for Config {
 }
 
 /// Probabilities, each from 0 to 1.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Faults {
     /// A launch answers "throttled, retry after `throttle_retry_ms`".
     pub throttle: f64,
+    /// How long a throttled launch is told to wait, in milliseconds.
     pub throttle_retry_ms: u64,
     /// A launch or observe call fails with a transient error.
     pub transient: f64,
