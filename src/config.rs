@@ -464,6 +464,19 @@ pub struct AuthConfig {
     /// address.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// A file of bearer tokens, instead of `tokens`, read again when it changes (checked
+    /// every `tokens_file_check_seconds`) and on SIGHUP, so tokens rotate without a
+    /// restart. It holds what the `offload-tokens` Kubernetes Secret's key `tokens` holds,
+    /// a TOML list of `{token, tenant, admin}` tables as `OFFLOAD_AUTH__TOKENS` takes it (mount
+    /// the Secret as a volume), or a TOML document of `[[tokens]]` tables. A token removed
+    /// from it stops working at once, its dashboard sessions too; a file that cannot be
+    /// read, has a mistake or holds no token leaves the tokens in force as they were, and
+    /// the log says why. The gateway does not start without a good one.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// How often, in seconds, `tokens_file` is read to see whether it changed.
+    #[serde(default = "default_tokens_file_check")]
+    pub tokens_file_check_seconds: u64,
     /// Failed authentications (a wrong bearer token, or one at the dashboard's sign-in) one
     /// client address (an IPv6 /64) may make per minute, up to this many at once; past
     /// them, 429 with Retry-After.
@@ -478,10 +491,86 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             tokens: vec![],
+            tokens_file: None,
+            tokens_file_check_seconds: default_tokens_file_check(),
             failures_per_minute: default_failures(),
             session_seconds: default_session(),
         }
     }
+}
+
+fn default_tokens_file_check() -> u64 {
+    5
+}
+
+/// What `auth.tokens_file` holds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<TokenConfig>,
+}
+
+impl AuthConfig {
+    /// The tokens `tokens_file` holds now, each checked as `tokens` are; the error names
+    /// the file and what is wrong in it (its line, or the key).
+    pub fn read_tokens_file(path: &Path) -> Result<Vec<TokenConfig>, ConfigError> {
+        let text = std::fs::read(path).map_err(|e| {
+            ConfigError(format!("auth.tokens_file {}: {e}", path.display()))
+        })?;
+        AuthConfig::parse_tokens_file(path, &text)
+    }
+
+    /// The tokens of `text`, read from `tokens_file` at `path`, as [`Self::read_tokens_file`].
+    pub fn parse_tokens_file(path: &Path, text: &[u8]) -> Result<Vec<TokenConfig>, ConfigError> {
+        let wrong = |why: String| ConfigError(format!("auth.tokens_file {}: {why}", path.display()));
+        let text = std::str::from_utf8(text).map_err(|e| wrong(format!("not UTF-8: {e}")))?;
+        // The Secret's form, a bare list (`[{token = ..., tenant = ...}]`), is the value
+        // of `tokens`; a document starts with `[[tokens]]` (or `tokens = `).
+        let mut document = text.to_string();
+        let mut at = 0;
+        for line in text.split_inclusive('\n') {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') {
+                at += line.len();
+                continue;
+            }
+            if l.starts_with('[') && !l.starts_with("[[") {
+                // On the list's own line, so that a mistake's line number stays right.
+                document.insert_str(at, "tokens = ");
+            }
+            break;
+        }
+        let file: TokensFile = Figment::from(Toml::string(&document)).extract().map_err(|e| {
+            // figment says where in the document ("for key `tokens.0.tenant`"); the
+            // "in <string>" of a parse error would only confuse.
+            wrong(e.to_string().replace(" in TOML source string", ""))
+        })?;
+        if file.tokens.is_empty() {
+            return Err(wrong("holds no token".into()));
+        }
+        check_tokens(&file.tokens, "tokens").map_err(|e| wrong(e.0))?;
+        Ok(file.tokens)
+    }
+}
+
+/// The rules every set of tokens keeps, wherever it comes from: `key` names the list.
+fn check_tokens(tokens: &[TokenConfig], key: &str) -> Result<(), ConfigError> {
+    for (i, t) in tokens.iter().enumerate() {
+        if t.token.len() < 16 {
+            return Err(ConfigError(format!(
+                "{key}[{i}].token must have at least 16 characters"
+            )));
+        }
+        if t.tenant.is_empty() {
+            return Err(ConfigError(format!("{key}[{i}].tenant must not be empty")));
+        }
+        if let Some(first) = tokens[..i].iter().position(|o| o.token == t.token) {
+            return Err(ConfigError(format!(
+                "{key}[{i}].token is the same as {key}[{first}].token"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn default_failures() -> u32 {
@@ -825,29 +914,30 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.auth.tokens.is_empty() && !self.listen.ip().is_loopback() {
+        if self.auth.tokens.is_empty()
+            && self.auth.tokens_file.is_none()
+            && !self.listen.ip().is_loopback()
+        {
             return Err(ConfigError(format!(
                 "auth.tokens is empty, and the dev token is only allowed on a loopback address, not {}",
                 self.listen
             )));
         }
-        for (i, t) in self.auth.tokens.iter().enumerate() {
-            if t.token.len() < 16 {
-                return Err(ConfigError(format!(
-                    "auth.tokens[{i}].token must have at least 16 characters"
-                )));
-            }
-            if t.tenant.is_empty() {
-                return Err(ConfigError(format!(
-                    "auth.tokens[{i}].tenant must not be empty"
-                )));
-            }
-        }
-        if self.auth.failures_per_minute == 0 || self.auth.session_seconds == 0 {
+        if !self.auth.tokens.is_empty() && self.auth.tokens_file.is_some() {
             return Err(ConfigError(
-                "auth.failures_per_minute and auth.session_seconds must be at least 1".into(),
+                "auth.tokens and auth.tokens_file: give the tokens in one of them".into(),
             ));
         }
+        check_tokens(&self.auth.tokens, "auth.tokens")?;
+        if self.auth.failures_per_minute == 0
+            || self.auth.session_seconds == 0
+            || self.auth.tokens_file_check_seconds == 0
+        {
+            return Err(ConfigError(
+                "auth.failures_per_minute, auth.session_seconds and auth.tokens_file_check_seconds must be at least 1".into(),
+            ));
+        }
+        self.check_tokens(&self.tokens()?)?;
         let mut budget_ids = std::collections::BTreeSet::new();
         for (i, b) in self.budgets.iter().enumerate() {
             if let Err(errors) = b.validate() {
@@ -907,16 +997,6 @@ impl Config {
                 )));
             }
             if let KindConfig::Local(local) = &p.kind {
-                let tenants: std::collections::BTreeSet<&str> =
-                    self.auth.tokens.iter().map(|t| t.tenant.as_str()).collect();
-                if tenants.len() > 1 && !local.allow_several_tenants {
-                    return Err(ConfigError(format!(
-                        "providers.{name}: the local provider runs every tenant's jobs on this host, \
-                         as the gateway's user, kept apart only by its sandbox; with {} tenants \
-                         configured it is refused unless providers.{name}.allow_several_tenants = true",
-                        tenants.len()
-                    )));
-                }
                 let key = self.store.secret_key_file.clone().unwrap_or_else(|| {
                     let mut name = self.store.path.as_os_str().to_owned();
                     name.push(".key");
@@ -1064,18 +1144,39 @@ impl Config {
         Ok(())
     }
 
-    /// The tenant of each accepted bearer token.
-    /// The accepted tokens: those configured, or the dev token (an admin: it is only
-    /// accepted on loopback).
-    pub fn tokens(&self) -> Vec<TokenConfig> {
-        if self.auth.tokens.is_empty() {
-            return vec![TokenConfig {
+    /// The bearer tokens accepted at start: `auth.tokens`, `auth.tokens_file`'s, or with
+    /// neither the dev token (an admin's: it is only accepted on loopback).
+    pub fn tokens(&self) -> Result<Vec<TokenConfig>, ConfigError> {
+        match &self.auth.tokens_file {
+            Some(path) => AuthConfig::read_tokens_file(path),
+            None if self.auth.tokens.is_empty() => Ok(vec![TokenConfig {
                 token: DEV_TOKEN.into(),
                 tenant: DEV_TENANT.into(),
                 admin: true,
-            }];
+            }]),
+            None => Ok(self.auth.tokens.clone()),
         }
-        self.auth.tokens.clone()
+    }
+
+    /// Whether the rest of the configuration allows these tokens, at start and whenever
+    /// `auth.tokens_file` is read again: a `local` provider runs one tenant's jobs unless
+    /// it allows several.
+    pub fn check_tokens(&self, tokens: &[TokenConfig]) -> Result<(), ConfigError> {
+        let tenants: std::collections::BTreeSet<&str> =
+            tokens.iter().map(|t| t.tenant.as_str()).collect();
+        for (name, p) in &self.providers {
+            if let KindConfig::Local(local) = &p.kind {
+                if tenants.len() > 1 && !local.allow_several_tenants {
+                    return Err(ConfigError(format!(
+                        "providers.{name}: the local provider runs every tenant's jobs on this host, \
+                         as the gateway's user, kept apart only by its sandbox; with {} tenants \
+                         configured it is refused unless providers.{name}.allow_several_tenants = true",
+                        tenants.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1084,11 +1185,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tokens_file_holds_the_secrets_list_or_a_document_and_its_mistakes_name_the_key() {
+        let path = Path::new("/run/tokens");
+        let parse = |text: &str| AuthConfig::parse_tokens_file(path, text.as_bytes());
+        let secret = "# rotated 2026-12-07\n[{token = \"tenant-a-token-0123456789\", tenant = \"a\"},\n {token = \"tenant-b-token-0123456789\", tenant = \"b\"}]\n";
+        let tokens = parse(secret).unwrap();
+        assert_eq!(
+            tokens.iter().map(|t| t.tenant.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let document = "[[tokens]]\ntoken = \"tenant-a-token-0123456789\"\ntenant = \"a\"\n";
+        assert_eq!(parse(document).unwrap().len(), 1);
+
+        let short = parse("[{token = \"short\", tenant = \"a\"}]").unwrap_err().0;
+        assert!(short.contains("/run/tokens") && short.contains("tokens[0].token"), "{short}");
+        assert!(!short.contains("short\""), "the token reached the error: {short}");
+        let missing = parse("[{token = \"tenant-a-token-0123456789\"}]").unwrap_err().0;
+        assert!(missing.contains("tenant"), "{missing}");
+        let unknown = parse("[{token = \"tenant-a-token-0123456789\", tenant = \"a\", tennant = \"b\"}]")
+            .unwrap_err()
+            .0;
+        assert!(unknown.contains("tennant"), "{unknown}");
+        assert!(parse("[{token = ").unwrap_err().0.contains("/run/tokens"));
+        assert!(parse("").unwrap_err().0.contains("tokens"));
+        assert!(parse("[]").unwrap_err().0.contains("holds no token"));
+        let twice = parse("[{token = \"tenant-a-token-0123456789\", tenant = \"a\"}, {token = \"tenant-a-token-0123456789\", tenant = \"b\"}]")
+            .unwrap_err()
+            .0;
+        assert!(twice.contains("tokens[1].token is the same as tokens[0].token"), "{twice}");
+    }
+
+    #[test]
+    fn tokens_and_a_tokens_file_are_refused_together() {
+        let e = Config::from_toml(
+            "[auth]\ntokens_file = \"/nonexistent\"\n[[auth.tokens]]\ntoken = \"tenant-a-token-0123456789\"\ntenant = \"a\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("auth.tokens_file"), "{e}");
+        let e = Config::from_toml("[auth]\ntokens_file = \"/nonexistent/tokens\"\n").unwrap_err();
+        assert!(e.to_string().contains("auth.tokens_file /nonexistent/tokens"), "{e}");
+    }
+
+    #[test]
     fn defaults_give_a_local_provider_and_the_dev_token() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.listen, default_listen());
         assert!(matches!(c.providers["local"].kind, KindConfig::Local(_)));
-        let tokens = c.tokens();
+        let tokens = c.tokens().unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!((tokens[0].token.as_str(), tokens[0].tenant.as_str()), (DEV_TOKEN, DEV_TENANT));
         assert!(tokens[0].admin, "the dev token, on loopback only, is an admin's");

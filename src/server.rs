@@ -83,15 +83,18 @@ impl Server {
                 tracing::warn!(provider = %name, "the local provider runs tenants' jobs as this gateway's user, on a non-loopback address (allow_non_loopback)");
             }
         }
-        if config.auth.tokens.is_empty() {
+        if config.auth.tokens.is_empty() && config.auth.tokens_file.is_none() {
             tracing::warn!("no auth.tokens configured: accepting the dev token {DEV_TOKEN:?} (tenant \"dev\") on loopback only");
         }
         let stop = CancellationToken::new();
+        let tokens = Arc::new(api::Tokens::new(&config.tokens()?));
+        api::tokens_file::follow(&config, tokens.clone(), stop.clone())
+            .context("catching SIGHUP")?;
         let app = api::router(
             AppState::new(
                 snapshots,
                 engine.clone(),
-                config.tokens(),
+                tokens,
                 &config.auth,
                 stop.clone(),
                 config.http.max_waiters_per_tenant,

@@ -7,7 +7,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::{config_text, free_port, wait_ready, Binary, Gateway, TOKEN_A};
+use common::{config_text, free_port, wait_ready, Binary, Gateway, TOKEN_A, TOKEN_B};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 
@@ -237,4 +237,168 @@ async fn signout_revokes_the_session_and_sessions_expire() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A gateway whose tokens come from `auth.tokens_file` (checked every `check` seconds),
+/// which holds tenant a's token at first, in the Secret's form.
+struct FileGateway {
+    url: String,
+    tokens: std::path::PathBuf,
+    log: std::path::PathBuf,
+    server: Binary,
+    _dir: tempfile::TempDir,
+}
+
+impl FileGateway {
+    async fn start(check: u64) -> FileGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let tokens = dir.path().join("tokens");
+        write_tokens(&tokens, &format!(r#"[{{token = "{TOKEN_A}", tenant = "a"}}]"#));
+        let config = dir.path().join("offload.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+listen = "127.0.0.1:{port}"
+[store]
+path = "{db}"
+synchronous_full = false
+[auth]
+tokens_file = "{tokens}"
+tokens_file_check_seconds = {check}
+[providers.sim]
+kind = "sim"
+"#,
+                db = dir.path().join("offload.db").display(),
+                tokens = tokens.display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("serve.log");
+        let server = Binary::start_with(&config, &log, &[("OFFLOAD_LOG", "info")]);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&reqwest::Client::new(), &url, &log).await;
+        FileGateway { url, tokens, log, server, _dir: dir }
+    }
+
+    /// The status of `GET /v1/providers` with `token`.
+    async fn status(&self, token: &str) -> u16 {
+        reqwest::Client::new()
+            .get(format!("{}/v1/providers", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Waits until `token` is answered `status`; panics with the log after 20 s.
+    async fn wait_status(&self, token: &str, status: u16) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.status(token).await != status {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a token was never answered {status}; the log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Replaces the file whole, as the kubelet does a mounted Secret (a new file renamed over
+/// the old), so a reader never sees half of it.
+fn write_tokens(path: &std::path::Path, text: &str) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, text).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+/// Rotating tokens without a restart: a token removed from `auth.tokens_file` is refused
+/// from then on, its dashboard session ends with it, a new one works; a file with a
+/// mistake keeps the tokens in force and the log says why (never a token).
+#[tokio::test]
+async fn a_token_removed_from_the_tokens_file_stops_working_and_its_sessions_end() {
+    let gw = FileGateway::start(1).await;
+    assert_eq!(gw.status(TOKEN_A).await, 200);
+    assert_eq!(gw.status(TOKEN_B).await, 401);
+    let http = client_from("127.0.0.1");
+    let (cookie, csrf) = signin_form(&http, &gw.url).await;
+    let r = http
+        .post(format!("{}/ui/signin", gw.url))
+        .header(COOKIE, &cookie)
+        .form(&[("token", TOKEN_A), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let session = session_cookie(&r).expect("a session cookie");
+    assert!(signed_in(&http, &gw.url, &session).await);
+
+    // A removed, B added: B works and A is refused, its session too.
+    write_tokens(
+        &gw.tokens,
+        &format!("[[tokens]]\ntoken = \"{TOKEN_B}\"\ntenant = \"b\"\n"),
+    );
+    gw.wait_status(TOKEN_B, 200).await;
+    assert_eq!(gw.status(TOKEN_A).await, 401);
+    assert!(!signed_in(&http, &gw.url, &session).await);
+
+    // A file with a mistake (a token too short) keeps B, and the log names the key.
+    write_tokens(&gw.tokens, r#"[{token = "too-short", tenant = "a"}]"#);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !gw.log_text().contains("tokens[0].token must have at least 16 characters") {
+        assert!(tokio::time::Instant::now() < deadline, "no refusal logged:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.status(TOKEN_B).await, 200);
+    assert_eq!(gw.status("too-short").await, 401);
+    // One that is not TOML at all, the same.
+    write_tokens(&gw.tokens, "[{token = \"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while gw.log_text().matches("the tokens file was not taken").count() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no refusal logged:\n{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.status(TOKEN_B).await, 200);
+
+    let log = gw.log_text();
+    for token in [TOKEN_A, TOKEN_B] {
+        assert!(!log.contains(token), "a token reached the log:\n{log}");
+    }
+    drop(gw.server);
+}
+
+/// SIGHUP reads the tokens file at once, however long till its next check; its tokens'
+/// admin flags count.
+#[tokio::test]
+async fn sighup_reads_the_tokens_file_again() {
+    let gw = FileGateway::start(3600).await;
+    assert_eq!(gw.status(TOKEN_B).await, 401);
+    write_tokens(
+        &gw.tokens,
+        &format!(
+            r#"[{{token = "{TOKEN_A}", tenant = "a"}}, {{token = "{TOKEN_B}", tenant = "b", admin = true}}]"#
+        ),
+    );
+    let pid = gw.server.child.id().to_string();
+    let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(hup.success());
+    gw.wait_status(TOKEN_B, 200).await;
+    assert_eq!(gw.status(TOKEN_A).await, 200);
+    assert!(gw.log_text().contains("read the tokens file again"), "{}", gw.log_text());
+    // The file's admin flag holds as `auth.tokens`' does: only B may remove budgets.
+    let delete = |token: &'static str| {
+        reqwest::Client::new()
+            .delete(format!("{}/v1/budgets?tenant=nobody", gw.url))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(delete(TOKEN_B).await.unwrap().status(), 404);
+    assert_eq!(delete(TOKEN_A).await.unwrap().status(), 403);
 }

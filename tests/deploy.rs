@@ -162,11 +162,28 @@ fn assert_deployable(dir: &str, r: &Rendered) {
         format!("{}:{}", image["newName"].as_str().unwrap(), image["newTag"].as_str().unwrap()),
         "{dir}"
     );
+    // The tokens file is the Secret's key, in a folder mounted whole (a subPath mount
+    // would never see the Secret's updates, and tokens would not rotate).
+    let file = r.env().into_iter().find(|e| e.name == "OFFLOAD_AUTH__TOKENS_FILE");
     assert_eq!(
-        secret_ref(&r.env(), "OFFLOAD_AUTH__TOKENS"),
-        Some(("offload-tokens", "tokens")),
+        file.and_then(|e| e.value).as_deref(),
+        Some("/etc/offload-tokens/tokens"),
         "{dir}"
     );
+    let pod = r.pod();
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("offload-tokens"))
+        .unwrap_or_else(|| panic!("{dir}: no volume of the Secret offload-tokens"));
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .unwrap_or_else(|| panic!("{dir}: the Secret offload-tokens is not mounted"));
+    assert_eq!((mount.mount_path.as_str(), mount.sub_path.as_deref()), ("/etc/offload-tokens", None), "{dir}");
     r.loaded_config().unwrap_or_else(|e| panic!("{dir}: {e}"));
 }
 

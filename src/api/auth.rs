@@ -1,14 +1,21 @@
-//! Bearer tokens mapped to tenants. Tokens are compared in constant time, and every
-//! configured token is compared, so timing reveals neither a token nor which one matched.
-//! A refusal is counted against the client's address and logged (`failures`); a request
-//! that authenticates marks its connection as trusted (`http::conns`).
+//! Bearer tokens mapped to tenants. Only each token's SHA-256 is kept in memory; a
+//! presented token is hashed and compared with every accepted digest in constant time, so
+//! timing reveals neither a token nor which one matched. The set can be replaced while the
+//! gateway runs (`tokens_file`), and a dashboard session lasts only while the token it
+//! signed in with is in it. A refusal is counted against the client's address and logged
+//! (`failures`); a request that authenticates marks its connection as trusted
+//! (`http::conns`).
+
+use std::sync::RwLock;
 
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use subtle::ConstantTimeEq;
 
+use super::ui::sessions::digest;
 use super::{error::ApiError, AppState};
+use crate::config::TokenConfig;
 use crate::http::Client;
 
 /// The tenant a request acts for.
@@ -24,52 +31,71 @@ pub struct Caller {
     pub admin: bool,
 }
 
-/// One accepted token: its tenant, whether it is an admin's, and its SHA-256 (what a
-/// dashboard session keeps of the token it signed in with).
+/// One accepted token: its SHA-256 (the token itself is not kept; a dashboard session
+/// keeps the same digest of the token it signed in with), its tenant, and whether it is
+/// an admin's.
+#[derive(Clone, PartialEq)]
 struct Known {
-    token: Vec<u8>,
+    digest: [u8; 32],
     tenant: String,
     admin: bool,
-    digest: [u8; 32],
 }
 
-/// The accepted tokens.
-pub struct Tokens(Vec<Known>);
+/// The accepted tokens, which `auth.tokens_file` may replace while the gateway runs.
+pub struct Tokens(RwLock<Vec<Known>>);
+
+fn hashed(tokens: &[TokenConfig]) -> Vec<Known> {
+    tokens
+        .iter()
+        .map(|t| Known {
+            digest: digest(t.token.as_bytes()),
+            tenant: t.tenant.clone(),
+            admin: t.admin,
+        })
+        .collect()
+}
 
 impl Tokens {
-    pub fn new(tokens: Vec<crate::config::TokenConfig>) -> Self {
-        Tokens(
-            tokens
-                .into_iter()
-                .map(|t| Known {
-                    digest: super::ui::sessions::digest(t.token.as_bytes()),
-                    token: t.token.into_bytes(),
-                    tenant: t.tenant,
-                    admin: t.admin,
-                })
-                .collect(),
-        )
+    pub fn new(tokens: &[TokenConfig]) -> Self {
+        Tokens(RwLock::new(hashed(tokens)))
     }
 
-    fn find(&self, presented: &[u8]) -> Option<&Known> {
+    /// Accepts `tokens` from now on, and no other: a request or a dashboard session with
+    /// a token left out is refused from its next request on. How many tokens (or tenants
+    /// or admin flags of a token) were added and removed.
+    pub fn replace(&self, tokens: &[TokenConfig]) -> (usize, usize) {
+        let new = hashed(tokens);
+        let old = std::mem::replace(&mut *self.0.write().unwrap(), new.clone());
+        let added = new.iter().filter(|t| !old.contains(t)).count();
+        let removed = old.iter().filter(|t| !new.contains(t)).count();
+        (added, removed)
+    }
+
+    /// The accepted token presented, if it is one: every digest is compared, each in
+    /// constant time.
+    fn find(&self, presented: &[u8]) -> Option<Known> {
+        let presented = digest(presented);
         let mut found = None;
-        for known in &self.0 {
-            if bool::from(known.token.as_slice().ct_eq(presented)) {
-                found = Some(known);
+        for known in self.0.read().unwrap().iter() {
+            if bool::from(known.digest.ct_eq(&presented)) {
+                found = Some(known.clone());
             }
         }
         found
     }
 
-    pub(super) fn tenant(&self, presented: &[u8]) -> Option<&str> {
-        self.find(presented).map(|k| k.tenant.as_str())
+    /// The tenant of the presented token, if it is accepted.
+    pub(super) fn tenant(&self, presented: &[u8]) -> Option<String> {
+        self.find(presented).map(|k| k.tenant)
     }
 
     /// Whether the token with this digest is still accepted, for this tenant.
-    pub(super) fn still_maps(&self, digest: &[u8; 32], tenant: &str) -> bool {
+    pub(super) fn still_maps(&self, token: &[u8; 32], tenant: &str) -> bool {
         self.0
+            .read()
+            .unwrap()
             .iter()
-            .any(|k| bool::from(k.digest.ct_eq(digest)) && k.tenant == tenant)
+            .any(|k| bool::from(k.digest.ct_eq(token)) && k.tenant == tenant)
     }
 }
 
@@ -143,7 +169,7 @@ impl FromRequestParts<AppState> for Caller {
             Some(known) => {
                 client.trust();
                 Ok(Caller {
-                    tenant: Tenant(known.tenant.clone()),
+                    tenant: Tenant(known.tenant),
                     admin: known.admin,
                 })
             }

@@ -12,8 +12,11 @@ pub(crate) mod jobs;
 pub(crate) mod listing;
 mod marks;
 pub(crate) mod ops;
+pub mod tokens_file;
 mod ui;
 mod waiters;
+
+pub use auth::Tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +39,8 @@ pub struct AppState {
     /// Each job's status answer, for plain reads (`store` is this, as a [`Store`]).
     pub snapshots: Arc<Snapshots>,
     pub engine: Arc<Engine>,
-    tokens: Arc<auth::Tokens>,
+    /// The accepted bearer tokens, which `auth.tokens_file` may replace while serving.
+    tokens: Arc<Tokens>,
     /// Failed authentications per client address (`auth.failures_per_minute`).
     failures: Arc<failures::Failures>,
     /// The dashboard's sessions.
@@ -53,7 +57,7 @@ impl AppState {
     pub fn new(
         snapshots: Arc<Snapshots>,
         engine: Arc<Engine>,
-        tokens: Vec<crate::config::TokenConfig>,
+        tokens: Arc<Tokens>,
         auth: &AuthConfig,
         draining: CancellationToken,
         max_waiters_per_tenant: usize,
@@ -63,7 +67,7 @@ impl AppState {
             store: snapshots.clone(),
             snapshots,
             engine,
-            tokens: Arc::new(auth::Tokens::new(tokens)),
+            tokens,
             failures: Arc::new(failures::Failures::new(auth.failures_per_minute)),
             sessions: Arc::new(ui::sessions::Sessions::new(Duration::from_secs(
                 auth.session_seconds,

@@ -228,7 +228,7 @@ async fn signin(
     client.trust();
     let id = state
         .sessions
-        .start(tenant, sessions::digest(form.token.as_bytes()));
+        .start(&tenant, sessions::digest(form.token.as_bytes()));
     let session = format!(
         "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{}",
         state.sessions.lasts().as_secs(),

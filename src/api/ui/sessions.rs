@@ -2,8 +2,9 @@
 //! operating system), which the gateway keeps only as its SHA-256, together with the
 //! session's tenant, the digest of the token it signed in with, its CSRF token and its
 //! expiry. A session ends at sign-out, at its expiry (`auth.session_seconds`), and as soon
-//! as its token is no longer one of the gateway's. Sessions live in this process's memory:
-//! a restart (the way a token is removed) ends them all. One tenant holds at most
+//! as its token is no longer one of the gateway's (removed from `auth.tokens_file`, or from
+//! `auth.tokens` by a restart). Sessions live in this process's memory: a restart ends them
+//! all. One tenant holds at most
 //! [`PER_TENANT`] sessions; a sign-in past that ends the tenant's oldest.
 
 use std::collections::HashMap;
