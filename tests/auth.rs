@@ -402,3 +402,16 @@ async fn sighup_reads_the_tokens_file_again() {
     assert_eq!(delete(TOKEN_B).await.unwrap().status(), 404);
     assert_eq!(delete(TOKEN_A).await.unwrap().status(), 403);
 }
+
+/// The dashboard's address with or without its trailing slash leads to the jobs page
+/// (through sign-in), not to the API's JSON 404.
+#[tokio::test]
+async fn the_dashboard_answers_with_and_without_a_trailing_slash() {
+    let gw = Gateway::start(SIM).await;
+    let http = client_from("127.0.0.1");
+    for path in ["/ui", "/ui/"] {
+        let r = http.get(format!("{}{path}", gw.url)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()[LOCATION], "/ui/jobs", "{path}");
+    }
+}

@@ -123,6 +123,7 @@ async fn headers(mut response: Response) -> Response {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/jobs") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/jobs") }))
         .route("/ui/signin", get(signin_page).post(signin))
         .route("/ui/signout", axum::routing::post(signout))
         .route("/ui/jobs", get(pages::jobs))
