@@ -722,3 +722,31 @@ async fn a_timeout_that_passed_while_nobody_owned_the_job_fails_it() {
         assert!(job["reason"].as_str().unwrap().starts_with("timeout"), "{job}");
     }
 }
+
+/// A rolling upgrade's moment: the next release has expanded the schema (a version of its
+/// own, which only adds) while this release's replicas run. A replica of this release
+/// restarted then starts on it, and jobs submitted to either replica end, read from the
+/// other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarts_and_works_beside_others_on_the_next_releases_expanded_schema() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, url) = Cluster::start(2, "run_ms = 200").await;
+    let admin = common::pg::admin_client(&url).await;
+    admin
+        .batch_execute(
+            "ALTER TABLE jobs ADD COLUMN next_release_note text;
+             CREATE TABLE next_release_things (id bigint PRIMARY KEY);
+             INSERT INTO offload_migrations (version, name, breaking)
+                 SELECT max(version) + 1, 'next_release', false FROM offload_migrations",
+        )
+        .await
+        .unwrap();
+    cluster.replicas[0].kill9();
+    let http = cluster.http.clone();
+    cluster.replicas[0].start(&http).await;
+    for (i, other) in [(0, 1), (1, 0)] {
+        let id = cluster.submit(i, &format!("upgrade-{i}"), &spec(i)).await.unwrap();
+        let job = ended(&cluster, other, &id, 30).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+}

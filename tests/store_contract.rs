@@ -1365,6 +1365,71 @@ async fn postgres_replicas_starting_together_migrate_once() {
     }
 }
 
+/// Expand, then contract: this release runs on a database the next release has migrated,
+/// for the next release's version only adds (here a column with no default and a table,
+/// as such a migration may), beside stores that opened it before; it refuses one migrated
+/// two releases on, or by a version that says it breaks older code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn this_release_runs_on_the_next_releases_expanded_schema_and_no_further() {
+    let (admin, schema, url) = fresh_schema().await;
+    let before = PostgresStore::connect(&url, test_box()).await.unwrap();
+    let newest: i32 = admin
+        .query_one(&format!("SELECT max(version) FROM \"{schema}\".offload_migrations"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    // What the next release's expand migration does, and how it records itself.
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".jobs ADD COLUMN next_release_note text;
+             CREATE TABLE \"{schema}\".next_release_things (id bigint PRIMARY KEY);
+             INSERT INTO \"{schema}\".offload_migrations (version, name, breaking)
+                 VALUES ({}, 'next_release', false)",
+            newest + 1
+        ))
+        .await
+        .unwrap();
+    let after = PostgresStore::connect(&url, test_box()).await.unwrap();
+    assert!(migrate(&url).await.unwrap().is_empty(), "nothing of ours to apply");
+    // Jobs written through either store are read and updated through the other.
+    let a = created(&before, job("a", None)).await;
+    let b = created(&after, job("a", None)).await;
+    assert!(after.get(a).await.unwrap().is_some());
+    assert!(before.get(b).await.unwrap().is_some());
+
+    // Two releases on (its contract may drop what this one reads): refused, naming both.
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".offload_migrations (version, name, breaking)
+                 VALUES ({}, 'release_after_next', false)",
+            newest + 2
+        ))
+        .await
+        .unwrap();
+    let refused = PostgresStore::connect(&url, test_box()).await.err().unwrap().to_string();
+    assert!(
+        refused.contains(&format!("needs an offload of schema version {}", newest + 1)),
+        "{refused}"
+    );
+    // The next release's version, had it said it breaks older code: refused too.
+    admin
+        .batch_execute(&format!(
+            "DELETE FROM \"{schema}\".offload_migrations WHERE version > {newest};
+             INSERT INTO \"{schema}\".offload_migrations (version, name, breaking)
+                 VALUES ({}, 'next_release', true)",
+            newest + 1
+        ))
+        .await
+        .unwrap();
+    let refused = PostgresStore::connect(&url, test_box()).await.err().unwrap().to_string();
+    assert!(refused.contains("run a newer offload"), "{refused}");
+    drop((before, after));
+    admin
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+}
+
 async fn next_change(feed: &mut (impl futures::Stream<Item = Change> + Unpin)) -> Change {
     tokio::time::timeout(Duration::from_secs(10), feed.next())
         .await

@@ -59,10 +59,19 @@ mod updates;
 pub const CHANNEL: &str = "offload_jobs";
 
 /// One schema version: applied in one transaction, never edited once shipped.
+///
+/// Migrations expand, then contract (docs/deploying.md#upgrades), so that during a rolling
+/// upgrade release N runs beside N+1 on one database: version N+1 only adds (tables,
+/// nullable columns or ones with defaults, indexes), which N ignores, and what N reads is
+/// dropped only in N+2, which no replica of N runs beside. A migration that cannot keep
+/// this says `breaking: true`, and then code older than it refuses the database.
 struct Migration {
     version: i32,
     name: &'static str,
     sql: &'static str,
+    /// Whether code that knows only the version before this one cannot run on the schema
+    /// once this is applied. Recorded in `offload_migrations`, where older code reads it.
+    breaking: bool,
 }
 
 const MIGRATIONS: &[Migration] = &[
@@ -70,61 +79,73 @@ const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "jobs",
         sql: include_str!("postgres/migrations/0001_jobs.sql"),
+        breaking: true,
     },
     Migration {
         version: 2,
         name: "cost",
         sql: include_str!("postgres/migrations/0002_cost.sql"),
+        breaking: true,
     },
     Migration {
         version: 3,
         name: "task_runs",
         sql: include_str!("postgres/migrations/0003_task_runs.sql"),
+        breaking: true,
     },
     Migration {
         version: 4,
         name: "replicas",
         sql: include_str!("postgres/migrations/0004_replicas.sql"),
+        breaking: true,
     },
     Migration {
         version: 5,
         name: "retention",
         sql: include_str!("postgres/migrations/0005_retention.sql"),
+        breaking: true,
     },
     Migration {
         version: 6,
         name: "list_by_state",
         sql: include_str!("postgres/migrations/0006_list_by_state.sql"),
+        breaking: true,
     },
     Migration {
         version: 7,
         name: "cheaper_updates",
         sql: include_str!("postgres/migrations/0007_cheaper_updates.sql"),
+        breaking: true,
     },
     Migration {
         version: 8,
         name: "notices_per_statement",
         sql: include_str!("postgres/migrations/0008_notices_per_statement.sql"),
+        breaking: true,
     },
     Migration {
         version: 9,
         name: "task_runs_by_digest",
         sql: include_str!("postgres/migrations/0009_task_runs_by_digest.sql"),
+        breaking: true,
     },
     Migration {
         version: 10,
         name: "replica_places",
         sql: include_str!("postgres/migrations/0010_replica_places.sql"),
+        breaking: true,
     },
     Migration {
         version: 11,
         name: "first_dispatch",
         sql: include_str!("postgres/migrations/0011_first_dispatch.sql"),
+        breaking: true,
     },
     Migration {
         version: 12,
         name: "budgets",
         sql: include_str!("postgres/migrations/0012_budgets.sql"),
+        breaking: true,
     },
     Migration {
         version: 13,
@@ -442,19 +463,39 @@ async fn apply_migrations(client: &mut tokio_postgres::Client) -> StoreResult<Ve
         )
         .await
         .map_err(|e| pg("creating offload_migrations", e))?;
-    let current: i32 = client
+    // Versions applied before this column existed count as breaking.
+    client
+        .batch_execute(
+            "ALTER TABLE offload_migrations ADD COLUMN IF NOT EXISTS breaking boolean NOT NULL DEFAULT true",
+        )
+        .await
+        .map_err(|e| pg("adding offload_migrations.breaking", e))?;
+    let (current, oldest): (i32, i32) = client
         .query_one(
-            "SELECT COALESCE(max(version), 0) FROM offload_migrations",
+            "SELECT COALESCE(max(version), 0),
+                    COALESCE(max(CASE WHEN breaking THEN version ELSE version - 1 END), 0)
+             FROM offload_migrations",
             &[],
         )
         .await
-        .and_then(|row| row.try_get(0))
+        .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .map_err(|e| pg("reading the schema version", e))?;
     let newest = MIGRATIONS.last().map_or(0, |m| m.version);
     if current > newest {
-        return Err(StoreError::Db(format!(
-            "the database has schema version {current}, newer than this offload knows ({newest}); run a newer offload"
-        )));
+        // A newer release migrated the database. Its versions up to the one after ours
+        // only expanded the schema, unless one says it breaks ours.
+        if oldest > newest {
+            return Err(StoreError::Db(format!(
+                "the database has schema version {current}, newer than this offload knows ({newest}), \
+                 and it needs an offload of schema version {oldest} or later; run a newer offload"
+            )));
+        }
+        tracing::info!(
+            database = current,
+            ours = newest,
+            "the database has a newer schema version, whose additions this offload ignores (expand, then contract)"
+        );
+        return Ok(vec![]);
     }
     let mut applied = vec![];
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
@@ -463,8 +504,8 @@ async fn apply_migrations(client: &mut tokio_postgres::Client) -> StoreResult<Ve
         let tx = client.transaction().await.map_err(failed)?;
         tx.batch_execute(m.sql).await.map_err(failed)?;
         tx.execute(
-            "INSERT INTO offload_migrations (version, name) VALUES ($1, $2)",
-            &[&m.version, &m.name],
+            "INSERT INTO offload_migrations (version, name, breaking) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &m.breaking],
         )
         .await
         .map_err(failed)?;
