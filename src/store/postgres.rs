@@ -151,6 +151,8 @@ const MIGRATIONS: &[Migration] = &[
         version: 13,
         name: "steps",
         sql: include_str!("postgres/migrations/0013_steps.sql"),
+        // A release without it would run a job of several steps as its last step alone.
+        breaking: true,
     },
 ];
 
