@@ -152,10 +152,9 @@ impl std::fmt::Debug for PricesConfig {
     }
 }
 
-
 /// `[staging]`: what the filer may reach for each tenant's inputs and outputs. It acts with
 /// the deployment's credentials, so nothing is reachable unless listed here.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StagingConfig {
     /// Whether `http(s)` inputs may reach loopback, link-local (cloud metadata) and private
@@ -168,10 +167,12 @@ pub struct StagingConfig {
 }
 
 /// `[staging.tenants.NAME]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantStaging {
+    /// URL prefixes the tenant's jobs' inputs may be read from.
     pub read: Vec<String>,
+    /// URL prefixes the tenant's jobs' outputs may be written to.
     pub write: Vec<String>,
 }
 
@@ -188,7 +189,7 @@ impl StagingConfig {
 }
 
 /// `[tes]`: the GA4GH TES API at `/ga4gh/tes/v1`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TesConfig {
     /// `service-info`'s `id`: this service, in reverse domain notation.

@@ -253,6 +253,10 @@ impl<'a> Walk<'a> {
                 continue;
             }
             out.push(self.row(&name, property, required.contains(&key.as_str())));
+            // A map of tables (`[staging.tenants.NAME]`): a row for each key of its entries.
+            if let Some(entry) = self.map_of(property) {
+                self.rows(&format!("{name}.NAME"), entry, out);
+            }
             let resolved = self.resolve(property);
             if resolved["type"] == "array" {
                 if let Some(inner) = self.table(&resolved["items"]) {
