@@ -5,7 +5,8 @@
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{db, parse_json, time, SqliteStore};
+use super::records::{parse_json, time};
+use super::{db, SqliteStore};
 use crate::model::budget::{Budget, BudgetSource};
 use crate::model::JobCost;
 use crate::store::ledger::{Charge, Charged, Ledger, LiveCharge, Spend};
