@@ -201,11 +201,11 @@ async fn a_task_runs_and_ends_with_its_exit_code_and_reason() {
         "Your Spot Task was interrupted.",
     )
     .await;
+    // Not the job's failure: a preemption, which the engine runs again as a new attempt.
     assert_eq!(
         phase(&ecs, &spot).await,
-        Some(Phase::Exited {
-            exit_code: None,
-            reason: Some("Fargate Spot interruption: Your Spot Task was interrupted.".into())
+        Some(Phase::Preempted {
+            reason: "Fargate Spot interruption: Your Spot Task was interrupted.".into()
         })
     );
 
