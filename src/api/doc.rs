@@ -45,7 +45,9 @@ use crate::model::{self, limits, patterns, quantity};
 )]
 struct ApiDoc;
 
-struct BearerAuth;
+/// The `bearer` security scheme every authenticated operation names (the TES document's
+/// too).
+pub(crate) struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

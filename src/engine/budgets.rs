@@ -336,6 +336,8 @@ impl Budgets {
                 .into_iter()
                 .map(|s| ((s.budget.clone(), s.period.clone()), s))
                 .collect();
+            // Thresholds told of in periods that have ended are not told again.
+            known.told.retain(|(_, period), _| keys.contains(period));
             for (c, p) in self.charges(&all) {
                 let row = known
                     .spend

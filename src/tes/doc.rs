@@ -4,10 +4,10 @@
 //! `/ga4gh/tes/v1/openapi.json`.
 
 use serde_json::{json, Value};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 
 use super::{state, task};
+use crate::api::doc::BearerAuth;
 use crate::api::error;
 use crate::model::{limits, patterns, steps, FieldError};
 
@@ -27,18 +27,6 @@ use crate::model::{limits, patterns, steps, FieldError};
     modifiers(&BearerAuth),
 )]
 struct TesDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The document, as committed.
 pub fn openapi() -> Value {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from conftest import AIRFLOW, OFFLOAD, ROOT, TOKEN, free_port, xcoms
-from test_operator_stack import Airflow, Process, all_pids, descends_from, wait_for
+from test_operator_stack import Airflow, Process, stop_processes, wait_for
 
 DAG_FILE = ROOT / "tests" / "airflow" / "executor_dags" / "offload_executor_cases.py"
 DAG_IDS = {"offload_executor_xcom", "offload_executor_fails", "offload_executor_sleep",
@@ -199,22 +198,7 @@ class Stack:
         return all((health.get(c) or {}).get("status") == "healthy" for c in components)
 
     def stop(self):
-        started = {process.pid for process in self.processes.values()}
-        descendants = [pid for pid in all_pids() if pid not in started and any(descends_from(pid, s) for s in started)]
-        for process in self.processes.values():
-            process.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for process in self.processes.values():
-            try:
-                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            process.kill()
-        for pid in descendants:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_processes(self.processes)
 
     # --- what the cases ask ---
 

@@ -78,6 +78,27 @@ class Process:
         self.popen.wait(timeout=30)
 
 
+def stop_processes(processes):
+    """SIGTERM to every component's group, then SIGKILL to what is left, including task
+    processes (each leads a group of its own) that outlived their supervisor."""
+    started = {process.pid for process in processes.values()}
+    descendants = [pid for pid in all_pids() if pid not in started and any(descends_from(pid, s) for s in started)]
+    for process in processes.values():
+        process.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    for process in processes.values():
+        try:
+            process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        process.kill()
+    for pid in descendants:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Airflow:
     """Airflow's REST API: v2 with a JWT from /auth/token on Airflow 3; v1 on Airflow 2, as
     the admin user the fixture creates (basic auth)."""
@@ -272,24 +293,7 @@ class Stack:
                 pytest.fail(f"airflow {process.name} exited with {process.popen.returncode}\n{process.output_tail(80)}")
 
     def stop(self):
-        """SIGTERM to every component's group, then SIGKILL to what is left, including task
-        processes (each leads a group of its own) that outlived their supervisor."""
-        started = {process.pid for process in self.processes.values()}
-        descendants = [pid for pid in all_pids() if pid not in started and any(descends_from(pid, s) for s in started)]
-        for process in self.processes.values():
-            process.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for process in self.processes.values():
-            try:
-                process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            process.kill()
-        for pid in descendants:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_processes(self.processes)
 
     # --- what the cases ask ---
 

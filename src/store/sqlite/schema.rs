@@ -47,7 +47,7 @@ PRAGMA user_version = 1;
 "#;
 
 /// Version 2: each job's cost (JSON), and an index for cost reports.
-pub(super) const MIGRATION_2: &str = r#"
+const MIGRATION_2: &str = r#"
 BEGIN;
 ALTER TABLE jobs ADD COLUMN cost TEXT;
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (tenant, finished_at);
@@ -57,7 +57,7 @@ COMMIT;
 
 /// Version 3: an index for the run times of a DAG task's successful runs (the expected
 /// duration of a job whose spec gives none).
-pub(super) const MIGRATION_3: &str = r#"
+const MIGRATION_3: &str = r#"
 BEGIN;
 CREATE INDEX IF NOT EXISTS jobs_task_runs ON jobs
     (tenant, json_extract(labels, '$.dag_id'), json_extract(labels, '$.task_id'), finished_at)
@@ -67,7 +67,7 @@ COMMIT;
 "#;
 
 /// Version 4: an index for retention, over jobs ended and released.
-pub(super) const MIGRATION_4: &str = r#"
+const MIGRATION_4: &str = r#"
 BEGIN;
 CREATE INDEX IF NOT EXISTS jobs_retention ON jobs (finished_at) WHERE released = 1;
 PRAGMA user_version = 4;
@@ -76,7 +76,7 @@ COMMIT;
 
 /// Version 5: an index for lists filtered by state (`GET /v1/jobs?state=`), which would
 /// otherwise walk every newer job of the tenant to find a page.
-pub(super) const MIGRATION_5: &str = r#"
+const MIGRATION_5: &str = r#"
 BEGIN;
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (tenant, state, id DESC);
 PRAGMA user_version = 5;
@@ -84,7 +84,7 @@ COMMIT;
 "#;
 
 /// Version 6: when each job's first attempt was dispatched, which its timeout counts from.
-pub(super) const MIGRATION_6: &str = r#"
+const MIGRATION_6: &str = r#"
 BEGIN;
 ALTER TABLE jobs ADD COLUMN first_dispatched_at INTEGER;
 PRAGMA user_version = 6;
@@ -92,15 +92,27 @@ COMMIT;
 "#;
 
 /// Version 8: how each step of a job of several steps went (JSON).
-pub(super) const MIGRATION_8: &str = r#"
+const MIGRATION_8: &str = r#"
 BEGIN;
 ALTER TABLE jobs ADD COLUMN steps TEXT;
 PRAGMA user_version = 8;
 COMMIT;
 "#;
 
-/// The schema version this code writes.
-pub(crate) const VERSION: i64 = 8;
+/// Each schema version after the first, with what brings a file of the version before to
+/// it, in order.
+const MIGRATIONS: [(i64, &str); 7] = [
+    (2, MIGRATION_2),
+    (3, MIGRATION_3),
+    (4, MIGRATION_4),
+    (5, MIGRATION_5),
+    (6, MIGRATION_6),
+    (7, ledger::MIGRATION_7),
+    (8, MIGRATION_8),
+];
+
+/// The schema version this code writes: the last migration's.
+pub(crate) const VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// Brings the database at `path` (as the log names it) to this offload's schema version,
 /// refusing one a newer offload wrote.
@@ -116,26 +128,10 @@ pub(super) fn migrate(conn: &Connection, path_str: &str) -> StoreResult<()> {
     if version < 1 {
         conn.execute_batch(SCHEMA).map_err(db)?;
     }
-    if version < 2 {
-        conn.execute_batch(MIGRATION_2).map_err(db)?;
-    }
-    if version < 3 {
-        conn.execute_batch(MIGRATION_3).map_err(db)?;
-    }
-    if version < 4 {
-        conn.execute_batch(MIGRATION_4).map_err(db)?;
-    }
-    if version < 5 {
-        conn.execute_batch(MIGRATION_5).map_err(db)?;
-    }
-    if version < 6 {
-        conn.execute_batch(MIGRATION_6).map_err(db)?;
-    }
-    if version < 7 {
-        conn.execute_batch(ledger::MIGRATION_7).map_err(db)?;
-    }
-    if version < 8 {
-        conn.execute_batch(MIGRATION_8).map_err(db)?;
+    for (to, sql) in MIGRATIONS {
+        if version < to {
+            conn.execute_batch(sql).map_err(db)?;
+        }
     }
     Ok(())
 }
