@@ -581,6 +581,21 @@ fn the_example_config_loads_with_every_provider_kind() {
     );
 }
 
+/// The example's `fargate` provider takes the jobs the example's routing sends it: with
+/// `routing.default_spot = "never"`, a provider with a FARGATE_SPOT share would refuse
+/// every job that does not allow spot, even one that names it (issue 38).
+#[cfg(feature = "ecs")]
+#[test]
+fn the_example_fargate_provider_takes_jobs_that_allow_no_spot() {
+    let text = std::fs::read_to_string("deploy/offload.example.toml").unwrap();
+    let config = offload::config::Config::from_toml(&text).unwrap();
+    assert_eq!(config.routing.default_spot, offload::model::SpotPolicy::Never);
+    let offload::config::KindConfig::Ecs(fargate) = &config.providers["fargate"].kind else {
+        panic!("the example's fargate provider is not ECS");
+    };
+    assert!(!fargate.spot(), "the example's fargate provider has spot capacity");
+}
+
 /// The IAM policy grants exactly the calls the ECS provider makes (and the PassRole and
 /// TagResource those calls need), so a new call cannot ship without its permission.
 #[test]
