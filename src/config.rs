@@ -24,7 +24,8 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 13] = [
+const CONFIG_KEYS: [&str; 14] = [
+    "log",
     "tenants",
     "budgets",
     "prices",
@@ -87,6 +88,9 @@ pub struct Config {
     pub staging: StagingConfig,
     #[serde(default)]
     pub tes: TesConfig,
+    /// `[log]`: the gateway's own log.
+    #[serde(default)]
+    pub log: crate::logging::LogConfig,
 }
 
 /// `[prices]`: where the figures read from the clouds' price catalogs are kept, when they
@@ -896,11 +900,13 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         // Only variables that name a config section count: OFFLOAD_URL, OFFLOAD_TOKEN (the
-        // CLI's), OFFLOAD_LOG (logging) and any other OFFLOAD_* are not configuration.
+        // CLI's), OFFLOAD_LOG (the log's filter; `OFFLOAD_LOG__FORMAT` is `log.format`) and
+        // any other OFFLOAD_* are not configuration.
         let env = Env::prefixed("OFFLOAD_")
             .filter(|key| {
                 let first = key.as_str().split("__").next().unwrap_or_default();
-                CONFIG_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
+                !key.as_str().eq_ignore_ascii_case("log")
+                    && CONFIG_KEYS.iter().any(|k| first.eq_ignore_ascii_case(k))
             })
             .split("__");
         Ok(figment.merge(env))

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod logging;
 pub mod model;
 pub mod prices;
 pub mod server;

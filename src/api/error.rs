@@ -20,6 +20,10 @@ pub struct Problem {
     /// The request fields at fault, when there are any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// This occurrence: `urn:offload:request:` and the request's id, as answered in
+    /// `X-Request-Id` and logged as `request_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug)]
@@ -192,6 +196,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             errors: self.errors,
+            instance: super::request_id::current().map(|id| format!("urn:offload:request:{id}")),
         };
         let body = serde_json::to_vec(&problem).expect("problems serialise");
         let mut response = (

@@ -92,6 +92,7 @@ pub async fn create_job(
     let submitted = submit(&state, tenant, spec, idempotency_key).await?;
     match submitted {
         Submitted::Created(rec) => {
+            tracing::debug!(job = %rec.job.id, "accepted");
             let location = format!("/v1/jobs/{}", rec.job.id);
             Ok((
                 StatusCode::CREATED,

@@ -12,6 +12,7 @@ pub(crate) mod jobs;
 pub(crate) mod listing;
 mod marks;
 pub(crate) mod ops;
+pub mod request_id;
 pub mod tokens_file;
 mod ui;
 mod waiters;
@@ -113,5 +114,7 @@ pub fn router(state: AppState, http: &HttpConfig, body_limit: usize) -> Router {
             },
             deadline::read_whole_body,
         ))
+        // Outermost, so that every answer and every line logged on the way has the id.
+        .layer(axum::middleware::from_fn(request_id::tag))
         .with_state(state)
 }

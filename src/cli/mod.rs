@@ -246,6 +246,7 @@ pub async fn main() -> anyhow::Result<i32> {
     match Cli::parse().command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
+            crate::logging::configure(&config.log);
             crate::server::Server::start(config)
                 .await?
                 .run_until_signal()
