@@ -22,7 +22,9 @@ pub struct BudgetParams {
 }
 
 #[utoipa::path(
-    get, path = "/v1/budgets", tag = "budgets",
+    get, path = "/v1/budgets", tag = "budgets", operation_id = "list_budgets",
+    summary = "List budgets",
+    description = "The budgets that hold the caller's tenant (an admin token: every tenant's), each with its current day's and month's limit, spend, committed estimates and what is left.",
     params(BudgetParams),
     responses((status = 200, body = BudgetList)),
     security(("bearer" = []))
@@ -43,7 +45,9 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    put, path = "/v1/budgets", tag = "budgets",
+    put, path = "/v1/budgets", tag = "budgets", operation_id = "put_budget",
+    summary = "Set a budget",
+    description = "Admin tokens only. Sets a spend limit per tenant, or per tenant and label value, per day and per month, replacing the one of the same tenant and label.",
     request_body = Budget,
     responses(
         (status = 200, description = "The budget as set, replacing the one of the same tenant and label", body = BudgetStatus),
@@ -81,7 +85,9 @@ pub struct BudgetKey {
 }
 
 #[utoipa::path(
-    delete, path = "/v1/budgets", tag = "budgets",
+    delete, path = "/v1/budgets", tag = "budgets", operation_id = "delete_budget",
+    summary = "Remove a budget",
+    description = "Admin tokens only. Removes the budget of a tenant and label; the jobs it held waiting are admitted again.",
     params(BudgetKey),
     responses(
         (status = 204, description = "Removed; its jobs waiting are admitted again"),

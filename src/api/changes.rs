@@ -34,6 +34,8 @@ pub struct ChangeParams {
 
 #[utoipa::path(
     get, path = "/v1/changes", tag = "jobs",
+    summary = "Follow changes",
+    description = "What changed of the caller's jobs since a cursor (the previous answer's `next_cursor`), filtered by labels: one call a heartbeat follows any number of jobs.",
     params(ChangeParams),
     responses(
         (status = 200, description = "The jobs that changed after the cursor, each once, as they are now, oldest change first", body = ChangeFeed),

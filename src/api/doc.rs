@@ -22,7 +22,15 @@ use crate::model::{self, limits, patterns, quantity};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "offload", description = "Run container jobs on serverless runtimes from schedulers such as Airflow."),
+    info(title = "offload", description = "Run container jobs on serverless runtimes from schedulers such as Airflow.",
+        contact(name = "offload")),
+    servers((url = "/", description = "This gateway")),
+    tags(
+        (name = "jobs", description = "Submit, follow and cancel jobs; quotes, the changes feed and spend"),
+        (name = "budgets", description = "Spend limits per tenant and per label value"),
+        (name = "providers", description = "The runtimes jobs run on, their health, load and prices"),
+        (name = "ops", description = "Probes and metrics, with no token"),
+    ),
     paths(
         jobs::create_job, jobs::quote, jobs::costs, jobs::list_jobs, jobs::get_job, jobs::cancel_job, jobs::job_logs, jobs::job_events,
         changes::changes,
@@ -144,6 +152,8 @@ pub fn served(engine: &Engine) -> Value {
     }
     if gpu_kinds.is_empty() {
         resources["gpu"] = json!({"type": "null", "description": "No provider here offers GPUs."});
+        // Nothing refers to it any more.
+        doc["components"]["schemas"].as_object_mut().map(|s| s.remove("GpuSpec"));
     } else {
         doc["components"]["schemas"]["GpuSpec"]["properties"]["kind"]["enum"] = json!(gpu_kinds
             .into_iter()
@@ -158,15 +168,18 @@ pub fn served(engine: &Engine) -> Value {
 /// The limits and patterns of a job of several steps (`StepsSpec` and the executors,
 /// inputs and outputs TES's document shares), from `model::limits` and `model::patterns`.
 pub(crate) fn constrain_steps(schemas: &mut Value) {
-    let steps = &mut schemas["StepsSpec"]["properties"];
-    steps["executors"]["minItems"] = json!(1);
-    steps["executors"]["maxItems"] = json!(limits::EXECUTORS);
-    for files in ["inputs", "outputs"] {
-        steps[files]["maxItems"] = json!(limits::FILES);
-    }
-    steps["volumes"]["maxItems"] = json!(limits::VOLUMES);
     let path = json!({"type": "string", "pattern": patterns::ABSOLUTE_PATH.text, "maxLength": limits::PATH});
-    steps["volumes"]["items"] = path.clone();
+    // TES's document has the executors, inputs and outputs, not `StepsSpec`.
+    if let Some(steps) = schemas.get_mut("StepsSpec") {
+        let steps = &mut steps["properties"];
+        steps["executors"]["minItems"] = json!(1);
+        steps["executors"]["maxItems"] = json!(limits::EXECUTORS);
+        for files in ["inputs", "outputs"] {
+            steps[files]["maxItems"] = json!(limits::FILES);
+        }
+        steps["volumes"]["maxItems"] = json!(limits::VOLUMES);
+        steps["volumes"]["items"] = path.clone();
+    }
     let executor = &mut schemas["Executor"]["properties"];
     executor["image"]["minLength"] = json!(1);
     executor["image"]["maxLength"] = json!(limits::IMAGE);

@@ -54,6 +54,8 @@ pub(crate) async fn job_of(state: &AppState, tenant: &Tenant, id: Uuid) -> Resul
 
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs",
+    summary = "Submit a job",
+    description = "Commits the job and answers 201 with it once committed. Send an `Idempotency-Key` with every submit and the same key when sending again: a repeated key with the same body answers 200 with the first job, with another body 409. A field at fault, or a job no configured provider can run, is a 422 naming the field; 503 with `Retry-After` when the store could not commit it.",
     request_body = JobSpec,
     params(("Idempotency-Key" = Option<String>, Header, description = "The same key with the same body returns the same job")),
     responses(
@@ -167,6 +169,8 @@ pub(crate) async fn submit(
 /// Where a job would run and what it would cost there, without submitting it.
 #[utoipa::path(
     post, path = "/v1/quotes", tag = "jobs",
+    summary = "Quote a job",
+    description = "Takes the body of a submit and creates nothing: the providers that can run the job, best first, each with its estimated cost, and those that cannot with why.",
     request_body = JobSpec,
     responses(
         (status = 200, description = "The providers that can run the job, best first, with the estimated cost at each; and the others, with why not", body = Quote),
@@ -202,6 +206,8 @@ pub struct GetParams {
 
 #[utoipa::path(
     get, path = "/v1/jobs/{id}", tag = "jobs",
+    summary = "Read a job",
+    description = "The job's state, provider, outcome and cost. With `wait=SECONDS` the request is held until the job changes state or ends, so a sensor needs few requests. Another tenant's job is a 404, as if it did not exist.",
     params(("id" = Uuid, Path, description = "The job id"), GetParams),
     responses(
         (status = 200, body = Job),
@@ -287,6 +293,8 @@ pub struct ListParams {
 
 #[utoipa::path(
     get, path = "/v1/jobs", tag = "jobs",
+    summary = "List jobs",
+    description = "The caller's jobs, newest first, a page at a time, filtered by state, provider and label equality selectors (`dag_id=etl,env=prod`).",
     params(ListParams),
     responses((status = 200, body = JobPage), (status = 400, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
@@ -383,6 +391,8 @@ pub struct CostParams {
 
 #[utoipa::path(
     get, path = "/v1/costs", tag = "jobs",
+    summary = "Report spend",
+    description = "Spend per provider or per label over `[since, until)` for the caller's tenant, with what the same runs would have cost at their reference providers and what routing saved.",
     params(CostParams),
     responses((status = 200, body = CostReport), (status = 400, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
@@ -431,6 +441,8 @@ pub async fn costs(
 
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    summary = "Cancel a job",
+    description = "202, also when repeated; 409 once the job has ended. A queued job ends at once; a launched one is stopped at its provider.",
     params(("id" = Uuid, Path, description = "The job id")),
     responses(
         (status = 202, description = "Cancel accepted (again, if it already was)", body = Job),
@@ -457,6 +469,8 @@ pub async fn cancel_job(
 
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/events", tag = "jobs",
+    summary = "Read a job's events",
+    description = "The job's transitions, oldest first, each with its time and reason.",
     params(("id" = Uuid, Path, description = "The job id")),
     responses((status = 200, body = Vec<Event>), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = []))
@@ -498,6 +512,8 @@ pub(super) fn last_lines(text: &str, n: usize) -> &str {
 
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/logs", tag = "jobs",
+    summary = "Read a job's log",
+    description = "The job's output as text, stdout and stderr interleaved: the last `tail` lines, or with `follow=true` streamed until the job ends.",
     params(("id" = Uuid, Path, description = "The job id"), LogParams),
     responses(
         (status = 200, description = "stdout and stderr, interleaved", body = String, content_type = "text/plain"),

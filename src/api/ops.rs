@@ -73,13 +73,19 @@ pub async fn track_latency(req: Request, next: Next) -> Response {
     response
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process is up", body = String)))]
+#[utoipa::path(
+    get, path = "/healthz", tag = "ops",
+    summary = "Liveness",
+    description = "Answers while the process serves, whatever the store's state: for a liveness probe. No token.",
+    responses((status = 200, description = "The process is up", body = String)))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 #[utoipa::path(
     get, path = "/readyz", tag = "ops",
+    summary = "Readiness",
+    description = "200 while the store answers, 503 while it does not: for a readiness probe and a load balancer. No token.",
     responses((status = 200, description = "The store answers: `ready`, and with several replicas `ready as replica ID`", body = String), (status = 503, description = "The store does not answer"))
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<String, ApiError> {
@@ -90,7 +96,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<String, ApiError> {
     })
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String)))]
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    summary = "Metrics",
+    description = "The gateway's metrics in the Prometheus text format: jobs by state, dispatch and provider calls, spend, budgets, requests. No token.",
+    responses((status = 200, description = "Prometheus text format", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     // While the store does not answer, the process's own metrics (its store errors among
     // them) still do; the store's gauges keep their last values.
@@ -146,6 +156,8 @@ async fn store_gauges(state: &AppState) -> StoreResult<()> {
 
 #[utoipa::path(
     get, path = "/v1/providers", tag = "providers",
+    summary = "List providers",
+    description = "Each configured provider: its kind, health, load and queue, start latency, capabilities, prices and where each price came from, and the calls made to it.",
     responses((status = 200, body = Vec<ProviderInfo>)),
     security(("bearer" = []))
 )]

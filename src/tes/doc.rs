@@ -14,8 +14,10 @@ use crate::model::{limits, patterns, steps, FieldError};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "offload: GA4GH Task Execution Service", version = "1.1.0",
-        description = "GA4GH TES v1.1 on the offload gateway: each task is a job, stored, routed to the cheapest provider that can run it, and costed."),
+        description = "GA4GH TES v1.1 on the offload gateway: each task is a job, stored, routed to the cheapest provider that can run it, and costed.",
+        contact(name = "offload")),
     servers((url = "/ga4gh/tes/v1")),
+    tags((name = "TaskService", description = "GA4GH TES v1.1: create, follow and cancel tasks")),
     paths(super::service_info, super::create_task, super::get_task, super::list_tasks, super::cancel_task),
     components(schemas(
         task::TesTask, task::TesResources, task::TesTaskLog, task::TesExecutorLog,

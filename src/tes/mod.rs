@@ -107,6 +107,8 @@ fn as_task_problem(e: ApiError) -> ApiError {
 
 #[utoipa::path(
     get, path = "/service-info", tag = "TaskService", operation_id = "GetServiceInfo",
+    summary = "Describe this service",
+    description = "GA4GH service-info: this service's id, organization, TES version and the storage its tasks reach.",
     responses((status = 200, description = "What this service is and what it takes", body = Object)),
 )]
 pub async fn service_info(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -125,6 +127,8 @@ pub async fn service_info(State(state): State<AppState>) -> Json<serde_json::Val
 
 #[utoipa::path(
     post, path = "/tasks", tag = "TaskService", operation_id = "CreateTask",
+    summary = "Create a task",
+    description = "Commits a TES task as a job of the caller's tenant and answers its id. Its executors run one after another; a field at fault is a 400 naming it as TES names it.",
     request_body = TesTask,
     responses(
         (status = 200, description = "Created; its id", body = TesCreateTaskResponse),
@@ -178,6 +182,8 @@ fn view_of(view: Option<&str>) -> Result<View, ApiError> {
 
 #[utoipa::path(
     get, path = "/tasks/{id}", tag = "TaskService", operation_id = "GetTask",
+    summary = "Read a task",
+    description = "The task in the view asked for (MINIMAL, BASIC or FULL).",
     params(("id" = String, Path, description = "The task's id"), ViewParams),
     responses(
         (status = 200, body = TesTask),
@@ -224,6 +230,8 @@ async fn wrong_method(uri: axum::http::Uri) -> Response {
 
 #[utoipa::path(
     post, path = "/tasks/{id}:cancel", tag = "TaskService", operation_id = "CancelTask",
+    summary = "Cancel a task",
+    description = "Stops the task's job; cancelling a task that has ended changes nothing.",
     params(("id" = String, Path, description = "The task's id")),
     responses(
         (status = 200, description = "Cancelled, or cancelling; also when it had already ended", body = TesCancelTaskResponse),
@@ -278,6 +286,8 @@ const DEFAULT_PAGE: usize = 256;
 
 #[utoipa::path(
     get, path = "/tasks", tag = "TaskService", operation_id = "ListTasks",
+    summary = "List tasks",
+    description = "The caller's tasks, a page at a time, filtered by name prefix, state and tags, in the view asked for.",
     params(ListParams),
     responses((status = 200, body = TesListTasksResponse)),
     security(("bearer" = []))

@@ -1,13 +1,16 @@
-// End-to-end tests of the dashboard (/ui) in headless Chromium, driven by playwright-core,
-// against the real gateway binary ($OFFLOAD_BIN) with the local provider (real processes,
-// real logs and exit codes) and a priced sim provider (costs). Run by tests/ui/run.sh.
+// End-to-end tests of the gateway's web pages, the dashboard (/ui) and the API reference
+// (/docs), in headless Chromium, driven by playwright-core, against the real gateway binary
+// ($OFFLOAD_BIN) with the local provider (real processes, real logs and exit codes) and a
+// priced sim provider (costs); and the OpenAPI documents under Spectral's `spectral:oas`
+// ruleset (@stoplight/spectral-cli). Run by tests/ui/run.sh.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import { chromium } from 'playwright-core';
 
@@ -316,4 +319,72 @@ test('signing out ends the session', async () => {
   assert.equal(page.url(), base + '/ui/signin');
   assert.deepEqual(errors, []);
   await context.close();
+});
+
+// The API reference: both documents, as this gateway serves them, each operation and schema
+// on the page, every in-page link leading somewhere, nothing refused by the CSP.
+for (const [pagePath, docPath, prefix] of [['/docs', '/openapi.json', ''], ['/docs/tes', '/ga4gh/tes/v1/openapi.json', '/ga4gh/tes/v1']]) {
+  test(`${pagePath} shows every operation and schema of ${docPath}, under the CSP, with no token`, async () => {
+    const doc = await (await fetch(base + docPath)).json();
+    const { context, page, errors } = await open();
+    const r = await page.goto(base + pagePath);
+    assert.equal(r.status(), 200);
+    assert.match(r.headers()['content-security-policy'], /script-src 'self'; style-src 'self'/);
+    assert.equal(await page.title(), `${doc.info.title} · API reference`);
+    let operations = 0;
+    for (const [path, item] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(item)) {
+        const section = page.locator(`article[id="op-${op.operationId}"]`);
+        assert.equal(await section.count(), 1, `${method} ${path} has a section`);
+        const heading = (await section.locator('h3').textContent()).replace(/\s+/g, ' ');
+        assert.equal(heading, `${method.toUpperCase()} ${prefix}${path}`);
+        assert.ok(op.summary && op.description, `${method} ${path} has a summary and a description`);
+        assert.equal(await section.locator('p.summary').textContent(), op.summary);
+        for (const status of Object.keys(op.responses)) {
+          assert.equal(await section.locator(`td > code:text-is("${status}")`).count(), 1, `${method} ${path} answers ${status}`);
+        }
+        operations++;
+      }
+    }
+    assert.ok(operations >= 5);
+    assert.equal(await page.locator('nav.toc li').count(), operations);
+    for (const name of Object.keys(doc.components.schemas)) {
+      assert.equal(await page.locator(`article[id="schema-${name}"] h3`).textContent(), name);
+    }
+    const broken = await page.$$eval('a[href^="#"]', links => links
+      .map(a => decodeURIComponent(a.getAttribute('href').slice(1)))
+      .filter(id => !document.getElementById(id)));
+    assert.deepEqual(broken, []);
+    // The stylesheet applies (the CSP lets it): a GET's badge is coloured.
+    const badge = await page.locator('span.method.get').first().evaluate(e => getComputedStyle(e).backgroundColor);
+    assert.notEqual(badge, 'rgba(0, 0, 0, 0)');
+    // A link to a schema leads to it.
+    const first = page.locator('a[href^="#schema-"]').first();
+    const target = (await first.getAttribute('href')).slice(1);
+    await first.click();
+    assert.equal(new URL(page.url()).hash, `#${target}`);
+    await shot(page, `reference${pagePath.replaceAll('/', '-')}`);
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+}
+
+test("the OpenAPI documents, committed and served, are clean under Spectral's spectral:oas", async () => {
+  const spectral = join(dirname(fileURLToPath(import.meta.url)), 'node_modules', '.bin', 'spectral');
+  const ruleset = join(dir, '.spectral.yaml');
+  writeFileSync(ruleset, 'extends: ["spectral:oas"]\n');
+  const files = ['openapi/offload.v1.yaml', 'openapi/tes.v1.yaml'];
+  for (const [name, path] of [['served-v1.json', '/openapi.json'], ['served-tes.json', '/ga4gh/tes/v1/openapi.json']]) {
+    const r = await fetch(base + path);
+    assert.equal(r.status, 200);
+    writeFileSync(join(dir, name), await r.text());
+    files.push(join(dir, name));
+  }
+  const report = join(dir, 'spectral.json');
+  const run = spawnSync(spectral, ['lint', '--ruleset', ruleset, '--format', 'json', '--output', report, '--fail-severity', 'hint', ...files], { encoding: 'utf8' });
+  assert.equal(run.error, undefined, `running ${spectral}`);
+  let results;
+  try { results = JSON.parse(readFileSync(report, 'utf8')); } catch (e) { assert.fail(`no report from spectral (${e}; exit ${run.status}): ${run.stdout}${run.stderr}`); }
+  assert.deepEqual(results.map(p => `${p.source}: ${p.code} at ${p.path.join('.')}: ${p.message}`), []);
+  assert.equal(run.status, 0, run.stderr);
 });

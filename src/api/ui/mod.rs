@@ -1,5 +1,5 @@
-//! The dashboard at `/ui`: server-rendered pages (maud) over the same store and engine as
-//! the API, with htmx (vendored in `assets/`) re-fetching the live parts. No separate
+//! The dashboard at `/ui`, and the API reference at `/docs` (`reference`): server-rendered
+//! pages (maud) over the same store and engine as the API, with htmx (vendored in `assets/`) re-fetching the live parts. No separate
 //! server, and nothing but `cargo build` to build it.
 //!
 //! Sign-in takes a gateway token, checked against the form's CSRF token (a random value
@@ -13,6 +13,7 @@
 //! or style anywhere.
 
 mod pages;
+mod reference;
 pub mod sessions;
 
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
@@ -136,6 +137,8 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ui/providers", get(pages::providers))
         .route("/ui/costs", get(pages::costs))
+        .route("/docs", get(reference::v1))
+        .route("/docs/tes", get(reference::tes))
         .route(
             HTMX,
             get(|| {
