@@ -93,27 +93,27 @@ impl Gateway {
         clock: offload::clock::Clock,
     ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let providers = providers.replace("$DIR", &dir.path().display().to_string());
         let text = match std::env::var("OFFLOAD_TEST_STORE").as_deref() {
             Ok("postgres") => {
                 let (_admin, _schema, url) = pg::fresh_schema().await;
-                config_text_pg("127.0.0.1:0", &url, &providers)
+                config_text_pg("127.0.0.1:0", &url, providers)
             }
             Ok("sqlite") | Err(_) => {
-                config_text_sync(dir.path(), "127.0.0.1:0", synchronous_full, &providers)
+                config_text_sync(dir.path(), "127.0.0.1:0", synchronous_full, providers)
             }
             Ok(other) => panic!("OFFLOAD_TEST_STORE={other:?}: use sqlite or postgres"),
         };
         Gateway::start_text(dir, &text, clock).await
     }
 
-    /// A gateway on the config `text` (which may name files in `dir`).
+    /// A gateway on the config `text`, in which `$DIR` names `dir`.
     pub async fn start_text(
         dir: tempfile::TempDir,
         text: &str,
         clock: offload::clock::Clock,
     ) -> Gateway {
-        let config = offload::config::Config::from_toml(text).unwrap();
+        let text = text.replace("$DIR", &dir.path().display().to_string());
+        let config = offload::config::Config::from_toml(&text).unwrap();
         let server = offload::server::Server::start_with_clock(config, clock)
             .await
             .unwrap();
