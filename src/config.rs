@@ -24,8 +24,9 @@ pub const DEV_TOKEN: &str = "offload-dev-token";
 pub const DEV_TENANT: &str = "dev";
 
 /// The top-level keys of [`Config`], which `OFFLOAD_` environment overrides may name.
-const CONFIG_KEYS: [&str; 14] = [
+const CONFIG_KEYS: [&str; 15] = [
     "log",
+    "telemetry",
     "tenants",
     "budgets",
     "prices",
@@ -91,6 +92,9 @@ pub struct Config {
     /// `[log]`: the gateway's own log.
     #[serde(default)]
     pub log: crate::logging::LogConfig,
+    /// `[telemetry]`: traces to an OpenTelemetry collector.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// `[prices]`: where the figures read from the clouds' price catalogs are kept, when they
@@ -921,6 +925,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Err((key, why)) = self.telemetry.check() {
+            return Err(ConfigError(format!("telemetry.{key}: {why}")));
+        }
         if self.auth.tokens.is_empty()
             && self.auth.tokens_file.is_none()
             && !self.listen.ip().is_loopback()

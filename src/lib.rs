@@ -16,4 +16,5 @@ pub mod prices;
 pub mod server;
 pub mod staging;
 pub mod store;
+pub mod telemetry;
 pub mod tes;

@@ -1,10 +1,10 @@
 //! The gateway's own log, to standard error: text for a person (coloured only on a
 //! terminal), or JSON lines for a log pipeline (`log.format = "json"`), filtered by
-//! `OFFLOAD_LOG`. The format is chosen once the configuration is read, after the log has
-//! started, so the output layer sits behind a reload handle.
+//! `OFFLOAD_LOG`; beside it, when configured, the traces ([`crate::telemetry`]). Started
+//! once, by `offload serve` after it has read its configuration, by the other commands
+//! at once.
 
 use std::fmt;
-use std::sync::OnceLock;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,10 +13,10 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::layer::{Layered, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// `[log]`: how the gateway writes its log. Which lines are written is `OFFLOAD_LOG`'s
 /// (an `EnvFilter` directive such as `info` or `info,offload::api=debug`; `info` unset).
@@ -39,31 +39,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// What the output layer sits on: the registry behind `OFFLOAD_LOG`'s filter.
-type Filtered = Layered<EnvFilter, Registry>;
-type Output = Box<dyn Layer<Filtered> + Send + Sync>;
-
-static OUTPUT: OnceLock<reload::Handle<Output, Filtered>> = OnceLock::new();
-
-/// Starts the log in text, as every command but `serve` keeps it.
-pub fn init() {
+/// Starts the log in `config`'s format, and the traces `telemetry` asks for (within the
+/// Tokio runtime). Once per process; a second call changes nothing.
+pub fn init(config: &LogConfig, telemetry: &crate::telemetry::TelemetryConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("OFFLOAD_LOG").unwrap_or_else(|_| "info".into());
-    let (output, handle) = reload::Layer::new(output(LogFormat::Text));
-    tracing_subscriber::registry().with(filter).with(output).init();
-    let _ = OUTPUT.set(handle);
+    let mut layers = vec![output(config.format).with_filter(filter).boxed()];
+    layers.extend(crate::telemetry::layer(telemetry)?);
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(())
 }
 
-/// Writes the log in `config`'s format from now on. Without [`init`] (a test that starts a
-/// server in its own process), nothing.
-pub fn configure(config: &LogConfig) {
-    if let Some(handle) = OUTPUT.get() {
-        if let Err(e) = handle.reload(output(config.format)) {
-            tracing::warn!(error = %e, "could not change the log's format");
-        }
-    }
-}
-
-fn output(format: LogFormat) -> Output {
+fn output(format: LogFormat) -> Box<dyn Layer<Registry> + Send + Sync> {
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
         LogFormat::Text => layer
@@ -107,7 +93,8 @@ where
                     continue;
                 };
                 if let Ok(Value::Object(map)) = serde_json::from_str(&formatted.fields) {
-                    fields.extend(map);
+                    // `otel.*` name a span for the traces, not the line.
+                    fields.extend(map.into_iter().filter(|(k, _)| !k.starts_with("otel.")));
                 }
             }
         }

@@ -8,7 +8,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    offload::logging::init();
     match offload::cli::main().await {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use tracing::Instrument;
 use futures::stream;
 use offload_provider::LogQuery;
 use serde::Deserialize;
@@ -147,15 +148,19 @@ pub(crate) async fn submit(
     // The commit and the poke after it run in a task of their own: a client that goes
     // away mid-request drops this handler, but never between the two.
     let (store, engine) = (state.store.clone(), state.engine.clone());
-    let submitted = tokio::spawn(async move {
-        let submitted = store.submit(new).await;
-        match &submitted {
-            Ok(Submitted::Created(rec)) => engine.submitted((**rec).clone()),
-            Ok(Submitted::Existing(rec)) => engine.poke(rec.job.id),
-            _ => {}
+    let commit = tracing::debug_span!("store commit", job = %new.id);
+    let submitted = tokio::spawn(
+        async move {
+            let submitted = store.submit(new).await;
+            match &submitted {
+                Ok(Submitted::Created(rec)) => engine.submitted((**rec).clone()),
+                Ok(Submitted::Existing(rec)) => engine.poke(rec.job.id),
+                _ => {}
+            }
+            submitted
         }
-        submitted
-    })
+        .instrument(commit),
+    )
     .await
     .map_err(|_| {
         ApiError::new(

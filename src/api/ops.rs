@@ -63,6 +63,7 @@ pub async fn track_latency(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    crate::telemetry::name_current_span(|| format!("{method} {route}"));
     let response = next.run(req).await;
     let labels = [
         ("method", method.to_string()),

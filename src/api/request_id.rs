@@ -24,15 +24,28 @@ pub fn current() -> Option<String> {
 /// The middleware: names the request, handles it inside a `request` span, answers the id.
 pub async fn tag(req: Request, next: Next) -> Response {
     let id = sent(req.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+    // `otel.*` are for the traces, which name the span for its route once routing has
+    // found it (`ops::track_latency`).
     let span = tracing::info_span!(
         "request",
         request_id = %id,
         method = %req.method(),
         path = req.uri().path(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
+    if crate::telemetry::enabled() {
+        crate::telemetry::continue_trace(&span, req.headers());
+    }
     let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(req).instrument(span))
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
         .await;
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     // `sent` and the uuid only give header-safe characters.
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);

@@ -243,14 +243,20 @@ enum ConfigCommand {
 
 /// Runs the command line; returns the process exit code.
 pub async fn main() -> anyhow::Result<i32> {
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if !matches!(command, Command::Serve { .. }) {
+        crate::logging::init(&Default::default(), &Default::default())?;
+    }
+    match command {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref())?;
-            crate::logging::configure(&config.log);
-            crate::server::Server::start(config)
-                .await?
-                .run_until_signal()
-                .await?;
+            crate::logging::init(&config.log, &config.telemetry)?;
+            let served = match crate::server::Server::start(config).await {
+                Ok(server) => server.run_until_signal().await,
+                Err(e) => Err(e),
+            };
+            crate::telemetry::flush();
+            served?;
         }
         Command::Config {
             command: ConfigCommand::Check { config },

@@ -694,12 +694,23 @@ impl Engine {
         let labels = [("provider", slot.name.clone()), ("call", call.to_string())];
         metrics::counter!("offload_provider_calls_total", &labels).increment(1);
         slot.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answer = match tokio::time::timeout(deadline, fut).await {
+        let span = tracing::debug_span!(
+            "provider call",
+            provider = %slot.name,
+            call,
+            outcome = tracing::field::Empty,
+            otel.name = format!("{call} {}", slot.name),
+        );
+        let timed = tokio::time::timeout(deadline, fut);
+        let answer = match tracing::Instrument::instrument(timed, span.clone()).await {
             Ok(answer) => answer,
             Err(_) => Err(ProviderError::Transient(format!(
                 "no answer to {call} within {deadline:?}"
             ))),
         };
+        if answer.is_ok() {
+            span.record("outcome", "ok");
+        }
         answer.map_err(|source| {
             slot.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let kind = match &source {
@@ -710,6 +721,7 @@ impl Engine {
                 ProviderError::NotFound(_) => "not_found",
                 ProviderError::Config(_) => "config",
             };
+            span.record("outcome", kind);
             let labels = [
                 ("provider", slot.name.clone()),
                 ("call", call.to_string()),

@@ -69,7 +69,10 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
             _ => None,
         };
         match rec.job.state {
-            JobState::Queued => engine.dispatch(rec).await,
+            JobState::Queued => {
+                let span = tracing::debug_span!("dispatch", job = %id);
+                tracing::Instrument::instrument(engine.dispatch(rec), span).await
+            }
             JobState::Starting | JobState::Running | JobState::Cancelling => {
                 engine.follow(rec).await
             }

@@ -40,7 +40,8 @@ pub(super) async fn submit_loop(pool: Pool, mut queue: tokio::sync::mpsc::Unboun
                 (op.row, (id, op.done))
             })
             .unzip();
-        match insert_batch(&pool, rows).await {
+        let span = tracing::debug_span!("store batch", store = "postgres", writes = rows.len());
+        match tracing::Instrument::instrument(insert_batch(&pool, rows), span).await {
             Ok(made) => {
                 for (id, done) in answers {
                     let _ = done.send(Ok(made.contains(&id)));

@@ -73,7 +73,9 @@ pub(super) fn write_loop(
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(&conn, &mut batch);
+        let span = tracing::debug_span!("store batch", store = "sqlite", writes = batch.len(), outcome = tracing::field::Empty);
+        let outcome = span.in_scope(|| run_batch(&conn, &mut batch));
+        span.record("outcome", if outcome.is_ok() { "committed" } else { "failed" });
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "sqlite batch failed; none of its writes were kept");
         }

@@ -148,3 +148,21 @@ def test_airflow_shows_the_connection_form_and_the_link() -> None:
         # hook's methods are what they read once it is installed.
         assert AIRFLOW_V_3_0_PLUS
         assert OffloadHook.get_ui_field_behaviour()["relabeling"] == {"host": "Gateway URL", "password": "Token"}
+
+
+def test_a_submit_from_a_traced_task_continues_its_trace(gateway: FakeGateway) -> None:
+    """Within a span (as Airflow 3's task runner runs a task with `[traces] otel_on`), the
+    submit carries the span's `traceparent`; outside one it carries none."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("worker.task") as span:
+        OffloadHook().submit({"image": "alpine:3", "command": ["true"]}, "traced-1")
+        context = span.get_span_context()
+    OffloadHook().submit({"image": "alpine:3", "command": ["true"]}, "untraced-1")
+    traced, untraced = gateway.submits()
+    flags = int(context.trace_flags)
+    assert flags & 1, "sampled"
+    assert traced.headers["traceparent"] == f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"
+    assert traced.headers["idempotency-key"] == "traced-1"
+    assert "traceparent" not in untraced.headers

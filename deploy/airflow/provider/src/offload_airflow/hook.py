@@ -74,6 +74,20 @@ def describe(response: httpx.Response) -> str:
     return f"{problem.get('status', response.status_code)} {problem.get('title', '')}: {detail}"
 
 
+def trace_headers() -> dict[str, str]:
+    """The W3C `traceparent` (and `tracestate`) of the span the task runs in, so that the
+    gateway's trace of the submit continues the task's. Airflow 3's task runner runs each
+    task in a `worker.TASK_ID` span when its tracing is on (`[traces] otel_on`); otherwise
+    there is no span, or no OpenTelemetry, and nothing is sent."""
+    try:
+        from opentelemetry.propagate import inject
+    except ImportError:
+        return {}
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return {name: value for name, value in carrier.items() if name in ("traceparent", "tracestate")}
+
+
 def retryable(status: int) -> bool:
     """429 and 5xx: the gateway asks for the request again (or cannot answer it now)."""
     return status == 429 or status >= 500
@@ -321,7 +335,8 @@ class OffloadHook(BaseHook):
     def submit(self, spec: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         """POST /v1/jobs; the same key returns the job it made before instead of a new one."""
         with self.get_conn() as client:
-            return self.request(client, "POST", "/v1/jobs", json=spec, headers={"Idempotency-Key": idempotency_key})
+            headers = {"Idempotency-Key": idempotency_key, **trace_headers()}
+            return self.request(client, "POST", "/v1/jobs", json=spec, headers=headers)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         with self.get_conn() as client:
