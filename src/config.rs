@@ -478,9 +478,9 @@ pub struct AuthConfig {
     /// restart. It holds what the `offload-tokens` Kubernetes Secret's key `tokens` holds,
     /// a TOML list of `{token, tenant, admin}` tables as `OFFLOAD_AUTH__TOKENS` takes it (mount
     /// the Secret as a volume), or a TOML document of `[[tokens]]` tables. A token removed
-    /// from it stops working at once, its dashboard sessions too; a file that cannot be
-    /// read, has a mistake or holds no token leaves the tokens in force as they were, and
-    /// the log says why. The gateway does not start without a good one.
+    /// from it stops working at once: its dashboard sessions end, its open long-polls are
+    /// answered 401 and its log followers end. A file that cannot be read, has a mistake
+    /// or holds no token leaves the tokens in force as they were, and the log says why. The gateway does not start without a good one.
     #[serde(default)]
     pub tokens_file: Option<PathBuf>,
     /// How often, in seconds, `tokens_file` is read to see whether it changed.

@@ -415,3 +415,64 @@ async fn the_dashboard_answers_with_and_without_a_trailing_slash() {
         assert_eq!(r.headers()[LOCATION], "/ui/jobs", "{path}");
     }
 }
+
+/// A token removed while its requests hold on ends them: a long-poll is answered 401 and a
+/// followed log ends at once, not when their wait would have run out.
+#[tokio::test]
+async fn a_removed_token_ends_its_long_polls_and_log_followers() {
+    let gw = FileGateway::start(3600).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/jobs", gw.url))
+        .bearer_auth(TOKEN_A)
+        .json(&serde_json::json!({"image": "a", "command": ["true"], "provider_options": {"sim": {"run_ms": 600000}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    // Running, so that the long-poll below has no change to answer until the job ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let job: serde_json::Value = http
+            .get(format!("{}/v1/jobs/{id}", gw.url))
+            .bearer_auth(TOKEN_A)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["state"] == "running" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let long_poll = tokio::spawn(
+        http.get(format!("{}/v1/jobs/{id}?wait=120", gw.url))
+            .bearer_auth(TOKEN_A)
+            .send(),
+    );
+    let follow = http
+        .get(format!("{}/v1/jobs/{id}/logs?follow=true", gw.url))
+        .bearer_auth(TOKEN_A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let followed = tokio::spawn(follow.bytes());
+
+    write_tokens(&gw.tokens, &format!("[[tokens]]\ntoken = \"{TOKEN_B}\"\ntenant = \"b\"\n"));
+    let pid = gw.server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        (long_poll.await.unwrap().unwrap(), followed.await.unwrap())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a request of the removed token still holds on; the log:\n{}", gw.log_text()));
+    let (polled, _log) = ended;
+    assert_eq!(polled.status(), 401);
+    let problem: serde_json::Value = polled.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("no longer accepted"), "{problem}");
+}

@@ -41,8 +41,21 @@ struct Known {
     admin: bool,
 }
 
-/// The accepted tokens, which `auth.tokens_file` may replace while the gateway runs.
-pub struct Tokens(RwLock<Vec<Known>>);
+/// The accepted tokens, which `auth.tokens_file` may replace while the gateway runs; each
+/// replacement is told to the requests that hold on ([`Tokens::revoked`]).
+pub struct Tokens {
+    known: RwLock<Vec<Known>>,
+    replaced: tokio::sync::watch::Sender<()>,
+}
+
+/// The token a request presented (its digest) and its tenant, kept in the request's
+/// extensions for the requests that hold on (long-polls, log followers): they end once it
+/// is no longer accepted.
+#[derive(Clone)]
+pub struct Presented {
+    digest: [u8; 32],
+    tenant: String,
+}
 
 fn hashed(tokens: &[TokenConfig]) -> Vec<Known> {
     tokens
@@ -57,7 +70,10 @@ fn hashed(tokens: &[TokenConfig]) -> Vec<Known> {
 
 impl Tokens {
     pub fn new(tokens: &[TokenConfig]) -> Self {
-        Tokens(RwLock::new(hashed(tokens)))
+        Tokens {
+            known: RwLock::new(hashed(tokens)),
+            replaced: tokio::sync::watch::Sender::new(()),
+        }
     }
 
     /// Accepts `tokens` from now on, and no other: a request or a dashboard session with
@@ -65,10 +81,26 @@ impl Tokens {
     /// or admin flags of a token) were added and removed.
     pub fn replace(&self, tokens: &[TokenConfig]) -> (usize, usize) {
         let new = hashed(tokens);
-        let old = std::mem::replace(&mut *self.0.write().unwrap(), new.clone());
+        let old = std::mem::replace(&mut *self.known.write().unwrap(), new.clone());
         let added = new.iter().filter(|t| !old.contains(t)).count();
         let removed = old.iter().filter(|t| !new.contains(t)).count();
+        self.replaced.send_replace(());
         (added, removed)
+    }
+
+    /// Resolves once the token `presented` is no longer accepted for its tenant; never for
+    /// a request that presented none (TES's anonymous tenant).
+    pub async fn revoked(&self, presented: Option<&Presented>) {
+        let Some(p) = presented else {
+            return std::future::pending().await;
+        };
+        // Subscribed before the check, so that no replacement between the two is missed.
+        let mut replaced = self.replaced.subscribe();
+        while self.still_maps(&p.digest, &p.tenant) {
+            if replaced.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// The accepted token presented, if it is one: every digest is compared, each in
@@ -76,7 +108,7 @@ impl Tokens {
     fn find(&self, presented: &[u8]) -> Option<Known> {
         let presented = digest(presented);
         let mut found = None;
-        for known in self.0.read().unwrap().iter() {
+        for known in self.known.read().unwrap().iter() {
             if bool::from(known.digest.ct_eq(&presented)) {
                 found = Some(known.clone());
             }
@@ -91,12 +123,26 @@ impl Tokens {
 
     /// Whether the token with this digest is still accepted, for this tenant.
     pub(super) fn still_maps(&self, token: &[u8; 32], tenant: &str) -> bool {
-        self.0
+        self.known
             .read()
             .unwrap()
             .iter()
             .any(|k| bool::from(k.digest.ct_eq(token)) && k.tenant == tenant)
     }
+}
+
+/// 401, with the scheme to authenticate with.
+fn unauthorized(detail: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = ApiError::new(StatusCode::UNAUTHORIZED, detail).into_response();
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+    r
+}
+
+/// The answer to a request whose token was removed while it held on.
+pub(super) fn revoked() -> axum::response::Response {
+    unauthorized("the token is no longer accepted")
 }
 
 impl FromRequestParts<AppState> for Tenant {
@@ -152,10 +198,7 @@ impl FromRequestParts<AppState> for Caller {
             if let Some(wait) = state.failures.failed(&client, &route, detail) {
                 return ApiError::too_many_failures(wait).into_response();
             }
-            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, detail).into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-            r
+            unauthorized(detail)
         };
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(unauthorized("missing Authorization: Bearer token"));
@@ -168,6 +211,10 @@ impl FromRequestParts<AppState> for Caller {
         match state.tokens.find(token) {
             Some(known) => {
                 client.trust();
+                parts.extensions.insert(Presented {
+                    digest: known.digest,
+                    tenant: known.tenant.clone(),
+                });
                 Ok(Caller {
                     tenant: Tenant(known.tenant),
                     admin: known.admin,

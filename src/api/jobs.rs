@@ -16,7 +16,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use super::auth::Tenant;
+use super::auth::{Presented, Tenant};
 use super::body::JsonBody;
 use super::error::{ApiError, Problem};
 use super::marks::Quoter;
@@ -223,6 +223,7 @@ pub struct GetParams {
 pub async fn get_job(
     State(state): State<AppState>,
     tenant: Tenant,
+    presented: Option<axum::Extension<Presented>>,
     Path(id): Path<String>,
     Query(p): Query<GetParams>,
 ) -> Result<Response, ApiError> {
@@ -262,10 +263,13 @@ pub async fn get_job(
         return Ok(Json(first).into_response());
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let revoked = state.tokens.revoked(presented.as_deref());
+    tokio::pin!(revoked);
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
             _ = state.draining.cancelled() => break,
+            _ = &mut revoked => return Ok(super::auth::revoked()),
             _ = changes.changed() => {
                 let job = job_of(&state, &tenant, id).await?.job;
                 if job.state != first.state {
@@ -530,6 +534,7 @@ pub(super) fn last_lines(text: &str, n: usize) -> &str {
 pub async fn job_logs(
     State(state): State<AppState>,
     tenant: Tenant,
+    presented: Option<axum::Extension<Presented>>,
     Path(id): Path<String>,
     Query(p): Query<LogParams>,
 ) -> Result<Response, ApiError> {
@@ -574,6 +579,7 @@ pub async fn job_logs(
     }
     let follower = Follower {
         _place: state.waiters.enter(&tenant.0)?,
+        presented: presented.map(|p| p.0),
         changes: state.engine.watch(rec.job.id),
         state,
         id: rec.job.id,
@@ -594,6 +600,8 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// Streams a job's log until the job ends (or the server shuts down).
 struct Follower {
     _place: WaiterPlace,
+    /// The token it was asked with: the stream ends once that is no longer accepted.
+    presented: Option<Presented>,
     state: AppState,
     changes: Waiter,
     id: Uuid,
@@ -668,12 +676,14 @@ impl Follower {
         }
     }
 
-    /// Waits for this job's next change, the next read's time, or shutdown.
+    /// Waits for this job's next change, the next read's time, or shutdown; ends the
+    /// stream when its token is removed.
     async fn pause(&mut self) {
         tokio::select! {
             _ = self.changes.changed() => {}
             _ = tokio::time::sleep(FOLLOW_EVERY) => {}
             _ = self.state.draining.cancelled() => {}
+            _ = self.state.tokens.revoked(self.presented.as_ref()) => self.done = true,
         }
     }
 }
