@@ -1,8 +1,9 @@
 // End-to-end tests of the gateway's web pages, the dashboard (/ui) and the API reference
 // (/docs), in headless Chromium, driven by playwright-core, against the real gateway binary
 // ($OFFLOAD_BIN) with the local provider (real processes, real logs and exit codes) and a
-// priced sim provider (costs); and the OpenAPI documents under Spectral's `spectral:oas`
-// ruleset (@stoplight/spectral-cli). Run by tests/ui/run.sh.
+// priced sim provider (costs); the OpenAPI documents under Spectral's `spectral:oas`
+// ruleset (@stoplight/spectral-cli); and the shipped configs against the config's JSON
+// Schema, checked by Taplo as an editor does. Run by tests/ui/run.sh.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -387,4 +388,23 @@ test("the OpenAPI documents, committed and served, are clean under Spectral's sp
   try { results = JSON.parse(readFileSync(report, 'utf8')); } catch (e) { assert.fail(`no report from spectral (${e}; exit ${run.status}): ${run.stdout}${run.stderr}`); }
   assert.deepEqual(results.map(p => `${p.source}: ${p.code} at ${p.path.join('.')}: ${p.message}`), []);
   assert.equal(run.status, 0, run.stderr);
+});
+
+test('the shipped configs are valid under deploy/offload.schema.json, as Taplo checks them in an editor', async () => {
+  const taplo = join(dirname(fileURLToPath(import.meta.url)), 'node_modules', '.bin', 'taplo');
+  const schema = `file://${process.cwd()}/deploy/offload.schema.json`;
+  // The example names its schema with a `#:schema` line, as an editor reads it.
+  const configs = [['deploy/offload.example.toml'], ...['deploy/compose/offload.toml', 'deploy/kubernetes/base/offload.toml',
+    'tests/schemathesis/offload.toml'].map(f => ['--schema', schema, f])];
+  for (const args of configs) {
+    const run = spawnSync(taplo, ['check', ...args], { encoding: 'utf8', env: { ...process.env, RUST_LOG: 'error' } });
+    assert.equal(run.error, undefined, `running ${taplo}`);
+    assert.equal(run.status, 0, `${args.at(-1)}: ${run.stdout}${run.stderr}`);
+  }
+  // A mistake is found: the check can fail.
+  const bad = join(dir, 'bad.toml');
+  writeFileSync(bad, '[log]\nformat = "yaml"\n');
+  const run = spawnSync(taplo, ['check', '--schema', schema, bad], { encoding: 'utf8' });
+  assert.notEqual(run.status, 0);
+  assert.match(run.stdout + run.stderr, /"yaml" is not one of/);
 });
