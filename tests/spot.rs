@@ -3,6 +3,9 @@
 //! where nothing is spot; every attempt's cost stays in the job's.
 
 mod common;
+#[cfg(feature = "aci")]
+#[path = "../providers/aci/tests/fake_arm/mod.rs"]
+mod fake_arm;
 
 use common::{Gateway, TOKEN_A};
 use serde_json::{json, Value};
@@ -99,4 +102,68 @@ async fn preemptions_past_those_allowed_use_up_the_attempts_and_fail_the_job() {
     assert!(job["reason"].as_str().unwrap().contains("preempted"), "{job}");
     // Two preemptions allowed, then the three attempts of engine.max_attempts.
     assert_eq!(job["attempts"], 5, "{job}");
+}
+
+/// The same on ACI, through the real client against the fake ARM: a Spot group that Azure
+/// evicts (and restarts, as it does, with no state saying so) is a preemption; twice, and
+/// the job runs on the Regular provider, its cost that of all three groups.
+#[cfg(feature = "aci")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aci_spot_group_evicted_twice_ends_on_a_regular_one() {
+    let arm = fake_arm::FakeArm::start().await;
+    let provider = |name: &str, priority: &str| {
+        format!(
+            "[providers.{name}]\nkind = \"aci\"\nsubscription_id = \"00000000-0000-0000-0000-000000000000\"\n\
+             resource_group = \"offload\"\nlocation = \"westeurope\"\nendpoint = \"{}\"\naccess_token = \"{}\"\n\
+             priority = \"{priority}\"\npoll_interval_ms = 50\n",
+            arm.url,
+            fake_arm::TOKEN
+        )
+    };
+    let gw = Gateway::start(&(provider("aci-spot", "Spot") + &provider("aci", "Regular"))).await;
+    let (status, job) = gw.submit(TOKEN_A, spot_job()).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let running = json!({"restartCount": 0, "currentState": {"state": "Running"}});
+    let mut groups = vec![];
+    for attempt in 1..=3 {
+        let job = gw
+            .wait_for(TOKEN_A, &id, 20, "the attempt's group", |j| {
+                j["attempts"] == attempt && j["provider_ref"].is_string()
+            })
+            .await;
+        let group = job["provider_ref"].as_str().unwrap().to_string();
+        arm.set_state(&group, "Running", running.clone());
+        gw.wait_state(TOKEN_A, &id, "running", 20).await;
+        match attempt {
+            3 => arm.set_state(&group, "Succeeded", json!({"restartCount": 0, "currentState":
+                {"state": "Terminated", "exitCode": 0, "detailStatus": "Completed"}})),
+            _ => arm.evict(&group),
+        }
+        groups.push((job["provider"].as_str().unwrap().to_string(), group));
+    }
+    let job = gw.wait_terminal(TOKEN_A, &id, 20).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3, "{job}");
+    let providers: Vec<&str> = groups.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(providers, ["aci-spot", "aci-spot", "aci"]);
+    let earlier = job["cost"]["earlier"].as_array().unwrap();
+    assert_eq!(earlier.len(), 2, "{job}");
+    let mut earlier_usd = 0.0;
+    for attempt in earlier {
+        assert_eq!((attempt["provider"].as_str(), attempt["preempted"].as_bool()), (Some("aci-spot"), Some(true)), "{job}");
+        earlier_usd += attempt["usd"].as_f64().unwrap();
+    }
+    let cost = &job["cost"];
+    assert!((cost["earlier_usd"].as_f64().unwrap() - earlier_usd).abs() < 1e-12, "{job}");
+    let own = cost["hourly_usd"].as_f64().unwrap() * cost["billed_seconds"].as_f64().unwrap() / 3600.0;
+    assert!((cost["usd"].as_f64().unwrap() - (own + earlier_usd)).abs() < 1e-9, "{job}");
+    let reasons = gw.event_reasons(TOKEN_A, &id).await;
+    let evictions = reasons.iter().filter(|r| r.starts_with("preempted at aci-spot") && r.contains("ACI Spot eviction")).count();
+    assert_eq!(evictions, 2, "{reasons:?}");
+    assert_eq!(gw.metric("offload_preemptions_total{provider=\"aci-spot\"}").await, 2.0);
+    // The evicted groups, which Azure had restarted, are deleted: the job runs once.
+    for (_, group) in &groups[..2] {
+        common::until(&format!("{group} deleted"), || arm.group(group).is_none()).await;
+    }
 }

@@ -1,5 +1,12 @@
 //! What a container group GET says about its job: ARM's provisioning state, the group's
 //! instance view and the container's current state, with the reason taken from events.
+//!
+//! A Spot group's eviction: Azure gives no state for it, and restarts an evicted group by
+//! itself ("the container groups hosting the customer workloads are automatically
+//! restarted", Microsoft Learn, "Azure Container Instances Spot Containers"). The groups
+//! offload makes have `restartPolicy: Never`, so nothing else restarts their container:
+//! a Spot group's container with a `restartCount` above 0 was evicted, a preemption
+//! (unless it has since finished its work: exit code 0).
 
 use offload_provider::Phase;
 use serde_json::Value;
@@ -17,6 +24,17 @@ pub fn phase(group: &Value) -> Phase {
     let container_state = current.and_then(|c| c["state"].as_str()).unwrap_or("");
     let provisioning = props["provisioningState"].as_str().unwrap_or("");
     let group_state = props["instanceView"]["state"].as_str().unwrap_or("");
+    let restarts = view.and_then(|v| v["restartCount"].as_u64()).unwrap_or(0);
+    let succeeded = container_state == "Terminated"
+        && current.and_then(|c| c["exitCode"].as_i64()) == Some(0);
+    if props["priority"] == "Spot" && restarts > 0 && !succeeded {
+        return Phase::Preempted {
+            reason: format!(
+                "ACI Spot eviction: Azure restarted the container group ({restarts} restart{})",
+                if restarts == 1 { "" } else { "s" }
+            ),
+        };
+    }
 
     if container_state == "Terminated" {
         let current = current.unwrap();

@@ -542,3 +542,29 @@ async fn reads_for_200_groups_stay_inside_the_arm_budget() {
         "no read went over the subscription's budget"
     );
 }
+
+/// A Spot group that Azure evicted (and restarted, as it does, with no state saying so)
+/// is a preemption: its container's restart count went up though offload's groups never
+/// restart. A Regular group with a restart is not, nor a Spot group that finished its
+/// work after one.
+#[tokio::test]
+async fn a_spot_groups_eviction_is_a_preemption() {
+    let arm = FakeArm::start().await;
+    let spot = provider(&arm, json!({"priority": "Spot"})).await;
+    let evicted = spot.launch(&launch("offload-s-1", spec())).await.unwrap();
+    arm.set_state("offload-s-1", "Running", json!({"restartCount": 0, "currentState": {"state": "Running"}}));
+    assert_eq!(phase(&spot, &evicted).await, Phase::Running);
+    arm.evict("offload-s-1");
+    match phase(&spot, &evicted).await {
+        Phase::Preempted { reason } => assert!(reason.starts_with("ACI Spot eviction"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    arm.set_state("offload-s-1", "Succeeded", json!({"restartCount": 1, "currentState":
+        {"state": "Terminated", "exitCode": 0, "detailStatus": "Completed"}}));
+    assert_eq!(phase(&spot, &evicted).await, Phase::Exited { exit_code: Some(0), reason: None });
+
+    let regular = provider(&arm, json!({})).await;
+    let restarted = regular.launch(&launch("offload-r-1", spec())).await.unwrap();
+    arm.set_state("offload-r-1", "Running", json!({"restartCount": 1, "currentState": {"state": "Running"}}));
+    assert_eq!(phase(&regular, &restarted).await, Phase::Running);
+}

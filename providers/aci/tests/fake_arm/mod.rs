@@ -251,6 +251,19 @@ impl FakeArm {
         group["properties"]["containers"][0]["properties"]["instanceView"] = container;
     }
 
+    /// Evicts a Spot group as Azure does: no state says so, the group is restarted, and its
+    /// container's `restartCount` goes up.
+    pub fn evict(&self, name: &str) {
+        let mut inner = self.shared.0.lock().unwrap();
+        let group = inner.groups.get_mut(name).expect("no such group");
+        assert_eq!(group["properties"]["priority"], "Spot", "only Spot groups are evicted");
+        group["properties"]["instanceView"]["state"] = json!("Running");
+        let view = &mut group["properties"]["containers"][0]["properties"]["instanceView"];
+        let restarts = view["restartCount"].as_u64().unwrap_or(0) + 1;
+        *view = json!({"restartCount": restarts, "currentState": {"state": "Running"},
+                       "previousState": {"state": "Terminated", "detailStatus": "Killed"}});
+    }
+
     /// GETs of `name` answer with this published example's body.
     pub fn serve_example(&self, name: &str, file: &str) {
         let body = fixture(file)["responses"]["200"]["body"].clone();
