@@ -327,3 +327,60 @@ async fn end_together<F: std::future::Future<Output = ()>>(
     println!("{n} jobs ending together: {calls:?}");
     (calls, gw.metrics_text().await)
 }
+
+/// Fargate Spot through the gateway: a task ECS stops with `SpotInterruption` is a
+/// preemption. A spot job interrupted twice on the Fargate Spot provider runs a third
+/// time on the on-demand one and succeeds, each task one attempt, its cost that of all
+/// three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fargate_spot_task_interrupted_twice_ends_on_demand() {
+    let moto = moto::Moto::start();
+    let settings = format!(
+        "log_group = \"{}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/offload-execution\"\n\
+         poll_interval_ms = 100\nmax_poll_interval_ms = 200",
+        moto.aws.log_group
+    );
+    let spot = moto
+        .gateway_provider(&format!("{settings}\ncapacity = [{{ provider = \"FARGATE_SPOT\", weight = 1 }}]"))
+        .replace("[providers.fargate]", "[providers.fargate-spot]");
+    let gw = Gateway::start(&(spot + &moto.gateway_provider(&settings))).await;
+    let (status, job) = gw
+        .submit(TOKEN_A, json!({"image": "alpine:3", "command": ["true"], "routing": {"spot": "preferred"}}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut ran_on = vec![];
+    for attempt in 1..=3 {
+        let job = gw
+            .wait_for(TOKEN_A, &id, 30, "the attempt's task", |j| {
+                j["attempts"] == attempt && j["state"] == "running"
+            })
+            .await;
+        let arn = job["provider_ref"].as_str().unwrap().to_string();
+        ran_on.push(job["provider"].as_str().unwrap().to_string());
+        match attempt {
+            3 => moto.stop(&arn, Some(0), Some("EssentialContainerExited"), "done").await,
+            _ => moto.stop(&arn, Some(0), Some("SpotInterruption"), "Your Spot Task was interrupted.").await,
+        }
+    }
+    let job = gw.wait_terminal(TOKEN_A, &id, 30).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3, "{job}");
+    assert_eq!(ran_on, ["fargate-spot", "fargate-spot", "fargate"]);
+    let earlier = job["cost"]["earlier"].as_array().unwrap();
+    assert_eq!(earlier.len(), 2, "{job}");
+    assert!(earlier.iter().all(|a| a["provider"] == "fargate-spot" && a["preempted"] == true), "{job}");
+    let reasons = gw.event_reasons(TOKEN_A, &id).await;
+    let interruptions = reasons
+        .iter()
+        .filter(|r| r.starts_with("preempted at fargate-spot") && r.contains("Fargate Spot interruption"))
+        .count();
+    assert_eq!(interruptions, 2, "{reasons:?}");
+    let runs: Vec<_> = moto
+        .recorded()
+        .await
+        .into_iter()
+        .filter(|(action, _)| action == "RunTask")
+        .collect();
+    assert_eq!(runs.len(), 3, "one task per attempt: {runs:?}");
+}

@@ -20,7 +20,10 @@ and starts no second task (moto ignores the token), so a gateway killed with a R
 flight and restarted finds the task it started, as it would on ECS, even when its lookup by
 `startedBy` comes before moto has made the task.
 
-moto gets three shapes wrong that the tests rely on, fixed below: a container's `cpu` and
+moto gets four things wrong that the tests rely on, fixed below: a RunTask with a
+`capacityProviderStrategy` of FARGATE and FARGATE_SPOT (and no `launchType`, as ECS
+requires) runs on Fargate, as ECS runs it (moto looks for EC2 container instances and fails
+with a 500); a container's `cpu` and
 `memory` (numbers, where ECS sends strings), a task's containers (moto makes one, from the
 first container definition; ECS makes one per definition), and StopTask of a task it does
 not know (moto fails with a 500; ECS answers InvalidParameterException "The referenced task
@@ -55,6 +58,7 @@ from moto.server import DomainDispatcherApplication, create_backend_app  # noqa:
 from werkzeug.serving import make_server  # noqa: E402
 
 from moto.ecs import models as ecs_models  # noqa: E402
+from moto.ecs import responses as ecs_responses  # noqa: E402
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 LOG_GROUP = "/offload/jobs"
@@ -64,6 +68,7 @@ _container_init = ecs_models.Container.__init__
 _task_init = ecs_models.Task.__init__
 _stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
 _filter_log_events = logs_models.LogGroup.filter_log_events
+_run_task_response = ecs_responses.EC2ContainerServiceResponse.run_task
 
 
 def _ecs_shaped_container(self, task_def, definition=None):
@@ -93,6 +98,15 @@ def _filter_naming_only_streams_that_exist(self, log_group_name, log_stream_name
     return _filter_log_events(self, log_group_name, log_stream_names, *args, **kwargs)
 
 
+def _run_task_on_fargate_capacity(self):
+    strategy = self._get_param("capacityProviderStrategy") or []
+    names = {item.get("capacityProvider") for item in strategy}
+    if strategy and not self._get_param("launchType") and names <= {"FARGATE", "FARGATE_SPOT"}:
+        get = self._get_param
+        self._get_param = lambda name, if_none=None: "FARGATE" if name == "launchType" else get(name, if_none)
+    return _run_task_response(self)
+
+
 def _stop_task_as_ecs_does(self, cluster_str, task_str, reason):
     try:
         return _stop_task(self, cluster_str, task_str, reason)
@@ -105,6 +119,7 @@ def _stop_task_as_ecs_does(self, cluster_str, task_str, reason):
 ecs_models.Container.__init__ = _ecs_shaped_container
 ecs_models.Task.__init__ = _task_with_every_container
 ecs_models.EC2ContainerServiceBackend.stop_task = _stop_task_as_ecs_does
+ecs_responses.EC2ContainerServiceResponse.run_task = _run_task_on_fargate_capacity
 logs_models.LogGroup.filter_log_events = _filter_naming_only_streams_that_exist
 
 faults = {}  # action -> list of (status, body)
