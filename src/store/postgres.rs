@@ -91,6 +91,8 @@ pub struct PostgresStore {
     submits: tokio::sync::mpsc::UnboundedSender<SubmitOp>,
     /// To the task that commits updates in batches (`updates`).
     updates: tokio::sync::mpsc::UnboundedSender<updates::UpdateOp>,
+    /// To the task that charges jobs to their budgets in batches (`ledger`).
+    charges: tokio::sync::mpsc::UnboundedSender<ledger::ChargeOp>,
 }
 
 /// A tokio-postgres error with its causes, which its own `Display` leaves out. An error of
@@ -174,6 +176,8 @@ impl PostgresStore {
         tokio::spawn(submit_loop(pool.clone(), queue));
         let (updates, queue) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(updates::update_loop(pool.clone(), queue));
+        let (charges, queue) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(ledger::charge_loop(pool.clone(), queue));
         let store = PostgresStore {
             pool,
             config,
@@ -183,6 +187,7 @@ impl PostgresStore {
             lease_until: std::sync::Mutex::new(None),
             lease_conn: tokio::sync::Mutex::new(None),
             submits,
+            charges,
             updates,
         };
         store.register().await?;

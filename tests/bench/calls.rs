@@ -226,7 +226,7 @@ async fn scenario<P: Peer>(peer: &P, jobs: usize, settings: &str, expected: Opti
     let store = format!("path = \"{}\"", dir.path().join("offload.db").display());
     let provider = peer.provider(&format!("max_concurrency = {jobs}\n{settings}"));
     let engine = format!("release_after_seconds = {}", RELEASE.as_secs());
-    std::fs::write(&config, crate::config(&listen, &store, &engine, &provider)).unwrap();
+    std::fs::write(&config, crate::harness::config(&listen, &store, &engine, &provider)).unwrap();
     let log = dir.path().join("serve.log");
     let server = Binary::start(&config, &log);
     let http = reqwest::Client::new();

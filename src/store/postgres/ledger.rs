@@ -1,7 +1,9 @@
 //! The budgets' ledger on PostgreSQL ([`crate::store::ledger`]), shared by every replica. A
 //! charge locks its budgets' rows of the period (in one order, so that two charges never
 //! wait for each other) before it checks them, so that replicas admitting at once cannot
-//! both take the last of a budget.
+//! both take the last of a budget. The charges of concurrent dispatches go in batches, one
+//! call of migration 14's `offload_charge` and one commit each ([`charge_loop`]), as
+//! submits do: a busy budget's rows are locked once per batch, not once per job.
 
 use tokio_postgres::types::{FromSql, Json};
 use tokio_postgres::Row;
@@ -108,71 +110,14 @@ impl Ledger for PostgresStore {
     }
 
     async fn charge(&self, job: Uuid, micros: i64, charges: &[Charge]) -> StoreResult<Charged> {
-        let mut charges = charges.to_vec();
-        charges.sort_by(|a, b| (&a.budget, &a.period).cmp(&(&b.budget, &b.period)));
-        let budgets: Vec<&str> = charges.iter().map(|c| c.budget.as_str()).collect();
-        let periods: Vec<&str> = charges.iter().map(|c| c.period.as_str()).collect();
-        let failed = |e| pg("charging a job to its budgets", e);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(failed)?;
-        let before = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM budget_charges WHERE job_id = $1)",
-                &[&job],
-            )
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let op = ChargeOp { job, micros, charges: charges.to_vec(), done };
+        self.charges
+            .send(op)
+            .map_err(|_| StoreError::Db("the charge task has stopped".into()))?;
+        answer
             .await
-            .map_err(failed)?;
-        if col::<bool>(&before, 0)? {
-            return Ok(Charged::Admitted(vec![]));
-        }
-        // In (budget, period) order, the rows missing made and every row locked.
-        tx.execute(
-            "INSERT INTO budget_spend (budget, period) \
-             SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            &[&budgets, &periods],
-        )
-        .await
-        .map_err(failed)?;
-        let rows = tx
-            .query(
-                "SELECT budget, period, spent, committed FROM budget_spend \
-                 WHERE (budget, period) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
-                 ORDER BY budget, period FOR UPDATE",
-                &[&budgets, &periods],
-            )
-            .await
-            .map_err(failed)?;
-        let now: Vec<Spend> = rows.iter().map(spend).collect::<StoreResult<_>>()?;
-        for c in &charges {
-            let row = now
-                .iter()
-                .find(|s| s.budget == c.budget && s.period == c.period)
-                .ok_or_else(|| StoreError::Db(format!("no spend row for {}", c.budget)))?;
-            if row.spent + row.committed + micros > c.limit {
-                // Dropped uncommitted: the transaction rolls back.
-                return Ok(Charged::Over(row.clone()));
-            }
-        }
-        let after = tx
-            .query(
-                "UPDATE budget_spend SET committed = committed + $3 \
-                 WHERE (budget, period) IN (SELECT * FROM unnest($1::text[], $2::text[])) \
-                 RETURNING budget, period, spent, committed",
-                &[&budgets, &periods, &micros],
-            )
-            .await
-            .map_err(failed)?;
-        tx.execute(
-            "INSERT INTO budget_charges (job_id, budget, period, micros) \
-             SELECT $1, b, p, $4 FROM unnest($2::text[], $3::text[]) AS c(b, p)",
-            &[&job, &budgets, &periods, &micros],
-        )
-        .await
-        .map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
-        Ok(Charged::Admitted(
-            after.iter().map(spend).collect::<StoreResult<_>>()?,
-        ))
+            .map_err(|_| StoreError::Db("the charge task has stopped".into()))?
     }
 
     async fn settle(&self, limit: usize) -> StoreResult<usize> {
@@ -215,4 +160,92 @@ impl Ledger for PostgresStore {
             })
             .collect()
     }
+}
+
+/// The most jobs one batch of charges takes.
+const MAX_CHARGES: usize = 256;
+
+/// A job's charge waiting for its batch.
+pub(super) struct ChargeOp {
+    job: Uuid,
+    micros: i64,
+    charges: Vec<Charge>,
+    done: tokio::sync::oneshot::Sender<StoreResult<Charged>>,
+}
+
+/// Group charging: takes every charge waiting (up to [`MAX_CHARGES`]), makes them in one
+/// call and one commit, and answers each once that has committed. Ends when the store is
+/// dropped.
+pub(super) async fn charge_loop(
+    pool: deadpool_postgres::Pool,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<ChargeOp>,
+) {
+    let mut batch = Vec::with_capacity(MAX_CHARGES);
+    while queue.recv_many(&mut batch, MAX_CHARGES).await > 0 {
+        let ops: Vec<ChargeOp> = std::mem::take(&mut batch);
+        match charge_batch(&pool, &ops).await {
+            Ok(mut answers) => {
+                for op in ops {
+                    let answer = answers.remove(&op.job).unwrap_or(Charged::Admitted(vec![]));
+                    let _ = op.done.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                for op in ops {
+                    let _ = op.done.send(Err(StoreError::Db(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// One call of `offload_charge` for `ops`, in one transaction: what each job got.
+async fn charge_batch(
+    pool: &deadpool_postgres::Pool,
+    ops: &[ChargeOp],
+) -> StoreResult<std::collections::HashMap<Uuid, Charged>> {
+    let (mut jobs, mut micros, mut budgets, mut periods, mut limits) = (vec![], vec![], vec![], vec![], vec![]);
+    for op in ops {
+        for c in &op.charges {
+            jobs.push(op.job);
+            micros.push(op.micros);
+            budgets.push(c.budget.as_str());
+            periods.push(c.period.as_str());
+            limits.push(c.limit);
+        }
+    }
+    let failed = |e| pg("charging jobs to their budgets", e);
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Db(format!("no PostgreSQL connection: {e}")))?;
+    let stmt = client
+        .prepare_cached("SELECT * FROM offload_charge($1, $2, $3, $4, $5)")
+        .await
+        .map_err(failed)?;
+    let rows = client
+        .query(&stmt, &[&jobs, &micros, &budgets, &periods, &limits])
+        .await
+        .map_err(failed)?;
+    let mut answers = std::collections::HashMap::new();
+    for row in &rows {
+        let job: Uuid = col(row, 0)?;
+        let budget: Option<String> = col(row, 1)?;
+        if budget.is_none() {
+            continue; // charged before: admitted, with no figures
+        }
+        let spend = Spend {
+            budget: col(row, 1)?,
+            period: col(row, 2)?,
+            spent: col(row, 3)?,
+            committed: col(row, 4)?,
+        };
+        let answer = answers.entry(job).or_insert(Charged::Admitted(vec![]));
+        match (col::<bool>(row, 5)?, answer) {
+            (false, answer) => *answer = Charged::Over(spend),
+            (true, Charged::Admitted(after)) => after.push(spend),
+            (true, Charged::Over(_)) => {}
+        }
+    }
+    Ok(answers)
 }

@@ -100,6 +100,13 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // A release without it would run a job of several steps as its last step alone.
         breaking: true,
     },
+    Migration {
+        version: 14,
+        name: "charge_in_one_call",
+        sql: include_str!("migrations/0014_charge_in_one_call.sql"),
+        // Adds a function; version 13 charges as before, in the same rows.
+        breaking: false,
+    },
 ];
 
 /// The advisory lock that migrations run under ("offload" in ASCII, then 1).

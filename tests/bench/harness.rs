@@ -1,0 +1,83 @@
+//! What the benchmarks share: the gateway's configuration in them, and the load generator
+//! (`hammer`), a Rust HTTP client of `CLIENTS` connections on the same cores as the server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::TOKEN_A;
+
+pub const CLIENTS: usize = 64;
+
+/// The gateway's configuration in the benchmark: its defaults but for the `store` and
+/// `engine` settings given, one tenant's token, and the providers (and any other tables).
+pub fn config(listen: &str, store: &str, engine: &str, providers: &str) -> String {
+    format!(
+        "listen = \"{listen}\"\n[store]\n{store}\n[engine]\n{engine}\n\
+         [[auth.tokens]]\ntoken = \"{TOKEN_A}\"\ntenant = \"a\"\n{providers}"
+    )
+}
+
+/// What `hammer` measured: requests per second, and latency percentiles over the whole run
+/// and within its worst second (a stall of tens of milliseconds, such as a map that
+/// rehashes every live job at once, shows there and hardly in the whole run's p99).
+#[derive(Clone, Copy)]
+pub struct Load {
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub worst_second_p99_ms: f64,
+}
+
+/// The 99th percentile of `latencies` (sorted), in ms.
+pub fn p99(latencies: &[Duration]) -> f64 {
+    latencies[((latencies.len() as f64 * 0.99) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e3
+}
+
+pub async fn hammer<F, Fut>(seconds: f64, f: F) -> Load
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(seconds);
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let mut latencies = vec![];
+                let mut i = 0;
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    f(c * 10_000_000 + i).await;
+                    latencies.push((started - start, started.elapsed()));
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = vec![];
+    let mut seconds_apart: Vec<Vec<Duration>> = vec![vec![]; seconds.ceil() as usize + 1];
+    for t in tasks {
+        for (at, took) in t.await.unwrap() {
+            all.push(took);
+            seconds_apart[at.as_secs() as usize].push(took);
+        }
+    }
+    all.sort();
+    let worst_second_p99_ms = seconds_apart
+        .iter_mut()
+        .filter(|s| s.len() >= 100)
+        .map(|s| {
+            s.sort();
+            p99(s)
+        })
+        .fold(0.0, f64::max);
+    Load {
+        per_second: all.len() as f64 / seconds,
+        p50_ms: all[all.len() / 2].as_secs_f64() * 1e3,
+        p99_ms: p99(&all),
+        worst_second_p99_ms,
+    }
+}

@@ -1,0 +1,209 @@
+//! Spend and share at scale, against the real `offload serve` (release build, sim provider,
+//! `synchronous_full` on), for each store (PostgreSQL too when DATABASE_URL names one, as
+//! `tests/pg.sh run` sets it):
+//!
+//! - durable submits (`POST /v1/jobs`) with 100 budgets configured, two of which hold each
+//!   job (its tenant's, and its `dag_id`'s), against the same gateway with none: budgets
+//!   are charged in the store at each job's dispatch, so what they cost shows here;
+//! - fair share: tenant b's one job, sent after tenant a's burst of jobs for a provider of
+//!   8 places whose jobs run 500 ms: how long from its submit to its start.
+//!
+//! Prints the figures and writes them to BENCHMARKS.md's "Budgets and fair share"; asserts
+//! nothing. Under `cargo test` it is a smoke run (small figures, nothing written).
+//! `cargo bench --bench share [-- SECONDS [BURST]]` (defaults 5 s and 100,000 jobs).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod harness;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{free_port, wait_ready, Binary, SECRET_KEY, TOKEN_A, TOKEN_B};
+use harness::{config, hammer, CLIENTS};
+use serde_json::{json, Value};
+
+/// A priced sim provider with room for every job, whose jobs take an hour to start (so
+/// that all stay live and each is dispatched, and charged, once).
+const ROOMY: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\n\
+                     poll_interval_ms = 1000\nprice = { vcpu_hour = 0.05, gb_hour = 0.005 }\n";
+
+/// 8 places, jobs of 500 ms.
+const NARROW: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 500\nmax_concurrency = 8\n\
+                      poll_interval_ms = 100\n";
+
+/// 100 budgets of tenant a, none of which refuses anything: one for the tenant, 99 for
+/// `dag_id` values, half of them refusing at submit and half holding jobs at dispatch.
+fn budgets() -> String {
+    let mut text = "[[budgets]]\ntenant = \"a\"\nusd_per_month = 1000000000\n".to_string();
+    for i in 0..99 {
+        let action = if i % 2 == 0 { "refuse" } else { "wait" };
+        write!(
+            text,
+            "[[budgets]]\ntenant = \"a\"\nlabel = \"dag_id=bench-{i}\"\nusd_per_day = 1000000\naction = \"{action}\"\n"
+        )
+        .unwrap();
+    }
+    text
+}
+
+/// A gateway on `store` (SQLite in `dir`, or a fresh schema of the PostgreSQL at `url`)
+/// with tenants a and b and `tables`.
+async fn serve(dir: &std::path::Path, url: Option<&str>, tables: &str) -> (Binary, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let store = match url {
+        Some(_) => {
+            let url = common::pg::fresh_schema().await.2;
+            format!("url = \"{url}\"\nsecret_key = \"{SECRET_KEY}\"")
+        }
+        None => format!("path = \"{}\"\nsynchronous_full = true", dir.join("offload.db").display()),
+    };
+    let tables = format!("[[auth.tokens]]\ntoken = \"{TOKEN_B}\"\ntenant = \"b\"\n{tables}");
+    let path = dir.join("offload.toml");
+    std::fs::write(&path, config(&listen, &store, "", &tables)).unwrap();
+    let log = dir.join("serve.log");
+    let server = Binary::start(&path, &log);
+    let base = format!("http://{listen}");
+    wait_ready(&reqwest::Client::new(), &base, &log).await;
+    (server, base)
+}
+
+/// Durable submits of jobs of `dag_id=bench-7`, per second.
+async fn submits(base: &str, seconds: f64) -> harness::Load {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
+    let spec = json!({"image": "img", "provider": "sim", "labels": {"dag_id": "bench-7"}});
+    let base = base.to_string();
+    hammer(seconds, move |_| {
+        let (h, b, s) = (http.clone(), base.clone(), spec.clone());
+        async move {
+            let r = h.post(format!("{b}/v1/jobs")).bearer_auth(TOKEN_A).json(&s).send().await.unwrap();
+            assert_eq!(r.status(), 201);
+            r.bytes().await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Tenant a's burst of `burst` jobs, then tenant b's one: how long a's burst took to send,
+/// and b's job from its submit to its start.
+async fn behind_a_burst(base: &str, burst: usize) -> (Duration, f64) {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
+    let spec = json!({"image": "img", "provider": "sim"});
+    let started = Instant::now();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (h, b, s, sent) = (http.clone(), base.to_string(), spec.clone(), sent.clone());
+            tokio::spawn(async move {
+                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < burst {
+                    let r = h.post(format!("{b}/v1/jobs")).bearer_auth(TOKEN_A).json(&s).send().await.unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sending = started.elapsed();
+    let r = http.post(format!("{base}/v1/jobs")).bearer_auth(TOKEN_B).json(&spec).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let job: Value = r.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let at = |job: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(job[field].as_str().unwrap()).unwrap()
+    };
+    let submitted = at(&job, "created_at");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let job: Value = http
+            .get(format!("{base}/v1/jobs/{id}?wait=60"))
+            .bearer_auth(TOKEN_B)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["started_at"].is_string() {
+            let waited = at(&job, "started_at") - submitted;
+            return (sending, waited.num_milliseconds() as f64 / 1e3);
+        }
+        assert!(Instant::now() < deadline, "tenant b's job never started: {job}");
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let benchmark = std::env::args().any(|a| a == "--bench");
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 5.0 } else { 0.3 });
+    let burst: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 100_000 } else { 300 });
+    let pg = std::env::var("DATABASE_URL").ok();
+    let mut lines = vec![];
+    for (store, url) in [("sqlite", None), ("postgresql", pg.as_deref())] {
+        if store == "postgresql" && url.is_none() {
+            lines.push("postgresql: not measured (no DATABASE_URL)".to_string());
+            continue;
+        }
+        let mut rates = vec![];
+        for (what, tables) in [("no budgets", String::new()), ("100 budgets", budgets())] {
+            let dir = tempfile::tempdir().unwrap();
+            let (server, base) = serve(dir.path(), url, &format!("{ROOMY}{tables}")).await;
+            let load = submits(&base, seconds).await;
+            println!(
+                "{store:<10} durable submits, {what:<11} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  worst second's p99 {:>6.2} ms",
+                load.per_second, load.p50_ms, load.p99_ms, load.worst_second_p99_ms
+            );
+            rates.push((what, load));
+            server.kill9();
+        }
+        let (none, with) = (rates[0].1, rates[1].1);
+        lines.push(format!(
+            "{store}: durable submits with 100 budgets (two holding each job) {:.0}/s (p99 {:.1} ms), \
+             without any {:.0}/s (p99 {:.1} ms): {:.2} of the rate without",
+            with.per_second, with.p99_ms, none.per_second, none.p99_ms, with.per_second / none.per_second
+        ));
+
+        let dir = tempfile::tempdir().unwrap();
+        let (server, base) = serve(dir.path(), url, NARROW).await;
+        let (sending, waited) = behind_a_burst(&base, burst).await;
+        lines.push(format!(
+            "{store}: tenant b's one job, sent after tenant a's {burst} jobs (sent in {:.1} s) for 8 places \
+             of 500 ms jobs, started {waited:.2} s after its submit",
+            sending.as_secs_f64()
+        ));
+        server.kill9();
+        println!("{}", lines[lines.len() - 2..].join("\n"));
+    }
+    if !benchmark {
+        return println!("smoke run of the share benchmark: done (cargo bench --bench share measures)");
+    }
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_default();
+    let section = format!(
+        "{HEADER}\n\nWritten by `cargo bench --bench share` (tests/bench/share.rs) on {}, {} cores, {machine}: \
+         the real `offload serve` (release build) with the sim provider and `synchronous_full` on, a Rust client \
+         with {CLIENTS} connections on the same cores, {seconds} s per rate.\n\n{}",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        lines.iter().map(|l| format!("- {l}\n")).collect::<String>()
+    );
+    let old = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
+    let new = match old.find(HEADER) {
+        Some(at) => {
+            let end = old[at + HEADER.len()..].find("\n## ").map_or(old.len(), |n| at + HEADER.len() + n + 1);
+            format!("{}{section}{}", &old[..at], &old[end..])
+        }
+        None => format!("{}\n{section}", old.trim_end()),
+    };
+    std::fs::write("BENCHMARKS.md", new).unwrap();
+    println!("wrote BENCHMARKS.md");
+}
+
+const HEADER: &str = "## Budgets and fair share";
