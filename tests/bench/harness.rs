@@ -81,3 +81,28 @@ where
         worst_second_p99_ms,
     }
 }
+
+/// `n` submits of `spec` as `token`, sent over `CLIENTS` connections at once, each
+/// answered 201: the jobs' ids.
+pub async fn burst(http: &reqwest::Client, base: &str, token: &'static str, spec: &serde_json::Value, n: usize) -> Vec<String> {
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (h, b, s, sent) = (http.clone(), base.to_string(), spec.clone(), sent.clone());
+            tokio::spawn(async move {
+                let mut ids = vec![];
+                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                    let r = h.post(format!("{b}/v1/jobs")).bearer_auth(token).json(&s).send().await.unwrap();
+                    assert_eq!(r.status(), 201);
+                    ids.push(r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = vec![];
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    ids
+}

@@ -278,25 +278,7 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
 
     // Dispatch: a burst, then until no job is queued.
     let started = Instant::now();
-    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (h, b, s, sent) = (http.clone(), base.clone(), spec.clone(), sent.clone());
-            tokio::spawn(async move {
-                let mut ids = vec![];
-                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < burst {
-                    let r = h.post(format!("{b}/v1/jobs")).bearer_auth(TOKEN_A).json(&s).send().await.unwrap();
-                    assert_eq!(r.status(), 201);
-                    ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
-                }
-                ids
-            })
-        })
-        .collect();
-    let mut burst_ids = vec![];
-    for t in tasks {
-        burst_ids.extend(t.await.unwrap());
-    }
+    let burst_ids = harness::burst(&http, &base, TOKEN_A, &spec, burst).await;
     let submitted = started.elapsed();
     until_dispatched(&http, &base).await;
     let dispatched = started.elapsed();

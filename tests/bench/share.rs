@@ -17,7 +17,6 @@ mod common;
 mod harness;
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, wait_ready, Binary, SECRET_KEY, TOKEN_A, TOKEN_B};
@@ -92,21 +91,7 @@ async fn behind_a_burst(base: &str, burst: usize) -> (Duration, f64) {
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
     let spec = json!({"image": "img", "provider": "sim"});
     let started = Instant::now();
-    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (h, b, s, sent) = (http.clone(), base.to_string(), spec.clone(), sent.clone());
-            tokio::spawn(async move {
-                while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < burst {
-                    let r = h.post(format!("{b}/v1/jobs")).bearer_auth(TOKEN_A).json(&s).send().await.unwrap();
-                    assert_eq!(r.status(), 201);
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
+    harness::burst(&http, base, TOKEN_A, &spec, burst).await;
     let sending = started.elapsed();
     let r = http.post(format!("{base}/v1/jobs")).bearer_auth(TOKEN_B).json(&spec).send().await.unwrap();
     assert_eq!(r.status(), 201);
