@@ -201,7 +201,48 @@ contract!(
     cost_reports_count_each_attempt_where_it_ran,
     changes_since_a_position_tell_each_changed_job_once_as_it_is_now,
     list_filters_by_name_prefix_label_keys_exit_codes_and_reasons,
+    a_charge_takes_every_period_or_none,
 );
+
+/// A job's charge to its budgets' periods is all or none: one that fits every period raises
+/// each and answers its figures; one that would take any past its limit raises none (not
+/// even those it fits) and names that period as it stands; a job charged before is not
+/// charged again. Concurrent charges never take a period past its limit.
+async fn a_charge_takes_every_period_or_none(f: &Fixture) {
+    use offload::store::ledger::{Charge, Charged, Spend};
+    let ledger = f.store.ledger();
+    let charge = |budget: &str, limit: i64| Charge { budget: budget.into(), period: "day:2026-12-07".into(), limit };
+    let spend = |budget: &str, spent: i64, committed: i64| Spend {
+        budget: budget.into(),
+        period: "day:2026-12-07".into(),
+        spent,
+        committed,
+    };
+    let (one, two, three) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let both = [charge("tenant=a", 100), charge("tenant=a,dag_id=etl", 50)];
+    assert_eq!(
+        ledger.charge(one, 30, &both).await.unwrap(),
+        Charged::Admitted(vec![spend("tenant=a", 0, 30), spend("tenant=a,dag_id=etl", 0, 30)])
+    );
+    // 30 more fits the tenant's 100 but not the DAG's 50: nothing is raised.
+    assert_eq!(ledger.charge(two, 30, &both).await.unwrap(), Charged::Over(spend("tenant=a,dag_id=etl", 0, 30)));
+    assert_eq!(ledger.charge(one, 30, &both).await.unwrap(), Charged::Admitted(vec![]), "charged before");
+    let mut now = ledger.spend(&["day:2026-12-07".to_string()]).await.unwrap();
+    now.sort_by(|a, b| a.budget.cmp(&b.budget));
+    assert_eq!(now, vec![spend("tenant=a", 0, 30), spend("tenant=a,dag_id=etl", 0, 30)]);
+    assert_eq!(
+        ledger.charge(three, 20, &both).await.unwrap(),
+        Charged::Admitted(vec![spend("tenant=a", 0, 50), spend("tenant=a,dag_id=etl", 0, 50)])
+    );
+    // Twenty at once for the tenant's 50 left: exactly five of 10 go through.
+    let only = [charge("tenant=a", 100)];
+    let admitted = futures::future::join_all((0..20).map(|_| ledger.charge(Uuid::now_v7(), 10, &only)))
+        .await
+        .into_iter()
+        .filter(|c| matches!(c.as_ref().unwrap(), Charged::Admitted(_)))
+        .count();
+    assert_eq!(admitted, 5);
+}
 
 async fn retention_purges_only_jobs_ended_and_released_before(f: &Fixture) {
     let store = &*f.store;
