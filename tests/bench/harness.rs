@@ -106,3 +106,33 @@ pub async fn burst(http: &reqwest::Client, base: &str, token: &'static str, spec
     }
     ids
 }
+
+/// What a benchmark was asked: `--bench` (given by `cargo bench`; without it, as under
+/// `cargo test --all-targets`, a smoke run of small figures that writes nothing), then
+/// SECONDS per figure and the BURST's size.
+pub struct Args {
+    pub benchmark: bool,
+    pub seconds: f64,
+    pub burst: usize,
+}
+
+pub fn args() -> Args {
+    let benchmark = std::env::args().any(|a| a == "--bench");
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 5.0 } else { 0.3 });
+    let burst = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 100_000 } else { 300 });
+    Args { benchmark, seconds, burst }
+}
+
+/// This machine, as a benchmark names it: "2 cores, AMD EPYC".
+pub fn machine() -> String {
+    format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+            .unwrap_or_default()
+    )
+}

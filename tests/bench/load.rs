@@ -383,10 +383,7 @@ async fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this too, without it, and
     // then it is a smoke run that keeps the benchmark working: small figures, no cloud
     // calls, nothing written.
-    let benchmark = std::env::args().any(|a| a == "--bench");
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
-    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 5.0 } else { 0.3 });
-    let burst: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 100_000 } else { 300 });
+    let harness::Args { benchmark, seconds, burst } = harness::args();
     let mut table = String::new();
     let mut notes = vec![];
     let mut stores = vec![("sqlite", None)];
@@ -414,15 +411,7 @@ async fn main() {
         }
         notes.extend(n);
     }
-    let machine = format!(
-        "{} cores, {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/cpuinfo")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
-            .unwrap_or_default()
-    );
+    let machine = harness::machine();
     // OFFLOAD_BENCH_NO_CLOUD=1 leaves the cloud calls out (for a quick look at the rest).
     let calls = match std::env::var_os("OFFLOAD_BENCH_NO_CLOUD") {
         _ if !benchmark => return println!("smoke run of the benchmark: done (cargo bench --bench load measures)"),

@@ -122,10 +122,7 @@ async fn behind_a_burst(base: &str, burst: usize) -> (Duration, f64) {
 
 #[tokio::main]
 async fn main() {
-    let benchmark = std::env::args().any(|a| a == "--bench");
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
-    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 5.0 } else { 0.3 });
-    let burst: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(if benchmark { 100_000 } else { 300 });
+    let harness::Args { benchmark, seconds, burst } = harness::args();
     let pg = std::env::var("DATABASE_URL").ok();
     let mut lines = vec![];
     for (store, url) in [("sqlite", None), ("postgresql", pg.as_deref())] {
@@ -179,17 +176,12 @@ async fn main() {
     if !benchmark {
         return println!("smoke run of the share benchmark: done (cargo bench --bench share measures)");
     }
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
-        .unwrap_or_default();
+    let machine = harness::machine();
     let section = format!(
-        "{HEADER}\n\nWritten by `cargo bench --bench share` (tests/bench/share.rs) on {}, {} cores, {machine}: \
+        "{HEADER}\n\nWritten by `cargo bench --bench share` (tests/bench/share.rs) on {}, {machine}: \
          the real `offload serve` (release build) with the sim provider and `synchronous_full` on, a Rust client \
          with {CLIENTS} connections on the same cores, {seconds} s per rate.\n\n{}",
         chrono::Utc::now().format("%Y-%m-%d"),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
         lines.iter().map(|l| format!("- {l}\n")).collect::<String>()
     );
     let old = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
