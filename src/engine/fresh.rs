@@ -7,9 +7,17 @@
 //! reconcile runs (a cancel came between): every write a reconcile makes is a
 //! compare-and-set on the stored state, so a stale record costs one refused write and a
 //! second look, which reads the store, never a wrong step.
+//!
+//! One stale record would pass that check: a record kept *after* the job's first reconcile
+//! already ran (a sweep found the queued job between the submit's commit and its
+//! handler's [`Fresh::keep`]), taken by a later reconcile once the job is queued again (a
+//! failover), whose state it matches while its attempts and exclusions are the first
+//! dispatch's. So a first dispatch that read the store marks the job ([`Fresh::read`]), and
+//! a record that comes for it afterwards is not kept.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -30,20 +38,45 @@ pub(super) struct Fresh {
     kept: Mutex<Kept>,
 }
 
+/// How long a job's first dispatch from the store is remembered: far longer than a submit
+/// handler takes from its commit to its [`Fresh::keep`].
+const READ_FOR: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct Kept {
     jobs: HashMap<Uuid, (JobRecord, usize)>,
     bytes: usize,
+    /// Jobs whose first dispatch read the store, and when; pruned past [`READ_FOR`].
+    read: HashMap<Uuid, Instant>,
+    /// `read`'s size when it was last pruned.
+    pruned_at: usize,
 }
 
 impl Fresh {
-    /// Keeps a new job's record for its first reconcile, if there is room.
+    /// Keeps a new job's record for its first reconcile, if there is room and that
+    /// reconcile has not already run.
     pub(super) fn keep(&self, rec: JobRecord) {
         let size = rec.job.spec.footprint();
         let mut kept = self.kept.lock().unwrap();
+        if kept.read.remove(&rec.job.id).is_some() {
+            return;
+        }
         if kept.jobs.len() < MAX && kept.bytes + size <= MAX_BYTES {
             kept.bytes += size;
             kept.jobs.insert(rec.job.id, (rec, size));
+        }
+    }
+
+    /// Marks a job whose first dispatch read its record from the store (none was kept), so
+    /// that one kept later is not.
+    pub(super) fn read(&self, id: Uuid) {
+        let mut kept = self.kept.lock().unwrap();
+        let now = Instant::now();
+        kept.read.insert(id, now);
+        // Pruned once it has doubled since: each entry is looked at a bounded number of times.
+        if kept.read.len() >= 2 * kept.pruned_at.max(512) {
+            kept.read.retain(|_, at| now.duration_since(*at) < READ_FOR);
+            kept.pruned_at = kept.read.len();
         }
     }
 
@@ -117,5 +150,28 @@ mod tests {
         let id = small.job.id;
         fresh.keep(small);
         assert!(fresh.take(id).is_some(), "room again once one was taken");
+    }
+
+    /// A record that comes after the job's first dispatch read the store is not kept: a
+    /// later reconcile would take it once the job is queued again, stale.
+    #[test]
+    fn a_record_kept_after_the_first_dispatch_read_the_store_is_dropped() {
+        let fresh = Fresh::default();
+        let late = record(10);
+        let id = late.job.id;
+        fresh.read(id);
+        fresh.keep(late);
+        assert!(fresh.take(id).is_none());
+        assert!(fresh.kept.lock().unwrap().read.is_empty(), "its mark is spent");
+        // Another job's record is kept as before.
+        let other = record(10);
+        let other_id = other.job.id;
+        fresh.keep(other);
+        assert!(fresh.take(other_id).is_some());
+        // Pruning drops only marks past READ_FOR: 5,000 made just now are all kept.
+        for _ in 0..5000 {
+            fresh.read(Uuid::now_v7());
+        }
+        assert_eq!(fresh.kept.lock().unwrap().read.len(), 5000);
     }
 }

@@ -47,7 +47,12 @@ pub(super) async fn reconcile(engine: &Engine, id: Uuid) -> Option<Duration> {
         let rec = match engine.fresh.take(id) {
             Some(rec) => rec,
             None => match engine.store.get(id).await? {
-                Some(rec) => rec,
+                Some(rec) => {
+                    if rec.job.state == JobState::Queued && rec.job.attempts == 0 {
+                        engine.fresh.read(id);
+                    }
+                    rec
+                }
                 None => {
                     engine.free_place(id, None);
                     return Ok(None);
