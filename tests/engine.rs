@@ -141,9 +141,6 @@ poll_interval_ms = 20
     assert_eq!(cancel(&gw, &id).await, 202);
     let job = gw.wait_terminal(TOKEN_A, &id, 10).await;
     assert_eq!(job["state"], "cancelled", "{job}");
-    // Its stop never succeeds and its run is ten minutes: what ended it is the loss.
-    let at = |field: &str| chrono::DateTime::parse_from_rfc3339(job[field].as_str().unwrap()).unwrap();
-    assert!(at("finished_at") - at("started_at") >= chrono::Duration::milliseconds(2900), "{job}");
 }
 
 #[tokio::test]
