@@ -202,6 +202,7 @@ contract!(
     changes_since_a_position_tell_each_changed_job_once_as_it_is_now,
     list_filters_by_name_prefix_label_keys_exit_codes_and_reasons,
     a_charge_takes_every_period_or_none,
+    a_dispatch_from_a_stale_record_is_refused,
 );
 
 /// A job's charge to its budgets' periods is all or none: one that fits every period raises
@@ -474,6 +475,38 @@ async fn updates_are_compare_and_set_with_their_events(f: &Fixture) {
     assert!(all
         .windows(2)
         .all(|w| w[0].seq < w[1].seq && w[0].at <= w[1].at));
+}
+
+/// A dispatch is written for the attempts its record showed: once the job was dispatched
+/// and queued again since (a failover), the same state no longer lets a stale record
+/// through, and nothing changes.
+async fn a_dispatch_from_a_stale_record_is_refused(f: &Fixture) {
+    let store = &*f.store;
+    let id = created(store, job("a", None)).await;
+    let dispatch = |attempts_before: u32, provider: &str| Patch {
+        state: Some(JobState::Starting),
+        provider: Some(provider.into()),
+        attempts: Some(attempts_before + 1),
+        if_attempts: Some(attempts_before),
+        event: Some(format!("dispatched to {provider}")),
+        ..Patch::default()
+    };
+    store.update(id, &[JobState::Queued], dispatch(0, "a")).await.unwrap().unwrap();
+    let failover = Patch {
+        state: Some(JobState::Queued),
+        excluded: Some(vec!["a".into()]),
+        ..Patch::default()
+    };
+    store.update(id, &[JobState::Starting], failover).await.unwrap().unwrap();
+    // Queued again, as the stale record says, but at one attempt, not none.
+    let stale = store.update(id, &[JobState::Queued], dispatch(0, "a")).await.unwrap();
+    assert!(stale.is_none(), "{stale:?}");
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!((job.job.state, job.job.attempts, job.excluded.clone()), (JobState::Queued, 1, vec!["a".to_string()]));
+    let after = store.update(id, &[JobState::Queued], dispatch(1, "b")).await.unwrap().unwrap();
+    assert_eq!((after.job.attempts, after.job.provider.as_deref()), (2, Some("b")));
+    let reasons: Vec<_> = store.events(id).await.unwrap().into_iter().filter_map(|e| e.reason).collect();
+    assert_eq!(reasons, ["submitted", "dispatched to a", "dispatched to b"]);
 }
 
 async fn list_filters_by_state_provider_and_labels_and_pages_newest_first(f: &Fixture) {
@@ -793,6 +826,8 @@ async fn every_field_round_trips(f: &Fixture) {
         log_tail: Some("line 1\nline 2\n".into()),
         released: Some(false),
         excluded: Some(vec!["ecs".into(), "aci".into()]),
+        // A new job has made none: the patch applies.
+        if_attempts: Some(0),
         cost: Some(JobCost {
             provider: "kubernetes".into(),
             hourly_usd: 0.1,

@@ -12,8 +12,10 @@
 //! already ran (a sweep found the queued job between the submit's commit and its
 //! handler's [`Fresh::keep`]), taken by a later reconcile once the job is queued again (a
 //! failover), whose state it matches while its attempts and exclusions are the first
-//! dispatch's. So a first dispatch that read the store marks the job ([`Fresh::read`]), and
-//! a record that comes for it afterwards is not kept.
+//! dispatch's. So a first dispatch that read the store marks the job ([`Fresh::read`]): a
+//! record kept for it meanwhile is dropped, and one that comes afterwards is not kept. The
+//! dispatch's write also holds only at the attempts its record showed
+//! ([`crate::store::Patch::if_attempts`]), so no stale record dispatches a job twice.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -67,10 +69,15 @@ impl Fresh {
         }
     }
 
-    /// Marks a job whose first dispatch read its record from the store (none was kept), so
-    /// that one kept later is not.
+    /// Marks a job whose first dispatch read its record from the store, so that one kept
+    /// later is not; one kept since that dispatch looked (the store read is as new) is
+    /// dropped.
     pub(super) fn read(&self, id: Uuid) {
         let mut kept = self.kept.lock().unwrap();
+        if let Some((_, size)) = kept.jobs.remove(&id) {
+            kept.bytes -= size;
+            return;
+        }
         let now = Instant::now();
         kept.read.insert(id, now);
         // Pruned once it has doubled since: each entry is looked at a bounded number of times.
@@ -173,5 +180,20 @@ mod tests {
             fresh.read(Uuid::now_v7());
         }
         assert_eq!(fresh.kept.lock().unwrap().read.len(), 5000);
+    }
+
+    /// The other order: the submit handler keeps the record between a sweep's look for a
+    /// kept one and its store read. The store read is at least as new as the record, so the
+    /// record is dropped: a later reconcile would take it once the job is queued again.
+    #[test]
+    fn a_record_kept_before_the_first_dispatch_read_the_store_is_dropped() {
+        let fresh = Fresh::default();
+        let rec = record(10);
+        let id = rec.job.id;
+        assert!(fresh.take(id).is_none(), "the sweep finds nothing kept");
+        fresh.keep(rec);
+        fresh.read(id);
+        assert!(fresh.take(id).is_none());
+        assert_eq!(fresh.kept.lock().unwrap().bytes, 0);
     }
 }

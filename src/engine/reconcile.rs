@@ -263,6 +263,7 @@ impl Engine {
             provider: Some(slot.name.clone()),
             provider_ref: Some(None),
             attempts: Some(attempt),
+            if_attempts: Some(rec.job.attempts),
             launch_key: Some(key),
             dispatched_at: Some(Utc::now()),
             first_dispatched_at: rec.first_dispatched_at.is_none().then(Utc::now),

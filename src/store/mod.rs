@@ -145,6 +145,11 @@ pub struct Patch {
     pub log_tail: Option<String>,
     pub released: Option<bool>,
     pub excluded: Option<Vec<String>>,
+    /// Applies only while the job has made exactly this many attempts. A dispatch sets it
+    /// to what its record showed: a record gone stale (the job was dispatched and queued
+    /// again since, by a failover) then dispatches nothing, where the state alone would let
+    /// it through.
+    pub if_attempts: Option<u32>,
     pub cost: Option<JobCost>,
     /// How each step of a job of several steps went, in its last attempt.
     pub steps: Option<Vec<crate::model::steps::StepLog>>,

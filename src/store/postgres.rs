@@ -354,6 +354,7 @@ fn is_empty(patch: &Patch) -> bool {
         log_tail,
         released,
         excluded,
+        if_attempts,
         cost,
         steps,
         event,
@@ -375,6 +376,8 @@ fn is_empty(patch: &Patch) -> bool {
         && log_tail.is_none()
         && released.is_none()
         && excluded.is_none()
+        // A condition only, but one the read below does not check.
+        && if_attempts.is_none()
         && cost.is_none()
         && steps.is_none()
         && event.is_none()

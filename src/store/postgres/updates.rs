@@ -43,14 +43,15 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
                 $6::text[], $7::integer[], $8::text[], $9::timestamptz[], $10::integer[],
                 $11::text[], $12::json[], $13::timestamptz[], $14::timestamptz[], $15::text[],
                 $16::text[], $17::bool[], $18::jsonb[], $19::timestamptz[], $20::text[],
-                $21::bool[], $22::jsonb[], $23::bool[], $24::text[], $25::timestamptz[], $26::jsonb[])
+                $21::bool[], $22::jsonb[], $23::bool[], $24::text[], $25::timestamptz[], $26::jsonb[],
+                $27::integer[])
             AS i (id, expect, state, provider, sets_ref, provider_ref, attempts, launch_key,
                 dispatched_at, exit_code, reason, result, started_at, finished_at,
                 cancel_requested_by, log_tail, released, excluded, at, event_reason,
                 has_event, cost, from_any_replica, me, first_dispatched_at,
-                steps)
+                steps, if_attempts)
         ), before AS (
-            SELECT jobs.id, jobs.state FROM jobs WHERE jobs.id IN (SELECT id FROM input)
+            SELECT jobs.id, jobs.state, jobs.attempts FROM jobs WHERE jobs.id IN (SELECT id FROM input)
             ORDER BY jobs.id FOR UPDATE
         ), after AS (
             UPDATE jobs SET
@@ -79,6 +80,7 @@ static UPDATE_SQL: LazyLock<String> = LazyLock::new(|| {
             WHERE jobs.id = input.id AND before.id = input.id
                 -- The expected states, comma-separated; '' for any.
                 AND (input.expect = '' OR before.state = ANY(string_to_array(input.expect, ',')))
+                AND (input.if_attempts IS NULL OR before.attempts = input.if_attempts)
                 -- Fenced: an engine's write applies only while its replica owns the job.
                 AND (input.from_any_replica OR jobs.owner = input.me)
             RETURNING {}, before.state AS state_before, input.at, input.event_reason, input.has_event
@@ -102,6 +104,7 @@ pub(super) struct UpdateRow {
     sets_ref: bool,
     provider_ref: Option<String>,
     attempts: Option<i32>,
+    if_attempts: Option<i32>,
     launch_key: Option<String>,
     dispatched_at: Option<DateTime<Utc>>,
     first_dispatched_at: Option<DateTime<Utc>>,
@@ -142,7 +145,8 @@ impl UpdateRow {
             provider: owned(&patch.provider),
             sets_ref: patch.provider_ref.is_some(),
             provider_ref: patch.provider_ref.as_ref().and_then(owned),
-            attempts: patch.attempts.map(|a| i32::try_from(a).unwrap_or(i32::MAX)),
+            attempts: patch.attempts.map(count),
+            if_attempts: patch.if_attempts.map(count),
             launch_key: owned(&patch.launch_key),
             dispatched_at: patch.dispatched_at,
             first_dispatched_at: patch.first_dispatched_at,
@@ -164,6 +168,11 @@ impl UpdateRow {
             steps: patch.steps.map(Json),
         }
     }
+}
+
+/// A number of attempts as its column holds it.
+fn count(attempts: u32) -> i32 {
+    i32::try_from(attempts).unwrap_or(i32::MAX)
 }
 
 /// `UPDATE_SQL`'s parameters for `rows` (distinct jobs): one array per value.
@@ -201,6 +210,7 @@ fn arrays<'a>(rows: &[&'a UpdateRow]) -> Vec<Box<dyn ToSql + Sync + Send + 'a>> 
         each(rows, |r| r.me.as_str()),
         each(rows, |r| r.first_dispatched_at),
         each(rows, |r| r.steps.as_ref()),
+        each(rows, |r| r.if_attempts),
     ]
 }
 

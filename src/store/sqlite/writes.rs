@@ -122,6 +122,8 @@ pub(super) struct PatchRow {
     pub(super) sql: Option<String>,
     pub(super) values: Vec<Value>,
     pub(super) state: Option<JobState>,
+    /// [`Patch::if_attempts`].
+    pub(super) if_attempts: Option<u32>,
     /// The event's reason, should the patch add one.
     pub(super) event: Option<String>,
     pub(super) explicit_event: bool,
@@ -204,6 +206,7 @@ impl PatchRow {
             sql,
             values: sets.into_iter().map(|(_, v)| v).collect(),
             state: patch.state,
+            if_attempts: patch.if_attempts,
             explicit_event: patch.event.is_some(),
             event: patch.event.or(patch.reason),
         })
@@ -222,14 +225,18 @@ pub(super) fn update(
     patch: &PatchRow,
 ) -> rusqlite::Result<Option<RawRecord>> {
     let id = id.to_string();
-    // The state alone decides; the whole row is read once, after the change.
-    let current: Option<String> = conn
-        .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
-        .query_row([&id], |r| r.get(0))
+    // The state (and the attempts, for a dispatch) decide; the whole row is read once,
+    // after the change.
+    let current: Option<(String, u32)> = conn
+        .prepare_cached("SELECT state, attempts FROM jobs WHERE id = ?1")?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(current) = current else {
+    let Some((current, attempts)) = current else {
         return Ok(None);
     };
+    if patch.if_attempts.is_some_and(|n| n != attempts) {
+        return Ok(None);
+    }
     let current = JobState::parse(&current).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             0,
