@@ -2,7 +2,7 @@
 //! writes of the one writer thread, so a charge's check and its increments are one step
 //! that no other write comes between.
 
-use rusqlite::{params, params_from_iter, Connection};
+use rusqlite::{params, params_from_iter, Connection, ToSql};
 use uuid::Uuid;
 
 use super::records::{parse_json, time};
@@ -41,50 +41,81 @@ COMMIT;
 /// The states in which a job's charges are settled.
 const ENDED: &str = "('succeeded', 'failed', 'cancelled')";
 
-/// Charges `micros` to each of `charges`, all or none. Each period is raised at once and
-/// its figures read back in the same statement; should one go past its limit, the raises
-/// made are taken back (the rare case) and nothing is charged. Five statements for a job
-/// under two budgets, where a check of every period before the raises took nine.
+/// Deletes one of a job's charges.
+const FORGET_CHARGE: &str =
+    "DELETE FROM budget_charges WHERE job_id = ?1 AND budget = ?2 AND period = ?3";
+
+/// Charges `micros` to each of `charges`, all or none, in two statements: the job's charges
+/// are recorded first (none when it was charged before: a dispatch again after a restart
+/// changes nothing), then every period is raised and its figures read back at once.
+/// Should one go past its limit, the raises and the records are taken back (the rare case)
+/// and nothing is charged. (It took five statements for a job under two budgets: a check,
+/// then one per period and one per record.)
 fn charge(
     conn: &Connection,
     job: &str,
     micros: i64,
     charges: &[Charge],
 ) -> rusqlite::Result<Charged> {
-    let charged_before: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM budget_charges WHERE job_id = ?1)")?
-        .query_row([job], |r| r.get(0))?;
-    if charged_before {
+    if charges.is_empty() {
         return Ok(Charged::Admitted(vec![]));
     }
-    let mut after: Vec<Spend> = vec![];
-    for c in charges {
-        let (spent, committed): (i64, i64) = conn
-            .prepare_cached(
-                "INSERT INTO budget_spend (budget, period, committed) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (budget, period) DO UPDATE SET committed = committed + excluded.committed \
-                 RETURNING spent, committed",
-            )?
-            .query_row(params![c.budget, c.period, micros], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let row = Spend { budget: c.budget.clone(), period: c.period.clone(), spent, committed };
-        if spent + committed > c.limit {
-            let mut undo = conn.prepare_cached(
-                "UPDATE budget_spend SET committed = committed - ?3 WHERE budget = ?1 AND period = ?2",
-            )?;
-            for raised in after.iter().chain([&row]) {
-                undo.execute(params![raised.budget, raised.period, micros])?;
-            }
-            return Ok(Charged::Over(Spend { committed: committed - micros, ..row }));
+    let rows = |n: usize, row: &str| vec![row; n].join(", ");
+    let recorded: Vec<(String, String)> = conn
+        .prepare_cached(&format!(
+            "INSERT INTO budget_charges (job_id, budget, period, micros) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING budget, period",
+            rows(charges.len(), "(?, ?, ?, ?)")
+        ))?
+        .query_map(
+            params_from_iter(charges.iter().flat_map(|c| -> [&dyn ToSql; 4] {
+                [&job, &c.budget, &c.period, &micros]
+            })),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    if recorded.len() < charges.len() {
+        // Charged before: what this statement added (for a budget made since) goes again.
+        let mut delete = conn.prepare_cached(FORGET_CHARGE)?;
+        for (budget, period) in &recorded {
+            delete.execute(params![job, budget, period])?;
         }
-        after.push(row);
+        return Ok(Charged::Admitted(vec![]));
     }
-    let mut record = conn.prepare_cached(
-        "INSERT INTO budget_charges (job_id, budget, period, micros) VALUES (?1, ?2, ?3, ?4)",
+    let mut after: Vec<Spend> = conn
+        .prepare_cached(&format!(
+            "INSERT INTO budget_spend (budget, period, committed) VALUES {} \
+             ON CONFLICT (budget, period) DO UPDATE SET committed = committed + excluded.committed \
+             RETURNING budget, period, spent, committed",
+            rows(charges.len(), "(?, ?, ?)")
+        ))?
+        .query_map(
+            params_from_iter(charges.iter().flat_map(|c| -> [&dyn ToSql; 3] {
+                [&c.budget, &c.period, &micros]
+            })),
+            |r| Ok(Spend { budget: r.get(0)?, period: r.get(1)?, spent: r.get(2)?, committed: r.get(3)? }),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    // RETURNING's order is SQLite's: the rows are put in the charges' order.
+    let place = |row: &Spend| charges.iter().position(|c| c.budget == row.budget && c.period == row.period);
+    after.sort_by_key(place);
+    let over = charges
+        .iter()
+        .zip(&after)
+        .find(|(c, row)| row.spent + row.committed > c.limit)
+        .map(|(_, row)| row);
+    let Some(over) = over else {
+        return Ok(Charged::Admitted(after));
+    };
+    let mut undo = conn.prepare_cached(
+        "UPDATE budget_spend SET committed = committed - ?3 WHERE budget = ?1 AND period = ?2",
     )?;
+    let mut forget = conn.prepare_cached(FORGET_CHARGE)?;
     for c in charges {
-        record.execute(params![job, c.budget, c.period, micros])?;
+        undo.execute(params![c.budget, c.period, micros])?;
+        forget.execute(params![job, c.budget, c.period])?;
     }
-    Ok(Charged::Admitted(after))
+    Ok(Charged::Over(Spend { committed: over.committed - micros, ..over.clone() }))
 }
 
 /// The charges of ended jobs (or of jobs no longer kept), with what each job cost.
@@ -101,10 +132,8 @@ fn settle(conn: &Connection, limit: usize) -> rusqlite::Result<usize> {
         })?
         .collect::<rusqlite::Result<_>>()?;
     for (job, budget, period, micros, cost) in &ended {
-        conn.prepare_cached(
-            "DELETE FROM budget_charges WHERE job_id = ?1 AND budget = ?2 AND period = ?3",
-        )?
-        .execute(params![job, budget, period])?;
+        conn.prepare_cached(FORGET_CHARGE)?
+            .execute(params![job, budget, period])?;
         conn.prepare_cached(
             "UPDATE budget_spend SET spent = spent + ?3, committed = committed - ?4 \
              WHERE budget = ?1 AND period = ?2",
