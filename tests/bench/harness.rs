@@ -1,12 +1,21 @@
 //! What the benchmarks share: the gateway's configuration in them, and the load generator
 //! (`hammer`), a Rust HTTP client of `CLIENTS` connections on the same cores as the server.
 
+// Each benchmark uses a part of it.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::TOKEN_A;
+use crate::common::{free_port, wait_ready, Binary, SECRET_KEY, TOKEN_A, TOKEN_B};
 
 pub const CLIENTS: usize = 64;
+
+/// A priced sim provider with room for every job, whose jobs take an hour to start (so
+/// that all stay live and each is dispatched, and charged, once).
+pub const ROOMY: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\n\
+                     poll_interval_ms = 1000\nprice = { vcpu_hour = 0.05, gb_hour = 0.005 }\n";
+
 
 /// The gateway's configuration in the benchmark: its defaults but for the `store` and
 /// `engine` settings given, one tenant's token, and the providers (and any other tables).
@@ -15,6 +24,28 @@ pub fn config(listen: &str, store: &str, engine: &str, providers: &str) -> Strin
         "listen = \"{listen}\"\n[store]\n{store}\n[engine]\n{engine}\n\
          [[auth.tokens]]\ntoken = \"{TOKEN_A}\"\ntenant = \"a\"\n{providers}"
     )
+}
+
+/// A gateway on `store` (SQLite in `dir`, or a fresh schema of the PostgreSQL at `url`)
+/// with tenants a and b and `tables`.
+pub async fn serve(dir: &std::path::Path, url: Option<&str>, tables: &str) -> (Binary, String) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let store = match url {
+        Some(_) => {
+            let url = crate::common::pg::fresh_schema().await.2;
+            format!("url = \"{url}\"\nsecret_key = \"{SECRET_KEY}\"")
+        }
+        None => format!("path = \"{}\"\nsynchronous_full = true", dir.join("offload.db").display()),
+    };
+    let tables = format!("[[auth.tokens]]\ntoken = \"{TOKEN_B}\"\ntenant = \"b\"\n{tables}");
+    let path = dir.join("offload.toml");
+    std::fs::write(&path, config(&listen, &store, "", &tables)).unwrap();
+    let log = dir.join("serve.log");
+    let server = Binary::start(&path, &log);
+    let base = format!("http://{listen}");
+    wait_ready(&reqwest::Client::new(), &base, &log).await;
+    (server, base)
 }
 
 /// What `hammer` measured: requests per second, and latency percentiles over the whole run
@@ -82,18 +113,26 @@ where
     }
 }
 
-/// `n` submits of `spec` as `token`, sent over `CLIENTS` connections at once, each
-/// answered 201: the jobs' ids.
-pub async fn burst(http: &reqwest::Client, base: &str, token: &'static str, spec: &serde_json::Value, n: usize) -> Vec<String> {
+/// `n` submits of `body` to `path` (`/v1/jobs`, or TES's `/ga4gh/tes/v1/tasks`) as
+/// `token`, sent over `CLIENTS` connections at once, each answered with success and an id:
+/// the ids.
+pub async fn burst(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &'static str,
+    body: &serde_json::Value,
+    n: usize,
+) -> Vec<String> {
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (h, b, s, sent) = (http.clone(), base.to_string(), spec.clone(), sent.clone());
+            let (h, url, s, sent) = (http.clone(), format!("{base}{path}"), body.clone(), sent.clone());
             tokio::spawn(async move {
                 let mut ids = vec![];
                 while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
-                    let r = h.post(format!("{b}/v1/jobs")).bearer_auth(token).json(&s).send().await.unwrap();
-                    assert_eq!(r.status(), 201);
+                    let r = h.post(&url).bearer_auth(token).json(&s).send().await.unwrap();
+                    assert!(r.status().is_success(), "{}", r.status());
                     ids.push(r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string());
                 }
                 ids
@@ -105,6 +144,21 @@ pub async fn burst(http: &reqwest::Client, base: &str, token: &'static str, spec
         ids.extend(t.await.unwrap());
     }
     ids
+}
+
+/// Puts `section` (which starts with `header`, a `## ` line) in BENCHMARKS.md: in place of
+/// the section of that header, else at the end.
+pub fn write_section(header: &str, section: &str) {
+    let old = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
+    let new = match old.find(header) {
+        Some(at) => {
+            let end = old[at + header.len()..].find("\n## ").map_or(old.len(), |n| at + header.len() + n + 1);
+            format!("{}{section}{}", &old[..at], &old[end..])
+        }
+        None => format!("{}\n{section}", old.trim_end()),
+    };
+    std::fs::write("BENCHMARKS.md", new).unwrap();
+    println!("wrote BENCHMARKS.md");
 }
 
 /// What a benchmark was asked: `--bench` (given by `cargo bench`; without it, as under

@@ -278,7 +278,7 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
 
     // Dispatch: a burst, then until no job is queued.
     let started = Instant::now();
-    let burst_ids = harness::burst(&http, &base, TOKEN_A, &spec, burst).await;
+    let burst_ids = harness::burst(&http, &base, "/v1/jobs", TOKEN_A, &spec, burst).await;
     let submitted = started.elapsed();
     until_dispatched(&http, &base).await;
     let dispatched = started.elapsed();

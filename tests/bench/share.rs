@@ -19,14 +19,9 @@ mod harness;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_ready, Binary, SECRET_KEY, TOKEN_A, TOKEN_B};
-use harness::{config, hammer, CLIENTS};
+use common::{TOKEN_A, TOKEN_B};
+use harness::{hammer, CLIENTS};
 use serde_json::{json, Value};
-
-/// A priced sim provider with room for every job, whose jobs take an hour to start (so
-/// that all stay live and each is dispatched, and charged, once).
-const ROOMY: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\n\
-                     poll_interval_ms = 1000\nprice = { vcpu_hour = 0.05, gb_hour = 0.005 }\n";
 
 /// 8 places, jobs of 500 ms.
 const NARROW: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 0\nrun_ms = 500\nmax_concurrency = 8\n\
@@ -45,28 +40,6 @@ fn budgets() -> String {
         .unwrap();
     }
     text
-}
-
-/// A gateway on `store` (SQLite in `dir`, or a fresh schema of the PostgreSQL at `url`)
-/// with tenants a and b and `tables`.
-async fn serve(dir: &std::path::Path, url: Option<&str>, tables: &str) -> (Binary, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let store = match url {
-        Some(_) => {
-            let url = common::pg::fresh_schema().await.2;
-            format!("url = \"{url}\"\nsecret_key = \"{SECRET_KEY}\"")
-        }
-        None => format!("path = \"{}\"\nsynchronous_full = true", dir.join("offload.db").display()),
-    };
-    let tables = format!("[[auth.tokens]]\ntoken = \"{TOKEN_B}\"\ntenant = \"b\"\n{tables}");
-    let path = dir.join("offload.toml");
-    std::fs::write(&path, config(&listen, &store, "", &tables)).unwrap();
-    let log = dir.join("serve.log");
-    let server = Binary::start(&path, &log);
-    let base = format!("http://{listen}");
-    wait_ready(&reqwest::Client::new(), &base, &log).await;
-    (server, base)
 }
 
 /// Durable submits of jobs of `dag_id=bench-7`, per second.
@@ -91,7 +64,7 @@ async fn behind_a_burst(base: &str, burst: usize) -> (Duration, f64) {
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build().unwrap();
     let spec = json!({"image": "img", "provider": "sim"});
     let started = Instant::now();
-    harness::burst(&http, base, TOKEN_A, &spec, burst).await;
+    harness::burst(&http, base, "/v1/jobs", TOKEN_A, &spec, burst).await;
     let sending = started.elapsed();
     let r = http.post(format!("{base}/v1/jobs")).bearer_auth(TOKEN_B).json(&spec).send().await.unwrap();
     assert_eq!(r.status(), 201);
@@ -137,7 +110,7 @@ async fn main() {
         for _ in 0..ROUNDS {
             for (i, tables) in [String::new(), budgets()].into_iter().enumerate() {
                 let dir = tempfile::tempdir().unwrap();
-                let (server, base) = serve(dir.path(), url, &format!("{ROOMY}{tables}")).await;
+                let (server, base) = harness::serve(dir.path(), url, &format!("{}{tables}", harness::ROOMY)).await;
                 let load = submits(&base, seconds).await;
                 println!(
                     "{store:<10} durable submits, {:<11} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  worst second's p99 {:>6.2} ms",
@@ -163,7 +136,7 @@ async fn main() {
         ));
 
         let dir = tempfile::tempdir().unwrap();
-        let (server, base) = serve(dir.path(), url, NARROW).await;
+        let (server, base) = harness::serve(dir.path(), url, NARROW).await;
         let (sending, waited) = behind_a_burst(&base, burst).await;
         lines.push(format!(
             "{store}: tenant b's one job, sent after tenant a's {burst} jobs (sent in {:.1} s) for 8 places \
@@ -184,16 +157,7 @@ async fn main() {
         chrono::Utc::now().format("%Y-%m-%d"),
         lines.iter().map(|l| format!("- {l}\n")).collect::<String>()
     );
-    let old = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
-    let new = match old.find(HEADER) {
-        Some(at) => {
-            let end = old[at + HEADER.len()..].find("\n## ").map_or(old.len(), |n| at + HEADER.len() + n + 1);
-            format!("{}{section}{}", &old[..at], &old[end..])
-        }
-        None => format!("{}\n{section}", old.trim_end()),
-    };
-    std::fs::write("BENCHMARKS.md", new).unwrap();
-    println!("wrote BENCHMARKS.md");
+    harness::write_section(HEADER, &section);
 }
 
 const HEADER: &str = "## Budgets and fair share";
