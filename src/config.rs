@@ -112,8 +112,10 @@ pub struct PricesConfig {
     /// the file's until it ends); needs `file`.
     pub refresh_at_start: bool,
     /// Read them again every this many hours while the gateway runs (`24`: daily); `0`:
-    /// never. A refresh that fails keeps the last good file and prices, and says so in the
-    /// log and in `GET /v1/providers` (`price_refresh`); needs `file`.
+    /// never. A refresh that fails keeps the last good file and prices, says so in the log
+    /// and in `GET /v1/providers` (`price_refresh`), and is tried again a minute later, then
+    /// two, four... up to an hour apart, never later than the next period (with no period,
+    /// until one at start succeeds); needs `file`.
     pub refresh_every_hours: u64,
     /// The Google Cloud Billing Catalog API's key (`cloudrun`, and `kubernetes` on GKE
     /// Autopilot); best given as `OFFLOAD_PRICES__GOOGLE_API_KEY`. Never logged nor shown;

@@ -177,9 +177,15 @@ pub async fn refresh(config: &Config) -> Result<Refreshed, String> {
     Ok(Refreshed { figures, notes })
 }
 
+/// The wait before retrying a failed refresh, doubled at each failure in a row up to
+/// [`RETRY_MOST`] (and never past the next period's).
+const RETRY_FIRST: Duration = Duration::from_secs(60);
+const RETRY_MOST: Duration = Duration::from_secs(3600);
+
 /// The gateway's own refreshes: at once when `refresh_at_start`, then every
 /// `refresh_every_hours`, each repricing the engine's providers when it succeeds and
-/// keeping their sheets when it fails; until `stop`.
+/// keeping their sheets when it fails, to be retried (a catalog that did not answer);
+/// until `stop`.
 pub async fn keep_fresh(engine: Arc<Engine>, config: Config, stop: CancellationToken) {
     let every = Duration::from_secs(config.prices.refresh_every_hours.saturating_mul(3600));
     let once = || async {
@@ -194,40 +200,78 @@ pub async fn keep_fresh(engine: Arc<Engine>, config: Config, stop: CancellationT
                     "price refresh: read the catalogs; repricing the providers"
                 );
                 engine.reprice(&r.figures);
+                true
             }
             Err(e) => {
                 metrics::counter!(REFRESHES, "outcome" => "failed").increment(1);
                 tracing::warn!("price refresh failed, keeping the last good prices: {e}");
                 engine.price_refreshed(Some(e));
+                false
             }
         }
     };
-    schedule(config.prices.refresh_at_start, every, stop, once).await
+    let retry = Retry { first: RETRY_FIRST, most: RETRY_MOST };
+    let first = config.prices.refresh_at_start;
+    schedule(first, every, retry, stop, once, tokio::time::sleep).await
+}
+
+/// When to run a failed refresh again.
+#[derive(Clone, Copy)]
+struct Retry {
+    first: Duration,
+    most: Duration,
 }
 
 /// Runs `once` at once when `first`, then every `every` (never again when it is zero),
-/// until `stop`.
-async fn schedule<F, Fut>(first: bool, every: Duration, stop: CancellationToken, mut once: F)
-where
+/// until `stop`. A run that fails (`once` answers false) is run again after `retry.first`,
+/// doubled at each failure in a row up to `retry.most`, and never later than the period
+/// would have run it; with no period, until one succeeds. Each wait is a `sleep`.
+async fn schedule<F, Fut, S, Slept>(
+    first: bool,
+    every: Duration,
+    retry: Retry,
+    stop: CancellationToken,
+    mut once: F,
+    sleep: S,
+) where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = bool>,
+    S: Fn(Duration) -> Slept,
+    Slept: std::future::Future<Output = ()>,
 {
-    let mut first = first;
+    let mut wait = match (first, every.is_zero()) {
+        (true, _) => Duration::ZERO,
+        (false, true) => return,
+        (false, false) => every,
+    };
+    let mut failed = 0u32;
     loop {
-        if !first {
+        if !wait.is_zero() {
+            tokio::select! {
+                biased; // a stop wins
+                _ = stop.cancelled() => return,
+                _ = sleep(wait) => {}
+            }
+        }
+        let ok = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            ok = once() => ok,
+        };
+        wait = if ok {
+            failed = 0;
             if every.is_zero() {
                 return;
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+            every
+        } else {
+            let backoff = retry.first.saturating_mul(1 << failed.min(16)).min(retry.most);
+            failed += 1;
+            match every.is_zero() {
+                true => backoff,
+                false => backoff.min(every),
             }
-        }
-        first = false;
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = once() => {}
-        }
+        };
     }
 }
 
@@ -261,12 +305,20 @@ async fn fetch<T: DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use tokio::sync::mpsc;
     use tokio::time::Instant;
 
     use super::*;
 
-    /// Runs `schedule` in the background: when each run was, and the task.
+    const RETRY: Retry = Retry {
+        first: Duration::from_secs(60),
+        most: Duration::from_secs(3600),
+    };
+
+    /// Runs `schedule` in the background on the real clock: when each run was, and the
+    /// task.
     fn runs(
         first: bool,
         every: Duration,
@@ -276,13 +328,35 @@ mod tests {
         tokio::task::JoinHandle<()>,
     ) {
         let (ran, runs) = mpsc::unbounded_channel();
-        let task = tokio::spawn(schedule(first, every, stop.clone(), move || {
+        let once = move || {
             let ran = ran.clone();
-            async move {
-                let _ = ran.send(Instant::now());
-            }
-        }));
+            async move { ran.send(Instant::now()).is_ok() }
+        };
+        let task = tokio::spawn(schedule(first, every, RETRY, stop.clone(), once, tokio::time::sleep));
         (runs, task)
+    }
+
+    /// The waits `schedule` asks for, in seconds, over `n` runs (of which those `fails`
+    /// says fail), or until it ends by itself; each wait ends at once.
+    async fn waits(first: bool, every: Duration, n: usize, fails: fn(usize) -> bool) -> Vec<u64> {
+        let stop = CancellationToken::new();
+        let waited = Arc::new(Mutex::new(vec![]));
+        let mut runs = 0;
+        let once = || {
+            runs += 1;
+            if runs == n {
+                stop.cancel();
+            }
+            let ok = !fails(runs - 1);
+            async move { ok }
+        };
+        let sleep = |d: Duration| {
+            waited.lock().unwrap().push(d.as_secs());
+            async {}
+        };
+        schedule(first, every, RETRY, stop.clone(), once, sleep).await;
+        let waited = waited.lock().unwrap().clone();
+        waited
     }
 
     /// The task's end, which must come (a bound, not a pause: it ends at once).
@@ -322,5 +396,25 @@ mod tests {
         let (mut ran, task) = runs(false, Duration::ZERO, &stop);
         ended(task).await;
         assert_eq!(ran.recv().await, None);
+    }
+
+    /// A failed refresh is run again after a minute, two, four..., not a period later; a
+    /// success goes back to the period.
+    #[tokio::test]
+    async fn a_failed_refresh_is_retried_with_backoff_before_the_next_period() {
+        let day = Duration::from_secs(24 * 3600);
+        // Fails three times, then succeeds, then fails once more, then succeeds.
+        let fails = |n| n < 3 || n == 4;
+        assert_eq!(waits(true, day, 6, fails).await, [60, 120, 240, 86_400, 60]);
+        // With no period, a failure at start is retried (at most an hour apart) until one
+        // succeeds, and then nothing more runs.
+        assert_eq!(
+            waits(true, Duration::ZERO, 100, |n| n < 9).await,
+            [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
+        );
+        // A period shorter than the backoff bounds it.
+        assert_eq!(waits(true, Duration::from_secs(100), 4, |_| true).await, [60, 100, 100]);
+        // Not at start: the period first.
+        assert_eq!(waits(false, day, 2, |_| true).await, [86_400, 60]);
     }
 }
