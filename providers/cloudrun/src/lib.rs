@@ -6,8 +6,11 @@
 //!   `startExecutionToken`, so the create that makes it also starts it. `jobs:run` has no
 //!   request id; a create sent again is refused (`ALREADY_EXISTS`) and the job is adopted;
 //! - observe: one list of the region's executions per round (`jobs/-/executions`), so the
-//!   cost of a round does not grow with the jobs in it; a failed execution's task for its
-//!   exit code; a job without an execution yet for why it has none;
+//!   cost of a round does not grow with the jobs in it; but a round of fewer jobs than that
+//!   list took pages (a region busy with others' executions) lists each job's own instead,
+//!   one call each, so that its cost does not grow with the region's other executions
+//!   either; a failed execution's task for its exit code; a job without an execution yet
+//!   for why it has none;
 //! - cancel: cancel the execution; release: delete the job (and its secrets);
 //! - logs: Cloud Logging (`logs`); `managed` lists jobs labelled `managed-by=offload`;
 //! - `secret_env`: Secret Manager references (`secrets`), never plain values.
@@ -25,6 +28,7 @@ mod sizing;
 mod status;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use google_cloud_gax::error::rpc::Code;
@@ -50,6 +54,7 @@ impl Config {
         Ok(CloudRun {
             api: api::Clients::new(self).await?,
             config: self.clone(),
+            region_pages: AtomicUsize::new(0),
         })
     }
 }
@@ -57,6 +62,8 @@ impl Config {
 pub struct CloudRun {
     api: api::Clients,
     config: Config,
+    /// The pages the last list of the region's executions took (0 before the first).
+    region_pages: AtomicUsize,
 }
 
 /// The last segment of a resource name (`projects/p/locations/l/jobs/j` → `j`).
@@ -88,11 +95,13 @@ impl CloudRun {
         Ok(handle)
     }
 
-    /// Every execution in the region, by its job's id.
-    async fn executions(&self) -> Result<HashMap<String, Execution>> {
+    /// Every execution in the region, by its job's id; and the pages that took.
+    async fn executions(&self) -> Result<(HashMap<String, Execution>, usize)> {
         let mut by_job = HashMap::new();
         let mut token = String::new();
+        let mut pages = 0;
         loop {
+            pages += 1;
             let page = api::patiently(|| {
                 self.api
                     .executions
@@ -108,10 +117,24 @@ impl CloudRun {
                 by_job.insert(short(&execution.job).to_string(), execution);
             }
             if page.next_page_token.is_empty() {
-                return Ok(by_job);
+                return Ok((by_job, pages));
             }
             token = page.next_page_token;
         }
+    }
+
+    /// The execution of the job `id` (a job of offload's has one), in one call.
+    async fn execution_of(&self, id: &str) -> Result<Option<Execution>> {
+        let listed = api::patiently(|| {
+            self.api
+                .executions
+                .list_executions()
+                .set_parent(self.job_name(id))
+                .send()
+        })
+        .await;
+        let listed = api::not_found_is_none("list the job's executions", listed)?;
+        Ok(listed.and_then(|page| page.executions.into_iter().next()))
     }
 
     /// The task of a failed execution (a job of offload's has one task).
@@ -326,8 +349,17 @@ impl Provider for CloudRun {
 
     /// One list of the region's executions, then a read of each job that needs one: a
     /// failed execution's task, or a job not listed; a job whose read fails is left out.
+    /// Fewer jobs than the region's list took pages last time are read one by one instead.
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
-        let executions = self.executions().await?;
+        if handles.len() < self.region_pages.load(Ordering::Relaxed) {
+            return offload_provider::one_by_one::observe(handles, |handle| async move {
+                let execution = self.execution_of(&handle.provider_ref).await?;
+                self.observe_one(handle, execution.as_ref()).await
+            })
+            .await;
+        }
+        let (executions, pages) = self.executions().await?;
+        self.region_pages.store(pages, Ordering::Relaxed);
         offload_provider::one_by_one::observe(handles, |handle| {
             self.observe_one(handle, executions.get(&handle.provider_ref))
         })

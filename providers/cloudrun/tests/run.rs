@@ -174,6 +174,51 @@ async fn a_round_costs_one_list_however_many_jobs_it_follows() {
     assert!(round[0].1.contains("/jobs/-/executions"), "{round:?}");
 }
 
+/// In a region busy with others' executions (1,000, three pages of the list), a round of
+/// fewer jobs than that reads each job's own executions, one call each; a round of more
+/// lists the region, so a round costs the fewer of the two.
+#[tokio::test]
+async fn a_rounds_cost_does_not_grow_with_the_regions_other_executions() {
+    let run = FakeRun::start().await;
+    run.foreign(1000);
+    let cloudrun = provider(&run, json!({})).await;
+    let mut handles = vec![];
+    for i in 0..5 {
+        handles.push(cloudrun.launch(&launch(&format!("offload-busy-{i}"), spec())).await.unwrap());
+        run.run(&handles[i].provider_ref);
+    }
+    let round = |handles: Vec<Handle>| {
+        let (run, cloudrun) = (&run, &cloudrun);
+        async move {
+            let before = run.requests().len();
+            let seen = cloudrun.observe(&handles).await.unwrap();
+            assert!(seen.iter().all(|o| o.phase == Phase::Running), "{seen:?}");
+            assert_eq!(seen.len(), handles.len());
+            run.requests()[before..].iter().map(|(_, path, _)| path.clone()).collect::<Vec<_>>()
+        }
+    };
+    // The first round lists the region, and learns its size: three pages.
+    let first = round(handles.clone()).await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first.iter().all(|p| p.contains("/jobs/-/executions")), "{first:?}");
+    // Two jobs: two calls, each for its own job's executions.
+    let two = round(handles[..2].to_vec()).await;
+    assert_eq!(two.len(), 2, "{two:?}");
+    for (path, handle) in two.iter().zip(&handles) {
+        assert!(path.contains(&format!("/jobs/{}/executions", handle.provider_ref)), "{path}");
+    }
+    // Five: the three pages again.
+    let five = round(handles.clone()).await;
+    assert_eq!(five.len(), 3, "{five:?}");
+    // A job read alone whose execution ended is seen so, and one whose job is gone is lost.
+    run.exit(&handles[0].provider_ref, 0);
+    let seen = cloudrun.observe(std::slice::from_ref(&handles[0])).await.unwrap();
+    assert!(matches!(seen[0].phase, Phase::Exited { exit_code: Some(0), .. }), "{:?}", seen[0].phase);
+    cloudrun.release(&handles[1]).await.unwrap();
+    let seen = cloudrun.observe(std::slice::from_ref(&handles[1])).await.unwrap();
+    assert!(matches!(seen[0].phase, Phase::Lost { .. }), "{:?}", seen[0].phase);
+}
+
 #[tokio::test]
 async fn secrets_go_to_secret_manager_never_into_the_job() {
     let run = FakeRun::start().await;

@@ -778,6 +778,26 @@ impl FakeRun {
         self.with(|i| i.executions.get(job).cloned())
     }
 
+    /// `n` jobs of someone else's in the region, each with a running execution, as a
+    /// project shared with other teams has: offload's region list pages through them.
+    pub fn foreign(&self, n: usize) {
+        self.with(|i| {
+            for k in 0..n {
+                let id = format!("nightly-report-{k}");
+                let name = format!("projects/{PROJECT}/locations/{REGION}/jobs/{id}");
+                let at = now();
+                let execution = json!({
+                    "name": format!("{name}/executions/{id}-abcde"), "uid": format!("0000-{}", i.serial()),
+                    "generation": "1", "job": id, "createTime": at, "startTime": at, "taskCount": 1,
+                    "parallelism": 1, "runningCount": 1, "labels": {"team": "reports"},
+                    "conditions": [{"type": "Completed", "state": "CONDITION_PENDING", "lastTransitionTime": at}],
+                });
+                i.jobs.insert(id.clone(), json!({"name": name, "labels": {"team": "reports"}, "createTime": at}));
+                i.executions.insert(id, execution);
+            }
+        });
+    }
+
     /// Creating a job with this image fails it as Cloud Run fails one whose image is not
     /// in its registry.
     pub fn missing_image(&self, image: &str) {
