@@ -189,6 +189,42 @@ test('jobs appear and change state without a reload; filters and the id search w
   await context.close();
 });
 
+test('a TES task shows as a job with its TES id and name, and each executor\'s step', async () => {
+  const created = await api(TOKEN_A, 'POST', '/ga4gh/tes/v1/tasks', {
+    name: 'align reads', description: 'two executors in order',
+    resources: { backend_parameters: { provider: 'local' } },
+    executors: [
+      { image: 'alpine', command: ['sh', '-c', 'echo first step'] },
+      { image: 'alpine', command: ['sh', '-c', 'echo second step; exit 2'] },
+    ],
+  });
+  assert.equal(created.status, 200, JSON.stringify(created.json));
+  const id = created.json.id;
+  const task = await waitFor(async () => {
+    const t = (await api(TOKEN_A, 'GET', `/ga4gh/tes/v1/tasks/${id}`)).json;
+    return t.state === 'EXECUTOR_ERROR' && t;
+  }, `task ${id} to end in EXECUTOR_ERROR`);
+  const { context, page, errors } = await open();
+  await signIn(page);
+  // In the jobs list under its TES name, by the id TES gave.
+  await page.goto(base + '/ui/jobs');
+  assert.equal((await page.textContent(`tr[data-job-id="${task.id}"] td.name`)).trim(), 'align reads');
+  await page.goto(base + `/ui/jobs/${task.id}`);
+  assert.equal((await page.textContent('h1')).replace(/\s+/g, ' ').trim(), `align reads ${task.id}`);
+  const steps = await page.$$eval('table#steps tbody tr', rows => rows.map(r => ({
+    step: r.querySelector('td.step').textContent.trim(),
+    exit: r.querySelector('td.exit').textContent.trim(),
+    log: r.querySelector('pre')?.textContent ?? '',
+  })));
+  assert.deepEqual(steps, [
+    { step: 'executor 1', exit: '0', log: 'first step\n' },
+    { step: 'executor 2', exit: '2', log: 'second step\n' },
+  ]);
+  await shot(page, 'tes-task');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('a failed job shows its exit code, reason, timeline and log tail', async () => {
   const failed = await submit(TOKEN_A, { image: 'alpine:3', provider: 'local', name: 'load warehouse',
     command: ['sh', '-c', 'echo connecting; echo boom >&2; exit 3'], secret_env: { PASSWORD: 'hunter2' } });

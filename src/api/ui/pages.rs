@@ -9,12 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
-use offload_provider::LogQuery;
+use offload_provider::{LogQuery, StepRole};
 use serde::Deserialize;
 
 use super::{Filters, JobFilters, Session, CSS, HTMX, ICON};
 use crate::api::jobs::parse_id;
 use crate::api::AppState;
+use crate::model::steps::StepLog;
 use crate::model::{Event, Job, JobState};
 use crate::store::{CostGrouping, CostQuery, JobRecord, ListQuery};
 
@@ -324,6 +325,9 @@ async fn live(state: &AppState, rec: &JobRecord) -> Result<Markup, Response> {
             @if !job.terminal {
                 p { a #cancel .danger href={ "/ui/jobs/" (job.id) "/cancel" } { "Cancel…" } }
             }
+            @if !job.steps.is_empty() {
+                (steps(&job.steps))
+            }
             h2 { "Timeline" }
             ol #timeline {
                 @for e in &events {
@@ -335,6 +339,34 @@ async fn live(state: &AppState, rec: &JobRecord) -> Result<Markup, Response> {
             pre #log { (log) }
         }
     })
+}
+
+/// How each step of a job of several steps (a TES task's executors, and the filer's
+/// staging around them) went in its last attempt, as `Job.steps` keeps it once it ends.
+fn steps(steps: &[StepLog]) -> Markup {
+    let mut executor = 0;
+    html! {
+        h2 { "Steps" }
+        table #steps {
+            thead { tr { th { "Step" } th { "Exit code" } th { "Started" } th { "Finished" } th { "Output" } } }
+            tbody {
+                @for step in steps {
+                    @let name = match step.role {
+                        StepRole::StageIn => "staging in".to_string(),
+                        StepRole::StageOut => "staging out".to_string(),
+                        StepRole::Executor => { executor += 1; format!("executor {executor}") }
+                    };
+                    tr {
+                        td.step { (name) }
+                        td.exit { @if let Some(c) = step.exit_code { (c) } @else { span.muted { "none (not run, or stopped)" } } }
+                        td { @if let Some(t) = &step.started_at { (when(t)) } }
+                        td { @if let Some(t) = &step.finished_at { (when(t)) } }
+                        td { @if !step.log.is_empty() { details { summary { "log" } pre { (step.log) } } } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub async fn job(
