@@ -12,7 +12,7 @@
 //! what they and the period's ended jobs cost reaches its limit; the leader does that.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,11 +51,59 @@ pub struct Budgets {
 /// own charges changed them since).
 #[derive(Default)]
 struct Known {
-    by_tenant: BTreeMap<String, Vec<Budget>>,
+    /// Every budget, in the store's order.
+    all: Vec<Budget>,
+    /// Each tenant's, by what holds a job to them.
+    holders: HashMap<String, Holders>,
     /// By budget id and period key.
     spend: BTreeMap<(String, String), Spend>,
     /// The highest threshold told of, by budget id and period key.
     told: BTreeMap<(String, String), u8>,
+}
+
+/// A tenant's budgets (places in [`Known::all`]) by what holds a job to them: those
+/// without a label hold all of its jobs, those with one the jobs of that label pair, found
+/// by the pair. So finding a job's budgets (three times a job: at its submit's check, its
+/// refusal and its admission) costs its labels, not every budget set.
+#[derive(Default)]
+struct Holders {
+    every: Vec<usize>,
+    by_label: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl Known {
+    fn set(&mut self, all: Vec<Budget>) {
+        self.holders.clear();
+        for (i, b) in all.iter().enumerate() {
+            let holders = self.holders.entry(b.tenant.clone()).or_default();
+            match b.label_pair() {
+                None => holders.every.push(i),
+                Some((k, v)) => holders
+                    .by_label
+                    .entry(k.to_string())
+                    .or_default()
+                    .entry(v.to_string())
+                    .or_default()
+                    .push(i),
+            }
+        }
+        self.all = all;
+    }
+
+    /// The places of the budgets a job of `tenant` with `labels` falls under, in order.
+    fn holding(&self, tenant: &str, labels: &BTreeMap<String, String>) -> Vec<usize> {
+        let Some(holders) = self.holders.get(tenant) else {
+            return vec![];
+        };
+        let mut at = holders.every.clone();
+        for (k, v) in labels {
+            if let Some(by_value) = holders.by_label.get(k.as_str()) {
+                at.extend(by_value.get(v.as_str()).into_iter().flatten());
+            }
+        }
+        at.sort_unstable();
+        at
+    }
 }
 
 /// Jobs waiting for their budgets, woken in priority then age order as room frees.
@@ -112,14 +160,8 @@ impl Budgets {
     /// The budgets a job of `tenant` with `spec` falls under.
     fn covering(&self, tenant: &str, spec: &JobSpec) -> Vec<Budget> {
         let known = self.known.lock().unwrap();
-        known
-            .by_tenant
-            .get(tenant)
-            .into_iter()
-            .flatten()
-            .filter(|b| b.covers(tenant, &spec.labels))
-            .cloned()
-            .collect()
+        let at = known.holding(tenant, &spec.labels);
+        at.into_iter().map(|i| known.all[i].clone()).collect()
     }
 
     /// Each limited period of `budgets` now, with its limit.
@@ -324,14 +366,7 @@ impl Budgets {
         let mut told = vec![];
         {
             let mut known = self.known.lock().unwrap();
-            known.by_tenant.clear();
-            for b in &all {
-                known
-                    .by_tenant
-                    .entry(b.tenant.clone())
-                    .or_default()
-                    .push(b.clone());
-            }
+            known.set(all.clone());
             known.spend = spend
                 .into_iter()
                 .map(|s| ((s.budget.clone(), s.period.clone()), s))
@@ -366,7 +401,7 @@ impl Budgets {
 
     /// Whether any budget covers a job of `tenant` with `spec`.
     pub(super) fn covers(&self, tenant: &str, spec: &JobSpec) -> bool {
-        !self.covering(tenant, spec).is_empty()
+        !self.known.lock().unwrap().holding(tenant, &spec.labels).is_empty()
     }
 
     /// Takes out of the parked jobs those that may fit now: per budget, in priority then
@@ -374,7 +409,7 @@ impl Budgets {
     /// longer set.
     fn wake(&self) -> Vec<Uuid> {
         let known = self.known.lock().unwrap();
-        let all: Vec<Budget> = known.by_tenant.values().flatten().cloned().collect();
+        let all: Vec<Budget> = known.all.clone();
         drop(known);
         let charges = self.charges(&all);
         let left_of = |budget: &str| -> Option<i64> {
@@ -412,9 +447,8 @@ impl Budgets {
         let hard: Vec<Budget> = {
             let known = self.known.lock().unwrap();
             known
-                .by_tenant
-                .values()
-                .flatten()
+                .all
+                .iter()
                 .filter(|b| b.hard)
                 .cloned()
                 .collect()
@@ -592,5 +626,53 @@ pub(super) async fn run(engine: Arc<super::Engine>) {
             }
             Err(e) => tracing::warn!(error = %e, "could not read the hard budgets' running jobs"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::budget::BudgetAction;
+
+    fn budget(tenant: &str, label: Option<&str>) -> Budget {
+        Budget {
+            tenant: tenant.into(),
+            label: label.map(String::from),
+            usd_per_day: Some(1.0),
+            usd_per_month: None,
+            action: BudgetAction::Wait,
+            hard: false,
+        }
+    }
+
+    /// A job falls under its tenant's budgets without a label and those of its own label
+    /// pairs, in the store's order; not under another tenant's, nor another value's.
+    #[test]
+    fn a_jobs_budgets_are_found_by_its_tenant_and_label_pairs() {
+        let mut known = Known::default();
+        known.set(vec![
+            budget("analytics", Some("dag_id=etl")),
+            budget("analytics", None),
+            budget("other", None),
+            budget("analytics", Some("team=data")),
+            budget("analytics", Some("dag_id=etl2")),
+            budget("other", Some("dag_id=etl")),
+        ]);
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(known.holding("analytics", &labels(&[("dag_id", "etl")])), [0, 1]);
+        assert_eq!(
+            known.holding("analytics", &labels(&[("team", "data"), ("dag_id", "etl")])),
+            [0, 1, 3]
+        );
+        assert_eq!(known.holding("analytics", &labels(&[("dag_id", "etl3")])), [1]);
+        assert_eq!(known.holding("analytics", &labels(&[])), [1]);
+        assert_eq!(known.holding("other", &labels(&[("dag_id", "etl")])), [2, 5]);
+        assert!(known.holding("nobody", &labels(&[("dag_id", "etl")])).is_empty());
+        // Set again, the index is the new budgets' alone.
+        known.set(vec![budget("other", None)]);
+        assert!(known.holding("analytics", &labels(&[("dag_id", "etl")])).is_empty());
+        assert_eq!(known.holding("other", &labels(&[])), [0]);
     }
 }

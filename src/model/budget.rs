@@ -126,18 +126,6 @@ impl Budget {
         self.label.as_deref().and_then(|l| l.split_once('='))
     }
 
-    /// Whether a job of `tenant` with these labels counts against it.
-    pub fn covers(
-        &self,
-        tenant: &str,
-        labels: &std::collections::BTreeMap<String, String>,
-    ) -> bool {
-        self.tenant == tenant
-            && self
-                .label_pair()
-                .is_none_or(|(k, v)| labels.get(k).is_some_and(|have| have == v))
-    }
-
     /// Its limit over a period of this kind, in dollars, if it has one.
     pub fn limit(&self, kind: PeriodKind) -> Option<f64> {
         match kind {
@@ -276,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn a_budget_covers_its_tenants_jobs_with_its_label() {
+    fn a_budget_is_named_by_its_tenant_and_label() {
         let b = Budget {
             tenant: "analytics".into(),
             label: Some("dag_id=etl".into()),
@@ -286,15 +274,7 @@ mod tests {
             hard: false,
         };
         assert_eq!(b.id(), "analytics/dag_id=etl");
-        let labels = |v: &str| {
-            [("dag_id".to_string(), v.to_string())]
-                .into_iter()
-                .collect()
-        };
-        assert!(b.covers("analytics", &labels("etl")));
-        assert!(!b.covers("analytics", &labels("etl2")));
-        assert!(!b.covers("other", &labels("etl")));
-        assert!(!b.covers("analytics", &Default::default()));
+        assert_eq!(b.label_pair(), Some(("dag_id", "etl")));
     }
 
     #[test]
