@@ -146,19 +146,98 @@ pub async fn burst(
     ids
 }
 
-/// Puts `section` (which starts with `header`, a `## ` line) in BENCHMARKS.md: in place of
-/// the section of that header, else at the end.
-pub fn write_section(header: &str, section: &str) {
+/// Ends the benchmark `bench` (tests/bench/BENCH.rs): a smoke run says so; one that
+/// measures writes `lines` to BENCHMARKS.md as the section `header` (in place of the one
+/// there, else at the end), saying what measured them and where.
+pub fn report(benchmark: bool, bench: &str, header: &str, seconds: f64, lines: &[String]) {
+    if !benchmark {
+        return println!("smoke run of the {bench} benchmark: done (cargo bench --bench {bench} measures)");
+    }
+    let section = format!(
+        "{header}\n\nWritten by `cargo bench --bench {bench}` (tests/bench/{bench}.rs) on {}, {}: the real \
+         `offload serve` (release build) with the sim provider and `synchronous_full` on, a Rust client with \
+         {CLIENTS} connections on the same cores, {seconds} s per rate.\n\n{}",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        machine(),
+        lines.iter().map(|l| format!("- {l}\n")).collect::<String>()
+    );
     let old = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
     let new = match old.find(header) {
         Some(at) => {
             let end = old[at + header.len()..].find("\n## ").map_or(old.len(), |n| at + header.len() + n + 1);
             format!("{}{section}{}", &old[..at], &old[end..])
         }
-        None => format!("{}\n{section}", old.trim_end()),
+        None => format!("{}\n\n{section}", old.trim_end()),
     };
     std::fs::write("BENCHMARKS.md", new).unwrap();
     println!("wrote BENCHMARKS.md");
+}
+
+/// Waits until the server uses under a tenth of one core over a second (its engine done
+/// with a backlog), at most two minutes.
+pub async fn until_quiet(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let (before, at) = (cpu(pid), Instant::now());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64() < 0.1 {
+            return;
+        }
+    }
+}
+
+/// The server's CPU time so far (user and system), from /proc.
+pub fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 a second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// The stores a benchmark measures, each with its URL: SQLite (none), and PostgreSQL when
+/// DATABASE_URL names one (as `tests/pg.sh run` sets it); else a line saying it was not.
+pub fn stores() -> (Vec<(&'static str, Option<String>)>, Option<String>) {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) => (vec![("sqlite", None), ("postgresql", Some(url))], None),
+        Err(_) => (vec![("sqlite", None)], Some("postgresql: not measured (no DATABASE_URL)".into())),
+    }
+}
+
+/// `rounds` runs of each variant (a name, and the gateway's tables) in turn, each on a
+/// fresh gateway and database of the store at `url`, loaded by `measure` (given the
+/// variant's place and the gateway's base URL): each variant's loads. Rates on this kind
+/// of machine move by a fifth from one run to the next, so benchmarks compare medians of
+/// runs taken in turn.
+pub async fn in_turn<F, Fut>(rounds: usize, url: Option<&str>, variants: &[(&str, String)], measure: F) -> Vec<Vec<Load>>
+where
+    F: Fn(usize, String) -> Fut,
+    Fut: std::future::Future<Output = Load>,
+{
+    let mut loads = vec![vec![]; variants.len()];
+    for _ in 0..rounds {
+        for (i, (name, tables)) in variants.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let (server, base) = serve(dir.path(), url, tables).await;
+            let load = measure(i, base).await;
+            println!(
+                "{:<10} {name:<36} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  worst second's p99 {:>6.2} ms",
+                if url.is_some() { "postgresql" } else { "sqlite" },
+                load.per_second, load.p50_ms, load.p99_ms, load.worst_second_p99_ms
+            );
+            loads[i].push(load);
+            server.kill9();
+        }
+    }
+    loads
+}
+
+/// The run of median rate among `loads`.
+pub fn median(loads: &mut [Load]) -> Load {
+    loads.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
+    loads[loads.len() / 2]
 }
 
 /// What a benchmark was asked: `--bench` (given by `cargo bench`; without it, as under

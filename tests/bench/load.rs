@@ -73,19 +73,6 @@ async fn until_dispatched(http: &reqwest::Client, base: &str) {
     }
 }
 
-/// Waits until the server uses under a tenth of one core over a second (its engine done
-/// with a backlog), at most two minutes.
-async fn until_quiet(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        let (before, at) = (cpu(pid), Instant::now());
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        if (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64() < 0.1 {
-            return;
-        }
-    }
-}
-
 /// The server's resident memory, in bytes.
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -101,17 +88,6 @@ const LONG_POLLS: usize = 10_000;
 /// Of those, how many jobs are changed (cancelled), one at a time.
 const CHANGED: usize = 100;
 
-/// The server's CPU time so far (user and system), from /proc.
-fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command's closing parenthesis; utime and stime are the 12th and
-    // 13th of them, in clock ticks (100 a second on Linux).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
 /// Long-poll fan-out: the server's CPU at rest; then one `?wait=30` on each of `ids` at
 /// once, and the server's CPU while nothing changes; then [`CHANGED`] of those jobs cancelled one after another, each
 /// long-poll's answer timed from its own job's cancel, and the others left waiting.
@@ -119,10 +95,10 @@ async fn long_polls(base: &str, pid: u32, ids: &[String]) -> String {
     let http = reqwest::Client::builder().pool_max_idle_per_host(ids.len()).build().unwrap();
     // What the server spends at rest with these live jobs (its pollers), for comparison,
     // once done with the burst's backlog.
-    until_quiet(pid).await;
-    let (before, at) = (cpu(pid), Instant::now());
+    harness::until_quiet(pid).await;
+    let (before, at) = (harness::cpu(pid), Instant::now());
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let resting = (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
+    let resting = (harness::cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
     let polls: Vec<_> = ids
         .iter()
         .map(|id| {
@@ -150,9 +126,9 @@ async fn long_polls(base: &str, pid: u32, ids: &[String]) -> String {
         assert!(Instant::now() < deadline, "only {} long-polls open", watched(&text));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (before, at) = (cpu(pid), Instant::now());
+    let (before, at) = (harness::cpu(pid), Instant::now());
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle = (cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
+    let idle = (harness::cpu(pid) - before).as_secs_f64() / at.elapsed().as_secs_f64();
 
     let (mut latencies, mut after_commit) = (vec![], vec![]);
     let mut polls: Vec<_> = polls.into_iter().map(Some).collect();
@@ -239,7 +215,7 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
     // every one dispatched, the newest 500 (the ones read) launched, and the server quiet
     // (the launches' writes of the older ones done too).
     until_dispatched(&http, &base).await;
-    until_quiet(server.child.id()).await;
+    harness::until_quiet(server.child.id()).await;
     let deadline = Instant::now() + Duration::from_secs(300);
     let page = loop {
         let page = jobs(&http, &base, "limit=500").await;

@@ -96,38 +96,19 @@ async fn behind_a_burst(base: &str, burst: usize) -> (Duration, f64) {
 #[tokio::main]
 async fn main() {
     let harness::Args { benchmark, seconds, burst } = harness::args();
-    let pg = std::env::var("DATABASE_URL").ok();
+    let (stores, unmeasured) = harness::stores();
     let mut lines = vec![];
-    for (store, url) in [("sqlite", None), ("postgresql", pg.as_deref())] {
-        if store == "postgresql" && url.is_none() {
-            lines.push("postgresql: not measured (no DATABASE_URL)".to_string());
-            continue;
-        }
-        // Rates on this kind of machine move by a fifth from one run to the next: each
-        // variant is measured in turn, ROUNDS times, on a fresh gateway and database, and
-        // the medians compared.
-        let mut rates: [Vec<harness::Load>; 2] = [vec![], vec![]];
-        for _ in 0..ROUNDS {
-            for (i, tables) in [String::new(), budgets()].into_iter().enumerate() {
-                let dir = tempfile::tempdir().unwrap();
-                let (server, base) = harness::serve(dir.path(), url, &format!("{}{tables}", harness::ROOMY)).await;
-                let load = submits(&base, seconds).await;
-                println!(
-                    "{store:<10} durable submits, {:<11} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  worst second's p99 {:>6.2} ms",
-                    ["no budgets", "100 budgets"][i], load.per_second, load.p50_ms, load.p99_ms, load.worst_second_p99_ms
-                );
-                rates[i].push(load);
-                server.kill9();
-            }
-        }
-        let median = |loads: &mut Vec<harness::Load>| {
-            loads.sort_by(|a, b| a.per_second.total_cmp(&b.per_second));
-            loads[loads.len() / 2]
-        };
+    for (store, url) in stores {
+        let url = url.as_deref();
+        let variants = [
+            ("durable submits, no budgets", harness::ROOMY.to_string()),
+            ("durable submits, 100 budgets", format!("{}{}", harness::ROOMY, budgets())),
+        ];
+        let mut rates = harness::in_turn(ROUNDS, url, &variants, |_, base| async move { submits(&base, seconds).await }).await;
         let spread = |loads: &[harness::Load]| {
             format!("{:.0}-{:.0}/s", loads[0].per_second, loads[loads.len() - 1].per_second)
         };
-        let (none, with) = (median(&mut rates[0]), median(&mut rates[1]));
+        let (none, with) = (harness::median(&mut rates[0]), harness::median(&mut rates[1]));
         lines.push(format!(
             "{store}: durable submits with 100 budgets (two holding each job) {:.0}/s (p99 {:.1} ms; runs {}), \
              without any {:.0}/s (p99 {:.1} ms; runs {}): {:.2} of the rate without (medians of {ROUNDS} runs each, taken in turn)",
@@ -146,18 +127,8 @@ async fn main() {
         server.kill9();
         println!("{}", lines[lines.len() - 2..].join("\n"));
     }
-    if !benchmark {
-        return println!("smoke run of the share benchmark: done (cargo bench --bench share measures)");
-    }
-    let machine = harness::machine();
-    let section = format!(
-        "{HEADER}\n\nWritten by `cargo bench --bench share` (tests/bench/share.rs) on {}, {machine}: \
-         the real `offload serve` (release build) with the sim provider and `synchronous_full` on, a Rust client \
-         with {CLIENTS} connections on the same cores, {seconds} s per rate.\n\n{}",
-        chrono::Utc::now().format("%Y-%m-%d"),
-        lines.iter().map(|l| format!("- {l}\n")).collect::<String>()
-    );
-    harness::write_section(HEADER, &section);
+    lines.extend(unmeasured);
+    harness::report(benchmark, "share", HEADER, seconds, &lines);
 }
 
 const HEADER: &str = "## Budgets and fair share";
