@@ -1,7 +1,7 @@
 //! Cloud calls per job: the real `offload serve` (release build) on each cloud provider
 //! against its test peer, which counts every call the gateway makes: moto's ECS and
-//! CloudWatch Logs server (its request recorder), the fake Kubernetes API server and the
-//! fake ARM (each records the requests it answers). Each job's workload runs 30 s (the
+//! CloudWatch Logs server (its request recorder), the fake Kubernetes API server, the fake
+//! ARM and the fake Cloud Run APIs (each records the requests it answers). Each job's workload runs 30 s (the
 //! benchmark ends it in the peer 30 s after the gateway launched it); the job alone, 20 at
 //! once and 200 at once, each on a fresh peer and gateway (on its defaults) after one
 //! warm-up job, whose calls and the gateway's one-time ones are counted apart.
@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::common::{free_port, wait_ready, Binary, TOKEN_A};
-use crate::{fake_arm, fake_kube, moto};
+use crate::{fake_arm, fake_kube, fake_run, moto};
 use serde_json::{json, Value};
 
 /// How long each job's workload runs.
@@ -165,6 +165,61 @@ impl Peer for fake_arm::FakeArm {
                     ("DELETE", [_]) => "delete group".to_string(),
                     ("POST", [_, "stop"]) => "stop group".to_string(),
                     ("GET", [_, "containers", _, "logs"]) => "read log".to_string(),
+                    _ => format!("{method} {uri}"),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The fake Cloud Run APIs, in a region with [`FOREIGN`] executions of others' jobs.
+struct CloudRun(fake_run::FakeRun);
+
+/// Other teams' executions in the Cloud Run region: three pages of the region's list.
+const FOREIGN: usize = 1000;
+
+impl Peer for CloudRun {
+    const PROVIDER: &'static str = "cloudrun";
+    const ONE_TIME: &'static [&'static str] = &["list jobs"];
+    const RELEASE_CALL: Option<&'static str> = Some("delete job");
+
+    fn provider(&self, settings: &str) -> String {
+        format!(
+            "[providers.cloudrun]\nkind = \"cloudrun\"\nproject = \"{}\"\nregion = \"{}\"\nendpoint = \"{url}\"\n\
+             logging_endpoint = \"{url}\"\naccess_token = \"{}\"\n{settings}",
+            fake_run::PROJECT,
+            fake_run::REGION,
+            fake_run::TOKEN,
+            url = self.0.url,
+        )
+    }
+
+    async fn runs(&self, name: &str) {
+        self.0.run(name);
+    }
+
+    async fn exits(&self, name: &str) {
+        self.0.exit(name, 0);
+    }
+
+    /// ".../locations/R/jobs[/J[/executions[/E[/tasks]]]]", and Cloud Logging's list, named.
+    async fn calls(&self) -> Vec<String> {
+        self.0
+            .requests()
+            .iter()
+            .map(|(method, uri, _)| {
+                let path = uri.split('?').next().unwrap_or_default();
+                let after = path.split_once("/jobs").map(|(_, rest)| rest);
+                let parts: Vec<&str> = after.unwrap_or_default().split('/').filter(|p| !p.is_empty()).collect();
+                match (method.as_str(), after.is_some(), parts.as_slice()) {
+                    ("GET", true, []) => "list jobs".to_string(),
+                    ("POST", true, []) => "create job".to_string(),
+                    ("GET", true, [_]) => "get job".to_string(),
+                    ("DELETE", true, [_]) => "delete job".to_string(),
+                    ("GET", true, ["-", "executions"]) => "list the region's executions".to_string(),
+                    ("GET", true, [_, "executions"]) => "list a job's executions".to_string(),
+                    ("GET", true, [_, "executions", _, "tasks"]) => "list tasks".to_string(),
+                    ("POST", false, _) if path.ends_with("entries:list") => "read log".to_string(),
                     _ => format!("{method} {uri}"),
                 }
             })
@@ -325,10 +380,17 @@ pub async fn section() -> String {
         let arm = fake_arm::FakeArm::start().await;
         writeln!(table, "{}", row("ACI, defaults", jobs, scenario(&arm, jobs, "", None).await)).unwrap();
     }
+    for jobs in [1, 20, 200] {
+        let run = CloudRun(fake_run::FakeRun::start().await);
+        run.0.foreign(FOREIGN);
+        let name = format!("Cloud Run, defaults, {FOREIGN} other executions in the region");
+        writeln!(table, "{}", row(&name, jobs, scenario(&run, jobs, "", None).await)).unwrap();
+    }
     format!(
         "## Cloud calls per job\n\nThe real `offload serve` (release build, on its defaults but for the \
          configuration named) on each cloud provider against its test peer: moto's ECS and CloudWatch Logs \
-         server, the fake Kubernetes API server, the fake ARM; every job's workload runs {} s; calls counted \
+         server, the fake Kubernetes API server, the fake ARM, the fake Cloud Run APIs (with {FOREIGN} executions \
+         of other jobs in the region, three pages of its list); every job's workload runs {} s; calls counted \
          by the peer, each scenario on a fresh peer and gateway. Each gateway first runs one warm-up job, and \
          the calls counted are those after it, until every job has ended and its workload been released \
          (1 s after its end, or later if the provider's client budget holds the call back), and 3 s more; \

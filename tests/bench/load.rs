@@ -29,6 +29,8 @@ mod common;
 mod fake_arm;
 #[path = "../../providers/kubernetes/tests/fake/mod.rs"]
 mod fake_kube;
+#[path = "../../providers/cloudrun/tests/fake_run/mod.rs"]
+mod fake_run;
 #[path = "../../providers/ecs/tests/common/mod.rs"]
 mod moto;
 
@@ -43,7 +45,7 @@ use serde_json::{json, Value};
 /// A sim provider with room for every job, whose jobs take an hour to start (so all stay
 /// live), and room for the long-poll fan-out's connections and waiters.
 const SIM: &str = "[providers.sim]\nkind = \"sim\"\nstart_ms = 3600000\nmax_concurrency = 1000000\npoll_interval_ms = 1000\n\
-                   [http]\nmax_connections = 12000\nmax_waiters_per_tenant = 20000\n";
+                   [http]\nmax_connections = 12000\nmax_connections_per_address = 12000\nmax_waiters_per_tenant = 20000\n";
 
 struct Figure {
     what: String,
