@@ -77,6 +77,7 @@ struct Holders {
 }
 
 impl Known {
+    /// Takes `all` as the budgets set, each found by its tenant and label.
     fn set(&mut self, all: Vec<Budget>) {
         self.holders.clear();
         for (i, b) in all.iter().enumerate() {
