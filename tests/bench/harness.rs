@@ -57,6 +57,13 @@ pub struct Load {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub worst_second_p99_ms: f64,
+    /// How many requests were answered.
+    pub requests: usize,
+    /// The server's CPU (every thread) per request, in µs, the work it set off included:
+    /// measured by [`in_turn`] until the server is quiet again, else 0.
+    pub server_cpu_us: f64,
+    /// The part of it of SQLite's writer thread (0 on PostgreSQL).
+    pub writer_cpu_us: f64,
 }
 
 /// The 99th percentile of `latencies` (sorted), in ms.
@@ -110,6 +117,9 @@ where
         p50_ms: all[all.len() / 2].as_secs_f64() * 1e3,
         p99_ms: p99(&all),
         worst_second_p99_ms,
+        requests: all.len(),
+        server_cpu_us: 0.0,
+        writer_cpu_us: 0.0,
     }
 }
 
@@ -188,12 +198,33 @@ pub async fn until_quiet(pid: u32) {
 
 /// The server's CPU time so far (user and system), from /proc.
 pub fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command's closing parenthesis; utime and stime are the 12th and
-    // 13th of them, in clock ticks (100 a second on Linux).
+    ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// The CPU time so far of the server's threads named `name` (a thread's name is its first
+/// 15 bytes, as /proc keeps it), from /proc.
+pub fn thread_cpu(pid: u32, name: &str) -> Duration {
+    let name: String = name.chars().take(15).collect();
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .map(|t| ticks(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// The user and system time in a /proc `stat` file.
+fn ticks(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The fields after the command's closing parenthesis, from the state on: utime and
+    // stime are the 12th and 13th of them, in clock ticks (100 a second on Linux). They are
+    // found by place: some before them are not numbers (the state) or are negative (the
+    // terminal's group, -1 for a server), so none may be skipped.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| fields.get(n).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     Duration::from_millis(ticks * 10)
 }
 
@@ -221,11 +252,20 @@ where
         for (i, (name, tables)) in variants.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
             let (server, base) = serve(dir.path(), url, tables).await;
-            let load = measure(i, base).await;
+            let pid = server.child.id();
+            let (before, writer_before) = (cpu(pid), thread_cpu(pid, "sqlite-writer"));
+            let mut load = measure(i, base).await;
+            // What the requests set off (a dispatch, a launch) runs on after the last answer.
+            until_quiet(pid).await;
+            let per_request = |d: Duration| d.as_secs_f64() * 1e6 / load.requests as f64;
+            load.server_cpu_us = per_request(cpu(pid) - before);
+            load.writer_cpu_us = per_request(thread_cpu(pid, "sqlite-writer") - writer_before);
             println!(
-                "{:<10} {name:<36} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  worst second's p99 {:>6.2} ms",
+                "{:<10} {name:<36} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  worst second's p99 {:>6.2} ms  \
+                 server CPU {:>4.0} µs a request (SQLite's writer {:>3.0})",
                 if url.is_some() { "postgresql" } else { "sqlite" },
-                load.per_second, load.p50_ms, load.p99_ms, load.worst_second_p99_ms
+                load.per_second, load.p50_ms, load.p99_ms, load.worst_second_p99_ms, load.server_cpu_us,
+                load.writer_cpu_us
             );
             loads[i].push(load);
             server.kill9();

@@ -110,9 +110,11 @@ async fn main() {
         };
         let (none, with) = (harness::median(&mut rates[0]), harness::median(&mut rates[1]));
         lines.push(format!(
-            "{store}: durable submits with 100 budgets (two holding each job) {:.0}/s (p99 {:.1} ms; runs {}), \
-             without any {:.0}/s (p99 {:.1} ms; runs {}): {:.2} of the rate without (medians of {ROUNDS} runs each, taken in turn)",
-            with.per_second, with.p99_ms, spread(&rates[1]), none.per_second, none.p99_ms, spread(&rates[0]),
+            "{store}: durable submits with 100 budgets (two holding each job) {:.0}/s (p99 {:.1} ms; runs {}; \
+             server CPU {:.0} µs a submit), without any {:.0}/s (p99 {:.1} ms; runs {}; {:.0} µs): {:.2} of the rate \
+             without (medians of {ROUNDS} runs each, taken in turn)",
+            with.per_second, with.p99_ms, spread(&rates[1]), with.server_cpu_us,
+            none.per_second, none.p99_ms, spread(&rates[0]), none.server_cpu_us,
             with.per_second / none.per_second
         ));
 
