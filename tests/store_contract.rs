@@ -203,6 +203,7 @@ contract!(
     list_filters_by_name_prefix_label_keys_exit_codes_and_reasons,
     a_charge_takes_every_period_or_none,
     a_dispatch_from_a_stale_record_is_refused,
+    the_write_that_ends_a_job_settles_its_charges,
 );
 
 /// A job's charge to its budgets' periods is all or none: one that fits every period raises
@@ -480,6 +481,51 @@ async fn updates_are_compare_and_set_with_their_events(f: &Fixture) {
     assert!(all
         .windows(2)
         .all(|w| w[0].seq < w[1].seq && w[0].at <= w[1].at));
+}
+
+/// The write that ends a charged job settles its charges in the same transaction: each of
+/// its periods has the job's cost spent and its estimate no longer committed, with no
+/// round of [`Ledger::settle`] (which used to look over every live charge each second).
+/// Other jobs' charges, and writes that do not end a job, leave the figures alone.
+async fn the_write_that_ends_a_job_settles_its_charges(f: &Fixture) {
+    use offload::store::ledger::{Charge, Charged, Spend};
+    let (store, ledger) = (&*f.store, f.store.ledger());
+    let period = "day:2026-12-07".to_string();
+    let charge = |budget: &str| Charge { budget: budget.into(), period: period.clone(), limit: 1_000_000 };
+    let both = [charge("tenant=a"), charge("tenant=a,dag_id=etl")];
+    let (ends, runs_on) = (created(store, job("a", None)).await, created(store, job("a", None)).await);
+    assert!(matches!(ledger.charge(ends, 300, &both).await.unwrap(), Charged::Admitted(_)));
+    assert!(matches!(ledger.charge(runs_on, 500, &both[..1]).await.unwrap(), Charged::Admitted(_)));
+    let spend = || async {
+        let mut now = ledger.spend(std::slice::from_ref(&period)).await.unwrap();
+        now.sort_by(|a, b| a.budget.cmp(&b.budget));
+        now
+    };
+    let row = |budget: &str, spent: i64, committed: i64| Spend { budget: budget.into(), period: period.clone(), spent, committed };
+    let started = Patch { state: Some(JobState::Running), ..Patch::default() };
+    store.update(ends, &[JobState::Queued], started).await.unwrap().unwrap();
+    assert_eq!(spend().await, [row("tenant=a", 0, 800), row("tenant=a,dag_id=etl", 0, 300)], "not ended yet");
+    let cost = offload::model::JobCost {
+        provider: "a".into(),
+        hourly_usd: 0.1,
+        estimated_usd: 0.0003,
+        billed_seconds: Some(2),
+        usd: Some(0.000042),
+        earlier_usd: 0.0,
+        earlier: vec![],
+        reference: None,
+    };
+    let ended = Patch { state: Some(JobState::Succeeded), cost: Some(cost), ..Patch::default() };
+    store.update(ends, &[JobState::Running], ended).await.unwrap().unwrap();
+    assert_eq!(spend().await, [row("tenant=a", 42, 500), row("tenant=a,dag_id=etl", 42, 0)]);
+    assert_eq!(ledger.settle(100).await.unwrap(), 0, "nothing left to settle");
+    // Written again once ended (its release, say): not settled twice.
+    let released = Patch { released: Some(true), ..Patch::default() };
+    store.update(ends, &[], released).await.unwrap().unwrap();
+    assert_eq!(spend().await, [row("tenant=a", 42, 500), row("tenant=a,dag_id=etl", 42, 0)]);
+    let cancelled = Patch { state: Some(JobState::Cancelled), ..Patch::default() };
+    store.update(runs_on, &[JobState::Queued], cancelled).await.unwrap().unwrap();
+    assert_eq!(spend().await, [row("tenant=a", 42, 0), row("tenant=a,dag_id=etl", 42, 0)], "a job that cost nothing");
 }
 
 /// A dispatch is written for the attempts its record showed: once the job was dispatched

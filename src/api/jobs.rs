@@ -23,7 +23,7 @@ use super::marks::Quoter;
 use super::waiters::WaiterPlace;
 use super::AppState;
 use crate::engine::changes::Waiter;
-use crate::engine::CancelOutcome;
+use crate::engine::{CancelOutcome, SubmitRefusal};
 use crate::model::{
     limits, patterns, CostReport, Event, FieldError, Job, JobPage, JobSpec, JobState, Quote,
 };
@@ -131,12 +131,10 @@ pub(crate) async fn submit(
             return Err(ApiError::invalid(refused));
         }
     }
-    state
-        .engine
-        .check_spec(&spec)
-        .map_err(ApiError::unroutable)?;
-    if let Some(refusal) = state.engine.budget_refusal(&tenant.0, &spec).await {
-        return Err(ApiError::budget(refusal));
+    match state.engine.submit_refusal(&tenant.0, &spec).await {
+        None => {}
+        Some(SubmitRefusal::Unroutable(errors)) => return Err(ApiError::unroutable(errors)),
+        Some(SubmitRefusal::Budget(refusal)) => return Err(ApiError::budget(refusal)),
     }
     let new = NewJob {
         id: Uuid::now_v7(),

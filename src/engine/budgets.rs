@@ -4,7 +4,8 @@
 //! the period ends. What the budgets are and where they stand is read from the store every
 //! [`REFRESH`], so that every replica admits against the same figures and a budget set on
 //! one replica holds on the others within a second; admission reads that copy, and goes to
-//! the store only to charge a job. Jobs that ended are settled in the same round.
+//! the store only to charge a job. The store settles a job's charges in the write that
+//! ends it; a round now and then settles what no end did.
 //!
 //! A submit is refused at once when the job's estimate alone is more than a limit (422), or
 //! when a budget that says `action = "refuse"` has too little left (429, Retry-After at the
@@ -13,6 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,8 +30,13 @@ use crate::model::JobSpec;
 use crate::store::ledger::{Charge, Charged, Ledger, Spend};
 use crate::store::{JobRecord, Store, StoreError};
 
-/// How often the budgets and their spend are read again, and ended jobs settled.
+/// How often the budgets and their spend are read again.
 pub(super) const REFRESH: Duration = Duration::from_secs(1);
+
+/// Every how many rounds the charges that no job's end settled are looked for (a job
+/// charged in the instant after it ended, or deleted unsettled): the store settles a job's
+/// charges in the write that ends it, and the look costs a scan of every live charge.
+const SWEEP_EVERY: u64 = 60;
 
 /// The shares of a limit past which the gateway tells of a budget, in percent.
 const THRESHOLDS: [u8; 2] = [80, 100];
@@ -45,6 +52,8 @@ pub struct Budgets {
     configured: Vec<Budget>,
     known: Mutex<Known>,
     parked: Mutex<Parked>,
+    /// Rounds run, for [`SWEEP_EVERY`].
+    rounds: AtomicU64,
 }
 
 /// The budgets and the spend of their current periods, as last read (and as this replica's
@@ -183,6 +192,7 @@ impl Budgets {
             configured,
             known: Mutex::default(),
             parked: Mutex::default(),
+            rounds: AtomicU64::new(0),
         }
     }
 
@@ -351,7 +361,8 @@ impl Budgets {
         let budgets = self.covering(tenant, spec);
         let cost = micros(estimate_usd);
         let now = self.clock.now();
-        for (c, p) in self.charges(&budgets) {
+        let charges = self.charges(&budgets);
+        for (c, p) in &charges {
             if cost > c.limit {
                 return Some(Refusal {
                     status: 422,
@@ -366,11 +377,13 @@ impl Budgets {
                 });
             }
         }
-        for (c, p) in self.charges(&budgets) {
-            let refuses = budgets
-                .iter()
-                .any(|b| b.id() == c.budget && b.action == BudgetAction::Refuse);
-            if refuses && self.left(&c) < cost {
+        let refusing: Vec<String> = budgets
+            .iter()
+            .filter(|b| b.action == BudgetAction::Refuse)
+            .map(Budget::id)
+            .collect();
+        for (c, p) in charges.iter().filter(|(c, _)| refusing.contains(&c.budget)) {
+            if self.left(c) < cost {
                 return Some(Refusal {
                     status: 429,
                     detail: format!(
@@ -387,16 +400,19 @@ impl Budgets {
         None
     }
 
-    /// A round: settles ended jobs, reads the budgets and their spend again, updates the
+    /// A round: reads the budgets and their spend again (settling now and then), updates the
     /// metrics and tells of thresholds passed; the parked jobs that may now fit, to poke.
     pub(super) async fn refresh(&self) -> Result<Vec<Uuid>, StoreError> {
         let read = self.read().await?;
         Ok(self.take(read))
     }
 
-    /// A round's reads: it settles ended jobs first.
+    /// A round's reads; every [`SWEEP_EVERY`]th round (the first among them) settles what
+    /// no job's end did first.
     async fn read(&self) -> Result<Read, StoreError> {
-        while self.ledger().settle(SETTLE_BATCH).await? == SETTLE_BATCH {}
+        if self.rounds.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0 {
+            while self.ledger().settle(SETTLE_BATCH).await? == SETTLE_BATCH {}
+        }
         let budgets = self.ledger().budgets().await?;
         let now = self.clock.now();
         let keys: Vec<String> = PeriodKind::ALL.iter().map(|k| k.at(now).key()).collect();

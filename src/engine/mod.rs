@@ -35,6 +35,8 @@ mod scheduler;
 #[cfg(test)]
 mod store_faults;
 
+pub use routing::SubmitRefusal;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,7 +57,7 @@ use follow::Followed;
 use places::Places;
 
 use crate::config::{Config, EngineConfig, RoutingConfig};
-use crate::model::{JobSpec, JobState, ProviderInfo};
+use crate::model::{JobState, ProviderInfo};
 use crate::store::{JobRecord, Patch, Store, StoreError};
 
 /// The newest look at one followed workload.
@@ -308,16 +310,6 @@ impl Engine {
         &self.budgets
     }
 
-    /// Why a submit of `spec` by `tenant` is refused by its budgets, if it is: at the
-    /// estimate of where it would go first.
-    pub async fn budget_refusal(&self, tenant: &str, spec: &JobSpec) -> Option<budgets::Refusal> {
-        if !self.budgets.covers(tenant, spec) {
-            return None;
-        }
-        let quote = self.quote(tenant, spec).await.ok()?;
-        let best = quote.candidates.first()?;
-        self.budgets.refusal(tenant, spec, best.estimated_usd)
-    }
 
     pub fn slots(&self) -> &[Arc<Slot>] {
         &self.slots

@@ -123,6 +123,14 @@ struct Ranking<'a> {
     refusals: Vec<(String, String)>,
 }
 
+/// Why a submit is refused before it is stored.
+pub enum SubmitRefusal {
+    /// No configured provider can run the job: the bad fields, or each provider's reason.
+    Unroutable(Vec<FieldError>),
+    /// Its budgets refuse it (422 or 429).
+    Budget(super::budgets::Refusal),
+}
+
 impl Engine {
     /// How long `spec` is expected to run, in seconds, and where that figure comes from.
     pub(super) async fn expected_duration(
@@ -224,13 +232,36 @@ impl Engine {
             .is_ok_and(|r| !r.candidates.is_empty())
     }
 
-    /// Whether some provider can take `spec`; the API calls it before accepting a job.
-    /// Otherwise every reason: the bad fields, or each provider's refusal (field
-    /// `provider`, a message that starts with the provider's name). The expected duration
-    /// decides no feasibility, so the default stands in for it here.
-    pub fn check_spec(&self, spec: &JobSpec) -> Result<(), Vec<FieldError>> {
+    /// Whether some provider can take `spec`. Otherwise every reason: the bad fields, or
+    /// each provider's refusal (field `provider`, a message that starts with the provider's
+    /// name). The expected duration decides no feasibility, so the default stands in for it
+    /// here.
+    fn check_spec(&self, spec: &JobSpec) -> Result<(), Vec<FieldError>> {
         let ranking = self.rank(spec, &[], self.routing.default_duration_seconds)?;
         Self::feasible_or_refusals(&ranking)
+    }
+
+    /// Why a submit of `spec` by `tenant` is refused, if it is: no provider can take it
+    /// (as [`Engine::check_spec`] says), or its budgets refuse it at the estimate of where
+    /// it would go first. One ranking answers both: a job its budgets cover is ranked for
+    /// its expected duration, any other for the default.
+    pub async fn submit_refusal(&self, tenant: &str, spec: &JobSpec) -> Option<SubmitRefusal> {
+        let covered = self.budgets.covers(tenant, spec);
+        let seconds = match covered {
+            true => self.expected_duration(tenant, spec).await.0,
+            false => self.routing.default_duration_seconds,
+        };
+        let ranking = match self.rank(spec, &[], seconds) {
+            Ok(ranking) => ranking,
+            Err(errors) => return Some(SubmitRefusal::Unroutable(errors)),
+        };
+        if let Err(errors) = Self::feasible_or_refusals(&ranking) {
+            return Some(SubmitRefusal::Unroutable(errors));
+        }
+        let best = ranking.candidates.first().filter(|_| covered)?;
+        self.budgets
+            .refusal(tenant, spec, best.estimate.estimated_usd)
+            .map(SubmitRefusal::Budget)
     }
 
     fn feasible_or_refusals(ranking: &Ranking) -> Result<(), Vec<FieldError>> {

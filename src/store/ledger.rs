@@ -5,9 +5,10 @@
 //!
 //! Admitting a job charges its estimate, in micro-dollars, to each of its budgets' current
 //! periods, all of them or none: a charge that would take any past its limit is refused.
-//! A job is charged once, whatever attempts follow (a preemption, a failover); once it has
-//! ended, [`Ledger::settle`] replaces its estimate with its cost, in the periods it was
-//! charged to.
+//! A job is charged once, whatever attempts follow (a preemption, a failover). The write
+//! that ends it replaces its estimate with its cost, in the periods it was charged to (a
+//! trigger in each store, in that write's transaction); [`Ledger::settle`] does the same
+//! for charges no end settled (a job charged in the instant after it ended, or deleted).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -89,8 +90,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// not charged again.
     async fn charge(&self, job: Uuid, micros: i64, charges: &[Charge]) -> StoreResult<Charged>;
 
-    /// Replaces the estimates charged for up to `limit` jobs that have ended with what they
-    /// cost; how many charges it settled.
+    /// Replaces the estimates charged for up to `limit` jobs that have ended (or are no
+    /// longer kept) and whose end did not settle them with what they cost; how many charges
+    /// it settled. It looks over every live charge.
     async fn settle(&self, limit: usize) -> StoreResult<usize>;
 
     /// The charges of jobs starting or running, to these budgets.

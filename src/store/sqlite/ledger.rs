@@ -38,6 +38,27 @@ PRAGMA user_version = 7;
 COMMIT;
 "#;
 
+/// Version 9: a job's charges are settled by the write that ends it (a trigger, in that
+/// write's transaction): its cost is spent in each period it was charged to, its estimate
+/// no longer committed, its charges gone. Before, each budgets round looked for ended jobs
+/// among every live charge, which cost a scan of them all each second.
+pub(super) const MIGRATION_9: &str = r#"
+BEGIN;
+CREATE TRIGGER IF NOT EXISTS jobs_settle_charges AFTER UPDATE OF state ON jobs
+WHEN NEW.state IN ('succeeded', 'failed', 'cancelled')
+    AND OLD.state NOT IN ('succeeded', 'failed', 'cancelled')
+BEGIN
+    UPDATE budget_spend
+        SET spent = spent + CAST(round(COALESCE(json_extract(NEW.cost, '$.usd'), 0) * 1000000) AS INTEGER),
+            committed = committed - c.micros
+        FROM budget_charges c
+        WHERE c.job_id = NEW.id AND c.budget = budget_spend.budget AND c.period = budget_spend.period;
+    DELETE FROM budget_charges WHERE job_id = NEW.id;
+END;
+PRAGMA user_version = 9;
+COMMIT;
+"#;
+
 /// The states in which a job's charges are settled.
 const ENDED: &str = "('succeeded', 'failed', 'cancelled')";
 

@@ -101,7 +101,7 @@ COMMIT;
 
 /// Each schema version after the first, with what brings a file of the version before to
 /// it, in order.
-const MIGRATIONS: [(i64, &str); 7] = [
+const MIGRATIONS: [(i64, &str); 8] = [
     (2, MIGRATION_2),
     (3, MIGRATION_3),
     (4, MIGRATION_4),
@@ -109,6 +109,7 @@ const MIGRATIONS: [(i64, &str); 7] = [
     (6, MIGRATION_6),
     (7, ledger::MIGRATION_7),
     (8, MIGRATION_8),
+    (9, ledger::MIGRATION_9),
 ];
 
 /// The schema version this code writes: the last migration's.
