@@ -166,7 +166,7 @@ log_analytics = {{ workspace_id = "{workspace}", endpoint = "{url}" }}
 
 /// `auto` with Container Apps and GKE side by side, both with T4 and A100 GPUs, on their
 /// shipped price sheets: a T4 job is cheaper on GKE Autopilot (0.35 $/h for the GPU and
-/// cheaper vCPUs), an A100 job on Container Apps (2.29 $/h against 2.93), and it runs there.
+/// cheaper vCPUs), an A100 job on Container Apps (1.90 $/h against 2.93), and it runs there.
 #[cfg(all(feature = "aca", feature = "kubernetes"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_sends_gpu_work_where_the_price_sheets_say() {

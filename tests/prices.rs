@@ -526,12 +526,13 @@ async fn a_refresh_at_start_reprices_the_providers_and_a_configured_price_still_
         "config"
     );
     assert_eq!(listed["cheap"]["prices"]["vcpu_hour"], 0.01);
-    // A quote uses the figures read: 1 CPU and 1 GiB on ACI for an hour.
+    // A quote uses the figures read: 1 CPU and 2 GiB on Fargate in Frankfurt for an hour
+    // (ACI's figures read for East US are its defaults: they would not tell).
     let (status, quote) = {
         let r = gw
             .req(reqwest::Method::POST, "/v1/quotes", TOKEN_A)
-            .json(&serde_json::json!({"image": "alpine", "provider": "aci",
-                "resources": {"cpu": 1, "memory": "1Gi"},
+            .json(&serde_json::json!({"image": "alpine", "provider": "fargate",
+                "resources": {"cpu": 1, "memory": "2Gi"},
                 "routing": {"expected_duration_seconds": 3600}}))
             .send()
             .await
@@ -540,7 +541,7 @@ async fn a_refresh_at_start_reprices_the_providers_and_a_configured_price_still_
     };
     assert_eq!(status, 200, "{quote}");
     let hourly = quote["candidates"][0]["hourly_usd"].as_f64().unwrap();
-    assert!(close(hourly, 0.0405 + 0.00445), "{quote}");
+    assert!(close(hourly, 0.04656 + 2.0 * 0.00511), "{quote}");
     // The file was written, and the refresh counted.
     let file = offload::prices::file::load(&dir.path().join("prices.json")).unwrap();
     assert!(file

@@ -11,7 +11,10 @@
 //!   `[providers.NAME.price]` there.
 //!
 //! Every figure names its source and when it was read; figures that could not be read on a
-//! primary source are marked UNCONFIRMED.
+//! primary source are marked UNCONFIRMED. The vCPU, memory and GPU figures are the Azure
+//! Retail Prices API's East US meters as others read and quoted them (not fetched live
+//! from here); billing a GPU replica's vCPU and memory on top of its GPU at those rates,
+//! and the absence of a minimum, are UNCONFIRMED.
 
 use std::collections::BTreeMap;
 
@@ -31,26 +34,34 @@ use crate::sizing;
 pub const MIN_BILLED_SECONDS: u64 = 0;
 pub const BILLING_INCREMENT_SECONDS: u64 = 1;
 
-/// Consumption plan, active usage, East US, pay-as-you-go: USD per vCPU-second (meter
-/// `Standard vCPU Active Usage`). UNCONFIRMED: the pricing page
-/// (https://azure.microsoft.com/pricing/details/container-apps/) and the Retail Prices API
-/// could not be read here, read 2026-12-02; the figure is the one quoted from the page by
-/// several independent write-ups. Other regions are dearer (westeurope 0.000034).
+/// Consumption plan, active usage, East US, pay-as-you-go: USD per vCPU-second. Source:
+/// Azure Retail Prices API, serviceName `Azure Container Apps`, skuName `Standard`, meter
+/// `Standard vCPU Active Usage` (unit `1 Second`), armRegionName `eastus`: 0.000024 in
+/// three dated reads others published and quoted (a live query of 2026-08-01, a table
+/// measured 2026-08-23, a read of 2026-09-14); not fetched live from here (neither the API
+/// nor the pricing page, https://azure.microsoft.com/pricing/details/container-apps/, could
+/// be read here on 2026-12-02). Other regions are dearer (westeurope 0.000034).
 pub const VCPU_SECOND: f64 = 0.000024;
-/// Consumption plan, active usage, East US: USD per GiB-second (meter `Standard Memory
-/// Active Usage`). Source and status: as for [`VCPU_SECOND`] (UNCONFIRMED).
+/// Consumption plan, active usage, East US: USD per GiB-second. Source: the same three
+/// reads of the Retail Prices API (2026-08-01, 2026-08-23, 2026-09-14), meter `Standard
+/// Memory Active Usage` (unit `1 GiB Second`), armRegionName `eastus`: 0.000003; quoted,
+/// not fetched from here, as for [`VCPU_SECOND`].
 pub const GIB_SECOND: f64 = 0.000003;
 
-/// (GPU kind, USD per GPU-second) of the serverless GPU profiles, billed on top of the
-/// replica's vCPU-seconds and GiB-seconds: billing.md lists GPU-seconds as a third meter
-/// ("The number of GPUs allocated to your container apps on a per-second basis") and says
-/// serverless GPUs are "always billed for active usage". UNCONFIRMED, both figures: meters
-/// `Standard NC T4 v3 GPU Usage` and `Standard NC A100 v4 GPU Usage` as a third-party copy
-/// of the Retail Prices API gives them for canadacentral, read 2026-12-02; no primary copy
-/// was readable. Set `price.gpu_hour` where they differ.
+/// (GPU kind, USD per GPU-second) of the serverless GPU profiles, East US. Source: Azure
+/// Retail Prices API, serviceName `Azure Container Apps`, meters `Standard NC T4 v3 GPU
+/// Usage` (0.000073) and `Standard NC A100 v4 GPU Usage` (0.000529), unit `1 Second`,
+/// armRegionName `eastus`, in a live query of 2026-08-01 that others published and quoted
+/// (not fetched live from here). The earlier defaults, 0.000088 and 0.000635, were the
+/// South Central US (read 2026-09-30) and Canada Central rates, 1.2 times these. Billed on
+/// top of the replica's vCPU-seconds and GiB-seconds: billing.md lists GPU-seconds as a
+/// third meter ("The number of GPUs allocated to your container apps on a per-second
+/// basis") and says serverless GPUs are "always billed for active usage"; UNCONFIRMED that
+/// a GPU replica's vCPU and memory bill at the Consumption rates above. Set
+/// `price.gpu_hour` where they differ.
 pub const GPU_SECOND: [(&str, f64); 2] = [
-    ("nvidia-tesla-t4", 0.000088),
-    ("nvidia-tesla-a100", 0.000635),
+    ("nvidia-tesla-t4", 0.000073),
+    ("nvidia-tesla-a100", 0.000529),
 ];
 
 /// The sheet for `config`: each figure read from the Azure Retail Prices API for its
@@ -134,8 +145,8 @@ mod tests {
         let est = sheet
             .estimate(&req(4.0, 16 * GIB, Some("nvidia-tesla-a100")), 3600)
             .unwrap();
-        let hourly = (4.0 * 0.000024 + 16.0 * 0.000003 + 0.000635) * 3600.0;
+        let hourly = (4.0 * 0.000024 + 16.0 * 0.000003 + 0.000529) * 3600.0;
         assert!(close(est.hourly_usd, hourly), "{est:?}");
-        assert!(close(sheet.gpu_hour["nvidia-tesla-t4"], 0.000088 * 3600.0));
+        assert!(close(sheet.gpu_hour["nvidia-tesla-t4"], 0.000073 * 3600.0));
     }
 }

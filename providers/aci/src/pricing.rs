@@ -7,11 +7,14 @@
 //!   the group minimum of 1 CPU and 1 GB.
 //! - Time: per second, from the start of the first image pull until the group stops; no
 //!   minimum is published.
-//! - Price: Linux, Standard SKU, East US, pay-as-you-go; Spot groups at the published
-//!   discount. Other regions differ: set `[providers.NAME.price]` there.
+//! - Price: Linux, Standard SKU, East US, pay-as-you-go; Spot groups at the East US
+//!   Standard Spot meters' price (0.3 of Standard). Other regions differ: set
+//!   `[providers.NAME.price]` there.
 //!
 //! Every figure names its source and when it was read; figures that could not be read on a
-//! primary source are marked UNCONFIRMED.
+//! primary source are marked UNCONFIRMED. The CPU, memory and Spot figures are the Azure
+//! Retail Prices API's East US meters as others read and quoted them (not fetched live
+//! from here); the GPU figures and the absence of a minimum are UNCONFIRMED.
 
 use std::collections::BTreeMap;
 
@@ -40,29 +43,40 @@ pub const BILLING_INCREMENT_SECONDS: u64 = 1;
 pub const MIN_GROUP_CPU: f64 = 1.0;
 pub const MIN_GROUP_MEMORY_GB: f64 = 1.0;
 
-/// Linux, Standard, East US, pay-as-you-go: USD per vCPU-second.
-/// Source: https://azure.microsoft.com/en-us/pricing/details/container-instances/, read
-/// 2026-11-24. UNCONFIRMED: no readable copy of the page was stored; the figure is the one
-/// quoted from it, identically, by several independent write-ups (for example
-/// "$0.0000135 per vCPU-s" in the EdgeX Foundry ACI deployment examples, and cost notes
-/// dated August 2026).
-pub const VCPU_SECOND: f64 = 0.0000135;
-/// Linux, Standard, East US, pay-as-you-go: USD per GB-second of memory.
-/// Source and status: as for [`VCPU_SECOND`] (UNCONFIRMED). Quoted as "$0.0000015 per
-/// GB-s"; the page may show it rounded (Azure's per-hour meter is not known here).
-pub const GB_SECOND: f64 = 0.0000015;
+/// Linux, Standard, East US, pay-as-you-go: USD per vCPU-second ($0.0405 per vCPU-hour).
+/// Source: Azure Retail Prices API (prices.azure.com/api/retail/prices), serviceName
+/// `Container Instances`, skuName `Standard`, meter `Standard vCPU Duration` (unit
+/// `1 Hour`), armRegionName `eastus`: 0.0405, as read from the API on 2026-08-27 and
+/// 2026-10-09 and quoted in independent write-ups (read by others and quoted, not fetched
+/// live from here; `tests/prices/` records an answer built from the same reads). The
+/// earlier default, $0.0000135 per vCPU-second ($0.0486 an hour), came from third-party
+/// quotes of the pricing page and was 1.2 times this.
+pub const VCPU_SECOND: f64 = 0.0405 / 3600.0;
+/// Linux, Standard, East US, pay-as-you-go: USD per GB-second of memory ($0.00445 per
+/// GB-hour). Source: the same Retail Prices API query, meter `Standard Memory Duration`
+/// (unit `1 GB Hour`), armRegionName `eastus`: 0.00445, read 2026-08-27 and 2026-10-09 and
+/// quoted, as for [`VCPU_SECOND`]. The earlier default, $0.0000015 per GB-second ($0.0054
+/// an hour), came from third-party quotes and was 1.2 times this.
+pub const GB_SECOND: f64 = 0.00445 / 3600.0;
 
-/// Spot container groups as a share of the regular price. Source: Microsoft Learn, "Azure
-/// Container Instances Spot Containers" (see above): "up to a 70% discount compared to
-/// regular-priority ACI containers", read 2026-11-24. UNCONFIRMED: "up to" is the largest
-/// discount, not the Spot meter's price; Spot groups are offered only in some regions (East
-/// US 2, West Europe and West US when that page was written), not East US.
+/// Spot container groups as a share of the regular price. Source: Azure Retail Prices API,
+/// serviceName `Container Instances`, skuName `Standard Spot`, meters `Standard Spot vCPU
+/// Duration` (0.01215 per 1 Hour) and `Standard Spot Memory Duration` (0.001335 per 1 GB
+/// Hour), armRegionName `eastus`, read 2026-08-27 and 2026-10-09 and quoted by others (not
+/// fetched live from here): exactly 0.3 of the Standard meters above. Microsoft Learn,
+/// "Azure Container Instances Spot Containers" (see above, read 2026-11-24) describes it as
+/// "up to a 70% discount compared to regular-priority ACI containers"; it named East US 2,
+/// West Europe and West US as Spot regions when it was written, but the Retail Prices API
+/// lists the Standard Spot SKU in East US too.
 pub const SPOT_SHARE_OF_REGULAR: f64 = 0.3;
 
 /// (SKU, USD per GPU-hour). UNCONFIRMED, all of them: kept from earlier versions of this
 /// file without a source; Azure retired ACI GPU on 14 July 2025 and its pricing page no
-/// longer lists GPU meters. Deployments that still have GPU SKUs should set
-/// `price.gpu_hour`.
+/// longer lists GPU meters. One weak source agrees for V100: an undated East US Retail
+/// Prices API listing in a pricing-calculator design note (whose vCPU rows are
+/// placeholders) gives meter `V100 vGPU Duration` at $0.085 per 100 Seconds ($3.06 an
+/// hour). Meters `K80 vGPU Duration` and `P100 vGPU Duration` exist, but no price for them
+/// was found. Deployments that still have GPU SKUs should set `price.gpu_hour`.
 pub const GPUS: [(&str, f64); 3] = [("K80", 1.71), ("P100", 2.43), ("V100", 3.06)];
 
 /// The sheet for `config`: each figure read from the Azure Retail Prices API for its
@@ -180,17 +194,17 @@ mod tests {
             .estimate(&billed_resources(&req(0.3, 256 << 20)), 10)
             .unwrap();
         assert!(
-            close(est.hourly_usd, (0.0000135 + 0.0000015) * 3600.0),
+            close(est.hourly_usd, (VCPU_SECOND + GB_SECOND) * 3600.0),
             "{est:?}"
         );
         assert!(
-            close(est.estimated_usd, (0.0000135 + 0.0000015) * 10.0),
+            close(est.estimated_usd, (VCPU_SECOND + GB_SECOND) * 10.0),
             "{est:?}"
         );
         // 2 vCPU + 4 GB for an hour.
         let est = sheet.estimate(&req(2.0, 4 * GIB), 3600).unwrap();
         assert!(
-            close(est.estimated_usd, 2.0 * 0.0486 + 4.0 * 0.0054),
+            close(est.estimated_usd, 2.0 * 0.0405 + 4.0 * 0.00445),
             "{est:?}"
         );
     }
@@ -198,7 +212,7 @@ mod tests {
     #[test]
     fn spot_groups_and_gpus() {
         let spot = sheet(&config(Priority::Spot, &[]), &ReadPrices::default()).sheet;
-        assert!(close(spot.vcpu_hour, 0.0486 * 0.3) && close(spot.gb_hour, 0.0054 * 0.3));
+        assert!(close(spot.vcpu_hour, 0.0405 * 0.3) && close(spot.gb_hour, 0.00445 * 0.3));
         assert!(
             spot.gpu_hour.is_empty(),
             "no GPU SKUs configured, none priced"
@@ -218,7 +232,7 @@ mod tests {
                 1800,
             )
             .unwrap();
-        let hourly = 6.0 * 0.0486 + 112.0 * 0.0054 + 2.0 * 3.06;
+        let hourly = 6.0 * 0.0405 + 112.0 * 0.00445 + 2.0 * 3.06;
         assert!(close(est.hourly_usd, hourly), "{est:?}");
         assert!(close(est.estimated_usd, hourly / 2.0), "{est:?}");
     }
@@ -245,14 +259,15 @@ mod tests {
 
     #[test]
     fn figures_read_for_its_location_replace_the_defaults() {
+        // Read figures other than the defaults, so that a figure read is seen to win.
         let read = read(&[
-            (figures::VCPU_HOUR, 0.0405),
-            (figures::SPOT_VCPU_HOUR, 0.01215),
+            (figures::VCPU_HOUR, 0.05),
+            (figures::SPOT_VCPU_HOUR, 0.015),
             (&figures::gpu_hour("V100"), 3.0),
         ]);
         let regular = sheet(&config(Priority::Regular, &["V100", "K80"]), &read);
-        assert!(close(regular.sheet.vcpu_hour, 0.0405));
-        assert!(close(regular.sheet.gb_hour, 0.0054), "not read: the default");
+        assert!(close(regular.sheet.vcpu_hour, 0.05));
+        assert!(close(regular.sheet.gb_hour, 0.00445), "not read: the default");
         assert_eq!(regular.sheet.gpu_hour["V100"], 3.0);
         assert_eq!(regular.sheet.gpu_hour["K80"], 1.71);
         let source = |p: &Pricing, name: &str| match &p.sources[name] {
@@ -264,12 +279,12 @@ mod tests {
         assert_eq!(source(&regular, "gpu_hour.K80"), "default");
         // Spot groups use the Spot meters, not a share of the regular price.
         let spot = sheet(&config(Priority::Spot, &[]), &read);
-        assert!(close(spot.sheet.vcpu_hour, 0.01215));
-        assert!(close(spot.sheet.gb_hour, 0.0054 * 0.3));
+        assert!(close(spot.sheet.vcpu_hour, 0.015));
+        assert!(close(spot.sheet.gb_hour, 0.00445 * 0.3));
         assert_eq!(spot.sources.len(), 2, "only the figures it used: {:?}", spot.sources);
         // Another location reads nothing of East US's.
         let mut elsewhere = config(Priority::Regular, &[]);
         elsewhere.location = "westeurope".into();
-        assert!(close(sheet(&elsewhere, &read).sheet.vcpu_hour, 0.0486));
+        assert!(close(sheet(&elsewhere, &read).sheet.vcpu_hour, 0.0405));
     }
 }

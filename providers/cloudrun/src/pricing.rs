@@ -10,7 +10,9 @@
 //!   set `[providers.NAME.price]` there.
 //!
 //! Every figure names its source and when it was read; figures that could not be read on a
-//! primary source are marked UNCONFIRMED.
+//! primary source are marked UNCONFIRMED. The CPU rate was read on Google's pricing page;
+//! the memory and L4 figures are the Cloud Billing Catalog's as others read and quoted them
+//! (not fetched live from here).
 
 use std::collections::BTreeMap;
 
@@ -28,16 +30,24 @@ pub const BILLING_INCREMENT_SECONDS: u64 = 1;
 /// Tier 1, "Services with CPU always allocated / Jobs": USD per vCPU-second. Source: the
 /// pricing page above, read 2026-12-02.
 pub const VCPU_SECOND: f64 = 0.000018;
-/// Tier 1, jobs: USD per GiB-second. UNCONFIRMED: the part of the pricing page with it was
-/// not readable here on 2026-12-02; the figure is the one published alongside
-/// [`VCPU_SECOND`] in 2024-2025.
+/// Tier 1, jobs: USD per GiB-second. Source: Google Cloud Billing Catalog API, Cloud Run
+/// SKU `Services Memory (instance-based)`, us-central1: 0.000002 per GiB-second, as read by
+/// others from the Cloud Billing API as of 2026-08 and quoted (not fetched live from here);
+/// and Google's Cloud Run committed use discounts page (docs.cloud.google.com/run/cud),
+/// us-central1 Tier 1: "$0.000002 per GiB-second for memory ($0.0072 per hour)", quoted
+/// verbatim by others in notes read 2026-10-09. The part of the pricing page with it was
+/// not readable here on 2026-12-02.
 pub const GIB_SECOND: f64 = 0.000002;
-/// (GPU kind, USD per GPU-second, without zonal redundancy, with it). UNCONFIRMED, both
-/// figures: not readable on the pricing page here on 2026-12-02; $0.0001867/s matches a
-/// third-party report of "roughly $0.67 per hour" for an L4 on Cloud Run (2026-04). The
-/// jobs GPU page (cloud.google.com/run/docs/configuring/jobs/gpu) says GPU jobs "follow No
-/// zonal redundancy pricing (in preview)".
-pub const GPU_SECOND: [(&str, f64, f64); 1] = [("nvidia-l4", 0.0001867, 0.0002333)];
+/// (GPU kind, USD per GPU-second, without zonal redundancy, with it). Source: Google Cloud
+/// Billing Catalog API, Cloud Run NVIDIA L4 GPU figures, us-central1: 0.0001867 without
+/// zonal redundancy and 0.0002909 ($1.0472 an hour) with it, as read by others from the
+/// Cloud Billing API as of 2026-08 and quoted (not fetched live from here); a pricing
+/// summary table published by others gives the same two figures. The earlier default with
+/// zonal redundancy, 0.0002333, had no source and was 20% low. Neither was readable on the
+/// pricing page here on 2026-12-02. The jobs GPU page
+/// (cloud.google.com/run/docs/configuring/jobs/gpu) says GPU jobs "follow No zonal
+/// redundancy pricing (in preview)".
+pub const GPU_SECOND: [(&str, f64, f64); 1] = [("nvidia-l4", 0.0001867, 0.0002909)];
 
 /// Cloud Run GPU figures with zonal redundancy are named so; without it, as
 /// [`figures::gpu_hour`].
@@ -113,7 +123,7 @@ mod tests {
         .unwrap();
         assert!(close(
             sheet(&redundant, &ReadPrices::default()).sheet.gpu_hour["nvidia-l4"],
-            0.0002333 * 3600.0
+            0.0002909 * 3600.0
         ));
     }
 }

@@ -197,8 +197,8 @@ mod tests {
     fn a_read_figure_replaces_the_default_of_its_kind_and_region_only() {
         let read = ReadPrices::new(vec![figure("aci", "eastus", VCPU_HOUR, 0.0405)]).unwrap();
         let mut f = read.figures("aci", "eastus");
-        assert_eq!(f.get(VCPU_HOUR, 0.0486), 0.0405);
-        assert_eq!(f.get(GB_HOUR, 0.0054), 0.0054);
+        assert_eq!(f.get(VCPU_HOUR, 0.05), 0.0405);
+        assert_eq!(f.get(GB_HOUR, 0.00445), 0.00445);
         let pricing = f.pricing(PriceSheet::default());
         assert_eq!(
             pricing.sources[VCPU_HOUR],

@@ -12,11 +12,14 @@
 //!   Other regions differ (often by 10-30%): set `[providers.NAME.price]` there.
 //!   Ephemeral storage beyond the free 20 GB is not priced.
 //!
-//! Every figure below names its source and when it was read. The stored copy of AWS's
-//! pricing page that could be read on 2026-11-24 renders its rate tables client-side (the
-//! figures are not in its text), so the rates come from that page's own worked example and
-//! rate table as quoted, identically, by several independent write-ups; they are marked
-//! UNCONFIRMED until someone reads them on the live page.
+//! Every figure below names its source and when it was read. The four On-Demand rates are
+//! the AWS Price List's (offer `AmazonECS`, us-east-1 usage types): a GetProducts answer
+//! recorded by others and dated reads of the 2026 offer that others published agree on
+//! them; they were quoted, not fetched live from here. The stored copy of AWS's pricing
+//! page that could be read on 2026-11-24 renders its rate tables client-side (the figures
+//! are not in its text), and ends before the one-minute minimum, which is taken from
+//! verbatim quotations of the page. Fargate Spot floats: its share below is the floor the
+//! page advertises, UNCONFIRMED as a price.
 
 use offload_provider::figures::{self, Figures, Pricing, ReadPrices};
 use offload_provider::{PriceSheet, Resources};
@@ -27,41 +30,60 @@ use crate::sizing;
 /// Billing rule: per second with a one-minute minimum, Linux tasks.
 /// Source: https://aws.amazon.com/fargate/pricing/ ("...until the Amazon ECS Task or Amazon
 /// EKS Pod terminates, rounded up to the nearest second", read in the stored copy on
-/// 2026-11-24). UNCONFIRMED (the minimum only): the minimum sentence ("Pricing is calculated
-/// per second with a 1-minute minimum"; on https://aws.amazon.com/ecs/pricing/: "A minimum
-/// charge of one minute applies") is past the part of the stored page that could be read;
-/// it is taken from verbatim quotations of those pages.
+/// 2026-11-24). The minimum is quoted, not read here (UNCONFIRMED in that sense): the
+/// page's sentence "Pricing is calculated per second with a 1-minute minimum" (and on
+/// https://aws.amazon.com/ecs/pricing/: "A minimum charge of one minute applies") is past
+/// the part of the stored page that could be read; it is taken from verbatim quotations of
+/// those pages by others (research notes read 2026-10-09; vantage.sh and
+/// blog.awsfundamentals.com say the same).
 pub const MIN_BILLED_SECONDS: u64 = 60;
 pub const BILLING_INCREMENT_SECONDS: u64 = 1;
 
 /// Linux/X86 On-Demand, US East (N. Virginia), USD per vCPU-hour.
-/// Source: https://aws.amazon.com/fargate/pricing/, rate table "$0.04048 per vCPU per hour"
-/// and worked example "CPU cost: $0.000011244 per vCPU second" (x 3600 = 0.0404784); read
-/// 2026-11-24. UNCONFIRMED: the page's tables are rendered client-side; the figure comes
-/// from identical quotations of the page (e.g. vantage.sh/blog/fargate-pricing,
-/// api-evangelist/amazon-ecs plans/amazon-ecs-plans-pricing.yml, dated 2026-09-20).
+/// Source: AWS Price List, offer `AmazonECS`, usage type `USE1-Fargate-vCPU-Hours:perCPU`
+/// (us-east-1, On-Demand, per hours): "0.0404800000" USD in a GetProducts answer recorded
+/// by others (a test fixture; SKU 8CESGAFWKAJ98PME, offer version 20221121182130, effective
+/// 2022-11-01), and unchanged in reads of the us-east-1 offer file of version
+/// 20260911124425 (the 2026-09-11 offer, effective 2026-07-01) quoted in research notes
+/// read 2026-10-09, and in a check against the Price List Bulk API on 2026-09-29
+/// (theuves/fgcalc README). Read by others and quoted, not fetched live from here. The
+/// pricing page's own table ("$0.04048 per vCPU per hour"; worked example "$0.000011244 per
+/// vCPU second") is quoted identically by independent write-ups (e.g.
+/// vantage.sh/blog/fargate-pricing).
 pub const X86_VCPU_HOUR: f64 = 0.04048;
 /// Linux/X86 On-Demand, US East (N. Virginia), USD per GB-hour of memory.
-/// Source: https://aws.amazon.com/fargate/pricing/, rate table "$0.004445 per GB per hour"
-/// (worked example: $0.000001235 per GB-second, x 3600 = 0.004446); read 2026-11-24.
-/// UNCONFIRMED: as for [`X86_VCPU_HOUR`].
+/// Source: AWS Price List, offer `AmazonECS`, usage type `USE1-Fargate-GB-Hours`
+/// (us-east-1, On-Demand): "0.0044450000" USD in the same recorded GetProducts answer (SKU
+/// PBZNQUSEXZUC34C9, offer version 20221121182130), unchanged in the reads of the
+/// 2026-09-11 offer (effective 2026-07-01) quoted 2026-10-09; quoted by others, not fetched
+/// from here, as for [`X86_VCPU_HOUR`].
 pub const X86_GB_HOUR: f64 = 0.004445;
 /// Linux/ARM (Graviton) On-Demand, US East (N. Virginia), USD per vCPU-hour.
-/// Source: https://aws.amazon.com/fargate/pricing/, "$0.03238 per vCPU per hour"
-/// ($0.0000089944 per vCPU-second); read 2026-11-24. UNCONFIRMED: as for
-/// [`X86_VCPU_HOUR`].
+/// Source: AWS Price List, offer `AmazonECS`, usage type
+/// `USE1-Fargate-ARM-vCPU-Hours:perCPU` (us-east-1, On-Demand): "0.0323800000" USD in the
+/// same recorded GetProducts answer (SKU XSZATS4VYMDC9CYN, offer version 20221121182130),
+/// unchanged in the reads of the 2026-09-11 offer (effective 2026-07-01) quoted 2026-10-09;
+/// a Cost Explorer bill check published by others (2026-08-05) derives $0.032380 too.
+/// Quoted, not fetched from here, as for [`X86_VCPU_HOUR`].
 pub const ARM_VCPU_HOUR: f64 = 0.03238;
 /// Linux/ARM (Graviton) On-Demand, US East (N. Virginia), USD per GB-hour.
-/// Source: https://aws.amazon.com/fargate/pricing/, "$0.00356 per GB per hour"
-/// ($0.0000009889 per GB-second); read 2026-11-24. UNCONFIRMED: as for [`X86_VCPU_HOUR`].
+/// Source: AWS Price List, offer `AmazonECS`, usage type `USE1-Fargate-ARM-GB-Hours`
+/// (us-east-1, On-Demand): "0.0035600000" USD in the same recorded GetProducts answer (SKU
+/// UNH9KPQP7W7C66C9, offer version 20221121182130), unchanged in the reads of the
+/// 2026-09-11 offer (effective 2026-07-01) quoted 2026-10-09; the same bill check derives
+/// $0.003560. Quoted, not fetched from here, as for [`X86_VCPU_HOUR`].
 pub const ARM_GB_HOUR: f64 = 0.00356;
 
 /// Fargate Spot (Linux/X86 only; ECS refuses ARM64 on Spot), as a share of the On-Demand
 /// price. Source: https://aws.amazon.com/fargate/pricing/ ("Fargate Spot ... at up to a
-/// 70% discount off the regular Fargate price", read in the stored copy on 2026-11-24).
-/// UNCONFIRMED: Spot prices float with supply and demand (the page's live "current Spot
-/// price" table could not be read); this is the largest published discount, so it is the
-/// cheapest Spot can be, not what it costs today.
+/// 70% discount off the regular Fargate price", read in the stored copy on 2026-11-24):
+/// 0.3 is the floor that "up to 70%" sets, the cheapest Spot can be, not what it costs
+/// today. The page's own Spot price feed
+/// (dftu77xade0tc.cloudfront.net/fargate-spot-prices.json), as read and quoted by others,
+/// gave 0.31-0.32 of On-Demand in us-east-1 in August-September 2026 ($0.01268 per
+/// vCPU-hour and $0.00139 per GB-hour on 2026-08-22, 0.313; $0.01288871 and $0.00141527 on
+/// 2026-09-28, 0.318). UNCONFIRMED as a fixed figure: Spot prices float with supply and
+/// demand, and the live feed could not be read here.
 pub const SPOT_SHARE_OF_ON_DEMAND: f64 = 0.3;
 
 /// The figure of the Fargate Spot share, which no catalog gives: the AWS price list has no

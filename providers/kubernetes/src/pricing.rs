@@ -13,7 +13,9 @@
 //!
 //! Every figure names its source and when it was read. Google's pricing page renders its
 //! price tables client-side, and the stored copies readable on 2026-11-24 have the billing
-//! rules in their text but not the figures; those are marked UNCONFIRMED.
+//! rules in their text but not the figures; those are marked UNCONFIRMED. They stay so:
+//! only secondary quotes agree with them, and no recorded Cloud Billing Catalog answer with
+//! a price for the Autopilot Pod or Spot Pod SKUs, or for Autopilot GPUs, was found.
 
 use std::collections::BTreeMap;
 
