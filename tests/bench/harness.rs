@@ -175,7 +175,9 @@ pub fn report(benchmark: bool, bench: &str, header: &str, seconds: f64, lines: &
     let new = match old.find(header) {
         Some(at) => {
             let end = old[at + header.len()..].find("\n## ").map_or(old.len(), |n| at + header.len() + n + 1);
-            format!("{}{section}{}", &old[..at], &old[end..])
+            // The blank line before the next section stays.
+            let gap = if end < old.len() { "\n" } else { "" };
+            format!("{}{section}{gap}{}", &old[..at], &old[end..])
         }
         None => format!("{}\n\n{section}", old.trim_end()),
     };
