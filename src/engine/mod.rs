@@ -310,7 +310,6 @@ impl Engine {
         &self.budgets
     }
 
-
     pub fn slots(&self) -> &[Arc<Slot>] {
         &self.slots
     }

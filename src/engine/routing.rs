@@ -232,19 +232,12 @@ impl Engine {
             .is_ok_and(|r| !r.candidates.is_empty())
     }
 
-    /// Whether some provider can take `spec`. Otherwise every reason: the bad fields, or
-    /// each provider's refusal (field `provider`, a message that starts with the provider's
-    /// name). The expected duration decides no feasibility, so the default stands in for it
-    /// here.
-    fn check_spec(&self, spec: &JobSpec) -> Result<(), Vec<FieldError>> {
-        let ranking = self.rank(spec, &[], self.routing.default_duration_seconds)?;
-        Self::feasible_or_refusals(&ranking)
-    }
-
     /// Why a submit of `spec` by `tenant` is refused, if it is: no provider can take it
-    /// (as [`Engine::check_spec`] says), or its budgets refuse it at the estimate of where
-    /// it would go first. One ranking answers both: a job its budgets cover is ranked for
-    /// its expected duration, any other for the default.
+    /// (every reason: the bad fields, or each provider's refusal, field `provider`, a
+    /// message that starts with the provider's name), or its budgets refuse it at the
+    /// estimate of where it would go first. One ranking answers both: the expected duration
+    /// decides no feasibility, so a job its budgets cover is ranked for it, any other for
+    /// the default.
     pub async fn submit_refusal(&self, tenant: &str, spec: &JobSpec) -> Option<SubmitRefusal> {
         let covered = self.budgets.covers(tenant, spec);
         let seconds = match covered {
@@ -278,9 +271,9 @@ impl Engine {
     }
 
     /// Where `tenant`'s `spec` would run, best first, with the expected cost at each, and
-    /// the providers that cannot run it; an error exactly when a submit would be refused.
+    /// the providers that cannot run it; an error exactly when no provider could take it
+    /// (a submit's 422; a budget's refusal is not a quote's).
     pub async fn quote(&self, tenant: &str, spec: &JobSpec) -> Result<Quote, Vec<FieldError>> {
-        self.check_spec(spec)?;
         let (seconds, source) = self.expected_duration(tenant, spec).await;
         let ranking = self.rank(spec, &[], seconds)?;
         Self::feasible_or_refusals(&ranking)?;
