@@ -203,9 +203,30 @@ pub fn cpu(pid: u32) -> Duration {
     ticks(&format!("/proc/{pid}/stat"))
 }
 
+/// The server's CPU time at a moment, all of it and its SQLite writer thread's: what the
+/// requests after it cost is measured from it.
+pub struct CpuMark {
+    pid: u32,
+    all: Duration,
+    writer: Duration,
+}
+
+impl CpuMark {
+    pub fn now(pid: u32) -> CpuMark {
+        CpuMark { pid, all: cpu(pid), writer: thread_cpu(pid, "sqlite-writer") }
+    }
+
+    /// The CPU since the mark per request of `requests`, in µs: every thread's, and SQLite's
+    /// writer thread's (0 on PostgreSQL).
+    pub fn per_request(&self, requests: usize) -> (f64, f64) {
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / requests as f64;
+        (per(cpu(self.pid) - self.all), per(thread_cpu(self.pid, "sqlite-writer") - self.writer))
+    }
+}
+
 /// The CPU time so far of the server's threads named `name` (a thread's name is its first
 /// 15 bytes, as /proc keeps it), from /proc.
-pub fn thread_cpu(pid: u32, name: &str) -> Duration {
+fn thread_cpu(pid: u32, name: &str) -> Duration {
     let name: String = name.chars().take(15).collect();
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
@@ -255,13 +276,11 @@ where
             let dir = tempfile::tempdir().unwrap();
             let (server, base) = serve(dir.path(), url, tables).await;
             let pid = server.child.id();
-            let (before, writer_before) = (cpu(pid), thread_cpu(pid, "sqlite-writer"));
+            let mark = CpuMark::now(pid);
             let mut load = measure(i, base).await;
             // What the requests set off (a dispatch, a launch) runs on after the last answer.
             until_quiet(pid).await;
-            let per_request = |d: Duration| d.as_secs_f64() * 1e6 / load.requests as f64;
-            load.server_cpu_us = per_request(cpu(pid) - before);
-            load.writer_cpu_us = per_request(thread_cpu(pid, "sqlite-writer") - writer_before);
+            (load.server_cpu_us, load.writer_cpu_us) = mark.per_request(load.requests);
             println!(
                 "{:<10} {name:<36} {:>7.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  worst second's p99 {:>6.2} ms  \
                  server CPU {:>4.0} µs a request (SQLite's writer {:>3.0})",

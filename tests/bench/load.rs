@@ -204,7 +204,7 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
     let spec = json!({"image": "img", "provider": "sim", "labels": {"dag_id": "bench"}});
     let (h, b, s) = (http.clone(), base.clone(), spec.clone());
     let pid = server.child.id();
-    let (cpu_before, writer_before) = (harness::cpu(pid), harness::thread_cpu(pid, "sqlite-writer"));
+    let mark = harness::CpuMark::now(pid);
     let submits = hammer(seconds, move |_| {
         let (h, b, s) = (h.clone(), b.clone(), s.clone());
         async move {
@@ -214,20 +214,19 @@ async fn run(store: &str, url: Option<&str>, seconds: f64, burst: usize, ended_j
         }
     })
     .await;
-    let submitted = submits.requests as f64;
+    let submitted = submits.requests;
     record("durable submit", submits);
     // Reads are measured with the engine at rest, not racing the dispatch of those jobs:
     // every one dispatched, the newest 500 (the ones read) launched, and the server quiet
     // (the launches' writes of the older ones done too).
     until_dispatched(&http, &base).await;
     harness::until_quiet(pid).await;
-    let per_submit = |d: Duration| d.as_secs_f64() * 1e6 / submitted;
+    let (all, writer) = mark.per_request(submitted);
     notes.push(format!(
-        "{store}: each durable submit took {:.0} µs of the gateway's CPU (every thread; its dispatch and launch \
+        "{store}: each durable submit took {all:.0} µs of the gateway's CPU (every thread; its dispatch and launch \
          included, counted until the server was quiet){}",
-        per_submit(harness::cpu(pid) - cpu_before),
         match url {
-            None => format!(", {:.0} µs of it on SQLite's writer thread", per_submit(harness::thread_cpu(pid, "sqlite-writer") - writer_before)),
+            None => format!(", {writer:.0} µs of it on SQLite's writer thread"),
             Some(_) => ", PostgreSQL's own processes not counted".to_string(),
         }
     ));
