@@ -22,11 +22,11 @@ use super::{allowed, net, Plan};
 use crate::model::steps::{FileType, Input, Output, FILER_PLAN_ENV};
 
 /// Where the filer finds the job's paths (`/` when unset).
-pub const ROOT_ENV: &str = "OFFLOAD_FILER_ROOT";
+pub const ROOT_ENV: &str = offload_provider::steps::FILER_ROOT_ENV;
 /// The line that reports one uploaded file.
 pub const OUTPUT_MARK: &str = "offload-output: ";
-/// The line that reports the failure.
-pub const FAILURE_MARK: &str = "offload-filer: ";
+/// The line that reports the failure, which each provider reads back.
+pub const FAILURE_MARK: &str = offload_provider::steps::FILER_MARK;
 
 /// One uploaded file, as the output file log of a TES task has it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ pub mod figures;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod one_by_one;
+pub mod steps;
 pub mod timed_log;
 pub mod timeouts;
 
@@ -118,7 +119,7 @@ pub fn refuse_steps(kind: &str, spec: &WorkloadSpec) -> Result<()> {
         None => Ok(()),
         Some(_) => Err(ProviderError::InvalidSpec(format!(
             "steps: the {kind} provider runs one container per job; several executors, staged \
-             inputs and outputs or volumes need a provider that runs steps (local, kubernetes)"
+             inputs and outputs or volumes need a provider that runs steps (local, kubernetes, ecs)"
         ))),
     }
 }

@@ -99,16 +99,12 @@ pub struct Config {
     /// image, which has `offload`); without it, such jobs are refused.
     pub filer_image: Option<String>,
     /// The filer's program in that image, before `filer stage-in` or `filer stage-out`.
-    #[serde(default = "default_filer_command")]
+    #[serde(default = "offload_provider::steps::default_filer_command")]
     pub filer_command: Vec<String>,
     /// A Secret whose keys (`AWS_ACCESS_KEY_ID`, ...) the filer steps alone get as their
     /// environment: the deployment's credentials for the object stores. The executors of
     /// the same pod do not get it.
     pub filer_secret: Option<String>,
-}
-
-fn default_filer_command() -> Vec<String> {
-    vec!["offload".into()]
 }
 
 /// A pod toleration's schema, as Kubernetes writes it (k8s-openapi's types have none).

@@ -2,10 +2,8 @@
 //! order (Kubernetes starts each once the one before it has exited 0), and the last is the
 //! pod's `main` container; every container mounts the same emptyDir volumes at the task's
 //! shared folders. The filer's steps run `filer_image` with the deployment's credentials
-//! from `filer_secret` (an `envFrom` on them alone, not the executors); an executor that
-//! ignores errors, or names files for stdin, stdout or stderr, runs through `/bin/sh`, which
-//! its image must have (TESK does the same), and prints its exit code as
-//! `offload-step-exit: N`. The pod's annotation `offload.dev/steps` keeps the steps' roles,
+//! from `filer_secret` (an `envFrom` on them alone, not the executors); executors that need
+//! a shell get one as on every runtime ([`offload_provider::steps`]). The pod's annotation `offload.dev/steps` keeps the steps' roles,
 //! so that a failed pod says whose step failed: a filer's is no exit code of the job's, and
 //! its reason is the filer's own line (its container's termination message, taken from its
 //! log's end on error).
@@ -16,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, SecretEnvSource, Volume,
     VolumeMount,
 };
+use offload_provider::steps::{filer_failure, said_exit, wrapped, FILER_ROOT_ENV};
 use offload_provider::{Phase, StepPlan, StepRole, StepRun};
 
 use crate::config::Config;
@@ -23,8 +22,6 @@ use crate::pod::CONTAINER;
 
 /// The pod annotation with the steps' roles, comma-separated.
 pub const ROLES: &str = "offload.dev/steps";
-/// The line a wrapped executor prints with its exit code.
-const EXIT_MARK: &str = "offload-step-exit: ";
 
 /// Why this provider cannot run `plan`.
 pub fn refusal(config: &Config, plan: &StepPlan) -> Option<String> {
@@ -42,39 +39,6 @@ pub fn container_name(plan: &StepPlan, i: usize) -> String {
         true => CONTAINER.to_string(),
         false => format!("step-{i}"),
     }
-}
-
-fn shell_wrapper(step: &offload_provider::Step) -> Option<(Vec<String>, Vec<EnvVar>)> {
-    let redirects = [
-        ("OFFLOAD_STDIN", &step.stdin, "<"),
-        ("OFFLOAD_STDOUT", &step.stdout, ">"),
-        ("OFFLOAD_STDERR", &step.stderr, "2>"),
-    ];
-    if !step.ignore_error && redirects.iter().all(|(_, p, _)| p.is_none()) {
-        return None;
-    }
-    let mut script = r#""$@""#.to_string();
-    let mut env = vec![];
-    for (var, path, op) in redirects {
-        if let Some(p) = path {
-            script += &format!(r#" {op} "${var}""#);
-            env.push(EnvVar {
-                name: var.into(),
-                value: Some(p.clone()),
-                ..EnvVar::default()
-            });
-        }
-    }
-    script = match step.ignore_error {
-        true => format!(r#"{script}; echo "{EXIT_MARK}$?" >&2; exit 0"#),
-        false => format!("exec {script}"),
-    };
-    let command = ["/bin/sh", "-c", &script, "offload-step"]
-        .into_iter()
-        .map(String::from)
-        .chain(step.command.iter().cloned())
-        .collect();
-    Some((command, env))
 }
 
 /// The pod's containers for `plan`: the init containers and the main one. `base` is the
@@ -134,7 +98,7 @@ pub fn containers(
                         env_of(&step.env)
                             .into_iter()
                             .chain([EnvVar {
-                                name: "OFFLOAD_FILER_ROOT".into(),
+                                name: FILER_ROOT_ENV.into(),
                                 value: Some("/".into()),
                                 ..EnvVar::default()
                             }])
@@ -159,11 +123,15 @@ pub fn containers(
                     let mut env: Vec<EnvVar> = base.env.clone().unwrap_or_default();
                     env.retain(|e| !step.env.contains_key(&e.name));
                     env.extend(env_of(&step.env));
-                    let (command, extra) = match shell_wrapper(step) {
-                        Some((command, extra)) => (command, extra),
+                    let (command, extra) = match wrapped(step) {
+                        Some(shell) => (shell.command, shell.env),
                         None => (step.command.clone(), vec![]),
                     };
-                    env.extend(extra);
+                    env.extend(extra.into_iter().map(|(name, value)| EnvVar {
+                        name,
+                        value: Some(value),
+                        ..EnvVar::default()
+                    }));
                     Container {
                         image: Some(step.image.clone()),
                         command: Some(command),
@@ -244,24 +212,10 @@ pub fn failed(pod: &Pod) -> Option<Phase> {
                 exit_code: Some(done.exit_code),
                 reason: Some(format!("exited with code {}", done.exit_code)),
             },
-            filer => {
-                let message = done.message.unwrap_or_default();
-                let line = message
-                    .lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("offload-filer: "))
-                    .or_else(|| message.lines().rev().find(|l| !l.trim().is_empty()))
-                    .unwrap_or("the filer said nothing")
-                    .to_string();
-                let what = match filer {
-                    StepRole::StageIn => "staging the inputs failed",
-                    _ => "staging the outputs failed",
-                };
-                Phase::Exited {
-                    exit_code: None,
-                    reason: Some(format!("{what}: {line}")),
-                }
-            }
+            filer => Phase::Exited {
+                exit_code: None,
+                reason: Some(filer_failure(*filer, &done.message.unwrap_or_default())),
+            },
         });
     }
     None
@@ -289,11 +243,7 @@ where
             None => String::new(),
         };
         // A wrapped executor that ignores errors says its own code.
-        let said = text
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(EXIT_MARK))
-            .and_then(|c| c.trim().parse::<i32>().ok());
+        let said = said_exit(&text);
         runs.push(StepRun {
             role: *role,
             exit_code: said.or(done.as_ref().map(|d| d.exit_code)),

@@ -23,6 +23,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use offload_provider::steps::FILER_ROOT_ENV;
 use offload_provider::{Launch, StepPlan, StepRole, StepRun};
 
 use super::supervise::{ChildStep, Mounts};
@@ -248,7 +249,7 @@ pub fn prepare(
             env.extend(step.env.clone());
             env.insert("PATH".into(), path_var.clone());
             env.insert("HOME".into(), work.join("tmp").display().to_string());
-            env.insert("OFFLOAD_FILER_ROOT".into(), work.display().to_string());
+            env.insert(FILER_ROOT_ENV.into(), work.display().to_string());
             let argv = std::iter::once(program.as_os_str().as_bytes().to_vec())
                 .chain(step.command.iter().map(|a| a.as_bytes().to_vec()))
                 .collect::<Vec<_>>();
@@ -341,20 +342,10 @@ pub fn filer_failure(dir: &Path) -> Option<String> {
         .iter()
         .rev()
         .find(|r| r.exit_code.is_some_and(|c| c != 0))?;
-    if !failed.role.is_filer() {
-        return None;
-    }
-    let what = match failed.role {
-        StepRole::StageIn => "staging the inputs failed",
-        _ => "staging the outputs failed",
-    };
-    // The filer's own line, else whatever it printed last (a program that would not start).
-    let lines = || failed.log.lines().rev();
-    let line = lines()
-        .find_map(|l| l.strip_prefix("offload-filer: "))
-        .or_else(|| lines().find(|l| !l.trim().is_empty()))
-        .unwrap_or("the filer said nothing");
-    Some(format!("{what}: {line}"))
+    failed
+        .role
+        .is_filer()
+        .then(|| offload_provider::steps::filer_failure(failed.role, &failed.log))
 }
 
 /// The step logs of the launch in `dir`, in order: the job's log is them one after another.

@@ -1,0 +1,134 @@
+//! What every provider that runs workloads of several steps does the same way, whatever
+//! its runtime: an executor that ignores errors or sends stdin, stdout or stderr to files
+//! runs through `/bin/sh` (which its image must have, as TESK requires), printing its own
+//! exit code as `offload-step-exit: N`; a failed filer step is told by its last
+//! `offload-filer:` line; and the filer's program in its image.
+
+use crate::{Step, StepRole};
+
+/// The line a wrapped executor prints (to stderr) with its exit code.
+pub const EXIT_MARK: &str = "offload-step-exit: ";
+/// The mark of the filer's line that says why it failed.
+pub const FILER_MARK: &str = "offload-filer: ";
+/// The filer's variable for the root its paths are under: `/` in a container of its own.
+pub const FILER_ROOT_ENV: &str = "OFFLOAD_FILER_ROOT";
+
+/// The filer's program in its image, before `filer stage-in` or `filer stage-out`: the
+/// gateway's own image has `offload` on its path.
+pub fn default_filer_command() -> Vec<String> {
+    vec!["offload".into()]
+}
+
+/// An executor's command run through `/bin/sh`.
+#[derive(Debug, PartialEq)]
+pub struct Wrapped {
+    pub command: Vec<String>,
+    /// The variables the wrapper reads: the files of stdin, stdout and stderr.
+    pub env: Vec<(String, String)>,
+}
+
+/// `step`'s command through `/bin/sh`, when it needs one (it ignores errors, or names a
+/// file for stdin, stdout or stderr); `None` runs its command as it is.
+pub fn wrapped(step: &Step) -> Option<Wrapped> {
+    let redirects = [
+        ("OFFLOAD_STDIN", &step.stdin, "<"),
+        ("OFFLOAD_STDOUT", &step.stdout, ">"),
+        ("OFFLOAD_STDERR", &step.stderr, "2>"),
+    ];
+    if !step.ignore_error && redirects.iter().all(|(_, p, _)| p.is_none()) {
+        return None;
+    }
+    let mut script = r#""$@""#.to_string();
+    let mut env = vec![];
+    for (var, path, op) in redirects {
+        if let Some(p) = path {
+            script += &format!(r#" {op} "${var}""#);
+            env.push((var.to_string(), p.clone()));
+        }
+    }
+    script = match step.ignore_error {
+        true => format!(r#"{script}; echo "{EXIT_MARK}$?" >&2; exit 0"#),
+        false => format!("exec {script}"),
+    };
+    let command = ["/bin/sh", "-c", &script, "offload-step"]
+        .into_iter()
+        .map(String::from)
+        .chain(step.command.iter().cloned())
+        .collect();
+    Some(Wrapped { command, env })
+}
+
+/// The exit code a wrapped executor that ignores errors printed, from its log.
+pub fn said_exit(log: &str) -> Option<i32> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(EXIT_MARK))
+        .and_then(|c| c.trim().parse().ok())
+}
+
+/// A failed filer step's reason, from what it wrote: its last `offload-filer:` line, else
+/// its last line.
+pub fn filer_failure(role: StepRole, said: &str) -> String {
+    let line = said
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(FILER_MARK))
+        .or_else(|| said.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("the filer said nothing");
+    let what = match role {
+        StepRole::StageIn => "staging the inputs failed",
+        _ => "staging the outputs failed",
+    };
+    format!("{what}: {line}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn step(ignore_error: bool, stdout: Option<&str>) -> Step {
+        Step {
+            role: StepRole::Executor,
+            image: "alpine".into(),
+            command: vec!["echo".into(), "hi".into()],
+            workdir: None,
+            env: BTreeMap::new(),
+            stdin: None,
+            stdout: stdout.map(String::from),
+            stderr: None,
+            ignore_error,
+            host_reads: vec![],
+            host_writes: vec![],
+        }
+    }
+
+    #[test]
+    fn only_what_needs_a_shell_gets_one() {
+        assert_eq!(wrapped(&step(false, None)), None);
+        let Wrapped { command, env } = wrapped(&step(false, Some("/out/x"))).unwrap();
+        assert_eq!(command[..3], ["/bin/sh", "-c", r#"exec "$@" > "$OFFLOAD_STDOUT""#]);
+        assert_eq!(command[3..], ["offload-step", "echo", "hi"]);
+        assert_eq!(env, [("OFFLOAD_STDOUT".to_string(), "/out/x".to_string())]);
+        let command = wrapped(&step(true, None)).unwrap().command;
+        assert_eq!(command[2], r#""$@"; echo "offload-step-exit: $?" >&2; exit 0"#);
+    }
+
+    #[test]
+    fn what_steps_said_is_read_back() {
+        assert_eq!(said_exit("a\noffload-step-exit: 3\n"), Some(3));
+        assert_eq!(said_exit("a\n"), None);
+        assert_eq!(
+            filer_failure(StepRole::StageIn, "x\noffload-filer: s3://b/k: not found\nbye\n"),
+            "staging the inputs failed: s3://b/k: not found"
+        );
+        assert_eq!(
+            filer_failure(StepRole::StageOut, "panic\n\n"),
+            "staging the outputs failed: panic"
+        );
+        assert_eq!(
+            filer_failure(StepRole::StageIn, ""),
+            "staging the inputs failed: the filer said nothing"
+        );
+    }
+}
