@@ -565,3 +565,76 @@ async fn inputs_and_outputs_are_staged_through_moto_s3() {
     let why = full["logs"][0]["system_logs"][0].as_str().unwrap();
     assert!(why.contains("s3://tes-bucket/in/none.txt"), "{why}");
 }
+
+/// On ECS (moto's), a task of several executors is one ECS task of dependent containers:
+/// each step's exit code and log are the task's executor logs, an ignored error is kept,
+/// and a filer that fails makes a SYSTEM_ERROR whose system log is the filer's own line.
+#[cfg(feature = "ecs")]
+#[tokio::test]
+async fn on_ecs_executors_are_dependent_containers_whose_logs_are_kept() {
+    let moto = moto::Moto::start();
+    let providers = moto.gateway_provider(&format!(
+        "log_group = \"{}\"\nexecution_role_arn = \"arn:aws:iam::123456789012:role/offload-execution\"\n\
+         filer_image = \"offload:1\"\npoll_interval_ms = 100",
+        moto.aws.log_group
+    ));
+    let gw = Gateway::start(&providers).await;
+    let task = |name: &str| {
+        json!({
+            "name": name,
+            "inputs": [{"content": "b\na\n", "path": "/data/in.txt"}],
+            "executors": [
+                {"image": "alpine", "command": ["sort", "/data/in.txt"]},
+                {"image": "alpine", "command": ["sh", "-c", "echo hi; exit 4"], "ignore_error": true},
+            ],
+            "resources": {"backend_parameters": {"provider": "fargate"}},
+        })
+    };
+    let fine = created(&gw, task("fine")).await;
+    let broken = created(&gw, task("broken")).await;
+    // moto starts tasks RUNNING: each task's ARN, once the gateway has seen it so.
+    let arn = |id: String| {
+        let gw = &gw;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let job = gw.get(TOKEN_A, &format!("/v1/jobs/{id}")).await.1;
+                if job["state"] == "running" {
+                    return job["provider_ref"].as_str().unwrap().to_string();
+                }
+                assert!(tokio::time::Instant::now() < deadline, "not running: {job}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (fine_arn, broken_arn) = (arn(fine.clone()).await, arn(broken.clone()).await);
+    let stream = |container: &str, arn: &str| {
+        format!("offload/{container}/{}", arn.rsplit('/').next().unwrap())
+    };
+    moto.write_log(&stream("exec-0", &fine_arn), &["a", "b"]).await;
+    moto.write_log(&stream("exec-1", &fine_arn), &["hi", "offload-step-exit: 4"]).await;
+    let codes = json!({"stage-in": 0, "exec-0": 0, "exec-1": 0});
+    moto.stop_containers(&fine_arn, codes, "Essential container in task exited").await;
+    moto.write_log(
+        &stream("stage-in", &broken_arn),
+        &["offload-filer: content of /data/in.txt: No space left on device"],
+    )
+    .await;
+    moto.stop_containers(&broken_arn, json!({"stage-in": 1}), "").await;
+
+    let full = ended(&gw, &fine).await;
+    assert_eq!(full["state"], "COMPLETE", "{full}");
+    let logs = full["logs"][0]["logs"].as_array().unwrap();
+    let codes: Vec<&Value> = logs.iter().map(|l| &l["exit_code"]).collect();
+    assert_eq!(codes, [&json!(0), &json!(4)], "{full}");
+    assert_eq!(logs[0]["stdout"], "a\nb\n");
+    assert!(logs[1]["stdout"].as_str().unwrap().starts_with("hi\n"), "{full}");
+
+    let full = ended(&gw, &broken).await;
+    assert_eq!(full["state"], "SYSTEM_ERROR", "{full}");
+    assert_eq!(
+        full["logs"][0]["system_logs"],
+        json!(["staging the inputs failed: content of /data/in.txt: No space left on device"]),
+        "{full}"
+    );
+}

@@ -451,7 +451,9 @@ fn logs_of(job: &Job, full: bool, log_tail: Option<&str>) -> Vec<TesTaskLog> {
                 }
                 continue;
             }
-            if step.started_at.is_none() {
+            // A step that never ran (after one that failed) has no log; one that ran has
+            // its start, or at least its exit code (ECS tells no container's times).
+            if step.started_at.is_none() && step.exit_code.is_none() {
                 continue;
             }
             current.logs.push(TesExecutorLog {

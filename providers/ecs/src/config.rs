@@ -66,6 +66,18 @@ pub struct Config {
     /// Roles a job may run as (`provider_options.ecs.task_role_arn`); none by default.
     #[serde(default)]
     pub allowed_task_roles: Vec<String>,
+    /// The image the filer steps of a job with inputs or outputs run (the gateway's own
+    /// image, which has `offload`); without it, such jobs are refused.
+    pub filer_image: Option<String>,
+    /// The filer's program in that image, before `filer stage-in` or `filer stage-out`.
+    #[serde(default = "offload_provider::steps::default_filer_command")]
+    pub filer_command: Vec<String>,
+    /// The deployment's credentials for the object stores, which the filer's containers
+    /// alone get: variable (`AWS_ACCESS_KEY_ID`, ...) → the ARN of a Secrets Manager secret
+    /// or SSM parameter, read by ECS with `execution_role_arn`. Not `task_role_arn`: every
+    /// container of a task has its role, the executors too.
+    #[serde(default)]
+    pub filer_secrets: BTreeMap<String, String>,
 }
 
 /// One capacity provider of a task's capacity provider strategy.
@@ -162,6 +174,9 @@ impl Config {
         }
         if self.log_group.is_some() && self.execution_role_arn.is_none() {
             return Err("execution_role_arn: the awslogs driver needs an execution role".into());
+        }
+        if !self.filer_secrets.is_empty() && self.execution_role_arn.is_none() {
+            return Err("execution_role_arn: filer_secrets are read with an execution role".into());
         }
         if let Some(entry) = self
             .allowed_task_definitions

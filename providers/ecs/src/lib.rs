@@ -10,6 +10,7 @@
 //!   Logs, stream `PREFIX/CONTAINER/TASK_ID`; the tails of tasks ended in the same round
 //!   in one FilterLogEvents per 100 (`logs`);
 //! - a job's `provider_options.ecs` chooses only what the operator allows (`options`);
+//! - a job of several steps is one task of a container per step, in order (`steps`);
 //! - every call waits for a token from a client-side bucket kept under ECS's rates.
 
 mod config;
@@ -20,6 +21,7 @@ mod options;
 mod pricing;
 mod sizing;
 mod status;
+mod steps;
 mod taskdef;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,7 +38,7 @@ use offload_provider::budget::Budget;
 use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
     Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, Provider,
-    ProviderError, Resources, Result, WorkloadSpec,
+    ProviderError, Resources, Result, StepRun, WorkloadSpec,
 };
 
 pub use config::{Arch, CapacityProvider, CapacityShare, Config};
@@ -114,8 +116,13 @@ impl Ecs {
         self.limiter.ready().await;
     }
 
-    async fn task_definition(&self, image: &str, size: sizing::Size) -> Result<String> {
-        let (family, digest) = taskdef::family(&self.config, image, size);
+    /// The task definition of offload's own for `spec` at `size`, registered if need be.
+    async fn task_definition(&self, spec: &WorkloadSpec, size: sizing::Size) -> Result<String> {
+        let shape = match &spec.steps {
+            Some(plan) => steps::shape(&self.config, plan),
+            None => vec![],
+        };
+        let (family, digest) = taskdef::family(&self.config, &spec.image, size, &shape);
         let mut known = self.definitions.lock().await;
         if let Some(arn) = known.get(&family) {
             return Ok(arn.clone());
@@ -145,19 +152,24 @@ impl Ecs {
             Some(arn) => arn,
             None => {
                 self.ready().await;
+                let parts = match &spec.steps {
+                    Some(plan) => steps::definition(&self.config, plan, |name, image| {
+                        taskdef::container(&self.config, name, image)
+                    }),
+                    None => (vec![], vec![taskdef::one_container(&self.config, &spec.image, size)]),
+                };
                 let out = taskdef::register(
                     &self.ecs,
                     &self.config,
-                    image,
                     size,
-                    &family,
-                    &digest,
+                    (&family, &digest),
+                    parts,
                     self.config_tags(),
-                )?
+                )
                 .send()
                 .await
                 .map_err(|e| classify("RegisterTaskDefinition", e))?;
-                tracing::info!(%family, image, "registered an ECS task definition");
+                tracing::info!(%family, image = %spec.image, "registered an ECS task definition");
                 out.task_definition()
                     .and_then(|d| d.task_definition_arn())
                     .ok_or_else(|| {
@@ -211,9 +223,37 @@ impl Ecs {
     }
 
     fn log_stream(&self, handle: &Handle) -> String {
-        let task_id = handle.provider_ref.rsplit('/').next().unwrap_or_default();
-        let container = self.containers.of(&handle.provider_ref);
+        self.stream_of(&handle.provider_ref, &self.containers.of(&handle.provider_ref))
+    }
+
+    /// The log stream of a task's container.
+    fn stream_of(&self, task_arn: &str, container: &str) -> String {
+        let task_id = task_arn.rsplit('/').next().unwrap_or_default();
         format!("{}/{container}/{task_id}", self.config.log_stream_prefix)
+    }
+
+    /// The last `max` bytes of a task's container's log; empty where there is no log (no
+    /// `log_group`, or a container that never started).
+    async fn container_tail(&self, task_arn: &str, container: &str, max: usize) -> Result<String> {
+        let Some(group) = &self.config.log_group else {
+            return Ok(String::new());
+        };
+        let name = self.stream_of(task_arn, container);
+        let stream = logs::Stream {
+            logs: &self.logs,
+            limiter: &self.limiter,
+            group,
+            name: &name,
+        };
+        let query = LogQuery {
+            cursor: None,
+            tail_bytes: Some(max),
+        };
+        match stream.read(&query).await {
+            Ok(chunk) => Ok(chunk.text),
+            Err(ProviderError::NotFound(_)) => Ok(String::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// A spec's size and options, or why it cannot run here (the message names the field).
@@ -233,6 +273,18 @@ impl Ecs {
             }
         }
         let options = Options::allowed(spec.provider_options.as_ref(), &self.config)?;
+        if let Some(plan) = &spec.steps {
+            if options.task_definition.is_some() {
+                return Err(ProviderError::InvalidSpec(
+                    "provider_options.ecs.task_definition: a job of several steps runs in a \
+                     task definition of offload's own"
+                        .into(),
+                ));
+            }
+            if let Some(why) = steps::refusal(&self.config, plan) {
+                return Err(ProviderError::InvalidSpec(why));
+            }
+        }
         Ok((size, options))
     }
 }
@@ -298,14 +350,22 @@ impl Provider for Ecs {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
-        offload_provider::refuse_steps(self.kind(), spec)?;
-        self.checked(spec).map(|_| ())
+        self.checked(spec)?;
+        match &spec.steps {
+            Some(plan) => steps::overrides(&self.config, plan, &BTreeMap::new()).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    fn runs_steps(&self) -> bool {
+        true
     }
 
     async fn launch(&self, launch: &Launch) -> Result<Handle> {
         let spec = &launch.spec;
         let (size, opts) = self.checked(spec)?;
-        let container = opts.container();
+        let followed = spec.steps.as_ref().map(steps::followed);
+        let container = followed.as_deref().unwrap_or(opts.container());
         let handle = |arn: String| {
             self.containers.remember(&arn, container);
             Handle {
@@ -321,26 +381,31 @@ impl Provider for Ecs {
         }
         let definition = match &opts.task_definition {
             Some(existing) => existing.clone(),
-            None => self.task_definition(&spec.image, size).await?,
+            None => self.task_definition(spec, size).await?,
         };
 
-        // ECS overrides only the container's command, not its entrypoint: `command` and
-        // `args` together become that command.
-        let command: Vec<String> = spec.command.iter().chain(&spec.args).cloned().collect();
-        let environment = spec
-            .env
-            .iter()
-            .chain(&launch.secret_env)
-            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
-            .collect();
-        let mut overrides = TaskOverride::builder()
-            .container_overrides(
-                ContainerOverride::builder()
+        let containers = match &spec.steps {
+            Some(plan) => steps::overrides(&self.config, plan, &launch.secret_env)?,
+            None => {
+                // ECS overrides only the container's command, not its entrypoint: `command`
+                // and `args` together become that command.
+                let command: Vec<String> =
+                    spec.command.iter().chain(&spec.args).cloned().collect();
+                let environment = spec
+                    .env
+                    .iter()
+                    .chain(&launch.secret_env)
+                    .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+                    .collect();
+                vec![ContainerOverride::builder()
                     .name(container)
                     .set_command((!command.is_empty()).then_some(command))
                     .set_environment(Some(environment))
-                    .build(),
-            )
+                    .build()]
+            }
+        };
+        let mut overrides = TaskOverride::builder()
+            .set_container_overrides(Some(containers))
             .cpu(size.cpu_units.to_string())
             .memory(size.memory_mib.to_string())
             .set_task_role_arn(opts.task_role_arn.clone());
@@ -409,6 +474,8 @@ impl Provider for Ecs {
 
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
         let mut observations = Vec::with_capacity(handles.len());
+        // Tasks whose filer failed: which observation, whose step, its container.
+        let mut filer_failed = vec![];
         for chunk in handles.chunks(DESCRIBE_BATCH) {
             self.ready().await;
             let out = self
@@ -431,7 +498,13 @@ impl Provider for Ecs {
                         missing.remove(&handle.provider_ref);
                         self.containers
                             .remember(&handle.provider_ref, status::container(task));
-                        (status::phase(task), status::ran(task))
+                        let phase = status::phase(task);
+                        if let (Phase::Exited { .. }, Some((role, name, _))) =
+                            (&phase, steps::failed(task).filter(|(r, _, _)| r.is_filer()))
+                        {
+                            filer_failed.push((observations.len(), role, name.to_string()));
+                        }
+                        (phase, status::ran(task))
                     }
                     None => {
                         let rounds = missing.entry(handle.provider_ref.clone()).or_default();
@@ -456,6 +529,14 @@ impl Provider for Ecs {
                     phase,
                     ran,
                 });
+            }
+        }
+        // A failed filer says why (the URL and the cause) in its log; the task does not.
+        for (at, role, container) in filer_failed {
+            let seen = &mut observations[at];
+            let said = self.container_tail(&seen.handle.provider_ref, &container, 4096).await?;
+            if let (Phase::Exited { reason, .. }, false) = (&mut seen.phase, said.trim().is_empty()) {
+                *reason = Some(offload_provider::steps::filer_failure(role, &said));
             }
         }
         Ok(observations)
@@ -509,6 +590,41 @@ impl Provider for Ecs {
             .map(|h| (h.key.clone(), self.log_stream(h)))
             .collect();
         logs::tails(&self.logs, &self.limiter, group, &streams, max_bytes).await
+    }
+
+    /// One DescribeTasks for the task, then each step's container's log: ECS tells each
+    /// one's exit code, and when the task, not each container, started and stopped.
+    async fn step_runs(&self, handle: &Handle, tail_bytes: usize) -> Result<Vec<StepRun>> {
+        self.ready().await;
+        let out = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.config.cluster)
+            .tasks(&handle.provider_ref)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeTasks", e))?;
+        let Some(task) = out.tasks().first() else {
+            return Ok(vec![]);
+        };
+        let ran = status::ran(task);
+        let ordered = steps::in_order(task);
+        let mut runs = Vec::with_capacity(ordered.len());
+        for (i, (role, container)) in ordered.iter().enumerate() {
+            let name = container.name().unwrap_or_default();
+            let text = match container.exit_code() {
+                Some(_) => self.container_tail(&handle.provider_ref, name, tail_bytes).await?,
+                None => String::new(),
+            };
+            runs.push(StepRun {
+                role: *role,
+                exit_code: offload_provider::steps::said_exit(&text).or(container.exit_code()),
+                started: ran.filter(|_| i == 0).map(|r| r.started),
+                finished: ran.filter(|_| i + 1 == ordered.len()).map(|r| r.finished),
+                log: text,
+            });
+        }
+        Ok(runs)
     }
 
     /// ECS forgets stopped tasks on its own (after about an hour): nothing to delete but

@@ -1,13 +1,15 @@
 //! What a DescribeTasks answer says about a job: ECS's task lifecycle mapped onto
-//! offload's phases, with the stop code and reasons turned into a job's reason.
+//! offload's phases, with the stop code and reasons turned into a job's reason. A task of
+//! several steps ended with the first of them that exited non-zero, if one did.
 
 use aws_sdk_ecs::types::{Task, TaskStopCode};
 use offload_provider::{Phase, RunTimes};
 
 use crate::taskdef::CONTAINER;
 
-/// The container the job runs in: the one offload's container override names (every
-/// launch sends exactly one), else `main`.
+/// The container the job runs in: the one offload's first container override names (a
+/// launch sends one, or for a job of several steps its last executor's first), else
+/// `main`.
 pub fn container(task: &Task) -> &str {
     task.overrides()
         .and_then(|o| o.container_overrides().first())
@@ -57,6 +59,23 @@ fn stopped(task: &Task, container: &str) -> Phase {
         exit_code: None,
         reason,
     };
+    let stopped_from_outside = matches!(
+        task.stop_code(),
+        Some(TaskStopCode::SpotInterruption | TaskStopCode::UserInitiated)
+    );
+    if let Some((role, name, code)) = crate::steps::failed(task).filter(|_| !stopped_from_outside) {
+        return match role.is_filer() {
+            // What the filer said is in its log, which the provider reads for the reason.
+            true => failed(Some(offload_provider::steps::filer_failure(
+                role,
+                &format!("its container {name} exited with code {code}"),
+            ))),
+            false => Phase::Exited {
+                exit_code: Some(code),
+                reason: Some(format!("exited with code {code}")),
+            },
+        };
+    }
     match task.stop_code() {
         Some(TaskStopCode::TaskFailedToStart) => failed(because("failed to start")),
         // AWS took the Spot capacity back: not the job's doing, so a new attempt follows.

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 
 use common::Moto;
 use offload_provider::conformance::launch;
-use offload_provider::{Handle, LogQuery, Phase, Provider, ProviderError, Resources, WorkloadSpec};
+use offload_provider::{
+    Handle, LogQuery, Phase, Provider, ProviderError, Resources, Step, StepPlan, StepRole,
+    WorkloadSpec,
+};
 use serde_json::json;
 
 fn spec(image: &str, cpu: f64, memory_mib: u64) -> WorkloadSpec {
@@ -875,4 +878,206 @@ async fn one_describe_tasks_call_covers_a_hundred_tasks() {
         .map(|(_, body)| body["tasks"].as_array().unwrap().len())
         .collect();
     assert_eq!(sizes, [100, 100, 50]);
+}
+
+fn step(role: StepRole, image: &str, command: &[&str]) -> Step {
+    Step {
+        role,
+        image: image.into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        workdir: None,
+        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        ignore_error: false,
+        host_reads: vec![],
+        host_writes: vec![],
+    }
+}
+
+/// A TES-shaped job: its inputs staged in, two executors (the second ignoring errors and
+/// sending its stdout to a file), its outputs staged out, `/data` shared.
+fn steps_spec(second: &str) -> WorkloadSpec {
+    let mut stage_in = step(StepRole::StageIn, "", &["filer", "stage-in"]);
+    stage_in.env = BTreeMap::from([("OFFLOAD_FILER_PLAN".into(), "{\"inputs\":[]}".into())]);
+    let mut first = step(StepRole::Executor, "alpine", &["sort", "/data/in.txt"]);
+    first.workdir = Some("/data".into());
+    let mut last = step(StepRole::Executor, "busybox", &["sh", "-c", second]);
+    last.ignore_error = true;
+    last.stdout = Some("/data/out.txt".into());
+    let mut stage_out = stage_in.clone();
+    stage_out.role = StepRole::StageOut;
+    stage_out.command = vec!["filer".into(), "stage-out".into()];
+    WorkloadSpec {
+        steps: Some(StepPlan {
+            steps: vec![stage_in, first, last, stage_out],
+            volumes: vec!["/data".into()],
+        }),
+        command: vec![],
+        args: vec![],
+        ..spec("alpine", 0.5, 1024)
+    }
+}
+
+const FILER_SECRET: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:filer";
+
+async fn steps_provider(moto: &Moto) -> offload_ecs::Ecs {
+    moto.config(json!({
+        "filer_image": "offload:1",
+        "filer_secrets": {"AWS_ACCESS_KEY_ID": FILER_SECRET},
+    }))
+    .build()
+    .await
+    .unwrap()
+}
+
+/// A job of several steps is one task with a container per step, in order: each waits for
+/// the one before it to exit 0, only the last is essential, every one mounts the shared
+/// folders, and the filer's alone get the deployment's secrets. Commands and environments
+/// travel as overrides (the followed executor's first), so a second task of the same shape
+/// registers nothing.
+#[tokio::test]
+async fn steps_are_dependent_containers_of_one_task() {
+    let moto = Moto::start();
+    let ecs = steps_provider(&moto).await;
+    let job = steps_spec("echo hi; exit 3");
+    ecs.validate(&job).unwrap();
+    let handle = ecs.launch(&launch("offload-s-1", job)).await.unwrap();
+
+    let recorded = moto.recorded().await;
+    let (_, def) = recorded.iter().find(|(a, _)| a == "RegisterTaskDefinition").unwrap();
+    let containers = def["containerDefinitions"].as_array().unwrap();
+    let field = |name: &str| containers.iter().map(|c| c[name].clone()).collect::<Vec<_>>();
+    assert_eq!(field("name"), ["stage-in", "exec-0", "exec-1", "stage-out"]);
+    assert_eq!(field("image"), ["offload:1", "alpine", "busybox", "offload:1"]);
+    assert_eq!(field("essential"), [false, false, false, true]);
+    assert_eq!(field("memory"), vec![json!(null); 4], "each step has the whole task's memory");
+    let after = |name: &str| json!([{"containerName": name, "condition": "SUCCESS"}]);
+    assert_eq!(
+        field("dependsOn"),
+        [json!(null), after("stage-in"), after("exec-0"), after("exec-1")]
+    );
+    let mount = json!([{"sourceVolume": "steps-0", "containerPath": "/data", "readOnly": false}]);
+    assert_eq!(field("mountPoints"), [mount.clone(), mount.clone(), mount.clone(), mount]);
+    assert_eq!(def["volumes"], json!([{"name": "steps-0"}]));
+    assert_eq!(field("workingDirectory")[1], "/data");
+    let secret = json!([{"name": "AWS_ACCESS_KEY_ID", "valueFrom": FILER_SECRET}]);
+    assert_eq!(field("secrets"), [secret.clone(), json!(null), json!(null), secret]);
+
+    let (_, run) = recorded.iter().find(|(a, _)| a == "RunTask").unwrap();
+    let overrides = run["overrides"]["containerOverrides"].as_array().unwrap();
+    let by_name = |name: &str| overrides.iter().find(|o| o["name"] == name).unwrap();
+    assert_eq!(overrides[0]["name"], "exec-1", "the followed container's comes first");
+    assert_eq!(by_name("stage-in")["command"], json!(["offload", "filer", "stage-in"]));
+    assert_eq!(by_name("exec-0")["command"], json!(["sort", "/data/in.txt"]));
+    assert_eq!(by_name("exec-1")["command"][0], "/bin/sh");
+    let env = |name: &str| -> BTreeMap<String, String> {
+        by_name(name)["environment"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().into(), p["value"].as_str().unwrap().into()))
+            .collect()
+    };
+    assert_eq!(env("exec-0")["TOKEN"], "s3cr3t", "executors get the job's secret env");
+    assert_eq!(env("exec-1")["OFFLOAD_STDOUT"], "/data/out.txt");
+    assert_eq!(env("stage-in")["OFFLOAD_FILER_ROOT"], "/");
+    assert!(!env("stage-in").contains_key("TOKEN"), "the filer gets no job secret");
+    assert!(env("stage-in").contains_key("OFFLOAD_FILER_PLAN"));
+
+    let other = steps_spec("echo another command");
+    ecs.launch(&launch("offload-s-2", other)).await.unwrap();
+    assert_eq!(moto.count("RegisterTaskDefinition").await, 1, "one definition per shape");
+
+    // All went well, the second executor's error ignored: its code is kept all the same.
+    let mut log = TaskLog::create(&moto, &handle, "exec-1").await;
+    log.append(["hi", "offload-step-exit: 3"]).await;
+    let codes = json!({"stage-in": 0, "exec-0": 0, "exec-1": 0, "stage-out": 0});
+    moto.stop_containers(&handle.provider_ref, codes, "Essential container in task exited")
+        .await;
+    assert_eq!(
+        phase(&ecs, &handle).await,
+        Some(Phase::Exited { exit_code: Some(0), reason: None })
+    );
+    let runs = ecs.step_runs(&handle, 1 << 16).await.unwrap();
+    let roles: Vec<_> = runs.iter().map(|r| r.role).collect();
+    use StepRole::*;
+    assert_eq!(roles, [StageIn, Executor, Executor, StageOut]);
+    let codes: Vec<_> = runs.iter().map(|r| r.exit_code).collect();
+    assert_eq!(codes, [Some(0), Some(0), Some(3), Some(0)]);
+    assert_eq!(runs[2].log, "hi\noffload-step-exit: 3\n");
+}
+
+/// The first step that exits non-zero ends the task (the ones after it never start): an
+/// executor's code is the job's; a filer's failure is no code of the job's, and its reason
+/// is the filer's own line, from its log.
+#[tokio::test]
+async fn a_failed_step_ends_the_task_and_a_failed_filer_says_why() {
+    let moto = Moto::start();
+    let ecs = steps_provider(&moto).await;
+    let executor = ecs.launch(&launch("offload-f-1", steps_spec("true"))).await.unwrap();
+    moto.stop_containers(
+        &executor.provider_ref,
+        json!({"stage-in": 0, "exec-0": 5}),
+        "Essential container in task exited",
+    )
+    .await;
+    assert_eq!(
+        phase(&ecs, &executor).await,
+        Some(Phase::Exited { exit_code: Some(5), reason: Some("exited with code 5".into()) })
+    );
+    let codes: Vec<_> = ecs
+        .step_runs(&executor, 4096)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.exit_code)
+        .collect();
+    assert_eq!(codes, [Some(0), Some(5), None, None]);
+
+    let filer = ecs.launch(&launch("offload-f-2", steps_spec("true"))).await.unwrap();
+    let mut log = TaskLog::create(&moto, &filer, "stage-in").await;
+    log.append(["reading", "offload-filer: s3://bucket/in.txt: the object does not exist"])
+        .await;
+    moto.stop_containers(&filer.provider_ref, json!({"stage-in": 1}), "").await;
+    assert_eq!(
+        phase(&ecs, &filer).await,
+        Some(Phase::Exited {
+            exit_code: None,
+            reason: Some(
+                "staging the inputs failed: s3://bucket/in.txt: the object does not exist".into()
+            )
+        })
+    );
+}
+
+/// What a job of steps cannot have here is refused before any call, naming the field.
+#[tokio::test]
+async fn steps_this_provider_cannot_run_are_refused_naming_the_field() {
+    let moto = Moto::start();
+    let no_filer = moto.config(json!({})).build().await.unwrap();
+    let refusal = |r: offload_provider::Result<()>| match r {
+        Err(ProviderError::InvalidSpec(why)) => why,
+        other => panic!("not refused: {other:?}"),
+    };
+    let why = refusal(no_filer.validate(&steps_spec("true")));
+    assert!(why.starts_with("steps: ") && why.contains("filer_image"), "{why}");
+
+    let ecs = moto
+        .config(json!({"filer_image": "offload:1", "allowed_task_definitions": ["etl"]}))
+        .build()
+        .await
+        .unwrap();
+    let mut named = steps_spec("true");
+    named.provider_options = Some(json!({"task_definition": "etl"}));
+    let why = refusal(ecs.validate(&named));
+    assert!(why.starts_with("provider_options.ecs.task_definition: "), "{why}");
+
+    let long = "x".repeat(9000);
+    let why = refusal(ecs.validate(&steps_spec(&long)));
+    assert!(why.starts_with("steps: ") && why.contains("8192"), "{why}");
+    moto.reset_recording().await;
+    assert!(ecs.launch(&launch("offload-l-1", steps_spec(&long))).await.is_err());
+    assert_eq!(moto.count("RunTask").await, 0);
 }

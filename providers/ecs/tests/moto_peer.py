@@ -20,14 +20,16 @@ and starts no second task (moto ignores the token), so a gateway killed with a R
 flight and restarted finds the task it started, as it would on ECS, even when its lookup by
 `startedBy` comes before moto has made the task.
 
-moto gets four things wrong that the tests rely on, fixed below: a RunTask with a
+moto gets five things wrong that the tests rely on, fixed below: a RunTask with a
 `capacityProviderStrategy` of FARGATE and FARGATE_SPOT (and no `launchType`, as ECS
 requires) runs on Fargate, as ECS runs it (moto looks for EC2 container instances and fails
 with a 500); a container's `cpu` and
 `memory` (numbers, where ECS sends strings), a task's containers (moto makes one, from the
 first container definition; ECS makes one per definition), and StopTask of a task it does
 not know (moto fails with a 500; ECS answers InvalidParameterException "The referenced task
-was not found."). Two of CloudWatch Logs' ways are added: a task's containers that log with
+was not found."), and a Fargate container with no `memory` of its own (ECS gives it the
+task's; moto adds `None` to its sum of the containers' memory and fails with a 500). Two of
+CloudWatch Logs' ways are added: a task's containers that log with
 the awslogs driver get their streams (`PREFIX/CONTAINER/TASK_ID`) when the task starts, as
 the driver makes them, and FilterLogEvents naming a stream that does not exist is refused
 with ResourceNotFoundException "The specified log stream does not exist." (moto skips the
@@ -36,6 +38,7 @@ name).
 Prints one JSON line with the endpoint and the resources, then serves until killed.
 """
 
+import copy
 import io
 import json
 import os
@@ -63,12 +66,13 @@ from moto.ecs import responses as ecs_responses  # noqa: E402
 ACCOUNT, REGION = "123456789012", "us-east-1"
 LOG_GROUP = "/offload/jobs"
 
-# The three shapes moto gets wrong (see the module's doc).
+# The shapes moto gets wrong (see the module's doc).
 _container_init = ecs_models.Container.__init__
 _task_init = ecs_models.Task.__init__
 _stop_task = ecs_models.EC2ContainerServiceBackend.stop_task
 _filter_log_events = logs_models.LogGroup.filter_log_events
 _run_task_response = ecs_responses.EC2ContainerServiceResponse.run_task
+_requirements = ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements
 
 
 def _ecs_shaped_container(self, task_def, definition=None):
@@ -107,6 +111,17 @@ def _run_task_on_fargate_capacity(self):
     return _run_task_response(self)
 
 
+def _requirements_of_containers_without_memory(task_definition):
+    if all(d.get("memory") is not None or d.get("memoryReservation") is not None
+           for d in task_definition.container_definitions):
+        return _requirements(task_definition)
+    shaped = copy.copy(task_definition)
+    shaped.container_definitions = [dict(d, memory=d.get("memory") or 0) for d in task_definition.container_definitions]
+    required = _requirements(shaped)
+    required["MEMORY"] = max(required["MEMORY"], int(task_definition.memory or 0))
+    return required
+
+
 def _stop_task_as_ecs_does(self, cluster_str, task_str, reason):
     try:
         return _stop_task(self, cluster_str, task_str, reason)
@@ -119,6 +134,8 @@ def _stop_task_as_ecs_does(self, cluster_str, task_str, reason):
 ecs_models.Container.__init__ = _ecs_shaped_container
 ecs_models.Task.__init__ = _task_with_every_container
 ecs_models.EC2ContainerServiceBackend.stop_task = _stop_task_as_ecs_does
+ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(
+    _requirements_of_containers_without_memory)
 ecs_responses.EC2ContainerServiceResponse.run_task = _run_task_on_fargate_capacity
 logs_models.LogGroup.filter_log_events = _filter_naming_only_streams_that_exist
 
