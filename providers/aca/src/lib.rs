@@ -201,10 +201,7 @@ impl Aca {
 
 /// When the job was created, as its tag says.
 fn created(job: &Value) -> Option<SystemTime> {
-    let at = job["tags"][job::CREATED_TAG].as_str()?;
-    let at =
-        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(SystemTime::from(at))
+    offload_provider::rfc3339(job["tags"][job::CREATED_TAG].as_str()?)
 }
 
 fn deleted(name: &str) -> Phase {

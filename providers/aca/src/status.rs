@@ -16,10 +16,7 @@ use crate::job::CONTAINER;
 const PULL_ERRORS: [&str; 3] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
 
 fn time(value: &Value) -> Option<SystemTime> {
-    let text = value.as_str()?;
-    let at =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(at.unix_timestamp_nanos() as f64 / 1e9))
+    offload_provider::rfc3339(value.as_str()?)
 }
 
 /// The execution's start and end, as Container Apps reports them.

@@ -16,7 +16,6 @@ use offload_provider::{ProviderError, Result};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::group::CONTAINER;
 
 pub struct Arm {
     /// Reads, stops and deletes, sent again when they fail in passing.
@@ -139,13 +138,14 @@ impl Arm {
         )
     }
 
-    pub async fn logs(&self, name: &str, tail: Option<i32>) -> Result<String> {
+    /// The log of one container of a group (`main`, or a step's init container).
+    pub async fn logs(&self, name: &str, container: &str, tail: Option<i32>) -> Result<String> {
         self.reads.turn().await;
         let mut request = self.client.containers_client().list_logs(
             &self.subscription,
             &self.group,
             name,
-            CONTAINER,
+            container,
         );
         if let Some(lines) = tail {
             request = request.tail(lines);

@@ -71,6 +71,18 @@ pub struct Config {
     /// is sent again, a create is not.
     #[serde(default = "offload_provider::timeouts::request_seconds")]
     pub request_timeout_seconds: u64,
+    /// The image the filer steps of a job with inputs or outputs run (the gateway's own
+    /// image, which has `offload`); without it, such jobs are refused.
+    pub filer_image: Option<String>,
+    /// The filer's program in that image, before `filer stage-in` or `filer stage-out`.
+    #[serde(default = "offload_provider::steps::default_filer_command")]
+    pub filer_command: Vec<String>,
+    /// The deployment's credentials for the object stores, which the filer's init
+    /// containers alone get, as secure environment variables (`AZURE_STORAGE_ACCOUNT_KEY`,
+    /// ...). Never shown. Not `managed_identity`: a group's identity is every container's,
+    /// the executors' too.
+    #[serde(default)]
+    pub filer_secrets: BTreeMap<String, SecretString>,
 }
 
 /// A container group's priority.

@@ -1,5 +1,6 @@
 //! One container group per attempt: its name, and the body of the PUT that creates it,
-//! written as ARM's JSON and checked against the crate's model.
+//! written as ARM's JSON and checked against the crate's model (a job of several steps
+//! adds its init containers and volumes, [`crate::steps`]).
 
 use offload_provider::{Launch, ProviderError, Resources, Result};
 use serde_json::{json, Value};
@@ -72,35 +73,51 @@ pub fn body(config: &Config, launch: &Launch) -> Value {
             .or_else(|| config.gpu_skus.first().cloned());
         requests["gpu"] = json!({"count": gpu.count, "sku": sku});
     }
-    let env: Vec<Value> = spec
-        .env
-        .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .chain(
-            launch
-                .secret_env
-                .iter()
-                .map(|(k, v)| json!({"name": k, "secureValue": v})),
-        )
-        .collect();
-    let command: Vec<&String> = spec.command.iter().chain(&spec.args).collect();
     let mut tags = config.tags.clone();
     for (k, v) in &spec.labels {
         tags.insert(format!("label-{k}"), v.clone());
     }
     tags.insert(MANAGED_BY_TAG.into(), "offload".into());
     tags.insert(JOB_ID_TAG.into(), launch.job_id.clone());
+    let (init, mut main, volumes) = match &spec.steps {
+        Some(plan) => {
+            tags.insert(crate::steps::ROLES_TAG.into(), crate::steps::roles_tag(plan));
+            crate::steps::containers(config, launch, plan)
+        }
+        None => {
+            let command: Vec<&String> = spec.command.iter().chain(&spec.args).collect();
+            let env: Vec<Value> = spec
+                .env
+                .iter()
+                .map(|(k, v)| json!({"name": k, "value": v}))
+                .chain(
+                    launch
+                        .secret_env
+                        .iter()
+                        .map(|(k, v)| json!({"name": k, "secureValue": v})),
+                )
+                .collect();
+            let main = json!({"name": CONTAINER, "properties": {
+                "image": spec.image,
+                "command": command,
+                "environmentVariables": env,
+            }});
+            (vec![], main, vec![])
+        }
+    };
+    main["properties"]["resources"] = json!({"requests": requests});
     let mut properties = json!({
-        "containers": [{"name": CONTAINER, "properties": {
-            "image": spec.image,
-            "command": command,
-            "environmentVariables": env,
-            "resources": {"requests": requests},
-        }}],
+        "containers": [main],
         "osType": config.os_type,
         "restartPolicy": "Never",
         "priority": match config.priority { Priority::Regular => "Regular", Priority::Spot => "Spot" },
     });
+    if !init.is_empty() {
+        properties["initContainers"] = json!(init);
+    }
+    if !volumes.is_empty() {
+        properties["volumes"] = json!(volumes);
+    }
     if !config.subnet_ids.is_empty() {
         properties["subnetIds"] = json!(config
             .subnet_ids

@@ -11,7 +11,8 @@
 //! - cancel: read the log, then stop (kept until release, so the engine reads its tail);
 //!   release: delete (groups count against ACI's quota);
 //! - logs: the container logs API (or the copy read at cancel, see `stopped`); `managed`
-//!   lists groups tagged `managed-by=offload`.
+//!   lists groups tagged `managed-by=offload`;
+//! - a job of several steps is one group of init containers in order (`steps`).
 //!
 //! A job sets nothing through `provider_options.aci`: the subnets, identity and registry
 //! credentials of its group are the operator's settings only, so a tenant cannot choose
@@ -24,12 +25,14 @@ mod config;
 mod group;
 mod pricing;
 mod status;
+mod steps;
 mod stopped;
 
+use group::CONTAINER;
 use offload_provider::figures::{Pricing, ReadPrices};
 use offload_provider::{
-    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Provider, ProviderError,
-    Resources, Result, WorkloadSpec,
+    Capabilities, Handle, Launch, LogChunk, LogQuery, Observation, Phase, Provider,
+    ProviderError, Resources, Result, StepRun, WorkloadSpec,
 };
 
 pub use config::{Config, Dns, Priority};
@@ -92,8 +95,9 @@ impl Provider for Aci {
     }
 
     fn validate(&self, spec: &WorkloadSpec) -> Result<()> {
-        offload_provider::refuse_steps(self.kind(), spec)?;
-        match group::refusal(&self.config, &spec.resources)
+        let steps = spec.steps.as_ref().and_then(|plan| steps::refusal(&self.config, plan));
+        match steps
+            .or_else(|| group::refusal(&self.config, &spec.resources))
             .or_else(|| {
                 let settings = "subnets, identity and registries";
                 offload_arm::options_refusal("aci", "ACI", settings, spec.provider_options.as_ref())
@@ -128,8 +132,20 @@ impl Provider for Aci {
     async fn observe(&self, handles: &[Handle]) -> Result<Vec<Observation>> {
         offload_provider::one_by_one::observe(handles, |handle| async move {
             let phase = match self.arm.get(&handle.provider_ref).await? {
-                Some(group) => status::phase(&group),
-                None => offload_provider::Phase::Lost {
+                Some(group) => match (status::phase(&group), steps::failed(&group)) {
+                    // A failed filer says why (the URL and the cause) in its log.
+                    (Phase::Exited { exit_code, .. }, Some((role, container, _)))
+                        if role.is_filer() =>
+                    {
+                        let said = self.arm.logs(&handle.provider_ref, &container, None).await?;
+                        Phase::Exited {
+                            exit_code,
+                            reason: Some(offload_provider::steps::filer_failure(role, &said)),
+                        }
+                    }
+                    (phase, _) => phase,
+                },
+                None => Phase::Lost {
                     reason: format!("container group {} was deleted", handle.provider_ref),
                 },
             };
@@ -149,7 +165,7 @@ impl Provider for Aci {
     async fn cancel(&self, handle: &Handle, reason: &str) -> Result<()> {
         let name = &handle.provider_ref;
         tracing::info!(group = %name, reason, "stopping the container group");
-        match self.arm.logs(name, None).await {
+        match self.arm.logs(name, CONTAINER, None).await {
             Ok(text) => self.stopped.keep(name, text),
             // The log is not worth delaying the stop for.
             Err(e) => {
@@ -162,9 +178,35 @@ impl Provider for Aci {
     async fn logs(&self, handle: &Handle, query: &LogQuery) -> Result<LogChunk> {
         let text = match self.stopped.get(&handle.provider_ref) {
             Some(text) => text,
-            None => self.arm.logs(&handle.provider_ref, None).await?,
+            None => self.arm.logs(&handle.provider_ref, CONTAINER, None).await?,
         };
         Ok(LogChunk::from_whole(&text, query))
+    }
+
+    fn runs_steps(&self) -> bool {
+        true
+    }
+
+    /// One GET of the group, then each step's container's log.
+    async fn step_runs(&self, handle: &Handle, tail_bytes: usize) -> Result<Vec<StepRun>> {
+        let Some(group) = self.arm.get(&handle.provider_ref).await? else {
+            return Ok(vec![]);
+        };
+        let mut runs = vec![];
+        for seen in steps::runs(&group) {
+            let text = match seen.exit_code {
+                Some(_) => self.arm.logs(&handle.provider_ref, &seen.container, None).await?,
+                None => String::new(),
+            };
+            runs.push(StepRun {
+                role: seen.role,
+                exit_code: offload_provider::steps::said_exit(&text).or(seen.exit_code),
+                started: seen.started.and_then(offload_provider::rfc3339),
+                finished: seen.finished.and_then(offload_provider::rfc3339),
+                log: offload_provider::tail_str(&text, tail_bytes).to_string(),
+            });
+        }
+        Ok(runs)
     }
 
     async fn release(&self, handle: &Handle) -> Result<()> {

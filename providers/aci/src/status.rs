@@ -1,5 +1,6 @@
 //! What a container group GET says about its job: ARM's provisioning state, the group's
-//! instance view and the container's current state, with the reason taken from events.
+//! instance view and the container's current state, with the reason taken from events. A
+//! group of several steps ended with the first of them that exited non-zero, if one did.
 //!
 //! A Spot group's eviction: Azure gives no state for it, and restarts an evicted group by
 //! itself ("the container groups hosting the customer workloads are automatically
@@ -36,6 +37,23 @@ pub fn phase(group: &Value) -> Phase {
         };
     }
 
+    // A group of several steps ended with the first that exited non-zero, if one did.
+    if let Some((role, container, code)) = crate::steps::failed(group) {
+        return match role.is_filer() {
+            // What the filer said is in its log, which the provider reads for the reason.
+            true => Phase::Exited {
+                exit_code: None,
+                reason: Some(offload_provider::steps::filer_failure(
+                    role,
+                    &format!("its container {container} exited with code {code}"),
+                )),
+            },
+            false => Phase::Exited {
+                exit_code: Some(code),
+                reason: Some(format!("exited with code {code}")),
+            },
+        };
+    }
     if container_state == "Terminated" {
         let current = current.unwrap();
         let exit_code = current["exitCode"].as_i64().map(|c| c as i32);

@@ -10,7 +10,8 @@ use fake_arm::{FakeArm, Fault};
 use offload_aci::Aci;
 use offload_provider::conformance::launch;
 use offload_provider::{
-    Gpu, Handle, LogQuery, Phase, Provider, ProviderError, Resources, WorkloadSpec,
+    Gpu, Handle, LogQuery, Phase, Provider, ProviderError, Resources, Step, StepPlan, StepRole,
+    WorkloadSpec,
 };
 use serde_json::{json, Value};
 
@@ -567,4 +568,187 @@ async fn a_spot_groups_eviction_is_a_preemption() {
     let restarted = regular.launch(&launch("offload-r-1", spec())).await.unwrap();
     arm.set_state("offload-r-1", "Running", json!({"restartCount": 1, "currentState": {"state": "Running"}}));
     assert_eq!(phase(&regular, &restarted).await, Phase::Running);
+}
+
+fn step(role: StepRole, image: &str, command: &[&str]) -> Step {
+    Step {
+        role,
+        image: image.into(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        workdir: None,
+        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        ignore_error: false,
+        host_reads: vec![],
+        host_writes: vec![],
+    }
+}
+
+/// A TES-shaped job: its inputs staged in, two executors (the first in a working
+/// directory, the second ignoring errors), its outputs staged out, `/data` shared.
+fn steps_spec() -> WorkloadSpec {
+    let mut stage_in = step(StepRole::StageIn, "", &["filer", "stage-in"]);
+    stage_in.env = BTreeMap::from([("OFFLOAD_FILER_PLAN".into(), "{}".into())]);
+    let mut first = step(StepRole::Executor, "alpine", &["sort", "in.txt"]);
+    first.workdir = Some("/data".into());
+    let mut second = step(StepRole::Executor, "busybox", &["sh", "-c", "echo hi; exit 3"]);
+    second.ignore_error = true;
+    let mut stage_out = stage_in.clone();
+    stage_out.role = StepRole::StageOut;
+    stage_out.command = vec!["filer".into(), "stage-out".into()];
+    WorkloadSpec {
+        steps: Some(StepPlan {
+            steps: vec![stage_in, first, second, stage_out],
+            volumes: vec!["/data".into()],
+        }),
+        command: vec![],
+        args: vec![],
+        ..spec()
+    }
+}
+
+async fn steps_provider(arm: &FakeArm) -> Aci {
+    provider(
+        arm,
+        json!({"filer_image": "offload:1", "filer_secrets": {"AZURE_STORAGE_ACCOUNT_KEY": "k3y"}}),
+    )
+    .await
+}
+
+fn ran(code: i32, start: &str, end: &str) -> Value {
+    json!({"state": "Terminated", "exitCode": code, "startTime": start, "finishTime": end})
+}
+
+/// A job of several steps is one group: every step but the last an init container, in
+/// order, the last `main` with the group's resources; all mount the shared folders as
+/// emptyDir volumes; the filer's alone get the deployment's secrets (as secure values, so
+/// never shown); an executor's working directory goes through the shell, ACI having none.
+#[tokio::test]
+async fn steps_are_init_containers_in_order_sharing_empty_dirs() {
+    let arm = FakeArm::start().await;
+    let aci = steps_provider(&arm).await;
+    let job = steps_spec();
+    aci.validate(&job).unwrap();
+    let handle = aci.launch(&launch("offload-st-1", job)).await.unwrap();
+    let body = puts(&arm).pop().unwrap();
+    let props = &body["properties"];
+    let init = props["initContainers"].as_array().unwrap();
+    let names: Vec<&Value> = init.iter().map(|c| &c["name"]).collect();
+    assert_eq!(names, ["step-0", "step-1", "step-2"]);
+    assert_eq!(props["containers"][0]["name"], "main");
+    let images: Vec<&Value> = init.iter().map(|c| &c["properties"]["image"]).collect();
+    assert_eq!(images, ["offload:1", "alpine", "busybox"]);
+    assert_eq!(props["containers"][0]["properties"]["image"], "offload:1");
+    assert_eq!(
+        props["containers"][0]["properties"]["resources"],
+        json!({"requests": {"cpu": 1.0, "memoryInGB": 1.5}})
+    );
+    assert_eq!(props["volumes"], json!([{"name": "steps-0", "emptyDir": {}}]));
+    for c in init.iter().chain(props["containers"].as_array().unwrap()) {
+        assert_eq!(
+            c["properties"]["volumeMounts"],
+            json!([{"name": "steps-0", "mountPath": "/data"}])
+        );
+    }
+    assert_eq!(body["tags"]["offload-steps"], "stage_in,executor,executor,stage_out");
+    assert_eq!(
+        init[0]["properties"]["command"],
+        json!(["offload", "filer", "stage-in"])
+    );
+    let env = |c: &Value| -> BTreeMap<String, Value> {
+        c["properties"]["environmentVariables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+            .collect()
+    };
+    let filer = env(&init[0]);
+    assert_eq!(filer["AZURE_STORAGE_ACCOUNT_KEY"]["secureValue"], "k3y");
+    assert_eq!(filer["OFFLOAD_FILER_ROOT"]["value"], "/");
+    assert!(!filer.contains_key("TOKEN"), "the filer gets no job secret");
+    let first = env(&init[1]);
+    assert_eq!(first["TOKEN"]["secureValue"], "s3cr3t");
+    assert!(!first.contains_key("AZURE_STORAGE_ACCOUNT_KEY"), "executors get no filer secret");
+    assert_eq!(first["OFFLOAD_WORKDIR"]["value"], "/data");
+    let command = &init[1]["properties"]["command"];
+    assert_eq!(command[0], "/bin/sh");
+    assert!(command[2].as_str().unwrap().contains(r#"cd "$OFFLOAD_WORKDIR""#));
+    let shown = format!("{:?}", aci.observe(std::slice::from_ref(&handle)).await.unwrap());
+    assert!(!shown.contains("k3y") && !shown.contains("s3cr3t"));
+
+    // All went well, the second executor's error ignored: its code is kept all the same.
+    arm.set_step_state("offload-st-1", "step-0", ran(0, "2026-12-08T10:00:00Z", "2026-12-08T10:00:02Z"));
+    arm.set_step_state("offload-st-1", "step-1", ran(0, "2026-12-08T10:00:03Z", "2026-12-08T10:00:05Z"));
+    arm.set_step_state("offload-st-1", "step-2", ran(0, "2026-12-08T10:00:06Z", "2026-12-08T10:00:07Z"));
+    arm.append_container_log("offload-st-1", "step-2", "hi\noffload-step-exit: 3\n");
+    arm.set_state("offload-st-1", "Succeeded", terminated(0, "Completed"));
+    assert_eq!(phase(&aci, &handle).await, Phase::Exited { exit_code: Some(0), reason: None });
+    let runs = aci.step_runs(&handle, 1 << 16).await.unwrap();
+    use StepRole::*;
+    let roles: Vec<_> = runs.iter().map(|r| r.role).collect();
+    assert_eq!(roles, [StageIn, Executor, Executor, StageOut]);
+    let codes: Vec<_> = runs.iter().map(|r| r.exit_code).collect();
+    assert_eq!(codes, [Some(0), Some(0), Some(3), Some(0)]);
+    assert_eq!(runs[2].log, "hi\noffload-step-exit: 3\n");
+    let at = |t: &str| offload_provider::rfc3339(t);
+    assert_eq!(runs[1].started, at("2026-12-08T10:00:03Z"));
+    assert_eq!(runs[1].finished, at("2026-12-08T10:00:05Z"));
+}
+
+/// The first step that exits non-zero ends the group: an executor's code is the job's; a
+/// filer's failure is no code of the job's, and its reason is the filer's own line, from
+/// its init container's log.
+#[tokio::test]
+async fn a_failed_step_ends_the_group_and_a_failed_filer_says_why() {
+    let arm = FakeArm::start().await;
+    let aci = steps_provider(&arm).await;
+    let executor = aci.launch(&launch("offload-sf-1", steps_spec())).await.unwrap();
+    arm.set_step_state("offload-sf-1", "step-0", ran(0, "2026-12-08T10:00:00Z", "2026-12-08T10:00:01Z"));
+    arm.set_step_state("offload-sf-1", "step-1", ran(5, "2026-12-08T10:00:02Z", "2026-12-08T10:00:03Z"));
+    arm.set_state("offload-sf-1", "Failed", json!({"currentState": {"state": "Waiting"}}));
+    assert_eq!(
+        phase(&aci, &executor).await,
+        Phase::Exited { exit_code: Some(5), reason: Some("exited with code 5".into()) }
+    );
+    let codes: Vec<_> = aci
+        .step_runs(&executor, 4096)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.exit_code)
+        .collect();
+    assert_eq!(codes, [Some(0), Some(5), None, None]);
+
+    let filer = aci.launch(&launch("offload-sf-2", steps_spec())).await.unwrap();
+    arm.set_step_state("offload-sf-2", "step-0", ran(1, "2026-12-08T10:00:00Z", "2026-12-08T10:00:01Z"));
+    arm.append_container_log(
+        "offload-sf-2",
+        "step-0",
+        "reading\noffload-filer: az://box/in.txt: the blob does not exist\n",
+    );
+    arm.set_state("offload-sf-2", "Failed", json!({"currentState": {"state": "Waiting"}}));
+    assert_eq!(
+        phase(&aci, &filer).await,
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("staging the inputs failed: az://box/in.txt: the blob does not exist".into()),
+        }
+    );
+}
+
+#[tokio::test]
+async fn steps_need_the_filer_image_for_files() {
+    let arm = FakeArm::start().await;
+    let aci = provider(&arm, json!({})).await;
+    match aci.validate(&steps_spec()) {
+        Err(ProviderError::InvalidSpec(why)) => {
+            assert!(why.starts_with("steps: ") && why.contains("filer_image"), "{why}")
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    assert!(aci.launch(&launch("offload-nf-1", steps_spec())).await.is_err());
+    assert!(puts(&arm).is_empty(), "nothing was created");
 }

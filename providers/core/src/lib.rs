@@ -119,7 +119,7 @@ pub fn refuse_steps(kind: &str, spec: &WorkloadSpec) -> Result<()> {
         None => Ok(()),
         Some(_) => Err(ProviderError::InvalidSpec(format!(
             "steps: the {kind} provider runs one container per job; several executors, staged \
-             inputs and outputs or volumes need a provider that runs steps (local, kubernetes, ecs)"
+             inputs and outputs or volumes need a provider that runs steps (local, kubernetes, ecs, aci)"
         ))),
     }
 }
@@ -638,6 +638,13 @@ pub fn short_name(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     let hex: String = digest[..11].iter().map(|b| format!("{b:02x}")).collect();
     format!("offload-{hex}")
+}
+
+/// An RFC 3339 instant (as the clouds' APIs write times), if `text` is one.
+pub fn rfc3339(text: &str) -> Option<std::time::SystemTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(std::time::SystemTime::from)
 }
 
 /// Cuts `text` to its last `max` bytes, on a character boundary.

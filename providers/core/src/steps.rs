@@ -1,8 +1,9 @@
 //! What every provider that runs workloads of several steps does the same way, whatever
-//! its runtime: an executor that ignores errors or sends stdin, stdout or stderr to files
-//! runs through `/bin/sh` (which its image must have, as TESK requires), printing its own
-//! exit code as `offload-step-exit: N`; a failed filer step is told by its last
-//! `offload-filer:` line; and the filer's program in its image.
+//! its runtime: an executor that ignores errors, sends stdin, stdout or stderr to files, or
+//! has a working directory its runtime cannot set runs through `/bin/sh` (which its image
+//! must have, as TESK requires), printing its own exit code as `offload-step-exit: N` when
+//! it ignores errors; a failed filer step is told by its last `offload-filer:` line; and
+//! the filer's program in its image.
 
 use crate::{Step, StepRole};
 
@@ -27,15 +28,26 @@ pub struct Wrapped {
     pub env: Vec<(String, String)>,
 }
 
-/// `step`'s command through `/bin/sh`, when it needs one (it ignores errors, or names a
-/// file for stdin, stdout or stderr); `None` runs its command as it is.
-pub fn wrapped(step: &Step) -> Option<Wrapped> {
+/// Where a runtime sets an executor's working directory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Workdir {
+    /// In the container's own settings (Kubernetes' `workingDir`, ECS's `workingDirectory`).
+    Runtime,
+    /// Nowhere (ACI): the wrapper makes it and goes there.
+    Shell,
+}
+
+/// `step`'s command through `/bin/sh`, when it needs one (it ignores errors, names a file
+/// for stdin, stdout or stderr, or has a working directory the runtime cannot set); `None`
+/// runs its command as it is.
+pub fn wrapped(step: &Step, workdir: Workdir) -> Option<Wrapped> {
     let redirects = [
         ("OFFLOAD_STDIN", &step.stdin, "<"),
         ("OFFLOAD_STDOUT", &step.stdout, ">"),
         ("OFFLOAD_STDERR", &step.stderr, "2>"),
     ];
-    if !step.ignore_error && redirects.iter().all(|(_, p, _)| p.is_none()) {
+    let cd = step.workdir.as_ref().filter(|_| workdir == Workdir::Shell);
+    if !step.ignore_error && cd.is_none() && redirects.iter().all(|(_, p, _)| p.is_none()) {
         return None;
     }
     let mut script = r#""$@""#.to_string();
@@ -50,6 +62,10 @@ pub fn wrapped(step: &Step) -> Option<Wrapped> {
         true => format!(r#"{script}; echo "{EXIT_MARK}$?" >&2; exit 0"#),
         false => format!("exec {script}"),
     };
+    if let Some(dir) = cd {
+        script = format!(r#"mkdir -p "$OFFLOAD_WORKDIR" && cd "$OFFLOAD_WORKDIR" && {script}"#);
+        env.push(("OFFLOAD_WORKDIR".to_string(), dir.clone()));
+    }
     let command = ["/bin/sh", "-c", &script, "offload-step"]
         .into_iter()
         .map(String::from)
@@ -105,13 +121,22 @@ mod tests {
 
     #[test]
     fn only_what_needs_a_shell_gets_one() {
-        assert_eq!(wrapped(&step(false, None)), None);
-        let Wrapped { command, env } = wrapped(&step(false, Some("/out/x"))).unwrap();
+        assert_eq!(wrapped(&step(false, None), Workdir::Shell), None);
+        let Wrapped { command, env } = wrapped(&step(false, Some("/out/x")), Workdir::Runtime).unwrap();
         assert_eq!(command[..3], ["/bin/sh", "-c", r#"exec "$@" > "$OFFLOAD_STDOUT""#]);
         assert_eq!(command[3..], ["offload-step", "echo", "hi"]);
         assert_eq!(env, [("OFFLOAD_STDOUT".to_string(), "/out/x".to_string())]);
-        let command = wrapped(&step(true, None)).unwrap().command;
+        let command = wrapped(&step(true, None), Workdir::Runtime).unwrap().command;
         assert_eq!(command[2], r#""$@"; echo "offload-step-exit: $?" >&2; exit 0"#);
+        let mut elsewhere = step(false, None);
+        elsewhere.workdir = Some("/work dir".into());
+        assert_eq!(wrapped(&elsewhere, Workdir::Runtime), None);
+        let Wrapped { command, env } = wrapped(&elsewhere, Workdir::Shell).unwrap();
+        assert_eq!(
+            command[2],
+            r#"mkdir -p "$OFFLOAD_WORKDIR" && cd "$OFFLOAD_WORKDIR" && exec "$@""#
+        );
+        assert_eq!(env, [("OFFLOAD_WORKDIR".to_string(), "/work dir".to_string())]);
     }
 
     #[test]

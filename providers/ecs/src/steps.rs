@@ -25,7 +25,7 @@ use aws_sdk_ecs::types::{
     ContainerCondition, ContainerDefinition, ContainerDependency, ContainerOverride,
     KeyValuePair, MountPoint, Secret, Task, Volume,
 };
-use offload_provider::steps::{wrapped, FILER_ROOT_ENV};
+use offload_provider::steps::{wrapped, Workdir, FILER_ROOT_ENV};
 use offload_provider::{ProviderError, Result, Step, StepPlan, StepRole};
 
 use crate::config::Config;
@@ -173,7 +173,7 @@ fn step_override(
                 .collect(),
         ),
         false => {
-            let (command, extra) = match wrapped(step) {
+            let (command, extra) = match wrapped(step, Workdir::Runtime) {
                 Some(shell) => (shell.command, shell.env),
                 None => (step.command.clone(), vec![]),
             };

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, SecretEnvSource, Volume,
     VolumeMount,
 };
-use offload_provider::steps::{filer_failure, said_exit, wrapped, FILER_ROOT_ENV};
+use offload_provider::steps::{filer_failure, said_exit, wrapped, Workdir, FILER_ROOT_ENV};
 use offload_provider::{Phase, StepPlan, StepRole, StepRun};
 
 use crate::config::Config;
@@ -123,7 +123,7 @@ pub fn containers(
                     let mut env: Vec<EnvVar> = base.env.clone().unwrap_or_default();
                     env.retain(|e| !step.env.contains_key(&e.name));
                     env.extend(env_of(&step.env));
-                    let (command, extra) = match wrapped(step) {
+                    let (command, extra) = match wrapped(step, Workdir::Runtime) {
                         Some(shell) => (shell.command, shell.env),
                         None => (step.command.clone(), vec![]),
                     };

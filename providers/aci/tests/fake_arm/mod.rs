@@ -2,7 +2,8 @@
 //! serves the shapes of Microsoft's published examples (tests/fixtures, copied from
 //! Azure/azure-rest-api-specs), behind ARM's gate for every call (`offload_arm::fake`:
 //! token, api-version, throttling, the read bucket, the record of requests). It keeps
-//! groups that a test moves through Pending → Running → Terminated, never returns a
+//! groups that a test moves through Pending → Running → Terminated (each of a group's init
+//! containers too, with a log of its own), never returns a
 //! `secureValue` (as ARM does not), and lists groups without their instance view (as the
 //! published list example shows them). A stop does
 //! what Microsoft's docs say ACI's does: it recycles the containers of a group still
@@ -37,7 +38,8 @@ struct Inner {
     groups: BTreeMap<String, Value>,
     /// What the next GETs of a group return instead (a published example).
     examples: BTreeMap<String, Value>,
-    logs: BTreeMap<String, String>,
+    /// By group and container.
+    logs: BTreeMap<(String, String), String>,
     /// PUTs that replaced a group that existed.
     replaced: u32,
 }
@@ -77,11 +79,10 @@ pub fn fixture(name: &str) -> Value {
 /// A group as GET returns it: ARM's shape, without secure values.
 fn shown(group: &Value) -> Value {
     let mut group = group.clone();
-    for c in group["properties"]["containers"]
-        .as_array_mut()
-        .into_iter()
-        .flatten()
-    {
+    let props = &mut group["properties"];
+    let (containers, init) = (props["containers"].take(), props["initContainers"].take());
+    let mut lists = [containers, init];
+    for c in lists.iter_mut().flat_map(|l| l.as_array_mut().into_iter().flatten()) {
         for e in c["properties"]["environmentVariables"]
             .as_array_mut()
             .into_iter()
@@ -89,6 +90,11 @@ fn shown(group: &Value) -> Value {
         {
             e.as_object_mut().unwrap().remove("secureValue");
         }
+    }
+    let [containers, init] = lists;
+    group["properties"]["containers"] = containers;
+    if !init.is_null() {
+        group["properties"]["initContainers"] = init;
     }
     group
 }
@@ -166,7 +172,7 @@ async fn stop_group(
     let state = &mut group["properties"]["instanceView"]["state"];
     if *state != "Succeeded" && *state != "Failed" {
         *state = json!("Stopped");
-        inner.logs.remove(&name);
+        inner.logs.retain(|(group, _), _| *group != name);
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -198,7 +204,7 @@ async fn list_groups(State(shared): State<Shared>) -> Response {
 
 async fn container_logs(
     State(shared): State<Shared>,
-    Path((_sub, _rg, name, _container)): Path<(String, String, String, String)>,
+    Path((_sub, _rg, name, container)): Path<(String, String, String, String)>,
 ) -> Response {
     let inner = shared.0.lock().unwrap();
     if !inner.groups.contains_key(&name) {
@@ -206,7 +212,7 @@ async fn container_logs(
     }
     // ContainerListLogs.json's shape.
     let mut body = fixture("ContainerListLogs.json")["responses"]["200"]["body"].clone();
-    body["content"] = json!(inner.logs.get(&name).cloned().unwrap_or_default());
+    body["content"] = json!(inner.logs.get(&(name, container)).cloned().unwrap_or_default());
     Json(body).into_response()
 }
 
@@ -251,6 +257,23 @@ impl FakeArm {
         group["properties"]["containers"][0]["properties"]["instanceView"] = container;
     }
 
+    /// Sets the current state of one of a group's containers, `main` or an init container.
+    pub fn set_step_state(&self, name: &str, container: &str, state: Value) {
+        let mut inner = self.shared.0.lock().unwrap();
+        let group = inner.groups.get_mut(name).expect("no such group");
+        let props = &mut group["properties"];
+        let mut all = ["initContainers", "containers"].map(|list| props[list].take());
+        let found = all
+            .iter_mut()
+            .flat_map(|l| l.as_array_mut().into_iter().flatten())
+            .find(|c| c["name"] == container)
+            .expect("no such container");
+        found["properties"]["instanceView"] = json!({"restartCount": 0, "currentState": state});
+        let [init, containers] = all;
+        props["initContainers"] = init;
+        props["containers"] = containers;
+    }
+
     /// Evicts a Spot group as Azure does: no state says so, the group is restarted, and its
     /// container's `restartCount` goes up.
     pub fn evict(&self, name: &str) {
@@ -275,13 +298,18 @@ impl FakeArm {
             .insert(name.to_string(), body);
     }
 
+    /// Adds to the log of the group's `main` container.
     pub fn append_log(&self, name: &str, text: &str) {
+        self.append_container_log(name, "main", text);
+    }
+
+    pub fn append_container_log(&self, name: &str, container: &str, text: &str) {
         self.shared
             .0
             .lock()
             .unwrap()
             .logs
-            .entry(name.to_string())
+            .entry((name.to_string(), container.to_string()))
             .or_default()
             .push_str(text);
     }
