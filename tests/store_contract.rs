@@ -2421,3 +2421,66 @@ fn migration_files() -> Vec<String> {
     names.sort();
     names
 }
+
+/// The sweep that settles the charges no job's end settled (a job charged in the instant
+/// after it ended) locks the periods it settles in (budget, period) order before anything
+/// else, as a charge and the trigger that settles at a job's end do: otherwise a sweep
+/// holding one period and waiting for another, and an end holding that one and waiting for
+/// the first, would wait on each other until PostgreSQL killed one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_the_sweep_locks_the_periods_in_order_first() {
+    use offload::store::ledger::{Charge, Charged};
+    let (admin, schema, url) = fresh_schema().await;
+    let store = PostgresStore::connect(&url, test_box()).await.unwrap();
+    let ledger = store.ledger();
+    let charge = |period: &str| Charge { budget: "tenant=a".into(), period: period.into(), limit: 1_000_000 };
+    let (first, second) = ("day:2026-12-08", "month:2026-12");
+    // The later period's row made first, so that a scan meets it first.
+    let early = created(&store, job("a", None)).await;
+    assert!(matches!(ledger.charge(early, 10, &[charge(second)]).await.unwrap(), Charged::Admitted(_)));
+    // A job charged after it ended: nothing but the sweep settles its charges.
+    let late = created(&store, job("a", None)).await;
+    let ended = Patch { state: Some(JobState::Cancelled), ..Patch::default() };
+    store.update(late, &[JobState::Queued], ended).await.unwrap().unwrap();
+    assert!(matches!(ledger.charge(late, 300, &[charge(first), charge(second)]).await.unwrap(), Charged::Admitted(_)));
+
+    // Another transaction holds the first period, as an end settling in it would.
+    let (mut holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let holding = holder.transaction().await.unwrap();
+    let xid: String = holding
+        .query_one(
+            &format!("SELECT pg_current_xact_id()::text FROM \"{schema}\".budget_spend WHERE period = $1 FOR UPDATE"),
+            &[&first],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let sweep = tokio::spawn(async move { store.ledger().settle(100).await });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid' AND transactionid::text = $1",
+                &[&xid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweep never waited for the first period");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Waiting for the first period, the sweep holds nothing after it.
+    let second_free = admin
+        .query(
+            &format!("SELECT 1 FROM \"{schema}\".budget_spend WHERE period = $1 FOR UPDATE NOWAIT"),
+            &[&second],
+        )
+        .await;
+    holding.commit().await.unwrap();
+    assert!(second_free.is_ok(), "the sweep took the second period before the first: {second_free:?}");
+    assert_eq!(sweep.await.unwrap().unwrap(), 2, "both of the ended job's charges settled");
+}

@@ -29,14 +29,33 @@ fn spend(row: &Row) -> StoreResult<Spend> {
     })
 }
 
-/// Settles the charges of up to `$1` ended jobs (or jobs no longer kept) in one statement,
-/// skipping those another replica is settling; counts the charges settled.
-const SETTLE_SQL: &str = "\
-WITH ended AS (
+/// The charges no end settled: of ended jobs, or of jobs no longer kept.
+const UNSETTLED: &str = "\
+    FROM budget_charges c LEFT JOIN jobs j ON j.id = c.job_id
+    WHERE (j.id IS NULL OR j.state IN ('succeeded', 'failed', 'cancelled'))";
+
+/// Locks the periods of the charges no end settled, in (budget, period) order as a charge
+/// and the trigger that settles at a job's end take them (migrations 14 and 15), so that
+/// the sweep never holds one period while it waits for another that they hold; answers
+/// which it locked.
+static LOCK_PERIODS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT s.budget, s.period FROM budget_spend s
+         WHERE (s.budget, s.period) IN (SELECT c.budget, c.period {UNSETTLED})
+         ORDER BY s.budget, s.period FOR UPDATE"
+    )
+});
+
+/// Settles the charges of up to `$1` ended jobs (or jobs no longer kept) in the periods
+/// `$2`/`$3` (which the transaction holds) in one statement, skipping those another
+/// replica is settling; counts the charges settled.
+static SETTLE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH ended AS (
     SELECT c.job_id, c.budget, c.period, c.micros,
            COALESCE(round((j.cost->>'usd')::numeric * 1000000)::bigint, 0) AS cost
-    FROM budget_charges c LEFT JOIN jobs j ON j.id = c.job_id
-    WHERE j.id IS NULL OR j.state IN ('succeeded', 'failed', 'cancelled')
+    {UNSETTLED}
+    AND (c.budget, c.period) IN (SELECT * FROM unnest($2::text[], $3::text[]))
     LIMIT $1
     FOR UPDATE OF c SKIP LOCKED
 ), gone AS (
@@ -50,7 +69,9 @@ WITH ended AS (
     UPDATE budget_spend s SET spent = s.spent + sums.cost, committed = s.committed - sums.micros
     FROM sums WHERE s.budget = sums.budget AND s.period = sums.period
 )
-SELECT count(*) FROM gone";
+SELECT count(*) FROM gone"
+    )
+});
 
 #[async_trait::async_trait]
 impl Ledger for PostgresStore {
@@ -121,15 +142,25 @@ impl Ledger for PostgresStore {
     }
 
     async fn settle(&self, limit: usize) -> StoreResult<usize> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(SETTLE_SQL)
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
             .await
-            .map_err(|e| pg("preparing", e))?;
-        let row = client
-            .query_one(&stmt, &[&(limit as i64)])
+            .map_err(|e| pg("beginning to settle", e))?;
+        let locked = tx
+            .query(LOCK_PERIODS_SQL.as_str(), &[])
+            .await
+            .map_err(|e| pg("locking the periods to settle", e))?;
+        if locked.is_empty() {
+            return Ok(0);
+        }
+        let budgets: Vec<String> = locked.iter().map(|r| col(r, 0)).collect::<StoreResult<_>>()?;
+        let periods: Vec<String> = locked.iter().map(|r| col(r, 1)).collect::<StoreResult<_>>()?;
+        let row = tx
+            .query_one(SETTLE_SQL.as_str(), &[&(limit as i64), &budgets, &periods])
             .await
             .map_err(|e| pg("settling ended jobs' charges", e))?;
+        tx.commit().await.map_err(|e| pg("committing the settling", e))?;
         Ok(col::<i64>(&row, 0)? as usize)
     }
 
