@@ -113,6 +113,9 @@ impl Server {
         }
         let stopped = stop.clone();
         let http = config.http.clone();
+        // Said before the first request can be answered: a client that saw /readyz answer
+        // finds the line in the log.
+        tracing::info!(%addr, "offload is serving");
         let done = tokio::spawn(async move {
             let drain = Duration::from_secs(http.drain_seconds);
             crate::http::serve(listener, app, &http, stopped, drain).await;
@@ -124,7 +127,6 @@ impl Server {
             }
             Ok(())
         });
-        tracing::info!(%addr, "offload is serving");
         Ok(Server { addr, stop, done })
     }
 
