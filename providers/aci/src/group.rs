@@ -81,7 +81,7 @@ pub fn body(config: &Config, launch: &Launch) -> Value {
     tags.insert(JOB_ID_TAG.into(), launch.job_id.clone());
     let (init, mut main, volumes) = match &spec.steps {
         Some(plan) => {
-            tags.insert(crate::steps::ROLES_TAG.into(), crate::steps::roles_tag(plan));
+            tags.insert(crate::steps::ROLES_TAG.into(), offload_provider::steps::roles_text(plan));
             crate::steps::containers(config, launch, plan)
         }
         None => {

@@ -9,7 +9,7 @@
 //! group's tag `offload-steps` keeps the steps' roles, so that a failed group says whose
 //! step failed.
 
-use offload_provider::steps::{wrapped, Workdir, FILER_ROOT_ENV};
+use offload_provider::steps::{roles_of, run, Run, Workdir, FILER_ROOT_ENV};
 use offload_provider::{Launch, StepPlan, StepRole};
 use serde_json::{json, Value};
 
@@ -34,26 +34,9 @@ fn name(count: usize, i: usize) -> String {
     }
 }
 
-/// The tag's value for `plan`.
-pub fn roles_tag(plan: &StepPlan) -> String {
-    plan.steps
-        .iter()
-        .filter_map(|s| serde_json::to_value(s.role).ok())
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The roles of a group of steps, from its tag; none for a group of one container.
 fn roles(group: &Value) -> Vec<StepRole> {
-    group["tags"][ROLES_TAG]
-        .as_str()
-        .map(|text| {
-            text.split(',')
-                .filter_map(|r| serde_json::from_value(Value::String(r.into())).ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    group["tags"][ROLES_TAG].as_str().map(roles_of).unwrap_or_default()
 }
 
 /// The group's init containers, its main container (without resources, which the caller
@@ -87,10 +70,7 @@ pub fn containers(config: &Config, launch: &Launch, plan: &StepPlan) -> (Vec<Val
                         .collect(),
                 ),
                 false => {
-                    let (command, extra) = match wrapped(step, Workdir::Shell) {
-                        Some(shell) => (shell.command, shell.env),
-                        None => (step.command.clone(), vec![]),
-                    };
+                    let Run { command, env: extra } = run(step, Workdir::Shell);
                     let env = step
                         .env
                         .iter()

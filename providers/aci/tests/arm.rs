@@ -10,7 +10,7 @@ use fake_arm::{FakeArm, Fault};
 use offload_aci::Aci;
 use offload_provider::conformance::launch;
 use offload_provider::{
-    Gpu, Handle, LogQuery, Phase, Provider, ProviderError, Resources, Step, StepPlan, StepRole,
+    Gpu, Handle, LogQuery, Phase, Provider, ProviderError, Resources, StepRole,
     WorkloadSpec,
 };
 use serde_json::{json, Value};
@@ -570,39 +570,10 @@ async fn a_spot_groups_eviction_is_a_preemption() {
     assert_eq!(phase(&regular, &restarted).await, Phase::Running);
 }
 
-fn step(role: StepRole, image: &str, command: &[&str]) -> Step {
-    Step {
-        role,
-        image: image.into(),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        workdir: None,
-        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
-        stdin: None,
-        stdout: None,
-        stderr: None,
-        ignore_error: false,
-        host_reads: vec![],
-        host_writes: vec![],
-    }
-}
-
-/// A TES-shaped job: its inputs staged in, two executors (the first in a working
-/// directory, the second ignoring errors), its outputs staged out, `/data` shared.
+/// A TES-shaped job ([`offload_provider::conformance::tes_plan`]).
 fn steps_spec() -> WorkloadSpec {
-    let mut stage_in = step(StepRole::StageIn, "", &["filer", "stage-in"]);
-    stage_in.env = BTreeMap::from([("OFFLOAD_FILER_PLAN".into(), "{}".into())]);
-    let mut first = step(StepRole::Executor, "alpine", &["sort", "in.txt"]);
-    first.workdir = Some("/data".into());
-    let mut second = step(StepRole::Executor, "busybox", &["sh", "-c", "echo hi; exit 3"]);
-    second.ignore_error = true;
-    let mut stage_out = stage_in.clone();
-    stage_out.role = StepRole::StageOut;
-    stage_out.command = vec!["filer".into(), "stage-out".into()];
     WorkloadSpec {
-        steps: Some(StepPlan {
-            steps: vec![stage_in, first, second, stage_out],
-            volumes: vec!["/data".into()],
-        }),
+        steps: Some(offload_provider::conformance::tes_plan("echo hi; exit 3")),
         command: vec![],
         args: vec![],
         ..spec()
@@ -713,13 +684,7 @@ async fn a_failed_step_ends_the_group_and_a_failed_filer_says_why() {
         phase(&aci, &executor).await,
         Phase::Exited { exit_code: Some(5), reason: Some("exited with code 5".into()) }
     );
-    let codes: Vec<_> = aci
-        .step_runs(&executor, 4096)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.exit_code)
-        .collect();
+    let codes = offload_provider::conformance::step_codes(&aci, &executor).await;
     assert_eq!(codes, [Some(0), Some(5), None, None]);
 
     let filer = aci.launch(&launch("offload-sf-2", steps_spec())).await.unwrap();

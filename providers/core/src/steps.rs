@@ -5,7 +5,7 @@
 //! it ignores errors; a failed filer step is told by its last `offload-filer:` line; and
 //! the filer's program in its image.
 
-use crate::{Step, StepRole};
+use crate::{Step, StepPlan, StepRole};
 
 /// The line a wrapped executor prints (to stderr) with its exit code.
 pub const EXIT_MARK: &str = "offload-step-exit: ";
@@ -20,11 +20,12 @@ pub fn default_filer_command() -> Vec<String> {
     vec!["offload".into()]
 }
 
-/// An executor's command run through `/bin/sh`.
+/// What an executor's container runs.
 #[derive(Debug, PartialEq)]
-pub struct Wrapped {
+pub struct Run {
     pub command: Vec<String>,
-    /// The variables the wrapper reads: the files of stdin, stdout and stderr.
+    /// The variables the `/bin/sh` wrapper reads (the files of stdin, stdout and stderr,
+    /// the working directory), none without one.
     pub env: Vec<(String, String)>,
 }
 
@@ -37,10 +38,10 @@ pub enum Workdir {
     Shell,
 }
 
-/// `step`'s command through `/bin/sh`, when it needs one (it ignores errors, names a file
-/// for stdin, stdout or stderr, or has a working directory the runtime cannot set); `None`
-/// runs its command as it is.
-pub fn wrapped(step: &Step, workdir: Workdir) -> Option<Wrapped> {
+/// What an executor's container runs: its command through `/bin/sh` when it needs one (it
+/// ignores errors, names a file for stdin, stdout or stderr, or has a working directory the
+/// runtime cannot set), else its command as it is.
+pub fn run(step: &Step, workdir: Workdir) -> Run {
     let redirects = [
         ("OFFLOAD_STDIN", &step.stdin, "<"),
         ("OFFLOAD_STDOUT", &step.stdout, ">"),
@@ -48,7 +49,10 @@ pub fn wrapped(step: &Step, workdir: Workdir) -> Option<Wrapped> {
     ];
     let cd = step.workdir.as_ref().filter(|_| workdir == Workdir::Shell);
     if !step.ignore_error && cd.is_none() && redirects.iter().all(|(_, p, _)| p.is_none()) {
-        return None;
+        return Run {
+            command: step.command.clone(),
+            env: vec![],
+        };
     }
     let mut script = r#""$@""#.to_string();
     let mut env = vec![];
@@ -71,7 +75,25 @@ pub fn wrapped(step: &Step, workdir: Workdir) -> Option<Wrapped> {
         .map(String::from)
         .chain(step.command.iter().cloned())
         .collect();
-    Some(Wrapped { command, env })
+    Run { command, env }
+}
+
+/// The roles of a plan's steps as one text (`stage_in,executor,stage_out`), for a label,
+/// tag or annotation of its workload: how its end tells whose step failed.
+pub fn roles_text(plan: &StepPlan) -> String {
+    plan.steps
+        .iter()
+        .filter_map(|s| serde_json::to_value(s.role).ok())
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The roles [`roles_text`] wrote.
+pub fn roles_of(text: &str) -> Vec<StepRole> {
+    text.split(',')
+        .filter_map(|r| serde_json::from_value(serde_json::Value::String(r.into())).ok())
+        .collect()
 }
 
 /// The exit code a wrapped executor that ignores errors printed, from its log.
@@ -105,33 +127,27 @@ mod tests {
 
     fn step(ignore_error: bool, stdout: Option<&str>) -> Step {
         Step {
-            role: StepRole::Executor,
-            image: "alpine".into(),
-            command: vec!["echo".into(), "hi".into()],
-            workdir: None,
-            env: BTreeMap::new(),
-            stdin: None,
-            stdout: stdout.map(String::from),
-            stderr: None,
             ignore_error,
-            host_reads: vec![],
-            host_writes: vec![],
+            stdout: stdout.map(String::from),
+            env: BTreeMap::new(),
+            ..crate::conformance::step(StepRole::Executor, "alpine", &["echo", "hi"])
         }
     }
 
     #[test]
     fn only_what_needs_a_shell_gets_one() {
-        assert_eq!(wrapped(&step(false, None), Workdir::Shell), None);
-        let Wrapped { command, env } = wrapped(&step(false, Some("/out/x")), Workdir::Runtime).unwrap();
+        let plain = run(&step(false, None), Workdir::Shell);
+        assert_eq!(plain, Run { command: vec!["echo".into(), "hi".into()], env: vec![] });
+        let Run { command, env } = run(&step(false, Some("/out/x")), Workdir::Runtime);
         assert_eq!(command[..3], ["/bin/sh", "-c", r#"exec "$@" > "$OFFLOAD_STDOUT""#]);
         assert_eq!(command[3..], ["offload-step", "echo", "hi"]);
         assert_eq!(env, [("OFFLOAD_STDOUT".to_string(), "/out/x".to_string())]);
-        let command = wrapped(&step(true, None), Workdir::Runtime).unwrap().command;
+        let command = run(&step(true, None), Workdir::Runtime).command;
         assert_eq!(command[2], r#""$@"; echo "offload-step-exit: $?" >&2; exit 0"#);
         let mut elsewhere = step(false, None);
         elsewhere.workdir = Some("/work dir".into());
-        assert_eq!(wrapped(&elsewhere, Workdir::Runtime), None);
-        let Wrapped { command, env } = wrapped(&elsewhere, Workdir::Shell).unwrap();
+        assert_eq!(run(&elsewhere, Workdir::Runtime).command, ["echo", "hi"]);
+        let Run { command, env } = run(&elsewhere, Workdir::Shell);
         assert_eq!(
             command[2],
             r#"mkdir -p "$OFFLOAD_WORKDIR" && cd "$OFFLOAD_WORKDIR" && exec "$@""#

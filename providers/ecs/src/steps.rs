@@ -25,7 +25,7 @@ use aws_sdk_ecs::types::{
     ContainerCondition, ContainerDefinition, ContainerDependency, ContainerOverride,
     KeyValuePair, MountPoint, Secret, Task, Volume,
 };
-use offload_provider::steps::{wrapped, Workdir, FILER_ROOT_ENV};
+use offload_provider::steps::{run, Run, Workdir, FILER_ROOT_ENV};
 use offload_provider::{ProviderError, Result, Step, StepPlan, StepRole};
 
 use crate::config::Config;
@@ -173,10 +173,7 @@ fn step_override(
                 .collect(),
         ),
         false => {
-            let (command, extra) = match wrapped(step, Workdir::Runtime) {
-                Some(shell) => (shell.command, shell.env),
-                None => (step.command.clone(), vec![]),
-            };
+            let Run { command, env: extra } = run(step, Workdir::Runtime);
             let env = step
                 .env
                 .iter()
@@ -267,21 +264,7 @@ mod tests {
     use super::*;
     use aws_sdk_ecs::types::Container;
 
-    fn step(role: StepRole, image: &str, command: &[&str]) -> Step {
-        Step {
-            role,
-            image: image.into(),
-            command: command.iter().map(|s| s.to_string()).collect(),
-            workdir: None,
-            env: BTreeMap::from([("A".into(), "1".into())]),
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            ignore_error: false,
-            host_reads: vec![],
-            host_writes: vec![],
-        }
-    }
+    use offload_provider::conformance::step;
 
     fn plan() -> StepPlan {
         StepPlan {

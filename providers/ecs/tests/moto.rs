@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use common::Moto;
 use offload_provider::conformance::launch;
 use offload_provider::{
-    Handle, LogQuery, Phase, Provider, ProviderError, Resources, Step, StepPlan, StepRole,
+    Handle, LogQuery, Phase, Provider, ProviderError, Resources, StepRole,
     WorkloadSpec,
 };
 use serde_json::json;
@@ -880,40 +880,10 @@ async fn one_describe_tasks_call_covers_a_hundred_tasks() {
     assert_eq!(sizes, [100, 100, 50]);
 }
 
-fn step(role: StepRole, image: &str, command: &[&str]) -> Step {
-    Step {
-        role,
-        image: image.into(),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        workdir: None,
-        env: BTreeMap::from([("GREETING".into(), "hello".into())]),
-        stdin: None,
-        stdout: None,
-        stderr: None,
-        ignore_error: false,
-        host_reads: vec![],
-        host_writes: vec![],
-    }
-}
-
-/// A TES-shaped job: its inputs staged in, two executors (the second ignoring errors and
-/// sending its stdout to a file), its outputs staged out, `/data` shared.
+/// A TES-shaped job ([`offload_provider::conformance::tes_plan`]).
 fn steps_spec(second: &str) -> WorkloadSpec {
-    let mut stage_in = step(StepRole::StageIn, "", &["filer", "stage-in"]);
-    stage_in.env = BTreeMap::from([("OFFLOAD_FILER_PLAN".into(), "{\"inputs\":[]}".into())]);
-    let mut first = step(StepRole::Executor, "alpine", &["sort", "/data/in.txt"]);
-    first.workdir = Some("/data".into());
-    let mut last = step(StepRole::Executor, "busybox", &["sh", "-c", second]);
-    last.ignore_error = true;
-    last.stdout = Some("/data/out.txt".into());
-    let mut stage_out = stage_in.clone();
-    stage_out.role = StepRole::StageOut;
-    stage_out.command = vec!["filer".into(), "stage-out".into()];
     WorkloadSpec {
-        steps: Some(StepPlan {
-            steps: vec![stage_in, first, last, stage_out],
-            volumes: vec!["/data".into()],
-        }),
+        steps: Some(offload_provider::conformance::tes_plan(second)),
         command: vec![],
         args: vec![],
         ..spec("alpine", 0.5, 1024)
@@ -1027,13 +997,7 @@ async fn a_failed_step_ends_the_task_and_a_failed_filer_says_why() {
         phase(&ecs, &executor).await,
         Some(Phase::Exited { exit_code: Some(5), reason: Some("exited with code 5".into()) })
     );
-    let codes: Vec<_> = ecs
-        .step_runs(&executor, 4096)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.exit_code)
-        .collect();
+    let codes = offload_provider::conformance::step_codes(&ecs, &executor).await;
     assert_eq!(codes, [Some(0), Some(5), None, None]);
 
     let filer = ecs.launch(&launch("offload-f-2", steps_spec("true"))).await.unwrap();

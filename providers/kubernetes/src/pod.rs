@@ -190,7 +190,7 @@ pub fn build(config: &Config, launch: &Launch, options: &Options) -> Result<Pod>
     let mut annotations = config.annotations.clone();
     let (init, container, volumes) = match &spec.steps {
         Some(plan) => {
-            annotations.insert(crate::steps::ROLES.into(), crate::steps::roles_annotation(plan));
+            annotations.insert(crate::steps::ROLES.into(), offload_provider::steps::roles_text(plan));
             let (init, main, volumes) = crate::steps::containers(config, plan, &container);
             (Some(init).filter(|i| !i.is_empty()), main, Some(volumes).filter(|v| !v.is_empty()))
         }

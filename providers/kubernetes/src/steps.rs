@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, Pod, SecretEnvSource, Volume,
     VolumeMount,
 };
-use offload_provider::steps::{filer_failure, said_exit, wrapped, Workdir, FILER_ROOT_ENV};
+use offload_provider::steps::{
+    filer_failure, roles_of, run, said_exit, Run, Workdir, FILER_ROOT_ENV,
+};
 use offload_provider::{Phase, StepPlan, StepRole, StepRun};
 
 use crate::config::Config;
@@ -123,10 +125,7 @@ pub fn containers(
                     let mut env: Vec<EnvVar> = base.env.clone().unwrap_or_default();
                     env.retain(|e| !step.env.contains_key(&e.name));
                     env.extend(env_of(&step.env));
-                    let (command, extra) = match wrapped(step, Workdir::Runtime) {
-                        Some(shell) => (shell.command, shell.env),
-                        None => (step.command.clone(), vec![]),
-                    };
+                    let Run { command, env: extra } = run(step, Workdir::Runtime);
                     env.extend(extra.into_iter().map(|(name, value)| EnvVar {
                         name,
                         value: Some(value),
@@ -158,22 +157,8 @@ pub fn roles(pod: &Pod) -> Vec<StepRole> {
         .annotations
         .as_ref()
         .and_then(|a| a.get(ROLES))
-        .map(|text| {
-            text.split(',')
-                .filter_map(|r| serde_json::from_value(serde_json::Value::String(r.into())).ok())
-                .collect()
-        })
+        .map(|text| roles_of(text))
         .unwrap_or_default()
-}
-
-/// The annotation's value for `plan`.
-pub fn roles_annotation(plan: &StepPlan) -> String {
-    plan.steps
-        .iter()
-        .filter_map(|s| serde_json::to_value(s.role).ok())
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Each step's container status, in order (init containers, then `main`).
