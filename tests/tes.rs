@@ -6,6 +6,9 @@
 //! kept apart.
 
 mod common;
+#[cfg(feature = "aci")]
+#[path = "../providers/aci/tests/fake_arm/mod.rs"]
+mod fake_arm;
 #[cfg(feature = "ecs")]
 #[path = "../providers/ecs/tests/common/mod.rs"]
 mod moto;
@@ -635,6 +638,66 @@ async fn on_ecs_executors_are_dependent_containers_whose_logs_are_kept() {
     assert_eq!(
         full["logs"][0]["system_logs"],
         json!(["staging the inputs failed: content of /data/in.txt: No space left on device"]),
+        "{full}"
+    );
+}
+
+/// On ACI (against the fake ARM), a task of several executors is one container group of
+/// init containers: each executor's log has its exit code, start and end as the group's
+/// instance view tells them, and its output from its container's log.
+#[cfg(feature = "aci")]
+#[tokio::test]
+async fn on_aci_executors_are_init_containers_whose_times_and_logs_are_kept() {
+    let arm = fake_arm::FakeArm::start().await;
+    let providers = format!(
+        "[providers.aci]\nkind = \"aci\"\nsubscription_id = \"00000000-0000-0000-0000-000000000000\"\n\
+         resource_group = \"offload\"\nlocation = \"westeurope\"\nendpoint = \"{}\"\naccess_token = \"{}\"\n\
+         filer_image = \"offload:1\"\npoll_interval_ms = 50\n",
+        arm.url,
+        fake_arm::TOKEN
+    );
+    let gw = Gateway::start(&providers).await;
+    let id = created(
+        &gw,
+        json!({
+            "inputs": [{"content": "b\na\n", "path": "/data/in.txt"}],
+            "executors": [
+                {"image": "alpine", "command": ["sort", "in.txt"], "workdir": "/data"},
+                {"image": "alpine", "command": ["echo", "done"]},
+            ],
+            "resources": {"backend_parameters": {"provider": "aci"}},
+        }),
+    )
+    .await;
+    let job = gw
+        .wait_for(TOKEN_A, &id, 20, "the task's group", |j| j["provider_ref"].is_string())
+        .await;
+    let group = job["provider_ref"].as_str().unwrap().to_string();
+    let ran = |code: i32, from: &str, to: &str| {
+        json!({"state": "Terminated", "exitCode": code, "startTime": from, "finishTime": to})
+    };
+    arm.set_step_state(&group, "step-0", ran(0, "2026-12-08T10:00:00Z", "2026-12-08T10:00:01Z"));
+    arm.set_step_state(&group, "step-1", ran(0, "2026-12-08T10:00:02Z", "2026-12-08T10:00:04Z"));
+    arm.append_container_log(&group, "step-1", "a\nb\n");
+    arm.append_log(&group, "done\n");
+    let main = ran(0, "2026-12-08T10:00:05Z", "2026-12-08T10:00:06Z");
+    arm.set_state(&group, "Succeeded", json!({"restartCount": 0, "currentState": main}));
+    let full = ended(&gw, &id).await;
+    assert_eq!(full["state"], "COMPLETE", "{full}");
+    let logs = full["logs"][0]["logs"].as_array().unwrap();
+    let seen: Vec<(i64, &str, &str, &str)> = logs
+        .iter()
+        .map(|l| {
+            let text = |k: &str| l[k].as_str().unwrap_or_default();
+            (l["exit_code"].as_i64().unwrap(), &text("start_time")[..19], &text("end_time")[..19], text("stdout"))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, "2026-12-08T10:00:02", "2026-12-08T10:00:04", "a\nb\n"),
+            (0, "2026-12-08T10:00:05", "2026-12-08T10:00:06", "done\n"),
+        ],
         "{full}"
     );
 }
