@@ -532,9 +532,16 @@ impl Provider for Ecs {
             }
         }
         // A failed filer says why (the URL and the cause) in its log; the task does not.
+        // A log that cannot be read leaves the reason the task gives, not the round undone.
         for (at, role, container) in filer_failed {
             let seen = &mut observations[at];
-            let said = self.container_tail(&seen.handle.provider_ref, &container, 4096).await?;
+            let said = match self.container_tail(&seen.handle.provider_ref, &container, 4096).await {
+                Ok(said) => said,
+                Err(e) => {
+                    tracing::warn!(task = %seen.handle.provider_ref, error = %e, "could not read why the filer failed");
+                    String::new()
+                }
+            };
             if let (Phase::Exited { reason, .. }, false) = (&mut seen.phase, said.trim().is_empty()) {
                 *reason = Some(offload_provider::steps::filer_failure(role, &said));
             }

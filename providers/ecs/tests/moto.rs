@@ -1005,6 +1005,16 @@ async fn a_failed_step_ends_the_task_and_a_failed_filer_says_why() {
     log.append(["reading", "offload-filer: s3://bucket/in.txt: the object does not exist"])
         .await;
     moto.stop_containers(&filer.provider_ref, json!({"stage-in": 1}), "").await;
+    // A log that cannot be read leaves the task's own reason, and the round whole.
+    let refused = json!({"__type": "InvalidParameterException", "message": "no"});
+    moto.fault("GetLogEvents", 1, 400, refused).await;
+    assert_eq!(
+        phase(&ecs, &filer).await,
+        Some(Phase::Exited {
+            exit_code: None,
+            reason: Some("staging the inputs failed: its container stage-in exited with code 1".into())
+        })
+    );
     assert_eq!(
         phase(&ecs, &filer).await,
         Some(Phase::Exited {
