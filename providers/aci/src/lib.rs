@@ -133,14 +133,22 @@ impl Provider for Aci {
         offload_provider::one_by_one::observe(handles, |handle| async move {
             let phase = match self.arm.get(&handle.provider_ref).await? {
                 Some(group) => match (status::phase(&group), steps::failed(&group)) {
-                    // A failed filer says why (the URL and the cause) in its log.
-                    (Phase::Exited { exit_code, .. }, Some((role, container, _)))
+                    // A failed filer says why (the URL and the cause) in its log; a log
+                    // that cannot be read leaves the group's own reason.
+                    (Phase::Exited { exit_code, reason }, Some((role, container, _)))
                         if role.is_filer() =>
                     {
-                        let said = self.arm.logs(&handle.provider_ref, &container, None).await?;
+                        let said = self
+                            .arm
+                            .logs(&handle.provider_ref, &container, None)
+                            .await
+                            .unwrap_or_default();
                         Phase::Exited {
                             exit_code,
-                            reason: Some(offload_provider::steps::filer_failure(role, &said)),
+                            reason: match said.trim().is_empty() {
+                                true => reason,
+                                false => Some(offload_provider::steps::filer_failure(role, &said)),
+                            },
                         }
                     }
                     (phase, _) => phase,

@@ -695,6 +695,15 @@ async fn a_failed_step_ends_the_group_and_a_failed_filer_says_why() {
         "reading\noffload-filer: az://box/in.txt: the blob does not exist\n",
     );
     arm.set_state("offload-sf-2", "Failed", json!({"currentState": {"state": "Waiting"}}));
+    // A log that cannot be read leaves the group's own reason, and the round whole.
+    arm.fault("GET", "/containers/step-0/logs", 1, Fault::Refuse(axum::http::StatusCode::BAD_REQUEST, "BadRequest"));
+    assert_eq!(
+        phase(&aci, &filer).await,
+        Phase::Exited {
+            exit_code: None,
+            reason: Some("staging the inputs failed: its container step-0 exited with code 1".into()),
+        }
+    );
     assert_eq!(
         phase(&aci, &filer).await,
         Phase::Exited {
