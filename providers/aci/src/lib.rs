@@ -145,10 +145,7 @@ impl Provider for Aci {
                             .unwrap_or_default();
                         Phase::Exited {
                             exit_code,
-                            reason: match said.trim().is_empty() {
-                                true => reason,
-                                false => Some(offload_provider::steps::filer_failure(role, &said)),
-                            },
+                            reason: offload_provider::steps::filer_reason(role, &said, reason),
                         }
                     }
                     (phase, _) => phase,

@@ -120,6 +120,16 @@ pub fn filer_failure(role: StepRole, said: &str) -> String {
     format!("{what}: {line}")
 }
 
+/// A failed filer step's reason, where the runtime tells of the failure (`given`) but not
+/// why: the filer's own line from `said`, its log, or `given` when that log is empty or
+/// could not be read.
+pub fn filer_reason(role: StepRole, said: &str, given: Option<String>) -> Option<String> {
+    match said.trim().is_empty() {
+        true => given,
+        false => Some(filer_failure(role, said)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +180,12 @@ mod tests {
         assert_eq!(
             filer_failure(StepRole::StageIn, ""),
             "staging the inputs failed: the filer said nothing"
+        );
+        let given = Some("exited with code 1".to_string());
+        assert_eq!(filer_reason(StepRole::StageIn, " \n", given.clone()), given);
+        assert_eq!(
+            filer_reason(StepRole::StageIn, "offload-filer: x: no\n", given).as_deref(),
+            Some("staging the inputs failed: x: no")
         );
     }
 }

@@ -542,8 +542,8 @@ impl Provider for Ecs {
                     String::new()
                 }
             };
-            if let (Phase::Exited { reason, .. }, false) = (&mut seen.phase, said.trim().is_empty()) {
-                *reason = Some(offload_provider::steps::filer_failure(role, &said));
+            if let Phase::Exited { reason, .. } = &mut seen.phase {
+                *reason = offload_provider::steps::filer_reason(role, &said, reason.take());
             }
         }
         Ok(observations)
