@@ -202,6 +202,38 @@ mod tests {
         );
     }
 
+    /// A task of steps ends with its first failed step, unless its end came from outside
+    /// (a Spot interruption, a StopTask), which outranks it.
+    #[test]
+    fn a_failed_step_is_the_outcome_unless_the_task_was_stopped_from_outside() {
+        let steps = |stop: Option<TaskStopCode>| {
+            Task::builder()
+                .last_status("STOPPED")
+                .set_stop_code(stop)
+                .stopped_reason("taken back")
+                .set_containers(Some(
+                    [("stage-in", 0), ("exec-0", 3)]
+                        .map(|(n, c)| Container::builder().name(n).exit_code(c).build())
+                        .to_vec(),
+                ))
+                .build()
+        };
+        let failed = Phase::Exited {
+            exit_code: Some(3),
+            reason: Some("exited with code 3".into()),
+        };
+        assert_eq!(phase(&steps(Some(TaskStopCode::EssentialContainerExited))), failed);
+        assert_eq!(phase(&steps(None)), failed);
+        assert!(matches!(
+            phase(&steps(Some(TaskStopCode::SpotInterruption))),
+            Phase::Preempted { .. }
+        ));
+        assert!(matches!(
+            phase(&steps(Some(TaskStopCode::UserInitiated))),
+            Phase::Exited { exit_code: None, reason: Some(r) } if r.starts_with("stopped by StopTask")
+        ));
+    }
+
     #[test]
     fn the_exit_code_is_the_named_containers() {
         let mut two = task(
